@@ -1,0 +1,73 @@
+"""Matrix products in emulated GPU precisions.
+
+The kernels multiply fp32 tiles on tensor cores in one of several modes. To predict their errors on a CPU,
+`matmul(a, b, precision)` rounds the operands the way the hardware does and accumulates in the working
+dtype (fp32 for fp32 inputs, fp64 for fp64 inputs):
+
+- ``ieee``   : plain products in the working dtype (CUDA-core fp32 FMA).
+- ``tf32``   : operands rounded to TF32 (10-bit mantissa, round-to-nearest-away as ``cvt.rna.tf32.f32``).
+- ``bf16``   : operands rounded to bf16 (7-bit mantissa, round-to-nearest-even).
+- ``fp16``   : operands rounded to fp16 (10-bit mantissa, max 65504: larger values become inf).
+- ``tf32x3`` / ``bf16x3`` : split precision, x = hi + lo with hi = round(x), lo = round(x − hi);
+  a·b ≈ hi·hi + hi·lo + lo·hi (three tensor-core products, ~fp32 accuracy; lo·lo dropped).
+"""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = ("ieee", "tf32", "bf16", "fp16", "tf32x3", "bf16x3")
+
+
+def round_tf32(x: torch.Tensor) -> torch.Tensor:
+    """Round fp32 to TF32 (keep 10 mantissa bits), ties away from zero like ``cvt.rna.tf32.f32``."""
+    x32 = x.to(torch.float32)
+    bits = x32.view(torch.int32)
+    # add half an ulp of the 10-bit mantissa to the magnitude bits, then clear the 13 dropped bits
+    rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+    finite = torch.isfinite(x32)
+    return torch.where(finite, rounded, x32).to(x.dtype)
+
+
+def round_to(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Round ``x`` to the number format ``fmt`` (tf32, bf16, fp16) and back to x's dtype."""
+    if fmt == "tf32":
+        return round_tf32(x)
+    if fmt == "bf16":
+        return x.to(torch.bfloat16).to(x.dtype)
+    if fmt == "fp16":
+        return x.to(torch.float16).to(x.dtype)
+    raise ValueError(f"unknown number format {fmt!r}")
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp64 stays fp64 (the reference); everything else computes in fp32 as the kernels do."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, precision: str = "ieee") -> torch.Tensor:
+    """``a @ b`` with the operands rounded as the GPU's dot of that ``precision`` would round them."""
+    if precision == "ieee":
+        return a @ b
+    if precision in ("tf32", "bf16", "fp16"):
+        return round_to(a, precision) @ round_to(b, precision)
+    if precision in ("tf32x3", "bf16x3"):
+        fmt = precision[:-2]
+        a_hi, b_hi = round_to(a, fmt), round_to(b, fmt)
+        a_lo, b_lo = round_to(a - a_hi, fmt), round_to(b - b_hi, fmt)
+        return a_hi @ b_hi + (a_hi @ b_lo + a_lo @ b_hi)
+    raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
+def mul(a: torch.Tensor, b: torch.Tensor, precision: str = "ieee") -> torch.Tensor:
+    """Elementwise/broadcast product with the same operand rounding (for rank-1 updates)."""
+    if precision == "ieee":
+        return a * b
+    if precision in ("tf32", "bf16", "fp16"):
+        return round_to(a, precision) * round_to(b, precision)
+    if precision in ("tf32x3", "bf16x3"):
+        fmt = precision[:-2]
+        a_hi, b_hi = round_to(a, fmt), round_to(b, fmt)
+        a_lo, b_lo = round_to(a - a_hi, fmt), round_to(b - b_hi, fmt)
+        return a_hi * b_hi + (a_hi * b_lo + a_lo * b_hi)
+    raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
