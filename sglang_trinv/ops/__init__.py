@@ -1,0 +1,198 @@
+"""Triton kernels (public API). Same tensor layouts as SGLang/FLA: ``[B, T, H, …]``; varlen via
+``cu_seqlens`` with B = 1 and optional precomputed ``chunk_indices``; GQA when k has Hg < H heads.
+
+``method`` is a registry name (:data:`sglang_trinv.registry.METHOD_NAMES`); ``precision`` is one name for
+every tensor-core product (``ieee``, ``tf32``, ``tf32x3``, ``bf16``, ``bf16x3``, ``fp16``) or
+``"DIAG/MERGE"`` to set the diagonal-tile and the merge products apart (e.g. ``"tf32x3/tf32"``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from ..registry import get_method
+from . import gdn_intra as _k
+
+log = logging.getLogger("sglang_trinv")
+
+CHUNK_SIZE = 64
+SUB_CHUNK = 16
+
+# kernel constexprs for each registry method: (diagonal 16×16 tiles, whole-matrix stage)
+KERNEL_METHODS = {
+    "forward_substitution": (_k.SUBST, _k.MERGE),
+    "column_sweep": (_k.SWEEP, _k.MERGE),
+    "blockdoubling": (_k.DOUBLING, _k.MERGE),
+    "hybrid": (_k.NEUMANN16, _k.MERGE),
+    "neumann": (_k.SUBST, _k.NEUMANN64),
+    "newton_schulz": (_k.SUBST, _k.NEWTON_SCHULZ),
+}
+
+_PRECISION_CODES = {"ieee": _k.P_IEEE, "tf32": _k.P_TF32, "tf32x3": _k.P_TF32X3, "bf16": _k.P_BF16,
+                    "bf16x3": _k.P_BF16X3, "fp16": _k.P_FP16}
+
+# default (diag/merge) precision per method, chosen from the H100 measurements in bench/results/
+DEFAULT_PRECISION = {
+    "forward_substitution": "tf32",  # stock: CUDA-core substitution + tf32 merges
+    "column_sweep": "tf32",
+    "blockdoubling": "tf32",
+    "hybrid": "tf32",
+    "neumann": "ieee",
+    "newton_schulz": "ieee",
+}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Launch parameters. ``group``: value heads per program sharing one key head (KKᵀ computed once)."""
+    num_warps: int = 1
+    group: int = 1
+    BK: int = 64
+    BV: int = 64
+    num_stages: int = 2
+
+
+DEFAULT_TUNING = Tuning()
+
+
+def kernel_twin(method: str, precision: str | None = None):
+    """The reference function with the kernel's exact tree for ``method`` (for tests): ``A -> X``."""
+    from ..reference import inverse as ref
+
+    diag_p, merge_p = split_precision(method, precision)
+    if method == "column_sweep":  # the kernel sweeps 16×16 tiles, then merges
+        return lambda A: ref.hybrid(A, block=SUB_CHUNK, inner="column_sweep", precision=merge_p,
+                                    inner_precision=diag_p)
+    if method == "hybrid":
+        return lambda A: ref.hybrid(A, block=SUB_CHUNK, inner="neumann", precision=merge_p,
+                                    inner_precision=diag_p)
+    if method == "blockdoubling":
+        return lambda A: ref.hybrid(A, block=SUB_CHUNK, inner="blockdoubling", precision=merge_p,
+                                    inner_precision=diag_p)
+    return lambda A: get_method(method).invert(A, merge_p)
+
+
+def split_precision(method: str, precision: str | None) -> tuple[str, str]:
+    p = precision or DEFAULT_PRECISION[method]
+    diag, _, merge = p.partition("/")
+    merge = merge or diag
+    for name in (diag, merge):
+        if name not in _PRECISION_CODES:
+            raise ValueError(f"unknown precision {name!r} in {p!r}; choose from {', '.join(_PRECISION_CODES)} "
+                             "or 'DIAG/MERGE'")
+    return diag, merge
+
+
+def _method_codes(method: str, precision: str | None):
+    get_method(method)  # clear error for unknown names
+    if method not in KERNEL_METHODS:
+        raise ValueError(f"method {method!r} has no Triton kernel; kernels exist for {', '.join(KERNEL_METHODS)}")
+    diag, whole = KERNEL_METHODS[method]
+    dp, mp = split_precision(method, precision)
+    return diag, whole, _PRECISION_CODES[dp], _PRECISION_CODES[mp]
+
+
+def prepare_chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """``[NT, 2]`` (sequence index, chunk index within the sequence), the layout SGLang/FLA use."""
+    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    idx = [(n, c) for n, length in enumerate(lens) for c in range(triton.cdiv(int(length), chunk_size))]
+    return torch.tensor(idx, dtype=cu_seqlens.dtype, device=cu_seqlens.device).reshape(-1, 2)
+
+
+def supports(k: torch.Tensor, v: torch.Tensor | None, g: torch.Tensor | None, beta: torch.Tensor,
+             chunk_size: int = CHUNK_SIZE) -> str | None:
+    """None if our kernels handle these inputs, else the reason (callers fall back to stock and log it)."""
+    if chunk_size != CHUNK_SIZE:
+        return f"chunk_size={chunk_size} (kernels are built for {CHUNK_SIZE})"
+    if k.dim() != 4 or beta.dim() != 3:
+        return f"unexpected ranks k{tuple(k.shape)} beta{tuple(beta.shape)}"
+    H, Hg = beta.shape[-1], k.shape[-2]
+    if H % Hg:
+        return f"value heads H={H} not a multiple of key heads Hg={Hg}"
+    if k.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        return f"dtype {k.dtype}"
+    if g is not None and g.shape != beta.shape:
+        return f"per-channel gate g{tuple(g.shape)} (GDN expects [B, T, H]; KDA has its own path)"
+    if v is not None and (v.shape[-2] != H or v.dim() != 4):
+        return f"v{tuple(v.shape)} does not match H={H}"
+    return None
+
+
+def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, BT, method, precision,
+            fuse_wu, store_A, from_A, tuning: Tuning | None):
+    tuning = tuning or DEFAULT_TUNING
+    diag, whole, dp, mp = _method_codes(method, precision)
+    group = tuning.group if (H // Hg) % tuning.group == 0 else 1
+    if cu_seqlens is not None and chunk_indices is None:
+        chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
+    grid = (NT, B * H // group)
+    _k.gdn_intra_kernel[grid](
+        k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T,
+        H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
+        BV=min(tuning.BV, triton.next_power_of_2(V)), GROUP=group,
+        DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
+        USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
+        FROM_A=from_A, num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+    )
+
+
+def _check_varlen(k, cu_seqlens):
+    if cu_seqlens is not None and k.shape[0] != 1:
+        raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={k.shape[0]}")
+
+
+def gdn_kkt_inverse(k, g, beta, cu_seqlens=None, chunk_indices=None, method="blockdoubling", precision=None,
+                    output_dtype=None, tuning: Tuning | None = None) -> torch.Tensor:
+    """Fused ``A = tril(diag(β)(K Kᵀ ⊙ e^{gᵢ−gⱼ}), −1)`` and ``(I + A)^{-1}`` per 64-token chunk: ``[B, T, H, 64]``."""
+    _check_varlen(k, cu_seqlens)
+    B, T, Hg, K = k.shape
+    H = beta.shape[-1]
+    reason = supports(k, None, g, beta)
+    if reason:
+        raise ValueError(f"gdn_kkt_inverse does not support these inputs: {reason}")
+    Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=output_dtype or k.dtype)
+    _launch(k, None, g, beta, None, Ai, None, None, cu_seqlens, chunk_indices, T, B, H, Hg, K, 0, CHUNK_SIZE,
+            method, precision, fuse_wu=False, store_A=True, from_A=False, tuning=tuning)
+    return Ai
+
+
+def gdn_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="blockdoubling", precision=None,
+                  chunk_size=CHUNK_SIZE, tuning: Tuning | None = None, store_A: bool = True):
+    """Drop-in for SGLang's ``chunk_gated_delta_rule_fwd_intra``: returns ``(w, u, A)`` with
+    ``u = A·(β⊙v)``, ``w = A·(β e^{g} ⊙ k)``, ``A = (I + tril(β KKᵀ ⊙ e^{Δg}, −1))^{-1}`` in k's dtype, all in one
+    kernel (A is not re-read from HBM). ``store_A=False`` skips writing A (returns None for it)."""
+    _check_varlen(k, cu_seqlens)
+    reason = supports(k, v, g, beta, chunk_size)
+    if reason:
+        raise ValueError(f"gdn_fwd_intra does not support these inputs: {reason}")
+    B, T, Hg, K = k.shape
+    H, V = v.shape[-2], v.shape[-1]
+    Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=k.dtype) if store_A else None
+    w = k.new_empty(B, T, H, K)
+    u = torch.empty_like(v)
+    _launch(k, v, g, beta, None, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, CHUNK_SIZE,
+            method, precision, fuse_wu=True, store_A=store_A, from_A=False, tuning=tuning)
+    return w, u, Ai
+
+
+def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", precision=None,
+               output_dtype=torch.float, tuning: Tuning | None = None) -> torch.Tensor:
+    """FLA-compatible stand-alone ``(I + A)^{-1}`` of strictly-lower chunk blocks ``A [B, T, H, BT]``,
+    BT ∈ {16, 32, 64}."""
+    _check_varlen(A, cu_seqlens)
+    B, T, H, BT = A.shape
+    if BT not in (16, 32, 64):
+        raise ValueError(f"solve_tril supports BT in (16, 32, 64), got {BT}")
+    Ai = torch.empty(B, T, H, BT, device=A.device, dtype=output_dtype or A.dtype)
+    _launch(None, None, None, None, A, Ai, None, None, cu_seqlens, chunk_indices, T, B, H, H, 16, 0, BT,
+            method, precision, fuse_wu=False, store_A=True, from_A=True, tuning=tuning)
+    return Ai
+
+
+__all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
+           "KERNEL_METHODS", "DEFAULT_PRECISION", "prepare_chunk_indices"]

@@ -1,0 +1,386 @@
+"""Fused GDN intra-chunk kernel: gated KKᵀ + (I + A)^{-1} by a selectable method (+ the w/u recompute).
+
+Per chunk of BT = 64 tokens and value head h (GQA: key head h // (H/Hg)):
+
+    A   = tril(diag(β)·(K Kᵀ ⊙ exp(gᵢ − gⱼ)), −1)          (four 16-row sub-chunks → 10 lower 16×16 tiles)
+    Ai  = (I + A)^{-1}                                      (METHOD, see below)
+    u   = Ai · (β ⊙ V),   w = Ai · (β·e^{g} ⊙ K)            (FUSE_WU: Ai never round-trips through HBM)
+
+One template; the method and the dot precisions are ``tl.constexpr``s, so each (method, precision) pair
+compiles to its own specialised kernel without a copy of the source:
+
+- diagonal 16×16 tiles (``DIAG``): ``SUBST`` row substitution on CUDA cores (SGLang's stock algorithm),
+  ``SWEEP`` column sweep, ``DOUBLING`` Bunch–Hopcroft doubling 1→2→4→8→16 on tensor cores,
+  ``NEUMANN16`` Neumann product (I−A)(I+A²)(I+A⁴)(I+A⁸) on tensor cores (the paper's MXR inner step);
+- off-diagonal tiles (``WHOLE`` = 0): doubling merges 16 → 32 → 64, ``X21 = −X22·A21·X11``;
+  or the whole 64×64 matrix by an unstable global method (``WHOLE`` = NEUMANN64 / NEWTON_SCHULZ), kept
+  for comparison (block-lower-triangular products of the 10 tiles).
+
+The PyTorch twins are :mod:`sglang_trinv.reference.inverse` (same trees, same operand roundings).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# diagonal-tile methods
+SUBST: tl.constexpr = tl.constexpr(0)
+SWEEP: tl.constexpr = tl.constexpr(1)
+DOUBLING: tl.constexpr = tl.constexpr(2)
+NEUMANN16: tl.constexpr = tl.constexpr(3)
+# whole-matrix methods (0 = doubling merges of the inverted diagonal tiles)
+MERGE: tl.constexpr = tl.constexpr(0)
+NEUMANN64: tl.constexpr = tl.constexpr(1)
+NEWTON_SCHULZ: tl.constexpr = tl.constexpr(2)
+
+# dot precisions (ieee/tf32/tf32x3 are Triton's; bf16 and bf16x3 are done by hand)
+P_IEEE: tl.constexpr = tl.constexpr(0)
+P_TF32: tl.constexpr = tl.constexpr(1)
+P_TF32X3: tl.constexpr = tl.constexpr(2)
+P_BF16: tl.constexpr = tl.constexpr(3)
+P_BF16X3: tl.constexpr = tl.constexpr(4)
+P_FP16: tl.constexpr = tl.constexpr(5)
+
+
+# ------------------------------------------------------------------------------------------ tile algebra
+@triton.jit
+def _mm(a, b, PREC: tl.constexpr):
+    """fp32 ``a @ b`` with the operands rounded as precision PREC rounds them (fp32 accumulation)."""
+    if PREC == P_IEEE:
+        c = tl.dot(a, b, input_precision="ieee")
+    elif PREC == P_TF32:
+        c = tl.dot(a, b, input_precision="tf32")
+    elif PREC == P_TF32X3:
+        c = tl.dot(a, b, input_precision="tf32x3")
+    elif PREC == P_BF16:
+        c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PREC == P_FP16:
+        c = tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:  # bf16x3: a·b ≈ hi·hi + hi·lo + lo·hi with x = hi + lo, hi = bf16(x), lo = bf16(x − hi)
+        a_hi = a.to(tl.bfloat16)
+        b_hi = b.to(tl.bfloat16)
+        a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+        b_lo = (b - b_hi.to(tl.float32)).to(tl.bfloat16)
+        c = tl.dot(a_hi, b_lo)
+        c = tl.dot(a_lo, b_hi, c)
+        c = tl.dot(a_hi, b_hi, c)
+    return c
+
+
+@triton.jit
+def _safe_exp(x):
+    # exp of a non-positive gate difference; +inf (from padded/garbage positions) is masked to 0
+    return tl.exp(tl.where(x <= 0, x, float("-inf")))
+
+
+@triton.jit
+def _inv_diag(a, BC: tl.constexpr, DIAG: tl.constexpr, PREC: tl.constexpr):
+    """(I + a)^{-1} of one strictly-lower BC×BC tile ``a`` (fp32)."""
+    o_i = tl.arange(0, BC)
+    eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
+    if DIAG == SUBST:
+        # rows in order: x_i = e_i − Σ_{j<i} a_ij x_j  (BC−2 serial steps, fp32 FMAs; rows 0, 1 are −a)
+        x = -a
+        for i in range(2, BC):
+            row = tl.sum(tl.where((o_i == i)[:, None], -a, 0.0), 0)
+            row = tl.where(o_i < i, row, 0.0)
+            row = row + tl.sum(row[:, None] * x, 0)
+            x = tl.where((o_i == i)[:, None], row, x)
+        x = x + eye
+    elif DIAG == SWEEP:
+        # X ← (I − a_j e_jᵀ) X for j = 0…BC−2: subtract column j of a times row j of X
+        x = eye
+        for j in range(0, BC - 1):
+            col = tl.sum(tl.where((o_i == j)[None, :], a, 0.0), 1)
+            row = tl.sum(tl.where((o_i == j)[:, None], x, 0.0), 0)
+            x = x - col[:, None] * row[None, :]
+    elif DIAG == DOUBLING:
+        # level 1 exactly: 2×2 blocks [[1,0],[−a,1]]; then b = 2, 4, …: X ← X − X·A_b·X, where A_b keeps
+        # the lower-left b×b quadrant of every 2b×2b diagonal block (X block-diagonal ⇒ X21 = −X22·A21·X11)
+        r = o_i[:, None]
+        c = o_i[None, :]
+        x = eye - tl.where((r // 2 == c // 2), a, 0.0)
+        for lvl in tl.static_range(1, 4):
+            b = 1 << lvl
+            a_b = tl.where((r // (2 * b) == c // (2 * b)) & ((r // b) % 2 == 1) & ((c // b) % 2 == 0), a, 0.0)
+            x = x - _mm(_mm(x, a_b, PREC), x, PREC)
+    else:  # NEUMANN16: (I − a)(I + a²)(I + a⁴)(I + a⁸): exact for BC = 16 since a^16 = 0
+        x = eye - a
+        y = _mm(a, a, PREC)
+        for step in tl.static_range(3):
+            x = x + _mm(x, y, PREC)
+            if step < 2:
+                y = _mm(y, y, PREC)
+    return x
+
+
+@triton.jit
+def _bmm(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
+         b00, b10, b11, b20, b21, b22, b30, b31, b32, b33, PREC: tl.constexpr):
+    """Product of two 4×4 block-lower-triangular matrices given by their 10 tiles: C_ij = Σ_{j≤k≤i} A_ik B_kj."""
+    c00 = _mm(a00, b00, PREC)
+    c10 = _mm(a10, b00, PREC) + _mm(a11, b10, PREC)
+    c11 = _mm(a11, b11, PREC)
+    c20 = _mm(a20, b00, PREC) + _mm(a21, b10, PREC) + _mm(a22, b20, PREC)
+    c21 = _mm(a21, b11, PREC) + _mm(a22, b21, PREC)
+    c22 = _mm(a22, b22, PREC)
+    c30 = _mm(a30, b00, PREC) + _mm(a31, b10, PREC) + _mm(a32, b20, PREC) + _mm(a33, b30, PREC)
+    c31 = _mm(a31, b11, PREC) + _mm(a32, b21, PREC) + _mm(a33, b31, PREC)
+    c32 = _mm(a32, b22, PREC) + _mm(a33, b32, PREC)
+    c33 = _mm(a33, b33, PREC)
+    return c00, c10, c11, c20, c21, c22, c30, c31, c32, c33
+
+
+@triton.jit
+def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
+              BC: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
+              DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr):
+    """(I + A)^{-1} of the 64×64 strictly-lower A given as 10 fp32 tiles; returns the 10 tiles of X."""
+    o_i = tl.arange(0, BC)
+    eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
+    zero = tl.zeros([BC, BC], dtype=tl.float32)
+    if WHOLE == MERGE:
+        x00 = _inv_diag(a00, BC, DIAG, DIAG_PREC)
+        x11 = _inv_diag(a11, BC, DIAG, DIAG_PREC)
+        x22 = _inv_diag(a22, BC, DIAG, DIAG_PREC)
+        x33 = _inv_diag(a33, BC, DIAG, DIAG_PREC)
+        # doubling 16 → 32: X10 = −X11·A10·X00, X32 = −X33·A32·X22
+        x10 = -_mm(_mm(x11, a10, MERGE_PREC), x00, MERGE_PREC)
+        x32 = -_mm(_mm(x33, a32, MERGE_PREC), x22, MERGE_PREC)
+        # doubling 32 → 64: [X20 X21; X30 X31] = −[X22 0; X32 X33]·([A20 A21; A30 A31]·[X00 0; X10 X11])
+        t20 = _mm(a20, x00, MERGE_PREC) + _mm(a21, x10, MERGE_PREC)
+        t21 = _mm(a21, x11, MERGE_PREC)
+        t30 = _mm(a30, x00, MERGE_PREC) + _mm(a31, x10, MERGE_PREC)
+        t31 = _mm(a31, x11, MERGE_PREC)
+        x20 = -_mm(x22, t20, MERGE_PREC)
+        x21 = -_mm(x22, t21, MERGE_PREC)
+        x30 = -(_mm(x32, t20, MERGE_PREC) + _mm(x33, t30, MERGE_PREC))
+        x31 = -(_mm(x32, t21, MERGE_PREC) + _mm(x33, t31, MERGE_PREC))
+    elif WHOLE == NEUMANN64:
+        # X = (I − A)(I + A²)(I + A⁴)…(I + A³²): 10 block products; intermediates grow like binomials
+        x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = (eye - a00, -a10, eye - a11, -a20, -a21, eye - a22,
+                                                            -a30, -a31, -a32, eye - a33)
+        y00, y10, y11, y20, y21, y22, y30, y31, y32, y33 = _bmm(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
+                                                                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
+                                                                MERGE_PREC)
+        for step in tl.static_range(5):
+            p00, p10, p11, p20, p21, p22, p30, p31, p32, p33 = _bmm(
+                x00, x10, x11, x20, x21, x22, x30, x31, x32, x33,
+                y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, MERGE_PREC)
+            x00, x10, x11, x20, x21, x22 = x00 + p00, x10 + p10, x11 + p11, x20 + p20, x21 + p21, x22 + p22
+            x30, x31, x32, x33 = x30 + p30, x31 + p31, x32 + p32, x33 + p33
+            if step < 4:
+                y00, y10, y11, y20, y21, y22, y30, y31, y32, y33 = _bmm(
+                    y00, y10, y11, y20, y21, y22, y30, y31, y32, y33,
+                    y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, MERGE_PREC)
+    else:  # NEWTON_SCHULZ: X ← X + X(I − M X) from X = I, 6 steps (exact for n = 64 in exact arithmetic)
+        x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = (eye, zero, eye, zero, zero, eye,
+                                                            zero, zero, zero, eye)
+        for _ in tl.static_range(6):
+            # R = I − (I + A)X = −X' + I − A·X  (X' = X)
+            q00, q10, q11, q20, q21, q22, q30, q31, q32, q33 = _bmm(
+                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
+                x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, MERGE_PREC)
+            r00, r10, r11, r20, r21, r22 = eye - x00 - q00, -x10 - q10, eye - x11 - q11, -x20 - q20, -x21 - q21, \
+                eye - x22 - q22
+            r30, r31, r32, r33 = -x30 - q30, -x31 - q31, -x32 - q32, eye - x33 - q33
+            p00, p10, p11, p20, p21, p22, p30, p31, p32, p33 = _bmm(
+                x00, x10, x11, x20, x21, x22, x30, x31, x32, x33,
+                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, MERGE_PREC)
+            x00, x10, x11, x20, x21, x22 = x00 + p00, x10 + p10, x11 + p11, x20 + p20, x21 + p21, x22 + p22
+            x30, x31, x32, x33 = x30 + p30, x31 + p31, x32 + p32, x33 + p33
+    return x00, x10, x11, x20, x21, x22, x30, x31, x32, x33
+
+
+# ------------------------------------------------------------------------------------------ memory
+@triton.jit
+def _load_rows(base, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr):
+    """[BC, BX] tile of rows t0…t0+BC−1 (zero beyond T) and columns col0…col0+BX−1 (zero beyond NCOL)."""
+    o_r = t0 + tl.arange(0, BC)
+    o_c = col0 + tl.arange(0, BX)
+    m = (o_r < T)[:, None] & (o_c < NCOL)[None, :]
+    return tl.load(base + o_r[:, None] * stride + o_c[None, :], mask=m, other=0.0)
+
+
+@triton.jit
+def _store_rows(base, x, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr):
+    o_r = t0 + tl.arange(0, BC)
+    o_c = col0 + tl.arange(0, BX)
+    m = (o_r < T)[:, None] & (o_c < NCOL)[None, :]
+    tl.store(base + o_r[:, None] * stride + o_c[None, :], x.to(base.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _load_vec(base, t0, T, stride, BC: tl.constexpr):
+    o_r = t0 + tl.arange(0, BC)
+    return tl.load(base + o_r * stride, mask=o_r < T, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33,
+             t0, T, src_stride, out_stride, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr):
+    """out = X · (scale ⊙ src) for one chunk, in BX-column tiles; X in the operand dtype (as stock)."""
+    for i_x in range(tl.cdiv(NCOL, BX)):
+        c0 = i_x * BX
+        s0 = (_load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX) * scale0[:, None]).to(x00.dtype)
+        s1 = (_load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX) * scale1[:, None]).to(x00.dtype)
+        s2 = (_load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX) * scale2[:, None]).to(x00.dtype)
+        s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX) * scale3[:, None]).to(x00.dtype)
+        o0 = tl.dot(x00, s0)
+        o1 = tl.dot(x11, s1, tl.dot(x10, s0))
+        o2 = tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0)))
+        o3 = tl.dot(x33, s3, tl.dot(x32, s2, tl.dot(x31, s1, tl.dot(x30, s0))))
+        _store_rows(out, o0, t0, T, out_stride, c0, NCOL, BC, BX)
+        _store_rows(out, o1, t0 + BC, T, out_stride, c0, NCOL, BC, BX)
+        _store_rows(out, o2, t0 + 2 * BC, T, out_stride, c0, NCOL, BC, BX)
+        _store_rows(out, o3, t0 + 3 * BC, T, out_stride, c0, NCOL, BC, BX)
+
+
+# ------------------------------------------------------------------------------------------ the kernel
+@triton.jit(do_not_specialize=["T"])
+def gdn_intra_kernel(
+    k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices,
+    T,
+    H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    GROUP: tl.constexpr,          # value heads per program (they share one key head: KKᵀ computed once)
+    DIAG: tl.constexpr, WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr,
+    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, STORE_A: tl.constexpr, FUSE_WU: tl.constexpr,
+    FROM_A: tl.constexpr,         # stand-alone solve_tril: read strictly-lower A [.., T, H, BT] instead of KKᵀ
+):
+    tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
+    i_t, i_bg = tl.program_id(0), tl.program_id(1)
+    NG: tl.constexpr = H // GROUP
+    i_b, i_g = i_bg // NG, i_bg % NG
+    i_h0 = i_g * GROUP
+    i_hk = i_h0 // (H // Hg)
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int32)
+        T = eos - bos
+    else:
+        bos = i_b * T
+    t0 = i_t * BT
+    if t0 >= T:
+        return
+    T = tl.minimum(T, t0 + BT)  # rows past the chunk (BT < 64: unused sub-chunks) are masked like padding
+    o_i = tl.arange(0, BC)
+    m_low = o_i[:, None] > o_i[None, :]
+
+    # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
+    if not FROM_A:
+        k_base = k + (bos * Hg + i_hk) * K
+        r00 = tl.zeros([BC, BC], dtype=tl.float32)
+        r10 = tl.zeros([BC, BC], dtype=tl.float32)
+        r11 = tl.zeros([BC, BC], dtype=tl.float32)
+        r20 = tl.zeros([BC, BC], dtype=tl.float32)
+        r21 = tl.zeros([BC, BC], dtype=tl.float32)
+        r22 = tl.zeros([BC, BC], dtype=tl.float32)
+        r30 = tl.zeros([BC, BC], dtype=tl.float32)
+        r31 = tl.zeros([BC, BC], dtype=tl.float32)
+        r32 = tl.zeros([BC, BC], dtype=tl.float32)
+        r33 = tl.zeros([BC, BC], dtype=tl.float32)
+        for i_k in range(tl.cdiv(K, BK)):
+            k0 = _load_rows(k_base, t0, T, Hg * K, i_k * BK, K, BC, BK)
+            k1 = _load_rows(k_base, t0 + BC, T, Hg * K, i_k * BK, K, BC, BK)
+            k2 = _load_rows(k_base, t0 + 2 * BC, T, Hg * K, i_k * BK, K, BC, BK)
+            k3 = _load_rows(k_base, t0 + 3 * BC, T, Hg * K, i_k * BK, K, BC, BK)
+            r00 = tl.dot(k0, tl.trans(k0), r00)
+            r10 = tl.dot(k1, tl.trans(k0), r10)
+            r11 = tl.dot(k1, tl.trans(k1), r11)
+            r20 = tl.dot(k2, tl.trans(k0), r20)
+            r21 = tl.dot(k2, tl.trans(k1), r21)
+            r22 = tl.dot(k2, tl.trans(k2), r22)
+            r30 = tl.dot(k3, tl.trans(k0), r30)
+            r31 = tl.dot(k3, tl.trans(k1), r31)
+            r32 = tl.dot(k3, tl.trans(k2), r32)
+            r33 = tl.dot(k3, tl.trans(k3), r33)
+
+    for i_hh in tl.static_range(GROUP):
+        i_h = i_h0 + i_hh
+        if FROM_A:
+            # stand-alone solve: the strictly-lower A is given ([.., T, H, BT], only BT columns exist)
+            ab = A_in + (bos * H + i_h) * BT
+            a00 = tl.where(m_low, _load_rows(ab, t0, T, H * BT, 0, BT, BC, BC).to(tl.float32), 0.0)
+            a10 = _load_rows(ab, t0 + BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
+            a11 = tl.where(m_low, _load_rows(ab, t0 + BC, T, H * BT, BC, BT, BC, BC).to(tl.float32), 0.0)
+            a20 = _load_rows(ab, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
+            a21 = _load_rows(ab, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC).to(tl.float32)
+            a22 = tl.where(m_low, _load_rows(ab, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC).to(tl.float32), 0.0)
+            a30 = _load_rows(ab, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
+            a31 = _load_rows(ab, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC).to(tl.float32)
+            a32 = _load_rows(ab, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC).to(tl.float32)
+            a33 = tl.where(m_low, _load_rows(ab, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC).to(tl.float32), 0.0)
+        else:
+            # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower
+            b0 = _load_vec(beta + bos * H + i_h, t0, T, H, BC)
+            b1 = _load_vec(beta + bos * H + i_h, t0 + BC, T, H, BC)
+            b2 = _load_vec(beta + bos * H + i_h, t0 + 2 * BC, T, H, BC)
+            b3 = _load_vec(beta + bos * H + i_h, t0 + 3 * BC, T, H, BC)
+            a00 = tl.where(m_low, r00, 0.0) * b0[:, None]
+            a11 = tl.where(m_low, r11, 0.0) * b1[:, None]
+            a22 = tl.where(m_low, r22, 0.0) * b2[:, None]
+            a33 = tl.where(m_low, r33, 0.0) * b3[:, None]
+            a10 = r10 * b1[:, None]
+            a20 = r20 * b2[:, None]
+            a21 = r21 * b2[:, None]
+            a30 = r30 * b3[:, None]
+            a31 = r31 * b3[:, None]
+            a32 = r32 * b3[:, None]
+            if USE_G:
+                g0 = _load_vec(g + bos * H + i_h, t0, T, H, BC)
+                g1 = _load_vec(g + bos * H + i_h, t0 + BC, T, H, BC)
+                g2 = _load_vec(g + bos * H + i_h, t0 + 2 * BC, T, H, BC)
+                g3 = _load_vec(g + bos * H + i_h, t0 + 3 * BC, T, H, BC)
+                a00 *= _safe_exp(g0[:, None] - g0[None, :])
+                a11 *= _safe_exp(g1[:, None] - g1[None, :])
+                a22 *= _safe_exp(g2[:, None] - g2[None, :])
+                a33 *= _safe_exp(g3[:, None] - g3[None, :])
+                a10 *= _safe_exp(g1[:, None] - g0[None, :])
+                a20 *= _safe_exp(g2[:, None] - g0[None, :])
+                a21 *= _safe_exp(g2[:, None] - g1[None, :])
+                a30 *= _safe_exp(g3[:, None] - g0[None, :])
+                a31 *= _safe_exp(g3[:, None] - g1[None, :])
+                a32 *= _safe_exp(g3[:, None] - g2[None, :])
+
+        # ---- (I + A)^{-1}
+        x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
+            a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
+
+        # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
+        if STORE_A:
+            a_base = Ai + (bos * H + i_h) * BT
+            zero = tl.zeros([BC, BC], dtype=tl.float32)
+            _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x10, t0 + BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x11, t0 + BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + BC, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x20, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x21, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, x22, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + 2 * BC, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x30, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC)
+
+        # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
+        if FUSE_WU:
+            dt = k.dtype.element_ty
+            y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
+            y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
+            _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV)
+            if USE_G:
+                e0, e1, e2, e3 = b0 * tl.exp(g0), b1 * tl.exp(g1), b2 * tl.exp(g2), b3 * tl.exp(g3)
+            else:
+                e0, e1, e2, e3 = b0, b1, b2, b3
+            _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
+                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BK)
