@@ -1,0 +1,129 @@
+"""GDN chunk prefill: swap SGLang's fused ``kkt + solve_tril + recompute_w_u`` for ours.
+
+SGLang 0.5.x: ``sglang/kernels/ops/attention/fla/chunk.py`` does
+``from ...fla.chunk_fwd import chunk_gated_delta_rule_fwd_intra`` and calls it from
+``chunk_gated_delta_rule_fwd`` (the Triton prefill/extend path, reached through
+``srt/layers/attention/linear/kernels/gdn_triton.py::TritonGDNKernel.extend``). Decode and target-verify
+use the fused recurrent kernels and never reach it, so they stay stock. We replace the function object in
+every module that holds it (chunk.py's global is the one that is looked up; chunk_fwd.py's own global so
+later ``from`` imports get ours).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+from pathlib import Path
+
+from ._state import STATE, IncompatibleSGLangError, logger, rebind, sglang_version
+
+CHUNK = "sglang.kernels.ops.attention.fla.chunk"
+CHUNK_FWD = "sglang.kernels.ops.attention.fla.chunk_fwd"
+NAME = "chunk_gated_delta_rule_fwd_intra"
+STOCK_PARAMS = ("k", "v", "g", "beta", "cu_seqlens", "chunk_size", "chunk_indices")
+
+_warned_fallbacks: set[tuple] = set()
+
+
+def static_check() -> None:
+    """Check the hook target exists without importing the kernels (cheap, for the CLI process)."""
+    for module, needle in ((CHUNK, f"import {NAME}"), (CHUNK_FWD, f"def {NAME}(")):
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin or not Path(spec.origin).is_file():
+            raise IncompatibleSGLangError(
+                f"sglang-trinv needs {module} (SGLang {sglang_version()} has no such module); "
+                "this SGLang is not supported: use --linear-attn-inv stock or an SGLang 0.5.17-0.5.x release"
+            )
+        if needle not in Path(spec.origin).read_text():
+            raise IncompatibleSGLangError(
+                f"sglang-trinv hooks {module}.{NAME}, which SGLang {sglang_version()} does not have "
+                f"(no {needle!r} in {spec.origin}); this SGLang is not supported: use --linear-attn-inv stock"
+            )
+
+
+def check_ops() -> None:
+    """Our kernels must expose the contract the wrapper calls."""
+    try:
+        from .. import ops
+    except ImportError as e:
+        raise ImportError(f"sglang-trinv: cannot import sglang_trinv.ops ({e}); the GDN kernels are missing") from e
+    missing = [name for name in ("gdn_fwd_intra", "supports") if not callable(getattr(ops, name, None))]
+    if missing:
+        raise ImportError(f"sglang-trinv: sglang_trinv.ops lacks {', '.join(missing)}; the GDN kernels are missing")
+
+
+def _stock_of(chunk_module):
+    """SGLang's own function (unwrapping ours), checked against the signature the wrapper mirrors."""
+    current = getattr(chunk_module, NAME, None)
+    if current is None:
+        raise IncompatibleSGLangError(
+            f"SGLang {sglang_version()}: {CHUNK} has no {NAME}; sglang-trinv cannot hook GDN prefill"
+        )
+    return getattr(current, "__wrapped__", current) if getattr(current, "__sglang_trinv__", False) else current
+
+
+def _check_signature(fn) -> None:
+    params = tuple(inspect.signature(fn).parameters)
+    if params != STOCK_PARAMS:
+        raise IncompatibleSGLangError(
+            f"SGLang {sglang_version()}: {CHUNK_FWD}.{NAME}{params} does not have the signature sglang-trinv "
+            f"mirrors {STOCK_PARAMS}; refusing to patch"
+        )
+
+
+def _note_fallback(reason: str, k, v, beta, chunk_size: int) -> None:
+    key = (reason, tuple(k.shape[2:]), v.shape[-1], beta.shape[-1] if beta is not None else None, k.dtype, chunk_size)
+    if key not in _warned_fallbacks:  # once per shape/dtype, not once per layer and batch
+        _warned_fallbacks.add(key)
+        logger.warning(
+            "sglang-trinv: GDN prefill falls back to SGLang's stock kernel for k%s v%s %s chunk_size=%d: %s "
+            "(logged once per shape)",
+            tuple(k.shape), tuple(v.shape), str(k.dtype).replace("torch.", ""), chunk_size, reason,
+        )
+
+
+def make_wrapper(stock):
+    from .. import ops
+
+    @functools.wraps(stock)
+    def chunk_gated_delta_rule_fwd_intra(k, v, g=None, beta=None, cu_seqlens=None, chunk_size=64,
+                                         chunk_indices=None):
+        method, precision = STATE.method, STATE.precision
+        reason = ops.supports(k, v, g, beta, chunk_size)
+        if reason is None:
+            STATE.counts["gdn"] += 1
+            return ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
+                                     method=method, precision=precision)
+        STATE.counts["gdn_fallback"] += 1
+        _note_fallback(reason, k, v, beta, chunk_size)
+        return stock(k, v, g=g, beta=beta, cu_seqlens=cu_seqlens, chunk_size=chunk_size, chunk_indices=chunk_indices)
+
+    chunk_gated_delta_rule_fwd_intra.__sglang_trinv__ = True
+    return chunk_gated_delta_rule_fwd_intra
+
+
+def apply(chunk_module) -> None:
+    """Patch GDN prefill; called with chunk.py once it is imported. Raises on an incompatible SGLang."""
+    with STATE.lock:
+        if "gdn" in STATE.patched:
+            return
+        check_ops()
+        stock = _stock_of(chunk_module)
+        chunk_fwd = importlib.import_module(CHUNK_FWD)
+        if stock is not getattr(chunk_fwd, NAME, None):
+            # Intel XPU: chunk.py rebinds the name to sglang.srt.hardware_backend.xpu's kernel
+            logger.warning(
+                "sglang-trinv: %s.%s is %s.%s, not the Triton kernel from %s; GDN prefill stays stock on "
+                "this platform (--linear-attn-inv=%s has no effect)",
+                CHUNK, NAME, getattr(stock, "__module__", "?"), getattr(stock, "__qualname__", "?"), CHUNK_FWD,
+                STATE.method,
+            )
+            return
+        _check_signature(stock)
+        n = rebind(stock, make_wrapper(stock))
+        STATE.patched.add("gdn")
+        logger.info(
+            "sglang-trinv: GDN chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s]",
+            STATE.method, STATE.precision or "method default", sglang_version(), n, NAME,
+        )
