@@ -169,6 +169,7 @@ def unpatch() -> None:
     """Restore SGLang's stock functions (every replaced binding) and clear the environment selection."""
     with STATE.lock:
         _deactivate()
+        STATE.error = None
         _export_env(STOCK, None)
 
 

@@ -43,14 +43,9 @@ def check_server_args(server_args) -> None:
 def apply(gdn_backend_module) -> None:
     """Decline SGLang's automatic FlashInfer GDN prefill while a method is selected."""
     with STATE.lock:
-        if "gdn_prefill_default" in STATE.patched:
-            return
         stock = getattr(gdn_backend_module, PREFILL_DEFAULT, None)
-        if stock is None:
-            # older SGLang without the auto default: nothing to decline
-            STATE.patched.add("gdn_prefill_default")
-            return
-        stock = getattr(stock, "__wrapped__", stock)
+        if stock is None or getattr(stock, "__sglang_trinv__", False):
+            return  # older SGLang without the auto default (nothing to decline), or already wrapped
 
         @functools.wraps(stock)
         def flashinfer_gdn_prefill_default(*args, **kwargs):

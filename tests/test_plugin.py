@@ -1,0 +1,350 @@
+"""The SGLang plugin, against the installed SGLang: entry point, server flags, GDN prefill patch, spawn.
+
+Kernel runs use SGLang's own ``chunk_gated_delta_rule_fwd`` (chunk.py) in fp32, under the Triton
+interpreter on CPU (tests/conftest.py), with small shapes: the interpreter is slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import sys
+import types
+
+import pytest
+import torch
+
+import sglang_trinv
+import sglang_trinv.plugin as plugin
+from sglang_trinv import ops
+from sglang_trinv.plugin import ENV_METHOD, ENV_PRECISION, STOCK, args as plugin_args, backends
+from sglang_trinv.plugin._state import STATE
+from sglang_trinv.registry import METHOD_NAMES
+
+from conftest import DEVICE
+
+FLA = "sglang.kernels.ops.attention.fla"
+SPAWN_TIMEOUT = 300
+
+
+@pytest.fixture(autouse=True)
+def clean_selection(monkeypatch):
+    """Every test starts and ends stock, with the env vars restored to what they were."""
+    for name in (ENV_METHOD, ENV_PRECISION, "SGLANG_PLUGINS"):
+        monkeypatch.setenv(name, "")  # records the original value; teardown restores it
+    plugin.unpatch()
+    yield
+    plugin.unpatch()
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """SGLang's own plugin loading, as the CLI, engine and every scheduler do."""
+    from sglang.srt.plugins import load_plugins
+
+    saved = os.environ.pop("SGLANG_PLUGINS", None)  # a user's filter must not hide the plugin under test
+    try:
+        load_plugins()
+    finally:
+        if saved is not None:
+            os.environ["SGLANG_PLUGINS"] = saved
+    from sglang.srt.server_args import ServerArgs
+
+    return ServerArgs
+
+
+def _parser(ServerArgs):
+    parser = argparse.ArgumentParser(prog="sglang serve")
+    ServerArgs.add_cli_args(parser)
+    return parser
+
+
+@pytest.fixture
+def restore_logging():
+    """prepare_server_args() calls logging.basicConfig(force=True); give pytest its root logger back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+# --------------------------------------------------------------------------- plugin discovery
+
+
+def test_entry_point_is_discovered_and_sglang_plugins_filters_it(monkeypatch):
+    from sglang.srt.plugins import GENERAL_PLUGINS_GROUP, load_plugins_by_group
+
+    monkeypatch.setenv("SGLANG_PLUGINS", "")
+    found = load_plugins_by_group(GENERAL_PLUGINS_GROUP)
+    assert found["sglang_trinv"] == (plugin.register, "sglang-trinv")
+
+    monkeypatch.setenv("SGLANG_PLUGINS", "sglang_trinv")
+    assert set(load_plugins_by_group(GENERAL_PLUGINS_GROUP)) == {"sglang_trinv"}
+
+    monkeypatch.setenv("SGLANG_PLUGINS", "some_other_plugin")
+    assert "sglang_trinv" not in load_plugins_by_group(GENERAL_PLUGINS_GROUP)
+
+
+def test_load_plugins_runs_register_and_hooks_server_args(loaded):
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    ServerArgs = loaded
+    assert plugin.active().counts.get("register", 0) >= 1
+    for method in ("add_cli_args", "from_cli_args", "resolve_once"):
+        assert f"sglang.srt.server_args.ServerArgs.{method}" in HookRegistry._patched
+        assert hasattr(getattr(ServerArgs, method), "__wrapped__"), method
+    # stock: registering touched no kernel
+    assert plugin.active().patched == ()
+
+
+# --------------------------------------------------------------------------- server flags
+
+
+def test_server_parser_accepts_method_and_exports_the_choice(loaded, restore_logging):
+    from sglang.srt.server_args import prepare_server_args
+
+    parsed = _parser(loaded).parse_args(["--model-path", "dummy", "--linear-attn-inv", "blockdoubling"])
+    assert parsed.linear_attn_inv == "blockdoubling" and parsed.linear_attn_inv_precision is None
+
+    # the launcher's own path: prepare_server_args -> add_cli_args -> parse -> from_cli_args
+    server_args = prepare_server_args(
+        ["--model-path", "dummy", "--linear-attn-inv", "hybrid", "--linear-attn-inv-precision", "tf32x3"]
+    )
+    assert type(server_args).__name__ == "ServerArgs"
+    assert os.environ[ENV_METHOD] == "hybrid" and os.environ[ENV_PRECISION] == "tf32x3"
+    assert plugin.active()[:2] == ("hybrid", "tf32x3")
+    assert plugin.active().patched == ()  # lazy: the CLI process never imports the kernels itself
+
+    prepare_server_args(["--model-path", "dummy", "--linear-attn-inv", "stock"])  # clears the selection
+    assert ENV_METHOD not in os.environ and plugin.active().method == STOCK
+
+
+def test_server_parser_rejects_unknown_method_listing_choices(loaded, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser(loaded).parse_args(["--model-path", "dummy", "--linear-attn-inv", "gauss_jordan"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--linear-attn-inv: invalid choice: 'gauss_jordan'" in err
+    for name in (STOCK, *METHOD_NAMES):
+        assert repr(name) in err
+
+
+def test_env_var_sets_the_flag_default(loaded, monkeypatch):
+    monkeypatch.setenv(ENV_METHOD, "column_sweep")
+    parsed = _parser(loaded).parse_args(["--model-path", "dummy"])
+    assert parsed.linear_attn_inv == "column_sweep"
+    loaded.from_cli_args(parsed)
+    assert plugin.active().method == "column_sweep"
+
+
+def test_invalid_env_var_is_refused(monkeypatch):
+    monkeypatch.setenv(ENV_METHOD, "gauss_jordan")
+    with pytest.raises(ValueError, match=r"SGLANG_LINEAR_ATTN_INV='gauss_jordan'.*choose from: stock, "):
+        plugin.register()
+    # load_plugins() only logs that; resolve_once (launcher and Engine) re-raises it
+    with pytest.raises(ValueError, match="gauss_jordan"):
+        plugin_args.resolve_once_hook(types.SimpleNamespace())
+    plugin.unpatch()
+    assert STATE.error is None and plugin.active().method == STOCK
+
+
+def test_explicit_non_triton_prefill_backend_is_refused(loaded):
+    parsed = _parser(loaded).parse_args(
+        ["--model-path", "dummy", "--linear-attn-inv", "blockdoubling", "--linear-attn-prefill-backend", "flashinfer"]
+    )
+    server_args = loaded.from_cli_args(parsed)
+    with pytest.raises(ValueError, match=r"--linear-attn-prefill-backend=flashinfer selects another prefill"):
+        server_args.resolve_once()  # our BEFORE hook runs ahead of SGLang's resolution pipeline
+    # decode may use another backend; with stock nothing is checked
+    plugin_args.resolve_once_hook(types.SimpleNamespace(linear_attn_prefill_backend="triton",
+                                                        linear_attn_backend="flashinfer"))
+    plugin.unpatch()
+    plugin_args.resolve_once_hook(types.SimpleNamespace(linear_attn_prefill_backend="cutedsl"))
+
+
+def test_automatic_flashinfer_gdn_prefill_is_declined(monkeypatch, caplog):
+    gdn_backend = pytest.importorskip("sglang.srt.layers.attention.linear.gdn_backend")
+    real = gdn_backend.flashinfer_gdn_prefill_default
+    plugin.patch("blockdoubling")
+    assert getattr(gdn_backend.flashinfer_gdn_prefill_default, "__sglang_trinv__", False)
+    plugin.unpatch()
+    assert gdn_backend.flashinfer_gdn_prefill_default is real
+
+    # SGLang's auto default only says "flashinfer" on SM90/SM100; a stand-in module plays that GPU
+    fake = types.ModuleType("fake_gdn_backend")
+    fake.flashinfer_gdn_prefill_default = lambda runner: "flashinfer"
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    plugin.patch("blockdoubling")
+    backends.apply(fake)
+    with caplog.at_level(logging.WARNING, logger="sglang_trinv.plugin"):
+        assert fake.flashinfer_gdn_prefill_default(None) is None
+    assert "keeping Triton so that --linear-attn-inv=blockdoubling is used" in caplog.text
+    plugin.unpatch()
+    assert fake.flashinfer_gdn_prefill_default(None) == "flashinfer"
+
+
+# --------------------------------------------------------------------------- GDN prefill (interpreter on CPU)
+
+
+def _inputs(varlen: bool):
+    gen = torch.Generator().manual_seed(7)
+    B, T, H, Hg, K, V = 1, 100, 4, 2, 32, 32
+    q = torch.randn(B, T, Hg, K, generator=gen)
+    k = torch.nn.functional.normalize(torch.randn(B, T, Hg, K, generator=gen), dim=-1)
+    v = torch.randn(B, T, H, V, generator=gen)
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=gen))
+    beta = torch.rand(B, T, H, generator=gen)
+    cu_seqlens = torch.tensor([0, 37, 100]) if varlen else None
+    N = 2 if varlen else B
+    h0 = torch.randn(N, H, V, K, generator=gen)
+    tensors = [x.to(DEVICE) for x in (q, k, v, g, beta, h0)]
+    return tensors, None if cu_seqlens is None else cu_seqlens.to(DEVICE)
+
+
+def _run_gdn(varlen: bool):
+    """SGLang's chunk_gated_delta_rule_fwd -> (o, A, final state)."""
+    from sglang.kernels.ops.attention.fla import chunk
+
+    (q, k, v, g, beta, h0), cu_seqlens = _inputs(varlen)
+    state = h0.clone()
+    indices = torch.arange(state.shape[0], device=DEVICE)
+    _, o, A, _, _, _ = chunk.chunk_gated_delta_rule_fwd(
+        q, k, v, g, beta, k.shape[-1] ** -0.5, state, indices, cu_seqlens=cu_seqlens, inplace_update=True
+    )
+    return o, A, state
+
+
+@pytest.fixture(scope="module")
+def stock_outputs():
+    plugin.unpatch()
+    return {varlen: _run_gdn(varlen) for varlen in (False, True)}
+
+
+def _fwd_intra_bindings():
+    from sglang.kernels.ops.attention.fla import chunk, chunk_fwd
+
+    return chunk.chunk_gated_delta_rule_fwd_intra, chunk_fwd.chunk_gated_delta_rule_fwd_intra
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+def test_gdn_prefill_runs_our_kernel_and_matches_stock(stock_outputs, varlen):
+    stock_fn = _fwd_intra_bindings()[0]
+    assert not getattr(stock_fn, "__sglang_trinv__", False)
+    sglang_trinv.patch("blockdoubling", precision="ieee")  # ieee: same tolerance on CPU and GPU
+    in_chunk, in_chunk_fwd = _fwd_intra_bindings()
+    assert in_chunk.__sglang_trinv__ and in_chunk is in_chunk_fwd and in_chunk.__wrapped__ is stock_fn
+    before = plugin.active().counts.get("gdn", 0)
+    ours = _run_gdn(varlen)
+    after = plugin.active().counts
+    assert after.get("gdn", 0) == before + 1 and after.get("gdn_fallback", 0) == 0
+    for name, x, ref in zip(("o", "A", "final state"), ours, stock_outputs[varlen]):
+        torch.testing.assert_close(x, ref, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.interpreter
+def test_stock_selection_and_unpatch_are_byte_identical(stock_outputs):
+    stock_fns = _fwd_intra_bindings()
+    plugin.patch(STOCK)
+    assert _fwd_intra_bindings() == stock_fns and ENV_METHOD not in os.environ
+    for x, ref in zip(_run_gdn(False), stock_outputs[False]):
+        assert torch.equal(x, ref)
+
+    plugin.patch("hybrid")
+    assert _fwd_intra_bindings() != stock_fns
+    plugin.unpatch()
+    restored = _fwd_intra_bindings()
+    assert restored[0] is stock_fns[0] and restored[1] is stock_fns[1]
+    assert plugin.active().patched == () and ENV_METHOD not in os.environ
+    for x, ref in zip(_run_gdn(True), stock_outputs[True]):
+        assert torch.equal(x, ref)
+
+
+@pytest.mark.interpreter
+def test_unsupported_input_falls_back_to_stock_logged_once(caplog):
+    from sglang.kernels.ops.attention.fla import chunk
+
+    from sglang_trinv.plugin import gdn
+
+    gdn._warned_fallbacks.clear()
+    gen = torch.Generator().manual_seed(3)
+    # fp64 is a real input our kernels decline (ops.supports); SGLang's kernel takes it under the interpreter
+    k = torch.nn.functional.normalize(torch.randn(1, 64, 1, 16, generator=gen, dtype=torch.float64), dim=-1)
+    v = torch.randn(1, 64, 2, 16, generator=gen, dtype=torch.float64)
+    g = torch.nn.functional.logsigmoid(torch.randn(1, 64, 2, generator=gen, dtype=torch.float64)).cumsum(1)
+    beta = torch.rand(1, 64, 2, generator=gen, dtype=torch.float64)
+    k, v, g, beta = (x.to(DEVICE) for x in (k, v, g, beta))
+    assert ops.supports(k, v, g, beta, 64) is not None
+    stock = chunk.chunk_gated_delta_rule_fwd_intra(k, v, g, beta)
+
+    plugin.patch("blockdoubling")
+    before = plugin.active().counts
+    with caplog.at_level(logging.WARNING, logger="sglang_trinv.plugin"):
+        first = chunk.chunk_gated_delta_rule_fwd_intra(k, v, g, beta)
+        chunk.chunk_gated_delta_rule_fwd_intra(k, v, g, beta)
+    counts = plugin.active().counts
+    assert counts.get("gdn_fallback", 0) - before.get("gdn_fallback", 0) == 2
+    assert counts.get("gdn", 0) == before.get("gdn", 0)
+    fallbacks = [r.getMessage() for r in caplog.records if "falls back to SGLang's stock kernel" in r.getMessage()]
+    assert len(fallbacks) == 1 and "dtype torch.float64" in fallbacks[0]  # once per shape, with the reason
+    for x, ref in zip(first, stock):
+        assert torch.equal(x, ref)
+
+
+def test_missing_hook_target_is_refused(monkeypatch):
+    from sglang.kernels.ops.attention.fla import chunk
+
+    from sglang_trinv.plugin import IncompatibleSGLangError, gdn
+
+    monkeypatch.delattr(chunk, "chunk_gated_delta_rule_fwd_intra")
+    with pytest.raises(IncompatibleSGLangError, match=r"SGLang .* has no chunk_gated_delta_rule_fwd_intra"):
+        plugin.patch("blockdoubling")
+    assert plugin.active().method == STOCK and not os.environ.get(ENV_METHOD)
+
+    monkeypatch.setattr(gdn, "CHUNK_FWD", "sglang.kernels.ops.attention.fla.no_such_module")
+    with pytest.raises(IncompatibleSGLangError, match="no such module"):
+        gdn.static_check()
+
+
+# --------------------------------------------------------------------------- spawned processes
+
+
+def _spawn_report(env: dict[str, str]) -> dict:
+    """Start a process the way SGLang starts schedulers (spawn, environment inherited) and get its report."""
+    import plugin_child
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=plugin_child.report, args=(queue,))
+        proc.start()
+        result = queue.get(timeout=SPAWN_TIMEOUT)
+        proc.join(timeout=60)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    assert "error" not in result, result["error"]
+    return result
+
+
+def test_cli_choice_reaches_a_spawned_scheduler_process(loaded, restore_logging):
+    from sglang.srt.server_args import prepare_server_args
+
+    prepare_server_args(["--model-path", "dummy", "--linear-attn-inv", "hybrid", "--linear-attn-inv-precision", "ieee"])
+    child = _spawn_report({"SGLANG_PLUGINS": "sglang_trinv"})
+    assert child["method"] == "hybrid" and child["precision"] == "ieee"
+    assert child["patched"] and child["chunk_fwd_patched"]
+    assert child["counts"]["register"] == 1 and child["counts"]["gdn"] == 1
+
+
+def test_sglang_plugins_filter_keeps_a_spawned_process_stock():
+    child = _spawn_report({ENV_METHOD: "blockdoubling", "SGLANG_PLUGINS": "some_other_plugin"})
+    assert child["method"] == STOCK and not child["patched"] and "register" not in child["counts"]
