@@ -1,0 +1,145 @@
+"""Reference inversion methods vs the fp64 triangular solve, and the GPU-precision emulation they use.
+
+Tolerances: a stable method's error is O(u·growth) with u the unit roundoff of the products' operands
+(ieee 2^-24, tf32/fp16 2^-11, bf16 2^-8, tf32x3 ≈ 2^-22, bf16x3 ≈ 2^-16: hi+lo keeps ~2× the mantissa
+bits, lo·lo is dropped). On the matrices below the measured worst max-rel error is ≤ 2.7·u (n ≤ 128),
+so ``TOL_FACTOR = 16`` leaves ~6× margin while still failing on any O(1)-wrong or precision-mislabelled
+result (a tf32 result passed off as ieee would be 2^13× over).
+"""
+
+import math
+
+import pytest
+import torch
+
+from sglang_trinv.reference import inverse as ref
+from sglang_trinv.reference.families import delta_rule_family
+from sglang_trinv.reference.precision import matmul, round_tf32, round_to
+from sglang_trinv.registry import METHODS, invert
+
+UNIT_ROUNDOFF = {"ieee": 2.0**-24, "tf32": 2.0**-11, "fp16": 2.0**-11, "bf16": 2.0**-8,
+                 "tf32x3": 2.0**-22, "bf16x3": 2.0**-16}
+TOL_FACTOR = 16
+SIZES = [1, 2, 16, 37, 64, 128]
+PRECISIONS = ["ieee", "tf32", "bf16", "tf32x3"]
+# the Neumann-type products (neumann, newton_schulz, hybrid's Neumann-16 blocks) grow like binomials on
+# correlated keys (that is the point of the stability report), so they get the well-conditioned keys here
+GROWTH_SENSITIVE = {"neumann", "newton_schulz", "hybrid"}
+
+
+def max_rel(A: torch.Tensor, X: torch.Tensor) -> float:
+    """max_ij |X − X*| / max_ij |X*| (worst over the batch), X* = fp64 solve."""
+    R = ref.exact_inverse(A)
+    err = (X.to(torch.float64) - R).abs().amax(dim=(-2, -1)) / R.abs().amax(dim=(-2, -1))
+    return float(err.max())
+
+
+def matrices_for(n: int, method: str) -> torch.Tensor:
+    keys = "random" if method in GROWTH_SENSITIVE else "correlated"
+    return delta_rule_family(n, 4, seed=1, name="test", keys=keys, cos=0.9, beta=(0.0, 1.0),
+                             decay=(0.0, 0.05)).A
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("method", list(METHODS))
+def test_method_matches_exact_inverse(method, n):
+    A = matrices_for(n, method)
+    for precision in PRECISIONS:
+        X = invert(A, method, precision)
+        assert X.shape == A.shape and X.dtype == torch.float32
+        err = max_rel(A, X)
+        assert err <= TOL_FACTOR * UNIT_ROUNDOFF[precision], (method, precision, n, err)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_fp64_input_is_fp64_accurate(method):
+    """In fp64 with plain products every method is exact up to fp64 roundoff (~1e-16·growth)."""
+    for n in (37, 64):
+        A = matrices_for(n, method).to(torch.float64)
+        X = invert(A, method, "ieee")
+        assert X.dtype == torch.float64
+        assert max_rel(A, X) < 1e-12
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_batched_leading_dims(method):
+    """[2, 3, n, n] inverts matrix by matrix: same result as the flattened batch."""
+    n = 37
+    A = delta_rule_family(n, 6, seed=3, name="batched", keys="random").A
+    X_flat = invert(A, method, "tf32")
+    X_4d = invert(A.reshape(2, 3, n, n), method, "tf32")
+    assert X_4d.shape == (2, 3, n, n)
+    torch.testing.assert_close(X_4d.reshape(6, n, n), X_flat, rtol=0, atol=1e-6)
+    assert max_rel(A, X_4d.reshape(6, n, n)) <= TOL_FACTOR * UNIT_ROUNDOFF["tf32"]
+
+
+def test_upper_triangle_and_diagonal_of_input_are_ignored():
+    """Methods read only tril(A, −1): garbage above/on the diagonal must not change the result."""
+    A = matrices_for(16, "blockdoubling")
+    noisy = A + torch.triu(torch.full_like(A, 7.0))
+    for method in METHODS:
+        torch.testing.assert_close(invert(noisy, method, "ieee"), invert(A, method, "ieee"))
+
+
+# ---------------------------------------------------------------------------------------- precision emulation
+def test_round_tf32_keeps_10_mantissa_bits():
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 1e3
+    r = round_tf32(x)
+    assert torch.all(r.view(torch.int32) & 0x1FFF == 0)                    # 13 low mantissa bits cleared
+    assert torch.all((r - x).abs() <= x.abs() * 2.0**-11)                  # round to nearest: ≤ half an ulp
+    # ties go away from zero (cvt.rna): 1 + 2^-11 is halfway between 1 and 1 + 2^-10
+    tie = torch.tensor([1 + 2.0**-11, -(1 + 2.0**-11)])
+    assert round_tf32(tie).tolist() == [1 + 2.0**-10, -(1 + 2.0**-10)]
+    assert round_tf32(torch.tensor([1 + 2.0**-12])).item() == 1.0
+    special = torch.tensor([math.inf, -math.inf, 0.0])
+    assert round_tf32(special).tolist() == [math.inf, -math.inf, 0.0]
+    assert torch.isnan(round_tf32(torch.tensor([math.nan]))).all()
+
+
+def test_split_precisions_beat_single():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 64, generator=g), torch.randn(64, 64, generator=g)
+    exact = a.double() @ b.double()
+    err = {p: float((matmul(a, b, p).double() - exact).abs().max()) for p in UNIT_ROUNDOFF}
+    assert err["bf16x3"] < err["bf16"] / 50
+    assert err["tf32x3"] < err["tf32"] / 50
+    assert err["ieee"] <= err["tf32x3"] * 4 and err["tf32"] < err["bf16"]
+
+
+def test_fp16_overflow_becomes_inf():
+    assert torch.isinf(round_to(torch.tensor([7e4, -1e5]), "fp16")).all()
+    # operands are rounded to fp16, products accumulate in fp32: 300·300·4 = 3.6e5 > 65504 stays finite
+    a = torch.full((4, 4), 300.0)
+    assert torch.isfinite(matmul(a, a, "fp16")).all()
+    big = torch.full((4, 4), 1e5)                                         # but operands > 65504 become inf
+    assert torch.isinf(matmul(big, big, "fp16")).all()
+
+
+# ---------------------------------------------------------------------------------------------- instability
+def test_neumann_blows_up_on_identical_keys_where_blockdoubling_does_not():
+    """Identical unit keys, β = 1, no decay: A = strictly lower ones, (A^m)_ij = C(i−j−1, m−1) reaches
+    C(63, 31) ≈ 9e17 at n = 64 while M⁻¹ is bidiagonal (entries 0, ±1)."""
+    A = delta_rule_family(64, 2, seed=0, name="identical", keys="identical", beta=1.0, decay=None).A
+    torch.testing.assert_close(A[0], torch.tril(torch.ones(64, 64), -1))
+    X_neumann = ref.neumann(A, precision="fp16")
+    assert (not torch.isfinite(X_neumann).all()) or max_rel(A, X_neumann) > 1.0
+    X_bd = ref.blockdoubling(A, precision="fp16")
+    assert torch.isfinite(X_bd).all() and max_rel(A, X_bd) <= TOL_FACTOR * UNIT_ROUNDOFF["fp16"]
+    # the blow-up is the algorithm, not the format: plain fp32 products still lose everything
+    assert max_rel(A, ref.neumann(A, precision="ieee")) > 1.0
+
+
+def test_refine_improves_tf32_result():
+    A = matrices_for(64, "blockdoubling")
+    X = ref.blockdoubling(A, precision="tf32")
+    before = max_rel(A, X)
+    after = max_rel(A, ref.refine(A, X, precision="tf32x3"))
+    assert before > 1e-5 and after < before / 50
+
+
+def test_hybrid_inner_methods_agree():
+    """Every inner method of the hybrid gives the same inverse (up to fp32 roundoff) on benign input."""
+    A = matrices_for(64, "hybrid")
+    for inner in ("substitution", "column_sweep", "neumann", "blockdoubling", "newton_schulz"):
+        X = ref.hybrid(A, block=16, inner=inner, precision="ieee")
+        assert max_rel(A, X) <= TOL_FACTOR * UNIT_ROUNDOFF["ieee"], inner
