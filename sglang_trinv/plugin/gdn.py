@@ -92,6 +92,10 @@ def make_wrapper(stock):
         method, precision = STATE.method, STATE.precision
         reason = ops.supports(k, v, g, beta, chunk_size)
         if reason is None:
+            if not STATE.counts["gdn"]:  # operators can see in the log that our kernel really serves prefill
+                logger.info("sglang-trinv: first GDN chunk prefill served by %s (precision %s), k%s v%s %s",
+                            method, precision or "method default", tuple(k.shape), tuple(v.shape),
+                            str(k.dtype).replace("torch.", ""))
             STATE.counts["gdn"] += 1
             return ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
                                      method=method, precision=precision)
