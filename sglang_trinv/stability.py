@@ -156,6 +156,30 @@ def summary_table(rows: list[dict[str, Any]], metric: str = "max_rel") -> str:
     return "\n".join(lines)
 
 
+def ratio_table(rows: list[dict[str, Any]], baseline: str = "forward_substitution",
+                metric: str = "max_rel") -> str:
+    """Markdown: each method's ``metric`` divided by ``baseline``'s at the same precision and family, at
+    :func:`headline_size`; median and worst over the families (families where the baseline is exact are
+    skipped). Only at one size: at n ≤ 16 forward substitution does no tensor-core products at all."""
+    n = headline_size(sorted({r["n"] for r in rows}))
+    index = {(r["family"], r["n"], r["method"], r["precision"]): r for r in rows}
+    if not any(r["method"] == baseline for r in rows):
+        return ""
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        base = index.get((r["family"], n, baseline, r["precision"]))
+        if r["n"] != n or base is None or r["method"] == baseline or not base[metric] \
+                or not math.isfinite(base[metric]):
+            continue
+        ratios.setdefault((r["method"], r["precision"]), []).append(r[metric] / base[metric])
+    lines = [f"{metric} / {baseline}'s {metric} at n = {n} (same precision and family): median and worst "
+             "over the families", "", "| method | precision | median | worst |", "|---|---|---|---|"]
+    for (method, precision), vals in ratios.items():
+        vals = sorted(vals)
+        lines.append(f"| {method} | {precision} | {_fmt(vals[len(vals) // 2])} | {_fmt(vals[-1])} |")
+    return "\n".join(lines)
+
+
 def detail_tables(rows: list[dict[str, Any]]) -> str:
     """Markdown: per family, every method / precision / n with all metrics."""
     out = []
@@ -206,7 +230,11 @@ def write_json(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> 
         "backward": "||I - (I + A) X||_F in fp64",
         "reduction": "worst (max) over the batch; null = some output non-finite (see nonfinite)",
         "reference": "X* = fp64 triangular solve of the same fp32 A"}, "results": rows}
-    path.write_text(json.dumps(_json_safe(doc), indent=1, allow_nan=False) + "\n")
+    doc = _json_safe(doc)
+    results = doc.pop("results")
+    head = json.dumps(doc, indent=1, allow_nan=False)[:-2]           # one result per line: small, diffable
+    body = ",\n  ".join(json.dumps(r, allow_nan=False) for r in results)
+    path.write_text(f'{head},\n "results": [\n  {body}\n ]\n}}\n')
 
 
 def plot(path: Path, rows: list[dict[str, Any]], metric: str = "max_rel", floor: float = 1e-10,
@@ -274,8 +302,14 @@ def plot(path: Path, rows: list[dict[str, Any]], metric: str = "max_rel", floor:
     fig.suptitle(f"(I + A)^-1 error vs fp64 solve: {metric}, worst of batch", fontsize=11)
     legend_rows = math.ceil(len(handles) / 7)
     fig.tight_layout(rect=(0, 0.035 * legend_rows * 3 / nrows, 1, 0.97))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def families_list(families: list[str]) -> list[str]:
+    """Markdown bullets: each family's description from ``configs/families.yaml``."""
+    specs = family_specs()
+    return [f"- **{f}**: {specs[f].get('description', '')}" for f in families]
 
 
 def markdown_report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -285,11 +319,12 @@ def markdown_report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"- date: {env['date']}; device: {env['device']} ({env['device_name']}); torch {env['torch']}; "
         f"sglang-trinv {env['sglang_trinv']}",
         f"- command: `{meta['command']}`",
-        f"- batch {meta['batch']} matrices per (family, n); seed {meta['seed']}; wall time {meta['seconds']:.1f} s",
+        f"- batch {meta['batch']} matrices per (family, n); seed {meta['seed']}; sweep time {meta['seconds']:.1f} s",
         "- error of X vs X* = fp64 solve of the same fp32 A; worst of the batch. max_rel = max|X − X*| / max|X*|, "
         "fro_rel = ‖X − X*‖_F / ‖X*‖_F, backward = ‖I − (I + A)X‖_F (fp64). "
         "`inf (k/b non-finite)`: k of b outputs had inf/nan.", "",
-        "## Summary", "", summary_table(rows), "",
+        "## Families", "", *families_list(meta["families"]), "",
+        "## Summary", "", summary_table(rows), "", ratio_table(rows), "",
         "## All results", "", detail_tables(rows)]
     return "\n".join(head)
 
@@ -336,8 +371,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"sglang-trinv stability: error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    rows = run_sweep(args.methods, args.precisions, args.families, args.sizes, args.batch, args.seed,
-                     args.device, progress=not args.quiet, presets=args.presets)
+    threads = torch.get_num_threads()
+    if args.device == "cpu":
+        # matrices of n <= 128: intra-op threads only add contention on a shared CPU (2x slower when busy)
+        torch.set_num_threads(1)
+    try:
+        rows = run_sweep(args.methods, args.precisions, args.families, args.sizes, args.batch, args.seed,
+                         args.device, progress=not args.quiet, presets=args.presets)
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
     meta = {"environment": environment(args.device), "command": "sglang-trinv stability " + " ".join(
                 [f"--methods {','.join(args.methods)}", f"--precisions {','.join(args.precisions)}",

@@ -225,7 +225,7 @@ def _uniform(lo: float, hi: float, shape: tuple[int, ...], gen: torch.Generator)
 
 def make_beta(spec: float | Sequence[float], batch: int, n: int, gen: torch.Generator) -> torch.Tensor:
     """β ``[batch, n]``: a constant, or ``[lo, hi]`` uniform (``[0, 1]`` = sigmoid range, ``(1, 2]`` =
-    negative-eigenvalue DeltaNet's ``2·sigmoid``)."""
+    negative-eigenvalue DeltaNet's ``2·sigmoid``; uniform draws are half-open ``[lo, hi)``)."""
     if isinstance(spec, (int, float)):
         return torch.full((batch, n), float(spec), dtype=torch.float64)
     lo, hi = spec
