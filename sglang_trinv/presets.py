@@ -8,6 +8,7 @@ to add a method preset, a benchmark shape or a matrix family.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -15,16 +16,24 @@ import yaml
 _PACKAGE = "sglang_trinv.configs"
 
 
+def _config_dir():
+    """The installed ``sglang_trinv.configs`` package, or ``<repo>/configs`` when running from a source
+    checkout that was not pip-installed (``PYTHONPATH=.``: the package-dir mapping does not exist then)."""
+    try:
+        return resources.files(_PACKAGE)
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
 def available_configs() -> list[str]:
     """Names (file stems) of the YAML configs shipped in ``sglang_trinv.configs``."""
-    return sorted(p.name[: -len(".yaml")] for p in resources.files(_PACKAGE).iterdir()
-                  if p.name.endswith(".yaml"))
+    return sorted(p.name[: -len(".yaml")] for p in _config_dir().iterdir() if p.name.endswith(".yaml"))
 
 
 def load_config(name: str) -> dict[str, Any]:
     """Parse ``configs/<name>.yaml`` (``name`` with or without ``.yaml``) into a dict."""
     stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
-    path = resources.files(_PACKAGE) / f"{stem}.yaml"
+    path = _config_dir() / f"{stem}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no config {stem!r} in {_PACKAGE}; available: {', '.join(available_configs())}")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
