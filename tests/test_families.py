@@ -44,7 +44,7 @@ def brute_gdn_chunk(k, g, beta, b, start, end, h, BT):
 def test_gdn_A_matches_brute_force_with_gqa_and_partial_chunk(gate):
     B, T, H, Hg, K, BT = 2, 37, 4, 2, 8, 16          # GQA 2:1, last chunk 5 of 16 tokens
     k, g, beta = random_inputs(B, T, H, Hg, K, gate=gate, chunk=BT)
-    A = fam.gdn_A(k, g, beta, chunk_size=BT, dtype=torch.float64)
+    A = fam.gdn_A(k, g, beta, BT=BT, dtype=torch.float64)
     assert A.shape == (B, 3, H, BT, BT)
     for b in range(B):
         for c in range(3):
@@ -69,7 +69,7 @@ def test_gqa_heads_share_keys():
     """With equal β and g, value heads mapped to the same key head get identical matrices."""
     k, _, _ = random_inputs(1, 16, 4, 2, 8)
     beta = torch.full((1, 16, 4), 0.5, dtype=torch.float64)
-    A = fam.gdn_A(k, None, beta, chunk_size=16, dtype=torch.float64)[0, 0]
+    A = fam.gdn_A(k, None, beta, BT=16, dtype=torch.float64)[0, 0]
     torch.testing.assert_close(A[0], A[1])
     torch.testing.assert_close(A[2], A[3])
     assert (A[0] - A[2]).abs().max() > 1e-3
@@ -101,7 +101,7 @@ def test_chunk_spans_follow_sglang_chunk_indices():
 def test_token_layouts_roundtrip():
     B, T, H, BT = 1, 37, 2, 16
     k, g, beta = random_inputs(B, T, H, 1, 8, chunk=BT)
-    A = fam.gdn_A(k, g, beta, chunk_size=BT, dtype=torch.float64)
+    A = fam.gdn_A(k, g, beta, BT=BT, dtype=torch.float64)
     rows = fam.to_token_layout(A, T)
     assert rows.shape == (B, T, H, BT)
     torch.testing.assert_close(rows[0, 20, 1], A[0, 1, 1, 4])       # token 20 = row 4 of chunk 1
@@ -135,7 +135,7 @@ def test_gdn_A_matches_sglang_stock_kernel():
 def test_kda_A_matches_brute_force():
     B, T, H, K, BT = 1, 21, 2, 4, 16
     k, g, beta = random_inputs(B, T, H, H, K, per_channel=True, chunk=BT)
-    A = fam.kda_A(k, g, beta, chunk_size=BT, dtype=torch.float64)
+    A = fam.kda_A(k, g, beta, BT=BT, dtype=torch.float64)
     for c, (s, e) in enumerate([(0, 16), (16, 21)]):
         for h in range(H):
             exp = torch.zeros(BT, BT, dtype=torch.float64)

@@ -48,7 +48,7 @@ def _pad_time(x: torch.Tensor, T_padded: int) -> torch.Tensor:
     return torch.cat([x, pad], dim=1)
 
 
-def gdn_A(k: torch.Tensor, g: torch.Tensor | None, beta: torch.Tensor, chunk_size: int = BT_DEFAULT,
+def gdn_A(k: torch.Tensor, g: torch.Tensor | None, beta: torch.Tensor, BT: int = BT_DEFAULT,
           precision: str = "ieee", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Per-chunk GDN matrices ``A = tril(diag(β)·(K Kᵀ ⊙ exp(g_i − g_j)), −1)``.
 
@@ -56,7 +56,7 @@ def gdn_A(k: torch.Tensor, g: torch.Tensor | None, beta: torch.Tensor, chunk_siz
         k: keys ``[B, T, Hg, K]`` (SGLang layout; already L2-normalised in GDN).
         g: chunk-local cumulative log-gate ``[B, T, H]`` (fp32), or ``None`` for no decay.
         beta: ``[B, T, H]``. Value head ``h`` reads key head ``h // (H // Hg)`` (GQA).
-        chunk_size: ``BT``; sequences are cut into ``NT = ceil(T / BT)`` chunks.
+        BT: chunk size (64 in SGLang); sequences are cut into ``NT = ceil(T / BT)`` chunks.
         precision: how the ``K Kᵀ`` product rounds its operands (see :func:`precision.matmul`);
             ``ieee`` = exact fp32 products as for bf16 keys or the CPU interpreter.
         dtype: working dtype (fp32 like the kernel; fp64 for a reference).
@@ -71,7 +71,6 @@ def gdn_A(k: torch.Tensor, g: torch.Tensor | None, beta: torch.Tensor, chunk_siz
                          f"g {None if g is None else tuple(g.shape)} (expected [B, T, H])")
     if H % Hg:
         raise ValueError(f"value heads H={H} must be a multiple of key heads Hg={Hg}")
-    BT = chunk_size
     NT = max(1, math.ceil(T / BT))
     Tp = NT * BT
     # expand key heads to value heads (GQA): value head h uses key head h // (H // Hg)
@@ -89,7 +88,7 @@ def gdn_A(k: torch.Tensor, g: torch.Tensor | None, beta: torch.Tensor, chunk_siz
     return torch.where(mask, kkt, torch.zeros_like(kkt)) * b_c[..., :, None]
 
 
-def chunk_spans(cu_seqlens: torch.Tensor | Sequence[int], chunk_size: int = BT_DEFAULT) -> list[tuple[int, int, int]]:
+def chunk_spans(cu_seqlens: torch.Tensor | Sequence[int], BT: int = BT_DEFAULT) -> list[tuple[int, int, int]]:
     """The chunks of a varlen batch in kernel order, as ``(sequence, start token, end token)``.
 
     Each sequence is chunked independently from its own start (same order as SGLang's
@@ -98,8 +97,8 @@ def chunk_spans(cu_seqlens: torch.Tensor | Sequence[int], chunk_size: int = BT_D
     cu = [int(x) for x in (cu_seqlens.tolist() if torch.is_tensor(cu_seqlens) else cu_seqlens)]
     spans = []
     for s, (bos, eos) in enumerate(zip(cu[:-1], cu[1:])):
-        for start in range(bos, eos, chunk_size):
-            spans.append((s, start, min(start + chunk_size, eos)))
+        for start in range(bos, eos, BT):
+            spans.append((s, start, min(start + BT, eos)))
     return spans
 
 
@@ -123,7 +122,7 @@ def gdn_A_varlen(k: torch.Tensor, g: torch.Tensor | None, beta: torch.Tensor,
     return torch.stack(out)
 
 
-def kda_A(k: torch.Tensor, gk: torch.Tensor | None, beta: torch.Tensor, chunk_size: int = BT_DEFAULT,
+def kda_A(k: torch.Tensor, gk: torch.Tensor | None, beta: torch.Tensor, BT: int = BT_DEFAULT,
           base2: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Per-chunk KDA matrices ``A_ij = β_i Σ_c k_ic k_jc exp(g_ic − g_jc)`` (i > j), ``[B, NT, H, BT, BT]``.
 
@@ -133,7 +132,6 @@ def kda_A(k: torch.Tensor, gk: torch.Tensor | None, beta: torch.Tensor, chunk_si
     to bound memory): no rescaling tricks, so it stays exact for any gate strength.
     """
     B, T, H, K = k.shape
-    BT = chunk_size
     NT = max(1, math.ceil(T / BT))
     Tp = NT * BT
     k_c = _pad_time(k.to(dtype), Tp).reshape(B, NT, BT, H, K).transpose(2, 3)   # [B, NT, H, BT, K]
@@ -255,7 +253,7 @@ def delta_rule_family(n: int, batch: int, *, seed: int = 0, name: str = "delta_r
     k = make_keys(keys, batch, valid, head_dim, gen, cos=cos, rank=rank)
     b = make_beta(beta, batch, valid, gen)
     g = make_log_gate(decay, batch, valid, gen)
-    A = gdn_A(k[:, :, None, :], None if g is None else g[..., None], b[..., None], chunk_size=n,
+    A = gdn_A(k[:, :, None, :], None if g is None else g[..., None], b[..., None], BT=n,
               dtype=torch.float64)[:, 0, 0]
     return FamilyBatch(A=A.to(torch.float32), k=k.to(torch.float32), beta=b.to(torch.float32),
                        g=None if g is None else g.to(torch.float32), valid=valid)
