@@ -1,0 +1,89 @@
+"""PyTorch twin of the fused GDN intra-chunk kernel (:func:`sglang_trinv.ops.gdn_fwd_intra`).
+
+Layouts as SGLang: k ``[B, T, Hg, K]``, v ``[B, T, H, V]``, g (chunk-local cumulative log-gate, fp32) and
+β ``[B, T, H]``; value head h reads key head ``h // (H / Hg)``; varlen: B = 1 and ``cu_seqlens``. Each
+sequence is cut into chunks of BT tokens (the last one partial). Outputs use the kernel's row layout:
+``Ai[b, t, h, c]`` is row ``t`` of its chunk's inverse, column ``c`` of that chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .inverse import exact_inverse
+
+
+def _sequences(T: int, B: int, cu_seqlens: torch.Tensor | None):
+    """(batch index, start, end) of every sequence."""
+    if cu_seqlens is None:
+        return [(b, 0, T) for b in range(B)]
+    cu = cu_seqlens.tolist()
+    return [(0, cu[i], cu[i + 1]) for i in range(len(cu) - 1)]
+
+
+def chunk_A(k, g, beta, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
+    """``A = tril(diag(β)·(K Kᵀ ⊙ exp(gᵢ − gⱼ)), −1)`` per chunk, as ``[B, T, H, BT]`` in ``dtype``.
+
+    Computed in ``dtype`` from the (possibly bf16) inputs, so ``dtype=float64`` gives the exact matrix the
+    kernel should invert."""
+    B, T, Hg, K = k.shape
+    H = beta.shape[-1]
+    out = torch.zeros(B, T, H, BT, dtype=dtype, device=k.device)
+    kk = k.to(dtype).repeat_interleave(H // Hg, dim=2)  # [B, T, H, K]
+    for b, s, e in _sequences(T, B, cu_seqlens):
+        for c0 in range(s, e, BT):
+            c1 = min(c0 + BT, e)
+            kc = kk[b, c0:c1].transpose(0, 1)  # [H, n, K]
+            A = kc @ kc.transpose(-1, -2) * beta[b, c0:c1].to(dtype).T[:, :, None]
+            if g is not None:
+                gc = g[b, c0:c1].to(dtype).T  # [H, n]
+                A = A * torch.exp(gc[:, :, None] - gc[:, None, :]).tril()
+            A = torch.tril(A, -1)
+            out[b, c0:c1, :, : c1 - c0] = A.transpose(0, 1)
+    return out
+
+
+def chunk_apply(A: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], cu_seqlens=None) -> torch.Tensor:
+    """Apply ``fn`` ([..., n, n] -> [..., n, n]) to every chunk matrix of a ``[B, T, H, BT]`` chunk tensor."""
+    B, T, H, BT = A.shape
+    out = torch.zeros_like(A)
+    for b, s, e in _sequences(T, B, cu_seqlens):
+        for c0 in range(s, e, BT):
+            c1 = min(c0 + BT, e)
+            n = c1 - c0
+            M = A[b, c0:c1, :, :n].transpose(0, 1)  # [H, n, n]
+            out[b, c0:c1, :, :n] = fn(M).transpose(0, 1).to(out.dtype)
+    return out
+
+
+def chunk_inverse(k, g, beta, cu_seqlens=None, BT: int = 64, invert=exact_inverse, dtype=torch.float64):
+    """``(I + A)^{-1}`` per chunk (fp64 triangular solve by default), ``[B, T, H, BT]``."""
+    return chunk_apply(chunk_A(k, g, beta, cu_seqlens, BT, dtype), invert, cu_seqlens)
+
+
+def chunk_matmul(Ai: torch.Tensor, x: torch.Tensor, cu_seqlens=None) -> torch.Tensor:
+    """``Ai · x`` chunk by chunk: Ai ``[B, T, H, BT]``, x ``[B, T, H, D]`` -> ``[B, T, H, D]``."""
+    B, T, H, BT = Ai.shape
+    out = torch.zeros(*x.shape, dtype=Ai.dtype, device=x.device)
+    for b, s, e in _sequences(T, B, cu_seqlens):
+        for c0 in range(s, e, BT):
+            c1 = min(c0 + BT, e)
+            n = c1 - c0
+            M = Ai[b, c0:c1, :, :n].transpose(0, 1)  # [H, n, n]
+            out[b, c0:c1] = (M @ x[b, c0:c1].to(Ai.dtype).transpose(0, 1)).transpose(0, 1)
+    return out
+
+
+def fwd_intra(k, v, g, beta, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
+    """Twin of ``chunk_gated_delta_rule_fwd_intra``: ``(w, u, Ai)`` with ``u = Ai·(β⊙v)``,
+    ``w = Ai·(β e^{g} ⊙ k)`` (GQA-expanded k), all in ``dtype``."""
+    H = beta.shape[-1]
+    Hg = k.shape[-2]
+    Ai = chunk_inverse(k, g, beta, cu_seqlens, BT, dtype=dtype)
+    b = beta.to(dtype)[..., None]
+    u = chunk_matmul(Ai, v.to(dtype) * b, cu_seqlens)
+    scale = b * (torch.exp(g.to(dtype))[..., None] if g is not None else 1.0)
+    w = chunk_matmul(Ai, k.to(dtype).repeat_interleave(H // Hg, dim=2) * scale, cu_seqlens)
+    return w, u, Ai
