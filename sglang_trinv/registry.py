@@ -42,9 +42,11 @@ METHODS: dict[str, Method] = {
                "(I − A)(I + A²)(I + A⁴)⋯", "~2·log2 n matmuls; unstable"),
         Method("blockdoubling", ref.blockdoubling, True, "tf32",
                "from 1×1 blocks: X21 = −X22·A21·X11, b → 2b", "2·log2 n matmul levels; log-stable"),
-        Method("hybrid", partial(ref.hybrid, block=16, inner="neumann"), True, "tf32",
+        # The paper's MXR. Measured here (evals/results/stability, tests/test_kernels.py): NOT stable when
+        # keys are correlated and β ≥ 1 — A⁸ inside a 16×16 block reaches β⁸·C(15,7) and cancels even in fp32.
+        Method("hybrid", partial(ref.hybrid, block=16, inner="neumann"), False, "tf32",
                "Neumann product on 16×16 diagonal blocks, then doubling 16 → n",
-               "2·log2 16 + 2·log2(n/16) matmuls; log-stable in practice"),
+               "2·log2 16 + 2·log2(n/16) matmuls; growth-limited by the block size (16: unstable for β ≥ 1)"),
         Method("newton_schulz", ref.newton_schulz, False, "ieee",
                "X ← X(2I − M X) from X₀ = I, ⌈log2 n⌉ steps", "2·⌈log2 n⌉ full matmuls; unstable"),
     ]

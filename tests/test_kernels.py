@@ -1,0 +1,148 @@
+"""Our Triton kernels vs their PyTorch twins, the fp64 reference and SGLang's stock kernel.
+
+On a CPU these run under the Triton interpreter in fp32 (see tests/conftest.py); on a GPU in fp32 too, with
+tf32-aware tolerances. Shapes are small: the interpreter is slow.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sglang_trinv import ops
+from sglang_trinv.reference import gdn as ref
+from sglang_trinv.reference.inverse import exact_inverse
+
+from .conftest import DEVICE, HAS_CUDA
+
+FLA = "sglang.kernels.ops.attention.fla"
+METHODS = list(ops.KERNEL_METHODS)
+STABLE = ["forward_substitution", "column_sweep", "blockdoubling"]
+# fp32 everywhere; on a GPU the tf32 products of the default precisions cost ~1e-3 relative
+TOL = 2e-3 if HAS_CUDA else 2e-5
+
+
+def _inputs(T, H, Hg, K, V, cu=None, seed=0, family="random"):
+    gen = torch.Generator().manual_seed(seed)
+    k = F.normalize(torch.randn(1, T, Hg, K, generator=gen), dim=-1)
+    v = torch.randn(1, T, H, V, generator=gen)
+    beta = torch.rand(1, T, H, generator=gen)
+    g_raw = -F.softplus(torch.randn(1, T, H, generator=gen) - 2.0)
+    if family == "identical_keys":  # β∈(1,2], no decay: the worst case for products of powers
+        k = k[:, :1].expand(1, T, Hg, K).contiguous()
+        beta = 1 + torch.rand(1, T, H, generator=gen)
+        g_raw = torch.zeros_like(g_raw)
+    from importlib import import_module
+
+    cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
+    cu_t = None if cu is None else torch.tensor(cu, dtype=torch.int64)
+    g = cumsum(g_raw, chunk_size=64, cu_seqlens=cu_t)
+    to = lambda x: x.to(DEVICE)  # noqa: E731
+    return to(k), to(v), to(g), to(beta), (None if cu_t is None else to(cu_t))
+
+
+def _rel(x, y):
+    return float((x.double() - y.double()).abs().max() / y.double().abs().max())
+
+
+CASES = {
+    "fixed": dict(T=100, H=4, Hg=2, K=32, V=16, cu=None),  # GQA, one full + one partial chunk
+    "varlen": dict(T=150, H=2, Hg=1, K=16, V=16, cu=[0, 1, 70, 150]),  # a 1-token sequence, partial chunks
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("method", METHODS)
+def test_fwd_intra_matches_fp64_and_stock(method, case):
+    c = CASES[case]
+    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    w, u, A = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, method=method)
+    w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+    assert torch.isfinite(A).all() and torch.isfinite(w).all() and torch.isfinite(u).all()
+    assert _rel(A, A64) < TOL
+    assert _rel(w, w64) < TOL
+    assert _rel(u, u64) < TOL
+    from importlib import import_module
+
+    stock = import_module(f"{FLA}.chunk_fwd").chunk_gated_delta_rule_fwd_intra
+    ws, us, As = stock(k=k, v=v, g=g, beta=beta, cu_seqlens=cu)
+    assert _rel(A, As) < TOL and _rel(w, ws) < TOL and _rel(u, us) < TOL
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_kkt_inverse_matches_kernel_twin(method):
+    """The kernel computes exactly its twin's tree (fp32, ieee products)."""
+    k, v, g, beta, _ = _inputs(64, 2, 1, 16, 16, seed=1)
+    Ai = ops.gdn_kkt_inverse(k, g, beta, method=method, precision="ieee", output_dtype=torch.float32)
+    A32 = ref.chunk_A(k, g, beta, dtype=torch.float32)
+    twin = ref.chunk_apply(A32, ops.kernel_twin(method, "ieee"))
+    exact = ref.chunk_inverse(k, g, beta)
+    assert _rel(Ai, twin) < (2e-3 if HAS_CUDA else 1e-5)
+    assert _rel(Ai, exact) < (2e-3 if HAS_CUDA else 1e-5)
+
+
+@pytest.mark.parametrize("method", STABLE)
+def test_stable_methods_on_identical_keys(method):
+    """Identical keys, β∈(1,2], no decay, partial chunk: stable methods stay finite and accurate."""
+    k, v, g, beta, _ = _inputs(100, 2, 1, 16, 16, seed=2, family="identical_keys")
+    Ai = ops.gdn_kkt_inverse(k, g, beta, method=method, output_dtype=torch.float32)
+    exact = ref.chunk_inverse(k, g, beta)
+    assert torch.isfinite(Ai).all()
+    assert _rel(Ai, exact) < (5e-3 if HAS_CUDA else 1e-5)
+
+
+def test_neumann_inner_blocks_lose_accuracy_on_identical_keys():
+    """The paper's MXR (Neumann on 16×16 tiles) is not log-stable for β > 1: with identical keys the powers
+    reach β⁸·C(15,7) ≈ 1.6e6 and cancel, even in fp32. Doubling only multiplies bounded inverses."""
+    k, v, g, beta, _ = _inputs(100, 2, 1, 16, 16, seed=2, family="identical_keys")
+    exact = ref.chunk_inverse(k, g, beta)
+    err = {m: _rel(ops.gdn_kkt_inverse(k, g, beta, method=m, precision="ieee", output_dtype=torch.float32), exact)
+           for m in ("hybrid", "blockdoubling")}
+    assert err["blockdoubling"] < 1e-5
+    assert err["hybrid"] > 100 * err["blockdoubling"]
+
+
+@pytest.mark.parametrize("BT", [16, 32, 64])
+def test_solve_tril_block_sizes(BT):
+    gen = torch.Generator().manual_seed(BT)
+    T, H = 2 * BT + 5, 2
+    A = torch.rand(1, T, H, BT, generator=gen) * 0.5
+    t = torch.arange(T)[:, None]
+    A = (A * (torch.arange(BT)[None, :] < (t % BT)).float()[None, :, None, :]).to(DEVICE)
+    X = ops.solve_tril(A, method="blockdoubling", precision="ieee")
+    # reference: per chunk of BT rows (last chunk partial)
+    R = ref.chunk_apply(A.double(), exact_inverse)
+    assert X.dtype == torch.float32
+    assert _rel(X, R) < (2e-3 if HAS_CUDA else 1e-5)
+
+
+def test_solve_tril_varlen_matches_fixed():
+    gen = torch.Generator().manual_seed(7)
+    A = torch.rand(1, 64, 1, 64, generator=gen) * 0.3
+    t = torch.arange(64)[:, None]
+    A = (A * (torch.arange(64)[None, :] < t).float()[None, :, None, :]).to(DEVICE)
+    cu = torch.tensor([0, 64], device=DEVICE)
+    X1 = ops.solve_tril(A, method="hybrid", precision="ieee")
+    X2 = ops.solve_tril(A, cu_seqlens=cu, method="hybrid", precision="ieee")
+    assert torch.equal(X1, X2)
+
+
+def test_bad_inputs_are_refused_clearly():
+    k, v, g, beta, _ = _inputs(64, 2, 1, 16, 16)
+    with pytest.raises(ValueError, match="unknown inversion method"):
+        ops.gdn_fwd_intra(k, v, g, beta, method="cholesky")
+    with pytest.raises(ValueError, match="unknown precision"):
+        ops.gdn_fwd_intra(k, v, g, beta, precision="fp8")
+    with pytest.raises(ValueError, match="chunk_size"):
+        ops.gdn_fwd_intra(k, v, g, beta, chunk_size=32)
+    assert ops.supports(k, v, g, beta) is None
+    k2 = k.expand(1, 64, 2, 16).contiguous()  # 2 key heads, 3 value heads
+    assert "multiple" in ops.supports(k2, None, None, beta[..., :1].expand(1, 64, 3).contiguous())
+    with pytest.raises(ValueError, match="BT"):
+        ops.solve_tril(torch.zeros(1, 8, 1, 8))
+
+
+def test_store_A_false_skips_A():
+    k, v, g, beta, _ = _inputs(64, 2, 1, 16, 16)
+    w, u, A = ops.gdn_fwd_intra(k, v, g, beta, store_A=False)
+    w2, u2, A2 = ops.gdn_fwd_intra(k, v, g, beta)
+    assert A is None and torch.equal(w, w2) and torch.equal(u, u2)
