@@ -63,14 +63,17 @@ def get_method(name: str) -> Method:
 
 
 def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
+    """A precision name, or ``"DIAG/MERGE"`` (kernels: diagonal-tile products / merge products apart)."""
+    for part in precision.split("/", 1):
+        if part not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)} "
+                             "(or DIAG/MERGE, e.g. bf16x3/tf32)")
     return precision
 
 
 def invert(A: torch.Tensor, method: str = "blockdoubling", precision: str | None = None) -> torch.Tensor:
     """``(I + tril(A, −1))^{-1}`` by the reference implementation of ``method``."""
     m = get_method(method)
-    if precision is not None:
-        check_precision(precision)
+    if precision is not None and "/" in check_precision(precision):
+        raise ValueError("the reference implementations take one precision; DIAG/MERGE is for the kernels")
     return m.invert(A, precision)
