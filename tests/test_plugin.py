@@ -23,10 +23,9 @@ from sglang_trinv.plugin import ENV_METHOD, ENV_PRECISION, STOCK, _imports, args
 from sglang_trinv.plugin._state import STATE
 from sglang_trinv.registry import METHOD_NAMES
 
-from conftest import DEVICE
-
 FLA = "sglang.kernels.ops.attention.fla"
 SPAWN_TIMEOUT = 300
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as tests/conftest.py (not importable everywhere)
 # the interpreter multiplies in true fp32; on a GPU SGLang's stock kernel runs its fp32 dots in TF32
 TOL = 1e-2 if DEVICE == "cuda" else 1e-4
 
@@ -337,7 +336,10 @@ def test_missing_hook_target_is_refused(monkeypatch):
 
 def _spawn_report(env: dict[str, str]) -> dict:
     """Start a process the way SGLang starts schedulers (spawn, environment inherited) and get its report."""
-    import plugin_child
+    import importlib
+
+    package = __name__.rpartition(".")[0]  # "tests" when tests/ is a package, "" when it is a rootdir
+    plugin_child = importlib.import_module(f"{package}.plugin_child" if package else "plugin_child")
 
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
