@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     # name: (module, one-line help)
     "stability": ("sglang_trinv.stability", "numerical-stability analysis of every method (CPU or GPU)"),
     "bench": ("sglang_trinv.bench", "A/B benchmark of our kernels vs SGLang's stock kernel (GPU)"),
+    "eval": ("sglang_trinv.evals", "end-to-end perplexity/KL/task accuracy of each method vs stock on a model"),
     "methods": ("sglang_trinv.cli", "list the inversion methods and precisions"),
 }
 

@@ -1,0 +1,187 @@
+"""Server mode of ``sglang-trinv eval``: perplexity and top-1 agreement through SGLang's ``/generate``.
+
+Why: the in-process eval swaps one function inside transformers; a served model goes through SGLang's whole
+prefill (scheduler, chunked prefill, CUDA graphs, the plugin's patch in the worker processes). One server per
+method (``--server-url stock=http://…:30000 --server-url blockdoubling=http://…:30001``, each launched with
+``--linear-attn-inv METHOD``), the same token windows sent as ``input_ids`` with
+``return_logprob=True, logprob_start_len=0, max_new_tokens=1, top_logprobs_num=1``; SGLang answers
+``meta_info.input_token_logprobs = [(None, id₀, _), (log p(id₁ | id₀), id₁, _), …]`` and
+``meta_info.input_top_logprobs = [None, [(lp, top id, _)], …]``. KL needs full distributions, which
+``/generate`` does not return: server reports carry perplexity, Δ vs the first server and top-1 agreement.
+
+:func:`serve` is a small stand-in with the same request/response schema that runs a transformers model
+in-process (with any reference inversion): tests and CPU-only demos of the client, with real numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import torch
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def parse_server_urls(items: list[str]) -> list[tuple[str, str]]:
+    """``["stock=http://h:1", …]`` → ``[("stock", "http://h:1"), …]``, validated, order kept."""
+    out = []
+    for it in items:
+        label, sep, url = it.partition("=")
+        if not sep or not label.strip() or not url.startswith(("http://", "https://")):
+            raise ValueError(f"--server-url expects METHOD=http://host:port, got {it!r}")
+        out.append((label.strip(), url.rstrip("/")))
+    if len({label for label, _ in out}) != len(out):
+        raise ValueError("duplicate method labels in --server-url")
+    return out
+
+
+def prompt_logprobs(url: str, ids: list[int], timeout: float = 300.0) -> tuple[list[float], list[int | None]]:
+    """Log-probabilities of tokens 1…n−1 of ``ids`` and the server's top-1 token at each of those positions."""
+    body = {"input_ids": ids, "return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": 1,
+            "sampling_params": {"max_new_tokens": 1, "temperature": 0.0}}
+    req = urllib.request.Request(f"{url}/generate", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            resp = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise ServerError(f"{url}/generate: HTTP {e.code}: {e.read()[:500]!r}") from None
+    except urllib.error.URLError as e:
+        raise ServerError(f"{url}/generate: {e.reason} (is the server running?)") from None
+    if isinstance(resp, list):
+        resp = resp[0]
+    meta = resp.get("meta_info", {})
+    itl = meta.get("input_token_logprobs")
+    if not itl or len(itl) != len(ids):
+        raise ServerError(f"{url}: expected {len(ids)} input_token_logprobs, got "
+                          f"{None if itl is None else len(itl)} (logprob_start_len=0 honoured?)")
+    lps = [float(e[0]) for e in itl[1:]]
+    top = meta.get("input_top_logprobs") or [None] * len(ids)
+    top1 = [int(e[0][1]) if e else None for e in top[1:]]
+    return lps, top1
+
+
+def run_server_mode(args, th) -> int:
+    from .evals import MethodResult, breaches, write_reports
+    from .evals_data import load_corpus, python_version, token_stream, token_windows
+
+    try:
+        servers = parse_server_urls(args.server_url)
+        docs, corpus_label = load_corpus(args.corpus)
+        from transformers import AutoTokenizer
+
+        if not (Path(args.model) / "tokenizer_config.json").is_file():
+            raise FileNotFoundError(f"tokenizer of the served model not found in {args.model} (pass --model)")
+        tok = AutoTokenizer.from_pretrained(args.model)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"sglang-trinv eval: {e}") from None
+    windows = token_windows(token_stream(tok, docs), args.ctx, args.max_tokens)
+    results = [MethodResult(label, f"server {url}") for label, url in servers]
+    agree = [0] * len(servers)
+    from tqdm.auto import tqdm
+
+    t_start = time.time()
+    for win in tqdm(windows, desc="server perplexity", unit="win", disable=args.quiet):
+        base_top = None
+        for i, (label, url) in enumerate(servers):
+            t0 = time.perf_counter()
+            lps, top1 = prompt_logprobs(url, win)
+            r = results[i]
+            r.seconds += time.perf_counter() - t0
+            r.nll -= sum(lps)
+            r.tokens += len(lps)
+            r.nonfinite_logits += sum(not math.isfinite(x) for x in lps)
+            if i == 0:
+                base_top = top1
+            else:
+                agree[i] += sum(a == b and a is not None for a, b in zip(top1, base_top))
+    for i, r in enumerate(results):
+        r.ppl = math.exp(r.nll / r.tokens) if math.isfinite(r.nll) else float("inf")
+        r.ppl_delta = r.ppl - results[0].ppl
+        r.ppl_rel_delta = r.ppl_delta / results[0].ppl
+        r.top1_agree = agree[i] / r.tokens if i else 1.0
+        r.kl_mean = r.kl_max = r.max_abs_logprob_diff = float("nan")  # /generate gives no distributions
+    meta = {"model": str(args.model), "model_name": Path(args.model).name, "params": 0, "model_dtype": "server",
+            "backend": "server", "device": ", ".join(f"{lab}={url}" for lab, url in servers),
+            "corpus": corpus_label, "ctx": args.ctx, "windows": len(windows), "python": python_version(),
+            "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+            "threads": args.threads, "seconds": time.time() - t_start, "mc": None, "passkey": None,
+            "stress_len": 0, "thresholds": asdict(th), "fail_skip": []}
+    # KL is not measured in server mode: check perplexity and top-1 only
+    th_server = type(th)(th.max_ppl_rel_increase, float("inf"), th.min_top1, th.max_task_drop)
+    violations = [v for v in breaches(results, th_server) if "KL" not in v] if args.fail_if_worse else None
+    out = Path(args.out) if args.out else Path("evals/results") / f"{meta['model_name']}-server"
+    paths = write_reports(out, meta, results, violations)
+    print(paths["md"].read_text())
+    if violations:
+        print("FAIL: " + "; ".join(violations))
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- stand-in server
+def serve(model_path: str | Path, method: str = "stock", host: str = "127.0.0.1", port: int = 0):
+    """Start a thread serving ``/generate`` (SGLang's logprob schema) and ``/health`` from a transformers
+    model whose GDN inversion is ``method`` (reference backend). Returns ``(server, url)``;
+    ``server.shutdown()`` stops it."""
+    from .evals import gdn_inversion, load_model, parse_methods
+
+    model, tok = load_model(model_path, "cpu")
+    spec = parse_methods(method)[-1]
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):  # quiet
+            pass
+
+        def _send(self, code: int, obj) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send(200, {"ok": True}) if self.path in ("/health", "/health_generate") else self._send(404, {})
+
+        def do_POST(self):
+            if self.path != "/generate":
+                return self._send(404, {"error": "not found"})
+            req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            ids = req.get("input_ids") or tok(req.get("text", ""), add_special_tokens=False)["input_ids"]
+            if not ids:
+                return self._send(400, {"error": "empty prompt"})
+            start = int(req.get("logprob_start_len", -1))
+            top_n = int(req.get("top_logprobs_num", 0))
+            with lock, torch.no_grad(), gdn_inversion(spec):
+                logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float()
+            lp = torch.log_softmax(logits, -1)
+            nxt = int(lp[-1].argmax())
+            meta = {"id": "0", "prompt_tokens": len(ids), "completion_tokens": 1,
+                    "finish_reason": {"type": "length", "length": 1}}
+            if req.get("return_logprob"):
+                s = max(start, 0)
+                meta["input_token_logprobs"] = [[None if i == 0 else float(lp[i - 1, ids[i]]), ids[i], None]
+                                                for i in range(s, len(ids))]
+                meta["output_token_logprobs"] = [[float(lp[-1, nxt]), nxt, None]]
+                if top_n > 0:
+                    def top(row):
+                        v, ix = row.topk(top_n)
+                        return [[float(a), int(b), None] for a, b in zip(v, ix)]
+                    meta["input_top_logprobs"] = [None if i == 0 else top(lp[i - 1]) for i in range(s, len(ids))]
+            self._send(200, {"text": tok.decode([nxt]), "output_ids": [nxt], "meta_info": meta})
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://{host}:{server.server_address[1]}"
