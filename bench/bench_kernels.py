@@ -19,26 +19,35 @@ import platform
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
-import triton
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if "--smoke" in sys.argv:  # the interpreter must be on before Triton (and any kernel) is imported
+    os.environ["TRITON_INTERPRET"] = "1"
+    from sglang_trinv.testing import enable_interpreter
+
+    enable_interpreter()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+
 
 from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.reference import gdn as ref  # noqa: E402
 
 FLA = "sglang.kernels.ops.attention.fla"
+DEV = "cuda"  # --smoke: "cpu" under the Triton interpreter, tiny shapes, to check this script without a GPU
+K_DIM = 128
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def make_inputs(T, H, Hg, K, V, nseq, seed, dtype=torch.bfloat16, family="random"):
+def make_inputs(T, H, Hg, K, V, nseq, seed, dtype=None, family="random"):
     """Inputs as a Qwen3-Next GDN layer produces them: l2-normalised keys, β = sigmoid, g ≤ 0 log-decay."""
+    dtype = dtype or (torch.bfloat16 if DEV == "cuda" else torch.float32)
     from importlib import import_module
 
     cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    dev = "cuda"
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    dev = DEV
     k = F.normalize(torch.randn(1, T, Hg, K, device=dev, generator=gen), dim=-1)
     beta = torch.sigmoid(torch.randn(1, T, H, device=dev, generator=gen))
     g_raw = -F.softplus(torch.randn(1, T, H, device=dev, generator=gen) - 3.0)  # mild decay, ~ −0.05
@@ -100,17 +109,28 @@ def rel_err(x, ref64):
 
 def bench(fn, reps=None):
     fn()
+    if DEV != "cuda":
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e6
     torch.cuda.synchronize()
     return triton.testing.do_bench(fn, warmup=25, rep=reps or 100, return_mode="median") * 1e3  # µs
 
 
 # ------------------------------------------------------------------------------------------ runs
-METHOD_PRECISIONS = [
+MAIN_METHODS = [  # every shape
+    ("blockdoubling", "bf16x3/tf32"),
+    ("blockdoubling", "tf32"),
+    ("column_sweep", "tf32"),
+    ("forward_substitution", "tf32"),
+]
+FAMILY_METHODS = MAIN_METHODS + [("hybrid", "tf32"), ("neumann", "tf32")]
+METHOD_PRECISIONS = [  # all methods (one shape, --all-methods)
+    ("blockdoubling", "bf16x3/tf32"),
     ("forward_substitution", "tf32"),
     ("column_sweep", "tf32"),
     ("blockdoubling", "tf32"),
     ("blockdoubling", "tf32x3/tf32"),
-    ("blockdoubling", "bf16x3/tf32"),
     ("blockdoubling", "tf32x3"),
     ("blockdoubling", "ieee"),
     ("hybrid", "tf32"),
@@ -143,7 +163,7 @@ def run_tuning(inp, tunings, rows, mode):
 
 def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, seed=0):
     T, H, Hg, nseq = shape["T"], shape["H"], shape["Hg"], shape["nseq"]
-    K = V = 128
+    K = V = K_DIM
     inp = make_inputs(T, H, Hg, K, V, nseq, seed)
     k, v, g, beta, cu = inp["k"], inp["v"], inp["g"], inp["beta"], inp["cu_seqlens"]
     ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
@@ -179,6 +199,27 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
         e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
         e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
         record("intra", m, p, bench(f), e)
+    # --- variants of the default: our KKᵀ+inverse then SGLang's w/u kernel; A not written (SGLang discards it)
+    from importlib import import_module
+
+    wu = import_module(f"{FLA}.wy_fast").recompute_w_u_fwd
+    m, p = methods[0]
+
+    def two_kernels():
+        A = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p, tuning=tune_kkt)
+        w, u = wu(k=k, v=v, beta=beta, A=A, g_cumsum=g, cu_seqlens=cu, chunk_indices=ci)
+        return w, u, A
+
+    w, u, A = two_kernels()
+    e = rel_err(A, A64)
+    e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
+    record("intra", f"{m}+stock_wu", p, bench(two_kernels), e)
+    f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
+                                  tuning=tune_intra, store_A=False)  # noqa: E731
+    w, u, _ = f()
+    e = {f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()}
+    e["max_rel"] = e["w_max_rel"]
+    record("intra", f"{m} (no A)", p, bench(f), e)
     # --- stand-alone solve_tril (fp32 A in, fp32 Ai out): FLA 0.6.0 vs ours
     if with_fla:
         A_in = fla_kkt_A(k, g, beta, cu)
@@ -192,7 +233,7 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
         except Exception as exc:  # FLA missing or failing: say so in the results
             rows.append(dict(kind="solve", method="fla-0.6.0", error=repr(exc)[:300], **tag))
             print("  FLA solve_tril failed:", repr(exc)[:300], flush=True)
-        for m, p in [("forward_substitution", "tf32"), ("blockdoubling", "tf32"), ("blockdoubling", "tf32x3")]:
+        for m, p in methods[:1]:
             f = lambda: ops.solve_tril(A_in, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
                                        tuning=tune_kkt)  # noqa: E731
             record("solve", m, p, bench(f), rel_err(f(), A64))
@@ -208,12 +249,12 @@ def run_whole(inp, tag, rows, tune_intra):
     k, v, beta, cu, g_raw = inp["k"], inp["v"], inp["beta"], inp["cu_seqlens"], inp["g_raw"]
     T, H, K = k.shape[1], beta.shape[-1], k.shape[-1]
     N = 1 if cu is None else len(cu) - 1
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    q = F.normalize(torch.randn(1, T, k.shape[2], K, device="cuda", generator=gen), dim=-1).to(k.dtype)
-    h0 = torch.randn(N, H, v.shape[-1], K, device="cuda", generator=gen) * 0.1
-    idx = torch.arange(N, device="cuda")
+    gen = torch.Generator(device=DEV).manual_seed(1)
+    q = F.normalize(torch.randn(1, T, k.shape[2], K, device=DEV, generator=gen), dim=-1).to(k.dtype)
+    h0 = torch.randn(N, H, v.shape[-1], K, device=DEV, generator=gen) * 0.1
+    idx = torch.arange(N, device=DEV)
     ci = chunk.prepare_chunk_indices(cu, 64) if cu is not None else None
-    stock_fn = chunk.chunk_gated_delta_rule_fwd_intra
+    import sglang_trinv
 
     def run(state):
         return chunk.chunk_gated_delta_rule_fwd(q=q, k=k, v=v, g=g_raw, beta=beta, scale=K ** -0.5,
@@ -221,16 +262,10 @@ def run_whole(inp, tag, rows, tune_intra):
                                                 chunk_indices=ci, inplace_update=True)
 
     results = {}
-    variants = [("stock", None)] + [(m, p) for m, p in [("blockdoubling", "tf32"), ("blockdoubling", "tf32x3/tf32"),
-                                                      ("forward_substitution", "tf32")]]
+    # through the plugin, exactly as a server with --linear-attn-inv METHOD runs it
+    variants = [("stock", None), ("blockdoubling", None), ("column_sweep", None)]
     for name, p in variants:
-        if name == "stock":
-            chunk.chunk_gated_delta_rule_fwd_intra = stock_fn
-        else:
-            chunk.chunk_gated_delta_rule_fwd_intra = (
-                lambda k, v, g=None, beta=None, cu_seqlens=None, chunk_size=64, chunk_indices=None, _m=name, _p=p:
-                ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices, method=_m,
-                                  precision=_p, tuning=tune_intra))
+        sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
         try:
             state = h0.clone()
             out = run(state)
@@ -239,7 +274,7 @@ def run_whole(inp, tag, rows, tune_intra):
             scratch = h0.clone()  # updated in place by every timed call; values do not affect the time
             t = bench(lambda: run(scratch))
         finally:
-            chunk.chunk_gated_delta_rule_fwd_intra = stock_fn
+            sglang_trinv.unpatch()
         o0, s0 = results[("stock", None)]
         d_o = float((o - o0).abs().max() / o0.abs().max())
         d_s = float((state - s0).abs().max() / s0.abs().max())
@@ -249,10 +284,10 @@ def run_whole(inp, tag, rows, tune_intra):
               flush=True)
 
 
-def stability_on_gpu(rows, methods):
+def stability_on_gpu(rows, methods=FAMILY_METHODS):
     """Adversarial families on the GPU (T=4096, H=8): error and non-finite count per method vs stock."""
     for fam in ["identical_keys", "beta_1_2"]:
-        inp = make_inputs(4096, 8, 4, 128, 128, 1, 3, family=fam)
+        inp = make_inputs(4096 if DEV == "cuda" else 128, 8, 4, K_DIM, K_DIM, 1, 3, family=fam)
         k, g, beta = inp["k"], inp["g"], inp["beta"]
         A64 = ref.chunk_inverse(k, g, beta)
         e = rel_err(stock_kkt_solve(k, g, beta, None, None), A64)
@@ -309,10 +344,16 @@ def main():
     ap.add_argument("--out", default="bench/results/latest")
     ap.add_argument("--quick", action="store_true", help="one shape (T=8192, H=32/16, one sequence)")
     ap.add_argument("--tune", action="store_true", help="sweep launch configurations first")
+    ap.add_argument("--tune-intra", action="store_true", help="sweep one-warp w/u tilings of the fused kernel")
+    ap.add_argument("--all-methods", action="store_true", help="every method and precision at T=8192 H=32/16")
     ap.add_argument("--no-fla", action="store_true")
     ap.add_argument("--no-whole", action="store_true")
     ap.add_argument("--no-families", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
     args = ap.parse_args()
+    global DEV, K_DIM
+    if args.smoke:
+        DEV, K_DIM = "cpu", 16
     os.makedirs(args.out, exist_ok=True)
     import sglang
 
@@ -322,34 +363,39 @@ def main():
         fla_version = getattr(fla, "__version__", "?")
     except Exception:
         fla_version = None
-    meta = dict(gpu=torch.cuda.get_device_name(), date=datetime.datetime.now().isoformat(timespec="seconds"),
+    meta = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu (interpreter smoke run)", date=datetime.datetime.now().isoformat(timespec="seconds"),
                 torch=torch.__version__, triton=triton.__version__, sglang=sglang.__version__, fla=fla_version,
                 python=platform.python_version())
     print(meta, flush=True)
     rows = []
     t0 = time.time()
     tune_kkt = tune_intra = ops.DEFAULT_TUNING
-    if args.tune:
+    if args.tune:  # the full sweep (2026-11-26 H200: one warp, one head per program won)
         inp = make_inputs(8192, 32, 16, 128, 128, 1, 0)
         cands = [ops.Tuning(num_warps=nw, group=gr, BK=bk, BV=bv, num_stages=st)
                  for nw in (1, 2, 4) for gr in (1, 2) for bk, bv in ((64, 64),) for st in (1, 2)]
         cands += [ops.Tuning(num_warps=nw, group=1, BK=bk, BV=128, num_stages=2) for nw in (2, 4) for bk in (32, 128)]
         tune_kkt = run_tuning(inp, cands, rows, "kkt")
         tune_intra = run_tuning(inp, cands, rows, "intra")
+    elif args.tune_intra:  # one-warp variants of the fused w/u only
+        inp = make_inputs(8192, 32, 16, 128, 128, 1, 0) if DEV == "cuda" else make_inputs(150, 4, 2, 16, 16, 1, 0)
+        cands = [ops.Tuning(num_warps=1, BK=bk, BV=bv, num_stages=st)
+                 for bk, bv, st in ((64, 64, 2), (64, 128, 2), (128, 128, 2), (64, 64, 3), (128, 64, 2))]
+        tune_intra = run_tuning(inp, cands, rows, "intra")
         print("best kkt", tune_kkt, "best intra", tune_intra, flush=True)
     meta["tuning_kkt"], meta["tuning_intra"] = tune_kkt.__dict__, tune_intra.__dict__
-    shapes = [dict(T=8192, H=32, Hg=16, nseq=1)] if args.quick else [
-        dict(T=T, H=H, Hg=Hg, nseq=n) for T in (4096, 8192, 32768) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
+    shapes = [dict(T=150, H=4, Hg=2, nseq=1), dict(T=150, H=4, Hg=2, nseq=3)] if args.smoke else \
+        [dict(T=8192, H=32, Hg=16, nseq=1)] if args.quick else [  # most important first
+        dict(T=T, H=H, Hg=Hg, nseq=n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
     for i, sh in enumerate(shapes):
         print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
-        methods = METHOD_PRECISIONS if (sh["T"] == 8192 or args.quick) else [
-            mp for mp in METHOD_PRECISIONS if mp[0] in ("blockdoubling", "forward_substitution", "hybrid")]
+        methods = METHOD_PRECISIONS if args.all_methods else MAIN_METHODS
         run_shape(sh, rows, tune_kkt, tune_intra, methods, with_fla=not args.no_fla,
-                  with_whole=not args.no_whole and sh["T"] in (8192, 32768))
+                  with_whole=not args.no_whole and (sh["T"] in (8192, 32768) or args.smoke))
         with open(os.path.join(args.out, "kernels.json"), "w") as f:
             json.dump(dict(meta=meta, rows=rows), f, indent=1)
     if not args.no_families:
-        stability_on_gpu(rows, METHOD_PRECISIONS)
+        stability_on_gpu(rows)
     with open(os.path.join(args.out, "kernels.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     md = to_markdown(meta, rows)

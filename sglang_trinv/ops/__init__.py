@@ -9,6 +9,7 @@ every tensor-core product (``ieee``, ``tf32``, ``tf32x3``, ``bf16``, ``bf16x3``,
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -92,8 +93,10 @@ def _method_codes(method: str, precision: str | None):
     if method not in KERNEL_METHODS:
         raise ValueError(f"method {method!r} has no Triton kernel; kernels exist for {', '.join(KERNEL_METHODS)}")
     diag, whole = KERNEL_METHODS[method]
-    dp, mp = split_precision(method, precision)
-    return diag, whole, _PRECISION_CODES[dp], _PRECISION_CODES[mp]
+    dp, mp = (_PRECISION_CODES[name] for name in split_precision(method, precision))
+    if os.environ.get("TRITON_INTERPRET") == "1":  # 16-bit dots are wrong in the interpreter: emulate them
+        dp, mp = (c + _k.EMULATED if c in (_k.P_BF16, _k.P_BF16X3, _k.P_FP16) else c for c in (dp, mp))
+    return diag, whole, dp, mp
 
 
 def prepare_chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
