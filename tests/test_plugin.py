@@ -109,6 +109,8 @@ def test_server_parser_accepts_method_and_exports_the_choice(loaded, restore_log
 
     parsed = _parser(loaded).parse_args(["--model-path", "dummy", "--linear-attn-inv", "blockdoubling"])
     assert parsed.linear_attn_inv == "blockdoubling" and parsed.linear_attn_inv_precision is None
+    parsed = _parser(loaded).parse_args(["--model-path", "dummy", "--linear-attn-inv-precision", "bf16x3/tf32"])
+    assert parsed.linear_attn_inv_precision == "bf16x3/tf32"  # DIAG/MERGE
 
     # the launcher's own path: prepare_server_args -> add_cli_args -> parse -> from_cli_args
     server_args = prepare_server_args(
@@ -131,6 +133,9 @@ def test_server_parser_rejects_unknown_method_listing_choices(loaded, capsys):
     assert "--linear-attn-inv: invalid choice: 'gauss_jordan'" in err
     for name in (STOCK, *METHOD_NAMES):
         assert repr(name) in err
+    with pytest.raises(SystemExit):
+        _parser(loaded).parse_args(["--model-path", "dummy", "--linear-attn-inv-precision", "bf16x3/fp8"])
+    assert "--linear-attn-inv-precision: unknown precision 'bf16x3/fp8'" in capsys.readouterr().err
 
 
 def test_env_var_sets_the_flag_default(loaded, monkeypatch):

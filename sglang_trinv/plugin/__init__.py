@@ -96,9 +96,7 @@ def _announce() -> None:
     if STATE.method == STOCK:
         logger.info("sglang-trinv: --linear-attn-inv=stock on SGLang %s: GDN/KDA kernels untouched", sglang_version())
         return
-    from ..registry import get_method
-
-    precision = STATE.precision or f"{get_method(STATE.method).default_precision} (method default)"
+    precision = gdn.precision_label(STATE.method, STATE.precision)
     logger.info(
         "sglang-trinv: --linear-attn-inv=%s precision=%s on SGLang %s: GDN Triton chunk prefill patched "
         "(when loaded); KDA chunk prefill %s; decode, target-verify and non-Triton backends untouched",
@@ -122,7 +120,7 @@ def _activate(method: str, precision: str | None, eager: bool) -> None:
             return
         gdn.static_check()
         if eager:
-            gdn.check_ops()
+            gdn.check_ops(method, precision)
         changed = (method, precision) != (STATE.method, STATE.precision)
         STATE.method, STATE.precision = method, precision
         STATE.error = None
@@ -140,7 +138,7 @@ def select(method: str, precision: str | None = None) -> None:
     method, precision = _validate(method, precision)
     if method != STOCK:
         gdn.static_check()
-        gdn.check_ops()
+        gdn.check_ops(method, precision)
     _export_env(method, precision)
     _activate(method, precision, eager=False)
     if method == STOCK:

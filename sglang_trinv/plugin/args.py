@@ -36,6 +36,15 @@ def check_hook_targets() -> None:
         )
 
 
+def _precision(value: str) -> str:
+    from ..registry import check_precision
+
+    try:
+        return check_precision(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_cli_args_hook(result, parser: argparse.ArgumentParser, *args, **kwargs):
     from ..reference.precision import PRECISIONS
     from ..registry import METHOD_NAMES
@@ -51,8 +60,9 @@ def add_cli_args_hook(result, parser: argparse.ArgumentParser, *args, **kwargs):
         f"untouched. Needs the Triton prefill backend. Env: {ENV_METHOD}.",
     )
     group.add_argument(
-        PRECISION_FLAG, type=str, default=precision, choices=list(PRECISIONS),
-        help=f"Tensor-core precision of the inversion's products (default: the method's own). Env: {ENV_PRECISION}.",
+        PRECISION_FLAG, type=_precision, default=precision, metavar="{" + ",".join(PRECISIONS) + "}[/MERGE]",
+        help="Tensor-core precision of the inversion's products, or DIAG/MERGE for the 16x16 diagonal tiles and "
+        f"the merges apart, e.g. bf16x3/tf32 (default: the kernel's per-method default). Env: {ENV_PRECISION}.",
     )
     return None
 
@@ -73,7 +83,7 @@ def resolve_once_hook(server_args, *args, **kwargs):
         raise STATE.error
     if STATE.method != STOCK:
         gdn.static_check()
-        gdn.check_ops()
+        gdn.check_ops(STATE.method, STATE.precision)
         backends.check_server_args(server_args)
     return None
 

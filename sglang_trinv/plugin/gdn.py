@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import sys
 from pathlib import Path
 
 from ._state import STATE, IncompatibleSGLangError, logger, rebind, sglang_version
@@ -42,8 +43,8 @@ def static_check() -> None:
             )
 
 
-def check_ops() -> None:
-    """Our kernels must expose the contract the wrapper calls."""
+def check_ops(method: str | None = None, precision: str | None = None) -> None:
+    """Our kernels must expose the contract the wrapper calls, and implement the selected method/precision."""
     try:
         from .. import ops
     except ImportError as e:
@@ -51,6 +52,21 @@ def check_ops() -> None:
     missing = [name for name in ("gdn_fwd_intra", "supports") if not callable(getattr(ops, name, None))]
     if missing:
         raise ImportError(f"sglang-trinv: sglang_trinv.ops lacks {', '.join(missing)}; the GDN kernels are missing")
+    if method is None:
+        return
+    kernels = getattr(ops, "KERNEL_METHODS", None)
+    if kernels is not None and method not in kernels:
+        raise ValueError(f"--linear-attn-inv={method} has no Triton kernel; kernels exist for {', '.join(kernels)}")
+    if hasattr(ops, "split_precision"):  # fail at start-up, not in the first prefill
+        ops.split_precision(method, precision)
+
+
+def precision_label(method: str, precision: str | None) -> str:
+    if precision:
+        return precision
+    ops = sys.modules.get("sglang_trinv.ops")  # not imported just for a log line (tokenizer processes)
+    default = getattr(ops, "DEFAULT_PRECISION", {}).get(method) if ops is not None else None
+    return f"{default} (kernel default)" if default else "kernel default"
 
 
 def _stock_of(chunk_module):
@@ -94,7 +110,7 @@ def make_wrapper(stock):
         if reason is None:
             if not STATE.counts["gdn"]:  # operators can see in the log that our kernel really serves prefill
                 logger.info("sglang-trinv: first GDN chunk prefill served by %s (precision %s), k%s v%s %s",
-                            method, precision or "method default", tuple(k.shape), tuple(v.shape),
+                            method, precision_label(method, precision), tuple(k.shape), tuple(v.shape),
                             str(k.dtype).replace("torch.", ""))
             STATE.counts["gdn"] += 1
             return ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
@@ -112,7 +128,7 @@ def apply(chunk_module) -> None:
     with STATE.lock:
         if "gdn" in STATE.patched:
             return
-        check_ops()
+        check_ops(STATE.method, STATE.precision)
         stock = _stock_of(chunk_module)
         chunk_fwd = importlib.import_module(CHUNK_FWD)
         if stock is not getattr(chunk_fwd, NAME, None):
@@ -129,5 +145,5 @@ def apply(chunk_module) -> None:
         STATE.patched.add("gdn")
         logger.info(
             "sglang-trinv: GDN chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s]",
-            STATE.method, STATE.precision or "method default", sglang_version(), n, NAME,
+            STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(), n, NAME,
         )
