@@ -387,6 +387,8 @@ def main():
     shapes = [dict(T=150, H=4, Hg=2, nseq=1), dict(T=150, H=4, Hg=2, nseq=3)] if args.smoke else \
         [dict(T=8192, H=32, Hg=16, nseq=1)] if args.quick else [  # most important first
         dict(T=T, H=H, Hg=Hg, nseq=n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
+    if not args.no_families:  # first: they decide "error ≤ stock on every family"
+        stability_on_gpu(rows)
     for i, sh in enumerate(shapes):
         print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
         methods = METHOD_PRECISIONS if args.all_methods else MAIN_METHODS
@@ -394,8 +396,6 @@ def main():
                   with_whole=not args.no_whole and (sh["T"] in (8192, 32768) or args.smoke))
         with open(os.path.join(args.out, "kernels.json"), "w") as f:
             json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    if not args.no_families:
-        stability_on_gpu(rows)
     with open(os.path.join(args.out, "kernels.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     md = to_markdown(meta, rows)
