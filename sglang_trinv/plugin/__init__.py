@@ -98,8 +98,9 @@ def _announce() -> None:
         return
     precision = gdn.precision_label(STATE.method, STATE.precision)
     logger.info(
-        "sglang-trinv: --linear-attn-inv=%s precision=%s on SGLang %s: GDN Triton chunk prefill patched "
-        "(when loaded); KDA chunk prefill %s; decode, target-verify and non-Triton backends untouched",
+        "sglang-trinv: --linear-attn-inv=%s precision=%s on SGLang %s: GDN Triton chunk prefill uses it "
+        "(patched where SGLang loads the kernels); KDA chunk prefill %s; decode, target-verify and non-Triton "
+        "backends untouched",
         STATE.method, precision, sglang_version(), kda.status(),
     )
 
