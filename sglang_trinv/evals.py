@@ -183,10 +183,10 @@ def sglang_chunk_gated_delta_rule(stats: HookStats | None = None):
         state = (torch.zeros(B, H, V, K, dtype=torch.float32, device=key.device) if initial_state is None
                  else initial_state.transpose(-1, -2).to(torch.float32).contiguous())
         dt = torch.bfloat16 if query.dtype == torch.float32 else query.dtype
-        o, _ = chunk.chunk_gated_delta_rule(
+        o = chunk.chunk_gated_delta_rule(
             query.to(dt), key.to(dt), value.to(dt), g.to(torch.float32), beta.to(dt),
             initial_state=state, initial_state_indices=torch.arange(B, device=key.device),
-            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
+            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)[0]  # (o, None, h)
         if stats is not None:
             stats.calls += 1
             stats.chunks += B * H * math.ceil(T / 64)
@@ -246,9 +246,10 @@ def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype | None 
 
 @torch.no_grad()
 def logprobs(model, ids: torch.Tensor) -> torch.Tensor:
-    """Next-token log-probabilities ``[B, T−1, vocab]`` (fp32) of a token batch ``[B, T]``."""
-    logits = model(input_ids=ids.to(model.device), use_cache=False).logits[:, :-1].float()
-    return torch.log_softmax(logits, dim=-1).cpu()
+    """Next-token log-probabilities ``[B, T−1, vocab]`` of a token batch ``[B, T]``, normalized in fp64 so
+    KL divergences of ~1e-9 between methods are not round-off of the softmax itself."""
+    logits = model(input_ids=ids.to(model.device), use_cache=False).logits[:, :-1]
+    return torch.log_softmax(logits.double(), dim=-1).cpu()
 
 
 # ------------------------------------------------------------------------------------------- tasks
@@ -713,7 +714,8 @@ def run(args: argparse.Namespace) -> int:
         docs, corpus_label = load_corpus(args.corpus)
         model, tok = load_model(args.model, device)
         mc_path = args.mc or (DEFAULT_MC if Path(args.model).resolve() == DEFAULT_MODEL.resolve() else None)
-        mc_items = None if args.no_tasks or mc_path is None else load_mc(mc_path)[: args.mc_limit]
+        mc_items = load_mc(args.mc) if args.mc else None  # an explicit file must exist even with --no-tasks
+        mc_items = None if args.no_tasks or mc_path is None else (mc_items or load_mc(mc_path))[: args.mc_limit]
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"sglang-trinv eval: {e}") from None
     passkey = None if args.no_tasks else {
