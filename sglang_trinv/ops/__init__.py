@@ -8,6 +8,7 @@ every tensor-core product (``ieee``, ``tf32``, ``tf32x3``, ``bf16``, ``bf16x3``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -36,15 +37,21 @@ KERNEL_METHODS = {
 _PRECISION_CODES = {"ieee": _k.P_IEEE, "tf32": _k.P_TF32, "tf32x3": _k.P_TF32X3, "bf16": _k.P_BF16,
                     "bf16x3": _k.P_BF16X3, "fp16": _k.P_FP16}
 
-# default (diag/merge) precision per method, chosen from the H100 measurements in bench/results/
+# Default (diag/merge) precision per method, from the H200 measurements in bench/results/2026-11-26-h200/.
+# DEFAULT_PRECISION is for the fused intra kernel (gdn_fwd_intra, the plugin's path): there the w/u stage is
+# memory-bound and full bf16x3 products cost ~2% (138.9 → 142.0 µs at T=8192 H=32) while giving an error below
+# stock's on every family measured (identical keys 1.3e-3 vs 1.4e-2; β∈(1,2] 2.0e-3 vs 1.2e-2).
 DEFAULT_PRECISION = {
     "forward_substitution": "tf32",  # stock: CUDA-core substitution + tf32 merges
     "column_sweep": "tf32",
-    "blockdoubling": "bf16x3/tf32",  # split-bf16 diagonal tiles: stock-level error for ~4 µs (H200, T=8192)
+    "blockdoubling": "bf16x3",
     "hybrid": "tf32",
     "neumann": "ieee",
     "newton_schulz": "ieee",
 }
+# Inverse-only kernels (gdn_kkt_inverse, solve_tril) are latency-bound: bf16x3 merges there cost 51.6 → 113.7
+# µs, so the diagonal tiles stay bf16x3 (stock-level error) and the merges tf32 (as stock's).
+INVERSE_ONLY_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3/tf32"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ def kernel_twin(method: str, precision: str | None = None):
     """The reference function with the kernel's exact tree for ``method`` (for tests): ``A -> X``."""
     from ..reference import inverse as ref
 
-    diag_p, merge_p = split_precision(method, precision)
+    diag_p, merge_p = split_precision(method, precision, fused=False)
     if method == "column_sweep":  # the kernel sweeps 16×16 tiles, then merges
         return lambda A: ref.hybrid(A, block=SUB_CHUNK, inner="column_sweep", precision=merge_p,
                                     inner_precision=diag_p)
@@ -77,8 +84,9 @@ def kernel_twin(method: str, precision: str | None = None):
     return lambda A: get_method(method).invert(A, merge_p)
 
 
-def split_precision(method: str, precision: str | None) -> tuple[str, str]:
-    p = precision or DEFAULT_PRECISION[method]
+def split_precision(method: str, precision: str | None, fused: bool = True) -> tuple[str, str]:
+    """(diag, merge) precision names; ``precision=None`` picks the measured default for the kernel kind."""
+    p = precision or (DEFAULT_PRECISION if fused else INVERSE_ONLY_PRECISION)[method]
     diag, _, merge = p.partition("/")
     merge = merge or diag
     for name in (diag, merge):
@@ -88,13 +96,14 @@ def split_precision(method: str, precision: str | None) -> tuple[str, str]:
     return diag, merge
 
 
-def _method_codes(method: str, precision: str | None):
+@functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small
+def _method_codes(method: str, precision: str | None, fused: bool, interpret: bool):
     get_method(method)  # clear error for unknown names
     if method not in KERNEL_METHODS:
         raise ValueError(f"method {method!r} has no Triton kernel; kernels exist for {', '.join(KERNEL_METHODS)}")
     diag, whole = KERNEL_METHODS[method]
-    dp, mp = (_PRECISION_CODES[name] for name in split_precision(method, precision))
-    if os.environ.get("TRITON_INTERPRET") == "1":  # 16-bit dots are wrong in the interpreter: emulate them
+    dp, mp = (_PRECISION_CODES[name] for name in split_precision(method, precision, fused))
+    if interpret:  # 16-bit dots are wrong in the interpreter: emulate them
         dp, mp = (c + _k.EMULATED if c in (_k.P_BF16, _k.P_BF16X3, _k.P_FP16) else c for c in (dp, mp))
     return diag, whole, dp, mp
 
@@ -128,7 +137,7 @@ def supports(k: torch.Tensor, v: torch.Tensor | None, g: torch.Tensor | None, be
 def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, BT, method, precision,
             fuse_wu, store_A, from_A, tuning: Tuning | None):
     tuning = tuning or DEFAULT_TUNING
-    diag, whole, dp, mp = _method_codes(method, precision)
+    diag, whole, dp, mp = _method_codes(method, precision, fuse_wu, os.environ.get("TRITON_INTERPRET") == "1")
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
@@ -198,4 +207,4 @@ def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", p
 
 
 __all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
-           "KERNEL_METHODS", "DEFAULT_PRECISION", "prepare_chunk_indices"]
+           "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "prepare_chunk_indices"]
