@@ -117,7 +117,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-bytes", type=int, default=16 * 2**20, help="size budget of the saved folder")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--card-only", action="store_true", help="rewrite README.md from training_meta.json, no training")
     args = p.parse_args(argv)
+    if args.card_only:
+        from transformers import AutoConfig
+
+        out = Path(args.out)
+        write_card(out, AutoConfig.from_pretrained(out), json.loads((out / "training_meta.json").read_text()))
+        return 0
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
@@ -279,6 +286,15 @@ Checkpoint as saved ({m['dtype']}), fp32 compute on CPU, exact solve, non-overla
 {m['heldout_ctx']} tokens (8 GDN chunks each), tokens 1…511 of each window scored:
 **{m['heldout_ppl']} per token** (NLL {m['heldout_nll']} nats, {m['heldout_bits_per_byte']} bits/byte).
 `sglang-trinv eval` measures the same protocol with every inversion method: see `evals/results/`.
+
+## Loading
+
+- transformers: `AutoModelForCausalLM.from_pretrained("{out.as_posix()}")` (CPU: the torch fallbacks of the
+  gated delta rule and the causal conv are used; `sglang-trinv eval` swaps the former per method).
+- SGLang: `config.json` also carries `full_attention_interval` and `rope_theta`, from which SGLang's
+  `Qwen3NextConfig` derives layers `[linear, linear, linear, attention]`; weights use the per-expert names
+  (`mlp.experts.N.{{gate,up,down}}_proj`) its loader expects. Checked: SGLang's config class parses it.
+  Not yet checked: serving it on a GPU (`python -m sglang.launch_server --model-path {out.as_posix()}`).
 """
     (out / "README.md").write_text(text)
 

@@ -173,7 +173,10 @@ def reference_chunk_gated_delta_rule(invert_fn, stats: HookStats | None = None):
 def sglang_chunk_gated_delta_rule(stats: HookStats | None = None):
     """Drop-in that runs SGLang's Triton ``chunk_gated_delta_rule`` (CUDA, bf16): stock, or ours while
     :func:`sglang_trinv.plugin.patch` is active (it rebinds the intra-chunk step inside SGLang's module)."""
-    chunk = importlib.import_module("sglang.kernels.ops.attention.fla.chunk")
+    try:
+        chunk = importlib.import_module("sglang.kernels.ops.attention.fla.chunk")
+    except ImportError as e:
+        raise RuntimeError(f"--backend sglang needs SGLang's FLA kernels ({e}); use --backend reference") from None
 
     def chunk_gated_delta_rule(query, key, value, g, beta, chunk_size=64, initial_state=None,
                                output_final_state=False, use_qk_l2norm_in_kernel=False, **kwargs):
