@@ -111,7 +111,8 @@ def test_tasks_run(model_tok):
                      stress_len=0, progress=False)
     for r in res:
         assert 0 <= r.mc_accuracy <= 1 and r.mc_agree is not None
-        assert set(r.passkey["by_length_depth"]) == {"96@0.5"}
+        assert 0 <= r.mc_accuracy_sum <= 1
+        assert set(r.passkey["by_length_depth"]) == {"96@0.5"} and math.isfinite(r.passkey["mean_gain"])
     assert res[1].mc_agree == 1.0
 
 
