@@ -208,3 +208,114 @@ def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", p
 
 __all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
            "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "prepare_chunk_indices"]
+
+
+# ------------------------------------------------------------------------------------------ KDA (Kimi-Linear)
+# SGLang's KDA Gram products round their operands like this (tf32 diagonal 16×16 tiles, bf16 off-diagonal
+# tiles, for any input dtype); ``gram_precision="DIAG/OFF"`` overrides it (e.g. "ieee" for exact tests)
+KDA_GRAM_PRECISION = "tf32/bf16"
+# one program per (chunk, head) holds 20 Gram tiles + the inversion: more warps than the GDN default
+KDA_DEFAULT_TUNING = Tuning(num_warps=4)
+
+
+@functools.lru_cache(maxsize=64)
+def _gram_codes(gram_precision: str | None, interpret: bool) -> tuple[int, int]:
+    p = gram_precision or KDA_GRAM_PRECISION
+    diag, _, off = p.partition("/")
+    off = off or diag
+    codes = []
+    for name in (diag, off):
+        if name not in _PRECISION_CODES:
+            raise ValueError(f"unknown gram precision {name!r} in {p!r}; choose from {', '.join(_PRECISION_CODES)} "
+                             "or 'DIAG/OFF'")
+        c = _PRECISION_CODES[name]
+        if interpret and c in (_k.P_BF16, _k.P_BF16X3, _k.P_FP16):  # as _method_codes
+            c += _k.EMULATED
+        codes.append(c)
+    return codes[0], codes[1]
+
+
+def kda_supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk: torch.Tensor | None,
+                 beta: torch.Tensor | None, chunk_size: int = CHUNK_SIZE) -> str | None:
+    """None if :func:`kda_fwd_intra` handles these inputs, else the reason (callers fall back to stock)."""
+    if chunk_size != CHUNK_SIZE:
+        return f"chunk_size={chunk_size} (kernels are built for {CHUNK_SIZE})"
+    if gk is None or beta is None:
+        return "no gate gk / beta (SGLang's chunk_kda_fwd always passes both)"
+    if k.dim() != 4 or q.shape != k.shape or gk.shape != k.shape:
+        return f"expected q, k, gk of one shape [B, T, H, K], got q{tuple(q.shape)} k{tuple(k.shape)} " \
+               f"gk{tuple(gk.shape)}"
+    B, T, H, _ = k.shape
+    if v.dim() != 4 or tuple(v.shape[:3]) != (B, T, H) or tuple(beta.shape) != (B, T, H):
+        return f"v{tuple(v.shape)} / beta{tuple(beta.shape)} do not match k{tuple(k.shape)}"
+    if k.dtype not in (torch.bfloat16, torch.float16, torch.float32) or q.dtype != k.dtype or v.dtype != k.dtype:
+        return f"dtypes q {q.dtype}, k {k.dtype}, v {v.dtype}"
+    if not all(x.is_contiguous() for x in (q, k, v, gk, beta)):
+        return "non-contiguous inputs"
+    return None
+
+
+def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=CHUNK_SIZE,
+                  chunk_indices=None, safe_gate=False, fuse_recompute=False, fuse_diagonal=False, *,
+                  method="blockdoubling", precision=None, gram_precision=None, tuning: Tuning | None = None):
+    """Drop-in for SGLang's ``chunk_kda_fwd_intra`` (``sglang.kernels.ops.attention.fla.chunk_intra``, 0.5.x),
+    with the ``(I + A)^{-1}`` by ``method`` / ``precision`` (the registry names and the inversion template of the
+    GDN kernel). One kernel per call, none of SGLang's kernels is called.
+
+    Inputs as stock: q, k ``[B, T, H, K]`` and v ``[B, T, H, V]`` (one dtype), ``gk`` the chunk-local cumulative
+    per-channel **log2** gate ``[B, T, H, K]`` (fp32, as ``chunk_kda_fwd`` passes it), beta ``[B, T, H]``,
+    ``scale`` (default ``K**-0.5``), varlen via ``cu_seqlens`` (B = 1) and optional ``chunk_indices``.
+
+    Returns ``(w, u, None, kg, Aqk, Akk)`` like stock:
+
+    - ``w = X·(β ⊙ k ⊙ 2^{gk})``, ``u = X·(β ⊙ v)``, ``kg = k ⊙ 2^{gk_last − gk}`` (k's/v's dtype), with
+      ``X = (I + tril(diag(β)·Σ_c k_c k_cᵀ ⊙ 2^{Δg_c}, −1))^{-1}`` per 64-token chunk, rounded to k's dtype;
+    - ``Aqk = scale·tril(Σ_c q_c k_cᵀ ⊙ 2^{Δg_c})`` ``[B, T, H, 64]`` in k's dtype, computed here the way SGLang
+      does (same anchors, same operand roundings by default; it is not about the inversion). Entries above the
+      diagonal are 0 (stock leaves them uninitialised unless ``fuse_diagonal``; its consumer ignores them);
+    - ``Akk = X`` ``[B, T, H, 64]`` in k's dtype, or ``None`` when ``fuse_recompute`` (as stock).
+
+    ``safe_gate`` keeps its stock meaning: the caller bounds the per-token gate (``lower_bound``), so the
+    diagonal 16×16 tiles use one mid-tile anchor (SGLang's sub-chunk kernel); without it they use nested
+    anchors that keep every exponent ≤ 0 (exact for any gate, like stock's token-parallel kernel).
+    ``fuse_recompute`` / ``fuse_diagonal`` only select the stock kernel schedule; here w/u/kg are always fused
+    into the one kernel, and the flags change only which outputs exist (and Aqk's upper part, see above).
+    ``gram_precision="DIAG/OFF"`` overrides the Gram products' operand rounding (default
+    :data:`KDA_GRAM_PRECISION`, SGLang's).
+    """
+    _check_varlen(k, cu_seqlens)
+    reason = kda_supports(q, k, v, gk, beta, chunk_size)
+    if reason:
+        raise ValueError(f"kda_fwd_intra does not support these inputs: {reason}")
+    from . import kda_intra as _kda
+
+    tuning = tuning or KDA_DEFAULT_TUNING
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    BT = CHUNK_SIZE
+    if scale is None:
+        scale = K ** -0.5
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    diag, whole, dp, mp = _method_codes(method, precision, True, interpret)  # fused kernel: fused defaults
+    gd, go = _gram_codes(gram_precision, interpret)
+    if cu_seqlens is not None and chunk_indices is None:
+        chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
+    Aqk = torch.empty(B, T, H, BT, device=k.device, dtype=k.dtype)
+    Akk = None if fuse_recompute else torch.empty(B, T, H, BT, device=k.device, dtype=k.dtype)
+    w = torch.empty_like(k)
+    u = torch.empty_like(v)
+    kg = torch.empty_like(k)
+    _kda.kda_intra_kernel[(NT, B * H)](
+        q, k, v, gk, beta, float(scale), Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices, T,
+        H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
+        BV=min(tuning.BV, triton.next_power_of_2(V)),
+        DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go,
+        SAFE_GATE=bool(safe_gate), IS_VARLEN=cu_seqlens is not None, STORE_AQK=True,
+        STORE_AKK=Akk is not None, FUSE_WU=True,
+        num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+    )
+    return w, u, None, kg, Aqk, Akk
+
+
+__all__ += ["kda_fwd_intra", "kda_supports", "KDA_GRAM_PRECISION"]

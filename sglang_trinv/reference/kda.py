@@ -1,0 +1,69 @@
+"""PyTorch twin of the fused KDA intra-chunk kernel (:func:`sglang_trinv.ops.kda_fwd_intra`) and of SGLang's
+``chunk_kda_fwd_intra``.
+
+Layouts as SGLang: q, k, gk ``[B, T, H, K]`` (``gk`` the chunk-local cumulative per-channel **log2** gate, as
+``chunk_kda_fwd`` passes it), v ``[B, T, H, V]``, β ``[B, T, H]``; varlen: B = 1 and ``cu_seqlens``. Each
+sequence is cut into chunks of BT tokens. The gated KKᵀ is :func:`families.kda_A` (one sequence at a time);
+outputs use the kernel's row layout ``[B, T, H, BT]`` (row t of its chunk, column c of that chunk).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .families import _gate_factor, kda_A, to_token_layout
+from .gdn import _sequences, chunk_apply, chunk_matmul
+from .inverse import exact_inverse
+
+
+def chunk_A(k, gk, beta, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
+    """``A = tril(diag(β)·Σ_c k_c k_cᵀ ⊙ 2^{g_ic − g_jc}, −1)`` per chunk, ``[B, T, H, BT]`` in ``dtype``."""
+    B, T, H, K = k.shape
+    out = torch.zeros(B, T, H, BT, dtype=dtype, device=k.device)
+    for b, s, e in _sequences(T, B, cu_seqlens):
+        if e > s:
+            A = kda_A(k[b:b + 1, s:e], gk[b:b + 1, s:e], beta[b:b + 1, s:e], BT=BT, base2=True, dtype=dtype)
+            out[b:b + 1, s:e] = to_token_layout(A, e - s)
+    return out
+
+
+def chunk_Aqk(q, k, gk, scale, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
+    """SGLang's ``Aqk = scale·tril(Σ_c q_c k_cᵀ ⊙ 2^{g_ic − g_jc})`` (diagonal included), ``[B, T, H, BT]``."""
+    B, T, H, K = k.shape
+    out = torch.zeros(B, T, H, BT, dtype=dtype, device=k.device)
+    ln2 = math.log(2.0)
+    for b, s, e in _sequences(T, B, cu_seqlens):
+        for c0 in range(s, e, BT):
+            c1 = min(c0 + BT, e)
+            qc, kc = (x[b, c0:c1].to(dtype).transpose(0, 1) for x in (q, k))  # [H, n, K]
+            gc = gk[b, c0:c1].to(dtype).transpose(0, 1).transpose(-1, -2) * ln2  # [H, K, n]
+            gate = _gate_factor(gc, gc)  # [H, K, n, n]: exp(g_i − g_j) for i ≥ j
+            A = torch.einsum("hic,hjc,hcij->hij", qc, kc, gate).tril() * scale
+            out[b, c0:c1, :, : c1 - c0] = A.transpose(0, 1)
+    return out
+
+
+def kg_of(k, gk, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
+    """``kg = k ⊙ 2^{g_last − g}`` with ``g_last`` the gate at the last token of the chunk."""
+    B, T, H, K = k.shape
+    out = torch.zeros(B, T, H, K, dtype=dtype, device=k.device)
+    for b, s, e in _sequences(T, B, cu_seqlens):
+        for c0 in range(s, e, BT):
+            c1 = min(c0 + BT, e)
+            g = gk[b, c0:c1].to(dtype)
+            out[b, c0:c1] = k[b, c0:c1].to(dtype) * torch.exp2(g[-1:] - g)
+    return out
+
+
+def fwd_intra(q, k, v, gk, beta, scale=None, cu_seqlens=None, BT: int = 64, dtype=torch.float64, invert=exact_inverse):
+    """Twin of ``chunk_kda_fwd_intra``: ``(w, u, kg, Aqk, Akk)`` in ``dtype`` with ``Akk = (I + A)^{-1}``,
+    ``u = Akk·(β⊙v)``, ``w = Akk·(β ⊙ k ⊙ 2^{g})``, ``kg = k ⊙ 2^{g_last − g}``."""
+    if scale is None:
+        scale = k.shape[-1] ** -0.5
+    Akk = chunk_apply(chunk_A(k, gk, beta, cu_seqlens, BT, dtype), invert, cu_seqlens)
+    b = beta.to(dtype)[..., None]
+    u = chunk_matmul(Akk, v.to(dtype) * b, cu_seqlens)
+    w = chunk_matmul(Akk, k.to(dtype) * b * torch.exp2(gk.to(dtype)), cu_seqlens)
+    return w, u, kg_of(k, gk, cu_seqlens, BT, dtype), chunk_Aqk(q, k, gk, scale, cu_seqlens, BT, dtype), Akk
