@@ -56,7 +56,8 @@ INVERSE_ONLY_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3/tf32"}
 
 @dataclass(frozen=True)
 class Tuning:
-    """Launch parameters. ``group``: value heads per program sharing one key head (KKᵀ computed once)."""
+    """Launch parameters. ``group``: value heads per program sharing one key head (KKᵀ computed once);
+    ``BK``: KKᵀ reduction tile; ``BV``: column tile of the fused w/u products."""
     num_warps: int = 1
     group: int = 1
     BK: int = 64
@@ -146,7 +147,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     _k.gdn_intra_kernel[grid](
         k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
-        BV=min(tuning.BV, triton.next_power_of_2(V)), GROUP=group,
+        BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
         FROM_A=from_A, num_warps=tuning.num_warps, num_stages=tuning.num_stages,

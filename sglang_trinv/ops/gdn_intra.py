@@ -235,21 +235,21 @@ def _load_vec(base, t0, T, stride, BC: tl.constexpr):
 @triton.jit
 def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33,
              t0, T, src_stride, out_stride, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr):
-    """out = X · (scale ⊙ src) for one chunk, in BX-column tiles; X in the operand dtype (as stock)."""
+    """out = X · (scale ⊙ src) for one chunk, in BX-column tiles; X in the operand dtype (as stock).
+    Each 16-row block is stored as soon as it is complete: one [BC, BX] accumulator live instead of four
+    (fewer registers per 1-warp program → more programs resident to hide memory latency)."""
     for i_x in range(tl.cdiv(NCOL, BX)):
         c0 = i_x * BX
         s0 = (_load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX) * scale0[:, None]).to(x00.dtype)
         s1 = (_load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX) * scale1[:, None]).to(x00.dtype)
         s2 = (_load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX) * scale2[:, None]).to(x00.dtype)
         s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX) * scale3[:, None]).to(x00.dtype)
-        o0 = tl.dot(x00, s0)
-        o1 = tl.dot(x11, s1, tl.dot(x10, s0))
-        o2 = tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0)))
-        o3 = tl.dot(x33, s3, tl.dot(x32, s2, tl.dot(x31, s1, tl.dot(x30, s0))))
-        _store_rows(out, o0, t0, T, out_stride, c0, NCOL, BC, BX)
-        _store_rows(out, o1, t0 + BC, T, out_stride, c0, NCOL, BC, BX)
-        _store_rows(out, o2, t0 + 2 * BC, T, out_stride, c0, NCOL, BC, BX)
-        _store_rows(out, o3, t0 + 3 * BC, T, out_stride, c0, NCOL, BC, BX)
+        _store_rows(out, tl.dot(x00, s0), t0, T, out_stride, c0, NCOL, BC, BX)
+        _store_rows(out, tl.dot(x11, s1, tl.dot(x10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX)
+        _store_rows(out, tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0))), t0 + 2 * BC, T, out_stride, c0,
+                    NCOL, BC, BX)
+        _store_rows(out, tl.dot(x33, s3, tl.dot(x32, s2, tl.dot(x31, s1, tl.dot(x30, s0)))), t0 + 3 * BC, T,
+                    out_stride, c0, NCOL, BC, BX)
 
 
 # ------------------------------------------------------------------------------------------ the kernel
@@ -258,7 +258,7 @@ def gdn_intra_kernel(
     k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices,
     T,
     H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,  # BK: KKᵀ reduction, BV: w/u columns
     GROUP: tl.constexpr,          # value heads per program (they share one key head: KKᵀ computed once)
     DIAG: tl.constexpr, WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr,
     USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, STORE_A: tl.constexpr, FUSE_WU: tl.constexpr,
@@ -398,4 +398,4 @@ def gdn_intra_kernel(
             else:
                 e0, e1, e2, e3 = b0, b1, b2, b3
             _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
-                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BK)
+                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV)
