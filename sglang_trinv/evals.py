@@ -109,12 +109,14 @@ def _inverter(spec: MethodSpec):
 
 @dataclass
 class HookStats:
-    """What the swapped function saw: calls, chunks inverted, non-finite inverse entries, max |inverse|."""
+    """What the swapped function saw: calls, chunks inverted, non-finite inverse entries, max |inverse|,
+    max |A| (how far from the identity the systems are: the growth of Neumann-type methods follows it)."""
 
     calls: int = 0
     chunks: int = 0
     nonfinite: int = 0
     max_abs_inverse: float = 0.0
+    max_abs_A: float = 0.0
 
 
 def reference_chunk_gated_delta_rule(invert_fn, stats: HookStats | None = None):
@@ -148,6 +150,7 @@ def reference_chunk_gated_delta_rule(invert_fn, stats: HookStats | None = None):
         if stats is not None:
             stats.calls += 1
             stats.chunks += Ai.shape[0] * Ai.shape[1] * Ai.shape[2]
+            stats.max_abs_A = max(stats.max_abs_A, float(A.abs().max()))
             finite = torch.isfinite(Ai)
             stats.nonfinite += int((~finite).sum())
             if finite.any():
@@ -493,13 +496,12 @@ def evaluate(model, tok, specs: list[MethodSpec], docs: list[str], *, ctx: int =
             for name, sids in stress.items():
                 with gdn_inversion(s, backend) as st:
                     lp = logprobs(model, torch.tensor([sids]))[0]
-                _merge(hooks[i], st)
                 if i == 0:
                     base[name] = lp
                 kl, agree, mx = _compare(base[name], lp)
                 out[name] = {"kl_mean": float(kl.mean()), "top1_agree": float(agree.float().mean()),
                              "max_abs_logprob_diff": mx, "nonfinite_logits": int((~torch.isfinite(lp)).sum()),
-                             "max_abs_inverse": st.max_abs_inverse}
+                             "max_abs_inverse": st.max_abs_inverse, "max_abs_A": st.max_abs_A}
             results[i].stress = out
     for r, h in zip(results, hooks):
         r.hook = asdict(h)
@@ -519,6 +521,7 @@ def _merge(total: HookStats, st: HookStats) -> None:
     total.chunks += st.chunks
     total.nonfinite += st.nonfinite
     total.max_abs_inverse = max(total.max_abs_inverse, st.max_abs_inverse)
+    total.max_abs_A = max(total.max_abs_A, st.max_abs_A)
 
 
 # ------------------------------------------------------------------------------------------- thresholds
@@ -603,6 +606,10 @@ def _markdown(meta: dict, results: list[MethodResult], violations) -> str:
                  f"{_fmt(100 * r.ppl_rel_delta, '+.4f')} | {_fmt(r.kl_mean, '.2e')} | {_fmt(r.kl_max, '.2e')} | "
                  f"{_fmt(r.top1_agree, '.5f')} | {_fmt(r.max_abs_logprob_diff, '.2e')} | {r.nonfinite_logits} | "
                  f"{r.seconds:.1f} |")
+    if backend_is_reference(meta):
+        h = base.hook
+        L += ["", f"Systems seen on the corpus and tasks ({h['chunks']:,} chunk×head matrices): max |A| = "
+              f"{_fmt(h['max_abs_A'], '.3g')}, max |(I + A)^{{-1}}| (stock) = {_fmt(h['max_abs_inverse'], '.3g')}."]
     if base.mc_accuracy is not None or base.passkey:
         L += ["", "## Tasks", ""]
         if base.mc_accuracy is not None:
@@ -633,12 +640,15 @@ def _markdown(meta: dict, results: list[MethodResult], violations) -> str:
         names = list(base.stress)
         L += ["", "## Stress prompts (identical / periodic keys)", "",
               f"{meta['stress_len']} tokens: " + ", ".join(f"`{n}`" for n in names) +
-              ". KL and top-1 vs stock on the same prompt; max |inverse| = largest entry of `(I + A)^{-1}` seen.", "",
+              ". KL and top-1 vs stock on the same prompt; max abs inverse = largest entry of the computed "
+              "`(I + A)^{-1}` (the exact inverse's is in the `exact` row, when run); max abs A = largest entry of A.", "",
               "| method | " + " | ".join(f"{n}: KL / top-1 / max abs inverse" for n in names) + " |",
               "|---|" + "---|" * len(names)]
         for r in results:
             cells = [f"{_fmt(r.stress[n]['kl_mean'], '.2e')} / {_fmt(r.stress[n]['top1_agree'], '.3f')} / "
                      f"{_fmt(r.stress[n]['max_abs_inverse'], '.3g')}" for n in names]
+            if r is results[0]:
+                cells = [c + f" (max abs A {_fmt(r.stress[n]['max_abs_A'], '.3g')})" for c, n in zip(cells, names)]
             L.append(f"| `{r.label}` | " + " | ".join(cells) + " |")
     if violations is not None:
         th = meta["thresholds"]
@@ -651,33 +661,47 @@ def _markdown(meta: dict, results: list[MethodResult], violations) -> str:
     return "\n".join(L)
 
 
+def backend_is_reference(meta: dict) -> bool:
+    return meta.get("backend") == "reference"
+
+
 def _plot(results: list[MethodResult], path: Path, meta: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter
 
     others = results[1:]
     labels = [r.label for r in others]
-    fig, axes = plt.subplots(1, 3, figsize=(13, max(3.0, 0.45 * len(labels) + 1.5)))
     panels = [
         ("|Δ perplexity| vs stock (%)", [abs(100 * r.ppl_rel_delta) for r in others]),
         ("mean KL(stock ‖ method) (nats)", [r.kl_mean for r in others]),
         ("top-1 disagreement with stock", [1 - r.top1_agree for r in others]),
     ]
+    stress = results[0].stress.get("repeat_token")
+    if stress is not None:
+        panels.append(("stress (one token repeated):\nmean KL vs stock (nats)",
+                       [r.stress["repeat_token"]["kl_mean"] for r in others]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), max(3.0, 0.45 * len(labels) + 1.6)))
     for ax, (title, vals) in zip(axes, panels):
-        finite = [v if math.isfinite(v) else float("nan") for v in vals]
-        pos = [v for v in finite if v == v and v > 0]
+        shown = [v if math.isfinite(v) else float("nan") for v in vals]
+        pos = [v for v in shown if v == v and v > 0]
         floor = min(pos) / 10 if pos else 1e-12
-        ax.barh(labels, [max(v, floor) if v == v else 0 for v in finite], color="tab:blue")
+        top = max(pos) if pos else 1e-11
+        ax.barh(labels, [max(v, floor) if v == v else top * 10 for v in shown],
+                color=["tab:red" if v != v else "tab:blue" for v in shown])
         for y, v in enumerate(vals):
-            ax.text(max(v, floor) if math.isfinite(v) else floor, y, f" {v:.2g}", va="center", fontsize=8)
+            ax.text(max(v, floor) if math.isfinite(v) else top * 10, y, f" {v:.2g}", va="center", fontsize=8)
         ax.set_xscale("log")
+        ax.set_xlim(floor / 2, top * 1000)  # ≥ 3 decades: readable ticks, room for the labels
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title, fontsize=10)
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"{meta['model_name']} ({meta['backend']} backend, {results[0].tokens:,} tokens): "
-                 "each method vs stock (0 is drawn at the axis floor)", fontsize=10)
+    fig.suptitle(f"{meta['model_name']} ({meta['backend']} backend, {results[0].tokens:,} tokens): each method vs "
+                 "stock (0 drawn at the axis floor; red: non-finite)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
