@@ -603,7 +603,7 @@ def _markdown(meta: dict, results: list[MethodResult], violations) -> str:
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         L.append(f"| `{r.label}` | {r.description} | {_fmt(r.ppl)} | {_fmt(r.ppl_delta, '+.2e')} | "
-                 f"{_fmt(100 * r.ppl_rel_delta, '+.4f')} | {_fmt(r.kl_mean, '.2e')} | {_fmt(r.kl_max, '.2e')} | "
+                 f"{_fmt(100 * r.ppl_rel_delta, '+.2e')} | {_fmt(r.kl_mean, '.2e')} | {_fmt(r.kl_max, '.2e')} | "
                  f"{_fmt(r.top1_agree, '.5f')} | {_fmt(r.max_abs_logprob_diff, '.2e')} | {r.nonfinite_logits} | "
                  f"{r.seconds:.1f} |")
     if backend_is_reference(meta):
@@ -737,6 +737,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--rerender", metavar="REPORT_JSON", help="rewrite report.md/.png from a report.json, no eval")
+
+
+def rerender(json_path: Path) -> int:
+    """Markdown and chart again from a saved ``report.json`` (formatting changes without re-measuring)."""
+    if not json_path.is_file():
+        raise SystemExit(f"sglang-trinv eval: report not found: {json_path}")
+    data = json.loads(json_path.read_text())
+    results = [MethodResult(**{k: (float(v) if v in ("inf", "nan", "-inf") else v) for k, v in r.items()})
+               for r in data["results"]]
+    (json_path.parent / "report.md").write_text(_markdown(data["meta"], results, data["breaches"]))
+    _plot(results, json_path.parent / "report.png", data["meta"])
+    print(f"rewrote {json_path.parent / 'report.md'} and report.png")
+    return 0
 
 
 def _rel(p) -> str:
@@ -751,6 +765,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     th = Thresholds(args.max_ppl_increase, args.max_kl, args.min_top1, args.max_task_drop)
+    if args.rerender:
+        return rerender(Path(args.rerender))
     if args.server_url:
         from .evals_server import run_server_mode
 

@@ -100,6 +100,9 @@ def test_report_files_and_fail_if_worse(tmp_path):
     assert cli_main(argv + ["--fail-if-worse", "--max-kl", "0"]) == 1
     assert "BREACH blockdoubling: mean KL" in (out / "report.md").read_text()
     assert cli_main(argv + ["--fail-if-worse", "--max-kl", "0", "--fail-skip", "blockdoubling"]) == 0
+    (out / "report.md").unlink()
+    assert cli_main(["eval", "--rerender", str(out / "report.json")]) == 0
+    assert "| `blockdoubling` |" in (out / "report.md").read_text()
 
 
 def test_tasks_run(model_tok):
