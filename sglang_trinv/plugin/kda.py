@@ -1,19 +1,31 @@
-"""KDA chunk prefill hook point (kept stock for now).
+"""KDA (Kimi-Linear) chunk prefill: swap SGLang's ``chunk_kda_fwd_intra`` for ours.
 
 SGLang 0.5.x: ``sglang/kernels/ops/attention/fla/kda.py`` does
-``from ...fla.chunk_intra import chunk_kda_fwd_intra`` and calls it from its chunk forward (the Triton KDA
-prefill, ``srt/layers/attention/linear/kernels/kda_triton.py``). We validate that target when kda.py loads,
-so an SGLang that moved it is reported, but we do not replace it until ``sglang_trinv.ops.kda_fwd_intra``
-exists and its contract is wired here.
+``from ...fla.chunk_intra import chunk_kda_fwd_intra`` and calls it from ``chunk_kda_fwd`` (the Triton KDA
+prefill, reached through ``srt/layers/attention/linear/kernels/kda_triton.py``), with
+``safe_gate=lower_bound is not None`` and ``fuse_diagonal = fuse_recompute = (small grid)``. Our
+:func:`sglang_trinv.ops.kda_fwd_intra` takes the same arguments and returns the same tuple, with the
+``(I + A)^{-1}`` by the selected method. Decode/target-verify (fused recurrent) and the other KDA prefill
+backends (helion, CuTe/PTX, Blackwell) never call it and stay stock. We replace the function object in every
+module that holds it (kda.py's global is the one looked up; chunk_intra.py's own so later imports get ours).
 """
 
 from __future__ import annotations
 
-from ._state import STATE, IncompatibleSGLangError, logger, sglang_version
+import functools
+import importlib
+import inspect
+
+from ._state import STATE, IncompatibleSGLangError, logger, rebind, sglang_version
+from .gdn import check_ops as _check_method, precision_label
 
 KDA = "sglang.kernels.ops.attention.fla.kda"
 CHUNK_INTRA = "sglang.kernels.ops.attention.fla.chunk_intra"
 NAME = "chunk_kda_fwd_intra"
+STOCK_PARAMS = ("q", "k", "v", "gk", "beta", "scale", "cu_seqlens", "chunk_size", "chunk_indices", "safe_gate",
+                "fuse_recompute", "fuse_diagonal")
+
+_warned_fallbacks: set[tuple] = set()
 
 
 def kernel_available() -> bool:
@@ -21,24 +33,100 @@ def kernel_available() -> bool:
         from .. import ops
     except ImportError:
         return False
-    return callable(getattr(ops, "kda_fwd_intra", None))
+    return all(callable(getattr(ops, name, None)) for name in ("kda_fwd_intra", "kda_supports"))
 
 
 def status() -> str:
+    """How KDA prefill is served when a method is selected (for the start-up line)."""
     if kernel_available():
-        return "stock (sglang_trinv.ops.kda_fwd_intra exists but the plugin does not wire it yet)"
-    return "stock (no sglang_trinv.ops.kda_fwd_intra yet)"
+        return "uses it too (Triton chunk_kda_fwd_intra)"
+    return "stays stock (no sglang_trinv.ops.kda_fwd_intra)"
+
+
+def _stock_of(kda_module):
+    """SGLang's own function (unwrapping ours)."""
+    current = getattr(kda_module, NAME, None)
+    if not callable(current):
+        raise IncompatibleSGLangError(
+            f"SGLang {sglang_version()}: {KDA} has no {NAME}; sglang-trinv cannot hook KDA prefill"
+        )
+    return getattr(current, "__wrapped__", current) if getattr(current, "__sglang_trinv__", False) else current
+
+
+def _check_signature(fn) -> None:
+    params = tuple(inspect.signature(fn).parameters)
+    if params != STOCK_PARAMS:
+        raise IncompatibleSGLangError(
+            f"SGLang {sglang_version()}: {CHUNK_INTRA}.{NAME}{params} does not have the signature sglang-trinv "
+            f"mirrors {STOCK_PARAMS}; refusing to patch"
+        )
+
+
+def _note_fallback(reason: str, k, v, chunk_size: int) -> None:
+    key = (reason, tuple(k.shape[2:]), v.shape[-1], k.dtype, chunk_size)
+    if key not in _warned_fallbacks:  # once per shape/dtype, not once per layer and batch
+        _warned_fallbacks.add(key)
+        logger.warning(
+            "sglang-trinv: KDA prefill falls back to SGLang's stock kernel for k%s v%s %s chunk_size=%d: %s "
+            "(logged once per shape)",
+            tuple(k.shape), tuple(v.shape), str(k.dtype).replace("torch.", ""), chunk_size, reason,
+        )
+
+
+def make_wrapper(stock):
+    from .. import ops
+
+    @functools.wraps(stock)
+    def chunk_kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64,
+                            chunk_indices=None, safe_gate=False, fuse_recompute=False, fuse_diagonal=False):
+        method, precision = STATE.method, STATE.precision
+        reason = ops.kda_supports(q, k, v, gk, beta, chunk_size)
+        if reason is None:
+            if not STATE.counts["kda"]:  # operators can see in the log that our kernel really serves prefill
+                logger.info("sglang-trinv: first KDA chunk prefill served by %s (precision %s), k%s v%s %s",
+                            method, precision_label(method, precision), tuple(k.shape), tuple(v.shape),
+                            str(k.dtype).replace("torch.", ""))
+            STATE.counts["kda"] += 1
+            return ops.kda_fwd_intra(q, k, v, gk, beta, scale=scale, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
+                                     chunk_indices=chunk_indices, safe_gate=safe_gate,
+                                     fuse_recompute=fuse_recompute, fuse_diagonal=fuse_diagonal,
+                                     method=method, precision=precision)
+        STATE.counts["kda_fallback"] += 1
+        _note_fallback(reason, k, v, chunk_size)
+        return stock(q, k, v, gk=gk, beta=beta, scale=scale, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
+                     chunk_indices=chunk_indices, safe_gate=safe_gate, fuse_recompute=fuse_recompute,
+                     fuse_diagonal=fuse_diagonal)
+
+    chunk_kda_fwd_intra.__sglang_trinv__ = True
+    return chunk_kda_fwd_intra
 
 
 def apply(kda_module) -> None:
-    """Called once kda.py is imported: check the hook target, say clearly that KDA stays stock."""
+    """Patch KDA prefill; called with kda.py once it is imported. Raises on an incompatible SGLang."""
     with STATE.lock:
-        if "kda_checked" in STATE.patched:
+        if "kda" in STATE.patched or "kda_stock" in STATE.patched:
             return
-        if not callable(getattr(kda_module, NAME, None)):
-            raise IncompatibleSGLangError(
-                f"SGLang {sglang_version()}: {KDA} has no {NAME}; sglang-trinv cannot hook KDA prefill"
+        stock = _stock_of(kda_module)
+        if not kernel_available():
+            STATE.patched.add("kda_stock")
+            logger.info("sglang-trinv: KDA chunk prefill %s; --linear-attn-inv=%s applies to GDN only",
+                        status(), STATE.method)
+            return
+        _check_method(STATE.method, STATE.precision)
+        chunk_intra = importlib.import_module(CHUNK_INTRA)
+        if stock is not getattr(chunk_intra, NAME, None):
+            STATE.patched.add("kda_stock")
+            logger.warning(
+                "sglang-trinv: %s.%s is %s.%s, not the Triton kernel from %s; KDA prefill stays stock on "
+                "this platform (--linear-attn-inv=%s has no effect on it)",
+                KDA, NAME, getattr(stock, "__module__", "?"), getattr(stock, "__qualname__", "?"), CHUNK_INTRA,
+                STATE.method,
             )
-        STATE.patched.add("kda_checked")
-        logger.info("sglang-trinv: KDA chunk prefill stays %s; --linear-attn-inv=%s applies to GDN only",
-                    status(), STATE.method)
+            return
+        _check_signature(stock)
+        n = rebind(stock, make_wrapper(stock))
+        STATE.patched.add("kda")
+        logger.info(
+            "sglang-trinv: KDA chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s]",
+            STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(), n, NAME,
+        )

@@ -1,0 +1,284 @@
+"""KDA (Kimi-Linear) intra-chunk kernel vs the fp64 twin and SGLang's stock ``chunk_kda_fwd_intra``, and the
+plugin's KDA hook through SGLang's own ``chunk_kda_fwd``.
+
+On a CPU these run under the Triton interpreter in fp32 (tests/conftest.py; SGLang's bf16 Gram products run
+widened to fp32 from the same bf16 operands, see sglang_trinv.testing). Shapes are tiny: the interpreter is slow.
+"""
+
+import logging
+import math
+import os
+from importlib import import_module
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sglang_trinv.plugin as plugin
+from sglang_trinv import ops
+from sglang_trinv.plugin import ENV_METHOD, ENV_PRECISION
+from sglang_trinv.reference import kda as ref
+from sglang_trinv.reference.inverse import exact_inverse
+
+from .conftest import DEVICE, HAS_CUDA
+
+FLA = "sglang.kernels.ops.attention.fla"
+METHODS = list(ops.KERNEL_METHODS)
+# fp32 everywhere; on a GPU the tf32/bf16 products cost ~1e-3 relative
+TOL = 2e-3 if HAS_CUDA else 2e-5
+RCP_LN2 = 1 / math.log(2.0)
+
+# B = 2 and 2 heads, one partial chunk each; varlen with a 1-token sequence, a full and two partial chunks
+CASES = {
+    "fixed": dict(B=2, T=40, H=2, K=16, V=16, cu=None),
+    "varlen": dict(B=1, T=100, H=1, K=16, V=16, cu=[0, 1, 70, 100]),
+}
+
+
+def _inputs(B, T, H, K, V, cu=None, seed=0, gate="random"):
+    """q, k (L2-normalised), v, gk (chunk-local cumsum of per-channel log-gates, in log2 as chunk_kda_fwd
+    passes it), beta, cu_seqlens."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, K, generator=gen)
+    k = F.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1)
+    v = torch.randn(B, T, H, V, generator=gen)
+    beta = torch.rand(B, T, H, generator=gen)
+    if gate == "random":  # ~0.1 … 3 nats per token
+        g_raw = -F.softplus(torch.randn(B, T, H, K, generator=gen) - 1.0)
+    elif gate == "strong":  # 10 … 40 nats per token: 2^{Δg} over a 16-token tile leaves fp32's range
+        g_raw = -(10 + 30 * torch.rand(B, T, H, K, generator=gen))
+    else:  # "identical_keys": one key, β∈(1,2], no decay — the worst case for products of powers
+        k = k[:, :1].expand(B, T, H, K).contiguous()
+        beta = 1 + beta
+        g_raw = torch.zeros(B, T, H, K)
+    cu_t = None if cu is None else torch.tensor(cu, dtype=torch.int64)
+    cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
+    g = cumsum(g_raw, chunk_size=64, scale=RCP_LN2, cu_seqlens=cu_t)
+    to = lambda x: x.to(DEVICE)  # noqa: E731
+    return to(q), to(k), to(v), to(g), to(beta), (None if cu_t is None else to(cu_t))
+
+
+def _lower(A, cu=None):
+    """Zero the entries of a ``[B, T, H, 64]`` chunk tensor above the diagonal (column > row within its chunk)."""
+    T = A.shape[1]
+    starts = [0] if cu is None else cu.tolist()[:-1]
+    pos = torch.zeros(T, dtype=torch.long)
+    for s, e in zip(starts, (starts[1:] + [T]) if cu is not None else [T]):
+        pos[s:e] = torch.arange(e - s) % 64
+    keep = torch.arange(A.shape[-1])[None, :] <= pos[:, None]  # [T, 64]
+    return torch.where(keep[None, :, None, :].to(A.device), A, torch.zeros_like(A))
+
+
+def _rel(x, y):
+    return float((x.double() - y.double()).abs().max() / y.double().abs().max())
+
+
+def _check(outs, refs, tol, names=("w", "u", "kg", "Aqk", "Akk")):
+    for name, x, r in zip(names, outs, refs):
+        if x is None and r is None:
+            continue
+        assert torch.isfinite(x).all(), name
+        assert _rel(x, r) < tol, f"{name}: {_rel(x, r):.3g}"
+
+
+def _ours(inputs, method, **kw):
+    q, k, v, g, beta, cu = inputs
+    w, u, none, kg, Aqk, Akk = ops.kda_fwd_intra(q, k, v, g, beta, cu_seqlens=cu, method=method, **kw)
+    assert none is None
+    return w, u, kg, Aqk, Akk
+
+
+# --------------------------------------------------------------------------- kernel vs fp64
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_matches_fp64_varlen(method):
+    """Varlen with a 1-token sequence and partial chunks; the Gram products exact (ieee), the inversion at the
+    method's default precision."""
+    inputs = _inputs(**CASES["varlen"])
+    outs = _ours(inputs, method, gram_precision="ieee")
+    _check(outs, ref.fwd_intra(*inputs[:5], cu_seqlens=inputs[5]), TOL)
+
+
+@pytest.mark.parametrize("safe_gate", [False, True], ids=["nested_anchors", "safe_gate"])
+def test_fixed_length_gram_matches_twin(safe_gate):
+    """B = 2, H = 2, partial chunks. The kernel's Gram matrix equals the twin (families.kda_A): A is
+    recovered from the returned (I + A)^{-1} in fp64."""
+    c = CASES["fixed"]
+    inputs = _inputs(**c, seed=1)
+    q, k, v, g, beta, cu = inputs
+    outs = _ours(inputs, "blockdoubling", precision="ieee", gram_precision="ieee", safe_gate=safe_gate)
+    _check(outs, ref.fwd_intra(q, k, v, g, beta), TOL)
+    Akk = outs[4].double()
+    A_twin = ref.chunk_A(k, g, beta)
+    for c0 in range(0, c["T"], 64):
+        n = min(64, c["T"] - c0)
+        X = Akk[:, c0:c0 + n, :, :n].permute(0, 2, 1, 3)  # [B, H, n, n]
+        A_rec = torch.linalg.inv(X) - torch.eye(n, dtype=X.dtype)
+        A_ref = A_twin[:, c0:c0 + n, :, :n].permute(0, 2, 1, 3)
+        assert _rel(A_rec, A_ref) < TOL
+
+
+def test_strong_gates_stay_exact():
+    """10–40 nats of decay per token: across one 16-token tile 2^{g_i − g_j} spans far more than fp32's
+    range. The nested anchors keep every exponent ≤ 0, so A, Aqk, w, u, kg stay exact; SGLang's fused-diagonal
+    path (single anchor, exponents clamped to ±126) does not."""
+    inputs = _inputs(B=1, T=40, H=1, K=16, V=16, seed=2, gate="strong")
+    q, k, v, g, beta, _ = inputs
+    expected = ref.fwd_intra(q, k, v, g, beta)
+    _check(_ours(inputs, "blockdoubling", precision="ieee", gram_precision="ieee"), expected, TOL)
+    stock = import_module(f"{FLA}.chunk_intra").chunk_kda_fwd_intra
+    s = stock(q, k, v, gk=g, beta=beta, scale=k.shape[-1] ** -0.5, fuse_recompute=True, fuse_diagonal=True)
+    assert not (torch.isfinite(s[4]).all() and _rel(s[4], expected[3]) < 1e-2)
+
+
+@pytest.mark.parametrize("method", ["blockdoubling", "forward_substitution"])
+def test_stable_methods_on_identical_keys(method):
+    inputs = _inputs(B=1, T=64, H=1, K=16, V=16, seed=3, gate="identical_keys")
+    outs = _ours(inputs, method, gram_precision="ieee")  # default inversion precision (bf16x3 for doubling)
+    _check(outs, ref.fwd_intra(*inputs[:5]), 2e-3)
+
+
+# --------------------------------------------------------------------------- kernel vs SGLang's stock kernel
+
+# (safe_gate, fuse_recompute, fuse_diagonal): chunk_kda_fwd passes safe_gate = lower_bound is not None and
+# fuse_recompute = fuse_diagonal = small grid; each stock schedule is met by a different method so every
+# method with a kernel is compared to stock once
+STOCK_RUNS = [
+    ((False, False, False), "forward_substitution"),  # token-parallel diagonal + inter/solve + recompute_w_u
+    ((False, True, True), "blockdoubling"),  # everything in the fused inter/solve kernel
+    ((True, False, False), "column_sweep"),  # safe_gate sub-chunk diagonal (pre-inverted) + recompute_w_u
+    ((True, True, True), "hybrid"),
+    ((False, True, True), "neumann"),
+    ((True, False, False), "newton_schulz"),
+]
+_stock_cache = {}
+
+
+def _stock(flags):
+    if flags not in _stock_cache:
+        q, k, v, g, beta, cu = _inputs(**CASES["varlen"], seed=4)
+        stock = import_module(f"{FLA}.chunk_intra").chunk_kda_fwd_intra
+        sg, fr, fd = flags
+        w, u, none, kg, Aqk, Akk = stock(q, k, v, gk=g, beta=beta, scale=k.shape[-1] ** -0.5, cu_seqlens=cu,
+                                         safe_gate=sg, fuse_recompute=fr, fuse_diagonal=fd)
+        # stock leaves Aqk above the diagonal blocks uninitialised unless fuse_diagonal: compare the lower part
+        _stock_cache[flags] = (w, u, kg, _lower(Aqk, cu), Akk), none
+    return _stock_cache[flags]
+
+
+@pytest.mark.parametrize("flags,method", STOCK_RUNS,
+                         ids=[f"sg{int(f[0])}-fr{int(f[1])}-fd{int(f[2])}-{m}" for f, m in STOCK_RUNS])
+def test_drop_in_matches_stock(flags, method):
+    """Same arguments, same returns (incl. which are None), same values on SGLang's own Gram roundings."""
+    (expected, none) = _stock(flags)
+    q, k, v, g, beta, cu = _inputs(**CASES["varlen"], seed=4)
+    sg, fr, fd = flags
+    w, u, mine_none, kg, Aqk, Akk = ops.kda_fwd_intra(q, k, v, g, beta, k.shape[-1] ** -0.5, cu, 64, None, sg, fr,
+                                                      fd, method=method)
+    assert mine_none is None and none is None
+    assert (Akk is None) == (expected[4] is None) == fr
+    assert Aqk.shape == expected[3].shape and Aqk.dtype == k.dtype
+    _check((w, u, kg, Aqk, Akk), expected, TOL)
+
+
+def test_bad_inputs_are_refused_clearly():
+    q, k, v, g, beta, _ = _inputs(B=1, T=8, H=1, K=16, V=16)
+    with pytest.raises(ValueError, match="unknown inversion method"):
+        ops.kda_fwd_intra(q, k, v, g, beta, method="cholesky")
+    with pytest.raises(ValueError, match="unknown precision"):
+        ops.kda_fwd_intra(q, k, v, g, beta, precision="fp8")
+    with pytest.raises(ValueError, match="unknown gram precision"):
+        ops.kda_fwd_intra(q, k, v, g, beta, gram_precision="fp8")
+    with pytest.raises(ValueError, match="chunk_size"):
+        ops.kda_fwd_intra(q, k, v, g, beta, chunk_size=32)
+    assert ops.kda_supports(q, k, v, g, beta) is None
+    assert "gate" in ops.kda_supports(q, k, v, None, beta)
+    assert "shape" in ops.kda_supports(q, k, v, g[..., :8], beta)
+    assert "dtype" in ops.kda_supports(q.double(), k.double(), v.double(), g, beta)
+    assert "contiguous" in ops.kda_supports(q, torch.cat([k, k], -1)[..., :16], v, g, beta)
+
+
+# --------------------------------------------------------------------------- the plugin through chunk_kda_fwd
+
+
+@pytest.fixture
+def clean_selection(monkeypatch):
+    for name in (ENV_METHOD, ENV_PRECISION, "SGLANG_PLUGINS"):
+        monkeypatch.setenv(name, "")
+    plugin.unpatch()
+    yield
+    plugin.unpatch()
+
+
+def _run_chunk_kda_fwd(lower_bound):
+    """SGLang's chunk_kda_fwd (kda.py) on tiny varlen inputs with initial states -> (o, final states)."""
+    kda = import_module(f"{FLA}.kda")
+    gen = torch.Generator().manual_seed(5)
+    T, H, K = 80, 2, 16
+    q = torch.randn(1, T, H, K, generator=gen)
+    k = F.normalize(torch.randn(1, T, H, K, generator=gen), dim=-1)
+    v = torch.randn(1, T, H, K, generator=gen)
+    g = -F.softplus(torch.randn(1, T, H, K, generator=gen) - 1.0)  # activated log-gate (nats per token)
+    if lower_bound is not None:
+        g = g.clamp_min(lower_bound)
+    beta = torch.rand(1, T, H, generator=gen)
+    cu = torch.tensor([0, 1, 80])
+    h0 = torch.randn(2, H, K, K, generator=gen)
+    q, k, v, g, beta, cu, h0 = (x.to(DEVICE) for x in (q, k, v, g, beta, cu, h0))
+    state = h0.clone()
+    o = kda.chunk_kda_fwd(q, k, v.clone(), g, beta, K ** -0.5, state, torch.arange(2, device=DEVICE),
+                          cu_seqlens=cu, lower_bound=lower_bound)
+    return o, state
+
+
+@pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["exact_gate", "safe_gate"])
+def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_bound, caplog):
+    kda = import_module(f"{FLA}.kda")
+    chunk_intra = import_module(f"{FLA}.chunk_intra")
+    stock_fn = kda.chunk_kda_fwd_intra
+    assert not getattr(stock_fn, "__sglang_trinv__", False)
+    stock = _run_chunk_kda_fwd(lower_bound)
+
+    with caplog.at_level(logging.INFO, logger="sglang_trinv.plugin"):
+        plugin.patch("blockdoubling")
+    assert "kda" in plugin.active().patched
+    assert any("KDA chunk prefill (I+A)^-1 -> blockdoubling" in r.getMessage() for r in caplog.records)
+    ours_fn = kda.chunk_kda_fwd_intra
+    assert ours_fn.__sglang_trinv__ and ours_fn.__wrapped__ is stock_fn and chunk_intra.chunk_kda_fwd_intra is ours_fn
+    before = plugin.active().counts
+    ours = _run_chunk_kda_fwd(lower_bound)
+    after = plugin.active().counts
+    assert after.get("kda", 0) == before.get("kda", 0) + 1 and after.get("kda_fallback", 0) == 0
+    for name, x, r in zip(("o", "final state"), ours, stock):
+        torch.testing.assert_close(x, r, rtol=1e-2 if HAS_CUDA else 1e-4, atol=1e-2 if HAS_CUDA else 1e-4,
+                                   msg=lambda m: f"{name}: {m}")
+
+    plugin.unpatch()
+    assert kda.chunk_kda_fwd_intra is stock_fn and chunk_intra.chunk_kda_fwd_intra is stock_fn
+    assert ENV_METHOD not in os.environ or not os.environ[ENV_METHOD]
+
+
+def test_plugin_falls_back_to_stock_logged_once(clean_selection, caplog):
+    from sglang_trinv.plugin import kda as kda_hook
+
+    kda = import_module(f"{FLA}.kda")
+    kda_hook._warned_fallbacks.clear()
+    q, k, v, g, beta, _ = _inputs(B=1, T=16, H=1, K=16, V=16, seed=6)
+    k_nc = torch.cat([k, k], -1)[..., :16]  # a real input our kernel declines (strided key rows)
+    assert ops.kda_supports(q, k_nc, v, g, beta) is not None
+    plugin.patch("hybrid")
+    before = plugin.active().counts
+    with caplog.at_level(logging.WARNING, logger="sglang_trinv.plugin"):
+        for _ in range(2):
+            out = kda.chunk_kda_fwd_intra(q, k_nc, v, gk=g, beta=beta, scale=0.25, fuse_recompute=True,
+                                          fuse_diagonal=True)
+    counts = plugin.active().counts
+    assert counts.get("kda_fallback", 0) - before.get("kda_fallback", 0) == 2
+    assert counts.get("kda", 0) == before.get("kda", 0)
+    warnings = [r.getMessage() for r in caplog.records if "KDA prefill falls back" in r.getMessage()]
+    assert len(warnings) == 1 and "non-contiguous" in warnings[0]
+    stock = kda.chunk_kda_fwd_intra.__wrapped__(q, k_nc, v, gk=g, beta=beta, scale=0.25, fuse_recompute=True,
+                                                fuse_diagonal=True)
+    for x, r in zip(out, stock):
+        assert (x is None and r is None) or torch.equal(x, r)
