@@ -8,10 +8,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-import bench_kernels as bk  # noqa: E402
+from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
 from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.reference import gdn as ref  # noqa: E402
 

@@ -1,0 +1,31 @@
+"""``sglang-trinv bench``: A/B benchmarks of our kernels against SGLang's stock ones.
+
+    sglang-trinv bench kernels [--out DIR] [--quick] [--smoke] …   kernel level (GPU; --smoke: CPU dry run)
+
+Each benchmark lives in :mod:`sglang_trinv.benchmarks`; this module only dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "kernels": ("sglang_trinv.benchmarks.kernels",
+                "fused KKᵀ+inverse, intra (w/u), solve_tril vs FLA, whole GDN forward; errors vs fp64"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="; ".join(f"{k}: {v[1]}" for k, v in
+                                                                         BENCHMARKS.items()))
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (--help for them)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if "--smoke" in args.rest:  # Triton must not be imported before the interpreter is switched on
+        from .testing import enable_interpreter
+
+        enable_interpreter()
+    module = importlib.import_module(BENCHMARKS[args.benchmark][0])
+    return int(module.main(args.rest) or 0)

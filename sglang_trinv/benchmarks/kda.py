@@ -1,0 +1,372 @@
+"""KDA (Kimi-Linear) A/B benchmark on one GPU: SGLang's stock ``chunk_kda_fwd_intra`` vs ours
+(:func:`sglang_trinv.ops.kda_fwd_intra`, every method), and the whole SGLang ``chunk_kda_fwd`` stock vs
+through the plugin.
+
+Every time is a median of ``triton.testing.do_bench``; next to it, the error of that kernel's outputs against
+an fp64 reference built from the same (bf16) inputs: ``max_rel = max|X − X64| / max|X64|`` for the inverse
+``Akk = (I + A)^{-1}`` and for w, u. SGLang rounds the off-diagonal Gram operands to bf16 (ours does the same
+by default), which dominates that error for every method alike; the column "Akk, exact Gram" is ours with fp32
+Gram products (``gram_precision="ieee"``), i.e. the inversion method's own error.
+
+Stock runs the schedule ``chunk_kda_fwd`` picks (``safe_gate = lower_bound is not None``,
+``fuse_diagonal = fuse_recompute = B·NT·H ≤ 256``); ours is one kernel whatever the flags. The errors are
+taken from a call with ``fuse_recompute=False`` (the only one that returns Akk), the time from the call
+``chunk_kda_fwd`` makes.
+
+    python bench/bench_kda.py --out DIR [--quick] [--tune] [--smoke]
+
+Writes ``DIR/kda.json`` and ``DIR/kda.md``. ``--smoke``: CPU + Triton interpreter, tiny shapes (checks the
+script without a GPU; its times mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+if "--smoke" in sys.argv:  # the interpreter must be on before Triton (and any kernel) is imported
+    from sglang_trinv.testing import enable_interpreter
+
+    enable_interpreter()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+
+from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.reference import kda as ref  # noqa: E402
+
+FLA = "sglang.kernels.ops.attention.fla"
+DEV = "cuda"
+K_DIM = 128  # Kimi-Linear: head_dim 128 for q/k and v
+RCP_LN2 = 1 / math.log(2.0)
+LOWER_BOUND = -5.0  # the safe-gate bound Kimi-Linear's config uses with SGLang's safe_gate path
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def make_inputs(T, H, K, V, nseq, seed, safe_gate=False, family="random", dtype=None):
+    """Inputs as a Kimi-Linear KDA layer produces them: l2-normalised q/k, β = sigmoid, per-channel log-gate
+    ``−exp(A_log)·softplus(x + dt_bias)`` (or ``lower_bound·sigmoid(…)`` for the safe gate), chunk-local
+    cumsum in log2 as ``chunk_kda_fwd`` does."""
+    from importlib import import_module
+
+    dtype = dtype or (torch.bfloat16 if DEV == "cuda" else torch.float32)
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    q = F.normalize(rnd(1, T, H, K), dim=-1)
+    k = F.normalize(rnd(1, T, H, K), dim=-1)
+    v = rnd(1, T, H, V)
+    beta = torch.sigmoid(rnd(1, T, H))
+    A_log = torch.log(torch.rand(H, device=DEV, generator=gen) * 15 + 1)[None, None, :, None]  # A ∈ [1, 16)
+    x = rnd(1, T, H, K) - 4.0  # dt_bias-shifted gate input: mostly slow decay, some fast channels
+    g_raw = LOWER_BOUND * torch.sigmoid(A_log.exp() * x) if safe_gate else -A_log.exp() * F.softplus(x)
+    if family == "identical_keys":  # every token of a chunk has the same key, β ≈ 1, no decay
+        k = k[:, ::64].repeat_interleave(64, dim=1)[:, :T].contiguous()
+        beta = torch.full_like(beta, 0.999)
+        g_raw = torch.zeros_like(g_raw)
+    elif family == "beta_1_2":  # β ∈ (1, 2] (negative-eigenvalue variants), correlated keys, no decay
+        base = F.normalize(rnd(1, 1, H, K), dim=-1)
+        k = F.normalize(base + 0.1 * k, dim=-1)
+        beta = 1 + torch.rand(1, T, H, device=DEV, generator=gen)
+        g_raw = torch.zeros_like(g_raw)
+    cu = None
+    if nseq > 1:  # varlen: random lengths with partial chunks, one of them 1 token long
+        cuts = torch.sort(torch.randperm(T - 2, generator=torch.Generator().manual_seed(seed))[: nseq - 2] + 1)[0]
+        cu = torch.cat([torch.tensor([0, 1]), cuts + 1, torch.tensor([T])]).unique().to(DEV, torch.int64)
+    cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
+    g = cumsum(g_raw, chunk_size=64, scale=RCP_LN2, cu_seqlens=cu)
+    return dict(q=q.to(dtype), k=k.to(dtype), v=v.to(dtype), g=g, beta=beta.to(dtype), cu_seqlens=cu,
+                g_raw=g_raw, safe_gate=safe_gate)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def rel_err(x, ref64):
+    x = x.double()
+    d = (x - ref64).abs().nan_to_num(float("inf"))
+    return dict(max_rel=float(d.max() / ref64.abs().max()), nonfinite=int((~torch.isfinite(x)).sum()))
+
+
+def bench(fn, reps=None):
+    fn()
+    if DEV != "cuda":
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e6
+    torch.cuda.synchronize()
+    return triton.testing.do_bench(fn, warmup=25, rep=reps or 100, return_mode="median") * 1e3  # µs
+
+
+def stock_intra():
+    from importlib import import_module
+
+    return import_module(f"{FLA}.chunk_intra").chunk_kda_fwd_intra
+
+
+def small_grid(inp, ci):
+    B, T, H, _ = inp["k"].shape
+    NT = triton.cdiv(T, 64) if inp["cu_seqlens"] is None else len(ci)
+    return B * NT * H <= 256
+
+
+def exact_gram_error(inp, method, precision, call, refs):
+    """Akk error with fp32 (ieee) Gram products: the inversion's own error, without SGLang's bf16 roundings of
+    the off-diagonal Gram operands (which dominate the default error, identically for every method)."""
+    q, k, v, g, beta = (inp[n] for n in ("q", "k", "v", "g", "beta"))
+    Akk = ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=False, method=method, precision=precision,
+                            gram_precision="ieee", **call)[5]
+    return rel_err(Akk, refs[4])["max_rel"]
+
+
+def errors(w, u, Akk, refs):
+    w64, u64, _, _, A64 = refs
+    e = rel_err(Akk, A64) if Akk is not None else {}
+    e.update({f"w_{k}": v for k, v in rel_err(w, w64).items()})
+    e.update({f"u_{k}": v for k, v in rel_err(u, u64).items()})
+    return e
+
+
+# ------------------------------------------------------------------------------------------ runs
+def default_methods():
+    """Every method with a kernel at its default precision, plus stock-precision variants."""
+    out = [(m, None) for m in ops.KERNEL_METHODS]
+    out += [("forward_substitution", "tf32"), ("blockdoubling", "bf16x3/tf32"), ("blockdoubling", "tf32")]
+    return out
+
+
+def label(p):
+    return p or "default"
+
+
+def run_shape(shape, rows, methods, tuning, with_whole, seed=0):
+    T, H, nseq, sg = shape["T"], shape["H"], shape["nseq"], shape["safe_gate"]
+    inp = make_inputs(T, H, K_DIM, K_DIM, nseq, seed, safe_gate=sg)
+    q, k, v, g, beta, cu = (inp[n] for n in ("q", "k", "v", "g", "beta", "cu_seqlens"))
+    ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
+    scale = K_DIM ** -0.5
+    fuse = small_grid(inp, ci)
+    tag = dict(T=T, H=H, nseq=nseq, safe_gate=sg, stock_fused=fuse)
+    refs = ref.fwd_intra(q, k, v, g, beta, scale, cu)
+
+    def record(name, precision, t, e):
+        rows.append(dict(kind="intra", method=name, precision=precision, us=t, **tag, **e))
+        print(f"  intra {name:22s} {precision:12s} {t:9.1f} us  max_rel(Akk)={e.get('max_rel', 0):.2e} "
+              f"w={e.get('w_max_rel', 0):.2e} u={e.get('u_max_rel', 0):.2e}"
+              f"{'  NONFINITE=%d' % e['nonfinite'] if e.get('nonfinite') else ''}", flush=True)
+
+    stock = stock_intra()
+    call = dict(scale=scale, cu_seqlens=cu, chunk_indices=ci, safe_gate=sg)
+    w, u, _, kg, Aqk, Akk = stock(q, k, v, gk=g, beta=beta, fuse_recompute=False, fuse_diagonal=False, **call)
+    t = bench(lambda: stock(q, k, v, gk=g, beta=beta, fuse_recompute=fuse, fuse_diagonal=fuse, **call))
+    record("stock", "sglang", t, errors(w, u, Akk, refs))
+    for m, p in methods:
+        w, u, _, kg, Aqk, Akk = ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=False, method=m, precision=p,
+                                                  tuning=tuning, **call)
+        e = errors(w, u, Akk, refs)
+        e["exact_gram_max_rel"] = exact_gram_error(inp, m, p, call, refs)
+        f = lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=fuse, fuse_diagonal=fuse, method=m,  # noqa: E731
+                                      precision=p, tuning=tuning, **call)
+        record(m, label(p), bench(f), e)
+    if with_whole:
+        run_whole(inp, tag, rows, methods[:2])
+
+
+def run_whole(inp, tag, rows, methods):
+    """SGLang's chunk_kda_fwd, stock vs through the plugin (exactly as a server with --linear-attn-inv runs)."""
+    from importlib import import_module
+
+    import sglang_trinv
+
+    kda = import_module(f"{FLA}.kda")
+    q, k, v, beta, cu, g_raw = (inp[n] for n in ("q", "k", "v", "beta", "cu_seqlens", "g_raw"))
+    T, H, K = k.shape[1], k.shape[2], k.shape[3]
+    N = 1 if cu is None else len(cu) - 1
+    gen = torch.Generator(device=DEV).manual_seed(1)
+    h0 = torch.randn(N, H, v.shape[-1], K, device=DEV, generator=gen) * 0.1
+    idx = torch.arange(N, device=DEV)
+    ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
+    lb = LOWER_BOUND if inp["safe_gate"] else None
+    v_buf = v.clone()  # chunk_kda_fwd writes o into v
+
+    def run(state):
+        v_buf.copy_(v)
+        return kda.chunk_kda_fwd(q, k, v_buf, g_raw, beta, K ** -0.5, state, idx, cu_seqlens=cu,
+                                 lower_bound=lb, chunk_indices=ci)
+
+    results = {}
+    for name, p in [("stock", None)] + [(m, p) for m, p in methods if m != "stock"]:
+        if name == "stock":
+            sglang_trinv.unpatch()
+        else:
+            sglang_trinv.patch(method=name, precision=p)
+        try:
+            state = h0.clone()
+            o = run(state).float().clone()
+            results[(name, p)] = (o, state.clone())
+            scratch = h0.clone()
+            t = bench(lambda: run(scratch))
+        finally:
+            sglang_trinv.unpatch()
+        o0, s0 = results[("stock", None)]
+        d_o = float((o - o0).abs().max() / o0.abs().max())
+        d_s = float((state - s0).abs().max() / s0.abs().max())
+        rows.append(dict(kind="kda_fwd", method=name, precision=label(p) if name != "stock" else "sglang", us=t,
+                         o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, **tag))
+        print(f"  kda_fwd {name:20s} {label(p):12s} {t:9.1f} us  o vs stock {d_o:.2e}  state vs stock {d_s:.2e}",
+              flush=True)
+
+
+def families(rows, methods):
+    """Adversarial families (T=4096, H=8): error of Akk per method vs stock."""
+    for fam in ("identical_keys", "beta_1_2"):
+        inp = make_inputs(4096 if DEV == "cuda" else 70, 8 if DEV == "cuda" else 1, K_DIM, K_DIM, 1, 3,
+                          family=fam)
+        q, k, v, g, beta = (inp[n] for n in ("q", "k", "v", "g", "beta"))
+        refs = ref.fwd_intra(q, k, v, g, beta)
+        out = stock_intra()(q, k, v, gk=g, beta=beta, scale=K_DIM ** -0.5)
+        e = errors(out[0], out[1], out[5], refs)
+        rows.append(dict(kind="family", family=fam, method="stock", precision="sglang", **e))
+        print(f"  family {fam:15s} stock {e}", flush=True)
+        for m, p in methods:
+            out = ops.kda_fwd_intra(q, k, v, g, beta, method=m, precision=p)
+            e = errors(out[0], out[1], out[5], refs)
+            e["exact_gram_max_rel"] = exact_gram_error(inp, m, p, dict(scale=K_DIM ** -0.5), refs)
+            rows.append(dict(kind="family", family=fam, method=m, precision=label(p), **e))
+            print(f"  family {fam:15s} {m} {label(p)} {e}", flush=True)
+
+
+def run_tuning(rows, candidates):
+    inp = make_inputs(8192 if DEV == "cuda" else 70, 32 if DEV == "cuda" else 1, K_DIM, K_DIM, 1, 0)
+    q, k, v, g, beta = (inp[n] for n in ("q", "k", "v", "g", "beta"))
+    best = None
+    for tu in candidates:
+        try:
+            t = bench(lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=True, tuning=tu))
+        except Exception as e:  # e.g. out of shared memory: reported, not fatal
+            rows.append(dict(kind="tune", tuning=tu.__dict__, error=repr(e)[:200]))
+            continue
+        rows.append(dict(kind="tune", tuning=tu.__dict__, us=t))
+        print(f"  tune {tu}: {t:.1f} us", flush=True)
+        if best is None or t < best[0]:
+            best = (t, tu)
+    return best[1] if best else None
+
+
+def to_markdown(meta, rows):
+    out = [f"# KDA benchmark — {meta['gpu']} — {meta['date']}", "",
+           f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}, bf16 inputs, K=V={meta['K']}, "
+           f"tuning {meta['tuning']}. Times: median µs (do_bench), for the schedule chunk_kda_fwd uses "
+           "(stock fused iff B·NT·H ≤ 256). max_rel = max|X−X64|/max|X64| (Akk = (I+A)^-1, w, u); "
+           "'exact Gram': ours with fp32 Gram products (the inversion's own error).", ""]
+    sel = [r for r in rows if r.get("kind") == "intra" and "us" in r]
+    if sel:
+        out += ["## chunk_kda_fwd_intra", "",
+                "| T | H | seqs | safe_gate | method | precision | µs | vs stock | Akk max_rel | Akk, exact Gram | "
+                "w max_rel | u max_rel | nonfinite |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sel:
+            base = next((b["us"] for b in sel if b["method"] == "stock" and all(
+                b[x] == r[x] for x in ("T", "H", "nseq", "safe_gate"))), None)
+            out.append(f"| {r['T']} | {r['H']} | {r['nseq']} | {r['safe_gate']} | {r['method']} | {r['precision']} | "
+                       f"{r['us']:.1f} | {base / r['us']:.2f}× | {r.get('max_rel', float('nan')):.2e} | "
+                       f"{r.get('exact_gram_max_rel', float('nan')):.2e} | "
+                       f"{r['w_max_rel']:.2e} | {r['u_max_rel']:.2e} | {r.get('nonfinite', '')} |")
+        out.append("")
+    sel = [r for r in rows if r.get("kind") == "kda_fwd"]
+    if sel:
+        out += ["## Whole chunk_kda_fwd (stock vs through the plugin)", "",
+                "| T | H | seqs | safe_gate | method | precision | µs | vs stock | o vs stock | state vs stock |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sel:
+            base = next((b["us"] for b in sel if b["method"] == "stock" and all(
+                b[x] == r[x] for x in ("T", "H", "nseq", "safe_gate"))), None)
+            out.append(f"| {r['T']} | {r['H']} | {r['nseq']} | {r['safe_gate']} | {r['method']} | {r['precision']} | "
+                       f"{r['us']:.1f} | {base / r['us']:.2f}× | {r['o_rel_vs_stock']:.2e} | "
+                       f"{r['state_rel_vs_stock']:.2e} |")
+        out.append("")
+    fam = [r for r in rows if r.get("kind") == "family"]
+    if fam:
+        out += ["## Adversarial families (T=4096, H=8)", "", "| family | method | precision | Akk max_rel | "
+                "Akk, exact Gram | w max_rel | nonfinite |", "|---|---|---|---|---|---|---|"]
+        for r in fam:
+            out.append(f"| {r['family']} | {r['method']} | {r['precision']} | {r['max_rel']:.2e} | "
+                       f"{r.get('exact_gram_max_rel', float('nan')):.2e} | {r['w_max_rel']:.2e} | {r['nonfinite']} |")
+        out.append("")
+    tune = [r for r in rows if r.get("kind") == "tune"]
+    if tune:
+        out += ["## Launch configurations (default method, T=8192 H=32)", "", "| config | µs |", "|---|---|"]
+        out += [f"| {r['tuning']} | {r.get('us', r.get('error'))} |" for r in tune]
+    return "\n".join(out) + "\n"
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--out", default="bench/results/latest-kda")
+    ap.add_argument("--quick", action="store_true", help="T=8192, H=32 and H=8, one sequence, exact gate only")
+    ap.add_argument("--tune", action="store_true", help="sweep launch configurations first (default method)")
+    ap.add_argument("--no-whole", action="store_true", help="skip the whole chunk_kda_fwd runs")
+    ap.add_argument("--no-families", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
+    ap.add_argument("--methods", default=None,
+                    help="comma list of METHOD[:PRECISION] (default: every method at its default precision, "
+                         "plus stock-precision variants)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args) -> int:
+    global DEV, K_DIM
+    if args.smoke:
+        DEV, K_DIM = "cpu", 16
+    os.makedirs(args.out, exist_ok=True)
+    import sglang
+
+    methods = default_methods()
+    if args.methods:
+        methods = [tuple(mp.split(":", 1)) if ":" in mp else (mp, None) for mp in args.methods.split(",")]
+    tuning = ops.KDA_DEFAULT_TUNING
+    rows = []
+    t0 = time.time()
+    if args.tune:
+        cands = [ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st)
+                 for nw in (1, 2, 4, 8) for bk, bv in ((32, 64), (64, 64), (64, 128)) for st in (2, 3)]
+        tuning = run_tuning(rows, cands[:2] if args.smoke else cands) or tuning
+    meta = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu (interpreter smoke run)",
+                date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
+                triton=triton.__version__, sglang=sglang.__version__, python=platform.python_version(), K=K_DIM,
+                tuning=tuning.__dict__, kda_gram_precision=ops.KDA_GRAM_PRECISION)
+    print(meta, flush=True)
+    if args.smoke:
+        shapes = [dict(T=70, H=2, nseq=1, safe_gate=False), dict(T=100, H=1, nseq=3, safe_gate=True)]
+    elif args.quick:
+        shapes = [dict(T=8192, H=H, nseq=1, safe_gate=False) for H in (32, 8)]
+    else:  # most important first: Kimi-Linear's 32 heads (TP 1) and 8 heads (TP 4)
+        shapes = [dict(T=T, H=H, nseq=n, safe_gate=sg) for T in (8192, 32768, 4096) for H in (32, 8)
+                  for n in (1, 8) for sg in (False, True)]
+    if not args.no_families:
+        families(rows, methods)
+    for i, sh in enumerate(shapes):
+        print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
+        run_shape(sh, rows, methods, tuning,
+                  with_whole=not args.no_whole and (sh["T"] == 8192 and sh["nseq"] == 1 or args.smoke))
+        with open(os.path.join(args.out, "kda.json"), "w") as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    with open(os.path.join(args.out, "kda.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    md = to_markdown(meta, rows)
+    with open(os.path.join(args.out, "kda.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"total {time.time() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""A/B benchmark on one GPU, in one run: SGLang's stock GDN kernels vs ours (every method), FLA's solve_tril,
+and the whole SGLang ``chunk_gated_delta_rule_fwd`` with stock vs our intra kernel swapped in.
+
+Every time is a median of ``triton.testing.do_bench``; next to it, the error of that kernel's output against
+an fp64 reference built from the same (bf16) inputs:  ``max_rel = max|X − X64| / max|X64|``.
+
+    sglang-trinv bench kernels --out DIR [--quick] [--tune] [--smoke]
+    python bench/bench_kernels.py …          (the same, from a checkout)
+
+Writes ``DIR/kernels.json`` and ``DIR/kernels.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+if "--smoke" in sys.argv:  # the interpreter must be on before Triton (and any kernel) is imported
+    from sglang_trinv.testing import enable_interpreter
+
+    enable_interpreter()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+
+
+from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.reference import gdn as ref  # noqa: E402
+
+FLA = "sglang.kernels.ops.attention.fla"
+DEV = "cuda"  # --smoke: "cpu" under the Triton interpreter, tiny shapes, to check this script without a GPU
+K_DIM = 128
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def make_inputs(T, H, Hg, K, V, nseq, seed, dtype=None, family="random"):
+    """Inputs as a Qwen3-Next GDN layer produces them: l2-normalised keys, β = sigmoid, g ≤ 0 log-decay."""
+    dtype = dtype or (torch.bfloat16 if DEV == "cuda" else torch.float32)
+    from importlib import import_module
+
+    cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    dev = DEV
+    k = F.normalize(torch.randn(1, T, Hg, K, device=dev, generator=gen), dim=-1)
+    beta = torch.sigmoid(torch.randn(1, T, H, device=dev, generator=gen))
+    g_raw = -F.softplus(torch.randn(1, T, H, device=dev, generator=gen) - 3.0)  # mild decay, ~ −0.05
+    if family == "identical_keys":  # every token of a chunk has the same key: binomial growth for Neumann
+        k = k[:, ::64].repeat_interleave(64, dim=1)[:, :T].contiguous()
+        beta = torch.full_like(beta, 0.999)
+        g_raw = torch.zeros_like(g_raw)
+    elif family == "beta_1_2":  # negative-eigenvalue DeltaNet: β ∈ (1, 2], correlated keys
+        base = F.normalize(torch.randn(1, 1, Hg, K, device=dev, generator=gen), dim=-1)
+        k = F.normalize(base + 0.1 * k, dim=-1)
+        beta = 1 + torch.rand(1, T, H, device=dev, generator=gen)
+        g_raw = torch.zeros_like(g_raw)
+    v = torch.randn(1, T, H, V, device=dev, generator=gen)
+    cu = None
+    if nseq > 1:  # varlen: random lengths with partial chunks, one of them 1 token long
+        cuts = torch.sort(torch.randperm(T - 2, generator=torch.Generator().manual_seed(seed))[: nseq - 2] + 1)[0]
+        cu = torch.cat([torch.tensor([0, 1]), cuts + 1, torch.tensor([T])]).unique().to(dev, torch.int64)
+    g = cumsum(g_raw, chunk_size=64, cu_seqlens=cu)
+    return dict(k=k.to(dtype), v=v.to(dtype), g=g, beta=beta.to(dtype), cu_seqlens=cu, g_raw=g_raw)
+
+
+# ------------------------------------------------------------------------------------------ kernels
+def stock_kkt_solve(k, g, beta, cu_seqlens, chunk_indices):
+    """SGLang's fused KKᵀ + solve kernel alone (first half of its chunk_gated_delta_rule_fwd_intra)."""
+    from importlib import import_module
+
+    mod = import_module(f"{FLA}.chunk_fwd")
+    B, T, Hg, K = k.shape
+    H = beta.shape[-1]
+    NT = triton.cdiv(T, 64) if cu_seqlens is None else len(chunk_indices)
+    A = torch.zeros(B, T, H, 64, device=k.device, dtype=k.dtype)
+    mod.chunk_gated_delta_rule_fwd_kkt_solve_kernel[(NT, B * H)](
+        k=k, g=g, beta=beta, A=A, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices, T=T, H=H, Hg=Hg, K=K,
+        BT=64, BC=16)
+    return A
+
+
+def stock_intra(k, v, g, beta, cu_seqlens, chunk_indices):
+    from importlib import import_module
+
+    return import_module(f"{FLA}.chunk_fwd").chunk_gated_delta_rule_fwd_intra(
+        k=k, v=v, g=g, beta=beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices)
+
+
+def fla_kkt_A(k, g, beta, cu_seqlens):
+    """Strictly-lower gated A in fp32 (input of the stand-alone solve_tril), by the fp64 reference."""
+    return ref.chunk_A(k, g, beta, cu_seqlens, dtype=torch.float64).float()
+
+
+def rel_err(x, ref64):
+    x = x.double()
+    d = (x - ref64).abs()
+    nonfinite = int((~torch.isfinite(x)).sum())
+    return dict(max_abs=float(d.nan_to_num(float("inf")).max()),
+                max_rel=float(d.nan_to_num(float("inf")).max() / ref64.abs().max()),
+                fro_rel=float(torch.linalg.vector_norm(d.nan_to_num(1e30)) / torch.linalg.vector_norm(ref64)),
+                nonfinite=nonfinite)
+
+
+def bench(fn, reps=None):
+    fn()
+    if DEV != "cuda":
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e6
+    torch.cuda.synchronize()
+    return triton.testing.do_bench(fn, warmup=25, rep=reps or 100, return_mode="median") * 1e3  # µs
+
+
+# ------------------------------------------------------------------------------------------ runs
+MAIN_METHODS = [  # every shape
+    ("blockdoubling", "bf16x3/tf32"),
+    ("blockdoubling", "tf32"),
+    ("column_sweep", "tf32"),
+    ("forward_substitution", "tf32"),
+]
+FAMILY_METHODS = MAIN_METHODS + [("hybrid", "tf32"), ("neumann", "tf32")]
+METHOD_PRECISIONS = [  # all methods (one shape, --all-methods)
+    ("blockdoubling", "bf16x3/tf32"),
+    ("forward_substitution", "tf32"),
+    ("column_sweep", "tf32"),
+    ("blockdoubling", "tf32"),
+    ("blockdoubling", "tf32x3/tf32"),
+    ("blockdoubling", "tf32x3"),
+    ("blockdoubling", "ieee"),
+    ("hybrid", "tf32"),
+    ("neumann", "tf32"),
+    ("newton_schulz", "tf32"),
+]
+
+
+def run_tuning(inp, tunings, rows, mode):
+    """Time blockdoubling/tf32 under each launch configuration; returns the fastest."""
+    best = None
+    for tu in tunings:
+        try:
+            if mode == "kkt":
+                f = lambda: ops.gdn_kkt_inverse(inp["k"], inp["g"], inp["beta"], method="blockdoubling",
+                                                precision="tf32", tuning=tu)  # noqa: E731
+            else:
+                f = lambda: ops.gdn_fwd_intra(inp["k"], inp["v"], inp["g"], inp["beta"], method="blockdoubling",
+                                              precision="tf32", tuning=tu)  # noqa: E731
+            t = bench(f)
+        except Exception as e:  # a config that does not compile (e.g. out of shared memory) is reported
+            rows.append(dict(kind=f"tune-{mode}", tuning=tu.__dict__, error=repr(e)[:200]))
+            continue
+        rows.append(dict(kind=f"tune-{mode}", tuning=tu.__dict__, us=t))
+        print(f"  tune {mode} {tu}: {t:.1f} us", flush=True)
+        if best is None or t < best[0]:
+            best = (t, tu)
+    return best[1]
+
+
+def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, seed=0):
+    T, H, Hg, nseq = shape["T"], shape["H"], shape["Hg"], shape["nseq"]
+    K = V = K_DIM
+    inp = make_inputs(T, H, Hg, K, V, nseq, seed)
+    k, v, g, beta, cu = inp["k"], inp["v"], inp["g"], inp["beta"], inp["cu_seqlens"]
+    ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
+    tag = dict(T=T, H=H, Hg=Hg, nseq=nseq)
+    w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+
+    def record(kind, name, precision, t, errs):
+        row = dict(kind=kind, method=name, precision=precision, us=t, **tag, **errs)
+        rows.append(row)
+        print(f"  {kind:10s} {name:22s} {precision:12s} {t:8.1f} us  max_rel(A)={errs.get('max_rel', 0):.2e}"
+              f"{'  NONFINITE=%d' % errs['nonfinite'] if errs.get('nonfinite') else ''}", flush=True)
+
+    # --- fused KKᵀ + inverse
+    A_stock = stock_kkt_solve(k, g, beta, cu, ci)
+    t_stock = bench(lambda: stock_kkt_solve(k, g, beta, cu, ci))
+    record("kkt_inv", "stock", "sglang", t_stock, rel_err(A_stock, A64))
+    for m, p in methods:
+        f = lambda: ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
+                                        tuning=tune_kkt)  # noqa: E731
+        record("kkt_inv", m, p, bench(f), rel_err(f(), A64))
+    # --- intra: KKᵀ + inverse + w/u
+    w, u, A = stock_intra(k, v, g, beta, cu, ci)
+    t = bench(lambda: stock_intra(k, v, g, beta, cu, ci))
+    e = rel_err(A, A64)
+    e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
+    e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
+    record("intra", "stock", "sglang", t, e)
+    for m, p in methods:
+        f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
+                                      tuning=tune_intra)  # noqa: E731
+        w, u, A = f()
+        e = rel_err(A, A64)
+        e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
+        e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
+        record("intra", m, p, bench(f), e)
+    # --- variants of the default: our KKᵀ+inverse then SGLang's w/u kernel; A not written (SGLang discards it)
+    from importlib import import_module
+
+    wu = import_module(f"{FLA}.wy_fast").recompute_w_u_fwd
+    m, p = methods[0]
+
+    def two_kernels():
+        A = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p, tuning=tune_kkt)
+        w, u = wu(k=k, v=v, beta=beta, A=A, g_cumsum=g, cu_seqlens=cu, chunk_indices=ci)
+        return w, u, A
+
+    w, u, A = two_kernels()
+    e = rel_err(A, A64)
+    e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
+    record("intra", f"{m}+stock_wu", p, bench(two_kernels), e)
+    f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
+                                  tuning=tune_intra, store_A=False)  # noqa: E731
+    w, u, _ = f()
+    e = {f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()}
+    e["max_rel"] = e["w_max_rel"]
+    record("intra", f"{m} (no A)", p, bench(f), e)
+    # --- stand-alone solve_tril (fp32 A in, fp32 Ai out): FLA 0.6.0 (unless --no-fla) vs ours
+    A_in = fla_kkt_A(k, g, beta, cu)
+    if with_fla:
+        try:
+            from fla.ops.utils.solve_tril import solve_tril as fla_solve_tril
+
+            X = fla_solve_tril(A_in, cu_seqlens=cu, output_dtype=torch.float)
+            record("solve", "fla-0.6.0", "default", bench(lambda: fla_solve_tril(A_in, cu_seqlens=cu,
+                                                                                   output_dtype=torch.float)),
+                   rel_err(X, A64))
+        except Exception as exc:  # FLA missing or failing: say so in the results
+            rows.append(dict(kind="solve", method="fla-0.6.0", error=repr(exc)[:300], **tag))
+            print("  FLA solve_tril failed:", repr(exc)[:300], flush=True)
+    for m, p in methods[:1]:
+        f = lambda: ops.solve_tril(A_in, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
+                                   tuning=tune_kkt)  # noqa: E731
+        record("solve", m, p, bench(f), rel_err(f(), A64))
+    # --- whole SGLang chunk_gated_delta_rule_fwd, stock vs ours swapped in
+    if with_whole:
+        run_whole(inp, tag, rows, tune_intra)
+
+
+def run_whole(inp, tag, rows, tune_intra):
+    from importlib import import_module
+
+    chunk = import_module(f"{FLA}.chunk")
+    k, v, beta, cu, g_raw = inp["k"], inp["v"], inp["beta"], inp["cu_seqlens"], inp["g_raw"]
+    T, H, K = k.shape[1], beta.shape[-1], k.shape[-1]
+    N = 1 if cu is None else len(cu) - 1
+    gen = torch.Generator(device=DEV).manual_seed(1)
+    q = F.normalize(torch.randn(1, T, k.shape[2], K, device=DEV, generator=gen), dim=-1).to(k.dtype)
+    h0 = torch.randn(N, H, v.shape[-1], K, device=DEV, generator=gen) * 0.1
+    idx = torch.arange(N, device=DEV)
+    ci = chunk.prepare_chunk_indices(cu, 64) if cu is not None else None
+    import sglang_trinv
+
+    def run(state):
+        return chunk.chunk_gated_delta_rule_fwd(q=q, k=k, v=v, g=g_raw, beta=beta, scale=K ** -0.5,
+                                                initial_state=state, initial_state_indices=idx, cu_seqlens=cu,
+                                                chunk_indices=ci, inplace_update=True)
+
+    results = {}
+    # through the plugin, exactly as a server with --linear-attn-inv METHOD runs it
+    variants = [("stock", None), ("blockdoubling", None), ("column_sweep", None)]
+    for name, p in variants:
+        sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
+        try:
+            state = h0.clone()
+            out = run(state)
+            o = out[1].float()
+            results[(name, p)] = (o, state.clone())
+            scratch = h0.clone()  # updated in place by every timed call; values do not affect the time
+            t = bench(lambda: run(scratch))
+        finally:
+            sglang_trinv.unpatch()
+        o0, s0 = results[("stock", None)]
+        d_o = float((o - o0).abs().max() / o0.abs().max())
+        d_s = float((state - s0).abs().max() / s0.abs().max())
+        rows.append(dict(kind="gdn_fwd", method=name, precision=p or "sglang", us=t, o_rel_vs_stock=d_o,
+                         state_rel_vs_stock=d_s, **tag))
+        print(f"  gdn_fwd    {name:22s} {str(p):12s} {t:8.1f} us  o vs stock {d_o:.2e}  state vs stock {d_s:.2e}",
+              flush=True)
+
+
+def stability_on_gpu(rows, methods=FAMILY_METHODS):
+    """Adversarial families on the GPU (T=4096, H=8): error and non-finite count per method vs stock."""
+    for fam in ["identical_keys", "beta_1_2"]:
+        inp = make_inputs(4096 if DEV == "cuda" else 128, 8, 4, K_DIM, K_DIM, 1, 3, family=fam)
+        k, g, beta = inp["k"], inp["g"], inp["beta"]
+        A64 = ref.chunk_inverse(k, g, beta)
+        e = rel_err(stock_kkt_solve(k, g, beta, None, None), A64)
+        rows.append(dict(kind="family", family=fam, method="stock", precision="sglang", **e))
+        print(f"  family {fam:15s} stock {e}", flush=True)
+        for m, p in methods:
+            e = rel_err(ops.gdn_kkt_inverse(k, g, beta, method=m, precision=p), A64)
+            e32 = rel_err(ops.gdn_kkt_inverse(k, g, beta, method=m, precision=p, output_dtype=torch.float32), A64)
+            rows.append(dict(kind="family", family=fam, method=m, precision=p, **e,
+                             fp32_out_max_rel=e32["max_rel"], fp32_out_nonfinite=e32["nonfinite"]))
+            print(f"  family {fam:15s} {m} {p} bf16-out {e['max_rel']:.2e} fp32-out {e32['max_rel']:.2e} "
+                  f"nonfinite {e['nonfinite']}/{e32['nonfinite']}", flush=True)
+
+
+def to_markdown(meta, rows):
+    out = [f"# Kernel benchmark — {meta['gpu']} — {meta['date']}", "",
+           f"torch {meta['torch']}, triton {meta['triton']}, sglang kernels {meta['sglang']}, "
+           f"FLA {meta.get('fla')}, bf16 inputs, K=V=128. Times: median µs (do_bench). "
+           "max_rel = max|X−X64|/max|X64| of the returned A (bf16 unless noted).", ""]
+    for kind, title in [("kkt_inv", "Fused KKᵀ + inverse"), ("intra", "Intra: KKᵀ + inverse + w/u"),
+                        ("solve", "Stand-alone solve_tril (fp32 in/out)"), ("gdn_fwd", "Whole chunk_gated_delta_rule_fwd")]:
+        sel = [r for r in rows if r.get("kind") == kind and "us" in r]
+        if not sel:
+            continue
+        out += [f"## {title}", "", "| T | H/Hg | seqs | method | precision | µs | vs stock | max_rel | nonfinite |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in sel:
+            base = next((b["us"] for b in sel if b["method"] in ("stock", "fla-0.6.0") and b["T"] == r["T"]
+                         and b["H"] == r["H"] and b["nseq"] == r["nseq"] and
+                         (b["method"] == "stock" or kind == "solve")), None)
+            ratio = f"{base / r['us']:.2f}×" if base else ""
+            err = r.get("max_rel", r.get("o_rel_vs_stock"))
+            out.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | {r['method']} | {r['precision']} | "
+                       f"{r['us']:.1f} | {ratio} | {err:.2e} | {r.get('nonfinite', '')} |")
+        out.append("")
+    fam = [r for r in rows if r.get("kind") == "family"]
+    if fam:
+        out += ["## Adversarial families (T=4096, H=8)", "", "| family | method | precision | max_rel (bf16 out) | "
+                "max_rel (fp32 out) | nonfinite |", "|---|---|---|---|---|---|"]
+        for r in fam:
+            out.append(f"| {r['family']} | {r['method']} | {r['precision']} | {r['max_rel']:.2e} | "
+                       f"{r.get('fp32_out_max_rel', float('nan')):.2e} | {r['nonfinite']} |")
+    tune = [r for r in rows if r.get("kind", "").startswith("tune")]
+    if tune:
+        out += ["", "## Launch configurations (blockdoubling tf32, T=8192 H=32 Hg=16)", "", "| mode | config | µs |",
+                "|---|---|---|"]
+        for r in tune:
+            out.append(f"| {r['kind']} | {r['tuning']} | {r.get('us', r.get('error'))} |")
+    return "\n".join(out) + "\n"
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--out", default="bench/results/latest")
+    ap.add_argument("--quick", action="store_true", help="one shape (T=8192, H=32/16, one sequence)")
+    ap.add_argument("--tune", action="store_true", help="sweep launch configurations first")
+    ap.add_argument("--tune-intra", action="store_true", help="sweep one-warp w/u tilings of the fused kernel")
+    ap.add_argument("--all-methods", action="store_true", help="every method and precision at T=8192 H=32/16")
+    ap.add_argument("--no-fla", action="store_true")
+    ap.add_argument("--no-whole", action="store_true")
+    ap.add_argument("--no-families", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
+    ap.add_argument("--methods", default=None,
+                    help="comma list of METHOD:PRECISION to time (default: the main set), e.g. blockdoubling:bf16x3")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args) -> int:
+    global DEV, K_DIM
+    if args.smoke:
+        DEV, K_DIM = "cpu", 16
+    os.makedirs(args.out, exist_ok=True)
+    import sglang
+
+    try:
+        import fla
+
+        fla_version = getattr(fla, "__version__", "?")
+    except Exception:
+        fla_version = None
+    meta = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu (interpreter smoke run)", date=datetime.datetime.now().isoformat(timespec="seconds"),
+                torch=torch.__version__, triton=triton.__version__, sglang=sglang.__version__, fla=fla_version,
+                python=platform.python_version())
+    print(meta, flush=True)
+    rows = []
+    t0 = time.time()
+    tune_kkt, tune_intra = ops.DEFAULT_TUNING, ops.DEFAULT_TUNING_FUSED
+    if args.tune:  # the full sweep (2026-11-26 H200: one warp, one head per program won)
+        inp = make_inputs(8192, 32, 16, 128, 128, 1, 0)
+        cands = [ops.Tuning(num_warps=nw, group=gr, BK=bk, BV=bv, num_stages=st)
+                 for nw in (1, 2, 4) for gr in (1, 2) for bk, bv in ((64, 64),) for st in (1, 2)]
+        cands += [ops.Tuning(num_warps=nw, group=1, BK=bk, BV=128, num_stages=2) for nw in (2, 4) for bk in (32, 128)]
+        tune_kkt = run_tuning(inp, cands, rows, "kkt")
+        tune_intra = run_tuning(inp, cands, rows, "intra")
+    elif args.tune_intra:  # one-warp variants of the fused w/u only
+        inp = make_inputs(8192, 32, 16, 128, 128, 1, 0) if DEV == "cuda" else make_inputs(150, 4, 2, 16, 16, 1, 0)
+        cands = [ops.Tuning(num_warps=1, BK=bk, BV=bv, num_stages=st)
+                 for bk, bv, st in ((64, 64, 2), (64, 128, 2), (128, 128, 2), (64, 64, 3), (128, 64, 2))]
+        tune_intra = run_tuning(inp, cands, rows, "intra")
+        print("best kkt", tune_kkt, "best intra", tune_intra, flush=True)
+    meta["tuning_kkt"], meta["tuning_intra"] = tune_kkt.__dict__, tune_intra.__dict__
+    shapes = [dict(T=150, H=4, Hg=2, nseq=1), dict(T=150, H=4, Hg=2, nseq=3)] if args.smoke else \
+        [dict(T=8192, H=32, Hg=16, nseq=1)] if args.quick else [  # most important first
+        dict(T=T, H=H, Hg=Hg, nseq=n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
+    if not args.no_families:  # first: they decide "error ≤ stock on every family"
+        stability_on_gpu(rows)
+    for i, sh in enumerate(shapes):
+        print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
+        methods = METHOD_PRECISIONS if args.all_methods else MAIN_METHODS
+        if args.methods:
+            methods = [tuple(mp.split(":", 1)) if ":" in mp else (mp, None) for mp in args.methods.split(",")]
+        run_shape(sh, rows, tune_kkt, tune_intra, methods, with_fla=not args.no_fla,
+                  with_whole=not args.no_whole and (sh["T"] in (8192, 32768) or args.smoke))
+        with open(os.path.join(args.out, "kernels.json"), "w") as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    with open(os.path.join(args.out, "kernels.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    md = to_markdown(meta, rows)
+    with open(os.path.join(args.out, "kernels.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"total {time.time() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
