@@ -282,3 +282,43 @@ def test_plugin_falls_back_to_stock_logged_once(clean_selection, caplog):
                                                 fuse_diagonal=True)
     for x, r in zip(out, stock):
         assert (x is None and r is None) or torch.equal(x, r)
+
+
+# --------------------------------------------------------------------------- the real (non-interpreted) compile
+
+_COMPILE_SM90 = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from sglang_trinv import ops
+from sglang_trinv.ops import kda_intra
+
+fn = kda_intra.kda_intra_kernel
+diag, whole, dp, mp = ops._method_codes("blockdoubling", None, True, False)
+gd, go = ops._gram_codes(None, False)
+tu = ops.KDA_DEFAULT_TUNING
+ptr = {n: "*bf16" for n in ("q", "k", "v", "beta", "Aqk", "w", "u", "kg")}
+sig = {**ptr, "g": "*fp32", "scale": "fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"}
+const = dict(Akk=None, H=32, K=128, V=128, BT=64, BC=16, BK=tu.BK, BV=tu.BV, DIAG=diag, WHOLE=whole,
+             DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go, SAFE_GATE=False, IS_VARLEN=True,
+             STORE_AQK=True, STORE_AKK=False, FUSE_WU=True)
+sig.update({n: "constexpr" for n in const})
+src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in const.items()})
+c = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                   options={"num_warps": tu.num_warps, "num_stages": tu.num_stages})
+assert c.asm["cubin"]
+print("ok")
+"""
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="on a GPU the kernels above already ran compiled")
+def test_kernel_compiles_for_sm90():
+    """The interpreter does not run Triton's compiler: compile the default KDA kernel for an H100 (sm_90, with
+    Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU machine."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

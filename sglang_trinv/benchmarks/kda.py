@@ -336,7 +336,8 @@ def run(args) -> int:
     t0 = time.time()
     if args.tune:
         cands = [ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st)
-                 for nw in (1, 2, 4, 8) for bk, bv in ((32, 64), (64, 64), (64, 128)) for st in (2, 3)]
+                 for nw in (2, 4, 8) for bk, bv in ((16, 32), (16, 64), (32, 32), (32, 64), (64, 64))
+                 for st in (1, 2, 3)]
         tuning = run_tuning(rows, cands[:2] if args.smoke else cands) or tuning
     meta = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu (interpreter smoke run)",
                 date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,

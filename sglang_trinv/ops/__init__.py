@@ -219,8 +219,11 @@ __all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "solve_tril", "supports", "kernel
 # SGLang's KDA Gram products round their operands like this (tf32 diagonal 16×16 tiles, bf16 off-diagonal
 # tiles, for any input dtype); ``gram_precision="DIAG/OFF"`` overrides it (e.g. "ieee" for exact tests)
 KDA_GRAM_PRECISION = "tf32/bf16"
-# one program per (chunk, head) holds 20 Gram tiles + the inversion: more warps than the GDN default
-KDA_DEFAULT_TUNING = Tuning(num_warps=4)
+# One program per (chunk, head) holds 20 Gram tiles + the inversion. Not yet timed on a GPU: picked from the
+# sm_90 compile's resource usage (cuobjdump -res-usage, blockdoubling bf16x3/tf32, K=V=128): every config
+# uses 255 registers; spill stack 304 B here vs 416–2632 B for 4/8 warps with BK 32/64 or BV 64.
+# bench/bench_kda.py --tune sweeps the alternatives.
+KDA_DEFAULT_TUNING = Tuning(num_warps=4, BK=16, BV=32)
 
 
 @functools.lru_cache(maxsize=64)

@@ -56,23 +56,19 @@ def _tril(x, STRICT: tl.constexpr, BC: tl.constexpr):
 
 
 @triton.jit
-def _diag_gram(akk, aqk, q_base, k_base, g_base, tr, T, stride, c0,
+def _diag_gram(akk, aqk, qq, kk, gg, g_base, tr, T, stride, c0,
                K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, SAFE_GATE: tl.constexpr,
                PREC: tl.constexpr):
     """Accumulate one diagonal tile's gated k·kᵀ (strictly lower part) and q·kᵀ (lower incl. diagonal) over
-    columns c0…c0+BK−1 of sub-chunk rows tr…tr+BC−1."""
+    columns c0…c0+BK−1 of sub-chunk rows tr…tr+BC−1 (qq, kk, gg: those rows, fp32, zero past T)."""
     o_i = tl.arange(0, BC)
-    rows = tr + o_i
-    qq = _load_rows(q_base, tr, T, stride, c0, K, BC, BK).to(tl.float32)
-    kk = _load_rows(k_base, tr, T, stride, c0, K, BC, BK).to(tl.float32)
-    gg = _load_rows(g_base, tr, T, stride, c0, K, BC, BK).to(tl.float32)
     if SAFE_GATE:
         # SGLang's safe_gate sub-chunk kernel: one anchor (middle row, or the last valid one), exponents
         # bounded by the caller's lower bound on the per-token gate
         a = tl.maximum(tl.minimum(BC // 2, T - tr - 1), 0)
         gn = _load_at(g_base, tr + a + 0 * o_i, T, stride, c0, K, BK).to(tl.float32)
         gm = gg - gn
-        valid = (rows < T)[:, None]
+        valid = (tr + o_i < T)[:, None]
         e_row = tl.where(valid, tl.exp2(gm), 0.0)
         e_col = tl.where(valid, tl.exp2(-gm), 0.0)
         kc = tl.trans(kk * e_col)
@@ -81,7 +77,7 @@ def _diag_gram(akk, aqk, q_base, k_base, g_base, tr, T, stride, c0,
     else:
         # levels b = 16, 8, 4, 2: anchor m = middle row of each b-block; pairs i ≥ m > j of the same block
         for lvl in tl.static_range(4):
-            b: tl.constexpr = BC >> lvl
+            b = BC >> lvl
             anchor = (o_i // b) * b + b // 2
             bottom = (o_i % b) >= b // 2
             ga = _load_at(g_base, tr + anchor, T, stride, c0, K, BK).to(tl.float32)
@@ -98,28 +94,19 @@ def _diag_gram(akk, aqk, q_base, k_base, g_base, tr, T, stride, c0,
 
 
 @triton.jit
-def _off_gram(a1, q1, kr_g, qr_g, k_base, g_base, gn, tj, T, stride, c0,
-              K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
-    """Accumulate off-diagonal tile (r, j): rows already scaled by 2^{g_r − g_n}; columns k_j 2^{g_n − g_j}."""
-    kj = _load_rows(k_base, tj, T, stride, c0, K, BC, BK).to(tl.float32)
-    gj = _load_rows(g_base, tj, T, stride, c0, K, BC, BK).to(tl.float32)
-    kc = tl.trans(kj * _exp2_nonpos(gn[None, :] - gj))
-    a1 += _mm(kr_g, kc, PREC)
-    q1 += _mm(qr_g, kc, PREC)
-    return a1, q1
+def _anchor(g_base, tr, T, stride, c0, K: tl.constexpr, BK: tl.constexpr):
+    """g at row tr (the first row of a sub-chunk), columns c0…c0+BK−1; 0 past T or K."""
+    o_c = c0 + tl.arange(0, BK)
+    return tl.load(g_base + tr * stride + o_c, mask=(o_c < K) & (tr < T), other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _row_scaled(q_base, k_base, g_base, tr, T, stride, c0, K: tl.constexpr, BC: tl.constexpr,
-                BK: tl.constexpr):
-    """Rows of sub-chunk tr scaled by 2^{g − g_n} (n = its first row) for q and k, and the anchor g_n."""
-    o_c = c0 + tl.arange(0, BK)
-    gn = tl.load(g_base + tr * stride + o_c, mask=(o_c < K) & (tr < T), other=0.0).to(tl.float32)
-    qq = _load_rows(q_base, tr, T, stride, c0, K, BC, BK).to(tl.float32)
-    kk = _load_rows(k_base, tr, T, stride, c0, K, BC, BK).to(tl.float32)
-    gg = _load_rows(g_base, tr, T, stride, c0, K, BC, BK).to(tl.float32)
-    e = _exp2_nonpos(gg - gn[None, :])
-    return qq * e, kk * e, gn
+def _off_gram(a1, p1, kr_g, qr_g, kj, gj, gn, PREC: tl.constexpr):
+    """Accumulate off-diagonal tile (r, j): rows already scaled by 2^{g_r − g_n}; columns k_j 2^{g_n − g_j}."""
+    kc = tl.trans(kj * _exp2_nonpos(gn[None, :] - gj))
+    a1 += _mm(kr_g, kc, PREC)
+    p1 += _mm(qr_g, kc, PREC)
+    return a1, p1
 
 
 @triton.jit
@@ -234,26 +221,39 @@ def kda_intra_kernel(
     p33 = tl.zeros([BC, BC], dtype=tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
         c0 = i_k * BK
-        a00, p00 = _diag_gram(a00, p00, q_base, k_base, g_base, t0, T, stride, c0, K, BC, BK, SAFE_GATE, GRAM_DIAG)
-        a11, p11 = _diag_gram(a11, p11, q_base, k_base, g_base, t0 + BC, T, stride, c0, K, BC, BK, SAFE_GATE,
+        # the 4 sub-chunks' q, k, g columns c0…c0+BK−1 (fp32, zero past T), loaded once
+        q0 = _load_rows(q_base, t0, T, stride, c0, K, BC, BK).to(tl.float32)
+        q1 = _load_rows(q_base, t0 + BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        q2 = _load_rows(q_base, t0 + 2 * BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        q3 = _load_rows(q_base, t0 + 3 * BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        k0 = _load_rows(k_base, t0, T, stride, c0, K, BC, BK).to(tl.float32)
+        k1 = _load_rows(k_base, t0 + BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        k2 = _load_rows(k_base, t0 + 2 * BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        k3 = _load_rows(k_base, t0 + 3 * BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        g0 = _load_rows(g_base, t0, T, stride, c0, K, BC, BK).to(tl.float32)
+        g1 = _load_rows(g_base, t0 + BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        g2 = _load_rows(g_base, t0 + 2 * BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        g3 = _load_rows(g_base, t0 + 3 * BC, T, stride, c0, K, BC, BK).to(tl.float32)
+        a00, p00 = _diag_gram(a00, p00, q0, k0, g0, g_base, t0, T, stride, c0, K, BC, BK, SAFE_GATE, GRAM_DIAG)
+        a11, p11 = _diag_gram(a11, p11, q1, k1, g1, g_base, t0 + BC, T, stride, c0, K, BC, BK, SAFE_GATE,
                               GRAM_DIAG)
-        a22, p22 = _diag_gram(a22, p22, q_base, k_base, g_base, t0 + 2 * BC, T, stride, c0, K, BC, BK, SAFE_GATE,
+        a22, p22 = _diag_gram(a22, p22, q2, k2, g2, g_base, t0 + 2 * BC, T, stride, c0, K, BC, BK, SAFE_GATE,
                               GRAM_DIAG)
-        a33, p33 = _diag_gram(a33, p33, q_base, k_base, g_base, t0 + 3 * BC, T, stride, c0, K, BC, BK, SAFE_GATE,
+        a33, p33 = _diag_gram(a33, p33, q3, k3, g3, g_base, t0 + 3 * BC, T, stride, c0, K, BC, BK, SAFE_GATE,
                               GRAM_DIAG)
-        # sub-chunk 1 rows against sub-chunk 0, anchored at row t0 + BC
-        qr, kr, gn = _row_scaled(q_base, k_base, g_base, t0 + BC, T, stride, c0, K, BC, BK)
-        a10, p10 = _off_gram(a10, p10, kr, qr, k_base, g_base, gn, t0, T, stride, c0, K, BC, BK, GRAM_OFF)
-        # sub-chunk 2 rows against sub-chunks 0, 1
-        qr, kr, gn = _row_scaled(q_base, k_base, g_base, t0 + 2 * BC, T, stride, c0, K, BC, BK)
-        a20, p20 = _off_gram(a20, p20, kr, qr, k_base, g_base, gn, t0, T, stride, c0, K, BC, BK, GRAM_OFF)
-        a21, p21 = _off_gram(a21, p21, kr, qr, k_base, g_base, gn, t0 + BC, T, stride, c0, K, BC, BK, GRAM_OFF)
-        # sub-chunk 3 rows against sub-chunks 0, 1, 2
-        qr, kr, gn = _row_scaled(q_base, k_base, g_base, t0 + 3 * BC, T, stride, c0, K, BC, BK)
-        a30, p30 = _off_gram(a30, p30, kr, qr, k_base, g_base, gn, t0, T, stride, c0, K, BC, BK, GRAM_OFF)
-        a31, p31 = _off_gram(a31, p31, kr, qr, k_base, g_base, gn, t0 + BC, T, stride, c0, K, BC, BK, GRAM_OFF)
-        a32, p32 = _off_gram(a32, p32, kr, qr, k_base, g_base, gn, t0 + 2 * BC, T, stride, c0, K, BC, BK,
-                             GRAM_OFF)
+        # off-diagonal tiles (r, j < r): rows scaled by 2^{g_r − g_n}, n = first row of sub-chunk r
+        gn = _anchor(g_base, t0 + BC, T, stride, c0, K, BK)
+        e = _exp2_nonpos(g1 - gn[None, :])
+        a10, p10 = _off_gram(a10, p10, k1 * e, q1 * e, k0, g0, gn, GRAM_OFF)
+        gn = _anchor(g_base, t0 + 2 * BC, T, stride, c0, K, BK)
+        e = _exp2_nonpos(g2 - gn[None, :])
+        a20, p20 = _off_gram(a20, p20, k2 * e, q2 * e, k0, g0, gn, GRAM_OFF)
+        a21, p21 = _off_gram(a21, p21, k2 * e, q2 * e, k1, g1, gn, GRAM_OFF)
+        gn = _anchor(g_base, t0 + 3 * BC, T, stride, c0, K, BK)
+        e = _exp2_nonpos(g3 - gn[None, :])
+        a30, p30 = _off_gram(a30, p30, k3 * e, q3 * e, k0, g0, gn, GRAM_OFF)
+        a31, p31 = _off_gram(a31, p31, k3 * e, q3 * e, k1, g1, gn, GRAM_OFF)
+        a32, p32 = _off_gram(a32, p32, k3 * e, q3 * e, k2, g2, gn, GRAM_OFF)
 
     # ---- Aqk = scale · (lower incl. diagonal)
     if STORE_AQK:
