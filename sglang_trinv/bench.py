@@ -13,6 +13,8 @@ import importlib
 BENCHMARKS = {
     "kernels": ("sglang_trinv.benchmarks.kernels",
                 "fused KKᵀ+inverse, intra (w/u), solve_tril vs FLA, whole GDN forward; errors vs fp64"),
+    "prefill": ("sglang_trinv.benchmarks.prefill",
+                "prefill tokens/s and TTFT of real SGLang servers, one per --linear-attn-inv method, vs stock"),
 }
 
 
