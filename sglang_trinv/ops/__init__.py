@@ -216,8 +216,9 @@ __all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "solve_tril", "supports", "kernel
 
 
 # ------------------------------------------------------------------------------------------ KDA (Kimi-Linear)
-# SGLang's KDA Gram products round their operands like this (tf32 diagonal 16×16 tiles, bf16 off-diagonal
-# tiles, for any input dtype); ``gram_precision="DIAG/OFF"`` overrides it (e.g. "ieee" for exact tests)
+# SGLang's KDA Gram products round their operands like this (bf16 off-diagonal tiles for any input dtype;
+# diagonal 16×16 tiles tf32 in its fused/safe_gate kernels, exact fp32 in its token-parallel one);
+# ``gram_precision="DIAG/OFF"`` overrides it (e.g. "ieee" for exact tests, "ieee/bf16" for token-parallel's)
 KDA_GRAM_PRECISION = "tf32/bf16"
 # One program per (chunk, head) holds 20 Gram tiles + the inversion. Not yet timed on a GPU: picked from the
 # sm_90 compile's resource usage (cuobjdump -res-usage, blockdoubling bf16x3/tf32, K=V=128): every config

@@ -20,8 +20,9 @@ Exponent safety (no clamping, no overflow for any gate strength):
 - diagonal tiles, ``SAFE_GATE = True`` (SGLang's ``safe_gate``: the caller bounds the per-token gate, e.g.
   ``lower_bound``): one mid-tile anchor and a single product per tile, exactly as SGLang's sub-chunk kernel.
 
-The Gram products round their operands as ``GRAM_DIAG`` / ``GRAM_OFF`` say (SGLang: tf32 on the diagonal
-tiles, bf16 off the diagonal, for any input dtype); the inversion is ``_invert64`` of :mod:`.gdn_intra` with
+The Gram products round their operands as ``GRAM_DIAG`` / ``GRAM_OFF`` say (SGLang: bf16 off the diagonal
+for any input dtype; on the diagonal tf32 in its fused and safe_gate kernels, exact fp32 in its token-parallel
+one; our default is tf32 there, ``gram_precision="ieee/bf16"`` gives the token-parallel rounding); the inversion is ``_invert64`` of :mod:`.gdn_intra` with
 the DIAG/WHOLE method constexprs and DIAG_PREC/MERGE_PREC precisions — the same code as the GDN kernel.
 """
 
