@@ -13,6 +13,7 @@ import importlib
 BENCHMARKS = {
     "kernels": ("sglang_trinv.benchmarks.kernels",
                 "fused KKᵀ+inverse, intra (w/u), solve_tril vs FLA, whole GDN forward; errors vs fp64"),
+    "kda": ("sglang_trinv.benchmarks.kda", "Kimi-Linear KDA intra kernel and chunk_kda_fwd, stock vs every method"),
     "prefill": ("sglang_trinv.benchmarks.prefill",
                 "prefill tokens/s and TTFT of real SGLang servers, one per --linear-attn-inv method, vs stock"),
 }

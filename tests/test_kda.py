@@ -294,8 +294,8 @@ from sglang_trinv import ops
 from sglang_trinv.ops import kda_intra
 
 fn = kda_intra.kda_intra_kernel
-diag, whole, dp, mp = ops._method_codes("blockdoubling", None, True, False)
-gd, go = ops._gram_codes(None, False)
+diag, whole, dp, mp = ops._method_codes("blockdoubling", None, True)
+gd, go = ops._gram_codes(None)
 tu = ops.KDA_DEFAULT_TUNING
 ptr = {n: "*bf16" for n in ("q", "k", "v", "beta", "Aqk", "w", "u", "kg")}
 sig = {**ptr, "g": "*fp32", "scale": "fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
@@ -102,14 +101,12 @@ def split_precision(method: str, precision: str | None, fused: bool = True) -> t
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small
-def _method_codes(method: str, precision: str | None, fused: bool, interpret: bool):
+def _method_codes(method: str, precision: str | None, fused: bool):
     get_method(method)  # clear error for unknown names
     if method not in KERNEL_METHODS:
         raise ValueError(f"method {method!r} has no Triton kernel; kernels exist for {', '.join(KERNEL_METHODS)}")
     diag, whole = KERNEL_METHODS[method]
     dp, mp = (_PRECISION_CODES[name] for name in split_precision(method, precision, fused))
-    if interpret:  # 16-bit dots are wrong in the interpreter: emulate them
-        dp, mp = (c + _k.EMULATED if c in (_k.P_BF16, _k.P_BF16X3, _k.P_FP16) else c for c in (dp, mp))
     return diag, whole, dp, mp
 
 
@@ -142,7 +139,7 @@ def supports(k: torch.Tensor, v: torch.Tensor | None, g: torch.Tensor | None, be
 def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, BT, method, precision,
             fuse_wu, store_A, from_A, tuning: Tuning | None):
     tuning = tuning or (DEFAULT_TUNING_FUSED if fuse_wu else DEFAULT_TUNING)
-    diag, whole, dp, mp = _method_codes(method, precision, fuse_wu, os.environ.get("TRITON_INTERPRET") == "1")
+    diag, whole, dp, mp = _method_codes(method, precision, fuse_wu)
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
@@ -228,7 +225,7 @@ KDA_DEFAULT_TUNING = Tuning(num_warps=4, BK=16, BV=32)
 
 
 @functools.lru_cache(maxsize=64)
-def _gram_codes(gram_precision: str | None, interpret: bool) -> tuple[int, int]:
+def _gram_codes(gram_precision: str | None) -> tuple[int, int]:
     p = gram_precision or KDA_GRAM_PRECISION
     diag, _, off = p.partition("/")
     off = off or diag
@@ -237,10 +234,7 @@ def _gram_codes(gram_precision: str | None, interpret: bool) -> tuple[int, int]:
         if name not in _PRECISION_CODES:
             raise ValueError(f"unknown gram precision {name!r} in {p!r}; choose from {', '.join(_PRECISION_CODES)} "
                              "or 'DIAG/OFF'")
-        c = _PRECISION_CODES[name]
-        if interpret and c in (_k.P_BF16, _k.P_BF16X3, _k.P_FP16):  # as _method_codes
-            c += _k.EMULATED
-        codes.append(c)
+        codes.append(_PRECISION_CODES[name])
     return codes[0], codes[1]
 
 
@@ -304,9 +298,8 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     BT = CHUNK_SIZE
     if scale is None:
         scale = K ** -0.5
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    diag, whole, dp, mp = _method_codes(method, precision, True, interpret)  # fused kernel: fused defaults
-    gd, go = _gram_codes(gram_precision, interpret)
+    diag, whole, dp, mp = _method_codes(method, precision, True)  # fused kernel: fused defaults
+    gd, go = _gram_codes(gram_precision)
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)

@@ -41,9 +41,6 @@ P_TF32X3: tl.constexpr = tl.constexpr(2)
 P_BF16: tl.constexpr = tl.constexpr(3)
 P_BF16X3: tl.constexpr = tl.constexpr(4)
 P_FP16: tl.constexpr = tl.constexpr(5)
-# The Triton interpreter computes bf16/fp16 dots wrongly; there the same math (operands rounded to 16 bits,
-# fp32 accumulation) runs as fp32 dots of rounded values: EMULATED = code + 10.
-EMULATED: tl.constexpr = tl.constexpr(10)
 
 
 # ------------------------------------------------------------------------------------------ tile algebra
@@ -60,18 +57,6 @@ def _mm(a, b, PREC: tl.constexpr):
         c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     elif PREC == P_FP16:
         c = tl.dot(a.to(tl.float16), b.to(tl.float16))
-    elif PREC == P_BF16 + EMULATED:
-        c = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
-    elif PREC == P_FP16 + EMULATED:
-        c = tl.dot(a.to(tl.float16).to(tl.float32), b.to(tl.float16).to(tl.float32), input_precision="ieee")
-    elif PREC == P_BF16X3 + EMULATED:
-        a_hi = a.to(tl.bfloat16).to(tl.float32)
-        b_hi = b.to(tl.bfloat16).to(tl.float32)
-        a_lo = (a - a_hi).to(tl.bfloat16).to(tl.float32)
-        b_lo = (b - b_hi).to(tl.bfloat16).to(tl.float32)
-        c = tl.dot(a_hi, b_lo, input_precision="ieee")
-        c = tl.dot(a_lo, b_hi, c, input_precision="ieee")
-        c = tl.dot(a_hi, b_hi, c, input_precision="ieee")
     else:  # bf16x3: a·b ≈ hi·hi + hi·lo + lo·hi with x = hi + lo, hi = bf16(x), lo = bf16(x − hi)
         a_hi = a.to(tl.bfloat16)
         b_hi = b.to(tl.bfloat16)
