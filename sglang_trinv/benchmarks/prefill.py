@@ -187,6 +187,7 @@ class ManagedServer:
     python: str = sys.executable
     launch_module: str = "sglang.launch_server"
     env: dict | None = None
+    cwd: str | None = None  # not a checkout of this project: the plugin must come from the installed package
     proc: subprocess.Popen | None = None
 
     @property
@@ -213,7 +214,7 @@ class ManagedServer:
             log.write("$ " + shlex.join(self.command()) + "\n")
             log.flush()
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)  # own process group: scheduler, TP workers
+                                         cwd=self.cwd, start_new_session=True)  # own process group: scheduler, TP workers
         return self
 
     def wait_ready(self, timeout: float = 900.0, poll: float = 1.0) -> float:
