@@ -17,7 +17,8 @@ from sglang_trinv.reference import gdn as ref  # noqa: E402
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
 rows = []
-tilings = [ops.Tuning(num_warps=1, BV=bv, num_stages=st) for bv, st in ((64, 2), (32, 2), (16, 2), (32, 3))]
+tilings = [ops.Tuning(num_warps=1, BK=bk, BV=bv, num_stages=st)
+           for bk, bv, st in ((64, 32, 3), (32, 32, 3), (32, 16, 3), (32, 32, 4))]  # next: BK=32 (no spills)
 for T, H, Hg in ((8192, 32, 16), (32768, 32, 16)):
     inp = bk.make_inputs(T, H, Hg, 128, 128, 1, 0)
     k, v, g, beta = inp["k"], inp["v"], inp["g"], inp["beta"]

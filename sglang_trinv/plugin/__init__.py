@@ -7,7 +7,7 @@ detokenizer, DP controller, each scheduler/TP worker). It
    (see :mod:`.args`); the CLI process writes the choice to ``SGLANG_LINEAR_ATTN_INV`` /
    ``SGLANG_LINEAR_ATTN_INV_PRECISION``, which the spawned processes inherit;
 2. reads those variables and, for a method other than ``stock``, patches the GDN Triton chunk prefill when
-   SGLang imports it (:mod:`.gdn`), keeps KDA stock (:mod:`.kda`) and applies the backend policy
+   SGLang imports it (:mod:`.gdn`), likewise the KDA chunk prefill (:mod:`.kda`), and applies the backend policy
    (:mod:`.backends`).
 
 ``patch()`` / ``unpatch()`` do the same by hand (notebooks, tests, ``sglang.Engine``: they also set the
@@ -46,7 +46,7 @@ class Active(NamedTuple):
     method: str  # "stock" or a registry method name
     precision: str | None  # None: the method's default
     patched: tuple[str, ...]  # what this process has patched so far ("gdn", "gdn_prefill_default", ...)
-    counts: dict[str, int]  # "gdn": calls into our kernel, "gdn_fallback": calls sent to stock, "register"
+    counts: dict[str, int]  # "gdn"/"kda": calls into our kernels, "gdn_fallback"/"kda_fallback": sent to stock, "register"
 
 
 def active() -> Active:
