@@ -149,3 +149,27 @@ def test_store_A_false_skips_A():
     w, u, A = ops.gdn_fwd_intra(k, v, g, beta, store_A=False)
     w2, u2, A2 = ops.gdn_fwd_intra(k, v, g, beta)
     assert A is None and torch.equal(w, w2) and torch.equal(u, u2)
+
+
+_COMPILE_SM90 = """
+from sglang_trinv.benchmarks.resources import compile_gdn
+fused = compile_gdn()
+inverse = compile_gdn(fused=False, method="forward_substitution")
+print("regs", fused["regs"], inverse["regs"])
+"""
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="on a GPU the kernels above already ran compiled")
+def test_gdn_kernel_compiles_for_sm90():
+    """The interpreter never runs Triton's compiler: build the fused and the inverse-only kernel for an H100
+    (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    regs = [int(x) for x in r.stdout.split()[-2:]]
+    assert all(0 < x <= 255 for x in regs)

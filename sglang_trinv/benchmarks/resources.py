@@ -2,16 +2,14 @@
 configuration's registers, spills and stack from ``cuobjdump -res-usage``. Registers per 1-warp program bound
 how many programs an SM keeps resident (65536 registers per SM, at most 32 blocks).
 
-    python bench/resources_sm90.py
+    python -m sglang_trinv.benchmarks.resources
 """
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
-os.environ.pop("TRITON_INTERPRET", None)
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+os.environ.pop("TRITON_INTERPRET", None)  # a real compile: run in a process without the interpreter
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402

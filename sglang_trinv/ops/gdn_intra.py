@@ -237,6 +237,20 @@ def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, 
                     out_stride, c0, NCOL, BC, BX)
 
 
+@triton.jit
+def _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexpr):
+    """(chunk index within its sequence, first token, sequence length) of program (i_t, batch i_b);
+    varlen: ``chunk_indices[i_t] = (sequence, chunk)`` and ``cu_seqlens`` as in SGLang/FLA."""
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+    else:
+        bos = i_b * T
+    return i_t, bos, T
+
+
 # ------------------------------------------------------------------------------------------ the kernel
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_kernel(
@@ -255,14 +269,7 @@ def gdn_intra_kernel(
     i_b, i_g = i_bg // NG, i_bg % NG
     i_h0 = i_g * GROUP
     i_hk = i_h0 // (H // Hg)
-    if IS_VARLEN:
-        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
-        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int32)
-        T = eos - bos
-    else:
-        bos = i_b * T
+    i_t, bos, T = _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     t0 = i_t * BT
     if t0 >= T:
         return

@@ -31,7 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .gdn_intra import _invert64, _load_rows, _load_vec, _mm, _store_rows, _wu_rows
+from .gdn_intra import _chunk_bounds, _invert64, _load_rows, _load_vec, _mm, _store_rows, _wu_rows
 
 
 @triton.jit
@@ -182,14 +182,7 @@ def kda_intra_kernel(
     tl.static_assert(BT == 4 * BC, "the template works on 4 sub-chunks of BC rows")
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    if IS_VARLEN:
-        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
-        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int32)
-        T = eos - bos
-    else:
-        bos = i_b * T
+    i_t, bos, T = _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     t0 = i_t * BT
     if t0 >= T:  # also the padded chunk_indices rows of SGLang's KDA prefill CUDA graphs
         return
