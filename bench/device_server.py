@@ -94,15 +94,30 @@ def gpu_count() -> int:
 
 
 def sh(cmd: list[str], timeout: float, env=None, cwd=None) -> dict:
-    """Run a command, keep rc, wall time and the output tail (never raises)."""
+    """Run a command, keep rc, wall time and the output tail (never raises but on Ctrl-C). On a timeout or an
+    interrupt the child gets SIGTERM (``bench prefill`` then stops its servers) and 40 s before SIGKILL."""
     t0 = time.time()
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 1), env=env, cwd=cwd)
-        out = (r.stdout or "") + (r.stderr or "")
-        return {"cmd": shlex.join(cmd), "rc": r.returncode, "seconds": time.time() - t0, "tail": out[-4000:]}
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return {"cmd": shlex.join(cmd), "rc": "timeout", "seconds": time.time() - t0, "tail": out[-4000:]}
+    log = Path(cwd or ".") / f".sh-{os.getpid()}-{int(t0 * 1000)}.log"
+    rc: object = None
+    with open(log, "w+") as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        try:
+            rc = p.wait(timeout=max(timeout, 1))
+        except (subprocess.TimeoutExpired, KeyboardInterrupt) as e:
+            p.terminate()
+            try:
+                p.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            rc = "timeout"
+        finally:
+            f.seek(0)
+            out = f.read()
+    log.unlink(missing_ok=True)
+    return {"cmd": shlex.join(cmd), "rc": rc, "seconds": time.time() - t0, "tail": out[-4000:]}
 
 
 def long_prompt(model: Path, n: int) -> list[int]:

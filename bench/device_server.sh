@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 site=${SITE_DIR:-/tmp/sglang-site}
 work=${WORK_DIR:-/tmp/trinv-server}
 out=${OUT:-/tmp/trinv-out}
-limit=${TRINV_LIMIT_S:-585}  # a device command may run 600 s
+limit=${TRINV_LIMIT_S:-570}  # a device command may run 600 s; 30 s kill grace + packing after this
 t0=$(date +%s)
 rm -rf "$work/run"
 mkdir -p "$work" "$out"
@@ -93,7 +93,7 @@ nvidia-smi -L 2>&1 | tee -a "$log"
 left=$((limit - ($(date +%s) - t0) - 30))
 say "bench/device_server.py $* (deadline ${left}s)"
 set -o pipefail
-timeout -s INT -k 25 "$left" python3 bench/device_server.py --out "$work/run" --deadline-s "$((left - 20))" "$@" 2>&1 \
+timeout -s INT -k 30 "$left" python3 bench/device_server.py --out "$work/run" --deadline-s "$((left - 20))" "$@" 2>&1 \
   | tee "$work/driver.log"
 rc=$?
 say "driver exit code $rc"
