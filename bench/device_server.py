@@ -88,8 +88,15 @@ def a3b_shape_config(layers: int = 8) -> dict:
 def gpu_count() -> int:
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
-        return sum(1 for ln in out.stdout.splitlines() if ln.startswith("GPU ")) if out.returncode == 0 else 0
+        if out.returncode == 0:
+            return sum(1 for ln in out.stdout.splitlines() if ln.startswith("GPU "))
     except (OSError, subprocess.SubprocessError):
+        pass
+    try:  # no nvidia-smi: ask torch in a child (this process stays without a CUDA context)
+        out = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                             capture_output=True, text=True, timeout=120)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return 0
 
 
@@ -194,7 +201,7 @@ class Run:
     def env(self) -> None:
         e = self.summary["env"]
         e["gpu"] = P.gpu_name()
-        e["gpus"] = gpu_count()
+        e["gpus"] = self.args.assume_gpus if self.args.assume_gpus is not None else gpu_count()
         e["versions"] = P.versions()
         e["compat_shim"] = os.environ.get("TRINV_COMPAT_SHIM", "not set (run outside device_server.sh?)")
         e["site"] = os.environ.get("TRINV_SITE")
@@ -224,18 +231,27 @@ class Run:
         return out
 
     def start_pair(self, res: dict, pair: dict) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         for s in pair.values():  # side by side: they boot concurrently
             s.start()
         for label, s in pair.items():
             rec = res["servers"].setdefault(label, {})
             rec.update(command=shlex.join(s.command()), log=str(s.log_path), url=s.url)
             rec["ready_s"] = s.wait_ready(max(30.0, min(self.args.startup_timeout, self.left() - 20)))
+
+        def first(s):  # Triton compiles every kernel on first use (~2 min on a fresh 0.5.17 server): overlap them
             t = time.time()
-            P.generate_batch(s.url, [list(range(10, 74))], timeout=max(30.0, self.left()))  # compiles Triton
-            rec["first_request_s"] = time.time() - t
+            P.generate_batch(s.url, [list(range(10, 74))], timeout=max(30.0, self.left()))
+            return time.time() - t
+
+        with ThreadPoolExecutor(len(pair)) as ex:
+            times = dict(zip(pair, ex.map(first, pair.values())))
+        for label, t in times.items():
+            res["servers"][label]["first_request_s"] = t
         self.save()
 
-    def stop_pair(self, res: dict, pair: dict) -> None:
+    def stop_pair(self, res: dict, pair: dict, ranks: int = 1) -> None:
         for label, s in pair.items():
             if s.proc is None:
                 continue
@@ -244,6 +260,9 @@ class Run:
             rec["log_check"] = P.check_log(s.log_path.read_text(errors="replace"), s.method)
             rec["log_lines"] = [ln[:400] for ln in s.log_path.read_text(errors="replace").splitlines()
                                 if "sglang-trinv" in ln or "Linear attention kernel backend" in ln][:12]
+            served = rec["log_check"]["served_lines"]
+            if s.method != STOCK and 0 < served < ranks:  # each TP rank's scheduler logs its first prefill
+                rec["log_check"]["warnings"].append(f"'served by' logged by {served} of {ranks} TP ranks")
             if rec["log_check"]["problems"]:
                 res["failures"].append(f"{label}: {'; '.join(rec['log_check']['problems'])}")
 
@@ -355,7 +374,7 @@ class Run:
                 if name == "eager":
                     self.prefill_urls(res, pair, d / "prefill-tiny")
         finally:
-            self.stop_pair(res, pair)
+            self.stop_pair(res, pair, ranks=2 if name == "tp2" else 1)
 
     def prefill_phase(self, res: dict, gpus: str | None) -> None:
         a = self.args
@@ -545,6 +564,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--gpu", default=None, help="CUDA_VISIBLE_DEVICES for the phases (default: inherit)")
     ap.add_argument("--force-tp2", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--assume-gpus", type=int, default=None, help=argparse.SUPPRESS)  # CPU dry runs of --parallel
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--launch-module", default="sglang.launch_server", help=argparse.SUPPRESS)
     ap.add_argument("--base-server-args", default=BASE_ARGS + " --mem-fraction-static 0.3")
