@@ -197,6 +197,17 @@ def test_explicit_non_triton_prefill_backend_is_refused(loaded):
     plugin_args.resolve_once_hook(types.SimpleNamespace(linear_attn_prefill_backend="cutedsl"))
 
 
+def test_without_resolve_once_the_checks_run_in_from_cli_args(loaded, monkeypatch):
+    """SGLang 0.5.17–0.5.18 have no ServerArgs.resolve_once: the same refusal happens in from_cli_args."""
+    parsed = _parser(loaded).parse_args(
+        ["--model-path", "dummy", "--linear-attn-inv", "blockdoubling", "--linear-attn-prefill-backend", "flashinfer"]
+    )
+    monkeypatch.setattr(plugin_args, "_has_resolve_once", lambda: False)
+    with pytest.raises(ValueError, match=r"--linear-attn-prefill-backend=flashinfer selects another prefill"):
+        loaded.from_cli_args(parsed)
+    plugin.unpatch()
+
+
 def test_automatic_flashinfer_gdn_prefill_is_declined(monkeypatch, caplog):
     gdn_backend = pytest.importorskip("sglang.srt.layers.attention.linear.gdn_backend")
     real = gdn_backend.flashinfer_gdn_prefill_default

@@ -9,8 +9,9 @@ extended by plugins, so we hook the two methods (``HookRegistry``, AFTER / AROUN
 - ``add_cli_args``: add ``--linear-attn-inv`` / ``--linear-attn-inv-precision`` (defaults from the env);
 - ``from_cli_args``: validate, write the choice to the environment (spawned schedulers, TP workers and the DP
   controller inherit it and read it in their own ``register()``), activate it in this process;
-- ``ServerArgs.resolve_once`` (BEFORE; run by the launcher and by ``sglang.Engine``): refuse contradictions
-  and re-raise errors ``load_plugins()`` would only have logged.
+- ``ServerArgs.resolve_once`` (BEFORE; run by the launcher and by ``sglang.Engine``; SGLang ≥ 0.5.19): refuse
+  contradictions and re-raise errors ``load_plugins()`` would only have logged. SGLang 0.5.17–0.5.18 have no
+  ``resolve_once``: there the same checks run at the end of ``from_cli_args``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def check_hook_targets() -> None:
     from sglang.srt import server_args
 
     cls = getattr(server_args, "ServerArgs", None)
-    missing = [m for m in ("add_cli_args", "from_cli_args", "resolve_once") if not callable(getattr(cls, m, None))]
+    missing = [m for m in ("add_cli_args", "from_cli_args") if not callable(getattr(cls, m, None))]
     if missing:
         raise IncompatibleSGLangError(
             f"SGLang {sglang_version()}: {SERVER_ARGS} lacks {', '.join(missing)}; sglang-trinv cannot add "
@@ -67,13 +68,22 @@ def add_cli_args_hook(result, parser: argparse.ArgumentParser, *args, **kwargs):
     return None
 
 
+def _has_resolve_once() -> bool:
+    from sglang.srt import server_args
+
+    return callable(getattr(server_args.ServerArgs, "resolve_once", None))
+
+
 def from_cli_args_hook(original, cls, args: argparse.Namespace, *rest, **kwargs):
     from . import select
 
     method = getattr(args, "linear_attn_inv", None)
     if method is not None:  # None: this parser was built without our flags; the env (if any) stands
         select(method, getattr(args, "linear_attn_inv_precision", None))
-    return original(cls, args, *rest, **kwargs)
+    server_args = original(cls, args, *rest, **kwargs)
+    if not _has_resolve_once():  # SGLang 0.5.17–0.5.18: check here what resolve_once would have
+        resolve_once_hook(server_args)
+    return server_args
 
 
 def resolve_once_hook(server_args, *args, **kwargs):
@@ -94,4 +104,5 @@ def register_hooks() -> None:
     check_hook_targets()
     HookRegistry.register(f"{SERVER_ARGS}.add_cli_args", add_cli_args_hook, HookType.AFTER)
     HookRegistry.register(f"{SERVER_ARGS}.from_cli_args", from_cli_args_hook, HookType.AROUND)
-    HookRegistry.register(f"{SERVER_ARGS}.resolve_once", resolve_once_hook, HookType.BEFORE)
+    if _has_resolve_once():
+        HookRegistry.register(f"{SERVER_ARGS}.resolve_once", resolve_once_hook, HookType.BEFORE)
