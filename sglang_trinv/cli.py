@@ -24,13 +24,15 @@ def _methods_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _methods_run(args: argparse.Namespace) -> int:
+    from .ops import DEFAULT_PRECISION, INVERSE_ONLY_PRECISION
     from .reference.precision import PRECISIONS
     from .registry import METHODS
 
-    print("| method | stable | default precision | math | cost |")
-    print("|---|---|---|---|---|")
+    print("| method | stable | kernel precision: fused intra / inverse only | reference (stability) | math | cost |")
+    print("|---|---|---|---|---|---|")
     for m in METHODS.values():
-        print(f"| {m.name} | {'yes' if m.stable else 'NO'} | {m.default_precision} | {m.math} | {m.cost} |")
+        kernel = f"{DEFAULT_PRECISION.get(m.name, '–')} / {INVERSE_ONLY_PRECISION.get(m.name, '–')}"
+        print(f"| {m.name} | {'yes' if m.stable else 'NO'} | {kernel} | {m.default_precision} | {m.math} | {m.cost} |")
     print(f"\nprecisions: {', '.join(PRECISIONS)}")
     return 0
 
