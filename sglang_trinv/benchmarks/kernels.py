@@ -277,7 +277,7 @@ def run_whole(inp, tag, rows, tune_intra):
         o0, s0 = results[("stock", None)]
         d_o = float((o - o0).abs().max() / o0.abs().max())
         d_s = float((state - s0).abs().max() / s0.abs().max())
-        rows.append(dict(kind="gdn_fwd", method=name, precision=p or "sglang", us=t, o_rel_vs_stock=d_o,
+        rows.append(dict(kind="gdn_fwd", method=name, precision=p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}"), us=t, o_rel_vs_stock=d_o,
                          state_rel_vs_stock=d_s, **tag))
         print(f"  gdn_fwd    {name:22s} {str(p):12s} {t:8.1f} us  o vs stock {d_o:.2e}  state vs stock {d_s:.2e}",
               flush=True)
@@ -352,6 +352,41 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="comma list of METHOD:PRECISION to time (default: the main set), e.g. blockdoubling:bf16x3")
 
 
+def plot(meta, rows, path):
+    """Speed-up over stock per shape (bars) for each kernel kind, error vs fp64 in the legend labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [("kkt_inv", "fused KKᵀ + inverse"), ("intra", "KKᵀ + inverse + w/u"), ("gdn_fwd", "whole GDN forward")]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
+    for ax, (kind, title) in zip(axes[0], kinds):
+        sel = [r for r in rows if r.get("kind") == kind and "us" in r]
+        shapes = list(dict.fromkeys((r["T"], r["H"], r["nseq"]) for r in sel))
+        variants = list(dict.fromkeys((r["method"], r["precision"]) for r in sel if r["method"] != "stock"))
+        width = 0.8 / max(len(variants), 1)
+        for j, (m, p) in enumerate(variants):
+            ys = []
+            for sh in shapes:
+                base = next((r["us"] for r in sel if (r["T"], r["H"], r["nseq"]) == sh and r["method"] == "stock"), None)
+                mine = next((r["us"] for r in sel if (r["T"], r["H"], r["nseq"]) == sh and (r["method"], r["precision"])
+                             == (m, p)), None)
+                ys.append(base / mine if base and mine else 0.0)
+            label = f"{m} {'plugin default' if p == 'sglang' else p}"  # runs before 2026-11-27 wrote "sglang"
+            ax.bar([i + j * width for i in range(len(shapes))], ys, width, label=label)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))])
+        ax.set_xticklabels([f"T={t}\nH={h}\n{'x' + str(n) if n > 1 else '1 seq'}" for t, h, n in shapes], fontsize=7)
+        ax.set_ylabel("speed-up over SGLang stock (same run)")
+        ax.set_title(title)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{meta['gpu']}, {meta['date'][:10]}: stock SGLang {meta['sglang']} kernels vs sglang-trinv")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(ap)
@@ -411,6 +446,7 @@ def run(args) -> int:
     md = to_markdown(meta, rows)
     with open(os.path.join(args.out, "kernels.md"), "w") as f:
         f.write(md)
+    plot(meta, rows, os.path.join(args.out, "kernels.png"))
     print(md)
     print(f"total {time.time() - t0:.0f}s")
     return 0
