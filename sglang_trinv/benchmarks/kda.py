@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -40,6 +39,7 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
 from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import common  # noqa: E402
 from sglang_trinv.reference import kda as ref  # noqa: E402
 
 FLA = "sglang.kernels.ops.attention.fla"
@@ -86,20 +86,11 @@ def make_inputs(T, H, K, V, nseq, seed, safe_gate=False, family="random", dtype=
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def rel_err(x, ref64):
-    x = x.double()
-    d = (x - ref64).abs().nan_to_num(float("inf"))
-    return dict(max_rel=float(d.max() / ref64.abs().max()), nonfinite=int((~torch.isfinite(x)).sum()))
+rel_err = common.rel_err
 
 
 def bench(fn, reps=None):
-    fn()
-    if DEV != "cuda":
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e6
-    torch.cuda.synchronize()
-    return triton.testing.do_bench(fn, warmup=25, rep=reps or 100, return_mode="median") * 1e3  # µs
+    return common.time_us(fn, DEV, reps)
 
 
 def stock_intra():
@@ -330,7 +321,7 @@ def run(args) -> int:
 
     methods = default_methods()
     if args.methods:
-        methods = [tuple(mp.split(":", 1)) if ":" in mp else (mp, None) for mp in args.methods.split(",")]
+        methods = common.parse_methods(args.methods)
     tuning = ops.KDA_DEFAULT_TUNING
     rows = []
     t0 = time.time()
@@ -357,13 +348,9 @@ def run(args) -> int:
         print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
         run_shape(sh, rows, methods, tuning,
                   with_whole=not args.no_whole and (sh["T"] == 8192 and sh["nseq"] == 1 or args.smoke))
-        with open(os.path.join(args.out, "kda.json"), "w") as f:
-            json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    with open(os.path.join(args.out, "kda.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        common.save_results(args.out, "kda", meta, rows)
     md = to_markdown(meta, rows)
-    with open(os.path.join(args.out, "kda.md"), "w") as f:
-        f.write(md)
+    common.save_results(args.out, "kda", meta, rows, md)
     print(md)
     print(f"total {time.time() - t0:.0f}s")
     return 0

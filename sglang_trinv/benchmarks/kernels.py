@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ import triton  # noqa: E402
 
 
 from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import common  # noqa: E402
 from sglang_trinv.reference import gdn as ref  # noqa: E402
 
 FLA = "sglang.kernels.ops.attention.fla"
@@ -96,24 +96,11 @@ def fla_kkt_A(k, g, beta, cu_seqlens):
     return ref.chunk_A(k, g, beta, cu_seqlens, dtype=torch.float64).float()
 
 
-def rel_err(x, ref64):
-    x = x.double()
-    d = (x - ref64).abs()
-    nonfinite = int((~torch.isfinite(x)).sum())
-    return dict(max_abs=float(d.nan_to_num(float("inf")).max()),
-                max_rel=float(d.nan_to_num(float("inf")).max() / ref64.abs().max()),
-                fro_rel=float(torch.linalg.vector_norm(d.nan_to_num(1e30)) / torch.linalg.vector_norm(ref64)),
-                nonfinite=nonfinite)
+rel_err = common.rel_err
 
 
 def bench(fn, reps=None):
-    fn()
-    if DEV != "cuda":
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e6
-    torch.cuda.synchronize()
-    return triton.testing.do_bench(fn, warmup=25, rep=reps or 100, return_mode="median") * 1e3  # µs
+    return common.time_us(fn, DEV, reps)
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -436,16 +423,12 @@ def run(args) -> int:
         print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
         methods = METHOD_PRECISIONS if args.all_methods else MAIN_METHODS
         if args.methods:
-            methods = [tuple(mp.split(":", 1)) if ":" in mp else (mp, None) for mp in args.methods.split(",")]
+            methods = common.parse_methods(args.methods)
         run_shape(sh, rows, tune_kkt, tune_intra, methods, with_fla=not args.no_fla,
                   with_whole=not args.no_whole and (sh["T"] in (8192, 32768) or args.smoke))
-        with open(os.path.join(args.out, "kernels.json"), "w") as f:
-            json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    with open(os.path.join(args.out, "kernels.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        common.save_results(args.out, "kernels", meta, rows)
     md = to_markdown(meta, rows)
-    with open(os.path.join(args.out, "kernels.md"), "w") as f:
-        f.write(md)
+    common.save_results(args.out, "kernels", meta, rows, md)
     plot(meta, rows, os.path.join(args.out, "kernels.png"))
     print(md)
     print(f"total {time.time() - t0:.0f}s")

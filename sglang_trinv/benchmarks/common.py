@@ -1,0 +1,48 @@
+"""What every kernel benchmark shares: timing, error against an fp64 reference, METHOD:PRECISION lists and
+writing results (JSON + markdown) as they come in."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+
+
+def time_us(fn, device: str, reps: int | None = None) -> float:
+    """Median µs of ``fn`` (``triton.testing.do_bench`` after a warm-up call); on a CPU (interpreter smoke
+    runs) one wall-clock call, which only shows that the path runs."""
+    fn()
+    if device != "cuda":
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e6
+    import triton
+
+    torch.cuda.synchronize()
+    return triton.testing.do_bench(fn, warmup=25, rep=reps or 100, return_mode="median") * 1e3
+
+
+def rel_err(x: torch.Tensor, ref64: torch.Tensor) -> dict:
+    """max_abs, max_rel = max|x − ref| / max|ref|, fro_rel, and the count of non-finite entries of x."""
+    x = x.double()
+    d = (x - ref64).abs()
+    return dict(max_abs=float(d.nan_to_num(float("inf")).max()),
+                max_rel=float(d.nan_to_num(float("inf")).max() / ref64.abs().max()),
+                fro_rel=float(torch.linalg.vector_norm(d.nan_to_num(1e30)) / torch.linalg.vector_norm(ref64)),
+                nonfinite=int((~torch.isfinite(x)).sum()))
+
+
+def parse_methods(spec: str) -> list[tuple[str, str | None]]:
+    """``"blockdoubling:bf16x3,hybrid"`` -> ``[("blockdoubling", "bf16x3"), ("hybrid", None)]``."""
+    return [tuple(mp.split(":", 1)) if ":" in mp else (mp, None) for mp in spec.split(",")]
+
+
+def save_results(out: str, stem: str, meta: dict, rows: list[dict], markdown: str | None = None) -> None:
+    """``out/stem.json`` (meta + rows) and, when given, ``out/stem.md``."""
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    if markdown is not None:
+        with open(os.path.join(out, f"{stem}.md"), "w") as f:
+            f.write(markdown)
