@@ -1,7 +1,9 @@
-"""One launch each of the kernels worth profiling (for ncu): SGLang's kkt+solve and w/u kernels and our fused
-intra / inverse-only kernels, T=8192, H=32, Hg=16, K=V=128, bf16. Warm-up launches compile first.
+"""One launch each of the kernels worth profiling (for ncu): SGLang's kkt+solve and w/u kernels, our fused
+intra kernel at the default tiling and at BK=32 (with and without the β-fold), and the inverse-only kernel;
+T=8192, H=32, Hg=16, K=V=128, bf16. Warm-up launches compile first; only the second round is profiled.
 
-    ncu --profile-from-start off --kernel-name regex:'gdn_intra|recompute_w_u|kkt_solve' python3 bench/profile_intra.py
+    ncu --clock-control none --profile-from-start off --set full \
+        --kernel-name regex:'gdn_intra|recompute_w_u|kkt_solve' -o intra python3 bench/profile_intra.py
 """
 import os
 import sys
@@ -9,8 +11,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import torch  # noqa: E402
 
-from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
 from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
 
 inp = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
 k, v, g, beta = inp["k"], inp["v"], inp["g"], inp["beta"]
@@ -18,7 +20,10 @@ k, v, g, beta = inp["k"], inp["v"], inp["g"], inp["beta"]
 
 def launches():
     bk.stock_intra(k, v, g, beta, None, None)  # 2 kernels: kkt_solve, recompute_w_u
-    ops.gdn_fwd_intra(k, v, g, beta, method="blockdoubling")  # fused, bf16x3
+    ops.gdn_fwd_intra(k, v, g, beta, method="blockdoubling")  # fused, default tiling
+    ops.gdn_fwd_intra(k, v, g, beta, method="blockdoubling", tuning=ops.Tuning(BK=32, BV=32, num_stages=3))
+    ops.gdn_fwd_intra(k, v, g, beta, method="blockdoubling",
+                      tuning=ops.Tuning(BK=32, BV=32, num_stages=3, fold_scale=True))
     ops.gdn_kkt_inverse(k, g, beta, method="blockdoubling")  # inverse only, bf16x3/tf32
 
 

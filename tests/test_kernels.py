@@ -151,6 +151,17 @@ def test_store_A_false_skips_A():
     assert A is None and torch.equal(w, w2) and torch.equal(u, u2)
 
 
+@pytest.mark.parametrize("tuning", [ops.Tuning(BK=16, BV=16, fold_scale=True),
+                                    ops.Tuning(num_warps=2, BK=32, BV=16, num_stages=3, fold_scale=True)])
+def test_fold_scale_matches_fp64(tuning):
+    """β and β·e^g folded into Ai's columns (u = (Ai·diag β)·v) is the same product, varlen and GQA."""
+    for c in CASES.values():
+        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+        w, u, A = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning)
+        w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+        assert _rel(A, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
+
+
 _COMPILE_SM90 = """
 from sglang_trinv.benchmarks.resources import compile_gdn
 fused = compile_gdn()

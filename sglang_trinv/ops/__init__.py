@@ -62,6 +62,7 @@ class Tuning:
     BK: int = 64
     BV: int = 64
     num_stages: int = 2
+    fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -151,7 +152,8 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
-        FROM_A=from_A, num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+        FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu,
+        num_warps=tuning.num_warps, num_stages=tuning.num_stages,
     )
 
 

@@ -219,16 +219,25 @@ def _load_vec(base, t0, T, stride, BC: tl.constexpr):
 
 @triton.jit
 def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33,
-             t0, T, src_stride, out_stride, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr):
+             t0, T, src_stride, out_stride, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr,
+             FOLD: tl.constexpr):
     """out = X · (scale ⊙ src) for one chunk, in BX-column tiles; X in the operand dtype (as stock).
     Each 16-row block is stored as soon as it is complete: one [BC, BX] accumulator live instead of four
-    (fewer registers per 1-warp program → more programs resident to hide memory latency)."""
+    (fewer registers per 1-warp program → more programs resident to hide memory latency).
+    FOLD: the caller folded the row scales into X's columns (X·diag(s)), so the raw src tiles feed the dots
+    directly (no elementwise step between load and dot: the loads can be pipelined into shared memory)."""
     for i_x in range(tl.cdiv(NCOL, BX)):
         c0 = i_x * BX
-        s0 = (_load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX) * scale0[:, None]).to(x00.dtype)
-        s1 = (_load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX) * scale1[:, None]).to(x00.dtype)
-        s2 = (_load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX) * scale2[:, None]).to(x00.dtype)
-        s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX) * scale3[:, None]).to(x00.dtype)
+        if FOLD:
+            s0 = _load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX).to(x00.dtype)
+            s1 = _load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX).to(x00.dtype)
+            s2 = _load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX).to(x00.dtype)
+            s3 = _load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX).to(x00.dtype)
+        else:
+            s0 = (_load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX) * scale0[:, None]).to(x00.dtype)
+            s1 = (_load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX) * scale1[:, None]).to(x00.dtype)
+            s2 = (_load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX) * scale2[:, None]).to(x00.dtype)
+            s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX) * scale3[:, None]).to(x00.dtype)
         _store_rows(out, tl.dot(x00, s0), t0, T, out_stride, c0, NCOL, BC, BX)
         _store_rows(out, tl.dot(x11, s1, tl.dot(x10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX)
         _store_rows(out, tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0))), t0 + 2 * BC, T, out_stride, c0,
@@ -262,6 +271,7 @@ def gdn_intra_kernel(
     DIAG: tl.constexpr, WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr,
     USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, STORE_A: tl.constexpr, FUSE_WU: tl.constexpr,
     FROM_A: tl.constexpr,         # stand-alone solve_tril: read strictly-lower A [.., T, H, BT] instead of KKᵀ
+    FOLD_SCALE: tl.constexpr = False,  # w/u: fold β, β·e^g into Ai's columns instead of scaling the loaded rows
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
@@ -381,13 +391,26 @@ def gdn_intra_kernel(
         # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
         if FUSE_WU:
             dt = k.dtype.element_ty
-            y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
-            y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
-            _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV)
             if USE_G:
                 e0, e1, e2, e3 = b0 * tl.exp(g0), b1 * tl.exp(g1), b2 * tl.exp(g2), b3 * tl.exp(g3)
             else:
                 e0, e1, e2, e3 = b0, b1, b2, b3
-            _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
-                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV)
+            if FOLD_SCALE:
+                # X·diag(β) and X·diag(β e^g), each rounded once to the operand dtype
+                _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                         (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt),
+                         (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt), (x22 * b2[None, :]).to(dt),
+                         (x30 * b0[None, :]).to(dt), (x31 * b1[None, :]).to(dt), (x32 * b2[None, :]).to(dt),
+                         (x33 * b3[None, :]).to(dt), t0, T, H * V, H * V, V, BC, BV, True)
+                _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
+                         (x00 * e0[None, :]).to(dt), (x10 * e0[None, :]).to(dt), (x11 * e1[None, :]).to(dt),
+                         (x20 * e0[None, :]).to(dt), (x21 * e1[None, :]).to(dt), (x22 * e2[None, :]).to(dt),
+                         (x30 * e0[None, :]).to(dt), (x31 * e1[None, :]).to(dt), (x32 * e2[None, :]).to(dt),
+                         (x33 * e3[None, :]).to(dt), t0, T, Hg * K, H * K, K, BC, BV, True)
+            else:
+                y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
+                y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
+                _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                         y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False)
+                _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
+                         y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False)

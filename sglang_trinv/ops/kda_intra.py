@@ -287,6 +287,6 @@ def kda_intra_kernel(
         y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
         y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
         _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                 y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV)
+                 y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False)
         _w_kg_rows(w + (bos * H + i_h) * K, kg + (bos * H + i_h) * K, k_base, g_base, b0, b1, b2, b3,
                    y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, T - 1, stride, K, BC, BK)

@@ -1,0 +1,150 @@
+"""Fused intra kernel (KKᵀ + inverse + w/u) and the inverse-only kernel under several launch/tiling variants,
+side by side with SGLang's stock kernels in one process, then the whole SGLang ``chunk_gated_delta_rule_fwd``
+with the plugin at the default tiling and at the best variant. Errors are max-rel vs the fp64 reference.
+
+    python3 bench/bench_intra_variants.py DIR        # writes DIR/intra_variants.json, prints a table
+    python3 bench/bench_intra_variants.py DIR --smoke  # CPU, Triton interpreter, tiny shapes (checks the script)
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+SMOKE = "--smoke" in sys.argv
+if SMOKE:  # the interpreter must be on before Triton (and any kernel) is imported
+    from sglang_trinv.testing import enable_interpreter
+
+    enable_interpreter()
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
+from sglang_trinv.reference import gdn as ref  # noqa: E402
+
+out = sys.argv[1]
+if SMOKE:
+    bk.DEV = "cpu"
+    import sglang_trinv.benchmarks.common as _c
+    bk.bench = lambda fn, reps=None: _c.time_us(fn, "cpu")
+SHAPES = ((150, 4, 2),) if SMOKE else ((8192, 32, 16), (32768, 32, 16))
+WHOLE = ((150, 4, 2, 1), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16, 1), (32768, 32, 16, 1), (32768, 8, 4, 8))
+os.makedirs(out, exist_ok=True)
+rows = []
+T_ = ops.Tuning
+FUSED = {  # name -> (tuning, store_A)
+    "default": (ops.DEFAULT_TUNING_FUSED, True),
+    "BK32": (T_(BK=32, BV=32, num_stages=3), True),
+    "BK32 fold": (T_(BK=32, BV=32, num_stages=3, fold_scale=True), True),
+    "BK64 fold": (T_(BK=64, BV=32, num_stages=3, fold_scale=True), True),
+    "BK32 BV16": (T_(BK=32, BV=16, num_stages=3), True),
+    "BK32 st4": (T_(BK=32, BV=32, num_stages=4), True),
+    "BK32 fold st2": (T_(BK=32, BV=32, num_stages=2, fold_scale=True), True),
+    "BK32 fold BV64": (T_(BK=32, BV=64, num_stages=2, fold_scale=True), True),
+    "BK32 fold w2": (T_(num_warps=2, BK=32, BV=32, num_stages=3, fold_scale=True), True),
+    "default noA": (ops.DEFAULT_TUNING_FUSED, False),
+    "BK32 fold noA": (T_(BK=32, BV=32, num_stages=3, fold_scale=True), False),
+}
+INVERSE = {"default": ops.DEFAULT_TUNING, "BK32": T_(BK=32), "BK32 st3": T_(BK=32, num_stages=3),
+           "BK16": T_(BK=16)}
+
+
+def err(x, x64):
+    return bk.rel_err(x, x64)["max_rel"] if x is not None else float("nan")
+
+
+for T, H, Hg in SHAPES:
+    inp = bk.make_inputs(T, H, Hg, 128, 128, 1, 0)
+    k, v, g, beta = inp["k"], inp["v"], inp["g"], inp["beta"]
+    w64, u64, A64 = ref.fwd_intra(k, v, g, beta)
+    # ---- inverse only
+    t = bk.bench(lambda: bk.stock_kkt_solve(k, g, beta, None, None))
+    rows.append(dict(T=T, H=H, kernel="inverse", variant="stock", us=t, A=err(bk.stock_kkt_solve(k, g, beta, None, None), A64)))
+    print(rows[-1], flush=True)
+    for name, tu in INVERSE.items():
+        f = lambda: ops.gdn_kkt_inverse(k, g, beta, method="blockdoubling", tuning=tu)  # noqa: E731
+        rows.append(dict(T=T, H=H, kernel="inverse", variant=name, us=bk.bench(f), A=err(f(), A64)))
+        print(rows[-1], flush=True)
+    # ---- fused intra
+    t = bk.bench(lambda: bk.stock_intra(k, v, g, beta, None, None))
+    w, u, A = bk.stock_intra(k, v, g, beta, None, None)
+    rows.append(dict(T=T, H=H, kernel="intra", variant="stock", us=t, A=err(A, A64), w=err(w, w64), u=err(u, u64)))
+    print(rows[-1], flush=True)
+    for name, (tu, store_A) in FUSED.items():
+        f = lambda: ops.gdn_fwd_intra(k, v, g, beta, method="blockdoubling", tuning=tu, store_A=store_A)  # noqa: E731
+        try:
+            w, u, A = f()
+            rows.append(dict(T=T, H=H, kernel="intra", variant=name, us=bk.bench(f), A=err(A, A64), w=err(w, w64),
+                             u=err(u, u64)))
+        except Exception as e:  # noqa: BLE001 (a variant that does not compile is a result too)
+            rows.append(dict(T=T, H=H, kernel="intra", variant=name, error=f"{type(e).__name__}: {e}"[:300]))
+        print(rows[-1], flush=True)
+    del inp, k, v, g, beta, w64, u64, A64
+    if not SMOKE:
+        torch.cuda.empty_cache()
+
+# ---- whole SGLang chunk_gated_delta_rule_fwd: plugin at the default tiling, then at the fastest variant
+intra = [r for r in rows if r["kernel"] == "intra" and r["T"] == SHAPES[0][0] and "us" in r and r["variant"] != "stock"
+         and not r["variant"].endswith("noA")]
+best = min(intra, key=lambda r: r["us"])["variant"]
+for T, H, Hg, nseq in WHOLE:
+    inp = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
+    tag = dict(T=T, H=H, nseq=nseq)
+    whole = []
+    bk.run_whole(inp, tag, whole, False)
+    for r in whole:
+        r.update(kernel="gdn_fwd", variant=f"{r['method']} default")
+    rows.extend(whole)
+    saved = ops.DEFAULT_TUNING_FUSED
+    ops.DEFAULT_TUNING_FUSED = FUSED[best][0]
+    try:
+        extra = []
+        bk.run_whole(inp, tag, extra, False)
+    finally:
+        ops.DEFAULT_TUNING_FUSED = saved
+    for r in extra:
+        if r["method"] != "stock":
+            r.update(kernel="gdn_fwd", variant=f"{r['method']} {best}")
+            rows.append(r)
+        else:
+            r.update(kernel="gdn_fwd", variant="stock (again)")
+            rows.append(r)
+    del inp
+    if not SMOKE:
+        torch.cuda.empty_cache()
+
+# ---- where the whole forward's time goes (stock stages, T=8192 H=32): cumsum, intra, h recurrence, output
+try:
+    from importlib import import_module
+
+    chunk = import_module(f"{bk.FLA}.chunk")
+    T, H, Hg = SHAPES[0]
+    inp = bk.make_inputs(T, H, Hg, 128, 128, 1, 0)
+    k, v, beta, g_raw = inp["k"], inp["v"], inp["beta"], inp["g_raw"]
+    q = k.clone()
+    g = chunk.chunk_local_cumsum(g_raw, chunk_size=64)
+    w, u, A = bk.stock_intra(k, v, g, beta, None, None)
+    h0 = torch.zeros(1, H, 128, 128, device=k.device)
+    idx = torch.arange(1, device=k.device)
+    stages = {
+        "cumsum": lambda: chunk.chunk_local_cumsum(g_raw, chunk_size=64),
+        "intra (stock)": lambda: bk.stock_intra(k, v, g, beta, None, None),
+        "fwd_h": lambda: chunk.chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=g, initial_state=h0,
+                                                            initial_state_indices=idx, cu_seqlens=None,
+                                                            chunk_indices=None, inplace_update=True),
+    }
+    h, v_new = stages["fwd_h"]()
+    stages["fwd_o"] = lambda: chunk.chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g, scale=0.1, cu_seqlens=None)
+    for name, f in stages.items():
+        rows.append(dict(T=T, H=H, kernel="stage", variant=name, us=bk.bench(f)))
+        print(rows[-1], flush=True)
+except Exception as e:  # noqa: BLE001
+    print(f"stage breakdown failed: {type(e).__name__}: {e}", flush=True)
+
+meta = dict(gpu="cpu (interpreter smoke run)" if SMOKE else torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__, best_intra=best)
+json.dump(dict(meta=meta, rows=rows), open(os.path.join(out, "intra_variants.json"), "w"), indent=1)
+print(meta)
+for r in rows:
+    if "us" in r:
+        errs = " ".join(f"{key} {r[key]:.2e}" for key in ("A", "w", "u", "o_rel_vs_stock") if key in r)
+        print(f"{r['kernel']:8s} T={r['T']:6d} H={r['H']:3d} {r['variant']:24s} {r['us']:8.1f} us  {errs}")

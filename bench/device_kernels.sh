@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# ON THE GPU MACHINE (device tool), from the repo root, carry [".whl", ".device/sglang_py.tar.xz"]:
+# one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
+# (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
+#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda (default all)
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/trinv-kernels}
+steps=${1:-variants,ncu,kda}
+mkdir -p "$out" /tmp/kr
+source bench/device_env.sh 2>&1 | tee /tmp/kr/env.log
+nvidia-smi -L | tee -a /tmp/kr/env.log
+t0=$(date +%s)
+has() { case ",$steps," in *",$1,"*) return 0;; esac; return 1; }
+if has variants; then
+  timeout 280 python3 bench/bench_intra_variants.py /tmp/kr/variants 2>&1 | tee /tmp/kr/variants.log | grep -v "^{'T'"
+  echo "variants: $(( $(date +%s) - t0 )) s"
+fi
+if has ncu; then
+  timeout 110 ncu --clock-control none --profile-from-start off --set full \
+      --kernel-name regex:'gdn_intra|recompute_w_u|kkt_solve' -o /tmp/kr/intra -f python3 bench/profile_intra.py \
+      > /tmp/kr/ncu_run.log 2>&1
+  tail -3 /tmp/kr/ncu_run.log
+  ncu -i /tmp/kr/intra.ncu-rep --page details > /tmp/kr/ncu_details.txt 2>&1
+  ncu -i /tmp/kr/intra.ncu-rep --page raw --csv > /tmp/kr/ncu_raw.csv 2>&1
+  grep -E "gdn_intra|recompute|kkt_solve|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|DRAM Throughput|Memory Throughput|Local Memory|Block Limit Reg|Warp Cycles Per Issued|Shared Memory Config" /tmp/kr/ncu_details.txt | head -120
+  echo "ncu: $(( $(date +%s) - t0 )) s"
+fi
+if has kda; then
+  timeout 140 python3 bench/bench_kda.py --out /tmp/kr/kda > /tmp/kr/kda.log 2>&1
+  tail -25 /tmp/kr/kda.log
+  echo "kda: $(( $(date +%s) - t0 )) s"
+fi
+cp /tmp/kr/variants.log /tmp/kr/ncu_details.txt "$out/" 2>/dev/null
+cp /tmp/kr/variants/intra_variants.json "$out/" 2>/dev/null
+tar -czf "$out/kernels.tar.gz" --exclude='*.ncu-rep' -C /tmp kr 2>/dev/null
+rep=/tmp/kr/intra.ncu-rep
+[ -f "$rep" ] && [ "$(stat -c %s "$rep")" -lt 15000000 ] && cp "$rep" "$out/"
+ls -l "$out"
