@@ -4,7 +4,8 @@ Run by ``bench/device_server.sh`` (which unpacks SGLang 0.5.17, installs this pr
 the environment); everything lands in ``--out`` (packed into ``$OUT`` by the shell script). Phases:
 
 ``eager``   the shipped tiny Qwen3-Next (``evals/models/qwen3-next-tiny-stdlib``: 3 GDN + 1 attention layer),
-            a ``stock`` and a ``METHOD`` server side by side, decode and prefill CUDA graphs off. Proof from
+            a ``stock`` and a ``METHOD`` server side by side (started one after the other: the second once the
+            first is ready, with ``--second-mem-fraction``), decode and prefill CUDA graphs off. Proof from
             each server's own log (start-up line; "first GDN chunk prefill served by METHOD" from the
             scheduler for the method, none for stock; no fallback; "prefill=triton"); prompt log-probs of
             one long prompt (``--long-prompt-tokens`` of held-out text) stock vs method against the bound
@@ -233,9 +234,13 @@ class Run:
     def start_pair(self, res: dict, pair: dict) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        for s in pair.values():  # side by side: they boot concurrently
+        # one after the other: SGLang sizes its pools as (free memory) - total * (1 - mem_fraction_static), so a
+        # second server profiling while the first allocates fails ("Not enough GPU memory for hybrid ... state
+        # cache", H200 x2, 2026-11-27); the second one is started once the first is ready, with a higher fraction
+        for i, (label, s) in enumerate(pair.items()):
+            if i > 0 and self.args.second_mem_fraction:
+                s.server_args = list(s.server_args) + ["--mem-fraction-static", str(self.args.second_mem_fraction)]
             s.start()
-        for label, s in pair.items():
             rec = res["servers"].setdefault(label, {})
             rec.update(command=shlex.join(s.command()), log=str(s.log_path), url=s.url)
             rec["ready_s"] = s.wait_ready(max(30.0, min(self.args.startup_timeout, self.left() - 20)))
@@ -569,6 +574,8 @@ def main(argv=None) -> int:
     ap.add_argument("--launch-module", default="sglang.launch_server", help=argparse.SUPPRESS)
     ap.add_argument("--base-server-args", default=BASE_ARGS + " --mem-fraction-static 0.3")
     ap.add_argument("--startup-timeout", type=float, default=400.0)
+    ap.add_argument("--second-mem-fraction", type=float, default=0.6,
+                    help="--mem-fraction-static of the second server of a pair (started after the first is ready)")
     ap.add_argument("--long-prompt-tokens", type=int, default=4000, help="≤ the model's context (tiny: 4096)")
     ap.add_argument("--greedy-tokens", type=int, default=32)
     ap.add_argument("--greedy-prompt-tokens", type=int, default=256)
