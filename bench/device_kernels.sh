@@ -2,13 +2,13 @@
 # ON THE GPU MACHINE (device tool), from the repo root, carry [".whl", ".device/sglang_py.tar.xz"]:
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
-#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda (default all)
+#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/trinv-kernels}
 steps=${1:-variants,ncu,kda}
 mkdir -p "$out" /tmp/kr
-source bench/device_env.sh 2>&1 | tee /tmp/kr/env.log
+source bench/device_env.sh > /tmp/kr/env.log 2>&1; cat /tmp/kr/env.log
 nvidia-smi -L | tee -a /tmp/kr/env.log
 t0=$(date +%s)
 has() { case ",$steps," in *",$1,"*) return 0;; esac; return 1; }
@@ -31,6 +31,17 @@ if has kda; then
   tail -25 /tmp/kr/kda.log
   echo "kda: $(( $(date +%s) - t0 )) s"
 fi
+if has whole; then
+  timeout 230 python3 bench/bench_whole.py /tmp/kr/whole > /tmp/kr/whole.log 2>&1
+  grep -E "^\| " /tmp/kr/whole.log | tail -60
+  echo "whole: $(( $(date +%s) - t0 )) s"
+fi
+if has kdaquick; then
+  timeout 200 python3 bench/bench_kda.py --quick --no-families --out /tmp/kr/kda > /tmp/kr/kda.log 2>&1
+  tail -40 /tmp/kr/kda.log
+  echo "kdaquick: $(( $(date +%s) - t0 )) s"
+fi
+cp /tmp/kr/whole/whole.md /tmp/kr/whole/whole.json /tmp/kr/kda/kda.md /tmp/kr/kda/kda.json "$out/" 2>/dev/null
 cp /tmp/kr/variants.log /tmp/kr/ncu_details.txt "$out/" 2>/dev/null
 cp /tmp/kr/variants/intra_variants.json "$out/" 2>/dev/null
 tar -czf "$out/kernels.tar.gz" --exclude='*.ncu-rep' -C /tmp kr 2>/dev/null

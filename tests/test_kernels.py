@@ -162,6 +162,25 @@ def test_fold_scale_matches_fp64(tuning):
         assert _rel(A, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
+    """gdn_cumsum_fwd_intra(raw g) = SGLang's chunk_local_cumsum, then gdn_fwd_intra (varlen: per sequence)."""
+    from importlib import import_module
+
+    c = CASES[case]
+    k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(5))).to(DEVICE)
+    g_ref = import_module(f"{FLA}.cumsum").chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu)
+    g, w, u, A = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu)
+    assert A is None and g.dtype == torch.float32
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5)
+    w2, u2, _ = ops.gdn_fwd_intra(k, v, g_ref, beta, cu_seqlens=cu)
+    assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
+    g3, w3, u3, A3 = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True)
+    w64, u64, A64 = ref.fwd_intra(k, v, g_ref, beta, cu)
+    assert _rel(A3, A64) < TOL and _rel(w3, w64) < TOL and _rel(u3, u64) < TOL
+
+
 _COMPILE_SM90 = """
 from sglang_trinv.benchmarks.resources import compile_gdn
 fused = compile_gdn()

@@ -20,7 +20,7 @@ import sglang_trinv
 import sglang_trinv.plugin as plugin
 from sglang_trinv import ops
 from sglang_trinv.plugin import ENV_METHOD, ENV_PRECISION, STOCK, _imports, args as plugin_args, backends
-from sglang_trinv.plugin._state import STATE
+from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE, STATE
 from sglang_trinv.registry import METHOD_NAMES
 
 FLA = "sglang.kernels.ops.attention.fla"
@@ -273,20 +273,87 @@ def _fwd_intra_bindings():
 
 
 @pytest.mark.interpreter
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-pipeline", "intra-only"])
 @pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
-def test_gdn_prefill_runs_our_kernel_and_matches_stock(stock_outputs, varlen):
+def test_gdn_prefill_runs_our_kernel_and_matches_stock(stock_outputs, varlen, fused, monkeypatch):
+    from sglang.kernels.ops.attention.fla import chunk
+
     stock_fn = _fwd_intra_bindings()[0]
+    stock_fwd = chunk.chunk_gated_delta_rule_fwd
     assert not getattr(stock_fn, "__sglang_trinv__", False)
+    monkeypatch.setenv(ENV_FUSE_PIPELINE, "1" if fused else "0")
     sglang_trinv.patch("blockdoubling", precision="ieee")
     assert os.environ[ENV_METHOD] == "blockdoubling"  # so schedulers an Engine spawns next follow
     in_chunk, in_chunk_fwd = _fwd_intra_bindings()
     assert in_chunk.__sglang_trinv__ and in_chunk is in_chunk_fwd and in_chunk.__wrapped__ is stock_fn
-    before = plugin.active().counts.get("gdn", 0)
+    # fused: SGLang's pipeline function is ours too (cumsum in our kernel), else it stays SGLang's
+    assert getattr(chunk.chunk_gated_delta_rule_fwd, "__sglang_trinv__", False) is fused
+    assert ("gdn_pipeline" in plugin.active().patched) is fused
+    before = plugin.active().counts
     ours = _run_gdn(varlen)
     after = plugin.active().counts
-    assert after.get("gdn", 0) == before + 1 and after.get("gdn_fallback", 0) == 0
+    assert after.get("gdn", 0) == before.get("gdn", 0) + 1 and after.get("gdn_fallback", 0) == 0
+    assert after.get("gdn_pipeline", 0) == before.get("gdn_pipeline", 0) + int(fused)
     for name, x, ref in zip(("o", "A", "final state"), ours, stock_outputs[varlen]):
+        if name == "A" and fused:
+            assert x is None  # SGLang's ChunkGatedDeltaRuleFunction drops A: the fused pipeline never writes it
+            continue
         torch.testing.assert_close(x, ref, rtol=TOL, atol=TOL, msg=lambda m: f"{name}: {m}")
+    plugin.unpatch()
+    assert chunk.chunk_gated_delta_rule_fwd is stock_fwd
+
+
+def _fake_fwd(q, k, v, g, beta, scale, initial_state, initial_state_indices, cu_seqlens=None, chunk_indices=None):
+    g = chunk_local_cumsum(g)  # noqa: F821 (only its source is read)
+    w, u, A = chunk_gated_delta_rule_fwd_intra(k, v, g, beta)  # noqa: F821
+    h, v_new = chunk_gated_delta_rule_fwd_h(k, w, u, g)  # noqa: F821
+    return g, chunk_fwd_o(q, k, v_new, h, g), A, None, h, None  # noqa: F821
+
+
+def _fake_fwd_other_order(q, k, v, g, beta, scale, initial_state, initial_state_indices, cu_seqlens=None,
+                          chunk_indices=None):
+    w, u, A = chunk_gated_delta_rule_fwd_intra(k, v, g, beta)  # noqa: F821
+    g = chunk_local_cumsum(g)  # noqa: F821
+    h, v_new = chunk_gated_delta_rule_fwd_h(k, w, u, g)  # noqa: F821
+    return g, chunk_fwd_o(q, k, v_new, h, g), A, None, h, None  # noqa: F821
+
+
+class _CallerDropsA:
+    @staticmethod
+    def forward(ctx, q, k):
+        g, o, A, w, h, v_new = chunk_gated_delta_rule_fwd(q=q, k=k)  # noqa: F821
+        return o, h
+
+
+class _CallerKeepsA:
+    @staticmethod
+    def forward(ctx, q, k):
+        g, o, A, w, h, v_new = chunk_gated_delta_rule_fwd(q=q, k=k)  # noqa: F821
+        ctx.save_for_backward(A)
+        return o, h
+
+
+def test_pipeline_fusion_checks_the_stock_source():
+    """Fused only where SGLang's pipeline has the shape we mirror; A is skipped only where the caller drops it."""
+    from types import SimpleNamespace
+
+    from sglang.kernels.ops.attention.fla import chunk
+
+    from sglang_trinv.plugin import gdn
+
+    assert gdn.pipeline_check(chunk) == (None, False)  # the installed SGLang: fusable, A dropped
+    stages = dict(chunk_gated_delta_rule_fwd_h=len, chunk_fwd_o=len)
+    ok = SimpleNamespace(chunk_gated_delta_rule_fwd=_fake_fwd, ChunkGatedDeltaRuleFunction=_CallerDropsA, **stages)
+    assert gdn.pipeline_check(ok) == (None, False)
+    keeps = SimpleNamespace(chunk_gated_delta_rule_fwd=_fake_fwd, ChunkGatedDeltaRuleFunction=_CallerKeepsA, **stages)
+    assert gdn.pipeline_check(keeps) == (None, True)
+    reordered = SimpleNamespace(chunk_gated_delta_rule_fwd=_fake_fwd_other_order,
+                                ChunkGatedDeltaRuleFunction=_CallerDropsA, **stages)
+    reason, _ = gdn.pipeline_check(reordered)
+    assert reason and "not the stages" in reason
+    no_o = SimpleNamespace(chunk_gated_delta_rule_fwd=_fake_fwd, ChunkGatedDeltaRuleFunction=_CallerDropsA,
+                           chunk_gated_delta_rule_fwd_h=len)
+    assert "chunk_fwd_o" in gdn.pipeline_check(no_o)[0]
 
 
 @pytest.mark.interpreter

@@ -248,26 +248,38 @@ def run_whole(inp, tag, rows, tune_intra):
                                                 chunk_indices=ci, inplace_update=True)
 
     results = {}
-    # through the plugin, exactly as a server with --linear-attn-inv METHOD runs it
-    variants = [("stock", None), ("blockdoubling", None), ("column_sweep", None)]
-    for name, p in variants:
+    # through the plugin, exactly as a server with --linear-attn-inv METHOD runs it (fused pipeline: cumsum in
+    # our kernel, A not written); "intra only" swaps just the intra kernel (SGLANG_TRINV_FUSE_PIPELINE=0)
+    from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
+
+    variants = [("stock", None, True), ("blockdoubling", None, True), ("blockdoubling", None, False),
+                ("column_sweep", None, True)]
+    saved_env = os.environ.get(ENV_FUSE_PIPELINE)
+    for name, p, fused in variants:
+        os.environ[ENV_FUSE_PIPELINE] = "1" if fused else "0"
         sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
         try:
             state = h0.clone()
             out = run(state)
             o = out[1].float()
-            results[(name, p)] = (o, state.clone())
+            results.setdefault((name, p), (o, state.clone()))
             scratch = h0.clone()  # updated in place by every timed call; values do not affect the time
             t = bench(lambda: run(scratch))
         finally:
             sglang_trinv.unpatch()
+            if saved_env is None:
+                os.environ.pop(ENV_FUSE_PIPELINE, None)
+            else:
+                os.environ[ENV_FUSE_PIPELINE] = saved_env
         o0, s0 = results[("stock", None)]
         d_o = float((o - o0).abs().max() / o0.abs().max())
         d_s = float((state - s0).abs().max() / s0.abs().max())
-        rows.append(dict(kind="gdn_fwd", method=name, precision=p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}"), us=t, o_rel_vs_stock=d_o,
-                         state_rel_vs_stock=d_s, **tag))
-        print(f"  gdn_fwd    {name:22s} {str(p):12s} {t:8.1f} us  o vs stock {d_o:.2e}  state vs stock {d_s:.2e}",
-              flush=True)
+        pipeline = "" if name == "stock" else (" fused pipeline" if fused else " intra only")
+        label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
+        rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t, o_rel_vs_stock=d_o,
+                         state_rel_vs_stock=d_s, pipeline=pipeline.strip() or "stock", **tag))
+        print(f"  gdn_fwd    {name + pipeline:36s} {str(p):12s} {t:8.1f} us  o vs stock {d_o:.2e}  "
+              f"state vs stock {d_s:.2e}", flush=True)
 
 
 def stability_on_gpu(rows, methods=FAMILY_METHODS):

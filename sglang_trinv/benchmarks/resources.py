@@ -25,7 +25,7 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     diag, whole, dp, mp = ops._method_codes(method, precision, fused)
     tu = tuning or (ops.DEFAULT_TUNING_FUSED if fused else ops.DEFAULT_TUNING)
     sig = {n: "*bf16" for n in ("k", "v", "beta", "Ai", "w", "u")}
-    sig.update({"g": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
+    sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=64, BC=16, BK=tu.BK, BV=tu.BV, GROUP=tu.group, DIAG=diag, WHOLE=whole,
                  DIAG_PREC=dp, MERGE_PREC=mp, USE_G=True, IS_VARLEN=False, STORE_A=True, FUSE_WU=fused,
                  FROM_A=False, FOLD_SCALE=tu.fold_scale and fused)

@@ -138,7 +138,7 @@ def supports(k: torch.Tensor, v: torch.Tensor | None, g: torch.Tensor | None, be
 
 
 def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, BT, method, precision,
-            fuse_wu, store_A, from_A, tuning: Tuning | None):
+            fuse_wu, store_A, from_A, tuning: Tuning | None, g_out=None):
     tuning = tuning or (DEFAULT_TUNING_FUSED if fuse_wu else DEFAULT_TUNING)
     diag, whole, dp, mp = _method_codes(method, precision, fuse_wu)
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
@@ -147,12 +147,12 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     grid = (NT, B * H // group)
     _k.gdn_intra_kernel[grid](
-        k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T,
+        k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
         BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
-        FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu,
+        FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
     )
 
@@ -196,6 +196,27 @@ def gdn_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="bl
     return w, u, Ai
 
 
+def gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="blockdoubling",
+                         precision=None, tuning: Tuning | None = None, store_A: bool = False):
+    """The first two stages of SGLang's ``chunk_gated_delta_rule_fwd`` in one kernel: the chunk-local cumsum of
+    the raw log-gate ``g`` ([B, T, H], any float dtype; fp32 out, as ``chunk_local_cumsum``) and
+    :func:`gdn_fwd_intra` on it. Returns ``(g_cumsum, w, u, A)``; ``A`` is None unless ``store_A`` (the
+    prefill pipeline never reads it)."""
+    _check_varlen(k, cu_seqlens)
+    reason = supports(k, v, g, beta)
+    if reason or g is None:
+        raise ValueError(f"gdn_cumsum_fwd_intra does not support these inputs: {reason or 'g is None'}")
+    B, T, Hg, K = k.shape
+    H, V = v.shape[-2], v.shape[-1]
+    g_out = torch.empty(g.shape, device=g.device, dtype=torch.float)
+    Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=k.dtype) if store_A else None
+    w = k.new_empty(B, T, H, K)
+    u = torch.empty_like(v)
+    _launch(k, v, g, beta, None, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, CHUNK_SIZE,
+            method, precision, fuse_wu=True, store_A=store_A, from_A=False, tuning=tuning, g_out=g_out)
+    return g_out, w, u, Ai
+
+
 def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", precision=None,
                output_dtype=torch.float, tuning: Tuning | None = None) -> torch.Tensor:
     """FLA-compatible stand-alone ``(I + A)^{-1}`` of strictly-lower chunk blocks ``A [B, T, H, BT]``,
@@ -210,7 +231,7 @@ def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", p
     return Ai
 
 
-__all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
+__all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
            "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "prepare_chunk_indices"]
 
 

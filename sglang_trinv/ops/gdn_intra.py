@@ -263,7 +263,7 @@ def _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexp
 # ------------------------------------------------------------------------------------------ the kernel
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_kernel(
-    k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices,
+    k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out,
     T,
     H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,  # BK: KKᵀ reduction, BV: w/u columns
@@ -272,6 +272,7 @@ def gdn_intra_kernel(
     USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, STORE_A: tl.constexpr, FUSE_WU: tl.constexpr,
     FROM_A: tl.constexpr,         # stand-alone solve_tril: read strictly-lower A [.., T, H, BT] instead of KKᵀ
     FOLD_SCALE: tl.constexpr = False,  # w/u: fold β, β·e^g into Ai's columns instead of scaling the loaded rows
+    G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
@@ -352,6 +353,22 @@ def gdn_intra_kernel(
                 g1 = _load_vec(g + bos * H + i_h, t0 + BC, T, H, BC)
                 g2 = _load_vec(g + bos * H + i_h, t0 + 2 * BC, T, H, BC)
                 g3 = _load_vec(g + bos * H + i_h, t0 + 3 * BC, T, H, BC)
+                if G_CUMSUM:
+                    # SGLang's chunk_local_cumsum fused in: g_t = Σ_{s ≤ t in this chunk} raw_s (fp32; rows past
+                    # T load as 0, so the valid prefix sums are unaffected), then stored for the later stages
+                    s0 = tl.sum(g0, 0)
+                    s1 = s0 + tl.sum(g1, 0)
+                    s2 = s1 + tl.sum(g2, 0)
+                    g0 = tl.cumsum(g0, 0)
+                    g1 = tl.cumsum(g1, 0) + s0
+                    g2 = tl.cumsum(g2, 0) + s1
+                    g3 = tl.cumsum(g3, 0) + s2
+                    go = g_out + bos * H + i_h
+                    o_r = t0 + tl.arange(0, BC)
+                    tl.store(go + o_r * H, g0, mask=o_r < T)
+                    tl.store(go + (o_r + BC) * H, g1, mask=o_r + BC < T)
+                    tl.store(go + (o_r + 2 * BC) * H, g2, mask=o_r + 2 * BC < T)
+                    tl.store(go + (o_r + 3 * BC) * H, g3, mask=o_r + 3 * BC < T)
                 a00 *= _safe_exp(g0[:, None] - g0[None, :])
                 a11 *= _safe_exp(g1[:, None] - g1[None, :])
                 a22 *= _safe_exp(g2[:, None] - g2[None, :])

@@ -14,6 +14,8 @@ logger = logging.getLogger("sglang_trinv.plugin")
 STOCK = "stock"
 ENV_METHOD = "SGLANG_LINEAR_ATTN_INV"
 ENV_PRECISION = "SGLANG_LINEAR_ATTN_INV_PRECISION"
+# "0": swap only the intra kernel, leave SGLang's chunk_gated_delta_rule_fwd (cumsum, A written) as it is
+ENV_FUSE_PIPELINE = "SGLANG_TRINV_FUSE_PIPELINE"
 
 
 class IncompatibleSGLangError(RuntimeError):

@@ -7,6 +7,14 @@ SGLang 0.5.x: ``sglang/kernels/ops/attention/fla/chunk.py`` does
 use the fused recurrent kernels and never reach it, so they stay stock. We replace the function object in
 every module that holds it (chunk.py's global is the one that is looked up; chunk_fwd.py's own global so
 later ``from`` imports get ours).
+
+Pipeline fusion (default; ``SGLANG_TRINV_FUSE_PIPELINE=0`` turns it off): chunk.py's
+``chunk_gated_delta_rule_fwd`` is ``g = chunk_local_cumsum(g)`` → intra → ``chunk_gated_delta_rule_fwd_h`` →
+``chunk_fwd_o``, and its only caller (``ChunkGatedDeltaRuleFunction.forward``) drops the returned A. We replace
+it by the same pipeline with the cumsum done inside our intra kernel and A not written
+(:func:`sglang_trinv.ops.gdn_cumsum_fwd_intra`), calling SGLang's own ``fwd_h`` / ``fwd_o``. Installed only
+after checking, from the source, that the stock function still has exactly that shape and that the caller
+still ignores A (else A is written); otherwise only the intra kernel is swapped, with a log line.
 """
 
 from __future__ import annotations
@@ -17,12 +25,20 @@ import inspect
 import sys
 from pathlib import Path
 
-from ._state import STATE, IncompatibleSGLangError, logger, rebind, sglang_version
+import os
+import re
+
+from ._state import ENV_FUSE_PIPELINE, STATE, IncompatibleSGLangError, logger, rebind, sglang_version
 
 CHUNK = "sglang.kernels.ops.attention.fla.chunk"
 CHUNK_FWD = "sglang.kernels.ops.attention.fla.chunk_fwd"
 NAME = "chunk_gated_delta_rule_fwd_intra"
 STOCK_PARAMS = ("k", "v", "g", "beta", "cu_seqlens", "chunk_size", "chunk_indices")
+FWD_NAME = "chunk_gated_delta_rule_fwd"
+FWD_PARAMS = ("q", "k", "v", "g", "beta", "scale", "initial_state", "initial_state_indices", "cu_seqlens",
+              "chunk_indices")
+FWD_EXTRA_PARAMS = {"inplace_update"}  # 0.5.19+: passed through to chunk_gated_delta_rule_fwd_h
+FWD_STAGES = ("chunk_local_cumsum", NAME, "chunk_gated_delta_rule_fwd_h", "chunk_fwd_o")
 
 _warned_fallbacks: set[tuple] = set()
 
@@ -147,3 +163,86 @@ def apply(chunk_module) -> None:
             "sglang-trinv: GDN chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s]",
             STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(), n, NAME,
         )
+    apply_pipeline(chunk_module)
+
+
+# ------------------------------------------------------------------------------------------ pipeline fusion
+def pipeline_check(chunk_module) -> tuple[str | None, bool]:
+    """(reason the pipeline cannot be fused or None, whether A must still be written), from the source."""
+    fwd = getattr(chunk_module, FWD_NAME, None)
+    if fwd is None:
+        return f"{CHUNK} has no {FWD_NAME}", True
+    fwd = getattr(fwd, "__wrapped__", fwd) if getattr(fwd, "__sglang_trinv__", False) else fwd
+    params = tuple(inspect.signature(fwd).parameters)
+    if params[:len(FWD_PARAMS)] != FWD_PARAMS or not set(params[len(FWD_PARAMS):]) <= FWD_EXTRA_PARAMS:
+        return f"{FWD_NAME}{params} is not the signature mirrored {FWD_PARAMS} (+ {sorted(FWD_EXTRA_PARAMS)})", True
+    try:
+        src = inspect.getsource(fwd)
+    except (OSError, TypeError) as e:
+        return f"no source for {FWD_NAME} ({e})", True
+    called = [name for name in re.findall(r"\b(\w+)\(", src) if name in FWD_STAGES]
+    if tuple(called) != FWD_STAGES:
+        return f"{FWD_NAME} calls {called}, not the stages {list(FWD_STAGES)}", True
+    for stage in FWD_STAGES[2:]:
+        if not callable(getattr(chunk_module, stage, None)):
+            return f"{CHUNK} has no {stage}", True
+    # A is unused by the caller iff the only 'A' token in forward() is the unpacking of our return value
+    store_A = True
+    caller = getattr(chunk_module, "ChunkGatedDeltaRuleFunction", None)
+    try:
+        caller_src = inspect.getsource(caller.forward)
+        store_A = len(re.findall(r"\bA\b", caller_src)) != 1 or f"A, w, h, v_new = {FWD_NAME}(" not in caller_src
+    except (AttributeError, OSError, TypeError):
+        pass
+    return None, store_A
+
+
+def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool):
+    from .. import ops
+
+    @functools.wraps(stock_fwd)
+    def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, initial_state_indices, cu_seqlens=None,
+                                   chunk_indices=None, **kwargs):
+        if g is None or ops.supports(k, v, g, beta) is not None:
+            # stock pipeline; its intra call reaches our intra wrapper, which logs the fallback reason
+            return stock_fwd(q, k, v, g, beta, scale, initial_state, initial_state_indices, cu_seqlens=cu_seqlens,
+                             chunk_indices=chunk_indices, **kwargs)
+        method, precision = STATE.method, STATE.precision
+        if not STATE.counts["gdn"]:
+            logger.info("sglang-trinv: first GDN chunk prefill served by %s (precision %s), k%s v%s %s "
+                        "[fused pipeline: cumsum in-kernel, A %s]", method, precision_label(method, precision),
+                        tuple(k.shape), tuple(v.shape), str(k.dtype).replace("torch.", ""),
+                        "written" if store_A else "not written")
+        STATE.counts["gdn"] += 1
+        STATE.counts["gdn_pipeline"] += 1
+        g, w, u, A = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
+                                              method=method, precision=precision, store_A=store_A)
+        h, v_new = chunk_module.chunk_gated_delta_rule_fwd_h(
+            k=k, w=w, u=u, g=g, initial_state=initial_state, initial_state_indices=initial_state_indices,
+            cu_seqlens=cu_seqlens, chunk_indices=chunk_indices, **kwargs)
+        o = chunk_module.chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g, scale=scale, cu_seqlens=cu_seqlens)
+        if getattr(chunk_module, "SUPPRESS_LEVEL", 0) < 3:
+            return g, o, A, None, h, None
+        return g, o, A, w, h, v_new
+
+    chunk_gated_delta_rule_fwd.__sglang_trinv__ = True
+    return chunk_gated_delta_rule_fwd
+
+
+def apply_pipeline(chunk_module) -> None:
+    """Fuse the cumsum into our kernel and skip A where SGLang drops it (after apply(); see module doc)."""
+    with STATE.lock:
+        if "gdn_pipeline" in STATE.patched or "gdn" not in STATE.patched:
+            return
+        if os.environ.get(ENV_FUSE_PIPELINE, "1").strip() == "0":
+            logger.info("sglang-trinv: %s=0: only the intra kernel is swapped", ENV_FUSE_PIPELINE)
+            return
+        reason, store_A = pipeline_check(chunk_module)
+        if reason:
+            logger.info("sglang-trinv: GDN pipeline not fused (%s); only the intra kernel is swapped", reason)
+            return
+        stock = getattr(chunk_module, FWD_NAME)
+        n = rebind(stock, make_fwd_wrapper(stock, chunk_module, store_A))
+        STATE.patched.add("gdn_pipeline")
+        logger.info("sglang-trinv: GDN %s fused: gate cumsum in our kernel, A %s [%d bindings]", FWD_NAME,
+                    "written (a caller may read it)" if store_A else "not written (SGLang drops it)", n)
