@@ -446,7 +446,7 @@ class Run:
                     self.summary["skipped"].update(child.get("skipped", {}))
                 sub = None
             if "tp2" in phases:
-                self.phase("tp2", self.tiny_phase, "tp2", f"{EAGER} --tp-size 2", None, True,
+                self.phase("tp2", self.tiny_phase, "tp2", f"{EAGER} --tp-size 2 {a.tp2_extra}".strip(), None, True,
                            min(a.eval_max_tokens, 4096))
         except KeyboardInterrupt:
             self.summary["interrupted"] = True
@@ -574,6 +574,10 @@ def main(argv=None) -> int:
     ap.add_argument("--launch-module", default="sglang.launch_server", help=argparse.SUPPRESS)
     ap.add_argument("--base-server-args", default=BASE_ARGS + " --mem-fraction-static 0.3")
     ap.add_argument("--startup-timeout", type=float, default=400.0)
+    # 2026-11-27, 2× H200: the stock TP=2 server hung after FlashInfer's TRTLLM all-reduce-fusion workspace set-up
+    # ("[SymmDeviceMemory]" lines, then nothing for 249 s); these flags keep TP=2 on NCCL's plain all-reduce
+    ap.add_argument("--tp2-extra", default="--enforce-disable-flashinfer-allreduce-fusion --disable-custom-all-reduce",
+                    help="extra server arguments for the tp2 phase")
     ap.add_argument("--second-mem-fraction", type=float, default=0.6,
                     help="--mem-fraction-static of the second server of a pair (started after the first is ready)")
     ap.add_argument("--long-prompt-tokens", type=int, default=4000, help="≤ the model's context (tiny: 4096)")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import sglang_trinv.plugin as plugin
 from sglang_trinv import ops
 from sglang_trinv.plugin import ENV_METHOD, ENV_PRECISION
+from sglang_trinv.plugin._state import ENV_KDA
 from sglang_trinv.reference import kda as ref
 from sglang_trinv.reference.inverse import exact_inverse
 
@@ -211,6 +212,19 @@ def clean_selection(monkeypatch):
     plugin.unpatch()
 
 
+def test_kda_stays_stock_unless_opted_in(clean_selection, caplog, monkeypatch):
+    """By default a method applies to GDN only; KDA stays SGLang's, and the log says why and how to opt in."""
+    monkeypatch.delenv(ENV_KDA, raising=False)
+    kda = import_module(f"{FLA}.kda")
+    stock_fn = kda.chunk_kda_fwd_intra
+    with caplog.at_level(logging.INFO, logger="sglang_trinv.plugin"):
+        plugin.patch("blockdoubling")
+    assert kda.chunk_kda_fwd_intra is stock_fn
+    assert "kda" not in plugin.active().patched and "kda_stock" in plugin.active().patched
+    assert any("KDA chunk prefill stays stock" in r.getMessage() and ENV_KDA in r.getMessage()
+               for r in caplog.records)
+
+
 def _run_chunk_kda_fwd(lower_bound):
     """SGLang's chunk_kda_fwd (kda.py) on tiny varlen inputs with initial states -> (o, final states)."""
     kda = import_module(f"{FLA}.kda")
@@ -233,7 +247,8 @@ def _run_chunk_kda_fwd(lower_bound):
 
 
 @pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["exact_gate", "safe_gate"])
-def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_bound, caplog):
+def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_bound, caplog, monkeypatch):
+    monkeypatch.setenv(ENV_KDA, "1")  # opt-in: off by default (slower than stock on Hopper)
     kda = import_module(f"{FLA}.kda")
     chunk_intra = import_module(f"{FLA}.chunk_intra")
     stock_fn = kda.chunk_kda_fwd_intra
@@ -259,8 +274,10 @@ def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_b
     assert ENV_METHOD not in os.environ or not os.environ[ENV_METHOD]
 
 
-def test_plugin_falls_back_to_stock_logged_once(clean_selection, caplog):
+def test_plugin_falls_back_to_stock_logged_once(clean_selection, caplog, monkeypatch):
     from sglang_trinv.plugin import kda as kda_hook
+
+    monkeypatch.setenv(ENV_KDA, "1")
 
     kda = import_module(f"{FLA}.kda")
     kda_hook._warned_fallbacks.clear()

@@ -28,7 +28,7 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=64, BC=16, BK=tu.BK, BV=tu.BV, GROUP=tu.group, DIAG=diag, WHOLE=whole,
                  DIAG_PREC=dp, MERGE_PREC=mp, USE_G=True, IS_VARLEN=False, STORE_A=True, FUSE_WU=fused,
-                 FROM_A=False, FOLD_SCALE=tu.fold_scale and fused)
+                 FROM_A=False, FOLD_SCALE=tu.fold_scale and fused, G_CUMSUM=False)
     sig.update({n: "constexpr" for n in const})
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in const.items()})
     c = triton.compile(src, target=GPUTarget("cuda", 90, 32),

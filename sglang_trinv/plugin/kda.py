@@ -8,6 +8,10 @@ prefill, reached through ``srt/layers/attention/linear/kernels/kda_triton.py``),
 ``(I + A)^{-1}`` by the selected method. Decode/target-verify (fused recurrent) and the other KDA prefill
 backends (helion, CuTe/PTX, Blackwell) never call it and stay stock. We replace the function object in every
 module that holds it (kda.py's global is the one looked up; chunk_intra.py's own so later imports get ours).
+
+Opt-in (``SGLANG_TRINV_KDA=1``): our one-kernel KDA intra is correct but was measured 2.8× slower than
+SGLang's multi-kernel path on an H100 (T=8192, H=32: 1780 vs 634 µs; bench/results/2026-11-27-h100-kda-partial),
+so by default KDA prefill stays stock, said once in the log.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
 
-from ._state import STATE, IncompatibleSGLangError, logger, rebind, sglang_version
+from ._state import ENV_KDA, STATE, IncompatibleSGLangError, logger, rebind, sglang_version
 from .gdn import check_ops as _check_method, precision_label
 
 KDA = "sglang.kernels.ops.attention.fla.kda"
@@ -36,11 +41,18 @@ def kernel_available() -> bool:
     return all(callable(getattr(ops, name, None)) for name in ("kda_fwd_intra", "kda_supports"))
 
 
+def opted_in() -> bool:
+    return os.environ.get(ENV_KDA, "0").strip() == "1"
+
+
 def status() -> str:
     """How KDA prefill is served when a method is selected (for the start-up line)."""
-    if kernel_available():
-        return "uses it too (Triton chunk_kda_fwd_intra)"
-    return "stays stock (no sglang_trinv.ops.kda_fwd_intra)"
+    if not kernel_available():
+        return "stays stock (no sglang_trinv.ops.kda_fwd_intra)"
+    if not opted_in():
+        return (f"stays stock (our KDA kernel is slower than SGLang's on Hopper: H100 1780 vs 634 µs; "
+                f"{ENV_KDA}=1 to use it)")
+    return f"uses it too (Triton chunk_kda_fwd_intra, {ENV_KDA}=1)"
 
 
 def _stock_of(kda_module):
@@ -107,7 +119,7 @@ def apply(kda_module) -> None:
         if "kda" in STATE.patched or "kda_stock" in STATE.patched:
             return
         stock = _stock_of(kda_module)
-        if not kernel_available():
+        if not kernel_available() or not opted_in():
             STATE.patched.add("kda_stock")
             logger.info("sglang-trinv: KDA chunk prefill %s; --linear-attn-inv=%s applies to GDN only",
                         status(), STATE.method)
