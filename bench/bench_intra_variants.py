@@ -32,21 +32,18 @@ WHOLE = ((150, 4, 2, 1), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16, 1), (3276
 os.makedirs(out, exist_ok=True)
 rows = []
 T_ = ops.Tuning
-FUSED = {  # name -> (tuning, store_A)
+FUSED = {  # name -> (tuning, store_A); 2026-11-27 runs: BK=32, β-fold, BV 16/64 and 2 warps all lost (spills)
     "default": (ops.DEFAULT_TUNING_FUSED, True),
-    "BK32": (T_(BK=32, BV=32, num_stages=3), True),
-    "BK32 fold": (T_(BK=32, BV=32, num_stages=3, fold_scale=True), True),
-    "BK64 fold": (T_(BK=64, BV=32, num_stages=3, fold_scale=True), True),
-    "BK32 BV16": (T_(BK=32, BV=16, num_stages=3), True),
-    "BK32 st4": (T_(BK=32, BV=32, num_stages=4), True),
-    "BK32 fold st2": (T_(BK=32, BV=32, num_stages=2, fold_scale=True), True),
-    "BK32 fold BV64": (T_(BK=32, BV=64, num_stages=2, fold_scale=True), True),
-    "BK32 fold w2": (T_(num_warps=2, BK=32, BV=32, num_stages=3, fold_scale=True), True),
     "default noA": (ops.DEFAULT_TUNING_FUSED, False),
-    "BK32 fold noA": (T_(BK=32, BV=32, num_stages=3, fold_scale=True), False),
+    # register caps: ptxas spills a little, more programs fit per SM (sm_90 compile with Triton 3.6:
+    # 168 regs → 192 B stack, 12 programs; 128 → 624 B, 13 (shared memory bound); default 255 → 0 B, 8)
+    "maxnreg 168": (T_(BV=32, num_stages=3, maxnreg=168), True),
+    "maxnreg 128": (T_(BV=32, num_stages=3, maxnreg=128), True),
+    "maxnreg 168 noA": (T_(BV=32, num_stages=3, maxnreg=168), False),
+    "maxnreg 168 st2": (T_(BV=32, num_stages=2, maxnreg=168), True),
+    "maxnreg 144 st2": (T_(BV=32, num_stages=2, maxnreg=144), True),
 }
-INVERSE = {"default": ops.DEFAULT_TUNING, "BK32": T_(BK=32), "BK32 st3": T_(BK=32, num_stages=3),
-           "BK16": T_(BK=16)}
+INVERSE = {"default": ops.DEFAULT_TUNING, "maxnreg 168": T_(maxnreg=168), "maxnreg 128": T_(maxnreg=128)}
 
 
 def err(x, x64):

@@ -92,23 +92,25 @@ def _ours(inputs, method, **kw):
 # --------------------------------------------------------------------------- kernel vs fp64
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_every_method_matches_fp64_varlen(method):
-    """Varlen with a 1-token sequence and partial chunks; the Gram products exact (ieee), the inversion at the
-    method's default precision."""
+@pytest.mark.parametrize("method,diag_gram", [(m, "sglang") for m in METHODS] + [("blockdoubling", "fused")])
+def test_every_method_matches_fp64_varlen(method, diag_gram):
+    """Varlen with a 1-token sequence and partial chunks; the Gram products exact (ieee; SGLang's token-parallel
+    diagonal is exact fp32), the inversion at the method's default precision."""
     inputs = _inputs(**CASES["varlen"])
-    outs = _ours(inputs, method, gram_precision="ieee")
+    outs = _ours(inputs, method, gram_precision="ieee", diag_gram=diag_gram)
     _check(outs, ref.fwd_intra(*inputs[:5], cu_seqlens=inputs[5]), TOL)
 
 
+@pytest.mark.parametrize("diag_gram", ["sglang", "fused"])
 @pytest.mark.parametrize("safe_gate", [False, True], ids=["nested_anchors", "safe_gate"])
-def test_fixed_length_gram_matches_twin(safe_gate):
+def test_fixed_length_gram_matches_twin(safe_gate, diag_gram):
     """B = 2, H = 2, partial chunks. The kernel's Gram matrix equals the twin (families.kda_A): A is
     recovered from the returned (I + A)^{-1} in fp64."""
     c = CASES["fixed"]
     inputs = _inputs(**c, seed=1)
     q, k, v, g, beta, cu = inputs
-    outs = _ours(inputs, "blockdoubling", precision="ieee", gram_precision="ieee", safe_gate=safe_gate)
+    outs = _ours(inputs, "blockdoubling", precision="ieee", gram_precision="ieee", safe_gate=safe_gate,
+                 diag_gram=diag_gram)
     _check(outs, ref.fwd_intra(q, k, v, g, beta), TOL)
     Akk = outs[4].double()
     A_twin = ref.chunk_A(k, g, beta)
@@ -127,7 +129,9 @@ def test_strong_gates_stay_exact():
     inputs = _inputs(B=1, T=40, H=1, K=16, V=16, seed=2, gate="strong")
     q, k, v, g, beta, _ = inputs
     expected = ref.fwd_intra(q, k, v, g, beta)
-    _check(_ours(inputs, "blockdoubling", precision="ieee", gram_precision="ieee"), expected, TOL)
+    for mode in ("sglang", "fused"):  # SGLang's token-parallel diagonal is exact too
+        _check(_ours(inputs, "blockdoubling", precision="ieee", gram_precision="ieee", diag_gram=mode), expected,
+               TOL)
     stock = import_module(f"{FLA}.chunk_intra").chunk_kda_fwd_intra
     s = stock(q, k, v, gk=g, beta=beta, scale=k.shape[-1] ** -0.5, fuse_recompute=True, fuse_diagonal=True)
     assert not (torch.isfinite(s[4]).all() and _rel(s[4], expected[3]) < 1e-2)
@@ -304,6 +308,7 @@ def test_plugin_falls_back_to_stock_logged_once(clean_selection, caplog, monkeyp
 # --------------------------------------------------------------------------- the real (non-interpreted) compile
 
 _COMPILE_SM90 = r"""
+import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -311,14 +316,16 @@ from sglang_trinv import ops
 from sglang_trinv.ops import kda_intra
 
 fn = kda_intra.kda_intra_kernel
+DIAG_IN = sys.argv[1] == "sglang"
 diag, whole, dp, mp = ops._method_codes("blockdoubling", None, True)
 gd, go = ops._gram_codes(None)
 tu = ops.KDA_DEFAULT_TUNING
 ptr = {n: "*bf16" for n in ("q", "k", "v", "beta", "Aqk", "w", "u", "kg")}
-sig = {**ptr, "g": "*fp32", "scale": "fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"}
+sig = {**ptr, "g": "*fp32", "scale": "fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32",
+       "Akkd": "*fp32"}
 const = dict(Akk=None, H=32, K=128, V=128, BT=64, BC=16, BK=tu.BK, BV=tu.BV, DIAG=diag, WHOLE=whole,
              DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go, SAFE_GATE=False, IS_VARLEN=True,
-             STORE_AQK=True, STORE_AKK=False, FUSE_WU=True)
+             STORE_AQK=True, STORE_AKK=False, FUSE_WU=True, DIAG_IN=DIAG_IN)
 sig.update({n: "constexpr" for n in const})
 src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in const.items()})
 c = triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -329,7 +336,8 @@ print("ok")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="on a GPU the kernels above already ran compiled")
-def test_kernel_compiles_for_sm90():
+@pytest.mark.parametrize("diag_gram", ["sglang", "fused"])
+def test_kernel_compiles_for_sm90(diag_gram):
     """The interpreter does not run Triton's compiler: compile the default KDA kernel for an H100 (sm_90, with
     Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU machine."""
     import subprocess
@@ -337,5 +345,6 @@ def test_kernel_compiles_for_sm90():
 
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", _COMPILE_SM90, diag_gram], env=env, capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

@@ -181,6 +181,17 @@ def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
     assert _rel(A3, A64) < TOL and _rel(w3, w64) < TOL and _rel(u3, u64) < TOL
 
 
+def test_register_cap_is_a_launch_option_only():
+    """Tuning.maxnreg caps registers (ptxas spills above it); the results do not change."""
+    c = CASES["varlen"]
+    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    capped = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ops.Tuning(BV=32, num_stages=3, maxnreg=168))
+    for x, y in zip(capped, ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)):
+        assert _rel(x, y) < TOL
+    Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=ops.Tuning(maxnreg=128))
+    assert _rel(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu)) < TOL
+
+
 _COMPILE_SM90 = """
 from sglang_trinv.benchmarks.resources import compile_gdn
 fused = compile_gdn()

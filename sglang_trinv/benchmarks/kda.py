@@ -163,6 +163,13 @@ def run_shape(shape, rows, methods, tuning, with_whole, seed=0):
         f = lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=fuse, fuse_diagonal=fuse, method=m,  # noqa: E731
                                       precision=p, tuning=tuning, **call)
         record(m, label(p), bench(f), e)
+    if not sg:  # the one-kernel variant (diagonal Gram tiles in our kernel too), for the default method
+        m, p = methods[0]
+        f = lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=fuse, fuse_diagonal=fuse, method=m,  # noqa: E731
+                                      precision=p, tuning=tuning, diag_gram="fused", **call)
+        w, u, _, kg, Aqk, Akk = ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=False, method=m, precision=p,
+                                                  tuning=tuning, diag_gram="fused", **call)
+        record(f"{m} (one kernel)", label(p), bench(f), errors(w, u, Akk, refs))
     if with_whole:
         run_whole(inp, tag, rows, methods[:2])
 
@@ -189,11 +196,14 @@ def run_whole(inp, tag, rows, methods):
         return kda.chunk_kda_fwd(q, k, v_buf, g_raw, beta, K ** -0.5, state, idx, cu_seqlens=cu,
                                  lower_bound=lb, chunk_indices=ci)
 
+    from sglang_trinv.plugin._state import ENV_KDA
+
     results = {}
     for name, p in [("stock", None)] + [(m, p) for m, p in methods if m != "stock"]:
         if name == "stock":
             sglang_trinv.unpatch()
         else:
+            os.environ[ENV_KDA] = "1"  # KDA routing is opt-in in the plugin
             sglang_trinv.patch(method=name, precision=p)
         try:
             state = h0.clone()
@@ -203,6 +213,7 @@ def run_whole(inp, tag, rows, methods):
             t = bench(lambda: run(scratch))
         finally:
             sglang_trinv.unpatch()
+            os.environ.pop(ENV_KDA, None)
         o0, s0 = results[("stock", None)]
         d_o = float((o - o0).abs().max() / o0.abs().max())
         d_s = float((state - s0).abs().max() / s0.abs().max())
@@ -326,9 +337,9 @@ def run(args) -> int:
     rows = []
     t0 = time.time()
     if args.tune:
+        # around the H100 sweep's best (1 warp, BK=BV=16, 1 stage; results/2026-11-27-h100-kda-partial)
         cands = [ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st)
-                 for nw in (2, 4, 8) for bk, bv in ((16, 32), (16, 64), (32, 32), (32, 64), (64, 64))
-                 for st in (1, 2, 3)]
+                 for nw in (1, 2, 4) for bk, bv in ((16, 16), (16, 32), (32, 32)) for st in (1, 2)]
         tuning = run_tuning(rows, cands[:2] if args.smoke else cands) or tuning
     meta = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu (interpreter smoke run)",
                 date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,

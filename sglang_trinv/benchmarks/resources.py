@@ -1,5 +1,8 @@
 """Compile the GDN kernel for sm_90 on any machine (no GPU: Triton's bundled ptxas) and print each
-configuration's registers, spills and stack from ``cuobjdump -res-usage``. Registers per 1-warp program bound
+configuration's registers, spills and stack from ``cuobjdump -res-usage``. Use the device's Triton version
+(3.6 on the lent H100/H200 machines: ``pip install --target DIR triton==3.6.0`` and ``PYTHONPATH=DIR``): on
+2026-11-27 a Triton 3.8 compile predicted no spills for BK=32 where the device's 3.6 spilled; with 3.6 and
+the JIT's 16-byte alignment hints (below) the stack sizes order the variants as ncu's spill counts did. Registers per 1-warp program bound
 how many programs an SM keeps resident (65536 registers per SM, at most 32 blocks).
 
     python -m sglang_trinv.benchmarks.resources
@@ -30,9 +33,14 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
                  DIAG_PREC=dp, MERGE_PREC=mp, USE_G=True, IS_VARLEN=False, STORE_A=True, FUSE_WU=fused,
                  FROM_A=False, FOLD_SCALE=tu.fold_scale and fused, G_CUMSUM=False)
     sig.update({n: "constexpr" for n in const})
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in const.items()})
+    # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
+    # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items() if t.startswith("*")}
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in const.items()},
+                    attrs=attrs)
     c = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": tu.num_warps, "num_stages": tu.num_stages})
+                       options={"num_warps": tu.num_warps, "num_stages": tu.num_stages,
+                                **({"maxnreg": tu.maxnreg} if tu.maxnreg else {})})
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(c.asm["cubin"])
         f.flush()
@@ -40,8 +48,12 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     reg = int(re.search(r"REG:(\d+)", out).group(1))
     stack = int(re.search(r"STACK:(\d+)", out).group(1))
     shared = int(re.search(r"SHARED:(\d+)", out).group(1))
-    return dict(regs=reg, stack=stack, shared=shared,
-                resident_programs=min(32, 65536 // (max(reg, 1) * 32 * tu.num_warps)))
+    # resident programs per SM: registers (64K per SM) and shared memory (up to 228 KiB per SM, 1 KiB per block
+    # reserved by the driver: cuobjdump's SHARED) both bound it
+    by_regs = 65536 // (max(reg, 1) * 32 * tu.num_warps)
+    by_smem = (228 * 1024) // (c.metadata.shared + max(shared, 1024))
+    return dict(regs=reg, stack=stack, shared=shared, dyn_shared=c.metadata.shared,
+                resident_programs=min(32, by_regs, by_smem))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class Tuning:
     BV: int = 64
     num_stages: int = 2
     fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
+    maxnreg: int | None = None  # register cap per thread (ptxas spills above it): more resident programs per SM
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -154,6 +155,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
         FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+        **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
     )
 
 
@@ -240,11 +242,11 @@ __all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tr
 # diagonal 16×16 tiles tf32 in its fused/safe_gate kernels, exact fp32 in its token-parallel one);
 # ``gram_precision="DIAG/OFF"`` overrides it (e.g. "ieee" for exact tests, "ieee/bf16" for token-parallel's)
 KDA_GRAM_PRECISION = "tf32/bf16"
-# One program per (chunk, head) holds 20 Gram tiles + the inversion. Not yet timed on a GPU: picked from the
-# sm_90 compile's resource usage (cuobjdump -res-usage, blockdoubling bf16x3/tf32, K=V=128): every config
-# uses 255 registers; spill stack 304 B here vs 416–2632 B for 4/8 warps with BK 32/64 or BV 64.
-# bench/bench_kda.py --tune sweeps the alternatives.
-KDA_DEFAULT_TUNING = Tuning(num_warps=4, BK=16, BV=32)
+# Launch sweep on an H100 (2026-11-27, bench/results/2026-11-27-h100-kda-partial/tuning.log; T=8192, H=32,
+# blockdoubling, the one-kernel diag_gram="fused" mode): 1 warp, BK=BV=16, 1 stage 1421.5 µs, the previous
+# default (4 warps, BK=16, BV=32, 2 stages) 1780.2 µs, others 1891–9623 µs. Not yet swept for the default
+# diag_gram="sglang" split.
+KDA_DEFAULT_TUNING = Tuning(num_warps=1, BK=16, BV=16, num_stages=1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -281,9 +283,26 @@ def kda_supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk: torch.Te
     return None
 
 
+KDA_DIAG_GRAM = "sglang"  # who computes the diagonal 16×16 Gram tiles (see kda_fwd_intra's diag_gram)
+_SGL_CHUNK_INTRA = "sglang.kernels.ops.attention.fla.chunk_intra"
+
+
+def _sglang_kda_diagonal(q, k, gk, beta, Aqk, Akkd, scale, cu_seqlens):
+    """SGLang's own step 1 of chunk_kda_fwd_intra for the exact gate: its token-parallel kernel writes the
+    diagonal 16×16 tiles of Akk (β-scaled, strictly lower, fp32, into Akkd [B, T, H, 16]) and the lower
+    triangles of Aqk's diagonal tiles. (Its safe_gate sub-chunk kernel stores those tiles already inverted by
+    substitution, so it is not used: under safe_gate our kernel's one-anchor diagonal is as cheap.)"""
+    import importlib
+
+    ci = importlib.import_module(_SGL_CHUNK_INTRA)
+    ci.chunk_kda_fwd_intra_token_parallel(q=q, k=k, gk=gk, beta=beta, Aqk=Aqk, Akk=Akkd, scale=scale,
+                                          cu_seqlens=cu_seqlens, chunk_size=CHUNK_SIZE, sub_chunk_size=SUB_CHUNK)
+
+
 def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=CHUNK_SIZE,
                   chunk_indices=None, safe_gate=False, fuse_recompute=False, fuse_diagonal=False, *,
-                  method="blockdoubling", precision=None, gram_precision=None, tuning: Tuning | None = None):
+                  method="blockdoubling", precision=None, gram_precision=None, tuning: Tuning | None = None,
+                  diag_gram: str | None = None):
     """Drop-in for SGLang's ``chunk_kda_fwd_intra`` (``sglang.kernels.ops.attention.fla.chunk_intra``, 0.5.x),
     with the ``(I + A)^{-1}`` by ``method`` / ``precision`` (the registry names and the inversion template of the
     GDN kernel). One kernel per call, none of SGLang's kernels is called.
@@ -308,6 +327,12 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     into the one kernel, and the flags change only which outputs exist (and Aqk's upper part, see above).
     ``gram_precision="DIAG/OFF"`` overrides the Gram products' operand rounding (default
     :data:`KDA_GRAM_PRECISION`, SGLang's).
+
+    ``diag_gram`` (default :data:`KDA_DIAG_GRAM`; exact gate only, ``safe_gate`` always uses our one-anchor
+    diagonal): ``"sglang"`` lets SGLang's token-parallel kernel compute the diagonal 16×16 tiles of Akk and Aqk
+    and our kernel does the rest (off-diagonal tiles, inverse, w/u/kg); ``"fused"`` computes them in our kernel
+    too (one kernel, nested anchors: measured 2.8× slower than stock on an H100,
+    bench/results/2026-11-27-h100-kda-partial). The ``"sglang"`` split is not yet timed on a GPU.
     """
     _check_varlen(k, cu_seqlens)
     reason = kda_supports(q, k, v, gk, beta, chunk_size)
@@ -331,16 +356,23 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     w = torch.empty_like(k)
     u = torch.empty_like(v)
     kg = torch.empty_like(k)
+    mode = diag_gram or KDA_DIAG_GRAM
+    if mode not in ("sglang", "fused"):
+        raise ValueError(f"diag_gram={mode!r}: choose 'sglang' or 'fused'")
+    Akkd = None
+    if mode == "sglang" and not safe_gate:
+        Akkd = torch.empty(B, T, H, SUB_CHUNK, device=k.device, dtype=torch.float32)
+        _sglang_kda_diagonal(q, k, gk, beta, Aqk, Akkd, float(scale), cu_seqlens)
     _kda.kda_intra_kernel[(NT, B * H)](
-        q, k, v, gk, beta, float(scale), Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices, T,
+        q, k, v, gk, beta, float(scale), Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices, Akkd, T,
         H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
         BV=min(tuning.BV, triton.next_power_of_2(V)),
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go,
         SAFE_GATE=bool(safe_gate), IS_VARLEN=cu_seqlens is not None, STORE_AQK=True,
-        STORE_AKK=Akk is not None, FUSE_WU=True,
+        STORE_AKK=Akk is not None, FUSE_WU=True, DIAG_IN=Akkd is not None,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
     )
     return w, u, None, kg, Aqk, Akk
 
 
-__all__ += ["kda_fwd_intra", "kda_supports", "KDA_GRAM_PRECISION"]
+__all__ += ["kda_fwd_intra", "kda_supports", "KDA_GRAM_PRECISION", "KDA_DIAG_GRAM"]

@@ -112,25 +112,33 @@ def _off_gram(a1, p1, kr_g, qr_g, kj, gj, gn, PREC: tl.constexpr):
 
 @triton.jit
 def _store_chunk(base, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, stride,
-                 BT: tl.constexpr, BC: tl.constexpr):
-    """Store the 10 lower tiles of a 64×64 block-lower-triangular matrix, and zeros above them."""
+                 BT: tl.constexpr, BC: tl.constexpr, DIAG_TILES: tl.constexpr = True):
+    """Store the 10 lower tiles of a 64×64 block-lower-triangular matrix, and zeros above them
+    (DIAG_TILES = False: leave the 4 diagonal tiles as they are in memory)."""
     zero = tl.zeros([BC, BC], dtype=tl.float32)
-    _store_rows(base, x00, t0, T, stride, 0, BT, BC, BC)
+    if DIAG_TILES:
+        _store_rows(base, x00, t0, T, stride, 0, BT, BC, BC)
+        _store_rows(base, x11, t0 + BC, T, stride, BC, BT, BC, BC)
+        _store_rows(base, x22, t0 + 2 * BC, T, stride, 2 * BC, BT, BC, BC)
+        _store_rows(base, x33, t0 + 3 * BC, T, stride, 3 * BC, BT, BC, BC)
+    else:  # the lower triangles are someone else's; zero only the strictly upper part of each diagonal tile
+        o_i = tl.arange(0, BC)
+        for r in tl.static_range(4):
+            o_r = t0 + r * BC + o_i
+            m = (o_r < T)[:, None] & (o_i[None, :] > o_i[:, None])
+            tl.store(base + o_r[:, None] * stride + r * BC + o_i[None, :], zero.to(base.dtype.element_ty), mask=m)
     _store_rows(base, zero, t0, T, stride, BC, BT, BC, BC)
     _store_rows(base, zero, t0, T, stride, 2 * BC, BT, BC, BC)
     _store_rows(base, zero, t0, T, stride, 3 * BC, BT, BC, BC)
     _store_rows(base, x10, t0 + BC, T, stride, 0, BT, BC, BC)
-    _store_rows(base, x11, t0 + BC, T, stride, BC, BT, BC, BC)
     _store_rows(base, zero, t0 + BC, T, stride, 2 * BC, BT, BC, BC)
     _store_rows(base, zero, t0 + BC, T, stride, 3 * BC, BT, BC, BC)
     _store_rows(base, x20, t0 + 2 * BC, T, stride, 0, BT, BC, BC)
     _store_rows(base, x21, t0 + 2 * BC, T, stride, BC, BT, BC, BC)
-    _store_rows(base, x22, t0 + 2 * BC, T, stride, 2 * BC, BT, BC, BC)
     _store_rows(base, zero, t0 + 2 * BC, T, stride, 3 * BC, BT, BC, BC)
     _store_rows(base, x30, t0 + 3 * BC, T, stride, 0, BT, BC, BC)
     _store_rows(base, x31, t0 + 3 * BC, T, stride, BC, BT, BC, BC)
     _store_rows(base, x32, t0 + 3 * BC, T, stride, 2 * BC, BT, BC, BC)
-    _store_rows(base, x33, t0 + 3 * BC, T, stride, 3 * BC, BT, BC, BC)
 
 
 @triton.jit
@@ -171,13 +179,15 @@ def _w_kg_rows(w, kg, k_base, g_base, b0, b1, b2, b3, y00, y10, y11, y20, y21, y
 # ------------------------------------------------------------------------------------------ the kernel
 @triton.jit(do_not_specialize=["T"])
 def kda_intra_kernel(
-    q, k, v, g, beta, scale, Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices,
+    q, k, v, g, beta, scale, Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices, Akkd,
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     DIAG: tl.constexpr, WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr,
     GRAM_DIAG: tl.constexpr, GRAM_OFF: tl.constexpr, SAFE_GATE: tl.constexpr,
     IS_VARLEN: tl.constexpr, STORE_AQK: tl.constexpr, STORE_AKK: tl.constexpr, FUSE_WU: tl.constexpr,
+    DIAG_IN: tl.constexpr = False,  # diagonal tiles precomputed by SGLang's own kernel: β-scaled Akk tiles in
+                                    # Akkd [B, T, H, BC] (fp32), Aqk's diagonal tiles already in Aqk
 ):
     tl.static_assert(BT == 4 * BC, "the template works on 4 sub-chunks of BC rows")
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -228,13 +238,15 @@ def kda_intra_kernel(
         g1 = _load_rows(g_base, t0 + BC, T, stride, c0, K, BC, BK).to(tl.float32)
         g2 = _load_rows(g_base, t0 + 2 * BC, T, stride, c0, K, BC, BK).to(tl.float32)
         g3 = _load_rows(g_base, t0 + 3 * BC, T, stride, c0, K, BC, BK).to(tl.float32)
-        a00, p00 = _diag_gram(a00, p00, q0, k0, g0, g_base, t0, T, stride, c0, K, BC, BK, SAFE_GATE, GRAM_DIAG)
-        a11, p11 = _diag_gram(a11, p11, q1, k1, g1, g_base, t0 + BC, T, stride, c0, K, BC, BK, SAFE_GATE,
-                              GRAM_DIAG)
-        a22, p22 = _diag_gram(a22, p22, q2, k2, g2, g_base, t0 + 2 * BC, T, stride, c0, K, BC, BK, SAFE_GATE,
-                              GRAM_DIAG)
-        a33, p33 = _diag_gram(a33, p33, q3, k3, g3, g_base, t0 + 3 * BC, T, stride, c0, K, BC, BK, SAFE_GATE,
-                              GRAM_DIAG)
+        if not DIAG_IN:
+            a00, p00 = _diag_gram(a00, p00, q0, k0, g0, g_base, t0, T, stride, c0, K, BC, BK, SAFE_GATE,
+                                  GRAM_DIAG)
+            a11, p11 = _diag_gram(a11, p11, q1, k1, g1, g_base, t0 + BC, T, stride, c0, K, BC, BK, SAFE_GATE,
+                                  GRAM_DIAG)
+            a22, p22 = _diag_gram(a22, p22, q2, k2, g2, g_base, t0 + 2 * BC, T, stride, c0, K, BC, BK,
+                                  SAFE_GATE, GRAM_DIAG)
+            a33, p33 = _diag_gram(a33, p33, q3, k3, g3, g_base, t0 + 3 * BC, T, stride, c0, K, BC, BK,
+                                  SAFE_GATE, GRAM_DIAG)
         # off-diagonal tiles (r, j < r): rows scaled by 2^{g_r − g_n}, n = first row of sub-chunk r
         gn = _anchor(g_base, t0 + BC, T, stride, c0, K, BK)
         e = _exp2_nonpos(g1 - gn[None, :])
@@ -249,23 +261,30 @@ def kda_intra_kernel(
         a31, p31 = _off_gram(a31, p31, k3 * e, q3 * e, k1, g1, gn, GRAM_OFF)
         a32, p32 = _off_gram(a32, p32, k3 * e, q3 * e, k2, g2, gn, GRAM_OFF)
 
-    # ---- Aqk = scale · (lower incl. diagonal)
+    # ---- Aqk = scale · (lower incl. diagonal); DIAG_IN: its diagonal tiles are already there
     if STORE_AQK:
         _store_chunk(Aqk + (bos * H + i_h) * BT,
                      _tril(p00, False, BC) * scale, p10 * scale, _tril(p11, False, BC) * scale,
                      p20 * scale, p21 * scale, _tril(p22, False, BC) * scale,
                      p30 * scale, p31 * scale, p32 * scale, _tril(p33, False, BC) * scale,
-                     t0, T, H * BT, BT, BC)
+                     t0, T, H * BT, BT, BC, not DIAG_IN)
 
     # ---- Akk = diag(β)·(strictly lower)
     b0 = _load_vec(beta + bos * H + i_h, t0, T, H, BC)
     b1 = _load_vec(beta + bos * H + i_h, t0 + BC, T, H, BC)
     b2 = _load_vec(beta + bos * H + i_h, t0 + 2 * BC, T, H, BC)
     b3 = _load_vec(beta + bos * H + i_h, t0 + 3 * BC, T, H, BC)
-    a00 = _tril(a00, True, BC) * b0[:, None]
-    a11 = _tril(a11, True, BC) * b1[:, None]
-    a22 = _tril(a22, True, BC) * b2[:, None]
-    a33 = _tril(a33, True, BC) * b3[:, None]
+    if DIAG_IN:  # SGLang's diagonal kernels store β_i·Σ_c k_ic k_jc 2^{g_ic − g_jc} for j < i (fp32)
+        d_base = Akkd + (bos * H + i_h) * BC
+        a00 = _tril(_load_rows(d_base, t0, T, H * BC, 0, BC, BC, BC).to(tl.float32), True, BC)
+        a11 = _tril(_load_rows(d_base, t0 + BC, T, H * BC, 0, BC, BC, BC).to(tl.float32), True, BC)
+        a22 = _tril(_load_rows(d_base, t0 + 2 * BC, T, H * BC, 0, BC, BC, BC).to(tl.float32), True, BC)
+        a33 = _tril(_load_rows(d_base, t0 + 3 * BC, T, H * BC, 0, BC, BC, BC).to(tl.float32), True, BC)
+    else:
+        a00 = _tril(a00, True, BC) * b0[:, None]
+        a11 = _tril(a11, True, BC) * b1[:, None]
+        a22 = _tril(a22, True, BC) * b2[:, None]
+        a33 = _tril(a33, True, BC) * b3[:, None]
     a10 = a10 * b1[:, None]
     a20 = a20 * b2[:, None]
     a21 = a21 * b2[:, None]

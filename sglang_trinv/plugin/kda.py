@@ -10,8 +10,10 @@ backends (helion, CuTe/PTX, Blackwell) never call it and stay stock. We replace 
 module that holds it (kda.py's global is the one looked up; chunk_intra.py's own so later imports get ours).
 
 Opt-in (``SGLANG_TRINV_KDA=1``): our one-kernel KDA intra is correct but was measured 2.8× slower than
-SGLang's multi-kernel path on an H100 (T=8192, H=32: 1780 vs 634 µs; bench/results/2026-11-27-h100-kda-partial),
-so by default KDA prefill stays stock, said once in the log.
+SGLang's multi-kernel path on an H100 (T=8192, H=32: 1780 vs 634 µs; bench/results/2026-11-27-h100-kda-partial).
+The kernel now leaves the diagonal Gram tiles to SGLang's token-parallel kernel (``diag_gram="sglang"``), which
+is not yet timed; until it is measured no slower than stock, KDA prefill stays stock by default, said once in
+the log.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def status() -> str:
     if not kernel_available():
         return "stays stock (no sglang_trinv.ops.kda_fwd_intra)"
     if not opted_in():
-        return (f"stays stock (our KDA kernel is slower than SGLang's on Hopper: H100 1780 vs 634 µs; "
+        return (f"stays stock (our KDA path is not yet measured no slower than SGLang's on Hopper; "
                 f"{ENV_KDA}=1 to use it)")
     return f"uses it too (Triton chunk_kda_fwd_intra, {ENV_KDA}=1)"
 
