@@ -2,7 +2,8 @@
 # ON THE GPU MACHINE (device tool), from the repo root, carry [".whl", ".device/sglang_py.tar.xz"]:
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
-#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick (default: variants,ncu,kda)
+#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,evalgpu,gputests
+#                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/trinv-kernels}
@@ -40,6 +41,24 @@ if has kdaquick; then
   timeout 200 python3 bench/bench_kda.py --quick --no-families --out /tmp/kr/kda > /tmp/kr/kda.log 2>&1
   tail -40 /tmp/kr/kda.log
   echo "kdaquick: $(( $(date +%s) - t0 )) s"
+fi
+if has kdatune; then
+  timeout 240 python3 bench/bench_kda.py --quick --no-families --no-whole --tune --out /tmp/kr/kdatune \
+    > /tmp/kr/kdatune.log 2>&1
+  grep -E "tune|intra" /tmp/kr/kdatune.log | tail -40
+  echo "kdatune: $(( $(date +%s) - t0 )) s"
+fi
+if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton path, stock vs ours)
+  timeout 240 python3 -m sglang_trinv.cli eval --backend sglang --device cuda --quiet \
+    --methods stock,blockdoubling,column_sweep,neumann@tf32 --out /tmp/kr/eval-gpu > /tmp/kr/eval-gpu.log 2>&1
+  tail -30 /tmp/kr/eval-gpu.log
+  tar -czf "$out/eval-gpu.tar.gz" -C /tmp/kr eval-gpu eval-gpu.log 2>/dev/null
+  echo "evalgpu: $(( $(date +%s) - t0 )) s"
+fi
+if has gputests; then  # the tests marked gpu (they skip on CPU CI)
+  timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests > /tmp/kr/gputests.log 2>&1
+  tail -15 /tmp/kr/gputests.log
+  echo "gputests: $(( $(date +%s) - t0 )) s"
 fi
 cp /tmp/kr/whole/whole.md /tmp/kr/whole/whole.json /tmp/kr/kda/kda.md /tmp/kr/kda/kda.json "$out/" 2>/dev/null
 cp /tmp/kr/variants.log /tmp/kr/ncu_details.txt "$out/" 2>/dev/null
