@@ -37,6 +37,7 @@ FUSED = {  # name -> (tuning, store_A); 2026-11-27 runs: BK=32, β-fold, BV 16/6
     "default noA": (ops.DEFAULT_TUNING_FUSED, False),
     # register caps: ptxas spills a little, more programs fit per SM (sm_90 compile with Triton 3.6:
     # 168 regs → 192 B stack, 12 programs; 128 → 624 B, 13 (shared memory bound); default 255 → 0 B, 8)
+    "maxnreg 200": (T_(BV=32, num_stages=3, maxnreg=200), True),  # 72 B stack, 10 programs
     "maxnreg 168": (T_(BV=32, num_stages=3, maxnreg=168), True),
     "maxnreg 128": (T_(BV=32, num_stages=3, maxnreg=128), True),
     "maxnreg 168 noA": (T_(BV=32, num_stages=3, maxnreg=168), False),
