@@ -20,3 +20,25 @@ def test_bench_kernels_smoke(tmp_path):
             assert r.get("nonfinite", 0) == 0
         assert r["us"] > 0
     assert "Fused KKᵀ + inverse" in (tmp_path / "kernels.md").read_text()
+
+
+def test_whole_forward_rows_cover_fused_pipeline_and_intra_only(monkeypatch):
+    """bench_whole / bench kernels' whole-forward rows: SGLang's chunk_gated_delta_rule_fwd stock, through the
+    fused pipeline and with only the intra kernel swapped — each one timed and compared with stock."""
+    import os
+
+    from sglang_trinv.benchmarks import kernels as bk
+    from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
+
+    from .conftest import DEVICE
+
+    monkeypatch.setattr(bk, "DEV", DEVICE)
+    inp = bk.make_inputs(100, 2, 1, 16, 16, 2, 0)
+    rows = []
+    bk.run_whole(inp, dict(T=100, H=2, Hg=1, nseq=2), rows, None)
+    assert ENV_FUSE_PIPELINE not in os.environ  # restored
+    labels = [(r["method"], r["pipeline"]) for r in rows]
+    assert labels == [("stock", "stock"), ("blockdoubling", "fused pipeline"), ("blockdoubling", "intra only"),
+                      ("column_sweep", "fused pipeline")]
+    for r in rows:
+        assert r["us"] > 0 and r["o_rel_vs_stock"] < 1e-4 and r["state_rel_vs_stock"] < 1e-4, r
