@@ -40,5 +40,6 @@ def test_whole_forward_rows_cover_fused_pipeline_and_intra_only(monkeypatch):
     labels = [(r["method"], r["pipeline"]) for r in rows]
     assert labels == [("stock", "stock"), ("blockdoubling", "fused pipeline"), ("blockdoubling", "intra only"),
                       ("column_sweep", "fused pipeline")]
+    tol = 1e-4 if DEVICE == "cpu" else 2e-2  # fp32 under the interpreter; bf16 inputs on a GPU
     for r in rows:
-        assert r["us"] > 0 and r["o_rel_vs_stock"] < 1e-4 and r["state_rel_vs_stock"] < 1e-4, r
+        assert r["us"] > 0 and r["o_rel_vs_stock"] < tol and r["state_rel_vs_stock"] < tol, r
