@@ -133,6 +133,26 @@ def _bmm(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
 
 
 @triton.jit
+def _merge16(x11, a10, x00, PREC: tl.constexpr):
+    """Doubling 16 → 32: X10 = −X11·A10·X00."""
+    return -_mm(_mm(x11, a10, PREC), x00, PREC)
+
+
+@triton.jit
+def _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, PREC: tl.constexpr):
+    """Doubling 32 → 64: [X20 X21; X30 X31] = −[X22 0; X32 X33]·([A20 A21; A30 A31]·[X00 0; X10 X11])."""
+    t20 = _mm(a20, x00, PREC) + _mm(a21, x10, PREC)
+    t21 = _mm(a21, x11, PREC)
+    t30 = _mm(a30, x00, PREC) + _mm(a31, x10, PREC)
+    t31 = _mm(a31, x11, PREC)
+    x20 = -_mm(x22, t20, PREC)
+    x21 = -_mm(x22, t21, PREC)
+    x30 = -(_mm(x32, t20, PREC) + _mm(x33, t30, PREC))
+    x31 = -(_mm(x32, t21, PREC) + _mm(x33, t31, PREC))
+    return x20, x21, x30, x31
+
+
+@triton.jit
 def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
               BC: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
               DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr):
@@ -145,18 +165,9 @@ def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
         x11 = _inv_diag(a11, BC, DIAG, DIAG_PREC)
         x22 = _inv_diag(a22, BC, DIAG, DIAG_PREC)
         x33 = _inv_diag(a33, BC, DIAG, DIAG_PREC)
-        # doubling 16 → 32: X10 = −X11·A10·X00, X32 = −X33·A32·X22
-        x10 = -_mm(_mm(x11, a10, MERGE_PREC), x00, MERGE_PREC)
-        x32 = -_mm(_mm(x33, a32, MERGE_PREC), x22, MERGE_PREC)
-        # doubling 32 → 64: [X20 X21; X30 X31] = −[X22 0; X32 X33]·([A20 A21; A30 A31]·[X00 0; X10 X11])
-        t20 = _mm(a20, x00, MERGE_PREC) + _mm(a21, x10, MERGE_PREC)
-        t21 = _mm(a21, x11, MERGE_PREC)
-        t30 = _mm(a30, x00, MERGE_PREC) + _mm(a31, x10, MERGE_PREC)
-        t31 = _mm(a31, x11, MERGE_PREC)
-        x20 = -_mm(x22, t20, MERGE_PREC)
-        x21 = -_mm(x22, t21, MERGE_PREC)
-        x30 = -(_mm(x32, t20, MERGE_PREC) + _mm(x33, t30, MERGE_PREC))
-        x31 = -(_mm(x32, t21, MERGE_PREC) + _mm(x33, t31, MERGE_PREC))
+        x10 = _merge16(x11, a10, x00, MERGE_PREC)
+        x32 = _merge16(x33, a32, x22, MERGE_PREC)
+        x20, x21, x30, x31 = _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, MERGE_PREC)
     elif WHOLE == NEUMANN64:
         # X = (I − A)(I + A²)(I + A⁴)…(I + A³²): 10 block products; intermediates grow like binomials
         x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = (eye - a00, -a10, eye - a11, -a20, -a21, eye - a22,
@@ -247,6 +258,53 @@ def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, 
 
 
 @triton.jit
+def _load_gates(g, g_out, beta, bos, i_h, t0, T, H: tl.constexpr, BC: tl.constexpr, USE_G: tl.constexpr,
+                G_CUMSUM: tl.constexpr):
+    """β and the (chunk-local cumulative) gate of the chunk's 4 sub-chunks, fp32 [BC] each (g = 0 without a gate).
+    G_CUMSUM: ``g`` is the raw log-gate; its chunk-local cumsum (SGLang's chunk_local_cumsum, fused in) is taken
+    here and stored to ``g_out`` for the later pipeline stages (rows past T load as 0: valid prefix sums hold)."""
+    b0 = _load_vec(beta + bos * H + i_h, t0, T, H, BC)
+    b1 = _load_vec(beta + bos * H + i_h, t0 + BC, T, H, BC)
+    b2 = _load_vec(beta + bos * H + i_h, t0 + 2 * BC, T, H, BC)
+    b3 = _load_vec(beta + bos * H + i_h, t0 + 3 * BC, T, H, BC)
+    if USE_G:
+        g0 = _load_vec(g + bos * H + i_h, t0, T, H, BC)
+        g1 = _load_vec(g + bos * H + i_h, t0 + BC, T, H, BC)
+        g2 = _load_vec(g + bos * H + i_h, t0 + 2 * BC, T, H, BC)
+        g3 = _load_vec(g + bos * H + i_h, t0 + 3 * BC, T, H, BC)
+        if G_CUMSUM:
+            s0 = tl.sum(g0, 0)
+            s1 = s0 + tl.sum(g1, 0)
+            s2 = s1 + tl.sum(g2, 0)
+            g0 = tl.cumsum(g0, 0)
+            g1 = tl.cumsum(g1, 0) + s0
+            g2 = tl.cumsum(g2, 0) + s1
+            g3 = tl.cumsum(g3, 0) + s2
+            go = g_out + bos * H + i_h
+            o_r = t0 + tl.arange(0, BC)
+            tl.store(go + o_r * H, g0, mask=o_r < T)
+            tl.store(go + (o_r + BC) * H, g1, mask=o_r + BC < T)
+            tl.store(go + (o_r + 2 * BC) * H, g2, mask=o_r + 2 * BC < T)
+            tl.store(go + (o_r + 3 * BC) * H, g3, mask=o_r + 3 * BC < T)
+    else:
+        g0 = tl.zeros([BC], dtype=tl.float32)
+        g1, g2, g3 = g0, g0, g0
+    return b0, b1, b2, b3, g0, g1, g2, g3
+
+
+@triton.jit
+def _gate(r, bi, gi, gj, BC: tl.constexpr, DIAG_TILE: tl.constexpr, USE_G: tl.constexpr):
+    """A tile from its raw k·kᵀ tile: β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower on a diagonal tile."""
+    a = r * bi[:, None]
+    if DIAG_TILE:
+        o_i = tl.arange(0, BC)
+        a = tl.where(o_i[:, None] > o_i[None, :], a, 0.0)
+    if USE_G:
+        a = a * _safe_exp(gi[:, None] - gj[None, :])
+    return a
+
+
+@triton.jit
 def _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexpr):
     """(chunk index within its sequence, first token, sequence length) of program (i_t, batch i_b);
     varlen: ``chunk_indices[i_t] = (sequence, chunk)`` and ``cu_seqlens`` as in SGLang/FLA."""
@@ -288,9 +346,10 @@ def gdn_intra_kernel(
     o_i = tl.arange(0, BC)
     m_low = o_i[:, None] > o_i[None, :]
 
-    # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
     if not FROM_A:
         k_base = k + (bos * Hg + i_hk) * K
+    # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
+    if not FROM_A:
         r00 = tl.zeros([BC, BC], dtype=tl.float32)
         r10 = tl.zeros([BC, BC], dtype=tl.float32)
         r11 = tl.zeros([BC, BC], dtype=tl.float32)
@@ -332,57 +391,25 @@ def gdn_intra_kernel(
             a31 = _load_rows(ab, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC).to(tl.float32)
             a32 = _load_rows(ab, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC).to(tl.float32)
             a33 = tl.where(m_low, _load_rows(ab, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC).to(tl.float32), 0.0)
+
+            x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
+                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
         else:
             # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower
-            b0 = _load_vec(beta + bos * H + i_h, t0, T, H, BC)
-            b1 = _load_vec(beta + bos * H + i_h, t0 + BC, T, H, BC)
-            b2 = _load_vec(beta + bos * H + i_h, t0 + 2 * BC, T, H, BC)
-            b3 = _load_vec(beta + bos * H + i_h, t0 + 3 * BC, T, H, BC)
-            a00 = tl.where(m_low, r00, 0.0) * b0[:, None]
-            a11 = tl.where(m_low, r11, 0.0) * b1[:, None]
-            a22 = tl.where(m_low, r22, 0.0) * b2[:, None]
-            a33 = tl.where(m_low, r33, 0.0) * b3[:, None]
-            a10 = r10 * b1[:, None]
-            a20 = r20 * b2[:, None]
-            a21 = r21 * b2[:, None]
-            a30 = r30 * b3[:, None]
-            a31 = r31 * b3[:, None]
-            a32 = r32 * b3[:, None]
-            if USE_G:
-                g0 = _load_vec(g + bos * H + i_h, t0, T, H, BC)
-                g1 = _load_vec(g + bos * H + i_h, t0 + BC, T, H, BC)
-                g2 = _load_vec(g + bos * H + i_h, t0 + 2 * BC, T, H, BC)
-                g3 = _load_vec(g + bos * H + i_h, t0 + 3 * BC, T, H, BC)
-                if G_CUMSUM:
-                    # SGLang's chunk_local_cumsum fused in: g_t = Σ_{s ≤ t in this chunk} raw_s (fp32; rows past
-                    # T load as 0, so the valid prefix sums are unaffected), then stored for the later stages
-                    s0 = tl.sum(g0, 0)
-                    s1 = s0 + tl.sum(g1, 0)
-                    s2 = s1 + tl.sum(g2, 0)
-                    g0 = tl.cumsum(g0, 0)
-                    g1 = tl.cumsum(g1, 0) + s0
-                    g2 = tl.cumsum(g2, 0) + s1
-                    g3 = tl.cumsum(g3, 0) + s2
-                    go = g_out + bos * H + i_h
-                    o_r = t0 + tl.arange(0, BC)
-                    tl.store(go + o_r * H, g0, mask=o_r < T)
-                    tl.store(go + (o_r + BC) * H, g1, mask=o_r + BC < T)
-                    tl.store(go + (o_r + 2 * BC) * H, g2, mask=o_r + 2 * BC < T)
-                    tl.store(go + (o_r + 3 * BC) * H, g3, mask=o_r + 3 * BC < T)
-                a00 *= _safe_exp(g0[:, None] - g0[None, :])
-                a11 *= _safe_exp(g1[:, None] - g1[None, :])
-                a22 *= _safe_exp(g2[:, None] - g2[None, :])
-                a33 *= _safe_exp(g3[:, None] - g3[None, :])
-                a10 *= _safe_exp(g1[:, None] - g0[None, :])
-                a20 *= _safe_exp(g2[:, None] - g0[None, :])
-                a21 *= _safe_exp(g2[:, None] - g1[None, :])
-                a30 *= _safe_exp(g3[:, None] - g0[None, :])
-                a31 *= _safe_exp(g3[:, None] - g1[None, :])
-                a32 *= _safe_exp(g3[:, None] - g2[None, :])
-
-        # ---- (I + A)^{-1}
-        x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
-            a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
+            b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
+            a00 = _gate(r00, b0, g0, g0, BC, True, USE_G)
+            a11 = _gate(r11, b1, g1, g1, BC, True, USE_G)
+            a22 = _gate(r22, b2, g2, g2, BC, True, USE_G)
+            a33 = _gate(r33, b3, g3, g3, BC, True, USE_G)
+            a10 = _gate(r10, b1, g1, g0, BC, False, USE_G)
+            a20 = _gate(r20, b2, g2, g0, BC, False, USE_G)
+            a21 = _gate(r21, b2, g2, g1, BC, False, USE_G)
+            a30 = _gate(r30, b3, g3, g0, BC, False, USE_G)
+            a31 = _gate(r31, b3, g3, g1, BC, False, USE_G)
+            a32 = _gate(r32, b3, g3, g2, BC, False, USE_G)
+            # ---- (I + A)^{-1}
+            x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
+                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
 
         # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
         if STORE_A:
