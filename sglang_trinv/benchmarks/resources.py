@@ -57,13 +57,19 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
 
 
 if __name__ == "__main__":
+    print(f"Triton {triton.__version__} (the lent GPU machines run 3.6: compile with that version)", flush=True)
+    T_ = ops.Tuning
     rows = [
-        ("inverse only, blockdoubling bf16x3/tf32", dict(fused=False)),
+        ("inverse only, blockdoubling bf16x3/tf32 (default)", dict(fused=False)),
+        ("inverse only, blockdoubling, maxnreg 168", dict(fused=False, tuning=T_(maxnreg=168))),
+        ("inverse only, blockdoubling, maxnreg 128", dict(fused=False, tuning=T_(maxnreg=128))),
         ("inverse only, forward_substitution", dict(method="forward_substitution", fused=False)),
         ("fused, blockdoubling bf16x3, BV=32 st=3 (default)", dict()),
-        ("fused, blockdoubling bf16x3, BV=64 st=2", dict(tuning=ops.Tuning(BV=64, num_stages=2))),
-        ("fused, blockdoubling bf16x3, BV=16 st=3", dict(tuning=ops.Tuning(BV=16, num_stages=3))),
+        ("fused, blockdoubling bf16x3, maxnreg 200", dict(tuning=T_(BV=32, num_stages=3, maxnreg=200))),
+        ("fused, blockdoubling bf16x3, maxnreg 168", dict(tuning=T_(BV=32, num_stages=3, maxnreg=168))),
+        ("fused, blockdoubling bf16x3, maxnreg 128", dict(tuning=T_(BV=32, num_stages=3, maxnreg=128))),
+        ("fused, blockdoubling bf16x3, BK=32", dict(tuning=T_(BK=32, BV=32, num_stages=3))),
         ("fused, blockdoubling bf16x3/tf32, BV=32 st=3", dict(precision="bf16x3/tf32")),
     ]
     for name, kw in rows:
-        print(f"{name:50s} {compile_gdn(**kw)}", flush=True)
+        print(f"{name:52s} {compile_gdn(**kw)}", flush=True)
