@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "bench": ("sglang_trinv.bench", "A/B benchmark of our kernels vs SGLang's stock kernel (GPU)"),
     "eval": ("sglang_trinv.evals", "end-to-end perplexity/KL/task accuracy of each method vs stock on a model"),
     "methods": ("sglang_trinv.cli", "list the inversion methods and precisions"),
+    "check": ("sglang_trinv.plugin.doctor", "what the plugin will do with this SGLang/GPU (before starting a server)"),
 }
 
 

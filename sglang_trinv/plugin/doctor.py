@@ -1,0 +1,76 @@
+"""``sglang-trinv check``: what the plugin will do in this environment, before a server is started.
+
+Reports the SGLang/torch/Triton versions and the GPU, whether SGLang's server-argument hooks and the GDN / KDA
+prefill functions the plugin patches exist, whether the GDN pipeline can be fused (and whether A is written),
+how KDA prefill will be served, and that a method/precision choice is valid for the kernels. Exit code 0 when
+``--linear-attn-inv METHOD`` would patch GDN prefill here, 1 otherwise (the reasons are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--method", default="blockdoubling", help="the --linear-attn-inv choice to check")
+    ap.add_argument("--precision", default=None, help="the --linear-attn-inv-precision choice to check")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows: list[tuple[str, bool | None, str]] = []  # (item, ok (None: information), detail)
+
+    def add(item, ok, detail):
+        rows.append((item, ok, detail))
+
+    try:
+        import torch
+        import triton
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (kernels run only under the " \
+                                                                               "Triton interpreter)"
+        add("torch / triton", None, f"{torch.__version__} / {triton.__version__}; GPU: {gpu}")
+    except Exception as e:  # noqa: BLE001
+        add("torch / triton", False, f"import failed: {e}")
+    from ._state import ENV_FUSE_PIPELINE, IncompatibleSGLangError, sglang_version
+
+    add("SGLang", None, sglang_version())
+    from . import args as plugin_args, gdn, kda
+
+    for item, fn in (("server-argument hooks", plugin_args.check_hook_targets), ("GDN prefill hook", gdn.static_check)):
+        try:
+            fn()
+            add(item, True, "present")
+        except (IncompatibleSGLangError, ImportError) as e:
+            add(item, False, str(e))
+    try:
+        gdn.check_ops(args.method, args.precision)
+        from ..registry import get_method
+
+        stable = get_method(args.method).stable
+        add(f"method {args.method}" + (f" @ {args.precision}" if args.precision else ""), True,
+            f"kernel precision {gdn.precision_label(args.method, args.precision)}" +
+            ("" if stable else "; WARNING: marked unstable (wrong results on correlated keys, see README)"))
+    except (ValueError, ImportError) as e:
+        add(f"method {args.method}", False, str(e))
+    try:
+        chunk = importlib.import_module(gdn.CHUNK)
+        reason, store_A = gdn.pipeline_check(chunk)
+        if reason:
+            add("GDN pipeline fusion", None, f"not possible ({reason}): only the intra kernel is swapped")
+        else:
+            add("GDN pipeline fusion", None, "possible: gate cumsum in our kernel, A " +
+                ("written (a caller reads it)" if store_A else "not written (SGLang drops it)") +
+                f"; {ENV_FUSE_PIPELINE}=0 disables it")
+    except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
+        add("GDN pipeline fusion", None, f"not checked ({type(e).__name__}: {e})")
+    add("KDA prefill", None, kda.status())
+
+    width = max(len(r[0]) for r in rows)
+    for item, ok, detail in rows:
+        mark = "  " if ok is None else ("ok" if ok else "NO")
+        print(f"[{mark}] {item:{width}s}  {detail}")
+    bad = [r for r in rows if r[1] is False]
+    print("\n" + ("--linear-attn-inv %s would patch GDN prefill here" % args.method if not bad else
+                  "--linear-attn-inv %s would NOT work here: %s" % (args.method, "; ".join(r[0] for r in bad))))
+    return 1 if bad else 0
