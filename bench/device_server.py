@@ -56,7 +56,7 @@ from sglang_trinv.benchmarks import prefill as P
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "evals" / "models" / "qwen3-next-tiny-stdlib"
 STOCK = "stock"
-# serve.sh conventions (/work/shared/device-sglang): what SGLang 0.5.17 needs on the device machine
+# serve.sh conventions (the shared device-sglang recipe, bench/device/): what SGLang 0.5.17 needs on the device machine
 BASE_ARGS = ("--attention-backend triton --sampling-backend pytorch --grammar-backend none --skip-server-warmup "
              "--mm-feature-transport cpu")
 EAGER = "--cuda-graph-backend-decode disabled --cuda-graph-backend-prefill disabled"

@@ -6,7 +6,7 @@
 #   bash bench/device_server.sh --phases eager,graphs,prefill     # one GPU (or 2: prefill runs on GPU 1)
 #   bash bench/device_server.sh --phases tp2                      # nvidia-h100-x2: --tp-size 2
 #
-# 1. unpacks .device/server/site.tar.xz (SGLang 0.5.17 + what the image lacks; /work/shared/device-sglang
+# 1. unpacks .device/server/site.tar.xz (SGLang 0.5.17 + what the image lacks; the shared device-sglang recipe
 #    recipe, copied in bench/device/) into $SITE_DIR (default /tmp/sglang-site), once per machine;
 # 2. installs this project's wheel (.device/server/sglang_trinv-*.whl; built here offline if not carried)
 #    into that site with pip --target, so the sglang.srt.plugins entry point exists;

@@ -34,6 +34,16 @@ from sglang_trinv.evals_data import (HELDOUT_FILES, python_version, read_texts, 
 EOS = "<|endoftext|>"
 
 
+
+def _portable(path) -> str:
+    """The stdlib folder without this machine's install prefix (no machine paths in committed files)."""
+    import sys
+
+    try:
+        return f"<python {sys.version.split()[0]} prefix>/{Path(path).relative_to(sys.base_prefix)}"
+    except ValueError:
+        return Path(path).name
+
 def train_tokenizer(texts: list[str], vocab_size: int):
     """Byte-level BPE (GPT-2 style pre-tokenizer, no prefix space) wrapped for transformers/SGLang."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -219,7 +229,7 @@ def main(argv=None) -> int:
         w.writerows(rows)
     plot_curve(rows, out / "loss_curve.png", f"{out.name}: {n_params / 1e6:.2f} M params, {step} steps")
     meta = {
-        "python": python_version(), "stdlib_dir": str(stdlib_dir()), "torch": torch.__version__,
+        "python": python_version(), "stdlib_dir": _portable(stdlib_dir()), "torch": torch.__version__,
         "train_files": len(train_files), "train_tokens_in_corpus": len(train_ids),
         "heldout_files": list(HELDOUT_FILES), "heldout_tokens": len(held_ids),
         "params": n_params, "dtype": str(dtype).replace("torch.", ""), "vocab": len(tok),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copied unchanged (but for this line) from /work/shared/device-sglang/build_site.sh (verified recipe, 2026-11-26).
+# Copied unchanged (but for this line) from the shared device-sglang recipe/build_site.sh (verified recipe, 2026-11-26).
 # Build site.tar.xz: the Python packages a real SGLang 0.5.17 HTTP server needs on the GPU machine
 # (Python 3.12, torch 2.11+cu130, triton 3.6, no internet) that its image lacks or has at a conflicting
 # version, installed with pip --target for cp312/x86_64, trimmed, xz-packed to fit the 64 MiB carry limit.

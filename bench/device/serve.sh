@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copied unchanged (but for this line) from /work/shared/device-sglang/serve.sh; bench/device_server.sh follows its conventions.
+# Copied unchanged (but for this line) from the shared device-sglang recipe/serve.sh; bench/device_server.sh follows its conventions.
 # ON THE GPU MACHINE: unpack site.tar.xz (once per machine), start a real SGLang server in the background and
 # wait until it answers. Usage: bash serve.sh SITE_TAR MODEL_DIR PORT LOG [extra sglang args...]
 # Prints the server's process-group id last; stop it with: kill -- -PGID
