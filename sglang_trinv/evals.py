@@ -587,13 +587,19 @@ def _fmt(x, spec=".4f"):
 def _markdown(meta: dict, results: list[MethodResult], violations) -> str:
     base = results[0]
     L = [f"# sglang-trinv eval: {meta['model_name']}", "",
-         f"- model: `{meta['model']}` ({meta['params'] / 1e6:.2f} M params, {meta['model_dtype']}); "
+         f"- model: `{meta['model']}` (" + ("served" if meta["backend"] == "server" else
+                                              f"{meta['params'] / 1e6:.2f} M params, {meta['model_dtype']}") + "); "
          f"backend **{meta['backend']}** on {meta['device']}",
          f"- corpus: {meta['corpus']}; {base.tokens:,} scored tokens in windows of {meta['ctx']} "
          f"({meta['windows']} windows)",
          f"- baseline: `{base.label}` = {base.description}",
          f"- Python {meta['python']}, torch {meta['torch']}, transformers {meta['transformers']}; "
          f"{meta['threads']} CPU thread(s); total {meta['seconds']:.0f} s", ""]
+    if meta["backend"] == "server":
+        L += [f"Server mode: KL columns are lower bounds of KL(stock ‖ method) in nats, from each position's "
+              f"two distributions coarsened to the tokens in both top-{meta.get('server_topk')} lists plus the "
+              "rest (SGLang's /generate returns no full distributions); max abs Δlogp is over the text's tokens.",
+              ""]
     if meta["backend"] == "reference":
         L += ["Reference backend: the GDN chunk math of transformers' torch fallback in fp32; only "
               "`(I + A)^{-1}` changes (registry method with emulated GPU precision). KL = mean over "
@@ -726,6 +732,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passkey-trials", type=int, default=3)
     p.add_argument("--stress-len", type=int, default=256, help="0 disables the stress prompts")
     p.add_argument("--out", default=None, help="report folder (default evals/results/<model>-<backend>)")
+    p.add_argument("--server-topk", type=int, default=20,
+                   help="server mode: top-k log-probs per position requested for the KL lower bounds")
     p.add_argument("--server-url", action="append", default=[], metavar="METHOD=URL",
                    help="server mode: a running SGLang server per method (repeat), e.g. stock=http://127.0.0.1:30000")
     p.add_argument("--fail-if-worse", action="store_true", help="exit 1 when a method breaches a threshold")

@@ -145,7 +145,7 @@ def test_empty_corpus_and_bad_mc(tmp_path):
 def test_server_client_matches_in_process(model_tok, heldout_ids, tmp_path):
     """Two stand-in servers (SGLang's /generate logprob schema, real model in-process): the client's
     perplexity equals the in-process one, and the report compares the two methods."""
-    from sglang_trinv.evals_server import prompt_logprobs, serve
+    from sglang_trinv.evals_server import coarse_kl, prompt_logprobs, prompt_logprobs_topk, serve
 
     model, _ = model_tok
     s1, u1 = serve(MODEL, "stock")
@@ -166,6 +166,17 @@ def test_server_client_matches_in_process(model_tok, heldout_ids, tmp_path):
         r0, r1 = data["results"]
         assert r0["tokens"] == 238 and r1["top1_agree"] >= 0.99
         assert abs(r1["ppl"] - r0["ppl"]) / r0["ppl"] < 1e-3
+        # KL lower bounds (top-20 coarsening) ≤ the in-process KL between the same two methods
+        assert 0.0 <= r1["kl_mean"] <= r1["kl_max"] and r1["max_abs_logprob_diff"] >= 0.0
+        with E.gdn_inversion(E.parse_methods("blockdoubling")[0]):
+            lp_m = E.logprobs(model, torch.tensor([ids]))[0]
+        true_kl = (ref.exp() * (ref - lp_m)).sum(-1)  # KL(stock ‖ blockdoubling) per position, first window
+        lps_s, tops_s = prompt_logprobs_topk(u1, ids, 20)
+        lps_m, tops_m = prompt_logprobs_topk(u2, ids, 20)
+        bounds = [coarse_kl(a, b) for a, b in zip(tops_s, tops_m)]
+        # (up to the fp32 rounding of the returned log-probs: both methods agree to ~1e-9 here)
+        assert all(bd <= float(t) + 1e-6 for bd, t in zip(bounds, true_kl[:-1]))
+        assert "lower bounds of KL(stock ‖ method)" in (out / "report.md").read_text()
     finally:
         s1.shutdown()
         s2.shutdown()
@@ -189,3 +200,22 @@ def test_sglang_backend_on_gpu(tmp_path):
     assert res[1].hook["calls"] == 3 * 4
     assert res[1].top1_agree >= 0.98 and abs(res[1].ppl_rel_delta) < 0.01
     assert plugin.active().method == "stock"  # unpatched afterwards
+
+
+def test_coarse_kl_is_a_lower_bound_and_exact_with_full_lists():
+    """Server-mode KL: distributions coarsened to the common top-k tokens + rest never exceed the true KL."""
+    from sglang_trinv.evals_server import coarse_kl
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        lp = torch.log_softmax(torch.randn(50, generator=gen, dtype=torch.float64) * 2, -1)
+        lq = torch.log_softmax(lp + 0.3 * torch.randn(50, generator=gen, dtype=torch.float64), -1)
+        true = float((lp.exp() * (lp - lq)).sum())
+
+        def top(x, k):
+            v, i = x.topk(k)
+            return {int(a): float(b) for a, b in zip(i, v)}
+
+        for k in (1, 5, 20):
+            assert 0.0 <= coarse_kl(top(lp, k), top(lq, k)) <= true + 1e-12
+        assert abs(coarse_kl(top(lp, 50), top(lq, 50)) - true) < 1e-9
