@@ -313,21 +313,29 @@ def make_mc_items(docs: list[str], n: int, n_choices: int = 4, seed: int = 0, co
     return items
 
 
-def mc_predictions(model, tok, items: list[dict]) -> tuple[list[int], list[int], float]:
+def model_scorer(model):
+    """``score(ids) -> (log p(ids[t+1] | ids[:t+1]) for t < n−1, argmax token at each of those positions)`` of a
+    model in this process; the server mode passes the same thing from SGLang's /generate (evals_server)."""
+    def score(ids: list[int]) -> tuple[list[float], list[int]]:
+        lp = logprobs(model, torch.tensor([ids]))[0]
+        return lp.gather(-1, torch.tensor(ids[1:])[:, None])[:, 0].tolist(), lp.argmax(-1).tolist()
+    return score
+
+
+def mc_predictions(score, tok, items: list[dict]) -> tuple[list[int], list[int], float]:
     """Predicted choice per item by mean log-likelihood per choice token (primary: summed log-likelihood
-    favours short choices, measured 0.25 = chance vs 0.42 on the shipped task) and by the sum; wall time."""
+    favours short choices, measured 0.25 = chance vs 0.42 on the shipped task) and by the sum; wall time.
+    ``score``: :func:`model_scorer` or a server's."""
     preds, preds_sum, t = [], [], 0.0
     for it in items:
         q = tok(it["question"], add_special_tokens=False)["input_ids"]
         scores = []
         for c in it["choices"]:
             cid = tok(c, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([q + cid])
             t0 = time.perf_counter()
-            lp = logprobs(model, ids)[0]
+            lps, _ = score(q + cid)
             t += time.perf_counter() - t0
-            tgt = torch.tensor(cid)
-            scores.append(float(lp[len(q) - 1:].gather(-1, tgt[:, None]).sum()))
+            scores.append(float(sum(lps[len(q) - 1:])))
         means = [sc / len(tok(c, add_special_tokens=False)["input_ids"]) for sc, c in zip(scores, it["choices"])]
         preds.append(max(range(len(means)), key=means.__getitem__))
         preds_sum.append(max(range(len(scores)), key=scores.__getitem__))
@@ -360,21 +368,44 @@ def make_passkey_prompts(tok, filler_ids: list[int], lengths, depths, trials: in
     return prompts
 
 
-def passkey_scores(model, prompts: list[dict]) -> tuple[list[dict], float]:
+def passkey_scores(score, prompts: list[dict]) -> tuple[list[dict], float]:
     out, t = [], 0.0
     for p in prompts:
         n = p["n_answer"]
         res = []
         for key in ("ids", "control_ids"):
-            ids = torch.tensor([p[key]])
+            ids = p[key]
             t0 = time.perf_counter()
-            lpa = logprobs(model, ids)[0][-n:]
+            lps, top1 = score(ids)
             t += time.perf_counter() - t0
-            tgt = ids[0, -n:]
-            res.append((bool((lpa.argmax(-1) == tgt).all()), float(lpa.gather(-1, tgt[:, None]).mean())))
+            res.append((top1[-n:] == ids[-n:], sum(lps[-n:]) / n))
         out.append({"length": p["length"], "depth": p["depth"], "hit": res[0][0], "key_logprob": res[0][1],
                     "gain": res[0][1] - res[1][1]})
     return out, t
+
+
+def summarize_passkey(scores: list[dict]) -> dict:
+    by = {}
+    for sc in scores:
+        by.setdefault(f"{sc['length']}@{sc['depth']}", []).append(sc)
+    return {
+        "accuracy": sum(sc["hit"] for sc in scores) / len(scores),
+        "mean_key_logprob": sum(sc["key_logprob"] for sc in scores) / len(scores),
+        "mean_gain": sum(sc["gain"] for sc in scores) / len(scores),
+        "by_length_depth": {k: {"accuracy": sum(v["hit"] for v in vs) / len(vs),
+                                "mean_key_logprob": sum(v["key_logprob"] for v in vs) / len(vs),
+                                "mean_gain": sum(v["gain"] for v in vs) / len(vs)}
+                            for k, vs in by.items()},
+    }
+
+
+def score_mc(results: list, i: int, preds: list[int], preds_sum: list[int], items: list[dict], base_preds):
+    """Fill method i's multiple-choice fields; returns the baseline predictions (method 0's)."""
+    results[i].mc_accuracy = sum(p == it["answer"] for p, it in zip(preds, items)) / len(items)
+    results[i].mc_accuracy_sum = sum(p == it["answer"] for p, it in zip(preds_sum, items)) / len(items)
+    base_preds = base_preds or preds
+    results[i].mc_agree = sum(a == b for a, b in zip(preds, base_preds)) / len(preds)
+    return base_preds
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -455,38 +486,25 @@ def evaluate(model, tok, specs: list[MethodSpec], docs: list[str], *, ctx: int =
         r.ppl_delta = r.ppl - results[0].ppl
         r.ppl_rel_delta = r.ppl_delta / results[0].ppl
 
+    score = model_scorer(model)
     if mc_items:
         base_preds = None
         for i, s in enumerate(tqdm(specs, desc="multiple choice", disable=not progress)):
             with gdn_inversion(s, backend) as st:
-                preds, preds_sum, t = mc_predictions(model, tok, mc_items)
+                preds, preds_sum, t = mc_predictions(score, tok, mc_items)
             _merge(hooks[i], st)
             results[i].seconds += t
-            results[i].mc_accuracy = sum(p == it["answer"] for p, it in zip(preds, mc_items)) / len(mc_items)
-            results[i].mc_accuracy_sum = sum(p == it["answer"] for p, it in zip(preds_sum, mc_items)) / len(mc_items)
-            base_preds = base_preds or preds
-            results[i].mc_agree = sum(a == b for a, b in zip(preds, base_preds)) / len(preds)
+            base_preds = score_mc(results, i, preds, preds_sum, mc_items, base_preds)
 
     if passkey:
         prompts = make_passkey_prompts(tok, ids, passkey["lengths"], passkey["depths"], passkey["trials"],
                                        passkey.get("seed", 0))
         for i, s in enumerate(tqdm(specs, desc="passkey", disable=not progress)):
             with gdn_inversion(s, backend) as st:
-                scores, t = passkey_scores(model, prompts)
+                scores, t = passkey_scores(score, prompts)
             _merge(hooks[i], st)
             results[i].seconds += t
-            by = {}
-            for sc in scores:
-                by.setdefault(f"{sc['length']}@{sc['depth']}", []).append(sc)
-            results[i].passkey = {
-                "accuracy": sum(sc["hit"] for sc in scores) / len(scores),
-                "mean_key_logprob": sum(sc["key_logprob"] for sc in scores) / len(scores),
-                "mean_gain": sum(sc["gain"] for sc in scores) / len(scores),
-                "by_length_depth": {k: {"accuracy": sum(v["hit"] for v in vs) / len(vs),
-                                        "mean_key_logprob": sum(v["key_logprob"] for v in vs) / len(vs),
-                                        "mean_gain": sum(v["gain"] for v in vs) / len(vs)}
-                                    for k, vs in by.items()},
-            }
+            results[i].passkey = summarize_passkey(scores)
 
     if stress_len:
         stress = stress_prompts(tok, stress_len)
@@ -769,6 +787,19 @@ def _rel(p) -> str:
         return str(p)
 
 
+def task_config(args: argparse.Namespace):
+    """(multiple-choice items or None, their file, passkey settings or None) from the command line; the
+    shipped MC task is the default only for the shipped model. Raises FileNotFoundError/ValueError."""
+    mc_path = args.mc or (DEFAULT_MC if Path(args.model).resolve() == DEFAULT_MODEL.resolve() else None)
+    mc_items = load_mc(args.mc) if args.mc else None  # an explicit file must exist even with --no-tasks
+    mc_items = None if args.no_tasks or mc_path is None else (mc_items or load_mc(mc_path))[: args.mc_limit]
+    passkey = None if args.no_tasks else {
+        "lengths": [int(x) for x in args.passkey_lengths.split(",") if x],
+        "depths": [float(x) for x in args.passkey_depths.split(",") if x],
+        "trials": args.passkey_trials, "seed": args.seed}
+    return mc_items, mc_path, passkey
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -787,15 +818,9 @@ def run(args: argparse.Namespace) -> int:
         specs = parse_methods(args.methods, backend)
         docs, corpus_label = load_corpus(args.corpus)
         model, tok = load_model(args.model, device)
-        mc_path = args.mc or (DEFAULT_MC if Path(args.model).resolve() == DEFAULT_MODEL.resolve() else None)
-        mc_items = load_mc(args.mc) if args.mc else None  # an explicit file must exist even with --no-tasks
-        mc_items = None if args.no_tasks or mc_path is None else (mc_items or load_mc(mc_path))[: args.mc_limit]
+        mc_items, mc_path, passkey = task_config(args)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"sglang-trinv eval: {e}") from None
-    passkey = None if args.no_tasks else {
-        "lengths": [int(x) for x in args.passkey_lengths.split(",") if x],
-        "depths": [float(x) for x in args.passkey_depths.split(",") if x],
-        "trials": args.passkey_trials, "seed": args.seed}
     t0 = time.time()
     results = evaluate(model, tok, specs, docs, ctx=args.ctx, max_tokens=args.max_tokens, backend=backend,
                        mc_items=mc_items, passkey=passkey, stress_len=args.stress_len, progress=not args.quiet)

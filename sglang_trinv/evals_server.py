@@ -96,8 +96,14 @@ def coarse_kl(p: dict[int, float], q: dict[int, float]) -> float:
     return max(kl, 0.0)
 
 
+def server_scorer(url: str):
+    """The server's ``score(ids)`` for the shared task code (:func:`sglang_trinv.evals.model_scorer`'s twin)."""
+    return lambda ids: prompt_logprobs(url, ids)
+
+
 def run_server_mode(args, th) -> int:
-    from .evals import MethodResult, breaches, write_reports
+    from .evals import (MethodResult, _rel, breaches, make_passkey_prompts, mc_predictions, passkey_scores,
+                        score_mc, summarize_passkey, task_config, write_reports)
     from .evals_data import load_corpus, python_version, token_stream, token_windows
 
     try:
@@ -108,6 +114,7 @@ def run_server_mode(args, th) -> int:
         if not (Path(args.model) / "tokenizer_config.json").is_file():
             raise FileNotFoundError(f"tokenizer of the served model not found in {args.model} (pass --model)")
         tok = AutoTokenizer.from_pretrained(args.model)
+        mc_items, mc_path, passkey = task_config(args)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"sglang-trinv eval: {e}") from None
     windows = token_windows(token_stream(tok, docs), args.ctx, args.max_tokens)
@@ -137,17 +144,33 @@ def run_server_mode(args, th) -> int:
             kls = [coarse_kl(b, t) for b, t in zip(base_top, tops) if b and t]
             kl_sum[i] += sum(kls)
             r.kl_max = max([r.kl_max] + kls)
+    # tasks: the same code as in-process, scored by each server (multiple choice, passkey retrieval)
+    if mc_items:
+        base_preds = None
+        for i, (label, url) in enumerate(tqdm(servers, desc="multiple choice", disable=args.quiet)):
+            preds, preds_sum, t = mc_predictions(server_scorer(url), tok, mc_items)
+            results[i].seconds += t
+            base_preds = score_mc(results, i, preds, preds_sum, mc_items, base_preds)
+    if passkey:
+        prompts = make_passkey_prompts(tok, token_stream(tok, docs), passkey["lengths"], passkey["depths"],
+                                       passkey["trials"], passkey.get("seed", 0))
+        for i, (label, url) in enumerate(tqdm(servers, desc="passkey", disable=args.quiet)):
+            scores, t = passkey_scores(server_scorer(url), prompts)
+            results[i].seconds += t
+            results[i].passkey = summarize_passkey(scores)
     for i, r in enumerate(results):
         r.ppl = math.exp(r.nll / r.tokens) if math.isfinite(r.nll) else float("inf")
         r.ppl_delta = r.ppl - results[0].ppl
         r.ppl_rel_delta = r.ppl_delta / results[0].ppl
         r.top1_agree = agree[i] / r.tokens if i else 1.0
         r.kl_mean = kl_sum[i] / r.tokens  # lower bounds (top-k coarsening, see the module docstring)
-    meta = {"model": str(args.model), "model_name": Path(args.model).name, "params": 0, "model_dtype": "server",
+    meta = {"model": _rel(args.model), "model_name": Path(args.model).name, "params": 0, "model_dtype": "server",
             "backend": "server", "device": ", ".join(f"{lab}={url}" for lab, url in servers),
             "corpus": corpus_label, "ctx": args.ctx, "windows": len(windows), "python": python_version(),
             "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-            "threads": args.threads, "seconds": time.time() - t_start, "mc": None, "passkey": None,
+            "threads": args.threads, "seconds": time.time() - t_start,
+            "mc": None if not mc_items else {"source": _rel(mc_path), "items": len(mc_items),
+                                             "choices": len(mc_items[0]["choices"])}, "passkey": passkey,
             "stress_len": 0, "thresholds": asdict(th), "fail_skip": [], "server_topk": k}
     # a KL lower bound above max_kl is a real breach, so every threshold applies as in-process
     violations = breaches(results, th) if args.fail_if_worse else None

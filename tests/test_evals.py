@@ -160,10 +160,19 @@ def test_server_client_matches_in_process(model_tok, heldout_ids, tmp_path):
         assert top1 == ref.argmax(-1).tolist()
         out = tmp_path / "srv"
         rc = cli_main(["eval", "--server-url", f"stock={u1}", "--server-url", f"blockdoubling={u2}",
-                       "--max-tokens", "240", "--ctx", "120", "--out", str(out), "--quiet", "--fail-if-worse"])
+                       "--max-tokens", "240", "--ctx", "120", "--out", str(out), "--quiet", "--fail-if-worse",
+                       "--mc-limit", "6", "--passkey-lengths", "200", "--passkey-depths", "0.5",
+                       "--passkey-trials", "2"])
         assert rc == 0
         data = json.loads((out / "report.json").read_text())
         r0, r1 = data["results"]
+        # tasks through the servers = the same task code in-process (stock, fp32: identical scores)
+        items = E.load_mc(E.DEFAULT_MC)[:6]
+        with E.gdn_inversion(E.parse_methods("stock")[0]):
+            preds, _, _ = E.mc_predictions(E.model_scorer(model), model_tok[1], items)
+        assert r0["mc_accuracy"] == sum(p == it["answer"] for p, it in zip(preds, items)) / 6
+        assert r1["mc_agree"] is not None and r0["passkey"]["by_length_depth"].keys() == {"200@0.5"}
+        assert data["meta"]["mc"]["items"] == 6 and not data["meta"]["model"].startswith("/")
         assert r0["tokens"] == 238 and r1["top1_agree"] >= 0.99
         assert abs(r1["ppl"] - r0["ppl"]) / r0["ppl"] < 1e-3
         # KL lower bounds (top-20 coarsening) ≤ the in-process KL between the same two methods
