@@ -428,6 +428,7 @@ class MethodResult:
     mc_accuracy_sum: float | None = None
     passkey: dict = field(default_factory=dict)
     stress: dict = field(default_factory=dict)
+    lm_eval: dict = field(default_factory=dict)  # server mode, --lm-eval: {task: {metric: value, …_stderr: se}}
     seconds: float = 0.0
     hook: dict = field(default_factory=dict)
 
@@ -674,6 +675,10 @@ def _markdown(meta: dict, results: list[MethodResult], violations) -> str:
             if r is results[0]:
                 cells = [c + f" (max abs A {_fmt(r.stress[n]['max_abs_A'], '.3g')})" for c, n in zip(cells, names)]
             L.append(f"| `{r.label}` | " + " | ".join(cells) + " |")
+    if any(r.lm_eval for r in results):
+        from .evals_lmeval import markdown as lm_eval_markdown
+
+        L += [""] + lm_eval_markdown(results)
     if violations is not None:
         th = meta["thresholds"]
         L += ["", "## --fail-if-worse", "",
@@ -750,6 +755,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passkey-trials", type=int, default=3)
     p.add_argument("--stress-len", type=int, default=256, help="0 disables the stress prompts")
     p.add_argument("--out", default=None, help="report folder (default evals/results/<model>-<backend>)")
+    p.add_argument("--lm-eval", default=None, metavar="TASKS",
+                   help="server mode: lm-evaluation-harness tasks through each server (comma list; 'stdlib_mc' is "
+                        "built in; needs the lm-eval extra)")
+    p.add_argument("--lm-eval-limit", type=int, default=None, help="examples per lm-eval task")
+    p.add_argument("--lm-eval-include", default=None, help="a folder of your own lm-eval task YAMLs")
     p.add_argument("--server-topk", type=int, default=20,
                    help="server mode: top-k log-probs per position requested for the KL lower bounds")
     p.add_argument("--server-url", action="append", default=[], metavar="METHOD=URL",

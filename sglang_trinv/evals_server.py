@@ -158,6 +158,17 @@ def run_server_mode(args, th) -> int:
             scores, t = passkey_scores(server_scorer(url), prompts)
             results[i].seconds += t
             results[i].passkey = summarize_passkey(scores)
+    if args.lm_eval:  # EleutherAI's harness against each server's /v1/completions
+        from .evals import DEFAULT_MC
+        from .evals_lmeval import require_lm_eval, run_tasks
+
+        require_lm_eval()
+        tasks = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
+        for i, (label, url) in enumerate(servers):
+            t0 = time.perf_counter()
+            results[i].lm_eval = run_tasks(url, str(args.model), tasks, Path(args.mc or DEFAULT_MC),
+                                           args.lm_eval_limit, args.lm_eval_include)
+            results[i].seconds += time.perf_counter() - t0
     for i, r in enumerate(results):
         r.ppl = math.exp(r.nll / r.tokens) if math.isfinite(r.nll) else float("inf")
         r.ppl_delta = r.ppl - results[0].ppl
@@ -209,7 +220,43 @@ def serve(model_path: str | Path, method: str = "stock", host: str = "127.0.0.1"
         def do_GET(self):
             self._send(200, {"ok": True}) if self.path in ("/health", "/health_generate") else self._send(404, {})
 
+        def _completions(self, req):
+            """OpenAI /v1/completions (SGLang serves it too): prompts as text or token ids, ``echo`` with
+            ``logprobs`` (prompt log-probs, top-``logprobs`` per position), greedy ``max_tokens``."""
+            prompts = req.get("prompt")
+            if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+                prompts = [prompts]
+            n_top, n_new = int(req.get("logprobs") or 0), int(req.get("max_tokens", 16))
+            choices = []
+            for idx, pr in enumerate(prompts):
+                ids = tok(pr, add_special_tokens=False)["input_ids"] if isinstance(pr, str) else list(pr)
+                new, lps, tops = [], [None], [None]
+                for step in range(max(n_new, 0) + 1):
+                    seq = ids + new
+                    with lock, torch.no_grad(), gdn_inversion(spec):
+                        lp = torch.log_softmax(model(input_ids=torch.tensor([seq]), use_cache=False).logits[0]
+                                               .float(), -1)
+                    if step == 0 and req.get("echo"):
+                        lps += [float(lp[i - 1, seq[i]]) for i in range(1, len(seq))]
+                        tops += [{tok.decode([int(j)]): float(v) for v, j in zip(*lp[i - 1].topk(n_top))}
+                                 for i in range(1, len(seq))]
+                    if step == n_new:
+                        break
+                    nxt = int(lp[-1].argmax())
+                    new.append(nxt)
+                    lps.append(float(lp[-1, nxt]))
+                    tops.append({tok.decode([int(j)]): float(v) for v, j in zip(*lp[-1].topk(n_top))})
+                if not req.get("echo"):
+                    lps, tops = lps[1:], tops[1:]
+                text = (tok.decode(ids) if req.get("echo") else "") + tok.decode(new)
+                choices.append({"index": idx, "text": text, "finish_reason": "length",
+                                "logprobs": {"token_logprobs": lps, "top_logprobs": tops} if n_top else None})
+            return {"id": "0", "object": "text_completion", "choices": choices}
+
         def do_POST(self):
+            if self.path == "/v1/completions":
+                return self._send(200, self._completions(json.loads(self.rfile.read(
+                    int(self.headers.get("Content-Length", 0))))))
             if self.path != "/generate":
                 return self._send(404, {"error": "not found"})
             req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))

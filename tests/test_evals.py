@@ -228,3 +228,47 @@ def test_coarse_kl_is_a_lower_bound_and_exact_with_full_lists():
         for k in (1, 5, 20):
             assert 0.0 <= coarse_kl(top(lp, k), top(lq, k)) <= true + 1e-12
         assert abs(coarse_kl(top(lp, 50), top(lq, 50)) - true) < 1e-9
+
+
+def test_lm_eval_harness_through_stand_in_servers(model_tok, tmp_path):
+    """--lm-eval: EleutherAI's harness (local-completions → /v1/completions with echo + logprobs) against two
+    servers; its accuracy on the built-in stdlib_mc task equals ours by summed log-likelihood on the same items."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("tenacity")  # lm_eval[api]
+    from sglang_trinv.evals_server import serve
+
+    model, tok = model_tok
+    s1, u1 = serve(MODEL, "stock")
+    s2, u2 = serve(MODEL, "blockdoubling")
+    try:
+        out = tmp_path / "lm"
+        rc = cli_main(["eval", "--server-url", f"stock={u1}", "--server-url", f"blockdoubling={u2}",
+                       "--max-tokens", "120", "--ctx", "120", "--out", str(out), "--quiet", "--no-tasks",
+                       "--lm-eval", "stdlib_mc", "--lm-eval-limit", "8"])
+    finally:
+        s1.shutdown()
+        s2.shutdown()
+    assert rc == 0
+    r0, r1 = json.loads((out / "report.json").read_text())["results"]
+    # the same accuracy from the model in-process, with lm-eval's context/continuation split (trailing spaces
+    # of the context move to the continuation; continuation = tokens(context + choice) minus tokens(context))
+    items = E.load_mc(E.DEFAULT_MC)[:8]
+    score = E.model_scorer(model)
+    hits = 0
+    with E.gdn_inversion(E.parse_methods("stock")[0]):
+        for it in items:
+            lls = []
+            for c in it["choices"]:
+                ctx, cont = it["question"], c
+                n = len(ctx) - len(ctx.rstrip())
+                if n:
+                    ctx, cont = ctx[:-n], ctx[-n:] + cont
+                whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+                n_ctx = len(tok(ctx, add_special_tokens=False)["input_ids"])
+                lps, _ = score(whole)
+                lls.append(sum(lps[n_ctx - 1:]))
+            hits += max(range(len(lls)), key=lls.__getitem__) == it["answer"]
+    assert r0["lm_eval"]["stdlib_mc"]["acc"] == pytest.approx(hits / 8)
+    assert r1["lm_eval"]["stdlib_mc"]["acc"] == pytest.approx(r0["lm_eval"]["stdlib_mc"]["acc"])
+    assert "acc_stderr" in r0["lm_eval"]["stdlib_mc"]
+    assert "lm-evaluation-harness" in (out / "report.md").read_text()
