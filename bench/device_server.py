@@ -312,6 +312,31 @@ class Run:
         res[f"greedy_{key}"] = {"tokens": n, "stock": a, "method": b, "common_prefix": same,
                                 "identical": a == b and len(a) == n}
 
+    def completions_check(self, res: dict, pair: dict, ids: list[int]) -> None:
+        """The server side of `sglang-trinv eval --lm-eval`: lm-eval's local-completions scores with
+        /v1/completions (echo + logprobs). Its prompt log-probs must equal /generate's on the same server
+        (informational: a server without echo support is recorded, not failed)."""
+        import urllib.request
+
+        from sglang_trinv.evals_server import prompt_logprobs
+
+        out = {}
+        for label, srv in pair.items():
+            body = {"model": "default", "prompt": ids, "max_tokens": 1, "echo": True, "logprobs": 1,
+                    "temperature": 0.0}
+            try:
+                req = urllib.request.Request(f"{srv.url}/v1/completions", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=max(60.0, self.left())) as r:
+                    resp = json.loads(r.read())
+                tl = resp["choices"][0]["logprobs"]["token_logprobs"]
+                lp, _ = prompt_logprobs(srv.url, ids, timeout=max(60.0, self.left()))
+                d = max(abs(float(a) - b) for a, b in zip(tl[1:len(ids)], lp))
+                out[label] = {"n": len(tl), "max_abs_vs_generate": d, "ok": d <= 1e-3}
+            except Exception as e:  # noqa: BLE001 (record what the server answered)
+                out[label] = {"error": f"{type(e).__name__}: {e}"[:300], "ok": False}
+        res["completions_echo"] = out
+
     def eval_check(self, res: dict, pair: dict, out: Path, max_tokens: int) -> None:
         urls = [f"--server-url={STOCK}={pair[STOCK].url}", f"--server-url={self.args.method}={pair[self.args.method].url}"]
         r = sh([self.args.python, "-m", "sglang_trinv.cli", "eval", *urls, "--model", str(self.args.model),
@@ -374,6 +399,8 @@ class Run:
                 cur = self.saved_lp[f"{name}:stock"]
                 res["stock_vs_eager_stock"] = compare_logprobs(base, cur, [None] * len(base), [None] * len(cur))
             self.greedy_check(res, pair, ids[: self.args.greedy_prompt_tokens], name)
+            if name == "eager":
+                self.completions_check(res, pair, ids[:256])
             if with_eval:
                 self.eval_check(res, pair, d / "eval", eval_tokens)
                 if name == "eager":
