@@ -646,11 +646,26 @@ def _markdown(meta: dict, results: list[MethodResult], violations) -> str:
             L.append(f"Passkey: `PASSKEY = NNNNN` at depths {pk['depths']} of {pk['lengths']}-token prompts "
                      f"of held-out code, {pk['trials']} trials each; hit = every key token is the argmax "
                      "(teacher-forced); gain = key log p per token with the needle minus without it.")
-        L += ["", "| method | MC accuracy | MC accuracy (sum) | MC agree w/ stock | passkey accuracy | "
+        n_mc = (meta.get("mc") or {}).get("items") or 0
+        pk = meta.get("passkey") or {}
+        n_pk = len(pk.get("lengths", [])) * len(pk.get("depths", [])) * pk.get("trials", 0)
+
+        def acc(x, x0, n, first):
+            """accuracy ± 95% normal interval (n items), and Δ vs the first method"""
+            if x is None or not n:
+                return _fmt(x, ".3f")
+            ci = 1.96 * math.sqrt(max(x * (1 - x), 0.0) / n)
+            return f"{x:.3f} ± {ci:.3f}" + ("" if first else f" (Δ {x - x0:+.3f})")
+
+        L += ["", "Accuracies: ± 95% interval over the items; Δ vs the first method.",
+              "", "| method | MC accuracy | MC accuracy (sum) | MC agree w/ stock | passkey accuracy | "
               "passkey mean key log p | passkey gain |", "|---|---|---|---|---|---|---|"]
         for r in results:
-            L.append(f"| `{r.label}` | {_fmt(r.mc_accuracy, '.3f')} | {_fmt(r.mc_accuracy_sum, '.3f')} | "
-                     f"{_fmt(r.mc_agree, '.3f')} | {_fmt(r.passkey.get('accuracy'), '.3f')} | "
+            first = r is results[0]
+            L.append(f"| `{r.label}` | {acc(r.mc_accuracy, base.mc_accuracy, n_mc, first)} | "
+                     f"{acc(r.mc_accuracy_sum, base.mc_accuracy_sum, n_mc, first)} | "
+                     f"{_fmt(r.mc_agree, '.3f')} | "
+                     f"{acc(r.passkey.get('accuracy'), base.passkey.get('accuracy'), n_pk, first)} | "
                      f"{_fmt(r.passkey.get('mean_key_logprob'), '.3f')} | {_fmt(r.passkey.get('mean_gain'), '+.3f')} |")
         if base.passkey:
             keys = list(base.passkey["by_length_depth"])
