@@ -14,7 +14,7 @@ nvidia-smi -L | tee -a /tmp/kr/env.log
 t0=$(date +%s)
 has() { case ",$steps," in *",$1,"*) return 0;; esac; return 1; }
 if has variants; then
-  timeout 280 python3 bench/bench_intra_variants.py /tmp/kr/variants 2>&1 | tee /tmp/kr/variants.log | grep -v "^{'T'"
+  timeout 240 python3 bench/bench_intra_variants.py /tmp/kr/variants 2>&1 | tee /tmp/kr/variants.log | grep -v "^{'T'"
   echo "variants: $(( $(date +%s) - t0 )) s"
 fi
 if has ncu; then
@@ -49,14 +49,15 @@ if has kdatune; then
   echo "kdatune: $(( $(date +%s) - t0 )) s"
 fi
 if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton path, stock vs ours)
-  timeout 240 python3 -m sglang_trinv.cli eval --backend sglang --device cuda --quiet \
-    --methods stock,blockdoubling,column_sweep,neumann@tf32 --out /tmp/kr/eval-gpu > /tmp/kr/eval-gpu.log 2>&1
+  timeout 150 python3 -m sglang_trinv.cli eval --backend sglang --device cuda --quiet --mc-limit 30 \
+    --passkey-trials 1 --methods stock,blockdoubling,column_sweep,neumann@tf32 --out /tmp/kr/eval-gpu \
+    > /tmp/kr/eval-gpu.log 2>&1
   tail -30 /tmp/kr/eval-gpu.log
   tar -czf "$out/eval-gpu.tar.gz" -C /tmp/kr eval-gpu eval-gpu.log 2>/dev/null
   echo "evalgpu: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the tests marked gpu (they skip on CPU CI)
-  timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests > /tmp/kr/gputests.log 2>&1
+  timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests > /tmp/kr/gputests.log 2>&1
   tail -15 /tmp/kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"
 fi
