@@ -1,6 +1,8 @@
 """``sglang-trinv bench``: A/B benchmarks of our kernels against SGLang's stock ones.
 
     sglang-trinv bench kernels [--out DIR] [--quick] [--smoke] …   kernel level (GPU; --smoke: CPU dry run)
+    sglang-trinv bench layer [--out DIR] [--smoke]                  the whole GDN layer forward
+    sglang-trinv bench prefill …                                    real SGLang servers, tokens/s and TTFT
 
 Each benchmark lives in :mod:`sglang_trinv.benchmarks`; this module only dispatches.
 """
@@ -13,6 +15,8 @@ import importlib
 BENCHMARKS = {
     "kernels": ("sglang_trinv.benchmarks.kernels",
                 "fused KKᵀ+inverse, intra (w/u), solve_tril vs FLA, whole GDN forward; errors vs fp64"),
+    "layer": ("sglang_trinv.benchmarks.layer",
+              "whole SGLang GDN layer forward (cumsum, intra, state, output), stock vs plugin, every shape"),
     "kda": ("sglang_trinv.benchmarks.kda", "Kimi-Linear KDA intra kernel and chunk_kda_fwd, stock vs every method"),
     "prefill": ("sglang_trinv.benchmarks.prefill",
                 "prefill tokens/s and TTFT of real SGLang servers, one per --linear-attn-inv method, vs stock"),

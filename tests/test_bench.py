@@ -22,24 +22,19 @@ def test_bench_kernels_smoke(tmp_path):
     assert "Fused KKᵀ + inverse" in (tmp_path / "kernels.md").read_text()
 
 
-def test_whole_forward_rows_cover_fused_pipeline_and_intra_only(monkeypatch):
-    """bench_whole / bench kernels' whole-forward rows: SGLang's chunk_gated_delta_rule_fwd stock, through the
-    fused pipeline and with only the intra kernel swapped — each one timed and compared with stock."""
+def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
+    """`sglang-trinv bench layer`: SGLang's chunk_gated_delta_rule_fwd stock, through the fused pipeline and
+    with only the intra kernel swapped — each timed and compared with stock (fp32 under the interpreter)."""
     import os
 
-    from sglang_trinv.benchmarks import kernels as bk
     from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
 
-    from .conftest import DEVICE
-
-    monkeypatch.setattr(bk, "DEV", DEVICE)
-    inp = bk.make_inputs(100, 2, 1, 16, 16, 2, 0)
-    rows = []
-    bk.run_whole(inp, dict(T=100, H=2, Hg=1, nseq=2), rows, None)
+    assert main(["bench", "layer", "--smoke", "--out", str(tmp_path)]) == 0
     assert ENV_FUSE_PIPELINE not in os.environ  # restored
-    labels = [(r["method"], r["pipeline"]) for r in rows]
-    assert labels == [("stock", "stock"), ("blockdoubling", "fused pipeline"), ("blockdoubling", "intra only"),
-                      ("column_sweep", "fused pipeline")]
-    tol = 1e-4 if DEVICE == "cpu" else 2e-2  # fp32 under the interpreter; bf16 inputs on a GPU
+    rows = json.loads((tmp_path / "whole.json").read_text())["rows"]
+    assert [(r["method"], r["pipeline"]) for r in rows] == [
+        ("stock", "stock"), ("blockdoubling", "fused pipeline"), ("blockdoubling", "intra only"),
+        ("column_sweep", "fused pipeline")]
     for r in rows:
-        assert r["us"] > 0 and r["o_rel_vs_stock"] < tol and r["state_rel_vs_stock"] < tol, r
+        assert r["us"] > 0 and r["o_rel_vs_stock"] < 1e-4 and r["state_rel_vs_stock"] < 1e-4, r
+    assert "Whole chunk_gated_delta_rule_fwd" in (tmp_path / "whole.md").read_text()

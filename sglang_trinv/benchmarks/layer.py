@@ -1,0 +1,65 @@
+"""``sglang-trinv bench layer``: the whole SGLang GDN layer forward (``chunk_gated_delta_rule_fwd``: cumsum,
+intra, state recurrence, output), stock vs through the plugin, over the benchmark shapes (bf16, K=V=128):
+T ∈ {8192, 32768, 4096}, (H, Hg) ∈ {(32, 16), (8, 4)}, one sequence and a varlen batch of 8. Per shape:
+stock, blockdoubling with the fused pipeline (gate cumsum in our kernel, A not written), blockdoubling
+swapping only the intra kernel, column_sweep (fused pipeline); the output's and final state's max-rel
+difference to stock beside each time. Writes ``DIR/whole.json`` and ``DIR/whole.md`` as it goes.
+
+    sglang-trinv bench layer --out DIR [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--out", default="bench/results/latest-layer")
+    ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
+
+
+def run(args) -> int:
+    import os
+
+    import sglang
+    import torch
+    import triton
+
+    from . import common
+    from . import kernels as bk
+
+    os.makedirs(args.out, exist_ok=True)
+    if args.smoke:
+        bk.DEV = "cpu"
+        shapes, dim = [(100, 2, 1, 2)], 16
+    else:
+        shapes = [(T, H, Hg, n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
+        dim = 128
+    meta = dict(gpu="cpu (interpreter smoke run)" if args.smoke else torch.cuda.get_device_name(),
+                date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
+                triton=triton.__version__, sglang=sglang.__version__, fla=None)
+    rows = []
+    for T, H, Hg, n in shapes:
+        print(f"T={T} H={H}/{Hg} seqs={n}", flush=True)
+        inp = bk.make_inputs(T, H, Hg, dim, dim, n, 0)
+        bk.run_whole(inp, dict(T=T, H=H, Hg=Hg, nseq=n), rows, None)
+        common.save_results(args.out, "whole", meta, rows)
+        del inp
+        if not args.smoke:
+            torch.cuda.empty_cache()
+    md = bk.to_markdown(meta, rows)
+    common.save_results(args.out, "whole", meta, rows, md)
+    print(md)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="sglang-trinv bench layer", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
