@@ -543,6 +543,10 @@ def render(s: dict) -> str:
                 L += [f"  warning: {w}" for w in c.get("warnings", [])] + [""]
             if key.startswith("greedy_"):
                 L += [f"Greedy {c['tokens']} tokens: identical {c['identical']}, common prefix {c['common_prefix']}", ""]
+        if "completions_echo" in r:  # lm-eval's path: /v1/completions echo log-probs vs /generate's
+            L += ["/v1/completions echo log-probs vs /generate (same server): " + "; ".join(
+                f"{lab}: " + (f"max |Δ| {_f(x['max_abs_vs_generate'])} over {x['n']} tokens ({'ok' if x['ok'] else 'DIFFERENT'})"
+                              if "error" not in x else f"error {x['error']}") for lab, x in r["completions_echo"].items()), ""]
         if "stock_vs_eager_stock" in r:
             c = r["stock_vs_eager_stock"]
             L += [f"Noise floor, stock here vs stock eager: mean |Δ log p| {_f(c['mean_abs_dlogp'])}, max "
