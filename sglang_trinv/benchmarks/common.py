@@ -24,6 +24,19 @@ def time_us(fn, device: str, reps: int | None = None) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=reps or 100, return_mode="median") * 1e3
 
 
+def run_meta(device: str, **extra) -> dict:
+    """What every result file records: GPU name (or the CPU smoke run), date, and software versions."""
+    import datetime
+    import platform
+
+    import sglang
+    import triton
+
+    return dict(gpu=torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreter smoke run)",
+                date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
+                triton=triton.__version__, sglang=sglang.__version__, python=platform.python_version(), **extra)
+
+
 def rel_err(x: torch.Tensor, ref64: torch.Tensor) -> dict:
     """max_abs, max_rel = max|x − ref| / max|ref|, fro_rel, and the count of non-finite entries of x."""
     x = x.double()

@@ -22,10 +22,8 @@ script without a GPU; its times mean nothing).
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
-import platform
 import sys
 import time
 
@@ -182,7 +180,7 @@ def run_whole(inp, tag, rows, methods):
 
     kda = import_module(f"{FLA}.kda")
     q, k, v, beta, cu, g_raw = (inp[n] for n in ("q", "k", "v", "beta", "cu_seqlens", "g_raw"))
-    T, H, K = k.shape[1], k.shape[2], k.shape[3]
+    H, K = k.shape[2], k.shape[3]
     N = 1 if cu is None else len(cu) - 1
     gen = torch.Generator(device=DEV).manual_seed(1)
     h0 = torch.randn(N, H, v.shape[-1], K, device=DEV, generator=gen) * 0.1
@@ -328,7 +326,6 @@ def run(args) -> int:
     if args.smoke:
         DEV, K_DIM = "cpu", 16
     os.makedirs(args.out, exist_ok=True)
-    import sglang
 
     methods = default_methods()
     if args.methods:
@@ -341,10 +338,7 @@ def run(args) -> int:
         cands = [ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st)
                  for nw in (1, 2, 4) for bk, bv in ((16, 16), (16, 32), (32, 32)) for st in (1, 2)]
         tuning = run_tuning(rows, cands[:2] if args.smoke else cands) or tuning
-    meta = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu (interpreter smoke run)",
-                date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
-                triton=triton.__version__, sglang=sglang.__version__, python=platform.python_version(), K=K_DIM,
-                tuning=tuning.__dict__, kda_gram_precision=ops.KDA_GRAM_PRECISION)
+    meta = common.run_meta(DEV, K=K_DIM, tuning=tuning.__dict__, kda_gram_precision=ops.KDA_GRAM_PRECISION)
     print(meta, flush=True)
     if args.smoke:
         shapes = [dict(T=70, H=2, nseq=1, safe_gate=False), dict(T=100, H=1, nseq=3, safe_gate=True)]

@@ -13,9 +13,7 @@ Writes ``DIR/kernels.json`` and ``DIR/kernels.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 
@@ -397,7 +395,6 @@ def run(args) -> int:
     if args.smoke:
         DEV, K_DIM = "cpu", 16
     os.makedirs(args.out, exist_ok=True)
-    import sglang
 
     try:
         import fla
@@ -405,9 +402,7 @@ def run(args) -> int:
         fla_version = getattr(fla, "__version__", "?")
     except Exception:
         fla_version = None
-    meta = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu (interpreter smoke run)", date=datetime.datetime.now().isoformat(timespec="seconds"),
-                torch=torch.__version__, triton=triton.__version__, sglang=sglang.__version__, fla=fla_version,
-                python=platform.python_version())
+    meta = common.run_meta(DEV, fla=fla_version)
     print(meta, flush=True)
     rows = []
     t0 = time.time()

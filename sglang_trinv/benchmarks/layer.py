@@ -11,7 +11,6 @@ difference to stock beside each time. Writes ``DIR/whole.json`` and ``DIR/whole.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 
 
@@ -23,9 +22,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import os
 
-    import sglang
     import torch
-    import triton
 
     from . import common
     from . import kernels as bk
@@ -37,9 +34,7 @@ def run(args) -> int:
     else:
         shapes = [(T, H, Hg, n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
         dim = 128
-    meta = dict(gpu="cpu (interpreter smoke run)" if args.smoke else torch.cuda.get_device_name(),
-                date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
-                triton=triton.__version__, sglang=sglang.__version__, fla=None)
+    meta = common.run_meta(bk.DEV, fla=None)
     rows = []
     for T, H, Hg, n in shapes:
         print(f"T={T} H={H}/{Hg} seqs={n}", flush=True)

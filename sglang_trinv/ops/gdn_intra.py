@@ -258,20 +258,21 @@ def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, 
 
 
 @triton.jit
+def _load_vec4(base, t0, T, stride, BC: tl.constexpr):
+    """A per-token scalar (β, g) of the chunk's 4 sub-chunks: 4 fp32 [BC] vectors, 0 past T."""
+    return (_load_vec(base, t0, T, stride, BC), _load_vec(base, t0 + BC, T, stride, BC),
+            _load_vec(base, t0 + 2 * BC, T, stride, BC), _load_vec(base, t0 + 3 * BC, T, stride, BC))
+
+
+@triton.jit
 def _load_gates(g, g_out, beta, bos, i_h, t0, T, H: tl.constexpr, BC: tl.constexpr, USE_G: tl.constexpr,
                 G_CUMSUM: tl.constexpr):
     """β and the (chunk-local cumulative) gate of the chunk's 4 sub-chunks, fp32 [BC] each (g = 0 without a gate).
     G_CUMSUM: ``g`` is the raw log-gate; its chunk-local cumsum (SGLang's chunk_local_cumsum, fused in) is taken
     here and stored to ``g_out`` for the later pipeline stages (rows past T load as 0: valid prefix sums hold)."""
-    b0 = _load_vec(beta + bos * H + i_h, t0, T, H, BC)
-    b1 = _load_vec(beta + bos * H + i_h, t0 + BC, T, H, BC)
-    b2 = _load_vec(beta + bos * H + i_h, t0 + 2 * BC, T, H, BC)
-    b3 = _load_vec(beta + bos * H + i_h, t0 + 3 * BC, T, H, BC)
+    b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC)
     if USE_G:
-        g0 = _load_vec(g + bos * H + i_h, t0, T, H, BC)
-        g1 = _load_vec(g + bos * H + i_h, t0 + BC, T, H, BC)
-        g2 = _load_vec(g + bos * H + i_h, t0 + 2 * BC, T, H, BC)
-        g3 = _load_vec(g + bos * H + i_h, t0 + 3 * BC, T, H, BC)
+        g0, g1, g2, g3 = _load_vec4(g + bos * H + i_h, t0, T, H, BC)
         if G_CUMSUM:
             s0 = tl.sum(g0, 0)
             s1 = s0 + tl.sum(g1, 0)
@@ -350,16 +351,8 @@ def gdn_intra_kernel(
         k_base = k + (bos * Hg + i_hk) * K
     # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
     if not FROM_A:
-        r00 = tl.zeros([BC, BC], dtype=tl.float32)
-        r10 = tl.zeros([BC, BC], dtype=tl.float32)
-        r11 = tl.zeros([BC, BC], dtype=tl.float32)
-        r20 = tl.zeros([BC, BC], dtype=tl.float32)
-        r21 = tl.zeros([BC, BC], dtype=tl.float32)
-        r22 = tl.zeros([BC, BC], dtype=tl.float32)
-        r30 = tl.zeros([BC, BC], dtype=tl.float32)
-        r31 = tl.zeros([BC, BC], dtype=tl.float32)
-        r32 = tl.zeros([BC, BC], dtype=tl.float32)
-        r33 = tl.zeros([BC, BC], dtype=tl.float32)
+        z = tl.zeros([BC, BC], dtype=tl.float32)
+        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
         for i_k in range(tl.cdiv(K, BK)):
             k0 = _load_rows(k_base, t0, T, Hg * K, i_k * BK, K, BC, BK)
             k1 = _load_rows(k_base, t0 + BC, T, Hg * K, i_k * BK, K, BC, BK)

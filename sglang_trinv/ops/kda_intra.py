@@ -31,7 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .gdn_intra import _chunk_bounds, _invert64, _load_rows, _load_vec, _mm, _store_rows, _wu_rows
+from .gdn_intra import _chunk_bounds, _invert64, _load_rows, _load_vec4, _mm, _store_rows, _wu_rows
 
 
 @triton.jit
@@ -203,26 +203,9 @@ def kda_intra_kernel(
     g_base = g + (bos * H + i_h) * K
 
     # ---- gated Gram tiles: Akk (k·k) and Aqk (q·k), fp32 accumulators
-    a00 = tl.zeros([BC, BC], dtype=tl.float32)
-    a10 = tl.zeros([BC, BC], dtype=tl.float32)
-    a11 = tl.zeros([BC, BC], dtype=tl.float32)
-    a20 = tl.zeros([BC, BC], dtype=tl.float32)
-    a21 = tl.zeros([BC, BC], dtype=tl.float32)
-    a22 = tl.zeros([BC, BC], dtype=tl.float32)
-    a30 = tl.zeros([BC, BC], dtype=tl.float32)
-    a31 = tl.zeros([BC, BC], dtype=tl.float32)
-    a32 = tl.zeros([BC, BC], dtype=tl.float32)
-    a33 = tl.zeros([BC, BC], dtype=tl.float32)
-    p00 = tl.zeros([BC, BC], dtype=tl.float32)
-    p10 = tl.zeros([BC, BC], dtype=tl.float32)
-    p11 = tl.zeros([BC, BC], dtype=tl.float32)
-    p20 = tl.zeros([BC, BC], dtype=tl.float32)
-    p21 = tl.zeros([BC, BC], dtype=tl.float32)
-    p22 = tl.zeros([BC, BC], dtype=tl.float32)
-    p30 = tl.zeros([BC, BC], dtype=tl.float32)
-    p31 = tl.zeros([BC, BC], dtype=tl.float32)
-    p32 = tl.zeros([BC, BC], dtype=tl.float32)
-    p33 = tl.zeros([BC, BC], dtype=tl.float32)
+    z = tl.zeros([BC, BC], dtype=tl.float32)
+    a00, a10, a11, a20, a21, a22, a30, a31, a32, a33 = z, z, z, z, z, z, z, z, z, z
+    p00, p10, p11, p20, p21, p22, p30, p31, p32, p33 = z, z, z, z, z, z, z, z, z, z
     for i_k in range(tl.cdiv(K, BK)):
         c0 = i_k * BK
         # the 4 sub-chunks' q, k, g columns c0…c0+BK−1 (fp32, zero past T), loaded once
@@ -270,10 +253,7 @@ def kda_intra_kernel(
                      t0, T, H * BT, BT, BC, not DIAG_IN)
 
     # ---- Akk = diag(β)·(strictly lower)
-    b0 = _load_vec(beta + bos * H + i_h, t0, T, H, BC)
-    b1 = _load_vec(beta + bos * H + i_h, t0 + BC, T, H, BC)
-    b2 = _load_vec(beta + bos * H + i_h, t0 + 2 * BC, T, H, BC)
-    b3 = _load_vec(beta + bos * H + i_h, t0 + 3 * BC, T, H, BC)
+    b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC)
     if DIAG_IN:  # SGLang's diagonal kernels store β_i·Σ_c k_ic k_jc 2^{g_ic − g_jc} for j < i (fp32)
         d_base = Akkd + (bos * H + i_h) * BC
         a00 = _tril(_load_rows(d_base, t0, T, H * BC, 0, BC, BC, BC).to(tl.float32), True, BC)

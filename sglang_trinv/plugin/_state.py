@@ -52,6 +52,43 @@ class State:
 STATE = State()
 
 
+def unwrap(fn):
+    """SGLang's own function behind one of our wrappers (``functools.wraps`` keeps it in ``__wrapped__``)."""
+    return getattr(fn, "__wrapped__", fn) if getattr(fn, "__sglang_trinv__", False) else fn
+
+
+def stock_function(module, module_name: str, name: str, what: str):
+    """SGLang's ``module_name.name`` (unwrapping ours); refuses an SGLang without it."""
+    current = getattr(module, name, None)
+    if not callable(current):
+        raise IncompatibleSGLangError(
+            f"SGLang {sglang_version()}: {module_name} has no {name}; sglang-trinv cannot hook {what} prefill"
+        )
+    return unwrap(current)
+
+
+def check_signature(fn, expected: tuple[str, ...], where: str) -> None:
+    """Our wrapper mirrors ``expected``: refuse to patch a function whose parameters differ."""
+    import inspect
+
+    params = tuple(inspect.signature(fn).parameters)
+    if params != expected:
+        raise IncompatibleSGLangError(
+            f"SGLang {sglang_version()}: {where}{params} does not have the signature sglang-trinv "
+            f"mirrors {expected}; refusing to patch"
+        )
+
+
+def warn_not_triton(module_name: str, name: str, found, origin: str, what: str) -> None:
+    """The name is bound to another platform's kernel (e.g. Intel XPU): that prefill stays stock, said once."""
+    logger.warning(
+        "sglang-trinv: %s.%s is %s.%s, not the Triton kernel from %s; %s prefill stays stock on this platform "
+        "(--linear-attn-inv=%s has no effect on it)",
+        module_name, name, getattr(found, "__module__", "?"), getattr(found, "__qualname__", "?"), origin, what,
+        STATE.method,
+    )
+
+
 def rebind(original: object, replacement: object) -> int:
     """Replace every module-global binding of ``original`` (``from X import f`` copies) by ``replacement``.
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import os
 import re
 
-from ._state import ENV_FUSE_PIPELINE, STATE, IncompatibleSGLangError, logger, rebind, sglang_version
+from ._state import (ENV_FUSE_PIPELINE, STATE, IncompatibleSGLangError, check_signature, logger, rebind,
+                     sglang_version, stock_function, unwrap, warn_not_triton)
 
 CHUNK = "sglang.kernels.ops.attention.fla.chunk"
 CHUNK_FWD = "sglang.kernels.ops.attention.fla.chunk_fwd"
@@ -85,25 +86,6 @@ def precision_label(method: str, precision: str | None) -> str:
     return f"{default} (kernel default)" if default else "kernel default"
 
 
-def _stock_of(chunk_module):
-    """SGLang's own function (unwrapping ours), checked against the signature the wrapper mirrors."""
-    current = getattr(chunk_module, NAME, None)
-    if current is None:
-        raise IncompatibleSGLangError(
-            f"SGLang {sglang_version()}: {CHUNK} has no {NAME}; sglang-trinv cannot hook GDN prefill"
-        )
-    return getattr(current, "__wrapped__", current) if getattr(current, "__sglang_trinv__", False) else current
-
-
-def _check_signature(fn) -> None:
-    params = tuple(inspect.signature(fn).parameters)
-    if params != STOCK_PARAMS:
-        raise IncompatibleSGLangError(
-            f"SGLang {sglang_version()}: {CHUNK_FWD}.{NAME}{params} does not have the signature sglang-trinv "
-            f"mirrors {STOCK_PARAMS}; refusing to patch"
-        )
-
-
 def _note_fallback(reason: str, k, v, beta, chunk_size: int) -> None:
     key = (reason, tuple(k.shape[2:]), v.shape[-1], beta.shape[-1] if beta is not None else None, k.dtype, chunk_size)
     if key not in _warned_fallbacks:  # once per shape/dtype, not once per layer and batch
@@ -145,18 +127,13 @@ def apply(chunk_module) -> None:
         if "gdn" in STATE.patched:
             return
         check_ops(STATE.method, STATE.precision)
-        stock = _stock_of(chunk_module)
+        stock = stock_function(chunk_module, CHUNK, NAME, "GDN")
         chunk_fwd = importlib.import_module(CHUNK_FWD)
         if stock is not getattr(chunk_fwd, NAME, None):
             # Intel XPU: chunk.py rebinds the name to sglang.srt.hardware_backend.xpu's kernel
-            logger.warning(
-                "sglang-trinv: %s.%s is %s.%s, not the Triton kernel from %s; GDN prefill stays stock on "
-                "this platform (--linear-attn-inv=%s has no effect)",
-                CHUNK, NAME, getattr(stock, "__module__", "?"), getattr(stock, "__qualname__", "?"), CHUNK_FWD,
-                STATE.method,
-            )
+            warn_not_triton(CHUNK, NAME, stock, CHUNK_FWD, "GDN")
             return
-        _check_signature(stock)
+        check_signature(stock, STOCK_PARAMS, f"{CHUNK_FWD}.{NAME}")
         n = rebind(stock, make_wrapper(stock))
         STATE.patched.add("gdn")
         logger.info(
@@ -172,7 +149,7 @@ def pipeline_check(chunk_module) -> tuple[str | None, bool]:
     fwd = getattr(chunk_module, FWD_NAME, None)
     if fwd is None:
         return f"{CHUNK} has no {FWD_NAME}", True
-    fwd = getattr(fwd, "__wrapped__", fwd) if getattr(fwd, "__sglang_trinv__", False) else fwd
+    fwd = unwrap(fwd)
     params = tuple(inspect.signature(fwd).parameters)
     if params[:len(FWD_PARAMS)] != FWD_PARAMS or not set(params[len(FWD_PARAMS):]) <= FWD_EXTRA_PARAMS:
         return f"{FWD_NAME}{params} is not the signature mirrored {FWD_PARAMS} (+ {sorted(FWD_EXTRA_PARAMS)})", True

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import os
 
-from ._state import ENV_KDA, STATE, IncompatibleSGLangError, logger, rebind, sglang_version
+from ._state import ENV_KDA, STATE, check_signature, logger, rebind, sglang_version, stock_function, warn_not_triton
 from .gdn import check_ops as _check_method, precision_label
 
 KDA = "sglang.kernels.ops.attention.fla.kda"
@@ -55,25 +54,6 @@ def status() -> str:
         return (f"stays stock (our KDA path is not yet measured no slower than SGLang's on Hopper; "
                 f"{ENV_KDA}=1 to use it)")
     return f"uses it too (Triton chunk_kda_fwd_intra, {ENV_KDA}=1)"
-
-
-def _stock_of(kda_module):
-    """SGLang's own function (unwrapping ours)."""
-    current = getattr(kda_module, NAME, None)
-    if not callable(current):
-        raise IncompatibleSGLangError(
-            f"SGLang {sglang_version()}: {KDA} has no {NAME}; sglang-trinv cannot hook KDA prefill"
-        )
-    return getattr(current, "__wrapped__", current) if getattr(current, "__sglang_trinv__", False) else current
-
-
-def _check_signature(fn) -> None:
-    params = tuple(inspect.signature(fn).parameters)
-    if params != STOCK_PARAMS:
-        raise IncompatibleSGLangError(
-            f"SGLang {sglang_version()}: {CHUNK_INTRA}.{NAME}{params} does not have the signature sglang-trinv "
-            f"mirrors {STOCK_PARAMS}; refusing to patch"
-        )
 
 
 def _note_fallback(reason: str, k, v, chunk_size: int) -> None:
@@ -120,7 +100,7 @@ def apply(kda_module) -> None:
     with STATE.lock:
         if "kda" in STATE.patched or "kda_stock" in STATE.patched:
             return
-        stock = _stock_of(kda_module)
+        stock = stock_function(kda_module, KDA, NAME, "KDA")
         if not kernel_available() or not opted_in():
             STATE.patched.add("kda_stock")
             logger.info("sglang-trinv: KDA chunk prefill %s; --linear-attn-inv=%s applies to GDN only",
@@ -130,14 +110,9 @@ def apply(kda_module) -> None:
         chunk_intra = importlib.import_module(CHUNK_INTRA)
         if stock is not getattr(chunk_intra, NAME, None):
             STATE.patched.add("kda_stock")
-            logger.warning(
-                "sglang-trinv: %s.%s is %s.%s, not the Triton kernel from %s; KDA prefill stays stock on "
-                "this platform (--linear-attn-inv=%s has no effect on it)",
-                KDA, NAME, getattr(stock, "__module__", "?"), getattr(stock, "__qualname__", "?"), CHUNK_INTRA,
-                STATE.method,
-            )
+            warn_not_triton(KDA, NAME, stock, CHUNK_INTRA, "KDA")
             return
-        _check_signature(stock)
+        check_signature(stock, STOCK_PARAMS, f"{CHUNK_INTRA}.{NAME}")
         n = rebind(stock, make_wrapper(stock))
         STATE.patched.add("kda")
         logger.info(
