@@ -16,7 +16,6 @@ if SMOKE:  # the interpreter must be on before Triton (and any kernel) is import
 
     enable_interpreter()
 import torch  # noqa: E402
-import triton  # noqa: E402
 
 from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
@@ -139,7 +138,9 @@ try:
 except Exception as e:  # noqa: BLE001
     print(f"stage breakdown failed: {type(e).__name__}: {e}", flush=True)
 
-meta = dict(gpu="cpu (interpreter smoke run)" if SMOKE else torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__, best_intra=best)
+from sglang_trinv.benchmarks.common import run_meta  # noqa: E402
+
+meta = run_meta("cpu" if SMOKE else "cuda", best_intra=best)
 json.dump(dict(meta=meta, rows=rows), open(os.path.join(out, "intra_variants.json"), "w"), indent=1)
 print(meta)
 for r in rows:
