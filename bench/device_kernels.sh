@@ -2,7 +2,7 @@
 # ON THE GPU MACHINE (device tool), from the repo root, carry [".whl", ".device/sglang_py.tar.xz"]:
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
-#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,evalgpu,gputests
+#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -47,6 +47,12 @@ if has kdatune; then
     > /tmp/kr/kdatune.log 2>&1
   grep -E "tune|intra" /tmp/kr/kdatune.log | tail -40
   echo "kdatune: $(( $(date +%s) - t0 )) s"
+fi
+if has kdafinal; then  # issue 5: a short sweep around the default, then stock vs blockdoubling (H=32, 8) + whole
+  timeout 300 python3 bench/bench_kda.py --quick --no-families --no-one-kernel --methods blockdoubling --tune \
+    --tune-configs 2/32/32/2,2/32/32/3,2/32/64/2,2/64/64/2 --out "$out/kda" > "$out/kda.log" 2>&1
+  grep -E "tune|intra|kda_fwd|\[" "$out/kda.log" | tail -30
+  echo "kdafinal: $(( $(date +%s) - t0 )) s"
 fi
 if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton path, stock vs ours)
   timeout 150 python3 -m sglang_trinv.cli eval --backend sglang --device cuda --quiet --mc-limit 30 \

@@ -110,13 +110,19 @@ def _inverter(spec: MethodSpec):
 @dataclass
 class HookStats:
     """What the swapped function saw: calls, chunks inverted, non-finite inverse entries, max |inverse|,
-    max |A| (how far from the identity the systems are: the growth of Neumann-type methods follows it)."""
+    max |A| (how far from the identity the systems are: the growth of Neumann-type methods follows it).
+    The two maxima stay None where the matrices are not observable (SGLang's fused GPU kernels keep A and
+    its inverse on chip), so reports print "–" rather than a made-up 0."""
 
     calls: int = 0
     chunks: int = 0
     nonfinite: int = 0
-    max_abs_inverse: float = 0.0
-    max_abs_A: float = 0.0
+    max_abs_inverse: float | None = None
+    max_abs_A: float | None = None
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def reference_chunk_gated_delta_rule(invert_fn, stats: HookStats | None = None):
@@ -150,11 +156,11 @@ def reference_chunk_gated_delta_rule(invert_fn, stats: HookStats | None = None):
         if stats is not None:
             stats.calls += 1
             stats.chunks += Ai.shape[0] * Ai.shape[1] * Ai.shape[2]
-            stats.max_abs_A = max(stats.max_abs_A, float(A.abs().max()))
+            stats.max_abs_A = _max(stats.max_abs_A, float(A.abs().max()))
             finite = torch.isfinite(Ai)
             stats.nonfinite += int((~finite).sum())
             if finite.any():
-                stats.max_abs_inverse = max(stats.max_abs_inverse, float(Ai[finite].abs().max()))
+                stats.max_abs_inverse = _max(stats.max_abs_inverse, float(Ai[finite].abs().max()))
         u = Ai @ (v * b[..., None])  # new values
         w = Ai @ (k_beta * gg.exp()[..., None])  # decayed keys reading the old state
         attn = (q @ k.transpose(-1, -2)) * decay
@@ -539,8 +545,8 @@ def _merge(total: HookStats, st: HookStats) -> None:
     total.calls += st.calls
     total.chunks += st.chunks
     total.nonfinite += st.nonfinite
-    total.max_abs_inverse = max(total.max_abs_inverse, st.max_abs_inverse)
-    total.max_abs_A = max(total.max_abs_A, st.max_abs_A)
+    total.max_abs_inverse = _max(total.max_abs_inverse, st.max_abs_inverse)
+    total.max_abs_A = _max(total.max_abs_A, st.max_abs_A)
 
 
 # ------------------------------------------------------------------------------------------- thresholds
@@ -681,7 +687,8 @@ def _markdown(meta: dict, results: list[MethodResult], violations) -> str:
         L += ["", "## Stress prompts (identical / periodic keys)", "",
               f"{meta['stress_len']} tokens: " + ", ".join(f"`{n}`" for n in names) +
               ". KL and top-1 vs stock on the same prompt; max abs inverse = largest entry of the computed "
-              "`(I + A)^{-1}` (the exact inverse's is in the `exact` row, when run); max abs A = largest entry of A.", "",
+              "`(I + A)^{-1}` (the exact inverse's is in the `exact` row, when run); max abs A = largest entry of A "
+              "(\"–\": not observable, SGLang's fused GPU kernels keep both on chip).", "",
               "| method | " + " | ".join(f"{n}: KL / top-1 / max abs inverse" for n in names) + " |",
               "|---|" + "---|" * len(names)]
         for r in results:

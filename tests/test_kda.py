@@ -263,8 +263,15 @@ def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_b
         plugin.patch("blockdoubling")
     assert "kda" in plugin.active().patched
     assert any("KDA chunk prefill (I+A)^-1 -> blockdoubling" in r.getMessage() for r in caplog.records)
-    ours_fn = kda.chunk_kda_fwd_intra
-    assert ours_fn.__sglang_trinv__ and ours_fn.__wrapped__ is stock_fn and chunk_intra.chunk_kda_fwd_intra is ours_fn
+    assert any("chunk_kda_fwd: Akk not written" in r.getMessage() for r in caplog.records)
+    ours_fn, ours_public = kda.chunk_kda_fwd_intra, chunk_intra.chunk_kda_fwd_intra
+    assert ours_fn.__sglang_trinv__ and ours_public.__sglang_trinv__
+    assert ours_fn.__wrapped__ is stock_fn and ours_public.__wrapped__ is stock_fn
+    # kda.py's binding (its caller drops Akk) skips the Akk store; the public one keeps stock's contract
+    q, k, v, g, beta, _ = _inputs(B=1, T=40, H=1, K=16, V=16, seed=7)
+    assert ours_fn(q, k, v, gk=g, beta=beta, scale=0.25)[5] is None
+    full = ours_public(q, k, v, gk=g, beta=beta, scale=0.25)
+    assert full[5] is not None and full[5].shape == (1, 40, 1, 64)
     before = plugin.active().counts
     ours = _run_chunk_kda_fwd(lower_bound)
     after = plugin.active().counts

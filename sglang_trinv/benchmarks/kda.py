@@ -9,9 +9,9 @@ by default), which dominates that error for every method alike; the column "Akk,
 Gram products (``gram_precision="ieee"``), i.e. the inversion method's own error.
 
 Stock runs the schedule ``chunk_kda_fwd`` picks (``safe_gate = lower_bound is not None``,
-``fuse_diagonal = fuse_recompute = B·NT·H ≤ 256``); ours is one kernel whatever the flags. The errors are
-taken from a call with ``fuse_recompute=False`` (the only one that returns Akk), the time from the call
-``chunk_kda_fwd`` makes.
+``fuse_diagonal = fuse_recompute = B·NT·H ≤ 256``); ours is timed as ``chunk_kda_fwd`` runs it through the
+plugin (w/u/kg fused, Akk not stored since that caller drops it). The errors are taken from a call with
+``fuse_recompute=False`` (the only one that returns Akk).
 
     python bench/bench_kda.py --out DIR [--quick] [--tune] [--smoke]
 
@@ -132,7 +132,7 @@ def label(p):
     return p or "default"
 
 
-def run_shape(shape, rows, methods, tuning, with_whole, seed=0):
+def run_shape(shape, rows, methods, tuning, with_whole, seed=0, one_kernel=True):
     T, H, nseq, sg = shape["T"], shape["H"], shape["nseq"], shape["safe_gate"]
     inp = make_inputs(T, H, K_DIM, K_DIM, nseq, seed, safe_gate=sg)
     q, k, v, g, beta, cu = (inp[n] for n in ("q", "k", "v", "g", "beta", "cu_seqlens"))
@@ -158,12 +158,13 @@ def run_shape(shape, rows, methods, tuning, with_whole, seed=0):
                                                   tuning=tuning, **call)
         e = errors(w, u, Akk, refs)
         e["exact_gram_max_rel"] = exact_gram_error(inp, m, p, call, refs)
-        f = lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=fuse, fuse_diagonal=fuse, method=m,  # noqa: E731
+        # timed as chunk_kda_fwd runs it through the plugin: Akk not stored (SGLang drops it), w/u/kg fused
+        f = lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=True, fuse_diagonal=fuse, method=m,  # noqa: E731
                                       precision=p, tuning=tuning, **call)
         record(m, label(p), bench(f), e)
-    if not sg:  # the one-kernel variant (diagonal Gram tiles in our kernel too), for the default method
+    if not sg and one_kernel:  # the one-kernel variant (diagonal Gram tiles in our kernel too), for the default method
         m, p = methods[0]
-        f = lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=fuse, fuse_diagonal=fuse, method=m,  # noqa: E731
+        f = lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=True, fuse_diagonal=fuse, method=m,  # noqa: E731
                                       precision=p, tuning=tuning, diag_gram="fused", **call)
         w, u, _, kg, Aqk, Akk = ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=False, method=m, precision=p,
                                                   tuning=tuning, diag_gram="fused", **call)
@@ -261,7 +262,7 @@ def to_markdown(meta, rows):
     out = [f"# KDA benchmark — {meta['gpu']} — {meta['date']}", "",
            f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}, bf16 inputs, K=V={meta['K']}, "
            f"tuning {meta['tuning']}. Times: median µs (do_bench), for the schedule chunk_kda_fwd uses "
-           "(stock fused iff B·NT·H ≤ 256). max_rel = max|X−X64|/max|X64| (Akk = (I+A)^-1, w, u); "
+           "(stock fused iff B·NT·H ≤ 256; ours as the plugin runs it, Akk not stored). max_rel = max|X−X64|/max|X64| (Akk = (I+A)^-1, w, u); "
            "'exact Gram': ours with fp32 Gram products (the inversion's own error).", ""]
     sel = [r for r in rows if r.get("kind") == "intra" and "us" in r]
     if sel:
@@ -309,6 +310,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tune", action="store_true", help="sweep launch configurations first (default method)")
     ap.add_argument("--no-whole", action="store_true", help="skip the whole chunk_kda_fwd runs")
     ap.add_argument("--no-families", action="store_true")
+    ap.add_argument("--no-one-kernel", action="store_true", help="skip the diag_gram='fused' one-kernel rows")
+    ap.add_argument("--tune-configs", default=None,
+                    help="--tune candidates as WARPS/BK/BV/STAGES,... (default: a 1/2/4-warp grid)")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
     ap.add_argument("--methods", default=None,
                     help="comma list of METHOD[:PRECISION] (default: every method at its default precision, "
@@ -337,6 +341,12 @@ def run(args) -> int:
         # around the H100 sweep's best (1 warp, BK=BV=16, 1 stage; results/2026-11-27-h100-kda-partial)
         cands = [ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st)
                  for nw in (1, 2, 4) for bk, bv in ((16, 16), (16, 32), (32, 32)) for st in (1, 2)]
+        if args.tune_configs:
+            try:
+                cands = [ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st) for nw, bk, bv, st in
+                         (map(int, c.split("/")) for c in args.tune_configs.split(","))]
+            except ValueError:
+                raise SystemExit(f"--tune-configs {args.tune_configs!r}: expected WARPS/BK/BV/STAGES,...") from None
         tuning = run_tuning(rows, cands[:2] if args.smoke else cands) or tuning
     meta = common.run_meta(DEV, K=K_DIM, tuning=tuning.__dict__, kda_gram_precision=ops.KDA_GRAM_PRECISION)
     print(meta, flush=True)
@@ -352,7 +362,8 @@ def run(args) -> int:
     for i, sh in enumerate(shapes):
         print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
         run_shape(sh, rows, methods, tuning,
-                  with_whole=not args.no_whole and (sh["T"] == 8192 and sh["nseq"] == 1 or args.smoke))
+                  with_whole=not args.no_whole and (sh["T"] == 8192 and sh["nseq"] == 1 or args.smoke),
+                  one_kernel=not args.no_one_kernel)
         common.save_results(args.out, "kda", meta, rows)
     md = to_markdown(meta, rows)
     common.save_results(args.out, "kda", meta, rows, md)

@@ -242,11 +242,11 @@ __all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tr
 # diagonal 16×16 tiles tf32 in its fused/safe_gate kernels, exact fp32 in its token-parallel one);
 # ``gram_precision="DIAG/OFF"`` overrides it (e.g. "ieee" for exact tests, "ieee/bf16" for token-parallel's)
 KDA_GRAM_PRECISION = "tf32/bf16"
-# Launch sweep on an H100 (2026-11-27, bench/results/2026-11-27-h100-kda-partial/tuning.log; T=8192, H=32,
-# blockdoubling, the one-kernel diag_gram="fused" mode): 1 warp, BK=BV=16, 1 stage 1421.5 µs, the previous
-# default (4 warps, BK=16, BV=32, 2 stages) 1780.2 µs, others 1891–9623 µs. Not yet swept for the default
-# diag_gram="sglang" split.
-KDA_DEFAULT_TUNING = Tuning(num_warps=1, BK=16, BV=16, num_stages=1)
+# Launch sweep on an H200 (2026-11-27, bench/results/2026-11-27-h200-kda/: T=8192, H=32, blockdoubling, the
+# default diag_gram="sglang" split, Akk not stored as chunk_kda_fwd runs it): 2 warps, BK=BV=32, 2 stages
+# 559.8 µs (stock 564.4 µs); the previous default (1 warp, BK=BV=16, 1 stage: the one-kernel mode's H100 best)
+# 798.4 µs; every 1-stage configuration ≥ 767 µs (the loads need the software pipeline).
+KDA_DEFAULT_TUNING = Tuning(num_warps=2, BK=32, BV=32, num_stages=2)
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,6 +9,11 @@ prefill, reached through ``srt/layers/attention/linear/kernels/kda_triton.py``),
 backends (helion, CuTe/PTX, Blackwell) never call it and stay stock. We replace the function object in every
 module that holds it (kda.py's global is the one looked up; chunk_intra.py's own so later imports get ours).
 
+Akk not written: ``chunk_kda_fwd`` unpacks ``w, u, _, kg, Aqk, _ = chunk_kda_fwd_intra(...)`` and drops Akk
+(SGLang needs it only to feed its separate w/u kernel, which ours fuses). When kda.py's source shows exactly
+that (one call, Akk discarded), kda.py's binding skips the Akk store (``[T, H, 64]`` of k's dtype per call);
+every other binding keeps the full stock contract.
+
 Opt-in (``SGLANG_TRINV_KDA=1``): our one-kernel KDA intra is correct but was measured 2.8× slower than
 SGLang's multi-kernel path on an H100 (T=8192, H=32: 1780 vs 634 µs; bench/results/2026-11-27-h100-kda-partial).
 The kernel now leaves the diagonal Gram tiles to SGLang's token-parallel kernel (``diag_gram="sglang"``), which
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
+import re
 
 from ._state import ENV_KDA, STATE, check_signature, logger, rebind, sglang_version, stock_function, warn_not_triton
 from .gdn import check_ops as _check_method, precision_label
@@ -67,7 +74,23 @@ def _note_fallback(reason: str, k, v, chunk_size: int) -> None:
         )
 
 
-def make_wrapper(stock):
+DROPS_AKK_CALL = f"w, u, _, kg, Aqk, _ = {NAME}("
+
+
+def caller_drops_akk(kda_module) -> str | None:
+    """None if kda.py's only use of chunk_kda_fwd_intra discards Akk (checked in its source), else why not."""
+    try:
+        src = inspect.getsource(kda_module)
+    except (OSError, TypeError) as e:
+        return f"no source for {KDA} ({e})"
+    calls = re.findall(rf"\b{NAME}\(", src)
+    if len(calls) != 1 or DROPS_AKK_CALL not in src:
+        return f"{KDA} calls {NAME} {len(calls)}× / not as '{DROPS_AKK_CALL}...)'"
+    return None
+
+
+def make_wrapper(stock, skip_akk: bool = False):
+    """Our chunk_kda_fwd_intra. skip_akk: only for a caller that discards Akk (returned as None, not stored)."""
     from .. import ops
 
     @functools.wraps(stock)
@@ -83,7 +106,7 @@ def make_wrapper(stock):
             STATE.counts["kda"] += 1
             return ops.kda_fwd_intra(q, k, v, gk, beta, scale=scale, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
                                      chunk_indices=chunk_indices, safe_gate=safe_gate,
-                                     fuse_recompute=fuse_recompute, fuse_diagonal=fuse_diagonal,
+                                     fuse_recompute=fuse_recompute or skip_akk, fuse_diagonal=fuse_diagonal,
                                      method=method, precision=precision)
         STATE.counts["kda_fallback"] += 1
         _note_fallback(reason, k, v, chunk_size)
@@ -113,9 +136,14 @@ def apply(kda_module) -> None:
             warn_not_triton(KDA, NAME, stock, CHUNK_INTRA, "KDA")
             return
         check_signature(stock, STOCK_PARAMS, f"{CHUNK_INTRA}.{NAME}")
-        n = rebind(stock, make_wrapper(stock))
+        ours = make_wrapper(stock)
+        n = rebind(stock, ours)
+        why_not = caller_drops_akk(kda_module)
+        if why_not is None and getattr(kda_module, NAME) is ours:  # restored by unpatch with the rest
+            setattr(kda_module, NAME, make_wrapper(stock, skip_akk=True))
         STATE.patched.add("kda")
         logger.info(
-            "sglang-trinv: KDA chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s]",
-            STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(), n, NAME,
+            "sglang-trinv: KDA chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s; "
+            "chunk_kda_fwd: %s]", STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(),
+            n, NAME, "Akk not written (SGLang drops it)" if why_not is None else f"Akk written ({why_not})",
         )
