@@ -41,8 +41,15 @@ STOCK = "stock"
 EXACT = "exact"
 HF_QWEN3_NEXT = "transformers.models.qwen3_next.modeling_qwen3_next"
 HF_CHUNK_FN = "torch_chunk_gated_delta_rule"
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "evals" / "models" / "qwen3-next-tiny-stdlib"
-DEFAULT_MC = Path(__file__).resolve().parents[1] / "evals" / "tasks" / "stdlib_mc.jsonl"
+def _shipped(rel: str) -> Path:
+    """evals/<rel> of a checkout (editable install), else the copy the wheel carries (sglang_trinv/shipped/<rel>)."""
+    here = Path(__file__).resolve().parent
+    repo = here.parent / "evals" / rel
+    return repo if repo.exists() else here / "shipped" / rel
+
+
+DEFAULT_MODEL = _shipped("models/qwen3-next-tiny-stdlib")
+DEFAULT_MC = _shipped("tasks/stdlib_mc.jsonl")
 DEFAULT_METHODS = "stock,exact,blockdoubling,forward_substitution,column_sweep,neumann,newton_schulz,hybrid"
 
 
@@ -819,10 +826,23 @@ def _rel(p) -> str:
         return str(p)
 
 
+def is_shipped_model(path) -> bool:
+    """The shipped model: its folder, or a copy of it (e.g. a checkout's evals/models beside an installed wheel:
+    same config and same weights size)."""
+    p = Path(path)
+    if p.resolve() == DEFAULT_MODEL.resolve():
+        return True
+    try:
+        return ((p / "config.json").read_bytes() == (DEFAULT_MODEL / "config.json").read_bytes()
+                and (p / "model.safetensors").stat().st_size == (DEFAULT_MODEL / "model.safetensors").stat().st_size)
+    except OSError:
+        return False
+
+
 def task_config(args: argparse.Namespace):
     """(multiple-choice items or None, their file, passkey settings or None) from the command line; the
     shipped MC task is the default only for the shipped model. Raises FileNotFoundError/ValueError."""
-    mc_path = args.mc or (DEFAULT_MC if Path(args.model).resolve() == DEFAULT_MODEL.resolve() else None)
+    mc_path = args.mc or (DEFAULT_MC if is_shipped_model(args.model) else None)
     mc_items = load_mc(args.mc) if args.mc else None  # an explicit file must exist even with --no-tasks
     mc_items = None if args.no_tasks or mc_path is None else (mc_items or load_mc(mc_path))[: args.mc_limit]
     passkey = None if args.no_tasks else {

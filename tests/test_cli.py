@@ -23,14 +23,15 @@ def test_unknown_subcommand_exits_nonzero_with_the_choices(capsys):
 
 
 def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
-    """`sglang-trinv check` against the installed SGLang: hooks present, pipeline fusable, KDA stock by default;
+    """`sglang-trinv check` against the installed SGLang: hooks present, pipeline fusable, KDA ours for the exact
+    gate by default (safe_gate stock);
     exit 1 with the reason for a method that has no kernel, a warning for an unstable one."""
     monkeypatch.delenv("SGLANG_TRINV_KDA", raising=False)
     assert main(["check"]) == 0
     out = capsys.readouterr().out
     assert "[ok] server-argument hooks" in out and "[ok] GDN prefill hook" in out
     assert "A not written (SGLang drops it)" in out
-    assert "KDA prefill" in out and "stays stock" in out
+    assert "KDA prefill" in out and "uses it too for the exact gate" in out and "safe_gate calls stay stock" in out
     assert "--linear-attn-inv blockdoubling would patch GDN prefill here" in out
     assert main(["check", "--method", "gauss_jordan"]) == 1
     out = capsys.readouterr().out

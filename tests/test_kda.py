@@ -216,17 +216,27 @@ def clean_selection(monkeypatch):
     plugin.unpatch()
 
 
-def test_kda_stays_stock_unless_opted_in(clean_selection, caplog, monkeypatch):
-    """By default a method applies to GDN only; KDA stays SGLang's, and the log says why and how to opt in."""
-    monkeypatch.delenv(ENV_KDA, raising=False)
+def test_kda_stays_stock_when_disabled(clean_selection, caplog, monkeypatch):
+    """SGLANG_TRINV_KDA=0: a method applies to GDN only; KDA stays SGLang's, and the log says so."""
+    monkeypatch.setenv(ENV_KDA, "0")
     kda = import_module(f"{FLA}.kda")
     stock_fn = kda.chunk_kda_fwd_intra
     with caplog.at_level(logging.INFO, logger="sglang_trinv.plugin"):
         plugin.patch("blockdoubling")
     assert kda.chunk_kda_fwd_intra is stock_fn
     assert "kda" not in plugin.active().patched and "kda_stock" in plugin.active().patched
-    assert any("KDA chunk prefill stays stock" in r.getMessage() and ENV_KDA in r.getMessage()
+    assert any("KDA chunk prefill stays stock" in r.getMessage() and f"{ENV_KDA}=0" in r.getMessage()
                for r in caplog.records)
+
+
+def test_kda_bad_setting_stays_stock_with_a_warning(clean_selection, caplog, monkeypatch):
+    monkeypatch.setenv(ENV_KDA, "maybe")
+    kda = import_module(f"{FLA}.kda")
+    stock_fn = kda.chunk_kda_fwd_intra
+    with caplog.at_level(logging.WARNING, logger="sglang_trinv.plugin"):
+        plugin.patch("blockdoubling")
+    assert kda.chunk_kda_fwd_intra is stock_fn
+    assert any("'maybe' is not auto, 1 or 0" in r.getMessage() for r in caplog.records)
 
 
 def _run_chunk_kda_fwd(lower_bound):
@@ -250,9 +260,13 @@ def _run_chunk_kda_fwd(lower_bound):
     return o, state
 
 
-@pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["exact_gate", "safe_gate"])
-def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_bound, caplog, monkeypatch):
-    monkeypatch.setenv(ENV_KDA, "1")  # opt-in: off by default (slower than stock on Hopper)
+@pytest.mark.parametrize("lower_bound,setting", [(None, None), (-5.0, "1")], ids=["exact_gate", "safe_gate"])
+def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_bound, setting, caplog, monkeypatch):
+    """Default (auto): the exact gate goes through our kernel; SGLANG_TRINV_KDA=1 adds safe_gate."""
+    if setting is None:
+        monkeypatch.delenv(ENV_KDA, raising=False)
+    else:
+        monkeypatch.setenv(ENV_KDA, setting)
     kda = import_module(f"{FLA}.kda")
     chunk_intra = import_module(f"{FLA}.chunk_intra")
     stock_fn = kda.chunk_kda_fwd_intra
@@ -283,6 +297,23 @@ def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_b
     plugin.unpatch()
     assert kda.chunk_kda_fwd_intra is stock_fn and chunk_intra.chunk_kda_fwd_intra is stock_fn
     assert ENV_METHOD not in os.environ or not os.environ[ENV_METHOD]
+
+
+def test_auto_keeps_safe_gate_stock_logged_once(clean_selection, caplog, monkeypatch):
+    monkeypatch.delenv(ENV_KDA, raising=False)
+    stock = _run_chunk_kda_fwd(-5.0)
+    plugin.patch("blockdoubling")
+    assert "kda" in plugin.active().patched
+    before = plugin.active().counts
+    with caplog.at_level(logging.INFO, logger="sglang_trinv.plugin"):
+        ours = _run_chunk_kda_fwd(-5.0)
+        _run_chunk_kda_fwd(-5.0)
+    after = plugin.active().counts
+    assert after.get("kda", 0) == before.get("kda", 0)
+    assert after["kda_safe_gate_stock"] - before.get("kda_safe_gate_stock", 0) == 2
+    assert sum("KDA safe_gate prefill stays stock" in r.getMessage() for r in caplog.records) == 1
+    for x, r in zip(ours, stock):
+        assert torch.equal(x, r)  # the stock kernel itself
 
 
 def test_plugin_falls_back_to_stock_logged_once(clean_selection, caplog, monkeypatch):

@@ -242,11 +242,12 @@ __all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tr
 # diagonal 16×16 tiles tf32 in its fused/safe_gate kernels, exact fp32 in its token-parallel one);
 # ``gram_precision="DIAG/OFF"`` overrides it (e.g. "ieee" for exact tests, "ieee/bf16" for token-parallel's)
 KDA_GRAM_PRECISION = "tf32/bf16"
-# Launch sweep on an H200 (2026-11-27, bench/results/2026-11-27-h200-kda/: T=8192, H=32, blockdoubling, the
-# default diag_gram="sglang" split, Akk not stored as chunk_kda_fwd runs it): 2 warps, BK=BV=32, 2 stages
-# 559.8 µs (stock 564.4 µs); the previous default (1 warp, BK=BV=16, 1 stage: the one-kernel mode's H100 best)
-# 798.4 µs; every 1-stage configuration ≥ 767 µs (the loads need the software pipeline).
-KDA_DEFAULT_TUNING = Tuning(num_warps=2, BK=32, BV=32, num_stages=2)
+# Launch sweeps on an H200 (2026-11-27, bench/results/2026-11-27-h200-kda/: T=8192, H=32, blockdoubling, the
+# default diag_gram="sglang" split, Akk not stored as chunk_kda_fwd runs it; stock 564.4–564.7 µs in the same
+# runs): 2 warps, BK=BV=32, 3 stages 525.2 µs; 2 stages 558.6–559.8; BV=64 544.9; BK=BV=64 678.0; the previous
+# default (1 warp, BK=BV=16, 1 stage: the one-kernel mode's H100 best) 798.4; every 1-stage configuration
+# ≥ 767 µs (the loads need the software pipeline).
+KDA_DEFAULT_TUNING = Tuning(num_warps=2, BK=32, BV=32, num_stages=3)
 
 
 @functools.lru_cache(maxsize=64)
@@ -332,7 +333,8 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     diagonal): ``"sglang"`` lets SGLang's token-parallel kernel compute the diagonal 16×16 tiles of Akk and Aqk
     and our kernel does the rest (off-diagonal tiles, inverse, w/u/kg); ``"fused"`` computes them in our kernel
     too (one kernel, nested anchors: measured 2.8× slower than stock on an H100,
-    bench/results/2026-11-27-h100-kda-partial). The ``"sglang"`` split is not yet timed on a GPU.
+    bench/results/2026-11-27-h100-kda-partial). The ``"sglang"`` split (token-parallel kernel + ours) measured on
+    an H200 at T=8192: 527.0 vs stock 564.7 µs (H=32), 165.5 vs 248.5 µs (H=8), bench/results/2026-11-27-h200-kda.
     """
     _check_varlen(k, cu_seqlens)
     reason = kda_supports(q, k, v, gk, beta, chunk_size)

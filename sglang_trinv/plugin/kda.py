@@ -14,11 +14,11 @@ Akk not written: ``chunk_kda_fwd`` unpacks ``w, u, _, kg, Aqk, _ = chunk_kda_fwd
 that (one call, Akk discarded), kda.py's binding skips the Akk store (``[T, H, 64]`` of k's dtype per call);
 every other binding keeps the full stock contract.
 
-Opt-in (``SGLANG_TRINV_KDA=1``): our one-kernel KDA intra is correct but was measured 2.8× slower than
-SGLang's multi-kernel path on an H100 (T=8192, H=32: 1780 vs 634 µs; bench/results/2026-11-27-h100-kda-partial).
-The kernel now leaves the diagonal Gram tiles to SGLang's token-parallel kernel (``diag_gram="sglang"``), which
-is not yet timed; until it is measured no slower than stock, KDA prefill stays stock by default, said once in
-the log.
+Routing (``SGLANG_TRINV_KDA``): unset or ``auto`` (default) — KDA prefill with the exact gate goes through our
+kernel (measured on an H200, T=8192: chunk_kda_fwd_intra 564.7 → 527.0 µs at 32 heads, 248.5 → 165.5 µs at 8,
+error ≤ stock; bench/results/2026-11-27-h200-kda), while ``safe_gate`` calls (a model config with a KDA gate
+lower bound) stay stock, said once in the log, since that path has not been timed on a GPU yet; ``1`` — ours for
+both; ``0`` — KDA stays stock.
 """
 
 from __future__ import annotations
@@ -49,18 +49,23 @@ def kernel_available() -> bool:
     return all(callable(getattr(ops, name, None)) for name in ("kda_fwd_intra", "kda_supports"))
 
 
-def opted_in() -> bool:
-    return os.environ.get(ENV_KDA, "0").strip() == "1"
+def mode() -> str:
+    """``auto`` (default: ours for the exact gate, stock for safe_gate), ``1`` (ours for both) or ``0`` (stock)."""
+    m = os.environ.get(ENV_KDA, "").strip().lower() or "auto"
+    return {"on": "1", "true": "1", "off": "0", "false": "0"}.get(m, m)
 
 
 def status() -> str:
     """How KDA prefill is served when a method is selected (for the start-up line)."""
     if not kernel_available():
         return "stays stock (no sglang_trinv.ops.kda_fwd_intra)"
-    if not opted_in():
-        return (f"stays stock (our KDA path is not yet measured no slower than SGLang's on Hopper; "
-                f"{ENV_KDA}=1 to use it)")
-    return f"uses it too (Triton chunk_kda_fwd_intra, {ENV_KDA}=1)"
+    m = mode()
+    if m == "0":
+        return f"stays stock ({ENV_KDA}=0)"
+    if m == "1":
+        return f"uses it too (Triton chunk_kda_fwd_intra, safe_gate included: {ENV_KDA}=1)"
+    return (f"uses it too for the exact gate (Triton chunk_kda_fwd_intra); safe_gate calls stay stock (not yet "
+            f"timed on a GPU; {ENV_KDA}=1 to use it there too, {ENV_KDA}=0 to keep KDA stock)")
 
 
 def _note_fallback(reason: str, k, v, chunk_size: int) -> None:
@@ -98,6 +103,14 @@ def make_wrapper(stock, skip_akk: bool = False):
                             chunk_indices=None, safe_gate=False, fuse_recompute=False, fuse_diagonal=False):
         method, precision = STATE.method, STATE.precision
         reason = ops.kda_supports(q, k, v, gk, beta, chunk_size)
+        if reason is None and safe_gate and mode() != "1":
+            if not STATE.counts["kda_safe_gate_stock"]:
+                logger.info("sglang-trinv: KDA safe_gate prefill stays stock (not yet timed on a GPU; %s=1 to use "
+                            "%s there too)", ENV_KDA, method)
+            STATE.counts["kda_safe_gate_stock"] += 1
+            return stock(q, k, v, gk=gk, beta=beta, scale=scale, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
+                         chunk_indices=chunk_indices, safe_gate=safe_gate, fuse_recompute=fuse_recompute,
+                         fuse_diagonal=fuse_diagonal)
         if reason is None:
             if not STATE.counts["kda"]:  # operators can see in the log that our kernel really serves prefill
                 logger.info("sglang-trinv: first KDA chunk prefill served by %s (precision %s), k%s v%s %s",
@@ -124,7 +137,12 @@ def apply(kda_module) -> None:
         if "kda" in STATE.patched or "kda_stock" in STATE.patched:
             return
         stock = stock_function(kda_module, KDA, NAME, "KDA")
-        if not kernel_available() or not opted_in():
+        if mode() not in ("auto", "1", "0"):
+            STATE.patched.add("kda_stock")
+            logger.warning("sglang-trinv: %s=%r is not auto, 1 or 0: KDA chunk prefill stays stock", ENV_KDA,
+                           os.environ.get(ENV_KDA))
+            return
+        if not kernel_available() or mode() == "0":
             STATE.patched.add("kda_stock")
             logger.info("sglang-trinv: KDA chunk prefill %s; --linear-attn-inv=%s applies to GDN only",
                         status(), STATE.method)
@@ -144,6 +162,7 @@ def apply(kda_module) -> None:
         STATE.patched.add("kda")
         logger.info(
             "sglang-trinv: KDA chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s; "
-            "chunk_kda_fwd: %s]", STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(),
+            "chunk_kda_fwd: %s; %s]", STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(),
             n, NAME, "Akk not written (SGLang drops it)" if why_not is None else f"Akk written ({why_not})",
+            "safe_gate too" if mode() == "1" else f"safe_gate stays stock, {ENV_KDA}=1 to include it",
         )
