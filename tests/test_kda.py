@@ -216,27 +216,21 @@ def clean_selection(monkeypatch):
     plugin.unpatch()
 
 
-def test_kda_stays_stock_when_disabled(clean_selection, caplog, monkeypatch):
-    """SGLANG_TRINV_KDA=0: a method applies to GDN only; KDA stays SGLang's, and the log says so."""
-    monkeypatch.setenv(ENV_KDA, "0")
+@pytest.mark.parametrize("setting,level,message", [
+    ("0", logging.INFO, "KDA chunk prefill stays stock (SGLANG_TRINV_KDA=0)"),
+    ("maybe", logging.WARNING, "'maybe' is not auto, 1 or 0: KDA chunk prefill stays stock"),
+], ids=["disabled", "bad_setting"])
+def test_kda_stays_stock_when_disabled(clean_selection, caplog, monkeypatch, setting, level, message):
+    """SGLANG_TRINV_KDA=0 (or a value it does not know): a method applies to GDN only, KDA stays SGLang's, and
+    the log says so."""
+    monkeypatch.setenv(ENV_KDA, setting)
     kda = import_module(f"{FLA}.kda")
     stock_fn = kda.chunk_kda_fwd_intra
-    with caplog.at_level(logging.INFO, logger="sglang_trinv.plugin"):
+    with caplog.at_level(level, logger="sglang_trinv.plugin"):
         plugin.patch("blockdoubling")
     assert kda.chunk_kda_fwd_intra is stock_fn
     assert "kda" not in plugin.active().patched and "kda_stock" in plugin.active().patched
-    assert any("KDA chunk prefill stays stock" in r.getMessage() and f"{ENV_KDA}=0" in r.getMessage()
-               for r in caplog.records)
-
-
-def test_kda_bad_setting_stays_stock_with_a_warning(clean_selection, caplog, monkeypatch):
-    monkeypatch.setenv(ENV_KDA, "maybe")
-    kda = import_module(f"{FLA}.kda")
-    stock_fn = kda.chunk_kda_fwd_intra
-    with caplog.at_level(logging.WARNING, logger="sglang_trinv.plugin"):
-        plugin.patch("blockdoubling")
-    assert kda.chunk_kda_fwd_intra is stock_fn
-    assert any("'maybe' is not auto, 1 or 0" in r.getMessage() for r in caplog.records)
+    assert any(message in r.getMessage() for r in caplog.records)
 
 
 def _run_chunk_kda_fwd(lower_bound):
