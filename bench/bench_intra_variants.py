@@ -145,5 +145,5 @@ json.dump(dict(meta=meta, rows=rows), open(os.path.join(out, "intra_variants.jso
 print(meta)
 for r in rows:
     if "us" in r:
-        errs = " ".join(f"{key} {r[key]:.2e}" for key in ("A", "w", "u", "o_rel_vs_stock") if key in r)
+        errs = " ".join(f"{key} {r[key]:.2e}" for key in ("A", "w", "u", "o_rel_vs_fp64", "o_rel_vs_stock") if key in r)
         print(f"{r['kernel']:8s} T={r['T']:6d} H={r['H']:3d} {r['variant']:24s} {r['us']:8.1f} us  {errs}")

@@ -24,7 +24,8 @@ def test_bench_kernels_smoke(tmp_path):
 
 def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
     """`sglang-trinv bench layer`: SGLang's chunk_gated_delta_rule_fwd stock, through the fused pipeline and
-    with only the intra kernel swapped — each timed and compared with stock (fp32 under the interpreter)."""
+    with only the intra kernel swapped — each timed and compared with stock and with the fp64 twin of the whole
+    forward (fp32 under the interpreter)."""
     import os
 
     from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
@@ -37,4 +38,5 @@ def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
         ("column_sweep", "fused pipeline")]
     for r in rows:
         assert r["us"] > 0 and r["o_rel_vs_stock"] < 1e-4 and r["state_rel_vs_stock"] < 1e-4, r
+        assert r["o_rel_vs_fp64"] < 1e-4 and r["state_rel_vs_fp64"] < 1e-4, r  # vs the fp64 twin
     assert "Whole chunk_gated_delta_rule_fwd" in (tmp_path / "whole.md").read_text()

@@ -299,6 +299,15 @@ def test_gdn_prefill_runs_our_kernel_and_matches_stock(stock_outputs, varlen, fu
             assert x is None  # SGLang's ChunkGatedDeltaRuleFunction drops A: the fused pipeline never writes it
             continue
         torch.testing.assert_close(x, ref, rtol=TOL, atol=TOL, msg=lambda m: f"{name}: {m}")
+    # both against the fp64 twin of the whole forward (exact inverse): ours no further from it than stock + TOL
+    from sglang_trinv.reference import gdn
+
+    (q, k, v, g, beta, h0), cu_seqlens = _inputs(varlen)
+    o64, s64 = gdn.chunk_fwd(q, k, v, g, beta, k.shape[-1] ** -0.5, h0, cu_seqlens)
+    for name, i, r64 in (("o", 0, o64), ("final state", 2, s64)):
+        e_ours = float((ours[i].double() - r64).abs().max() / r64.abs().max())
+        e_stock = float((stock_outputs[varlen][i].double() - r64).abs().max() / r64.abs().max())
+        assert e_ours <= e_stock + TOL and e_ours < TOL, (name, e_ours, e_stock)
     plugin.unpatch()
     assert chunk.chunk_gated_delta_rule_fwd is stock_fwd
 

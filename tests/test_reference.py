@@ -143,3 +143,30 @@ def test_hybrid_inner_methods_agree():
     for inner in ("substitution", "column_sweep", "neumann", "blockdoubling", "newton_schulz"):
         X = ref.hybrid(A, block=16, inner=inner, precision="ieee")
         assert max_rel(A, X) <= TOL_FACTOR * UNIT_ROUNDOFF["ieee"], inner
+
+
+# --------------------------------------------------------------------------- whole GDN forward twin
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+def test_chunk_forward_twin_equals_the_token_recurrence(varlen):
+    """The fp64 chunked twin of SGLang's chunk_gated_delta_rule_fwd (exact inverse, WY form) reproduces the
+    token-by-token delta rule: GQA, a 1-token sequence and partial chunks, strong and no decay."""
+    import torch.nn.functional as F
+
+    from sglang_trinv.reference import gdn
+
+    gen = torch.Generator().manual_seed(11)
+    T, H, Hg, K, V = 150, 4, 2, 8, 6
+    q = torch.randn(1, T, Hg, K, generator=gen)
+    k = F.normalize(torch.randn(1, T, Hg, K, generator=gen), dim=-1)
+    v = torch.randn(1, T, H, V, generator=gen)
+    g = F.logsigmoid(torch.randn(1, T, H, generator=gen) * 3)
+    g[..., 0] = 0.0  # one head without decay
+    beta = torch.rand(1, T, H, generator=gen) * 2
+    cu = torch.tensor([0, 1, 70, 150]) if varlen else None
+    h0 = torch.randn(3 if varlen else 1, H, V, K, generator=gen)
+    o_r, s_r = gdn.recurrent_fwd(q, k, v, g, beta, 0.3, h0, cu)
+    o_c, s_c = gdn.chunk_fwd(q, k, v, g, beta, 0.3, h0, cu)
+    assert o_r.dtype == torch.float64 and s_r.shape == h0.shape
+    torch.testing.assert_close(o_c, o_r, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s_c, s_r, rtol=1e-10, atol=1e-10)
+    assert not torch.equal(s_r, h0.double())

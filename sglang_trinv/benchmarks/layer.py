@@ -2,8 +2,9 @@
 intra, state recurrence, output), stock vs through the plugin, over the benchmark shapes (bf16, K=V=128):
 T ∈ {8192, 32768, 4096}, (H, Hg) ∈ {(32, 16), (8, 4)}, one sequence and a varlen batch of 8. Per shape:
 stock, blockdoubling with the fused pipeline (gate cumsum in our kernel, A not written), blockdoubling
-swapping only the intra kernel, column_sweep (fused pipeline); the output's and final state's max-rel
-difference to stock beside each time. Writes ``DIR/whole.json`` and ``DIR/whole.md`` as it goes.
+swapping only the intra kernel, column_sweep (fused pipeline); beside each time the output's and final
+state's max-rel error against the fp64 twin of the whole forward (``reference.gdn.chunk_fwd``, exact inverse)
+and their difference to stock. Writes ``DIR/whole.json`` and ``DIR/whole.md`` as it goes.
 
     sglang-trinv bench layer --out DIR [--smoke]
 """

@@ -87,3 +87,68 @@ def fwd_intra(k, v, g, beta, cu_seqlens=None, BT: int = 64, dtype=torch.float64)
     scale = b * (torch.exp(g.to(dtype))[..., None] if g is not None else 1.0)
     w = chunk_matmul(Ai, k.to(dtype).repeat_interleave(H // Hg, dim=2) * scale, cu_seqlens)
     return w, u, Ai
+
+
+# ------------------------------------------------------------------------------------------ whole forward
+def _gdn_inputs(q, k, v, g, beta, dtype):
+    """GQA-expanded fp64 (``dtype``) copies: q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, g, β ``[B, T, H]``."""
+    H, Hg = v.shape[-2], k.shape[-2]
+    rep = H // Hg
+    return (q.to(dtype).repeat_interleave(rep, dim=2), k.to(dtype).repeat_interleave(rep, dim=2), v.to(dtype),
+            g.to(dtype), beta.to(dtype))
+
+
+def recurrent_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, dtype=torch.float64):
+    """Token-by-token gated delta rule, the definition the chunked forms must reproduce.
+
+    SGLang's layouts: q, k ``[B, T, Hg, K]``, v ``[B, T, H, V]``, ``g`` the raw per-token log-gate (not yet
+    cumulated) and β ``[B, T, H]``, states ``[N, H, V, K]`` (one per sequence). Per head, with S ``[V, K]``:
+
+        S ← e^{g_t}·S;   S ← S + β_t (v_t − S k_t) k_tᵀ;   o_t = scale · S q_t
+
+    Returns ``(o [B, T, H, V], final states [N, H, V, K])`` in ``dtype``."""
+    q, k, v, g, beta = _gdn_inputs(q, k, v, g, beta, dtype)
+    o = torch.zeros_like(v)
+    states = initial_state.to(dtype).clone()
+    for n, (b, s, e) in enumerate(_sequences(v.shape[1], v.shape[0], cu_seqlens)):
+        S = states[n]  # [H, V, K]
+        for t in range(s, e):
+            S = S * torch.exp(g[b, t])[:, None, None]
+            err = v[b, t] - (S @ k[b, t][:, :, None])[..., 0]  # [H, V]
+            S = S + beta[b, t][:, None, None] * err[:, :, None] * k[b, t][:, None, :]
+            o[b, t] = scale * (S @ q[b, t][:, :, None])[..., 0]
+        states[n] = S
+    return o, states
+
+
+def chunk_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
+    """Twin of SGLang's whole ``chunk_gated_delta_rule_fwd`` (cumsum → intra → state recurrence → output), in
+    ``dtype`` with the exact ``(I + A)^{-1}``: same inputs/returns as :func:`recurrent_fwd`, one chunk at a time
+    (fast enough for benchmark shapes on a GPU). Per chunk, gᶜ the chunk-local cumsum, S ``[V, K]``:
+
+        u = Ai(β⊙v),  w = Ai(β e^{gᶜ}⊙k),  v' = u − w Sᵀ,
+        o = scale·((q⊙e^{gᶜ}) Sᵀ + (q kᵀ ⊙ e^{gᶜᵢ−gᶜⱼ}, j ≤ i) v'),   S ← e^{gᶜ_last} S + v'ᵀ (k ⊙ e^{gᶜ_last − gᶜ})"""
+    q, k, v, g, beta = _gdn_inputs(q, k, v, g, beta, dtype)
+    o = torch.zeros_like(v)
+    states = initial_state.to(dtype).clone()
+    for n, (b, s, e) in enumerate(_sequences(v.shape[1], v.shape[0], cu_seqlens)):
+        S = states[n]  # [H, V, K]
+        for c0 in range(s, e, BT):
+            c1 = min(c0 + BT, e)
+            qc, kc, vc = (x[b, c0:c1].transpose(0, 1) for x in (q, k, v))  # [H, n, D]
+            gc = g[b, c0:c1].T.cumsum(-1)  # [H, n]
+            bc = beta[b, c0:c1].T
+            causal = torch.ones(c1 - c0, c1 - c0, dtype=torch.bool, device=v.device).tril()
+            decay = torch.exp(torch.where(causal, gc[:, :, None] - gc[:, None, :], float("-inf")))
+            A = torch.tril(kc @ kc.transpose(-1, -2) * decay * bc[:, :, None], -1)
+            Ai = exact_inverse(A)
+            u = Ai @ (vc * bc[..., None])
+            w = Ai @ (kc * (bc * torch.exp(gc))[..., None])
+            v_new = u - w @ S.transpose(-1, -2)
+            o[b, c0:c1] = (scale * ((qc * torch.exp(gc)[..., None]) @ S.transpose(-1, -2)
+                                    + (qc @ kc.transpose(-1, -2) * decay) @ v_new)).transpose(0, 1)
+            g_last = gc[:, -1:]
+            S = (S * torch.exp(g_last)[..., None]
+                 + v_new.transpose(-1, -2) @ (kc * torch.exp(g_last - gc)[..., None]))
+        states[n] = S
+    return o, states
