@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from sglang_trinv.cli import main
 
 
@@ -40,3 +42,23 @@ def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
         assert r["us"] > 0 and r["o_rel_vs_stock"] < 1e-4 and r["state_rel_vs_stock"] < 1e-4, r
         assert r["o_rel_vs_fp64"] < 1e-4 and r["state_rel_vs_fp64"] < 1e-4, r  # vs the fp64 twin
     assert "Whole chunk_gated_delta_rule_fwd" in (tmp_path / "whole.md").read_text()
+
+
+def test_bench_kda_smoke_chosen_shapes(tmp_path):
+    """`sglang-trinv bench kda --smoke --shapes …`: stock and ours on a safe_gate varlen shape, errors vs fp64,
+    and the whole chunk_kda_fwd through the plugin (interpreter, fp32)."""
+    assert main(["bench", "kda", "--smoke", "--shapes", "40:1:2:1", "--methods", "blockdoubling", "--no-families",
+                 "--no-one-kernel", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "kda.json").read_text())["rows"]
+    intra = {r["method"]: r for r in rows if r["kind"] == "intra"}
+    assert set(intra) == {"stock", "blockdoubling"}
+    assert all(r["safe_gate"] and r["nseq"] == 2 and r["us"] > 0 for r in intra.values())
+    ours, stock = intra["blockdoubling"], intra["stock"]
+    # default Gram operands rounded as SGLang rounds them (bf16 off-diagonal): the same error as stock;
+    # with fp32 Gram products the inversion's own error is fp32-small
+    assert ours["max_rel"] <= 1.1 * stock["max_rel"] + 1e-6 and ours["exact_gram_max_rel"] < 1e-4, (ours, stock)
+    assert ours["w_max_rel"] <= 1.1 * stock["w_max_rel"] + 1e-6 and ours["u_max_rel"] < 1e-2
+    whole = {r["method"]: r for r in rows if r["kind"] == "kda_fwd"}
+    assert set(whole) == {"stock", "blockdoubling"} and whole["blockdoubling"]["o_rel_vs_stock"] < 1e-4
+    with pytest.raises(SystemExit):
+        main(["bench", "kda", "--smoke", "--shapes", "40:1", "--out", str(tmp_path)])

@@ -311,6 +311,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-whole", action="store_true", help="skip the whole chunk_kda_fwd runs")
     ap.add_argument("--no-families", action="store_true")
     ap.add_argument("--no-one-kernel", action="store_true", help="skip the diag_gram='fused' one-kernel rows")
+    ap.add_argument("--shapes", default=None,
+                    help="T:H:SEQS:SAFE_GATE,... (e.g. 8192:32:1:0,8192:32:8:1) instead of the --quick/full plan")
     ap.add_argument("--tune-configs", default=None,
                     help="--tune candidates as WARPS/BK/BV/STAGES,... (default: a 1/2/4-warp grid)")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
@@ -350,7 +352,13 @@ def run(args) -> int:
         tuning = run_tuning(rows, cands[:2] if args.smoke else cands) or tuning
     meta = common.run_meta(DEV, K=K_DIM, tuning=tuning.__dict__, kda_gram_precision=ops.KDA_GRAM_PRECISION)
     print(meta, flush=True)
-    if args.smoke:
+    if args.shapes:
+        try:
+            shapes = [dict(T=int(t), H=int(h), nseq=int(n), safe_gate=bool(int(sg)))
+                      for t, h, n, sg in (x.split(":") for x in args.shapes.split(","))]
+        except ValueError:
+            raise SystemExit(f"--shapes {args.shapes!r}: expected T:H:SEQS:SAFE_GATE,...") from None
+    elif args.smoke:
         shapes = [dict(T=70, H=2, nseq=1, safe_gate=False), dict(T=100, H=1, nseq=3, safe_gate=True)]
     elif args.quick:
         shapes = [dict(T=8192, H=H, nseq=1, safe_gate=False) for H in (32, 8)]
@@ -362,7 +370,7 @@ def run(args) -> int:
     for i, sh in enumerate(shapes):
         print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
         run_shape(sh, rows, methods, tuning,
-                  with_whole=not args.no_whole and (sh["T"] == 8192 and sh["nseq"] == 1 or args.smoke),
+                  with_whole=not args.no_whole and bool(args.shapes or sh["T"] == 8192 and sh["nseq"] == 1 or args.smoke),
                   one_kernel=not args.no_one_kernel)
         common.save_results(args.out, "kda", meta, rows)
     md = to_markdown(meta, rows)
