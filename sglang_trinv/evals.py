@@ -15,8 +15,8 @@ Metrics per method: perplexity on held-out text (Δ vs stock), mean KL(stock ‖
 the next-token distributions, multiple-choice accuracy by log-likelihood (JSONL), synthetic passkey
 retrieval at several depths, a stress prompt (one token repeated: identical keys), wall time. Reports:
 ``report.md``, ``report.json``, ``report.png``; ``--fail-if-worse`` turns thresholds into an exit code.
-Server mode (``--server-url METHOD=URL``, :mod:`sglang_trinv.evals_server`) measures perplexity and top-1
-agreement through SGLang's ``/generate`` instead.
+Server mode (``--launch`` one SGLang server per method, or ``--server-url METHOD=URL`` for running ones;
+:mod:`sglang_trinv.evals_server`) runs the same measurements and tasks through SGLang's ``/generate`` instead.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -767,7 +768,9 @@ def _plot(results: list[MethodResult], path: Path, meta: dict) -> None:
 
 # ------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="HF folder of a Qwen3-Next model (default: the shipped tiny model)")
+    p.add_argument("--model", "--model-path", dest="model", default=str(DEFAULT_MODEL),
+                   help="HF folder of a Qwen3-Next model (default: the shipped tiny model); server mode: the served "
+                        "model (its tokenizer; with --launch, what each server loads)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help="comma list: stock, exact (fp64, reference only), registry names, NAME@PRECISION")
     p.add_argument("--backend", choices=("auto", "reference", "sglang"), default="auto",
@@ -793,6 +796,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="server mode: top-k log-probs per position requested for the KL lower bounds")
     p.add_argument("--server-url", action="append", default=[], metavar="METHOD=URL",
                    help="server mode: a running SGLang server per method (repeat), e.g. stock=http://127.0.0.1:30000")
+    p.add_argument("--launch", action="store_true",
+                   help="server mode: start one SGLang server per --methods entry (python -m sglang.launch_server "
+                        "--model-path MODEL --linear-attn-inv METHOD [--linear-attn-inv-precision P] SERVER_ARGS), one "
+                        "after the other; each is stopped after its turn, also on failure or Ctrl-C")
+    p.add_argument("--server-args", default="", help="--launch: extra sglang.launch_server arguments, one string")
+    p.add_argument("--startup-timeout", type=float, default=900.0, help="--launch: seconds to wait for each server")
+    p.add_argument("--server-python", default=sys.executable, help="--launch: interpreter that runs the servers")
+    p.add_argument("--host", default="127.0.0.1", help="--launch: address the servers bind")
+    p.add_argument("--launch-module", default="sglang.launch_server", help=argparse.SUPPRESS)  # tests: stand-in
+    p.add_argument("--fail-on-log", action=argparse.BooleanOptionalAction, default=True,
+                   help="--launch: exit 1 when a server's log does not show the method it was started with")
     p.add_argument("--fail-if-worse", action="store_true", help="exit 1 when a method breaches a threshold")
     p.add_argument("--fail-skip", default="", help="methods not checked by --fail-if-worse (e.g. known-unstable ones)")
     p.add_argument("--max-ppl-increase", type=float, default=Thresholds.max_ppl_rel_increase, help="relative")
@@ -858,7 +872,7 @@ def run(args: argparse.Namespace) -> int:
     th = Thresholds(args.max_ppl_increase, args.max_kl, args.min_top1, args.max_task_drop)
     if args.rerender:
         return rerender(Path(args.rerender))
-    if args.server_url:
+    if args.server_url or args.launch:
         from .evals_server import run_server_mode
 
         return run_server_mode(args, th)

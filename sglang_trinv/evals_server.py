@@ -2,8 +2,9 @@
 
 Why: the in-process eval swaps one function inside transformers; a served model goes through SGLang's whole
 prefill (scheduler, chunked prefill, CUDA graphs, the plugin's patch in the worker processes). One server per
-method (``--server-url stock=http://…:30000 --server-url blockdoubling=http://…:30001``, each launched with
-``--linear-attn-inv METHOD``), the same token windows sent as ``input_ids`` with
+method: started here one after the other (``--launch``: ``sglang.launch_server --linear-attn-inv METHOD``, stopped
+after its turn) or already running (``--server-url stock=http://…:30000 --server-url blockdoubling=…``); the same
+token windows sent as ``input_ids`` with
 ``return_logprob=True, logprob_start_len=0, max_new_tokens=1, top_logprobs_num=K``; SGLang answers
 ``meta_info.input_token_logprobs = [(None, id₀, _), (log p(id₁ | id₀), id₁, _), …]`` and
 ``meta_info.input_top_logprobs = [None, [(lp, id, _) × K], …]``. Reported per method vs the first server:
@@ -20,6 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
+import signal
+import sys
 import threading
 import time
 import urllib.error
@@ -101,13 +106,32 @@ def server_scorer(url: str):
     return lambda ids: prompt_logprobs(url, ids)
 
 
+def server_targets(args) -> list[tuple[str, str | None, str | None, str | None]]:
+    """``(label, url, method, precision)`` per server, the baseline first: the running servers of
+    ``--server-url`` (method/precision None), or with ``--launch`` one server to start per ``--methods`` entry
+    (``NAME`` or ``NAME@PRECISION``; stock added first; the eval's reference-only default list is replaced by
+    ``stock,blockdoubling``)."""
+    from .evals import DEFAULT_METHODS, parse_methods
+
+    if args.server_url:
+        if args.launch:
+            raise ValueError("--launch starts the servers itself: drop --server-url (or --launch)")
+        return [(label, url, None, None) for label, url in parse_server_urls(args.server_url)]
+    methods = "stock,blockdoubling" if args.methods == DEFAULT_METHODS else args.methods
+    return [(sp.label, None, sp.method, sp.precision) for sp in parse_methods(methods, "sglang")]
+
+
 def run_server_mode(args, th) -> int:
+    """Server mode, one server after the other (launched ones are stopped before the next starts, so one GPU
+    suffices): perplexity windows, multiple choice, passkey and lm-eval through each; agreement and KL against
+    the first server's answers, kept in memory."""
+    from .benchmarks.prefill import BenchError, ManagedServer, check_log, is_ready
     from .evals import (MethodResult, _rel, breaches, make_passkey_prompts, mc_predictions, passkey_scores,
                         score_mc, summarize_passkey, task_config, write_reports)
     from .evals_data import load_corpus, python_version, token_stream, token_windows
 
     try:
-        servers = parse_server_urls(args.server_url)
+        targets = server_targets(args)
         docs, corpus_label = load_corpus(args.corpus)
         from transformers import AutoTokenizer
 
@@ -118,80 +142,124 @@ def run_server_mode(args, th) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"sglang-trinv eval: {e}") from None
     windows = token_windows(token_stream(tok, docs), args.ctx, args.max_tokens)
-    results = [MethodResult(label, f"server {url}") for label, url in servers]
-    agree = [0] * len(servers)
-    kl_sum = [0.0] * len(servers)
+    pk_prompts = None if not passkey else make_passkey_prompts(
+        tok, token_stream(tok, docs), passkey["lengths"], passkey["depths"], passkey["trials"], passkey.get("seed", 0))
+    out = Path(args.out) if args.out else Path("evals/results") / f"{Path(args.model).name}-server"
     k = args.server_topk
     from tqdm.auto import tqdm
 
+    results: list[MethodResult] = []
+    base: list[tuple[list[float], list[dict]]] = []  # the first server's log-probs and top-k, per window
+    base_preds = None
+    servers: list[dict] = []
+    problems: list[str] = []
     t_start = time.time()
-    for win in tqdm(windows, desc="server perplexity", unit="win", disable=args.quiet):
-        base_lps = base_top = None
-        for i, (label, url) in enumerate(servers):
-            t0 = time.perf_counter()
-            lps, tops = prompt_logprobs_topk(url, win, k)
-            r = results[i]
-            r.seconds += time.perf_counter() - t0
-            r.nll -= sum(lps)
-            r.tokens += len(lps)
-            r.nonfinite_logits += sum(not math.isfinite(x) for x in lps)
-            if i == 0:
-                base_lps, base_top = lps, tops
-                continue
-            top1 = [max(t, key=t.get) if t else None for t in tops]
-            agree[i] += sum(bool(t and b) and a == max(b, key=b.get) for a, t, b in zip(top1, tops, base_top))
-            r.max_abs_logprob_diff = max([r.max_abs_logprob_diff] + [abs(a - b) for a, b in zip(lps, base_lps)])
-            kls = [coarse_kl(b, t) for b, t in zip(base_top, tops) if b and t]
-            kl_sum[i] += sum(kls)
-            r.kl_max = max([r.kl_max] + kls)
-    # tasks: the same code as in-process, scored by each server (multiple choice, passkey retrieval)
-    if mc_items:
-        base_preds = None
-        for i, (label, url) in enumerate(tqdm(servers, desc="multiple choice", disable=args.quiet)):
-            preds, preds_sum, t = mc_predictions(server_scorer(url), tok, mc_items)
-            results[i].seconds += t
-            base_preds = score_mc(results, i, preds, preds_sum, mc_items, base_preds)
-    if passkey:
-        prompts = make_passkey_prompts(tok, token_stream(tok, docs), passkey["lengths"], passkey["depths"],
-                                       passkey["trials"], passkey.get("seed", 0))
-        for i, (label, url) in enumerate(tqdm(servers, desc="passkey", disable=args.quiet)):
-            scores, t = passkey_scores(server_scorer(url), prompts)
-            results[i].seconds += t
-            results[i].passkey = summarize_passkey(scores)
-    if args.lm_eval:  # EleutherAI's harness against each server's /v1/completions
-        from .evals import DEFAULT_MC
-        from .evals_lmeval import require_lm_eval, run_tasks
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for i, (label, url, method, precision) in enumerate(targets):
+            rec: dict = {"label": label}
+            servers.append(rec)
+            managed = None
+            try:
+                if url is None:  # --launch: start it, wait until healthy; always stopped below
+                    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+                    managed = ManagedServer(model_path=args.model, method=method, precision=precision,
+                                            server_args=shlex.split(args.server_args),
+                                            log_path=out / f"server-{safe}.log", host=args.host,
+                                            python=args.server_python, launch_module=args.launch_module)
+                    managed.start()
+                    print(f"[{label}] starting: {shlex.join(managed.command())} (log: {managed.log_path})",
+                          file=sys.stderr, flush=True)
+                    rec.update(command=shlex.join(managed.command()), log=_rel(managed.log_path))
+                    rec["ready_s"] = managed.wait_ready(args.startup_timeout)
+                    url = managed.url
+                    print(f"[{label}] ready after {rec['ready_s']:.0f}s at {url}", file=sys.stderr, flush=True)
+                elif not is_ready(url):
+                    raise BenchError(f"{url} is not ready (no 200 from /health; is the server running?)")
+                rec["url"] = url
+                r = MethodResult(label, f"server {url}" if managed is None else
+                                 f"launched server ({method}{'@' + precision if precision else ''})")
+                results.append(r)
+                agree, kl_sum = 0, 0.0
+                for w, win in enumerate(tqdm(windows, desc=f"{label}: perplexity", unit="win", disable=args.quiet)):
+                    t0 = time.perf_counter()
+                    lps, tops = prompt_logprobs_topk(url, win, k)
+                    r.seconds += time.perf_counter() - t0
+                    r.nll -= sum(lps)
+                    r.tokens += len(lps)
+                    r.nonfinite_logits += sum(not math.isfinite(x) for x in lps)
+                    if i == 0:
+                        base.append((lps, tops))
+                        continue
+                    b_lps, b_tops = base[w]
+                    agree += sum(bool(t and b) and max(t, key=t.get) == max(b, key=b.get)
+                                 for t, b in zip(tops, b_tops))
+                    r.max_abs_logprob_diff = max([r.max_abs_logprob_diff] + [abs(a - b) for a, b in zip(lps, b_lps)])
+                    kls = [coarse_kl(b, t) for b, t in zip(b_tops, tops) if b and t]
+                    kl_sum += sum(kls)
+                    r.kl_max = max([r.kl_max] + kls)
+                r.top1_agree = agree / r.tokens if i else 1.0
+                r.kl_mean = kl_sum / r.tokens  # lower bounds (top-k coarsening, see the module docstring)
+                # tasks: the same code as in-process, scored by this server
+                if mc_items:
+                    preds, preds_sum, t = mc_predictions(server_scorer(url), tok, mc_items)
+                    r.seconds += t
+                    base_preds = score_mc(results, i, preds, preds_sum, mc_items, base_preds)
+                if pk_prompts:
+                    scores, t = passkey_scores(server_scorer(url), pk_prompts)
+                    r.seconds += t
+                    r.passkey = summarize_passkey(scores)
+                if args.lm_eval:  # EleutherAI's harness against the server's /v1/completions
+                    from .evals import DEFAULT_MC
+                    from .evals_lmeval import require_lm_eval, run_tasks
 
-        require_lm_eval()
-        tasks = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
-        for i, (label, url) in enumerate(servers):
-            t0 = time.perf_counter()
-            results[i].lm_eval = run_tasks(url, str(args.model), tasks, Path(args.mc or DEFAULT_MC),
-                                           args.lm_eval_limit, args.lm_eval_include)
-            results[i].seconds += time.perf_counter() - t0
-    for i, r in enumerate(results):
+                    require_lm_eval()
+                    t0 = time.perf_counter()
+                    r.lm_eval = run_tasks(url, str(args.model), [t.strip() for t in args.lm_eval.split(",")
+                                                                  if t.strip()],
+                                          Path(args.mc or DEFAULT_MC), args.lm_eval_limit, args.lm_eval_include)
+                    r.seconds += time.perf_counter() - t0
+            except (BenchError, ServerError) as e:
+                raise SystemExit(f"sglang-trinv eval: server {label}: {e}") from None
+            finally:
+                if managed is not None:
+                    rec["exit_code"] = managed.stop()
+                    rec["log_check"] = check_log(managed.log_path.read_text(errors="replace"), method)
+                    problems += [f"{label}: {p}" for p in rec["log_check"]["problems"]]
+    except KeyboardInterrupt:
+        raise SystemExit("sglang-trinv eval: interrupted; launched servers stopped") from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    for r in results:
         r.ppl = math.exp(r.nll / r.tokens) if math.isfinite(r.nll) else float("inf")
         r.ppl_delta = r.ppl - results[0].ppl
         r.ppl_rel_delta = r.ppl_delta / results[0].ppl
-        r.top1_agree = agree[i] / r.tokens if i else 1.0
-        r.kl_mean = kl_sum[i] / r.tokens  # lower bounds (top-k coarsening, see the module docstring)
     meta = {"model": _rel(args.model), "model_name": Path(args.model).name, "params": 0, "model_dtype": "server",
-            "backend": "server", "device": ", ".join(f"{lab}={url}" for lab, url in servers),
+            "backend": "server", "device": ", ".join(f"{s['label']}={s.get('url')}" for s in servers),
             "corpus": corpus_label, "ctx": args.ctx, "windows": len(windows), "python": python_version(),
             "torch": torch.__version__, "transformers": __import__("transformers").__version__,
             "threads": args.threads, "seconds": time.time() - t_start,
             "mc": None if not mc_items else {"source": _rel(mc_path), "items": len(mc_items),
                                              "choices": len(mc_items[0]["choices"])}, "passkey": passkey,
-            "stress_len": 0, "thresholds": asdict(th), "fail_skip": [], "server_topk": k}
+            "stress_len": 0, "thresholds": asdict(th), "fail_skip": [], "server_topk": k,
+            "servers": servers, "launch": bool(args.launch), "server_args": args.server_args if args.launch else None}
     # a KL lower bound above max_kl is a real breach, so every threshold applies as in-process
     violations = breaches(results, th) if args.fail_if_worse else None
-    out = Path(args.out) if args.out else Path("evals/results") / f"{meta['model_name']}-server"
     paths = write_reports(out, meta, results, violations)
     print(paths["md"].read_text())
+    if problems:  # a launched server whose log does not show the method it was started with
+        print(("FAIL (server logs): " if args.fail_on_log else "server-log check (not enforced): ")
+              + "; ".join(problems))
+        if args.fail_on_log:
+            return 1
     if violations:
         print("FAIL: " + "; ".join(violations))
         return 1
     return 0
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM -> the same clean-up as Ctrl-C
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # ------------------------------------------------------------------------------------------- stand-in server
@@ -286,3 +354,33 @@ def serve(model_path: str | Path, method: str = "stock", host: str = "127.0.0.1"
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://{host}:{server.server_address[1]}"
+
+
+def main(argv=None) -> int:
+    """``python -m sglang_trinv.evals_server --model-path M --port P --linear-attn-inv METHOD``: the stand-in as a
+    process with sglang.launch_server's flags (unknown ones ignored), so ``eval --launch`` can be tested without
+    SGLang. Serves until SIGTERM/SIGINT."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("--model-path", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--linear-attn-inv", default="stock")
+    ap.add_argument("--linear-attn-inv-precision", default=None)
+    a, _ = ap.parse_known_args(argv)
+    method = a.linear_attn_inv + (f"@{a.linear_attn_inv_precision}" if a.linear_attn_inv_precision else "")
+    server, url = serve(a.model_path, method, a.host, a.port)
+    print(f"stand-in serving {method} at {url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

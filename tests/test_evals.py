@@ -272,3 +272,36 @@ def test_lm_eval_harness_through_stand_in_servers(model_tok, tmp_path):
     assert r1["lm_eval"]["stdlib_mc"]["acc"] == pytest.approx(r0["lm_eval"]["stdlib_mc"]["acc"])
     assert "acc_stderr" in r0["lm_eval"]["stdlib_mc"]
     assert "lm-evaluation-harness" in (out / "report.md").read_text()
+
+
+def test_launch_mode_starts_evaluates_and_stops_each_server(model_tok, tmp_path):
+    """`eval --launch`: one server per method started (here the stand-in process with launch_server's flags,
+    since SGLang cannot serve on a CPU), evaluated, stopped before the next; the report's stock perplexity is
+    the in-process one; a server that dies at start-up is a clear error."""
+    out = tmp_path / "launch"
+    rc = cli_main(["eval", "--launch", "--launch-module", "sglang_trinv.evals_server", "--model-path", str(MODEL),
+                   "--methods", "stock,blockdoubling", "--max-tokens", "240", "--ctx", "120", "--no-tasks",
+                   "--no-fail-on-log", "--startup-timeout", "120", "--out", str(out), "--quiet"])
+    assert rc == 0
+    data = json.loads((out / "report.json").read_text())
+    servers = data["meta"]["servers"]
+    assert [s["label"] for s in servers] == ["stock", "blockdoubling"] and data["meta"]["launch"]
+    assert all("--linear-attn-inv " + s["label"] in s["command"] and s["ready_s"] >= 0 for s in servers)
+    assert all(s["exit_code"] is not None for s in servers)  # stopped (process group killed) after its turn
+    assert all((out / f"server-{s['label']}.log").is_file() for s in servers)
+    r0, r1 = data["results"]
+    assert r0["tokens"] == 238 and r1["top1_agree"] >= 0.99 and abs(r1["ppl"] - r0["ppl"]) / r0["ppl"] < 1e-3
+    model, tok = model_tok
+    windows = E.token_windows(E.token_stream(tok, E.load_corpus(None)[0]), 120, 240)
+    nll, n = 0.0, 0
+    with E.gdn_inversion(E.parse_methods("stock")[0]):
+        for w in windows:
+            lp = E.logprobs(model, torch.tensor([w]))[0]
+            nll -= float(lp[torch.arange(len(w) - 1), torch.tensor(w[1:])].double().sum())
+            n += len(w) - 1
+    assert n == r0["tokens"] and abs(r0["ppl"] - math.exp(nll / n)) / r0["ppl"] < 1e-5
+    with pytest.raises(SystemExit, match="server stock: server for stock exited early"):
+        cli_main(["eval", "--launch", "--launch-module", "no_such_module_xyz", "--model-path", str(MODEL),
+                  "--no-tasks", "--max-tokens", "120", "--out", str(tmp_path / "bad"), "--quiet"])
+    with pytest.raises(SystemExit, match="drop --server-url"):
+        cli_main(["eval", "--launch", "--server-url", "stock=http://127.0.0.1:1", "--out", str(tmp_path / "b2")])
