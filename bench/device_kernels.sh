@@ -2,7 +2,8 @@
 # ON THE GPU MACHINE (device tool), from the repo root, carry [".whl", ".device/sglang_py.tar.xz"]:
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
-#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,evalgpu,gputests
+#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
+#                                            layer,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -53,6 +54,23 @@ if has kdafinal; then  # issue 5: a short sweep around the default, then stock v
     --tune-configs 2/32/32/2,2/32/32/3,2/32/64/2,2/64/64/2 --out "$out/kda" > "$out/kda.log" 2>&1
   grep -E "tune|intra|kda_fwd|\[" "$out/kda.log" | tail -30
   echo "kdafinal: $(( $(date +%s) - t0 )) s"
+fi
+if has kdaall; then  # issue 5: stock vs every method at the default launch, H=32 and H=8, whole forward on both
+  timeout 420 python3 bench/bench_kda.py --no-families --no-one-kernel --shapes 8192:32:1:0,8192:8:1:0 \
+    --out "$out/kda-all" > "$out/kda-all.log" 2>&1
+  grep -E "intra|kda_fwd|\[" "$out/kda-all.log" | tail -30
+  echo "kdaall: $(( $(date +%s) - t0 )) s"
+fi
+if has kdarest; then  # issue 5: blockdoubling on safe_gate, varlen and long shapes
+  timeout 420 python3 bench/bench_kda.py --no-families --no-one-kernel --methods blockdoubling \
+    --shapes 8192:32:1:1,8192:32:8:0,8192:32:8:1,32768:32:1:0,8192:8:1:1 --out "$out/kda-rest" > "$out/kda-rest.log" 2>&1
+  grep -E "intra|kda_fwd|\[" "$out/kda-rest.log" | tail -30
+  echo "kdarest: $(( $(date +%s) - t0 )) s"
+fi
+if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, errors vs the fp64 twin
+  timeout 420 python3 -m sglang_trinv.cli bench layer --out "$out/layer" > "$out/layer.log" 2>&1
+  grep -E "^\| " "$out/layer.log" | tail -60
+  echo "layer: $(( $(date +%s) - t0 )) s"
 fi
 if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton path, stock vs ours)
   timeout 150 python3 -m sglang_trinv.cli eval --backend sglang --device cuda --quiet --mc-limit 30 \
