@@ -42,6 +42,7 @@ def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
         assert r["us"] > 0 and r["o_rel_vs_stock"] < 1e-4 and r["state_rel_vs_stock"] < 1e-4, r
         assert r["o_rel_vs_fp64"] < 1e-4 and r["state_rel_vs_fp64"] < 1e-4, r  # vs the fp64 twin
     assert "Whole chunk_gated_delta_rule_fwd" in (tmp_path / "whole.md").read_text()
+    assert (tmp_path / "whole.png").stat().st_size > 1000
 
 
 def test_bench_kda_smoke_chosen_shapes(tmp_path):
@@ -60,5 +61,6 @@ def test_bench_kda_smoke_chosen_shapes(tmp_path):
     assert ours["w_max_rel"] <= 1.1 * stock["w_max_rel"] + 1e-6 and ours["u_max_rel"] < 1e-2
     whole = {r["method"]: r for r in rows if r["kind"] == "kda_fwd"}
     assert set(whole) == {"stock", "blockdoubling"} and whole["blockdoubling"]["o_rel_vs_stock"] < 1e-4
+    assert (tmp_path / "kda.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         main(["bench", "kda", "--smoke", "--shapes", "40:1", "--out", str(tmp_path)])

@@ -59,3 +59,14 @@ def save_results(out: str, stem: str, meta: dict, rows: list[dict], markdown: st
     if markdown is not None:
         with open(os.path.join(out, f"{stem}.md"), "w") as f:
             f.write(markdown)
+
+
+def try_plot(plot_fn, *args) -> bool:
+    """Draw a PNG; a plotting failure (e.g. no matplotlib) is reported, never fatal: the JSON/markdown hold the
+    measurements."""
+    try:
+        plot_fn(*args)
+        return True
+    except Exception as e:  # noqa: BLE001
+        print(f"no plot: {type(e).__name__}: {e}", flush=True)
+        return False

@@ -15,8 +15,8 @@ plugin (w/u/kg fused, Akk not stored since that caller drops it). The errors are
 
     python bench/bench_kda.py --out DIR [--quick] [--tune] [--smoke]
 
-Writes ``DIR/kda.json`` and ``DIR/kda.md``. ``--smoke``: CPU + Triton interpreter, tiny shapes (checks the
-script without a GPU; its times mean nothing).
+Writes ``DIR/kda.json``, ``DIR/kda.md`` and ``DIR/kda.png`` (speed-up over stock per shape). ``--smoke``:
+CPU + Triton interpreter, tiny shapes (checks the script without a GPU; its times mean nothing).
 """
 
 from __future__ import annotations
@@ -375,6 +375,10 @@ def run(args) -> int:
         common.save_results(args.out, "kda", meta, rows)
     md = to_markdown(meta, rows)
     common.save_results(args.out, "kda", meta, rows, md)
+    from .kernels import plot
+
+    common.try_plot(plot, meta, rows, os.path.join(args.out, "kda.png"),
+                    [("intra", "chunk_kda_fwd_intra"), ("kda_fwd", "whole chunk_kda_fwd (plugin)")])
     print(md)
     print(f"total {time.time() - t0:.0f}s")
     return 0

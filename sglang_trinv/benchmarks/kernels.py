@@ -358,36 +358,46 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="comma list of METHOD:PRECISION to time (default: the main set), e.g. blockdoubling:bf16x3")
 
 
-def plot(meta, rows, path):
-    """Speed-up over stock per shape (bars) for each kernel kind, error vs fp64 in the legend labels."""
+PLOT_KINDS = [("kkt_inv", "fused KKᵀ + inverse"), ("intra", "KKᵀ + inverse + w/u"), ("gdn_fwd", "whole GDN forward")]
+
+
+def plot(meta, rows, path, kinds=PLOT_KINDS):
+    """Speed-up over stock per shape (bars), one panel per row kind (``kinds``: (kind, title) pairs that have
+    rows; also used by ``bench layer`` and ``bench kda``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = [("kkt_inv", "fused KKᵀ + inverse"), ("intra", "KKᵀ + inverse + w/u"), ("gdn_fwd", "whole GDN forward")]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
+    def shape(r):
+        return r["T"], r["H"], r["nseq"], bool(r.get("safe_gate", False))
+
+    kinds = [(k, t) for k, t in kinds if any(r.get("kind") == k and "us" in r for r in rows)]
+    n_shapes = max([len({shape(r) for r in rows if r.get("kind") == k and "us" in r}) for k, _ in kinds] or [1])
+    panel_w = max(6.0, 0.8 * n_shapes + 1.5)
+    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(panel_w * max(len(kinds), 1), 4.8), squeeze=False)
     for ax, (kind, title) in zip(axes[0], kinds):
         sel = [r for r in rows if r.get("kind") == kind and "us" in r]
-        shapes = list(dict.fromkeys((r["T"], r["H"], r["nseq"]) for r in sel))
+        shapes = list(dict.fromkeys(shape(r) for r in sel))
         variants = list(dict.fromkeys((r["method"], r["precision"]) for r in sel if r["method"] != "stock"))
         width = 0.8 / max(len(variants), 1)
         for j, (m, p) in enumerate(variants):
             ys = []
             for sh in shapes:
-                base = next((r["us"] for r in sel if (r["T"], r["H"], r["nseq"]) == sh and r["method"] == "stock"), None)
-                mine = next((r["us"] for r in sel if (r["T"], r["H"], r["nseq"]) == sh and (r["method"], r["precision"])
-                             == (m, p)), None)
+                base = next((r["us"] for r in sel if shape(r) == sh and r["method"] == "stock"), None)
+                mine = next((r["us"] for r in sel if shape(r) == sh and (r["method"], r["precision"]) == (m, p)), None)
                 ys.append(base / mine if base and mine else 0.0)
             label = f"{m} {'plugin default' if p == 'sglang' else p}"  # runs before 2026-11-27 wrote "sglang"
             ax.bar([i + j * width for i in range(len(shapes))], ys, width, label=label)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))])
-        ax.set_xticklabels([f"T={t}\nH={h}\n{'x' + str(n) if n > 1 else '1 seq'}" for t, h, n in shapes], fontsize=7)
+        ax.set_xticklabels([f"T={t}\nH={h}\n{'x' + str(n) if n > 1 else '1 seq'}{chr(10) + 'safe_gate' if sg else ''}"
+                            for t, h, n, sg in shapes], fontsize=7)
         ax.set_ylabel("speed-up over SGLang stock (same run)")
         ax.set_title(title)
         ax.legend(fontsize=6)
-    fig.suptitle(f"{meta['gpu']}, {meta['date'][:10]}: stock SGLang {meta['sglang']} kernels vs sglang-trinv")
+    fig.suptitle(f"{meta['gpu']}, {meta['date'][:10]}: stock SGLang {meta.get('sglang')} kernels vs sglang-trinv",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

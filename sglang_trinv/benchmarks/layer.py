@@ -4,7 +4,8 @@ T ∈ {8192, 32768, 4096}, (H, Hg) ∈ {(32, 16), (8, 4)}, one sequence and a va
 stock, blockdoubling with the fused pipeline (gate cumsum in our kernel, A not written), blockdoubling
 swapping only the intra kernel, column_sweep (fused pipeline); beside each time the output's and final
 state's max-rel error against the fp64 twin of the whole forward (``reference.gdn.chunk_fwd``, exact inverse)
-and their difference to stock. Writes ``DIR/whole.json`` and ``DIR/whole.md`` as it goes.
+and their difference to stock. Writes ``DIR/whole.json`` and ``DIR/whole.md`` as it goes, ``DIR/whole.png``
+(speed-up per shape) at the end.
 
     sglang-trinv bench layer --out DIR [--smoke]
 """
@@ -47,6 +48,7 @@ def run(args) -> int:
             torch.cuda.empty_cache()
     md = bk.to_markdown(meta, rows)
     common.save_results(args.out, "whole", meta, rows, md)
+    common.try_plot(bk.plot, meta, rows, os.path.join(args.out, "whole.png"), [("gdn_fwd", "whole GDN forward")])
     print(md)
     return 0
 
