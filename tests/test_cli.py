@@ -32,6 +32,7 @@ def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
     assert "[ok] server-argument hooks" in out and "[ok] GDN prefill hook" in out
     assert "A not written (SGLang drops it)" in out
     assert "KDA prefill" in out and "uses it too for the exact gate" in out and "safe_gate calls stay stock" in out
+    assert "skipped in chunk_kda_fwd (SGLang drops Akk)" in out
     assert "--linear-attn-inv blockdoubling would patch GDN prefill here" in out
     assert main(["check", "--method", "gauss_jordan"]) == 1
     out = capsys.readouterr().out

@@ -65,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
         add("GDN pipeline fusion", None, f"not checked ({type(e).__name__}: {e})")
     add("KDA prefill", None, kda.status())
+    try:
+        why_not = kda.caller_drops_akk(importlib.import_module(kda.KDA))
+        add("KDA Akk store", None, "skipped in chunk_kda_fwd (SGLang drops Akk)" if why_not is None else
+            f"kept ({why_not})")
+    except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
+        add("KDA Akk store", None, f"not checked ({type(e).__name__}: {e})")
 
     width = max(len(r[0]) for r in rows)
     for item, ok, detail in rows:
