@@ -20,6 +20,8 @@ the environment); everything lands in ``--out`` (packed into ``$OUT`` by the she
             hidden 2048, 8 layers of which 6 GDN, 64 experts top-10): prefill tokens/s and TTFT.
 ``tp2``     the ``eager`` pair with ``--tp-size 2`` (needs 2 GPUs): proof from both TP ranks, log-probs,
             short eval.
+``evallaunch`` ``sglang-trinv eval --launch`` on the tiny model (stock, then METHOD, one server at a time,
+            started and stopped by the eval itself, logs checked): the operator's one-command path.
 
 With 2+ GPUs and both ``prefill`` and ``eager``/``graphs`` asked for, ``prefill`` runs on the last GPU while
 the others run on GPU 0 (``--no-parallel`` to serialize); ``tp2`` runs after both. A phase is skipped when
@@ -61,7 +63,8 @@ BASE_ARGS = ("--attention-backend triton --sampling-backend pytorch --grammar-ba
              "--mm-feature-transport cpu")
 EAGER = "--cuda-graph-backend-decode disabled --cuda-graph-backend-prefill disabled"
 GRAPHS = "--cuda-graph-max-bs-decode 8"
-MIN_S = {"eager": 200, "graphs": 150, "prefill": 240, "tp2": 200}  # a phase starts only with this much time left
+MIN_S = {"eager": 200, "graphs": 150, "prefill": 240, "tp2": 200,  # a phase starts only with this much time left
+         "evallaunch": 150}
 
 
 def a3b_shape_config(layers: int = 8) -> dict:
@@ -432,6 +435,25 @@ class Run:
         if r["rc"] != 0:
             res["failures"].append(f"bench prefill exited {r['rc']}")
 
+    def evallaunch_phase(self, res: dict, gpus: str | None) -> None:
+        """`sglang-trinv eval --launch`: the eval starts, checks and stops one server per method itself."""
+        a = self.args
+        d = self.out / "evallaunch"
+        env = dict(os.environ)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpus
+        cmd = [a.python, "-m", "sglang_trinv.cli", "eval", "--launch", "--model-path", str(a.model),
+               "--methods", f"{STOCK},{a.method}", f"--server-args={a.base_server_args} {EAGER}".rstrip(),
+               "--ctx", str(a.eval_ctx), "--max-tokens", str(min(a.eval_max_tokens, 4096)), "--out", str(d),
+               "--quiet", "--startup-timeout", str(int(max(60, self.left() / 3))), "--server-python", a.python]
+        if a.launch_module != "sglang.launch_server":
+            cmd += ["--launch-module", a.launch_module, "--no-fail-on-log"]
+        r = sh(cmd, timeout=self.left() - 15, env=env, cwd=str(self.out))
+        r["report"] = (d / "report.md").read_text() if (d / "report.md").is_file() else None
+        res["eval_launch"] = r
+        if r["rc"] != 0:
+            res["failures"].append(f"eval --launch exited {r['rc']}")
+
     def run(self) -> int:
         a = self.args
         self.env()
@@ -475,6 +497,8 @@ class Run:
             if "tp2" in phases:
                 self.phase("tp2", self.tiny_phase, "tp2", f"{EAGER} --tp-size 2 {a.tp2_extra}".strip(), None, True,
                            min(a.eval_max_tokens, 4096))
+            if "evallaunch" in phases:
+                self.phase("evallaunch", self.evallaunch_phase, gpus0)
         except KeyboardInterrupt:
             self.summary["interrupted"] = True
         finally:
@@ -551,7 +575,8 @@ def render(s: dict) -> str:
             c = r["stock_vs_eager_stock"]
             L += [f"Noise floor, stock here vs stock eager: mean |Δ log p| {_f(c['mean_abs_dlogp'])}, max "
                   f"{_f(c['max_abs_dlogp'])}, identical {c['identical']}", ""]
-        for key, title in (("eval", "sglang-trinv eval --server-url"), ("prefill_tiny", "bench prefill (tiny)"),
+        for key, title in (("eval", "sglang-trinv eval --server-url"), ("eval_launch", "sglang-trinv eval --launch"),
+                           ("prefill_tiny", "bench prefill (tiny)"),
                            ("bench_prefill", "bench prefill (A3B layer shapes, dummy weights)")):
             if key in r:
                 x = r[key]
@@ -579,7 +604,7 @@ def verdicts(s: dict) -> str:
             if key.startswith("logprobs_"):
                 parts.append(f"logprobs {c['verdict'].split(':')[0]} mean|Δ| {_f(c['mean_abs_dlogp'])} "
                              f"top1 {_f(c['top1_agree'], '.4f')}")
-        for key in ("eval", "prefill_tiny", "bench_prefill"):
+        for key in ("eval", "eval_launch", "prefill_tiny", "bench_prefill"):
             if key in r:
                 parts.append(f"{key} rc {r[key]['rc']}")
         parts += [f"error: {e.splitlines()[0][:200]}" for e in r.get("errors", [])]

@@ -62,7 +62,7 @@ def test_driver_eager_phase_and_prefill_command(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ds, "sh", fake_sh)
     out = tmp_path / "run"
-    rc = ds.main(["--out", str(out), "--phases", "eager,prefill,tp2", "--launch-module", "tests.test_bench_prefill",
+    rc = ds.main(["--out", str(out), "--phases", "eager,prefill,tp2,evallaunch", "--launch-module", "tests.test_bench_prefill",
                   "--min-scale", "0", "--long-prompt-tokens", "130", "--greedy-tokens", "2",
                   "--greedy-prompt-tokens", "64", "--tiny-lengths", "64", "--tiny-batches", "1"])
     s = json.loads((out / "summary.json").read_text())
@@ -83,10 +83,14 @@ def test_driver_eager_phase_and_prefill_command(tmp_path, monkeypatch):
     assert "tp2" in s["skipped"] and "--phases tp2" in md  # no 2 GPUs here
     assert "## eager — ok" in md and "PASS" in md
 
-    cmds = {c[c.index("sglang_trinv.cli") + 1] + ("-" + c[c.index("sglang_trinv.cli") + 2] if "bench" in c else ""): c
-            for c, _ in captured}
+    cmds = {c[c.index("sglang_trinv.cli") + 1] + ("-" + c[c.index("sglang_trinv.cli") + 2] if "bench" in c else "")
+            + ("-launch" if "--launch" in c else ""): c for c, _ in captured}
     ev = _parse_cli(cmds["eval"])
     assert [u.split("=")[0] for u in ev.server_url] == ["stock", "blockdoubling"] and Path(ev.model) == SHIPPED
+    evl = _parse_cli(cmds["eval-launch"])  # evallaunch phase: the eval starts and stops the servers itself
+    assert evl.launch and not evl.server_url and evl.methods == "stock,blockdoubling" and Path(evl.model) == SHIPPED
+    assert "--cuda-graph-backend-decode disabled" in evl.server_args and evl.launch_module == "tests.test_bench_prefill"
+    assert "evallaunch" in s["phases"] and "sglang-trinv eval --launch" in md
     pf = [_parse_cli(c) for c, _ in captured if "prefill" in c]
     tiny = next(p for p in pf if p.server_url)
     launch = next(p for p in pf if not p.server_url)
