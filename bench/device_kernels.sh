@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            layer,evalgpu,gputests
+#                                            layer,pipetune,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -71,6 +71,11 @@ if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, er
   timeout 420 python3 -m sglang_trinv.cli bench layer --out "$out/layer" > "$out/layer.log" 2>&1
   grep -E "^\| " "$out/layer.log" | tail -60
   echo "layer: $(( $(date +%s) - t0 )) s"
+fi
+if has pipetune; then  # issue 3: sweep the plugin's pipeline kernel (no A, cumsum in), whole forward at the best
+  timeout 400 python3 bench/bench_pipeline_tuning.py "$out/pipetune" > "$out/pipetune.log" 2>&1
+  grep -E "^\| |whole" "$out/pipetune.log" | tail -40
+  echo "pipetune: $(( $(date +%s) - t0 )) s"
 fi
 if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton path, stock vs ours)
   timeout 150 python3 -m sglang_trinv.cli eval --backend sglang --device cuda --quiet --mc-limit 30 \

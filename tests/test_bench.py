@@ -64,3 +64,24 @@ def test_bench_kda_smoke_chosen_shapes(tmp_path):
     assert (tmp_path / "kda.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         main(["bench", "kda", "--smoke", "--shapes", "40:1", "--out", str(tmp_path)])
+
+
+def test_bench_pipeline_tuning_smoke(tmp_path):
+    """bench/bench_pipeline_tuning.py end to end on CPU: sweep rows with errors vs fp64, the whole forward at
+    the default and at the chosen configuration (restored afterwards), markdown + JSON."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_pipeline_tuning.py"), str(tmp_path), "--smoke"],
+                       capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((tmp_path / "pipeline_tuning.json").read_text())
+    sweep = [x for x in data["rows"] if "kind" not in x]
+    assert sweep[0]["variant"] == "stock cumsum + intra" and len(sweep) == 3
+    assert all(x["us"] > 0 and x["w"] < 1e-4 and x["u"] < 1e-4 and x["g_vs_stock"] < 1e-5 for x in sweep[1:])
+    whole = [x for x in data["rows"] if x.get("kind") == "gdn_fwd"]
+    chosen = data["meta"]["best"]
+    assert any(chosen in x["variant"] for x in whole) and all(x["o_rel_vs_fp64"] < 1e-4 for x in whole)
+    assert "Best with w/u errors" in (tmp_path / "pipeline_tuning.md").read_text()
