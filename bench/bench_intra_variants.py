@@ -18,14 +18,14 @@ if SMOKE:  # the interpreter must be on before Triton (and any kernel) is import
 import torch  # noqa: E402
 
 from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import common  # noqa: E402
 from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
 from sglang_trinv.reference import gdn as ref  # noqa: E402
 
 out = sys.argv[1]
 if SMOKE:
     bk.DEV = "cpu"
-    import sglang_trinv.benchmarks.common as _c
-    bk.bench = lambda fn, reps=None: _c.time_us(fn, "cpu")
+    bk.bench = lambda fn, reps=None: common.time_us(fn, "cpu")
 SHAPES = ((150, 4, 2),) if SMOKE else ((8192, 32, 16), (32768, 32, 16))
 WHOLE = ((150, 4, 2, 1), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16, 1), (32768, 32, 16, 1), (32768, 8, 4, 8))
 os.makedirs(out, exist_ok=True)
@@ -92,13 +92,9 @@ for T, H, Hg, nseq in WHOLE:
     for r in whole:
         r.update(kernel="gdn_fwd", variant=f"{r['method']} default")
     rows.extend(whole)
-    saved = ops.DEFAULT_TUNING_FUSED
-    ops.DEFAULT_TUNING_FUSED = FUSED[best][0]
-    try:
-        extra = []
+    extra = []
+    with common.fused_defaults(tuning=FUSED[best][0]):
         bk.run_whole(inp, tag, extra, False)
-    finally:
-        ops.DEFAULT_TUNING_FUSED = saved
     for r in extra:
         if r["method"] != "stock":
             r.update(kernel="gdn_fwd", variant=f"{r['method']} {best}")
@@ -138,9 +134,7 @@ try:
 except Exception as e:  # noqa: BLE001
     print(f"stage breakdown failed: {type(e).__name__}: {e}", flush=True)
 
-from sglang_trinv.benchmarks.common import run_meta  # noqa: E402
-
-meta = run_meta("cpu" if SMOKE else "cuda", best_intra=best)
+meta = common.run_meta("cpu" if SMOKE else "cuda", best_intra=best)
 json.dump(dict(meta=meta, rows=rows), open(os.path.join(out, "intra_variants.json"), "w"), indent=1)
 print(meta)
 for r in rows:

@@ -90,17 +90,10 @@ def main(out: str) -> int:
         bk.run_whole(inp2, tag, whole, False)
         rows += [dict(r, variant=f"whole: {r['method']} {r['pipeline']} (default)") for r in whole]
         if best is not None and best["variant"] != "default":
-            saved_tu, saved_p = ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_PRECISION["blockdoubling"]
-            ops.DEFAULT_TUNING_FUSED = T_(**best["tuning"])
-            if best["precision"] != "default":
-                ops.DEFAULT_PRECISION["blockdoubling"] = best["precision"]
-            ops._method_codes.cache_clear()
-            try:
-                again = []
+            again = []
+            prec = None if best["precision"] == "default" else best["precision"]
+            with common.fused_defaults(tuning=T_(**best["tuning"]), precision=prec):
                 bk.run_whole(inp2, tag, again, False)
-            finally:
-                ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_PRECISION["blockdoubling"] = saved_tu, saved_p
-                ops._method_codes.cache_clear()
             rows += [dict(r, variant=f"whole: {r['method']} {r['pipeline']} ({best['variant']})") for r in again
                      if r["method"] == "blockdoubling" and r["pipeline"] == "fused pipeline" or r["method"] == "stock"]
         for r in rows:

@@ -42,6 +42,8 @@ STOCK = "stock"
 EXACT = "exact"
 HF_QWEN3_NEXT = "transformers.models.qwen3_next.modeling_qwen3_next"
 HF_CHUNK_FN = "torch_chunk_gated_delta_rule"
+
+
 def _shipped(rel: str) -> Path:
     """evals/<rel> of a checkout (editable install), else the copy the wheel carries (sglang_trinv/shipped/<rel>)."""
     here = Path(__file__).resolve().parent

@@ -125,7 +125,7 @@ def run_server_mode(args, th) -> int:
     """Server mode, one server after the other (launched ones are stopped before the next starts, so one GPU
     suffices): perplexity windows, multiple choice, passkey and lm-eval through each; agreement and KL against
     the first server's answers, kept in memory."""
-    from .benchmarks.prefill import BenchError, ManagedServer, check_log, is_ready
+    from .benchmarks.prefill import BenchError, ManagedServer, _raise_interrupt, check_log, is_ready
     from .evals import (MethodResult, _rel, breaches, make_passkey_prompts, mc_predictions, passkey_scores,
                         score_mc, summarize_passkey, task_config, write_reports)
     from .evals_data import load_corpus, python_version, token_stream, token_windows
@@ -256,10 +256,6 @@ def run_server_mode(args, th) -> int:
         print("FAIL: " + "; ".join(violations))
         return 1
     return 0
-
-
-def _raise_interrupt(signum, frame):  # SIGTERM -> the same clean-up as Ctrl-C
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # ------------------------------------------------------------------------------------------- stand-in server

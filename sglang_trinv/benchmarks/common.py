@@ -3,6 +3,7 @@ writing results (JSON + markdown) as they come in."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -70,3 +71,34 @@ def try_plot(plot_fn, *args) -> bool:
     except Exception as e:  # noqa: BLE001
         print(f"no plot: {type(e).__name__}: {e}", flush=True)
         return False
+
+
+@contextlib.contextmanager
+def env_var(name: str, value: str):
+    """``os.environ[name] = value`` for the block, the previous value (or its absence) restored after."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+@contextlib.contextmanager
+def fused_defaults(tuning=None, precision: str | None = None, method: str = "blockdoubling"):
+    """The fused kernels' module defaults (what the plugin uses: ``ops.DEFAULT_TUNING_FUSED`` and
+    ``ops.DEFAULT_PRECISION[method]``) replaced for the block, restored after (benchmark sweeps)."""
+    from .. import ops
+
+    saved = ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_PRECISION[method]
+    ops.DEFAULT_TUNING_FUSED = tuning or saved[0]
+    ops.DEFAULT_PRECISION[method] = precision or saved[1]
+    ops._method_codes.cache_clear()
+    try:
+        yield
+    finally:
+        ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_PRECISION[method] = saved
+        ops._method_codes.cache_clear()

@@ -199,20 +199,17 @@ def run_whole(inp, tag, rows, methods):
 
     results = {}
     for name, p in [("stock", None)] + [(m, p) for m, p in methods if m != "stock"]:
-        if name == "stock":
-            sglang_trinv.unpatch()
-        else:
-            os.environ[ENV_KDA] = "1"  # KDA routing is opt-in in the plugin
-            sglang_trinv.patch(method=name, precision=p)
-        try:
-            state = h0.clone()
-            o = run(state).float().clone()
-            results[(name, p)] = (o, state.clone())
-            scratch = h0.clone()
-            t = bench(lambda: run(scratch))
-        finally:
-            sglang_trinv.unpatch()
-            os.environ.pop(ENV_KDA, None)
+        # "1": our kernel for safe_gate shapes too (the plugin's default "auto" keeps those stock)
+        with common.env_var(ENV_KDA, "1"):
+            sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
+            try:
+                state = h0.clone()
+                o = run(state).float().clone()
+                results[(name, p)] = (o, state.clone())
+                scratch = h0.clone()
+                t = bench(lambda: run(scratch))
+            finally:
+                sglang_trinv.unpatch()
         o0, s0 = results[("stock", None)]
         d_o = float((o - o0).abs().max() / o0.abs().max())
         d_s = float((state - s0).abs().max() / s0.abs().max())
@@ -340,7 +337,7 @@ def run(args) -> int:
     rows = []
     t0 = time.time()
     if args.tune:
-        # around the H100 sweep's best (1 warp, BK=BV=16, 1 stage; results/2026-11-27-h100-kda-partial)
+        # 1/2/4 warps around the H200 sweeps' region (results/2026-11-27-h200-kda); --tune-configs narrows it
         cands = [ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st)
                  for nw in (1, 2, 4) for bk, bv in ((16, 16), (16, 32), (32, 32)) for st in (1, 2)]
         if args.tune_configs:

@@ -256,23 +256,18 @@ def run_whole(inp, tag, rows, tune_intra):
 
     variants = [("stock", None, True), ("blockdoubling", None, True), ("blockdoubling", None, False),
                 ("column_sweep", None, True)]
-    saved_env = os.environ.get(ENV_FUSE_PIPELINE)
     for name, p, fused in variants:
-        os.environ[ENV_FUSE_PIPELINE] = "1" if fused else "0"
-        sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
-        try:
-            state = h0.clone()
-            out = run(state)
-            o = out[1].float()
-            results.setdefault((name, p), (o, state.clone()))
-            scratch = h0.clone()  # updated in place by every timed call; values do not affect the time
-            t = bench(lambda: run(scratch))
-        finally:
-            sglang_trinv.unpatch()
-            if saved_env is None:
-                os.environ.pop(ENV_FUSE_PIPELINE, None)
-            else:
-                os.environ[ENV_FUSE_PIPELINE] = saved_env
+        with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"):
+            sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
+            try:
+                state = h0.clone()
+                out = run(state)
+                o = out[1].float()
+                results.setdefault((name, p), (o, state.clone()))
+                scratch = h0.clone()  # updated in place by every timed call; values do not affect the time
+                t = bench(lambda: run(scratch))
+            finally:
+                sglang_trinv.unpatch()
         o0, s0 = results[("stock", None)]
         d_o = float((o - o0).abs().max() / o0.abs().max())
         d_s = float((state - s0).abs().max() / s0.abs().max())

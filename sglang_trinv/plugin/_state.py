@@ -16,8 +16,8 @@ ENV_METHOD = "SGLANG_LINEAR_ATTN_INV"
 ENV_PRECISION = "SGLANG_LINEAR_ATTN_INV_PRECISION"
 # "0": swap only the intra kernel, leave SGLang's chunk_gated_delta_rule_fwd (cumsum, A written) as it is
 ENV_FUSE_PIPELINE = "SGLANG_TRINV_FUSE_PIPELINE"
-# "1": route KDA (Kimi-Linear) prefill through our kernel too. Off by default: measured slower than SGLang's
-# (H100, T=8192, H=32: 1780 vs 634 µs, bench/results/2026-11-27-h100-kda-partial)
+# KDA (Kimi-Linear) prefill routing: "auto" (default: ours for the exact gate, stock for safe_gate), "1" (ours
+# for both), "0" (stock); see plugin/kda.py
 ENV_KDA = "SGLANG_TRINV_KDA"
 
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
-import sys
-from pathlib import Path
-
 import os
 import re
+import sys
+from pathlib import Path
 
 from ._state import (ENV_FUSE_PIPELINE, STATE, IncompatibleSGLangError, check_signature, logger, rebind,
                      sglang_version, stock_function, unwrap, warn_not_triton)

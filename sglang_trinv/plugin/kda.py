@@ -94,8 +94,9 @@ def caller_drops_akk(kda_module) -> str | None:
     return None
 
 
-def make_wrapper(stock, skip_akk: bool = False):
-    """Our chunk_kda_fwd_intra. skip_akk: only for a caller that discards Akk (returned as None, not stored)."""
+def make_wrapper(stock, skip_akk: bool = False, safe_gate_ours: bool = False):
+    """Our chunk_kda_fwd_intra. skip_akk: only for a caller that discards Akk (returned as None, not stored);
+    safe_gate_ours: route safe_gate calls through our kernel too (else they stay stock, logged once)."""
     from .. import ops
 
     @functools.wraps(stock)
@@ -103,7 +104,7 @@ def make_wrapper(stock, skip_akk: bool = False):
                             chunk_indices=None, safe_gate=False, fuse_recompute=False, fuse_diagonal=False):
         method, precision = STATE.method, STATE.precision
         reason = ops.kda_supports(q, k, v, gk, beta, chunk_size)
-        if reason is None and safe_gate and mode() != "1":
+        if reason is None and safe_gate and not safe_gate_ours:
             if not STATE.counts["kda_safe_gate_stock"]:
                 logger.info("sglang-trinv: KDA safe_gate prefill stays stock (not yet timed on a GPU; %s=1 to use "
                             "%s there too)", ENV_KDA, method)
@@ -137,12 +138,13 @@ def apply(kda_module) -> None:
         if "kda" in STATE.patched or "kda_stock" in STATE.patched:
             return
         stock = stock_function(kda_module, KDA, NAME, "KDA")
-        if mode() not in ("auto", "1", "0"):
+        routing = mode()
+        if routing not in ("auto", "1", "0"):
             STATE.patched.add("kda_stock")
             logger.warning("sglang-trinv: %s=%r is not auto, 1 or 0: KDA chunk prefill stays stock", ENV_KDA,
                            os.environ.get(ENV_KDA))
             return
-        if not kernel_available() or mode() == "0":
+        if not kernel_available() or routing == "0":
             STATE.patched.add("kda_stock")
             logger.info("sglang-trinv: KDA chunk prefill %s; --linear-attn-inv=%s applies to GDN only",
                         status(), STATE.method)
@@ -154,15 +156,15 @@ def apply(kda_module) -> None:
             warn_not_triton(KDA, NAME, stock, CHUNK_INTRA, "KDA")
             return
         check_signature(stock, STOCK_PARAMS, f"{CHUNK_INTRA}.{NAME}")
-        ours = make_wrapper(stock)
+        ours = make_wrapper(stock, safe_gate_ours=routing == "1")
         n = rebind(stock, ours)
         why_not = caller_drops_akk(kda_module)
         if why_not is None and getattr(kda_module, NAME) is ours:  # restored by unpatch with the rest
-            setattr(kda_module, NAME, make_wrapper(stock, skip_akk=True))
+            setattr(kda_module, NAME, make_wrapper(stock, skip_akk=True, safe_gate_ours=routing == "1"))
         STATE.patched.add("kda")
         logger.info(
             "sglang-trinv: KDA chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s; "
             "chunk_kda_fwd: %s; %s]", STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(),
             n, NAME, "Akk not written (SGLang drops it)" if why_not is None else f"Akk written ({why_not})",
-            "safe_gate too" if mode() == "1" else f"safe_gate stays stock, {ENV_KDA}=1 to include it",
+            "safe_gate too" if routing == "1" else f"safe_gate stays stock, {ENV_KDA}=1 to include it",
         )
