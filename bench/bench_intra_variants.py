@@ -31,19 +31,18 @@ WHOLE = ((150, 4, 2, 1), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16, 1), (3276
 os.makedirs(out, exist_ok=True)
 rows = []
 T_ = ops.Tuning
-FUSED = {  # name -> (tuning, store_A); 2026-11-27 runs: BK=32, β-fold, BV 16/64 and 2 warps all lost (spills)
+FUSED = {  # name -> (tuning, store_A). Earlier runs (results/2026-11-27-h200-variants, -h200-maxnreg): BK=32,
+    # β-fold, BV 16/64, 2 warps and register caps 200/168/128 all lost (spills); see bench/NOTES.md
     "default": (ops.DEFAULT_TUNING_FUSED, True),
     "default noA": (ops.DEFAULT_TUNING_FUSED, False),
-    # register caps: ptxas spills a little, more programs fit per SM (sm_90 compile with Triton 3.6:
-    # 168 regs → 192 B stack, 12 programs; 128 → 624 B, 13 (shared memory bound); default 255 → 0 B, 8)
-    "maxnreg 200": (T_(BV=32, num_stages=3, maxnreg=200), True),  # 72 B stack, 10 programs
-    "maxnreg 168": (T_(BV=32, num_stages=3, maxnreg=168), True),
-    "maxnreg 128": (T_(BV=32, num_stages=3, maxnreg=128), True),
-    "maxnreg 168 noA": (T_(BV=32, num_stages=3, maxnreg=168), False),
-    "maxnreg 168 st2": (T_(BV=32, num_stages=2, maxnreg=168), True),
-    "maxnreg 144 st2": (T_(BV=32, num_stages=2, maxnreg=144), True),
+    # u and w in one 8-iteration column-tile loop: the software pipeline stays full across the u→w boundary
+    # (sm_90 compile with Triton 3.6: 255 registers, 0 B stack, 16 KiB pipelined shared memory at 3 stages)
+    "merged": (T_(BV=32, num_stages=3, wu_merged=True), True),
+    "merged noA": (T_(BV=32, num_stages=3, wu_merged=True), False),
+    "merged st4": (T_(BV=32, num_stages=4, wu_merged=True), True),
+    "merged st4 noA": (T_(BV=32, num_stages=4, wu_merged=True), False),
 }
-INVERSE = {"default": ops.DEFAULT_TUNING, "maxnreg 168": T_(maxnreg=168), "maxnreg 128": T_(maxnreg=128)}
+INVERSE = {"default": ops.DEFAULT_TUNING}
 
 
 def err(x, x64):

@@ -40,6 +40,11 @@ CANDIDATES = [
     ("BV=16 st=3", T_(BV=16, num_stages=3), None),
     ("BV=32 st=2, merges tf32", T_(BV=32, num_stages=2), "bf16x3/tf32"),
     ("BV=64 st=2, merges tf32", T_(BV=64, num_stages=2), "bf16x3/tf32"),
+    # u then w in one column-tile loop (gdn_intra._wu_rows_merged): no pipeline drain between them
+    ("merged st=3", T_(BV=32, num_stages=3, wu_merged=True), None),
+    ("merged st=4", T_(BV=32, num_stages=4, wu_merged=True), None),
+    ("merged st=3, merges tf32", T_(BV=32, num_stages=3, wu_merged=True), "bf16x3/tf32"),
+    ("merged st=4, merges tf32", T_(BV=32, num_stages=4, wu_merged=True), "bf16x3/tf32"),
 ]
 
 
@@ -51,7 +56,7 @@ def main(out: str) -> int:
 
     cumsum = import_module(f"{bk.FLA}.cumsum").chunk_local_cumsum
     T, H, Hg, D = (150, 4, 2, 32) if SMOKE else (8192, 32, 16, 128)
-    cands = CANDIDATES[:2] if SMOKE else CANDIDATES
+    cands = [CANDIDATES[0], CANDIDATES[-1]] if SMOKE else CANDIDATES
     os.makedirs(out, exist_ok=True)
     rows = []
     inp = bk.make_inputs(T, H, Hg, D, D, 1, 0)

@@ -9,44 +9,45 @@ set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/trinv-kernels}
 steps=${1:-variants,ncu,kda}
-mkdir -p "$out" /tmp/kr
-source bench/device_env.sh > /tmp/kr/env.log 2>&1; cat /tmp/kr/env.log
-nvidia-smi -L | tee -a /tmp/kr/env.log
+kr=${KR:-/tmp/kr}  # scratch (device_parallel.sh gives each GPU its own)
+mkdir -p "$out" "$kr"
+source bench/device_env.sh > $kr/env.log 2>&1; cat $kr/env.log
+nvidia-smi -L | tee -a $kr/env.log
 t0=$(date +%s)
 has() { case ",$steps," in *",$1,"*) return 0;; esac; return 1; }
 if has variants; then
-  timeout 240 python3 bench/bench_intra_variants.py /tmp/kr/variants 2>&1 | tee /tmp/kr/variants.log | grep -v "^{'T'"
+  timeout 240 python3 bench/bench_intra_variants.py $kr/variants 2>&1 | tee $kr/variants.log | grep -v "^{'T'"
   echo "variants: $(( $(date +%s) - t0 )) s"
 fi
 if has ncu; then
   timeout 110 ncu --clock-control none --profile-from-start off --set full \
-      --kernel-name regex:'gdn_intra|recompute_w_u|kkt_solve' -o /tmp/kr/intra -f python3 bench/profile_intra.py \
-      > /tmp/kr/ncu_run.log 2>&1
-  tail -3 /tmp/kr/ncu_run.log
-  ncu -i /tmp/kr/intra.ncu-rep --page details > /tmp/kr/ncu_details.txt 2>&1
-  ncu -i /tmp/kr/intra.ncu-rep --page raw --csv > /tmp/kr/ncu_raw.csv 2>&1
-  grep -E "gdn_intra|recompute|kkt_solve|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|DRAM Throughput|Memory Throughput|Local Memory|Block Limit Reg|Warp Cycles Per Issued|Shared Memory Config" /tmp/kr/ncu_details.txt | head -120
+      --kernel-name regex:'gdn_intra|recompute_w_u|kkt_solve' -o $kr/intra -f python3 bench/profile_intra.py \
+      > $kr/ncu_run.log 2>&1
+  tail -3 $kr/ncu_run.log
+  ncu -i $kr/intra.ncu-rep --page details > $kr/ncu_details.txt 2>&1
+  ncu -i $kr/intra.ncu-rep --page raw --csv > $kr/ncu_raw.csv 2>&1
+  grep -E "gdn_intra|recompute|kkt_solve|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|DRAM Throughput|Memory Throughput|Local Memory|Block Limit Reg|Warp Cycles Per Issued|Shared Memory Config" $kr/ncu_details.txt | head -120
   echo "ncu: $(( $(date +%s) - t0 )) s"
 fi
 if has kda; then
-  timeout 140 python3 bench/bench_kda.py --out /tmp/kr/kda > /tmp/kr/kda.log 2>&1
-  tail -25 /tmp/kr/kda.log
+  timeout 140 python3 bench/bench_kda.py --out $kr/kda > $kr/kda.log 2>&1
+  tail -25 $kr/kda.log
   echo "kda: $(( $(date +%s) - t0 )) s"
 fi
 if has whole; then
-  timeout 230 python3 bench/bench_whole.py /tmp/kr/whole > /tmp/kr/whole.log 2>&1
-  grep -E "^\| " /tmp/kr/whole.log | tail -60
+  timeout 230 python3 bench/bench_whole.py $kr/whole > $kr/whole.log 2>&1
+  grep -E "^\| " $kr/whole.log | tail -60
   echo "whole: $(( $(date +%s) - t0 )) s"
 fi
 if has kdaquick; then
-  timeout 200 python3 bench/bench_kda.py --quick --no-families --out /tmp/kr/kda > /tmp/kr/kda.log 2>&1
-  tail -40 /tmp/kr/kda.log
+  timeout 200 python3 bench/bench_kda.py --quick --no-families --out $kr/kda > $kr/kda.log 2>&1
+  tail -40 $kr/kda.log
   echo "kdaquick: $(( $(date +%s) - t0 )) s"
 fi
 if has kdatune; then
-  timeout 240 python3 bench/bench_kda.py --quick --no-families --no-whole --tune --out /tmp/kr/kdatune \
-    > /tmp/kr/kdatune.log 2>&1
-  grep -E "tune|intra" /tmp/kr/kdatune.log | tail -40
+  timeout 240 python3 bench/bench_kda.py --quick --no-families --no-whole --tune --out $kr/kdatune \
+    > $kr/kdatune.log 2>&1
+  grep -E "tune|intra" $kr/kdatune.log | tail -40
   echo "kdatune: $(( $(date +%s) - t0 )) s"
 fi
 if has kdafinal; then  # issue 5: a short sweep around the default, then stock vs blockdoubling (H=32, 8) + whole
@@ -79,21 +80,21 @@ if has pipetune; then  # issue 3: sweep the plugin's pipeline kernel (no A, cums
 fi
 if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton path, stock vs ours)
   timeout 150 python3 -m sglang_trinv.cli eval --backend sglang --device cuda --quiet --mc-limit 30 \
-    --passkey-trials 1 --methods stock,blockdoubling,column_sweep,neumann@tf32 --out /tmp/kr/eval-gpu \
-    > /tmp/kr/eval-gpu.log 2>&1
-  tail -30 /tmp/kr/eval-gpu.log
-  tar -czf "$out/eval-gpu.tar.gz" -C /tmp/kr eval-gpu eval-gpu.log 2>/dev/null
+    --passkey-trials 1 --methods stock,blockdoubling,column_sweep,neumann@tf32 --out $kr/eval-gpu \
+    > $kr/eval-gpu.log 2>&1
+  tail -30 $kr/eval-gpu.log
+  tar -czf "$out/eval-gpu.tar.gz" -C $kr eval-gpu eval-gpu.log 2>/dev/null
   echo "evalgpu: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the GPU-marked eval test (the server test needs the server carry: device_server.sh)
-  timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_evals.py > /tmp/kr/gputests.log 2>&1
-  tail -15 /tmp/kr/gputests.log
+  timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_evals.py > $kr/gputests.log 2>&1
+  tail -15 $kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"
 fi
-cp /tmp/kr/whole/whole.md /tmp/kr/whole/whole.json /tmp/kr/kda/kda.md /tmp/kr/kda/kda.json "$out/" 2>/dev/null
-cp /tmp/kr/variants.log /tmp/kr/ncu_details.txt "$out/" 2>/dev/null
-cp /tmp/kr/variants/intra_variants.json "$out/" 2>/dev/null
-tar -czf "$out/kernels.tar.gz" --exclude='*.ncu-rep' -C /tmp kr 2>/dev/null
-rep=/tmp/kr/intra.ncu-rep
+cp $kr/whole/whole.md $kr/whole/whole.json $kr/kda/kda.md $kr/kda/kda.json "$out/" 2>/dev/null
+cp $kr/variants.log $kr/ncu_details.txt "$out/" 2>/dev/null
+cp $kr/variants/intra_variants.json "$out/" 2>/dev/null
+tar -czf "$out/kernels.tar.gz" --exclude='*.ncu-rep' -C "$(dirname "$kr")" "$(basename "$kr")" 2>/dev/null
+rep="$kr/intra.ncu-rep"
 [ -f "$rep" ] && [ "$(stat -c %s "$rep")" -lt 15000000 ] && cp "$rep" "$out/"
 ls -l "$out"

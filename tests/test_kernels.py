@@ -162,6 +162,19 @@ def test_fold_scale_matches_fp64(tuning):
         assert _rel(A, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
 
 
+@pytest.mark.parametrize("tuning", [ops.Tuning(BV=32, num_stages=3, wu_merged=True),
+                                    ops.Tuning(BK=16, BV=16, num_stages=2, wu_merged=True)])
+def test_wu_merged_loop_matches_fp64(tuning):
+    """u then w in one column-tile loop (_wu_rows_merged) is the same product: varlen, GQA, K ≠ V."""
+    for c in [*CASES.values(), dict(T=100, H=2, Hg=1, K=16, V=48, cu=None)]:
+        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+        w, u, A = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning)
+        w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+        assert _rel(A, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
+        w2, u2, _ = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)
+        assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
     """gdn_cumsum_fwd_intra(raw g) = SGLang's chunk_local_cumsum, then gdn_fwd_intra (varlen: per sequence)."""

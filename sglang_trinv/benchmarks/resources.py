@@ -31,7 +31,8 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=64, BC=16, BK=tu.BK, BV=tu.BV, GROUP=tu.group, DIAG=diag, WHOLE=whole,
                  DIAG_PREC=dp, MERGE_PREC=mp, USE_G=True, IS_VARLEN=False, STORE_A=True, FUSE_WU=fused,
-                 FROM_A=False, FOLD_SCALE=tu.fold_scale and fused, G_CUMSUM=False)
+                 FROM_A=False, FOLD_SCALE=tu.fold_scale and fused, G_CUMSUM=False,
+                 WU_MERGED=tu.wu_merged and fused and not tu.fold_scale)
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.

@@ -64,6 +64,7 @@ class Tuning:
     num_stages: int = 2
     fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
     maxnreg: int | None = None  # register cap per thread (ptxas spills above it): more resident programs per SM
+    wu_merged: bool = False  # fused w/u: one column-tile loop for u then w (see gdn_intra._wu_rows_merged)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -154,6 +155,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
         FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
+        WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
         **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
     )

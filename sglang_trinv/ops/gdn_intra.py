@@ -258,6 +258,49 @@ def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, 
 
 
 @triton.jit
+def _wu_rows_merged(u, v, w, k, b0, b1, b2, b3, e0, e1, e2, e3, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33,
+                    t0, T, v_stride, u_stride, k_stride, w_stride, V: tl.constexpr, K: tl.constexpr,
+                    BC: tl.constexpr, BX: tl.constexpr):
+    """u = X·(β ⊙ v) and w = X·(β e^g ⊙ k) in ONE loop over the cdiv(V, BX) + cdiv(K, BX) column tiles (the
+    first ones of u, then those of w; source, destination, strides and row scales picked per iteration).
+    Why: two 4-iteration loops each fill and drain the software pipeline; one 8-iteration loop keeps
+    num_stages−1 tiles in flight across the u→w boundary (the fused kernel is bound by its load latency)."""
+    NV: tl.constexpr = (V + BX - 1) // BX
+    o_r = tl.arange(0, BC)
+    for i_x in range(NV + (K + BX - 1) // BX):
+        is_u = i_x < NV
+        src = tl.where(is_u, v, k)
+        dst = tl.where(is_u, u, w)
+        s_stride = tl.where(is_u, v_stride, k_stride)
+        d_stride = tl.where(is_u, u_stride, w_stride)
+        ncol = tl.where(is_u, V, K)
+        o_c = tl.where(is_u, i_x, i_x - NV) * BX + tl.arange(0, BX)
+        m_c = (o_c < ncol)[None, :]
+        p = src + o_c[None, :]
+        s0 = tl.load(p + (t0 + o_r)[:, None] * s_stride, mask=((t0 + o_r) < T)[:, None] & m_c, other=0.0)
+        s1 = tl.load(p + (t0 + BC + o_r)[:, None] * s_stride, mask=((t0 + BC + o_r) < T)[:, None] & m_c, other=0.0)
+        s2 = tl.load(p + (t0 + 2 * BC + o_r)[:, None] * s_stride, mask=((t0 + 2 * BC + o_r) < T)[:, None] & m_c,
+                     other=0.0)
+        s3 = tl.load(p + (t0 + 3 * BC + o_r)[:, None] * s_stride, mask=((t0 + 3 * BC + o_r) < T)[:, None] & m_c,
+                     other=0.0)
+        s0 = (s0 * tl.where(is_u, b0, e0)[:, None]).to(x00.dtype)
+        s1 = (s1 * tl.where(is_u, b1, e1)[:, None]).to(x00.dtype)
+        s2 = (s2 * tl.where(is_u, b2, e2)[:, None]).to(x00.dtype)
+        s3 = (s3 * tl.where(is_u, b3, e3)[:, None]).to(x00.dtype)
+        q = dst + o_c[None, :]
+        et = dst.dtype.element_ty
+        tl.store(q + (t0 + o_r)[:, None] * d_stride, tl.dot(x00, s0).to(et), mask=((t0 + o_r) < T)[:, None] & m_c)
+        tl.store(q + (t0 + BC + o_r)[:, None] * d_stride, tl.dot(x11, s1, tl.dot(x10, s0)).to(et),
+                 mask=((t0 + BC + o_r) < T)[:, None] & m_c)
+        tl.store(q + (t0 + 2 * BC + o_r)[:, None] * d_stride,
+                 tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0))).to(et),
+                 mask=((t0 + 2 * BC + o_r) < T)[:, None] & m_c)
+        tl.store(q + (t0 + 3 * BC + o_r)[:, None] * d_stride,
+                 tl.dot(x33, s3, tl.dot(x32, s2, tl.dot(x31, s1, tl.dot(x30, s0)))).to(et),
+                 mask=((t0 + 3 * BC + o_r) < T)[:, None] & m_c)
+
+
+@triton.jit
 def _load_vec4(base, t0, T, stride, BC: tl.constexpr):
     """A per-token scalar (β, g) of the chunk's 4 sub-chunks: 4 fp32 [BC] vectors, 0 past T."""
     return (_load_vec(base, t0, T, stride, BC), _load_vec(base, t0 + BC, T, stride, BC),
@@ -332,6 +375,7 @@ def gdn_intra_kernel(
     FROM_A: tl.constexpr,         # stand-alone solve_tril: read strictly-lower A [.., T, H, BT] instead of KKᵀ
     FOLD_SCALE: tl.constexpr = False,  # w/u: fold β, β·e^g into Ai's columns instead of scaling the loaded rows
     G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
+    WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
@@ -447,7 +491,13 @@ def gdn_intra_kernel(
             else:
                 y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
                 y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
-                _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                         y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False)
-                _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
-                         y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False)
+                if WU_MERGED:
+                    _wu_rows_merged(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, w + (bos * H + i_h) * K,
+                                    k_base, b0, b1, b2, b3, e0, e1, e2, e3,
+                                    y00, y10, y11, y20, y21, y22, y30, y31, y32, y33,
+                                    t0, T, H * V, H * V, Hg * K, H * K, V, K, BC, BV)
+                else:
+                    _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False)
+                    _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
+                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False)
