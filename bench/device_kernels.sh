@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            layer,pipetune,evalgpu,gputests
+#                                            kdah8,kdabd,stages,layer,pipetune,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -67,6 +67,23 @@ if has kdarest; then  # issue 5: blockdoubling on safe_gate, varlen and long sha
     --shapes 8192:32:1:1,8192:32:8:0,8192:32:8:1,32768:32:1:0,8192:8:1:1 --out "$out/kda-rest" > "$out/kda-rest.log" 2>&1
   grep -E "intra|kda_fwd|\[" "$out/kda-rest.log" | tail -30
   echo "kdarest: $(( $(date +%s) - t0 )) s"
+fi
+if has kdah8; then  # issue 5: stock vs every method at H=8 (TP 4), whole forward for blockdoubling
+  timeout 430 python3 bench/bench_kda.py --no-families --no-one-kernel --shapes 8192:8:1:0 \
+    --whole-methods blockdoubling --out "$out/kda-h8" > "$out/kda-h8.log" 2>&1
+  grep -E "intra|kda_fwd|\[" "$out/kda-h8.log" | tail -30
+  echo "kdah8: $(( $(date +%s) - t0 )) s"
+fi
+if has kdabd; then  # issue 5: the recommended method, H=32 and H=8, intra and whole chunk_kda_fwd
+  timeout 330 python3 bench/bench_kda.py --no-families --no-one-kernel --methods blockdoubling \
+    --shapes 8192:32:1:0,8192:8:1:0 --out "$out/kda-bd" > "$out/kda-bd.log" 2>&1
+  grep -E "intra|kda_fwd|\[" "$out/kda-bd.log" | tail -30
+  echo "kdabd: $(( $(date +%s) - t0 )) s"
+fi
+if has stages; then  # issue 3: the whole GDN forward by stage, Amdahl bound for the intra swap
+  timeout 330 python3 bench/bench_stages.py "$out/stages" > "$out/stages.log" 2>&1
+  grep -E "^\| " "$out/stages.log" | tail -20
+  echo "stages: $(( $(date +%s) - t0 )) s"
 fi
 if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, errors vs the fp64 twin
   timeout 420 python3 -m sglang_trinv.cli bench layer --out "$out/layer" > "$out/layer.log" 2>&1

@@ -85,3 +85,23 @@ def test_bench_pipeline_tuning_smoke(tmp_path):
     chosen = data["meta"]["best"]
     assert any(chosen in x["variant"] for x in whole) and all(x["o_rel_vs_fp64"] < 1e-4 for x in whole)
     assert "Best with w/u errors" in (tmp_path / "pipeline_tuning.md").read_text()
+
+
+def test_bench_stages_smoke(tmp_path):
+    """bench/bench_stages.py on CPU: every stock stage and our pipeline kernel timed per shape (fixed and varlen),
+    stage outputs checked against fp64, Amdahl columns consistent (expected ≤ bound)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_stages.py"), str(tmp_path), "--smoke"],
+                       capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "stages.json").read_text())["rows"]
+    assert [x["nseq"] for x in rows] == [1, 3]
+    for x in rows:
+        assert set(x["us"]) == {"cumsum", "intra", "fwd_h", "fwd_o", "ours"} and min(x["us"].values()) > 0
+        assert max(x["w_stock"], x["u_stock"], x["w_ours"], x["u_ours"], x["o_stock"]) < 1e-4
+        assert 1 < x["bound"] and x["expected"] < x["bound"]
+    assert "| T | H/Hg |" in (tmp_path / "stages.md").read_text()

@@ -132,7 +132,7 @@ def label(p):
     return p or "default"
 
 
-def run_shape(shape, rows, methods, tuning, with_whole, seed=0, one_kernel=True):
+def run_shape(shape, rows, methods, tuning, with_whole, seed=0, one_kernel=True, whole_methods=None):
     T, H, nseq, sg = shape["T"], shape["H"], shape["nseq"], shape["safe_gate"]
     inp = make_inputs(T, H, K_DIM, K_DIM, nseq, seed, safe_gate=sg)
     q, k, v, g, beta, cu = (inp[n] for n in ("q", "k", "v", "g", "beta", "cu_seqlens"))
@@ -170,7 +170,7 @@ def run_shape(shape, rows, methods, tuning, with_whole, seed=0, one_kernel=True)
                                                   tuning=tuning, diag_gram="fused", **call)
         record(f"{m} (one kernel)", label(p), bench(f), errors(w, u, Akk, refs))
     if with_whole:
-        run_whole(inp, tag, rows, methods[:2])
+        run_whole(inp, tag, rows, whole_methods or methods[:2])
 
 
 def run_whole(inp, tag, rows, methods):
@@ -313,6 +313,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tune-configs", default=None,
                     help="--tune candidates as WARPS/BK/BV/STAGES,... (default: a 1/2/4-warp grid)")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
+    ap.add_argument("--whole-methods", default=None,
+                    help="methods for the whole chunk_kda_fwd rows, METHOD[:PRECISION],... (default: blockdoubling "
+                         "if benchmarked, else the first method)")
     ap.add_argument("--methods", default=None,
                     help="comma list of METHOD[:PRECISION] (default: every method at its default precision, "
                          "plus stock-precision variants)")
@@ -333,6 +336,8 @@ def run(args) -> int:
     methods = default_methods()
     if args.methods:
         methods = common.parse_methods(args.methods)
+    whole_methods = (common.parse_methods(args.whole_methods) if args.whole_methods else
+                     [mp for mp in methods if mp == ("blockdoubling", None)] or methods[:1])
     tuning = ops.KDA_DEFAULT_TUNING
     rows = []
     t0 = time.time()
@@ -368,7 +373,7 @@ def run(args) -> int:
         print(f"[{i + 1}/{len(shapes)}] {sh}  ({time.time() - t0:.0f}s)", flush=True)
         run_shape(sh, rows, methods, tuning,
                   with_whole=not args.no_whole and bool(args.shapes or sh["T"] == 8192 and sh["nseq"] == 1 or args.smoke),
-                  one_kernel=not args.no_one_kernel)
+                  one_kernel=not args.no_one_kernel, whole_methods=whole_methods)
         common.save_results(args.out, "kda", meta, rows)
     md = to_markdown(meta, rows)
     common.save_results(args.out, "kda", meta, rows, md)
