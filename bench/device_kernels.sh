@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,layer,pipetune,evalgpu,gputests
+#                                            kdah8,kdabd,stages,host,layer,pipetune,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -84,6 +84,11 @@ if has stages; then  # issue 3: the whole GDN forward by stage, Amdahl bound for
   timeout 330 python3 bench/bench_stages.py "$out/stages" > "$out/stages.log" 2>&1
   grep -E "^\| " "$out/stages.log" | tail -20
   echo "stages: $(( $(date +%s) - t0 )) s"
+fi
+if has host; then  # issue 3: host cost of a launch vs GPU time (small/varlen shapes), stock vs ours
+  timeout 200 python3 bench/bench_host.py "$out/host" > "$out/host.log" 2>&1
+  grep -E "^\| " "$out/host.log" | tail -40
+  echo "host: $(( $(date +%s) - t0 )) s"
 fi
 if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, errors vs the fp64 twin
   timeout 420 python3 -m sglang_trinv.cli bench layer --out "$out/layer" > "$out/layer.log" 2>&1

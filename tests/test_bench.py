@@ -105,3 +105,18 @@ def test_bench_stages_smoke(tmp_path):
         assert max(x["w_stock"], x["u_stock"], x["w_ours"], x["u_ours"], x["o_stock"]) < 1e-4
         assert 1 < x["bound"] and x["expected"] < x["bound"]
     assert "| T | H/Hg |" in (tmp_path / "stages.md").read_text()
+
+
+def test_bench_host_smoke(tmp_path):
+    """bench/bench_host.py on CPU: every path (stock/ours intra, pipeline kernel, whole forward stock and through
+    the plugin) runs per shape and reports its enqueue time; the plugin is unpatched afterwards."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_host.py"), str(tmp_path), "--smoke"],
+                       capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "host.json").read_text())["rows"]
+    assert len(rows) == 12 and len({x["path"] for x in rows}) == 6 and all(x["enqueue"] > 0 for x in rows)
