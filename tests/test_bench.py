@@ -48,11 +48,11 @@ def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
 def test_bench_kda_smoke_chosen_shapes(tmp_path):
     """`sglang-trinv bench kda --smoke --shapes …`: stock and ours on a safe_gate varlen shape, errors vs fp64,
     and the whole chunk_kda_fwd through the plugin (interpreter, fp32)."""
-    assert main(["bench", "kda", "--smoke", "--shapes", "40:1:2:1", "--methods", "blockdoubling", "--no-families",
-                 "--no-one-kernel", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "kda", "--smoke", "--shapes", "40:1:2:1", "--methods", "blockdoubling,column_sweep",
+                 "--whole-methods", "blockdoubling", "--no-families", "--no-one-kernel", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "kda.json").read_text())["rows"]
     intra = {r["method"]: r for r in rows if r["kind"] == "intra"}
-    assert set(intra) == {"stock", "blockdoubling"}
+    assert set(intra) == {"stock", "blockdoubling", "column_sweep"}
     assert all(r["safe_gate"] and r["nseq"] == 2 and r["us"] > 0 for r in intra.values())
     ours, stock = intra["blockdoubling"], intra["stock"]
     # default Gram operands rounded as SGLang rounds them (bf16 off-diagonal): the same error as stock;
