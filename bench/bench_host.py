@@ -15,7 +15,6 @@ pipeline, and with the intra kernel swapped only.
     python3 bench/bench_host.py DIR --smoke    # CPU, Triton interpreter (checks the script; times mean nothing)
 """
 import contextlib
-import json
 import os
 import sys
 import time
@@ -126,10 +125,7 @@ def main(out: str) -> int:
     md += [f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | {r['path']} | {f(r['enqueue'])} | {f(r['do_bench'])} | "
            f"{f(r['graph'])} |" for r in rows]
     text = "\n".join(md) + "\n"
-    with open(os.path.join(out, "host.md"), "w") as fh:
-        fh.write(text)
-    with open(os.path.join(out, "host.json"), "w") as fh:
-        json.dump(dict(meta=meta, rows=rows), fh, indent=1)
+    common.save_results(out, "host", meta, rows, text)
     print(text)
     return 0
 

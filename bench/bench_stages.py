@@ -12,7 +12,6 @@ Every stage's output is checked against the fp64 twin (reference.gdn) so the tim
     python3 bench/bench_stages.py DIR            # GPU: DIR/stages.json + stages.md
     python3 bench/bench_stages.py DIR --smoke    # CPU, Triton interpreter, tiny shapes
 """
-import json
 import os
 import sys
 
@@ -36,6 +35,45 @@ SHAPES = [(150, 4, 2, 1), (150, 4, 2, 3)] if SMOKE else [
 D = 32 if SMOKE else 128
 
 
+def run_shape(chunk, T, H, Hg, nseq) -> dict:
+    """One shape: every stage timed alone, the timed calls' outputs checked against fp64."""
+    inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
+    k, v, beta, g_raw, cu = inp["k"], inp["v"], inp["beta"], inp["g_raw"], inp["cu_seqlens"]
+    ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
+    N = 1 if cu is None else len(cu) - 1
+    q = k.clone()
+    g = chunk.chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu, chunk_indices=ci)
+    w, u, _ = bk.stock_intra(k, v, g, beta, cu, ci)
+    h0 = torch.zeros(N, H, D, D, device=k.device)
+    idx = torch.arange(N, device=k.device)
+
+    def fwd_h():
+        return chunk.chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=g, initial_state=h0.clone(),
+                                                  initial_state_indices=idx, cu_seqlens=cu,
+                                                  chunk_indices=ci, inplace_update=True)
+
+    h, v_new = fwd_h()
+    stages = {
+        "cumsum": lambda: chunk.chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu, chunk_indices=ci),
+        "intra": lambda: bk.stock_intra(k, v, g, beta, cu, ci),
+        "fwd_h": fwd_h,
+        "fwd_o": lambda: chunk.chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g, scale=D ** -0.5, cu_seqlens=cu),
+        "ours": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, chunk_indices=ci),
+    }
+    # the timed calls compute the real thing: w/u of both against fp64, o against the fp64 whole forward
+    w64, u64, _ = ref.fwd_intra(k, v, g, beta, cu)
+    _, w2, u2, _ = stages["ours"]()
+    o64, _ = ref.chunk_fwd(q, k, v, g_raw, beta, D ** -0.5, h0, cu)  # takes the raw gate
+    err = dict(w_stock=bk.rel_err(w, w64)["max_rel"], u_stock=bk.rel_err(u, u64)["max_rel"],
+               w_ours=bk.rel_err(w2, w64)["max_rel"], u_ours=bk.rel_err(u2, u64)["max_rel"],
+               o_stock=bk.rel_err(stages["fwd_o"](), o64)["max_rel"])
+    t = {name: bk.bench(f) for name, f in stages.items()}
+    S = t["cumsum"] + t["intra"] + t["fwd_h"] + t["fwd_o"]
+    R = t["fwd_h"] + t["fwd_o"]
+    return dict(T=T, H=H, Hg=Hg, nseq=nseq, us=t, sum=S, bound=S / R, expected=S / (R + t["ours"]),
+                needed=S / 1.15 - R, **err)
+
+
 def main(out: str) -> int:
     if SMOKE:
         bk.DEV = "cpu"
@@ -44,43 +82,8 @@ def main(out: str) -> int:
     os.makedirs(out, exist_ok=True)
     rows = []
     for T, H, Hg, nseq in SHAPES:
-        inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
-        k, v, beta, g_raw, cu = inp["k"], inp["v"], inp["beta"], inp["g_raw"], inp["cu_seqlens"]
-        ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
-        N = 1 if cu is None else len(cu) - 1
-        q = k.clone()
-        g = chunk.chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu, chunk_indices=ci)
-        w, u, _ = bk.stock_intra(k, v, g, beta, cu, ci)
-        h0 = torch.zeros(N, H, D, D, device=k.device)
-        idx = torch.arange(N, device=k.device)
-
-        def fwd_h():
-            return chunk.chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=g, initial_state=h0.clone(),
-                                                      initial_state_indices=idx, cu_seqlens=cu,
-                                                      chunk_indices=ci, inplace_update=True)
-
-        h, v_new = fwd_h()
-        stages = {
-            "cumsum": lambda: chunk.chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu, chunk_indices=ci),
-            "intra": lambda: bk.stock_intra(k, v, g, beta, cu, ci),
-            "fwd_h": fwd_h,
-            "fwd_o": lambda: chunk.chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g, scale=D ** -0.5, cu_seqlens=cu),
-            "ours": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, chunk_indices=ci),
-        }
-        # the timed calls compute the real thing: w/u of both against fp64, o against the fp64 whole forward
-        w64, u64, _ = ref.fwd_intra(k, v, g, beta, cu)
-        _, w2, u2, _ = stages["ours"]()
-        o64, _ = ref.chunk_fwd(q, k, v, g_raw, beta, D ** -0.5, h0, cu)  # takes the raw gate
-        err = dict(w_stock=bk.rel_err(w, w64)["max_rel"], u_stock=bk.rel_err(u, u64)["max_rel"],
-                   w_ours=bk.rel_err(w2, w64)["max_rel"], u_ours=bk.rel_err(u2, u64)["max_rel"],
-                   o_stock=bk.rel_err(stages["fwd_o"](), o64)["max_rel"])
-        t = {name: bk.bench(f) for name, f in stages.items()}
-        S = t["cumsum"] + t["intra"] + t["fwd_h"] + t["fwd_o"]
-        R = t["fwd_h"] + t["fwd_o"]
-        rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, us=t, sum=S, bound=S / R, expected=S / (R + t["ours"]),
-                         needed=S / 1.15 - R, **err))
+        rows.append(run_shape(chunk, T, H, Hg, nseq))
         print(rows[-1], flush=True)
-        del inp, k, v, w, u, h, v_new
         if not SMOKE:
             torch.cuda.empty_cache()
     meta = common.run_meta("cpu" if SMOKE else "cuda", dtype=str(bk.make_inputs(64, 1, 1, 16, 16, 1, 0)["k"].dtype))
@@ -98,10 +101,7 @@ def main(out: str) -> int:
                   f"{r['bound']:.2f}× | {r['needed']:.1f} | {r['w_stock']:.1e}/{r['w_ours']:.1e} | "
                   f"{r['u_stock']:.1e}/{r['u_ours']:.1e} | {r['o_stock']:.1e} |")
     text = "\n".join(md) + "\n"
-    with open(os.path.join(out, "stages.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out, "stages.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    common.save_results(out, "stages", meta, rows, text)
     print(text)
     return 0
 
