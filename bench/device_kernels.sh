@@ -81,12 +81,12 @@ if has kdabd; then  # issue 5: the recommended method, H=32 and H=8, intra and w
   echo "kdabd: $(( $(date +%s) - t0 )) s"
 fi
 if has stages; then  # issue 3: the whole GDN forward by stage, Amdahl bound for the intra swap
-  timeout 330 python3 bench/bench_stages.py "$out/stages" > "$out/stages.log" 2>&1
+  timeout 330 python3 bench/bench_stages.py --out "$out/stages" > "$out/stages.log" 2>&1
   grep -E "^\| " "$out/stages.log" | tail -20
   echo "stages: $(( $(date +%s) - t0 )) s"
 fi
 if has host; then  # issue 3: host cost of a launch vs GPU time (small/varlen shapes), stock vs ours
-  timeout 200 python3 bench/bench_host.py "$out/host" > "$out/host.log" 2>&1
+  timeout 200 python3 bench/bench_host.py --out "$out/host" > "$out/host.log" 2>&1
   grep -E "^\| " "$out/host.log" | tail -40
   echo "host: $(( $(date +%s) - t0 )) s"
 fi

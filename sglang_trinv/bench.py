@@ -2,6 +2,7 @@
 
     sglang-trinv bench kernels [--out DIR] [--quick] [--smoke] …   kernel level (GPU; --smoke: CPU dry run)
     sglang-trinv bench layer [--out DIR] [--smoke]                  the whole GDN layer forward
+    sglang-trinv bench stages|host [--out DIR] [--smoke]            where its time goes; host cost vs GPU time
     sglang-trinv bench prefill …                                    real SGLang servers, tokens/s and TTFT
 
 Each benchmark lives in :mod:`sglang_trinv.benchmarks`; this module only dispatches.
@@ -18,6 +19,10 @@ BENCHMARKS = {
     "layer": ("sglang_trinv.benchmarks.layer",
               "whole SGLang GDN layer forward (cumsum, intra, state, output), stock vs plugin, every shape"),
     "kda": ("sglang_trinv.benchmarks.kda", "Kimi-Linear KDA intra kernel and chunk_kda_fwd, stock vs every method"),
+    "stages": ("sglang_trinv.benchmarks.stages",
+               "whole GDN forward by stage (stock), our pipeline kernel beside it, Amdahl bound of the swap"),
+    "host": ("sglang_trinv.benchmarks.host",
+             "CPU enqueue cost vs do_bench vs CUDA-graph GPU time, stock vs ours (intra and whole forward)"),
     "prefill": ("sglang_trinv.benchmarks.prefill",
                 "prefill tokens/s and TTFT of real SGLang servers, one per --linear-attn-inv method, vs stock"),
 }

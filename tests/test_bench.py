@@ -88,16 +88,9 @@ def test_bench_pipeline_tuning_smoke(tmp_path):
 
 
 def test_bench_stages_smoke(tmp_path):
-    """bench/bench_stages.py on CPU: every stock stage and our pipeline kernel timed per shape (fixed and varlen),
-    stage outputs checked against fp64, Amdahl columns consistent (expected ≤ bound)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(root / "bench" / "bench_stages.py"), str(tmp_path), "--smoke"],
-                       capture_output=True, text=True, timeout=900, cwd=root)
-    assert r.returncode == 0, r.stderr[-3000:]
+    """`sglang-trinv bench stages --smoke`: every stock stage and our pipeline kernel timed per shape (fixed and
+    varlen), stage outputs checked against fp64, Amdahl columns consistent (expected ≤ bound)."""
+    assert main(["bench", "stages", "--smoke", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "stages.json").read_text())["rows"]
     assert [x["nseq"] for x in rows] == [1, 3]
     for x in rows:
@@ -108,14 +101,15 @@ def test_bench_stages_smoke(tmp_path):
 
 
 def test_bench_host_smoke(tmp_path):
-    """bench/bench_host.py on CPU: every path (stock/ours intra, pipeline kernel, whole forward stock and through
-    the plugin) runs per shape and reports its enqueue time; the plugin is unpatched afterwards."""
+    """`python3 bench/bench_host.py --smoke` (a checkout wrapper, own process: it patches and unpatches SGLang):
+    every path (stock/ours intra, pipeline kernel, whole forward stock and through the plugin) runs per shape and
+    reports its enqueue time."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(root / "bench" / "bench_host.py"), str(tmp_path), "--smoke"],
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_host.py"), "--out", str(tmp_path), "--smoke"],
                        capture_output=True, text=True, timeout=900, cwd=root)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "host.json").read_text())["rows"]

@@ -1,0 +1,143 @@
+"""Host (CPU) cost of a launch vs GPU time, stock vs ours, where the GDN forward is small enough for the host to
+matter (short prefills, H=8 heads per GPU at TP 4, varlen batches).
+
+Per path and shape, in one process on one GPU:
+  enqueue µs   wall time of N back-to-back calls without synchronising, / N: what the Python wrapper plus its
+               kernel launches cost the CPU (the GPU queue never fills at N = 50)
+  do_bench µs  triton.testing.do_bench median: the GPU cannot start before the host has launched, so this is
+               ≈ max(host, GPU) for a small call — the number benchmarks usually quote
+  graph µs     the same call captured in a CUDA graph and replayed: GPU time alone (None if not capturable)
+Paths: stock intra (SGLang's fused KKᵀ+solve, then recompute_w_u), ours (gdn_fwd_intra), our pipeline kernel
+(gdn_cumsum_fwd_intra), and the whole chunk_gated_delta_rule_fwd: stock, through the plugin with the fused
+pipeline, and with the intra kernel swapped only.
+
+    sglang-trinv bench host --out DIR            # GPU: DIR/host.json + host.md
+    sglang-trinv bench host --out DIR --smoke    # CPU, Triton interpreter (checks the script; times mean nothing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from importlib import import_module
+
+import torch
+
+import sglang_trinv
+
+from .. import ops
+from ..plugin._state import ENV_FUSE_PIPELINE
+from . import common
+from . import kernels as bk
+
+SHAPES = [(512, 8, 4, 1), (4096, 8, 4, 1), (4096, 8, 4, 8), (8192, 8, 4, 8), (4096, 32, 16, 8), (8192, 32, 16, 1)]
+SMOKE_SHAPES = [(100, 2, 1, 1), (100, 2, 1, 3)]
+
+
+def _sync():
+    if bk.DEV == "cuda":
+        torch.cuda.synchronize()
+
+
+def enqueue_us(fn, n: int):
+    fn()
+    _sync()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    dt = time.perf_counter() - t
+    _sync()
+    return dt / n * 1e6
+
+
+def graph_us(fn):
+    if bk.DEV != "cuda":
+        return None
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        import triton
+
+        return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
+    except Exception as e:  # noqa: BLE001 (a path that cannot be captured is reported as such)
+        print(f"    (no graph: {type(e).__name__}: {str(e)[:120]})", flush=True)
+        torch.cuda.synchronize()
+        return None
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--out", default="bench/results/latest-host")
+    ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
+
+
+def run(args) -> int:
+    if args.smoke:
+        bk.DEV = "cpu"
+    shapes, D, N = (SMOKE_SHAPES, 16, 3) if args.smoke else (SHAPES, 128, 50)
+    out = args.out
+    chunk = import_module(f"{bk.FLA}.chunk")
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    for T, H, Hg, nseq in shapes:
+        inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
+        k, v, beta, g_raw, g, cu = (inp[n] for n in ("k", "v", "beta", "g_raw", "g", "cu_seqlens"))
+        ci = chunk.prepare_chunk_indices(cu, 64) if cu is not None else None
+        n = 1 if cu is None else len(cu) - 1
+        q = k.clone()
+        h0 = torch.zeros(n, H, D, D, device=k.device)
+        idx = torch.arange(n, device=k.device)
+
+        def whole():
+            return chunk.chunk_gated_delta_rule_fwd(q=q, k=k, v=v, g=g_raw, beta=beta, scale=D ** -0.5,
+                                                    initial_state=h0, initial_state_indices=idx, cu_seqlens=cu,
+                                                    chunk_indices=ci, inplace_update=True)
+
+        paths = [
+            ("intra: stock", None, None, lambda: bk.stock_intra(k, v, g, beta, cu, ci)),
+            ("intra: ours (gdn_fwd_intra)", None, None,
+             lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci)),
+            ("cumsum+intra: ours (gdn_cumsum_fwd_intra)", None, None,
+             lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, chunk_indices=ci)),
+            ("whole: stock", "stock", "1", whole),
+            ("whole: plugin, fused pipeline", "blockdoubling", "1", whole),
+            ("whole: plugin, intra only", "blockdoubling", "0", whole),
+        ]
+        for name, method, fuse, fn in paths:
+            with common.env_var(ENV_FUSE_PIPELINE, fuse) if fuse else contextlib.nullcontext():
+                if method == "blockdoubling":
+                    sglang_trinv.patch(method=method)
+                try:
+                    r = dict(T=T, H=H, Hg=Hg, nseq=nseq, path=name, enqueue=enqueue_us(fn, N),
+                             do_bench=bk.bench(fn) if bk.DEV == "cuda" else None, graph=graph_us(fn))
+                finally:
+                    sglang_trinv.unpatch()
+            rows.append(r)
+            print(r, flush=True)
+        del inp
+        if bk.DEV == "cuda":
+            torch.cuda.empty_cache()
+    meta = common.run_meta(bk.DEV, N=N)
+    f = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
+    md = [f"# Host cost vs GPU time — {meta['gpu']} — {meta['date']}", "",
+          f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; K=V={D}. enqueue = CPU µs "
+          f"per call ({N} calls, no sync); do_bench = median µs (≈ max(host, GPU)); graph = CUDA-graph replay "
+          "(GPU only).", "", "| T | H/Hg | seqs | path | enqueue µs | do_bench µs | graph µs |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | {r['path']} | {f(r['enqueue'])} | {f(r['do_bench'])} | "
+           f"{f(r['graph'])} |" for r in rows]
+    text = "\n".join(md) + "\n"
+    common.save_results(out, "host", meta, rows, text)
+    print(text)
+    return 0
+
+
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="sglang-trinv bench host", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
