@@ -135,8 +135,6 @@ def run(args) -> int:
     return 0
 
 
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="sglang-trinv bench host", description=__doc__.splitlines()[0])
     add_arguments(ap)

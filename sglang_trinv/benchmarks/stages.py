@@ -108,8 +108,6 @@ def run(args) -> int:
     return 0
 
 
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="sglang-trinv bench stages", description=__doc__.splitlines()[0])
     add_arguments(ap)
