@@ -233,9 +233,8 @@ def test_kda_stays_stock_when_disabled(clean_selection, caplog, monkeypatch, set
     assert any(message in r.getMessage() for r in caplog.records)
 
 
-def _run_chunk_kda_fwd(lower_bound):
-    """SGLang's chunk_kda_fwd (kda.py) on tiny varlen inputs with initial states -> (o, final states)."""
-    kda = import_module(f"{FLA}.kda")
+def _kda_fwd_inputs(lower_bound):
+    """Tiny varlen inputs of SGLang's chunk_kda_fwd with initial states: (q, k, v, g, beta, cu, h0)."""
     gen = torch.Generator().manual_seed(5)
     T, H, K = 80, 2, 16
     q = torch.randn(1, T, H, K, generator=gen)
@@ -247,11 +246,42 @@ def _run_chunk_kda_fwd(lower_bound):
     beta = torch.rand(1, T, H, generator=gen)
     cu = torch.tensor([0, 1, 80])
     h0 = torch.randn(2, H, K, K, generator=gen)
-    q, k, v, g, beta, cu, h0 = (x.to(DEVICE) for x in (q, k, v, g, beta, cu, h0))
+    return tuple(x.to(DEVICE) for x in (q, k, v, g, beta, cu, h0))
+
+
+def _run_chunk_kda_fwd(lower_bound):
+    """SGLang's chunk_kda_fwd (kda.py) on tiny varlen inputs with initial states -> (o, final states)."""
+    kda = import_module(f"{FLA}.kda")
+    q, k, v, g, beta, cu, h0 = _kda_fwd_inputs(lower_bound)
     state = h0.clone()
-    o = kda.chunk_kda_fwd(q, k, v.clone(), g, beta, K ** -0.5, state, torch.arange(2, device=DEVICE),
-                          cu_seqlens=cu, lower_bound=lower_bound)
+    o = kda.chunk_kda_fwd(q, k, v.clone(), g, beta, k.shape[-1] ** -0.5, state,
+                          torch.arange(len(cu) - 1, device=DEVICE), cu_seqlens=cu, lower_bound=lower_bound)
     return o, state
+
+
+@pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["exact_gate", "safe_gate"])
+def test_chunk_kda_fwd_matches_token_recurrence(clean_selection, lower_bound, monkeypatch):
+    """reference.kda.recurrent_fwd (fp64, token by token) is what SGLang's whole chunk_kda_fwd computes: through
+    the plugin with exact (fp32) Gram products it agrees to fp32 rounding; stock, whose off-diagonal Gram
+    operands are rounded to bf16, to that rounding's level."""
+    monkeypatch.setenv(ENV_KDA, "1")
+    q, k, v, g, beta, cu, h0 = _kda_fwd_inputs(lower_bound)
+    o64, s64 = ref.recurrent_fwd(q, k, v, g, beta, k.shape[-1] ** -0.5, h0, cu)
+
+    def rel(x, x64):
+        return float((x.double() - x64).abs().max() / x64.abs().max())
+
+    o, s = _run_chunk_kda_fwd(lower_bound)
+    assert rel(o, o64) < 2e-2 and rel(s, s64) < 2e-2  # stock
+    monkeypatch.setattr(ops, "KDA_GRAM_PRECISION", "ieee")
+    ops._gram_codes.cache_clear()
+    try:
+        plugin.patch("blockdoubling", precision="ieee")
+        o, s = _run_chunk_kda_fwd(lower_bound)
+    finally:
+        ops._gram_codes.cache_clear()
+    tol = 1e-3 if HAS_CUDA else 1e-5  # the GPU's other stages multiply in tf32
+    assert rel(o, o64) < tol and rel(s, s64) < tol, (rel(o, o64), rel(s, s64))
 
 
 @pytest.mark.parametrize("lower_bound,setting", [(None, None), (-5.0, "1")], ids=["exact_gate", "safe_gate"])

@@ -1,6 +1,7 @@
 """KDA (Kimi-Linear) A/B benchmark on one GPU: SGLang's stock ``chunk_kda_fwd_intra`` vs ours
 (:func:`sglang_trinv.ops.kda_fwd_intra`, every method), and the whole SGLang ``chunk_kda_fwd`` stock vs
-through the plugin.
+through the plugin, its output and final state also against the fp64 token recurrence
+(``reference.kda.recurrent_fwd``).
 
 Every time is a median of ``triton.testing.do_bench``; next to it, the error of that kernel's outputs against
 an fp64 reference built from the same (bf16) inputs: ``max_rel = max|X − X64| / max|X64|`` for the inverse
@@ -197,6 +198,8 @@ def run_whole(inp, tag, rows, methods):
 
     from sglang_trinv.plugin._state import ENV_KDA
 
+    # the fp64 token recurrence (reference.kda.recurrent_fwd, exact arithmetic): every row's error is against it
+    o64, s64 = ref.recurrent_fwd(q, k, v, g_raw, beta, K ** -0.5, h0, cu)
     results = {}
     for name, p in [("stock", None)] + [(m, p) for m, p in methods if m != "stock"]:
         # "1": our kernel for safe_gate shapes too (the plugin's default "auto" keeps those stock)
@@ -213,10 +216,12 @@ def run_whole(inp, tag, rows, methods):
         o0, s0 = results[("stock", None)]
         d_o = float((o - o0).abs().max() / o0.abs().max())
         d_s = float((state - s0).abs().max() / s0.abs().max())
+        e_o = float((o.double() - o64).abs().max() / o64.abs().max())
+        e_s = float((state.double() - s64).abs().max() / s64.abs().max())
         rows.append(dict(kind="kda_fwd", method=name, precision=label(p) if name != "stock" else "sglang", us=t,
-                         o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, **tag))
-        print(f"  kda_fwd {name:20s} {label(p):12s} {t:9.1f} us  o vs stock {d_o:.2e}  state vs stock {d_s:.2e}",
-              flush=True)
+                         o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o, state_rel_vs_fp64=e_s, **tag))
+        print(f"  kda_fwd {name:20s} {label(p):12s} {t:9.1f} us  o vs fp64 {e_o:.2e}  state vs fp64 {e_s:.2e}  "
+              f"o vs stock {d_o:.2e}  state vs stock {d_s:.2e}", flush=True)
 
 
 def families(rows, methods):
@@ -277,13 +282,14 @@ def to_markdown(meta, rows):
     sel = [r for r in rows if r.get("kind") == "kda_fwd"]
     if sel:
         out += ["## Whole chunk_kda_fwd (stock vs through the plugin)", "",
-                "| T | H | seqs | safe_gate | method | precision | µs | vs stock | o vs stock | state vs stock |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "| T | H | seqs | safe_gate | method | precision | µs | vs stock | o vs fp64 | state vs fp64 | "
+                "o vs stock | state vs stock |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sel:
             base = next((b["us"] for b in sel if b["method"] == "stock" and all(
                 b[x] == r[x] for x in ("T", "H", "nseq", "safe_gate"))), None)
             out.append(f"| {r['T']} | {r['H']} | {r['nseq']} | {r['safe_gate']} | {r['method']} | {r['precision']} | "
-                       f"{r['us']:.1f} | {base / r['us']:.2f}× | {r['o_rel_vs_stock']:.2e} | "
+                       f"{r['us']:.1f} | {base / r['us']:.2f}× | {r.get('o_rel_vs_fp64', float('nan')):.2e} | "
+                       f"{r.get('state_rel_vs_fp64', float('nan')):.2e} | {r['o_rel_vs_stock']:.2e} | "
                        f"{r['state_rel_vs_stock']:.2e} |")
         out.append("")
     fam = [r for r in rows if r.get("kind") == "family"]

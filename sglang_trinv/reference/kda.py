@@ -5,6 +5,8 @@ Layouts as SGLang: q, k, gk ``[B, T, H, K]`` (``gk`` the chunk-local cumulative 
 ``chunk_kda_fwd`` passes it), v ``[B, T, H, V]``, β ``[B, T, H]``; varlen: B = 1 and ``cu_seqlens``. Each
 sequence is cut into chunks of BT tokens. The gated KKᵀ is :func:`families.kda_A` (one sequence at a time);
 outputs use the kernel's row layout ``[B, T, H, BT]`` (row t of its chunk, column c of that chunk).
+:func:`recurrent_fwd` is the token-by-token definition of SGLang's whole ``chunk_kda_fwd`` (benchmark and test
+reference for the whole forward).
 """
 
 from __future__ import annotations
@@ -67,3 +69,26 @@ def fwd_intra(q, k, v, gk, beta, scale=None, cu_seqlens=None, BT: int = 64, dtyp
     u = chunk_matmul(Akk, v.to(dtype) * b, cu_seqlens)
     w = chunk_matmul(Akk, k.to(dtype) * b * torch.exp2(gk.to(dtype)), cu_seqlens)
     return w, u, kg_of(k, gk, cu_seqlens, BT, dtype), chunk_Aqk(q, k, gk, scale, cu_seqlens, BT, dtype), Akk
+
+
+def recurrent_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, dtype=torch.float64):
+    """Token-by-token KDA (per-channel gated delta rule), the definition SGLang's whole ``chunk_kda_fwd`` must
+    reproduce. Its layouts: q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, ``g`` the activated per-channel
+    **natural-log** gate before the chunk cumsum (what ``chunk_kda_fwd`` takes without ``A_log``), β ``[B, T, H]``,
+    states ``[N, H, V, K]``. Per head, with S ``[V, K]``:
+
+        S ← S·diag(e^{g_t});   S ← S + β_t (v_t − S k_t) k_tᵀ;   o_t = scale · S q_t
+
+    Returns ``(o [B, T, H, V], final states [N, H, V, K])`` in ``dtype``."""
+    q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
+    o = torch.zeros_like(v)
+    states = initial_state.to(dtype).clone()
+    for n, (b, s, e) in enumerate(_sequences(v.shape[1], v.shape[0], cu_seqlens)):
+        S = states[n]  # [H, V, K]
+        for t in range(s, e):
+            S = S * torch.exp(g[b, t])[:, None, :]
+            err = v[b, t] - (S @ k[b, t][:, :, None])[..., 0]  # [H, V]
+            S = S + beta[b, t][:, None, None] * err[:, :, None] * k[b, t][:, None, :]
+            o[b, t] = scale * (S @ q[b, t][:, :, None])[..., 0]
+        states[n] = S
+    return o, states
