@@ -336,7 +336,8 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     and our kernel does the rest (off-diagonal tiles, inverse, w/u/kg); ``"fused"`` computes them in our kernel
     too (one kernel, nested anchors: measured 2.8× slower than stock on an H100,
     bench/results/2026-11-27-h100-kda-partial). The ``"sglang"`` split (token-parallel kernel + ours) measured on
-    an H200 at T=8192: 527.0 vs stock 564.7 µs (H=32), 165.5 vs 248.5 µs (H=8), bench/results/2026-11-27-h200-kda.
+    an H200 alone at T=8192: 526.0 vs stock 567.5 µs (H=32), 139.9 vs 152.6 µs (H=8),
+    bench/results/2026-11-27-h200-kda-all.
     """
     _check_varlen(k, cu_seqlens)
     reason = kda_supports(q, k, v, gk, beta, chunk_size)
