@@ -25,7 +25,6 @@ from sglang_trinv.reference import gdn as ref  # noqa: E402
 out = sys.argv[1]
 if SMOKE:
     bk.DEV = "cpu"
-    bk.bench = lambda fn, reps=None: common.time_us(fn, "cpu")
 SHAPES = ((150, 4, 2),) if SMOKE else ((8192, 32, 16), (32768, 32, 16))
 WHOLE = ((150, 4, 2, 1), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16, 1), (32768, 32, 16, 1), (32768, 8, 4, 8))
 os.makedirs(out, exist_ok=True)

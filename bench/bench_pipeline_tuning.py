@@ -51,7 +51,6 @@ CANDIDATES = [
 def main(out: str) -> int:
     if SMOKE:
         bk.DEV = "cpu"
-        bk.bench = lambda fn, reps=None: common.time_us(fn, "cpu")
     from importlib import import_module
 
     cumsum = import_module(f"{bk.FLA}.cumsum").chunk_local_cumsum

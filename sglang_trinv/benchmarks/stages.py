@@ -66,7 +66,7 @@ def run_shape(chunk, T, H, Hg, nseq, D) -> dict:
     t = {name: bk.bench(f) for name, f in stages.items()}
     S = t["cumsum"] + t["intra"] + t["fwd_h"] + t["fwd_o"]
     R = t["fwd_h"] + t["fwd_o"]
-    return dict(T=T, H=H, Hg=Hg, nseq=nseq, us=t, sum=S, bound=S / R, expected=S / (R + t["ours"]),
+    return dict(T=T, H=H, Hg=Hg, nseq=nseq, dtype=str(k.dtype).replace("torch.", ""), us=t, sum=S, bound=S / R, expected=S / (R + t["ours"]),
                 needed=S / 1.15 - R, **err)
 
 
@@ -88,7 +88,7 @@ def run(args) -> int:
         print(rows[-1], flush=True)
         if not args.smoke:
             torch.cuda.empty_cache()
-    meta = common.run_meta(bk.DEV, dtype=str(bk.make_inputs(64, 1, 1, 16, 16, 1, 0)["k"].dtype))
+    meta = common.run_meta(bk.DEV, dtype=rows[0]["dtype"])
     md = [f"# GDN chunk forward by stage — {meta['gpu']} — {meta['date']}", "",
           f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; {meta['dtype']}, K=V={D}; µs = do_bench "
           "median of each stage alone. ours = ops.gdn_cumsum_fwd_intra (replaces cumsum + intra in the plugin). "

@@ -108,12 +108,22 @@ def recurrent_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, dtype
 
     Returns ``(o [B, T, H, V], final states [N, H, V, K])`` in ``dtype``."""
     q, k, v, g, beta = _gdn_inputs(q, k, v, g, beta, dtype)
+    return delta_rule_tokens(q, k, v, g[..., None].expand(k.shape), beta, scale, initial_state, cu_seqlens, dtype)
+
+
+def delta_rule_tokens(q, k, v, gk, beta, scale, initial_state, cu_seqlens=None, dtype=torch.float64):
+    """The delta-rule recurrence with a per-channel log-gate ``gk [B, T, H, K]`` (GDN: one value per head
+    broadcast over K; KDA: one per channel), q, k ``[B, T, H, K]`` (GQA already expanded), v ``[B, T, H, V]``,
+    β ``[B, T, H]``, states ``[N, H, V, K]``. Per head, with S ``[V, K]``:
+
+        S ← S·diag(e^{gk_t});   S ← S + β_t (v_t − S k_t) k_tᵀ;   o_t = scale · S q_t"""
+    q, k, v, gk, beta = (x.to(dtype) for x in (q, k, v, gk, beta))
     o = torch.zeros_like(v)
     states = initial_state.to(dtype).clone()
     for n, (b, s, e) in enumerate(_sequences(v.shape[1], v.shape[0], cu_seqlens)):
         S = states[n]  # [H, V, K]
         for t in range(s, e):
-            S = S * torch.exp(g[b, t])[:, None, None]
+            S = S * torch.exp(gk[b, t])[:, None, :]
             err = v[b, t] - (S @ k[b, t][:, :, None])[..., 0]  # [H, V]
             S = S + beta[b, t][:, None, None] * err[:, :, None] * k[b, t][:, None, :]
             o[b, t] = scale * (S @ q[b, t][:, :, None])[..., 0]

@@ -16,7 +16,7 @@ import math
 import torch
 
 from .families import _gate_factor, kda_A, to_token_layout
-from .gdn import _sequences, chunk_apply, chunk_matmul
+from .gdn import _sequences, chunk_apply, chunk_matmul, delta_rule_tokens
 from .inverse import exact_inverse
 
 
@@ -80,15 +80,4 @@ def recurrent_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, dtype
         S ← S·diag(e^{g_t});   S ← S + β_t (v_t − S k_t) k_tᵀ;   o_t = scale · S q_t
 
     Returns ``(o [B, T, H, V], final states [N, H, V, K])`` in ``dtype``."""
-    q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
-    o = torch.zeros_like(v)
-    states = initial_state.to(dtype).clone()
-    for n, (b, s, e) in enumerate(_sequences(v.shape[1], v.shape[0], cu_seqlens)):
-        S = states[n]  # [H, V, K]
-        for t in range(s, e):
-            S = S * torch.exp(g[b, t])[:, None, :]
-            err = v[b, t] - (S @ k[b, t][:, :, None])[..., 0]  # [H, V]
-            S = S + beta[b, t][:, None, None] * err[:, :, None] * k[b, t][:, None, :]
-            o[b, t] = scale * (S @ q[b, t][:, :, None])[..., 0]
-        states[n] = S
-    return o, states
+    return delta_rule_tokens(q, k, v, g, beta, scale, initial_state, cu_seqlens, dtype)
