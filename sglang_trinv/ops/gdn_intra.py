@@ -376,9 +376,12 @@ def gdn_intra_kernel(
     FOLD_SCALE: tl.constexpr = False,  # w/u: fold β, β·e^g into Ai's columns instead of scaling the loaded rows
     G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
-):
+    flags=None,
+    SIGNAL: tl.constexpr = False,      # after storing a head's Ai: release flags[(b·H + h)·NT + chunk] = 1
+):                                     # (gdn_wu.gdn_wu_kernel trails this kernel on those flags)
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
+    i_tp = i_t
     NG: tl.constexpr = H // GROUP
     i_b, i_g = i_bg // NG, i_bg % NG
     i_h0 = i_g * GROUP
@@ -468,6 +471,9 @@ def gdn_intra_kernel(
             _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC)
             _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC)
             _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC)
+            if SIGNAL:  # every thread's Ai stores, then one release: the flag publishes the whole tile
+                tl.debug_barrier()
+                tl.atomic_xchg(flags + (i_b * H + i_h) * tl.num_programs(0) + i_tp, 1, sem="release")
 
         # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
         if FUSE_WU:
