@@ -64,6 +64,7 @@ class Tuning:
     BV: int = 64
     num_stages: int = 2
     fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
+    skew: int = 0  # parked tiles per SM (gdn_intra SKEW, 0 = off): breaks the lock-step of inversion and w/u
     maxnreg: int | None = None  # register cap per thread (ptxas spills above it): more resident programs per SM
     wu_merged: bool = False  # fused w/u: one column-tile loop for u then w (see gdn_intra._wu_rows_merged)
 
@@ -149,6 +150,18 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     grid = (NT, B * H // group)
+    skew = {}
+    if tuning.skew and not from_A and flags is None:
+        # staggered schedule (gdn_intra SKEW): tuning.skew parked tiles per SM, at most half the 8 resident
+        # 1-warp programs, so the waiting programs can never fill an SM (no deadlock)
+        if group != 1 or not 0 < tuning.skew <= 4:
+            raise ValueError(f"Tuning.skew needs group=1 and 1 ≤ skew ≤ 4, got {tuning}")
+        n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count if k.is_cuda else 2
+        n_skew = min(tuning.skew * n_sm, NT * B * H)
+        grid = (n_skew + NT * B * H,)
+        skew = dict(SKEW=True, n_skew=n_skew, n_chunks=NT,
+                    skew_buf=torch.empty(n_skew * 10 * SUB_CHUNK * SUB_CHUNK, device=k.device, dtype=k.dtype))
+        flags = torch.zeros(n_skew, device=k.device, dtype=torch.int32)
     _k.gdn_intra_kernel[grid](
         k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
@@ -157,7 +170,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
         FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
         WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale,
-        flags=flags, SIGNAL=flags is not None,
+        flags=flags, SIGNAL=flags is not None and not skew, **skew,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
         **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
     )

@@ -362,8 +362,62 @@ def _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexp
     return i_t, bos, T
 
 
+@triton.jit
+def _kkt10(k_base, t0, T, stride, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
+    """Raw K Kᵀ of one chunk as its 10 lower 16×16 tiles (fp32), K reduced in BK-column steps."""
+    z = tl.zeros([BC, BC], dtype=tl.float32)
+    r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
+    for i_k in range(tl.cdiv(K, BK)):
+        k0 = _load_rows(k_base, t0, T, stride, i_k * BK, K, BC, BK)
+        k1 = _load_rows(k_base, t0 + BC, T, stride, i_k * BK, K, BC, BK)
+        k2 = _load_rows(k_base, t0 + 2 * BC, T, stride, i_k * BK, K, BC, BK)
+        k3 = _load_rows(k_base, t0 + 3 * BC, T, stride, i_k * BK, K, BC, BK)
+        r00 = tl.dot(k0, tl.trans(k0), r00)
+        r10 = tl.dot(k1, tl.trans(k0), r10)
+        r11 = tl.dot(k1, tl.trans(k1), r11)
+        r20 = tl.dot(k2, tl.trans(k0), r20)
+        r21 = tl.dot(k2, tl.trans(k1), r21)
+        r22 = tl.dot(k2, tl.trans(k2), r22)
+        r30 = tl.dot(k3, tl.trans(k0), r30)
+        r31 = tl.dot(k3, tl.trans(k1), r31)
+        r32 = tl.dot(k3, tl.trans(k2), r32)
+        r33 = tl.dot(k3, tl.trans(k3), r33)
+    return r00, r10, r11, r20, r21, r22, r30, r31, r32, r33
+
+
+@triton.jit
+def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
+                   BC: tl.constexpr, USE_G: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
+                   DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr):
+    """(I + A)^{-1} with A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower, from the raw K Kᵀ tiles."""
+    a00 = _gate(r00, b0, g0, g0, BC, True, USE_G)
+    a11 = _gate(r11, b1, g1, g1, BC, True, USE_G)
+    a22 = _gate(r22, b2, g2, g2, BC, True, USE_G)
+    a33 = _gate(r33, b3, g3, g3, BC, True, USE_G)
+    a10 = _gate(r10, b1, g1, g0, BC, False, USE_G)
+    a20 = _gate(r20, b2, g2, g0, BC, False, USE_G)
+    a21 = _gate(r21, b2, g2, g1, BC, False, USE_G)
+    a30 = _gate(r30, b3, g3, g0, BC, False, USE_G)
+    a31 = _gate(r31, b3, g3, g1, BC, False, USE_G)
+    a32 = _gate(r32, b3, g3, g2, BC, False, USE_G)
+    return _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
+
+
+@triton.jit
+def _park(buf, x, i: tl.constexpr, BC: tl.constexpr):
+    o = tl.arange(0, BC)
+    tl.store(buf + i * BC * BC + o[:, None] * BC + o[None, :], x.to(buf.dtype.element_ty))
+
+
+@triton.jit
+def _unpark(buf, i: tl.constexpr, BC: tl.constexpr):
+    o = tl.arange(0, BC)
+    # .cg: bypass L1, the tile was written by another SM
+    return tl.load(buf + i * BC * BC + o[:, None] * BC + o[None, :], cache_modifier=".cg").to(tl.float32)
+
+
 # ------------------------------------------------------------------------------------------ the kernel
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "n_skew", "n_chunks"])
 def gdn_intra_kernel(
     k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out,
     T,
@@ -378,9 +432,28 @@ def gdn_intra_kernel(
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
     flags=None,
     SIGNAL: tl.constexpr = False,      # after storing a head's Ai: release flags[(b·H + h)·NT + chunk] = 1
+    SKEW: tl.constexpr = False,        # staggered schedule (GROUP = 1), see below
+    n_skew=0, n_chunks=1, skew_buf=None,
 ):                                     # (gdn_wu.gdn_wu_kernel trails this kernel on those flags)
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
-    i_t, i_bg = tl.program_id(0), tl.program_id(1)
+    if SKEW:
+        # Staggered schedule, 1-D grid of n_tiles + n_skew programs (tile = chunk fastest, then batch·head).
+        # An SM's programs start together and, all tiles costing the same, stay in step: all invert (DRAM
+        # idle), then all stream w/u. Here programs 0…n_skew−1 only invert their tile and park Ai (operand
+        # dtype) in skew_buf, releasing flags[tile]; the tiles that take their SM slots start one inversion
+        # later than their neighbours, so inversions overlap other programs' w/u streams. The last n_skew
+        # programs wait on the flags and do the parked tiles' w/u. Deadlock-free: fewer waiting programs
+        # than resident slots, and the producers (lower ids) never wait.
+        p = tl.program_id(0)
+        n_tiles = tl.num_programs(0) - n_skew
+        do_inv = p < n_tiles
+        do_wu = p >= n_skew
+        tile = tl.where(do_inv, p, p - n_tiles)
+        i_t, i_bg = tile % n_chunks, tile // n_chunks
+    else:
+        i_t, i_bg = tl.program_id(0), tl.program_id(1)
+        do_inv = True
+        do_wu = True
     i_tp = i_t
     NG: tl.constexpr = H // GROUP
     i_b, i_g = i_bg // NG, i_bg % NG
@@ -397,24 +470,8 @@ def gdn_intra_kernel(
     if not FROM_A:
         k_base = k + (bos * Hg + i_hk) * K
     # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
-    if not FROM_A:
-        z = tl.zeros([BC, BC], dtype=tl.float32)
-        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
-        for i_k in range(tl.cdiv(K, BK)):
-            k0 = _load_rows(k_base, t0, T, Hg * K, i_k * BK, K, BC, BK)
-            k1 = _load_rows(k_base, t0 + BC, T, Hg * K, i_k * BK, K, BC, BK)
-            k2 = _load_rows(k_base, t0 + 2 * BC, T, Hg * K, i_k * BK, K, BC, BK)
-            k3 = _load_rows(k_base, t0 + 3 * BC, T, Hg * K, i_k * BK, K, BC, BK)
-            r00 = tl.dot(k0, tl.trans(k0), r00)
-            r10 = tl.dot(k1, tl.trans(k0), r10)
-            r11 = tl.dot(k1, tl.trans(k1), r11)
-            r20 = tl.dot(k2, tl.trans(k0), r20)
-            r21 = tl.dot(k2, tl.trans(k1), r21)
-            r22 = tl.dot(k2, tl.trans(k2), r22)
-            r30 = tl.dot(k3, tl.trans(k0), r30)
-            r31 = tl.dot(k3, tl.trans(k1), r31)
-            r32 = tl.dot(k3, tl.trans(k2), r32)
-            r33 = tl.dot(k3, tl.trans(k3), r33)
+    if not FROM_A and not SKEW:
+        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK)
 
     for i_hh in tl.static_range(GROUP):
         i_h = i_h0 + i_hh
@@ -434,25 +491,44 @@ def gdn_intra_kernel(
 
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
                 a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
-        else:
-            # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower
+        elif SKEW:
             b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
-            a00 = _gate(r00, b0, g0, g0, BC, True, USE_G)
-            a11 = _gate(r11, b1, g1, g1, BC, True, USE_G)
-            a22 = _gate(r22, b2, g2, g2, BC, True, USE_G)
-            a33 = _gate(r33, b3, g3, g3, BC, True, USE_G)
-            a10 = _gate(r10, b1, g1, g0, BC, False, USE_G)
-            a20 = _gate(r20, b2, g2, g0, BC, False, USE_G)
-            a21 = _gate(r21, b2, g2, g1, BC, False, USE_G)
-            a30 = _gate(r30, b3, g3, g0, BC, False, USE_G)
-            a31 = _gate(r31, b3, g3, g1, BC, False, USE_G)
-            a32 = _gate(r32, b3, g3, g2, BC, False, USE_G)
-            # ---- (I + A)^{-1}
-            x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
-                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
+            park = skew_buf + tile * (10 * BC * BC)
+            if do_inv:
+                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK)
+                x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
+                    r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
+                    BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
+                if not do_wu:  # park Ai for the w/u program at the end of the grid
+                    _park(park, x00, 0, BC)
+                    _park(park, x10, 1, BC)
+                    _park(park, x11, 2, BC)
+                    _park(park, x20, 3, BC)
+                    _park(park, x21, 4, BC)
+                    _park(park, x22, 5, BC)
+                    _park(park, x30, 6, BC)
+                    _park(park, x31, 7, BC)
+                    _park(park, x32, 8, BC)
+                    _park(park, x33, 9, BC)
+                    tl.debug_barrier()
+                    tl.atomic_xchg(flags + tile, 1, sem="release")
+            else:
+                f = tl.atomic_add(flags + tile, 0, sem="acquire")
+                while f == 0:
+                    f = tl.atomic_add(flags + tile, 0, sem="acquire")
+                x00, x10, x11 = _unpark(park, 0, BC), _unpark(park, 1, BC), _unpark(park, 2, BC)
+                x20, x21, x22 = _unpark(park, 3, BC), _unpark(park, 4, BC), _unpark(park, 5, BC)
+                x30, x31, x32, x33 = _unpark(park, 6, BC), _unpark(park, 7, BC), _unpark(park, 8, BC), \
+                    _unpark(park, 9, BC)
+        else:
+            # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
+            b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
+            x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
+                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
+                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
 
         # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
-        if STORE_A:
+        if STORE_A and do_inv:
             a_base = Ai + (bos * H + i_h) * BT
             zero = tl.zeros([BC, BC], dtype=tl.float32)
             _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC)
@@ -476,7 +552,7 @@ def gdn_intra_kernel(
                 tl.atomic_xchg(flags + (i_b * H + i_h) * tl.num_programs(0) + i_tp, 1, sem="release")
 
         # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
-        if FUSE_WU:
+        if FUSE_WU and do_wu:
             dt = k.dtype.element_ty
             if USE_G:
                 e0, e1, e2, e3 = b0 * tl.exp(g0), b1 * tl.exp(g1), b2 * tl.exp(g2), b3 * tl.exp(g3)
