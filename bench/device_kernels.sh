@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,skew,evalgpu,gputests
+#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -97,13 +97,8 @@ if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, er
 fi
 if has overlap; then  # issue 3: does the inversion hide behind the w/u stream on two streams?
   timeout 170 python3 bench/bench_overlap.py "$out/overlap" > "$out/overlap.log" 2>&1
-  tail -40 "$out/overlap.log"
+  tail -12 "$out/overlap.log"
   echo "overlap: $(( $(date +%s) - t0 )) s"
-fi
-if has skew; then  # issue 3: phase-lock test of the fused intra kernel (Tuning.skew)
-  timeout 420 python3 bench/bench_skew.py "$out/skew" > "$out/skew.log" 2>&1
-  tail -22 "$out/skew.log"
-  echo "skew: $(( $(date +%s) - t0 )) s"
 fi
 if has pipetune; then  # issue 3: sweep the plugin's pipeline kernel (no A, cumsum in), whole forward at the best
   timeout 400 python3 bench/bench_pipeline_tuning.py "$out/pipetune" > "$out/pipetune.log" 2>&1

@@ -17,7 +17,6 @@ import triton
 
 from ..registry import get_method
 from . import gdn_intra as _k
-from . import gdn_wu as _wu
 
 log = logging.getLogger("sglang_trinv")
 
@@ -64,7 +63,6 @@ class Tuning:
     BV: int = 64
     num_stages: int = 2
     fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
-    skew: int = 0  # parked tiles per SM (gdn_intra SKEW, 0 = off): breaks the lock-step of inversion and w/u
     maxnreg: int | None = None  # register cap per thread (ptxas spills above it): more resident programs per SM
     wu_merged: bool = False  # fused w/u: one column-tile loop for u then w (see gdn_intra._wu_rows_merged)
 
@@ -142,7 +140,7 @@ def supports(k: torch.Tensor, v: torch.Tensor | None, g: torch.Tensor | None, be
 
 
 def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, BT, method, precision,
-            fuse_wu, store_A, from_A, tuning: Tuning | None, g_out=None, flags=None):
+            fuse_wu, store_A, from_A, tuning: Tuning | None, g_out=None):
     tuning = tuning or (DEFAULT_TUNING_FUSED if fuse_wu else DEFAULT_TUNING)
     diag, whole, dp, mp = _method_codes(method, precision, fuse_wu)
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
@@ -150,18 +148,6 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     grid = (NT, B * H // group)
-    skew = {}
-    if tuning.skew and not from_A and flags is None:
-        # staggered schedule (gdn_intra SKEW): tuning.skew parked tiles per SM, at most half the 8 resident
-        # 1-warp programs, so the waiting programs can never fill an SM (no deadlock)
-        if group != 1 or not 0 < tuning.skew <= 4:
-            raise ValueError(f"Tuning.skew needs group=1 and 1 ≤ skew ≤ 4, got {tuning}")
-        n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count if k.is_cuda else 2
-        n_skew = min(tuning.skew * n_sm, NT * B * H)
-        grid = (n_skew + NT * B * H,)
-        skew = dict(SKEW=True, n_skew=n_skew, n_chunks=NT,
-                    skew_buf=torch.empty(n_skew * 10 * SUB_CHUNK * SUB_CHUNK, device=k.device, dtype=k.dtype))
-        flags = torch.zeros(n_skew, device=k.device, dtype=torch.int32)
     _k.gdn_intra_kernel[grid](
         k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
@@ -170,7 +156,6 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
         FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
         WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale,
-        flags=flags, SIGNAL=flags is not None and not skew, **skew,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
         **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
     )
@@ -234,90 +219,6 @@ def gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, met
     _launch(k, v, g, beta, None, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, CHUNK_SIZE,
             method, precision, fuse_wu=True, store_A=store_A, from_A=False, tuning=tuning, g_out=g_out)
     return g_out, w, u, Ai
-
-
-@dataclass(frozen=True)
-class SplitTuning:
-    """Launch of the trailing w/u kernel (:mod:`gdn_wu`): ``programs_per_sm`` persistent programs per SM
-    (the inversion kernel gets the registers left), their warps, column tiles and pipeline stages."""
-    programs_per_sm: int = 2
-    num_warps: int = 4
-    BK: int = 64
-    BV: int = 64
-    num_stages: int = 2
-    spin_limit: int = 1 << 22  # polls of one flag before the w/u kernel gives up (see gdn_wu)
-
-
-DEFAULT_SPLIT = SplitTuning()
-_side_streams: dict = {}
-
-
-def _side_stream(device) -> torch.cuda.Stream:
-    if device not in _side_streams:
-        _side_streams[device] = torch.cuda.Stream(device=device)
-    return _side_streams[device]
-
-
-def gdn_fwd_intra_split(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="blockdoubling",
-                        precision=None, tuning: Tuning | None = None, split: SplitTuning | None = None,
-                        overlap: bool | None = None, g_raw: bool = False, check: bool = False):
-    """:func:`gdn_fwd_intra` as two kernels that run at the same time: the inversion kernel stores Ai and
-    releases a per-tile flag; a persistent w/u kernel, launched first on a side stream, waits on each flag and
-    computes w, u from Ai while it is in L2. Returns ``(w, u, A)`` (``(g_cumsum, w, u, A)`` with ``g_raw``: g is
-    then the raw log-gate and its chunk-local cumsum is taken in the inversion kernel).
-    ``overlap=False`` (the default off CUDA, e.g. under the Triton interpreter, which runs one kernel at a time)
-    launches the inversion first and the w/u kernel after it on the same stream; the flags are then all set
-    before the w/u kernel looks at them. Deadlock-free as long as one inversion program fits beside the w/u
-    programs on an SM (the inversion never waits); the w/u kernel gives up after a bounded spin instead of
-    hanging, and ``check=True`` raises if it had to."""
-    _check_varlen(k, cu_seqlens)
-    reason = supports(k, v, g, beta)
-    if reason or (g_raw and g is None):
-        raise ValueError(f"gdn_fwd_intra_split does not support these inputs: {reason or 'g is None'}")
-    split = split or DEFAULT_SPLIT
-    B, T, Hg, K = k.shape
-    H, V = v.shape[-2], v.shape[-1]
-    if cu_seqlens is not None and chunk_indices is None:
-        chunk_indices = prepare_chunk_indices(cu_seqlens, CHUNK_SIZE)
-    NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else len(chunk_indices)
-    n_tiles = NT * B * H
-    if overlap is None:
-        overlap = k.is_cuda
-    g_out = torch.empty(g.shape, device=g.device, dtype=torch.float) if g_raw else None
-    Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=k.dtype)
-    w = k.new_empty(B, T, H, K)
-    u = torch.empty_like(v)
-    flags = torch.zeros(n_tiles, device=k.device, dtype=torch.int32)
-    n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count if k.is_cuda else 4
-    programs = max(1, min(n_tiles, split.programs_per_sm * n_sm))
-
-    def inversion():
-        _launch(k, None, g, beta, None, Ai, None, None, cu_seqlens, chunk_indices, T, B, H, Hg, K, 0, CHUNK_SIZE,
-                method, precision, fuse_wu=False, store_A=True, from_A=False, tuning=tuning, g_out=g_out,
-                flags=flags)
-
-    def trailing_wu():
-        _wu.gdn_wu_kernel[(programs,)](
-            k, v, beta, g_out if g_raw else g, Ai, w, u, flags, cu_seqlens, chunk_indices, T, NT, n_tiles,
-            H=H, Hg=Hg, K=K, V=V, BT=CHUNK_SIZE, BK=min(split.BK, triton.next_power_of_2(K)),
-            BV=min(split.BV, triton.next_power_of_2(V)), USE_G=g is not None, IS_VARLEN=cu_seqlens is not None,
-            WAIT=True, SPIN_LIMIT=split.spin_limit, num_warps=split.num_warps, num_stages=split.num_stages)
-
-    if overlap:
-        # the w/u programs first (they must be resident before the inversion fills the SMs), on a side stream
-        cur = torch.cuda.current_stream(k.device)
-        side = _side_stream(k.device)
-        side.wait_stream(cur)
-        with torch.cuda.stream(side):
-            trailing_wu()
-        inversion()
-        cur.wait_stream(side)  # (no record_stream needed: every later use or free is ordered after the join)
-    else:
-        inversion()
-        trailing_wu()
-    if check and bool((flags < 0).any()):  # synchronises: for tests and benchmarks
-        raise RuntimeError("gdn_fwd_intra_split: the w/u kernel timed out waiting for the inversion kernel")
-    return (g_out, w, u, Ai) if g_raw else (w, u, Ai)
 
 
 def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", precision=None,

@@ -403,21 +403,8 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
     return _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
 
 
-@triton.jit
-def _park(buf, x, i: tl.constexpr, BC: tl.constexpr):
-    o = tl.arange(0, BC)
-    tl.store(buf + i * BC * BC + o[:, None] * BC + o[None, :], x.to(buf.dtype.element_ty))
-
-
-@triton.jit
-def _unpark(buf, i: tl.constexpr, BC: tl.constexpr):
-    o = tl.arange(0, BC)
-    # .cg: bypass L1, the tile was written by another SM
-    return tl.load(buf + i * BC * BC + o[:, None] * BC + o[None, :], cache_modifier=".cg").to(tl.float32)
-
-
 # ------------------------------------------------------------------------------------------ the kernel
-@triton.jit(do_not_specialize=["T", "n_skew", "n_chunks"])
+@triton.jit(do_not_specialize=["T"])
 def gdn_intra_kernel(
     k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out,
     T,
@@ -430,31 +417,9 @@ def gdn_intra_kernel(
     FOLD_SCALE: tl.constexpr = False,  # w/u: fold β, β·e^g into Ai's columns instead of scaling the loaded rows
     G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
-    flags=None,
-    SIGNAL: tl.constexpr = False,      # after storing a head's Ai: release flags[(b·H + h)·NT + chunk] = 1
-    SKEW: tl.constexpr = False,        # staggered schedule (GROUP = 1), see below
-    n_skew=0, n_chunks=1, skew_buf=None,
-):                                     # (gdn_wu.gdn_wu_kernel trails this kernel on those flags)
+):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
-    if SKEW:
-        # Staggered schedule, 1-D grid of n_tiles + n_skew programs (tile = chunk fastest, then batch·head).
-        # An SM's programs start together and, all tiles costing the same, stay in step: all invert (DRAM
-        # idle), then all stream w/u. Here programs 0…n_skew−1 only invert their tile and park Ai (operand
-        # dtype) in skew_buf, releasing flags[tile]; the tiles that take their SM slots start one inversion
-        # later than their neighbours, so inversions overlap other programs' w/u streams. The last n_skew
-        # programs wait on the flags and do the parked tiles' w/u. Deadlock-free: fewer waiting programs
-        # than resident slots, and the producers (lower ids) never wait.
-        p = tl.program_id(0)
-        n_tiles = tl.num_programs(0) - n_skew
-        do_inv = p < n_tiles
-        do_wu = p >= n_skew
-        tile = tl.where(do_inv, p, p - n_tiles)
-        i_t, i_bg = tile % n_chunks, tile // n_chunks
-    else:
-        i_t, i_bg = tl.program_id(0), tl.program_id(1)
-        do_inv = True
-        do_wu = True
-    i_tp = i_t
+    i_t, i_bg = tl.program_id(0), tl.program_id(1)
     NG: tl.constexpr = H // GROUP
     i_b, i_g = i_bg // NG, i_bg % NG
     i_h0 = i_g * GROUP
@@ -470,7 +435,7 @@ def gdn_intra_kernel(
     if not FROM_A:
         k_base = k + (bos * Hg + i_hk) * K
     # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
-    if not FROM_A and not SKEW:
+    if not FROM_A:
         r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK)
 
     for i_hh in tl.static_range(GROUP):
@@ -491,35 +456,6 @@ def gdn_intra_kernel(
 
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
                 a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
-        elif SKEW:
-            b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
-            park = skew_buf + tile * (10 * BC * BC)
-            if do_inv:
-                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK)
-                x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
-                    r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
-                    BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
-                if not do_wu:  # park Ai for the w/u program at the end of the grid
-                    _park(park, x00, 0, BC)
-                    _park(park, x10, 1, BC)
-                    _park(park, x11, 2, BC)
-                    _park(park, x20, 3, BC)
-                    _park(park, x21, 4, BC)
-                    _park(park, x22, 5, BC)
-                    _park(park, x30, 6, BC)
-                    _park(park, x31, 7, BC)
-                    _park(park, x32, 8, BC)
-                    _park(park, x33, 9, BC)
-                    tl.debug_barrier()
-                    tl.atomic_xchg(flags + tile, 1, sem="release")
-            else:
-                f = tl.atomic_add(flags + tile, 0, sem="acquire")
-                while f == 0:
-                    f = tl.atomic_add(flags + tile, 0, sem="acquire")
-                x00, x10, x11 = _unpark(park, 0, BC), _unpark(park, 1, BC), _unpark(park, 2, BC)
-                x20, x21, x22 = _unpark(park, 3, BC), _unpark(park, 4, BC), _unpark(park, 5, BC)
-                x30, x31, x32, x33 = _unpark(park, 6, BC), _unpark(park, 7, BC), _unpark(park, 8, BC), \
-                    _unpark(park, 9, BC)
         else:
             # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
             b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
@@ -528,7 +464,7 @@ def gdn_intra_kernel(
                 BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
 
         # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
-        if STORE_A and do_inv:
+        if STORE_A:
             a_base = Ai + (bos * H + i_h) * BT
             zero = tl.zeros([BC, BC], dtype=tl.float32)
             _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC)
@@ -547,12 +483,9 @@ def gdn_intra_kernel(
             _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC)
             _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC)
             _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC)
-            if SIGNAL:  # every thread's Ai stores, then one release: the flag publishes the whole tile
-                tl.debug_barrier()
-                tl.atomic_xchg(flags + (i_b * H + i_h) * tl.num_programs(0) + i_tp, 1, sem="release")
 
         # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
-        if FUSE_WU and do_wu:
+        if FUSE_WU:
             dt = k.dtype.element_ty
             if USE_G:
                 e0, e1, e2, e3 = b0 * tl.exp(g0), b1 * tl.exp(g1), b2 * tl.exp(g2), b3 * tl.exp(g3)
