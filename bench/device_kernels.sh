@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,evalgpu,gputests
+#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -99,6 +99,11 @@ if has overlap; then  # issue 3: does the inversion hide behind the w/u stream o
   timeout 170 python3 bench/bench_overlap.py "$out/overlap" > "$out/overlap.log" 2>&1
   tail -12 "$out/overlap.log"
   echo "overlap: $(( $(date +%s) - t0 )) s"
+fi
+if has gluon; then  # issue 3: the Gluon inverter partition (warp-specialized CTA) vs ours vs stock, error vs fp64
+  timeout 240 python3 bench/gluon_inverter.py --gpu "$out/gluon" > "$out/gluon.log" 2>&1
+  tail -12 "$out/gluon.log"
+  echo "gluon: $(( $(date +%s) - t0 )) s"
 fi
 if has pipetune; then  # issue 3: sweep the plugin's pipeline kernel (no A, cumsum in), whole forward at the best
   timeout 400 python3 bench/bench_pipeline_tuning.py "$out/pipetune" > "$out/pipetune.log" 2>&1
