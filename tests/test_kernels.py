@@ -227,3 +227,32 @@ def test_gdn_kernel_compiles_for_sm90():
     assert r.returncode == 0, r.stderr[-3000:]
     regs = [int(x) for x in r.stdout.split()[-2:]]
     assert all(0 < x <= 255 for x in regs)
+
+
+_COMPILE_GLUON = """
+import sys
+sys.path.insert(0, "bench")
+from gluon_inverter import compile_report
+r = compile_report()
+print("gluon", r["launch_regs"], r["warps"], r["stack"], *r["setmaxnreg"])
+"""
+
+
+def test_gluon_inverter_compiles_for_sm90_without_spills():
+    """The experimental warp-specialized Gluon inverter (bench/gluon_inverter.py; Gluon has no interpreter, so
+    this compile is its CPU check): 8 inverter warps + 4 streamer warps at 56 registers, one CTA per SM, the
+    inverters rebalanced to ≥ 224 registers and no spills."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.experimental.gluon")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", _COMPILE_GLUON], env=env, cwd=root, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    launch, warps, stack, *setmax = (int(x) for x in r.stdout.split("gluon")[-1].split())
+    assert warps == 12 and launch * warps * 32 <= 65536  # one CTA fits an SM's register file
+    assert stack == 0
+    assert 56 in setmax and max(setmax) >= 224
