@@ -100,8 +100,8 @@ if has overlap; then  # issue 3: does the inversion hide behind the w/u stream o
   tail -12 "$out/overlap.log"
   echo "overlap: $(( $(date +%s) - t0 )) s"
 fi
-if has gluon; then  # issue 3: the Gluon inverter partition (warp-specialized CTA) vs ours vs stock, error vs fp64
-  timeout 240 python3 bench/gluon_inverter.py --gpu "$out/gluon" > "$out/gluon.log" 2>&1
+if has gluon; then  # issue 3: the warp-specialized Gluon intra vs ours vs stock, errors vs fp64 (a hang = a barrier bug)
+  timeout 200 python3 bench/gluon_intra.py --gpu "$out/gluon" > "$out/gluon.log" 2>&1
   tail -12 "$out/gluon.log"
   echo "gluon: $(( $(date +%s) - t0 )) s"
 fi

@@ -1,19 +1,26 @@
-"""Block-doubling KKᵀ + (I + A)^{-1} in Gluon, one 64×64 tile per warp, in the default partition of a
-warp-specialized Hopper CTA — the first half of the warp-specialized intra kernel planned in bench/NOTES.md
-(the streamer partition that will compute w/u beside it is a placeholder here). Experimental, not in the
-package: Gluon has no interpreter, so the only CPU check is the sm_90 compile.
+"""Warp-specialized GDN intra kernel in Gluon (Hopper): inversion and the w/u stream on the same SM at the same
+time — the kernel planned in bench/NOTES.md. Experimental, not in the package: Gluon has no interpreter, so its
+only CPU check is the sm_90 compile (tests/test_kernels.py); correctness is checked on the GPU against fp64.
+
+One persistent CTA per SM, two partitions:
+- inverters (default partition, W = 8 warps at 224–240 registers): per batch of W (chunk, head) tiles, one tile
+  per warp, KKᵀ + gate + block-doubling (I + A)^{-1}; Ai stored (bf16, the A output) and the batch handed over
+  with an mbarrier ("full"), at most one batch ahead of the streamers ("empty");
+- streamers (worker partition, one warpgroup at 56 registers): u = Ai·(β ⊙ v), w = Ai·(β e^g ⊙ k) with
+  warpgroup MMAs (Ai from L2 into registers, the scaled v/k tile through shared memory), BV columns at a time,
+  while the inverters work on the next batch.
 
 Same algorithm and operand roundings as ``ops.gdn_kkt_inverse`` (blockdoubling, bf16x3 diagonal tiles, tf32
 merges): per tile KKᵀ as 10 lower 16×16 tiles (bf16 mma_v2), the gate β_i·exp(g_i − g_j), doubling on the four
 diagonal tiles, merges 16 → 32 → 64. Tensors are [W, 16, 16] with the mma layout's warps along the first
 axis, so each warp inverts its own tile as a 1-warp program of ``gdn_intra`` does.
 
-    PYTHONPATH=<triton 3.6 dir> python bench/gluon_inverter.py            # CPU: registers / spills (sm_90)
-    python bench/gluon_inverter.py --gpu OUT_DIR                          # GPU: error vs fp64, time vs ours/stock
+    PYTHONPATH=<triton 3.6 dir> python bench/gluon_intra.py               # CPU: registers / spills (sm_90)
+    python bench/gluon_intra.py --gpu OUT_DIR                             # GPU: errors vs fp64, times vs ours/stock
 
-CPU compile, 2026-11-27 (Triton 3.6.0, sm_90): 8 inverter warps + 4 placeholder streamer warps at 56
-registers launch at 168 × 12 warps (one CTA per SM) and rebalance to 224–240 registers for the inverters;
-BK=32: no spills (BK=64: 112 B of stack). Not yet run on a GPU.
+CPU compile, 2026-11-27 (Triton 3.6.0 and 3.8.0, sm_90): 168 registers × 12 warps at launch (one CTA per SM),
+rebalanced to 224–240 for the inverters and 56 for the streamers; no spills with BK=32, BV=16 (BV=32: 96 B;
+inverters at 216 registers: 56 B). Not yet run on a GPU.
 """
 
 import os
@@ -28,6 +35,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
@@ -55,6 +63,11 @@ def _mm(a, b, MMA: gl.constexpr, PREC: gl.constexpr):
     return c
 
 
+# every inverter warp's stores before the one-thread arrive: gl.thread_barrier (Triton 3.6) was renamed
+# gl.barrier (3.8); inside a warp-specialized partition it synchronises that partition's warps
+_partition_barrier = gl.thread_barrier if hasattr(gl, "thread_barrier") else gl.barrier
+
+
 @gluon.jit
 def _safe_exp(x):
     # exp of a non-positive gate difference (as gdn_intra._safe_exp): +inf from padding masked to 0
@@ -80,7 +93,8 @@ def _krows(k_ptr, rows, T, cols, valid, Hg: gl.constexpr, K: gl.constexpr):
 
 @gluon.jit
 def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
-                  W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr):
+                  W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
+                  full=None, empty=None, SIGNAL: gl.constexpr = False):
     """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ, gate, (I + A)^{-1} by doubling."""
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[W, 1, 1], instr_shape=[1, 16, 8])
     A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
@@ -97,6 +111,7 @@ def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H: gl.constexpr, H
     kr = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, LK)))
     kc = gl.arange(0, BK, layout=gl.SliceLayout(0, gl.SliceLayout(1, LK)))
     NT = gl.cdiv(T, 64)
+    j = 0
     for base in range(gl.program_id(0) * W, n_tiles, gl.num_programs(0) * W):
         # tile = base + warp; chunk fastest, then head
         kt = base + kb
@@ -184,29 +199,96 @@ def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H: gl.constexpr, H
         gl.store(o + 48 * H * 64 + 16, x31.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
         gl.store(o + 48 * H * 64 + 32, x32.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
         gl.store(o + 48 * H * 64 + 48, x33.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
+        if SIGNAL:
+            # the upper tiles too (the streamer reads whole 64×64 Ai), then hand the batch over: every inverter
+            # warp's stores, one arrive on "full" once the streamer has released the previous batch ("empty")
+            zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
+            gl.store(o + 16, zt, mask=(rows < T) & sv)
+            gl.store(o + 32, zt, mask=(rows < T) & sv)
+            gl.store(o + 48, zt, mask=(rows < T) & sv)
+            gl.store(o + 16 * H * 64 + 32, zt, mask=(rows + 16 < T) & sv)
+            gl.store(o + 16 * H * 64 + 48, zt, mask=(rows + 16 < T) & sv)
+            gl.store(o + 32 * H * 64 + 48, zt, mask=(rows + 32 < T) & sv)
+            _partition_barrier()
+            if j > 0:
+                mbarrier.wait(empty, (j - 1) & 1)
+            mbarrier.arrive(full)
+        j += 1
 
 
 @gluon.jit
-def _idle(x_ptr, NS: gl.constexpr):
-    """Placeholder for the streamer partition (w/u): here it only holds its warps and registers."""
-    pass
+def _stream_wu(k_ptr, v_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, T, n_tiles, full, empty,
+               H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
+               BV: gl.constexpr, NS: gl.constexpr):
+    """Streamer partition (one warpgroup): for each handed-over batch of W tiles, u = Ai·(β ⊙ v) and
+    w = Ai·(β e^g ⊙ k) with warpgroup MMAs (Ai from L2 into registers, the scaled v/k tile through shared memory),
+    stored BV columns at a time; then release the batch ("empty")."""
+    ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NS, 1], instr_shape=[16, BV, 16])
+    A_OP: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=2)
+    LD: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [NS, 1], [1, 0])
+    SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, BV], gl.bfloat16)
+    b_smem = gl.allocate_shared_memory(gl.bfloat16, [64, BV], SMEM)
+    r = gl.arange(0, 64, layout=gl.SliceLayout(1, LD))
+    c64 = gl.arange(0, 64, layout=gl.SliceLayout(0, LD))
+    cb = gl.arange(0, BV, layout=gl.SliceLayout(0, LD))
+    ra = gl.arange(0, 64, layout=gl.SliceLayout(1, ACC))
+    ca = gl.arange(0, BV, layout=gl.SliceLayout(0, ACC))
+    NT = gl.cdiv(T, 64)
+    j = 0
+    for base in range(gl.program_id(0) * W, n_tiles, gl.num_programs(0) * W):
+        mbarrier.wait(full, j & 1)
+        for wi in range(W):
+            t = base + wi
+            if t < n_tiles:
+                chunk = t % NT
+                head = t // NT
+                rows = chunk * 64 + r
+                m_r = rows < T
+                ai = gl.load(ai_ptr + (rows * H + head)[:, None] * 64 + c64[None, :], mask=m_r[:, None], other=0.0,
+                             cache_modifier=".cg")
+                a_op = gl.convert_layout(ai, A_OP)
+                b = gl.load(beta_ptr + rows * H + head, mask=m_r, other=0.0).to(gl.float32)
+                e = b * gl.exp(gl.load(g_ptr + rows * H + head, mask=m_r, other=0.0))
+                rows_a = chunk * 64 + ra
+                for i_v in gl.static_range(V // BV):
+                    x = gl.load(v_ptr + (rows * H + head)[:, None] * V + (i_v * BV + cb)[None, :], mask=m_r[:, None],
+                                other=0.0)
+                    b_smem.store((x.to(gl.float32) * b[:, None]).to(gl.bfloat16))
+                    fence_async_shared()
+                    acc = warpgroup_mma(a_op, b_smem, gl.zeros([64, BV], gl.float32, ACC), use_acc=False)
+                    gl.store(u_ptr + (rows_a * H + head)[:, None] * V + (i_v * BV + ca)[None, :],
+                             acc.to(gl.bfloat16), mask=(rows_a < T)[:, None])
+                for i_k in gl.static_range(K // BV):
+                    x = gl.load(k_ptr + (rows * Hg + head // (H // Hg))[:, None] * K + (i_k * BV + cb)[None, :],
+                                mask=m_r[:, None], other=0.0)
+                    b_smem.store((x.to(gl.float32) * e[:, None]).to(gl.bfloat16))
+                    fence_async_shared()
+                    acc = warpgroup_mma(a_op, b_smem, gl.zeros([64, BV], gl.float32, ACC), use_acc=False)
+                    gl.store(w_ptr + (rows_a * H + head)[:, None] * K + (i_k * BV + ca)[None, :],
+                             acc.to(gl.bfloat16), mask=(rows_a < T)[:, None])
+        mbarrier.arrive(empty)
+        j += 1
 
 
 @gluon.jit
-def gluon_inverse_kernel(k_ptr, beta_ptr, g_ptr, ai_ptr, x_ptr, T, n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
-              W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, REGS: gl.constexpr,
-              NS: gl.constexpr):
-    gl.warp_specialize([(_invert_tiles, (k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H, Hg, K, W, BK, DP, MP)),
-                        (_idle, (x_ptr, NS))], [NS], [REGS])
+def gluon_intra_kernel(k_ptr, v_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, T, n_tiles, H: gl.constexpr,
+                       Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr, BK: gl.constexpr,
+                       BV: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, REGS: gl.constexpr, NS: gl.constexpr):
+    """Warp-specialized intra: W inverter warps (default partition) hand batches of W tiles (Ai in global, L2)
+    to NS streamer warps that compute w/u beside the next batch's inversion."""
+    full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(full, count=1)
+    mbarrier.init(empty, count=1)
+    gl.warp_specialize([(_invert_tiles, (k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H, Hg, K, W, BK, DP, MP,
+                                         full, empty, True)),
+                        (_stream_wu, (k_ptr, v_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, T, n_tiles, full, empty,
+                                      H, Hg, K, V, W, BV, NS))], [NS], [REGS])
 
 
-def compile_report(W=8, BK=32, DP=1, MP=0, REGS=56, NS=4) -> dict:
-    """sm_90 compile on any machine: launch registers, warps, stack and the setmaxnreg values."""
-    sig = {"k_ptr": "*bf16", "beta_ptr": "*bf16", "g_ptr": "*fp32", "ai_ptr": "*bf16", "x_ptr": "*bf16",
-           "T": "i32", "n_tiles": "i32"}
-    const = dict(H=32, Hg=16, K=128, W=W, BK=BK, DP=DP, MP=MP, REGS=REGS, NS=NS)
+def _compile(fn, sig, const, W) -> dict:
+    sig = dict(sig)
     sig.update({k: "constexpr" for k in const})
-    fn = gluon_inverse_kernel
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items() if t.startswith("*")}
     src = GluonASTSource(fn=fn, signature=sig, attrs=attrs,
                          constexprs={(fn.arg_names.index(k),): v for k, v in const.items()})
@@ -217,29 +299,36 @@ def compile_report(W=8, BK=32, DP=1, MP=0, REGS=56, NS=4) -> dict:
         res = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
         sass = subprocess.run([CUOBJDUMP, "-sass", f.name], capture_output=True, text=True).stdout
     return dict(launch_regs=int(re.search(r"REG:(\d+)", res).group(1)), warps=c.metadata.num_warps,
-                stack=int(re.search(r"STACK:(\d+)", res).group(1)),
+                stack=int(re.search(r"STACK:(\d+)", res).group(1)), smem=c.metadata.shared,
                 setmaxnreg=sorted({int(v, 16) for v in re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP0, )?(0x[0-9a-f]+)", sass)}))
 
 
-def gluon_kkt_inverse(k, g, beta, Ai=None, W=8, BK=32, REGS=56, NS=4):
-    """Ai [1, T, H, 64] (k's dtype) for one sequence; upper tiles zero (Ai from torch.zeros if not given)."""
+def compile_report(W=8, BK=32, BV=16, REGS=56, NS=4) -> dict:
+    """sm_90 compile on any machine: launch registers, warps, stack, shared memory, setmaxnreg values."""
+    sig = {"k_ptr": "*bf16", "v_ptr": "*bf16", "beta_ptr": "*bf16", "g_ptr": "*fp32", "ai_ptr": "*bf16",
+           "w_ptr": "*bf16", "u_ptr": "*bf16", "T": "i32", "n_tiles": "i32"}
+    const = dict(H=32, Hg=16, K=128, V=128, W=W, BK=BK, BV=BV, DP=1, MP=0, REGS=REGS, NS=NS)
+    return _compile(gluon_intra_kernel, sig, const, W)
+
+
+def gluon_fwd_intra(k, v, g, beta, W=8, BK=32, BV=16, REGS=56, NS=4, out=None):
+    """(w, u, Ai) for one sequence, as ops.gdn_fwd_intra (blockdoubling, bf16x3 diagonal tiles, tf32 merges)."""
     import torch
 
     B, T, Hg, K = k.shape
-    H = beta.shape[-1]
-    assert B == 1 and H % Hg == 0 and K % BK == 0
+    H, V = v.shape[-2], v.shape[-1]
+    assert B == 1 and H % Hg == 0 and K % BK == 0 and K % BV == 0 and V % BV == 0
     n_tiles = triton.cdiv(T, 64) * H
-    if Ai is None:
-        Ai = torch.zeros(1, T, H, 64, device=k.device, dtype=k.dtype)
+    w, u, Ai = out if out is not None else (k.new_empty(1, T, H, K), torch.empty_like(v), k.new_empty(1, T, H, 64))
     n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count
     grid = (min(n_sm, triton.cdiv(n_tiles, W)),)
-    gluon_inverse_kernel[grid](k, beta, g, Ai, Ai, T, n_tiles, H=H, Hg=Hg, K=K, W=W, BK=BK, DP=1, MP=0,
-                               REGS=REGS, NS=NS, num_warps=W)
-    return Ai
+    gluon_intra_kernel[grid](k, v, beta, g, Ai, w, u, T, n_tiles, H=H, Hg=Hg, K=K, V=V, W=W, BK=BK, BV=BV, DP=1,
+                             MP=0, REGS=REGS, NS=NS, num_warps=W)
+    return w, u, Ai
 
 
 def gpu_check(out: str) -> int:
-    """Error vs fp64 and CUDA-graph time beside ops.gdn_kkt_inverse (same method/precisions) and stock."""
+    """Errors vs fp64 and CUDA-graph times beside ops.gdn_fwd_intra (same method/precisions) and stock."""
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -251,32 +340,41 @@ def gpu_check(out: str) -> int:
     from sglang_trinv.reference import gdn as ref
 
     rows = []
-    for T, H, Hg in [(8192, 32, 16), (32768, 8, 4), (1000, 4, 2)]:
+    for T, H, Hg in [(1000, 4, 2), (8192, 32, 16), (32768, 8, 4), (32768, 32, 16)]:
         a = bk.make_inputs(T, H, Hg, 128, 128, 1, 0)
-        k, g, beta = a["k"], a["g"], a["beta"]
-        A64 = ref.chunk_inverse(k, g, beta)
-        Ai = gluon_kkt_inverse(k, g, beta)
-        ours = ops.gdn_kkt_inverse(k, g, beta)
-        stock = bk.stock_kkt_solve(k, g, beta, None, None)
-        buf = torch.zeros_like(Ai)
-        r = dict(T=T, H=H, Hg=Hg, err_gluon=bk.rel_err(Ai, A64)["max_rel"], err_ours=bk.rel_err(ours, A64)["max_rel"],
-                 err_stock=bk.rel_err(stock, A64)["max_rel"], finite=bool(torch.isfinite(Ai.float()).all()),
-                 us_gluon=events_us(lambda: gluon_kkt_inverse(k, g, beta, Ai=buf)),
-                 us_ours=events_us(lambda: ops.gdn_kkt_inverse(k, g, beta)),
-                 us_stock=events_us(lambda: bk.stock_kkt_solve(k, g, beta, None, None)))
+        k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]
+        w64, u64, A64 = ref.fwd_intra(k, v, g, beta, None)
+        got = gluon_fwd_intra(k, v, g, beta)
+        torch.cuda.synchronize()
+        print(f"T={T} H={H}: first call done", flush=True)
+        ours = ops.gdn_fwd_intra(k, v, g, beta)
+        stock = bk.stock_intra(k, v, g, beta, None, None)
+        r = dict(T=T, H=H, Hg=Hg, finite=all(bool(torch.isfinite(x.float()).all()) for x in got))
+        for name, res in (("gluon", got), ("ours", ours), ("stock", stock)):
+            for x, x64, lab in zip(res, (w64, u64, A64), ("w", "u", "A")):
+                r[f"err_{lab}_{name}"] = bk.rel_err(x, x64)["max_rel"]
+        bufs = tuple(torch.empty_like(x) for x in got)
+        r["us_gluon"] = events_us(lambda: gluon_fwd_intra(k, v, g, beta, out=bufs))
+        r["us_ours"] = events_us(lambda: ops.gdn_fwd_intra(k, v, g, beta))
+        r["us_stock"] = events_us(lambda: bk.stock_intra(k, v, g, beta, None, None))
         rows.append(r)
         print(r, flush=True)
+        del w64, u64, A64
+        torch.cuda.empty_cache()
     meta = common.run_meta("cuda", dtype="bfloat16")
     os.makedirs(out, exist_ok=True)
-    md = [f"# Gluon inverter partition vs ours vs stock (KKᵀ + inverse) — {meta['gpu']} — {meta['date']}", "",
-          f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; bf16, K=128, one sequence; "
-          "µs per call over CUDA-graph replays; error max|Ai − Ai64| / max|Ai64|.", "",
-          "| T | H/Hg | stock µs | ours (Triton) µs | Gluon µs | err stock | err ours | err Gluon |", "|" + "---|" * 8]
+    md = [f"# Warp-specialized Gluon intra vs ours (Triton) vs stock — {meta['gpu']} — {meta['date']}", "",
+          f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; bf16, K=V=128, one sequence; "
+          "µs per call over CUDA-graph replays (outputs preallocated for the Gluon kernel); errors "
+          "max|X − X64| / max|X64| of w / u / A.", "",
+          "| T | H/Hg | stock µs | ours µs | Gluon µs | stock/Gluon | err stock | err ours | err Gluon |",
+          "|" + "---|" * 9]
     for r in rows:
+        e = lambda n: "/".join(f"{r[f'err_{x}_{n}']:.1e}" for x in "wuA")  # noqa: E731
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['us_stock']:.1f} | {r['us_ours']:.1f} | {r['us_gluon']:.1f} | "
-                  f"{r['err_stock']:.2e} | {r['err_ours']:.2e} | {r['err_gluon']:.2e} |")
+                  f"{r['us_stock'] / r['us_gluon']:.2f}× | {e('stock')} | {e('ours')} | {e('gluon')} |")
     text = "\n".join(md) + "\n"
-    common.save_results(out, "gluon_inverter", meta, rows, text)
+    common.save_results(out, "gluon_intra", meta, rows, text)
     print(text)
     return 0
 
@@ -286,5 +384,5 @@ if __name__ == "__main__":
         sys.exit(gpu_check(sys.argv[2]))
     os.environ.pop("TRITON_INTERPRET", None)
     print(f"Triton {triton.__version__}, sm_90")
-    for kw in [dict(), dict(BK=64), dict(W=4)]:
+    for kw in [dict(), dict(BV=32), dict(REGS=64)]:
         print(kw, compile_report(**kw), flush=True)
