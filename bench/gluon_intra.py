@@ -94,13 +94,12 @@ def _krows(k_ptr, rows, T, cols, valid, Hg: gl.constexpr, K: gl.constexpr):
 @gluon.jit
 def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
                   W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
-                  full=None, empty=None, SIGNAL: gl.constexpr = False):
+                  full, empty):
     """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ, gate, (I + A)^{-1} by doubling."""
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[W, 1, 1], instr_shape=[1, 16, 8])
     A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
     LK: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 4, 8], [W, 1, 1], [2, 1, 0])
-    ROW: gl.constexpr = gl.SliceLayout(2, MMA)   # [W, 16] per-row vectors
     COL: gl.constexpr = gl.SliceLayout(1, MMA)   # [W, 16] per-column vectors
     wb = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
     ir = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, MMA)))
@@ -144,7 +143,7 @@ def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H: gl.constexpr, H
             r31 = mma_v2(a3, b1, r31)
             r32 = mma_v2(a3, b2, r32)
             r33 = mma_v2(a3, b3, r33)
-        # gates: β_i, g_i per row (ROW) and g_j per column (COL)
+        # gates: β_i, g_i per row (SliceLayout(2, MMA)) and g_j per column (COL)
         t = base + wb
         valid = (t < n_tiles)[:, None]
         chunk = t % NT
@@ -199,20 +198,19 @@ def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H: gl.constexpr, H
         gl.store(o + 48 * H * 64 + 16, x31.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
         gl.store(o + 48 * H * 64 + 32, x32.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
         gl.store(o + 48 * H * 64 + 48, x33.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-        if SIGNAL:
-            # the upper tiles too (the streamer reads whole 64×64 Ai), then hand the batch over: every inverter
-            # warp's stores, one arrive on "full" once the streamer has released the previous batch ("empty")
-            zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
-            gl.store(o + 16, zt, mask=(rows < T) & sv)
-            gl.store(o + 32, zt, mask=(rows < T) & sv)
-            gl.store(o + 48, zt, mask=(rows < T) & sv)
-            gl.store(o + 16 * H * 64 + 32, zt, mask=(rows + 16 < T) & sv)
-            gl.store(o + 16 * H * 64 + 48, zt, mask=(rows + 16 < T) & sv)
-            gl.store(o + 32 * H * 64 + 48, zt, mask=(rows + 32 < T) & sv)
-            _partition_barrier()
-            if j > 0:
-                mbarrier.wait(empty, (j - 1) & 1)
-            mbarrier.arrive(full)
+        # the upper tiles too (the streamer reads whole 64×64 Ai), then hand the batch over: every inverter
+        # warp's stores, one arrive on "full" once the streamer has released the previous batch ("empty")
+        zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
+        gl.store(o + 16, zt, mask=(rows < T) & sv)
+        gl.store(o + 32, zt, mask=(rows < T) & sv)
+        gl.store(o + 48, zt, mask=(rows < T) & sv)
+        gl.store(o + 16 * H * 64 + 32, zt, mask=(rows + 16 < T) & sv)
+        gl.store(o + 16 * H * 64 + 48, zt, mask=(rows + 16 < T) & sv)
+        gl.store(o + 32 * H * 64 + 48, zt, mask=(rows + 32 < T) & sv)
+        _partition_barrier()
+        if j > 0:
+            mbarrier.wait(empty, (j - 1) & 1)
+        mbarrier.arrive(full)
         j += 1
 
 
@@ -281,7 +279,7 @@ def gluon_intra_kernel(k_ptr, v_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, T, n
     mbarrier.init(full, count=1)
     mbarrier.init(empty, count=1)
     gl.warp_specialize([(_invert_tiles, (k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H, Hg, K, W, BK, DP, MP,
-                                         full, empty, True)),
+                                         full, empty)),
                         (_stream_wu, (k_ptr, v_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, T, n_tiles, full, empty,
                                       H, Hg, K, V, W, BV, NS))], [NS], [REGS])
 
