@@ -309,6 +309,9 @@ def compile_report(W=8, BK=32, BV=16, REGS=56, NS=4) -> dict:
     return _compile(gluon_intra_kernel, sig, const, W)
 
 
+VARIANTS = [dict(BV=32), dict(BV=32, REGS=72), dict(W=4, BV=32, REGS=96)]
+
+
 def gluon_fwd_intra(k, v, g, beta, W=8, BK=32, BV=16, REGS=56, NS=4, out=None):
     """(w, u, Ai) for one sequence, as ops.gdn_fwd_intra (blockdoubling, bf16x3 diagonal tiles, tf32 merges)."""
     import torch
@@ -359,6 +362,18 @@ def gpu_check(out: str) -> int:
         print(r, flush=True)
         del w64, u64, A64
         torch.cuda.empty_cache()
+    # launch variants at T=8192 H=32 (compile: BV=32 spills 96 B at 56 streamer registers; 4 inverter warps
+    # leave room for streamers of 96 registers but halve the inversions in flight)
+    a = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
+    k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]
+    base = gluon_fwd_intra(k, v, g, beta)
+    sweep = []
+    for kw in VARIANTS:
+        got = gluon_fwd_intra(k, v, g, beta, **kw)
+        bufs = tuple(torch.empty_like(x) for x in got)
+        sweep.append(dict(kw, maxdiff=max(float((x.float() - y.float()).abs().max()) for x, y in zip(got, base)),
+                          us=events_us(lambda: gluon_fwd_intra(k, v, g, beta, out=bufs, **kw))))
+        print(sweep[-1], flush=True)
     meta = common.run_meta("cuda", dtype="bfloat16")
     os.makedirs(out, exist_ok=True)
     md = [f"# Warp-specialized Gluon intra vs ours (Triton) vs stock — {meta['gpu']} — {meta['date']}", "",
@@ -371,8 +386,12 @@ def gpu_check(out: str) -> int:
         e = lambda n: "/".join(f"{r[f'err_{x}_{n}']:.1e}" for x in "wuA")  # noqa: E731
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['us_stock']:.1f} | {r['us_ours']:.1f} | {r['us_gluon']:.1f} | "
                   f"{r['us_stock'] / r['us_gluon']:.2f}× | {e('stock')} | {e('ours')} | {e('gluon')} |")
+    md += ["", "Launch variants, T=8192 H=32 (maxdiff: largest |w, u, A| difference to the default launch):", "",
+           "| W | BV | streamer registers | µs | maxdiff |", "|---|---|---|---|---|"]
+    for r in sweep:
+        md.append(f"| {r.get('W', 8)} | {r.get('BV', 16)} | {r.get('REGS', 56)} | {r['us']:.1f} | {r['maxdiff']:.1e} |")
     text = "\n".join(md) + "\n"
-    common.save_results(out, "gluon_intra", meta, rows, text)
+    common.save_results(out, "gluon_intra", meta, rows + [dict(sweep=sweep)], text)
     print(text)
     return 0
 
