@@ -118,8 +118,8 @@ if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton pat
   tar -czf "$out/eval-gpu.tar.gz" -C $kr eval-gpu eval-gpu.log 2>/dev/null
   echo "evalgpu: $(( $(date +%s) - t0 )) s"
 fi
-if has gputests; then  # the GPU-marked eval test (the server test needs the server carry: device_server.sh)
-  timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_evals.py > $kr/gputests.log 2>&1
+if has gputests; then  # the GPU-marked eval and kernel tests (the server test needs the server carry: device_server.sh)
+  timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_evals.py tests/test_kernels.py > $kr/gputests.log 2>&1
   tail -15 $kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"
 fi
