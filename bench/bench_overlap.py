@@ -12,7 +12,6 @@ if it takes ≈ I + W, the hardware does not interleave them. Measured on an H20
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 from importlib import import_module
@@ -96,7 +95,6 @@ def main(out: str) -> int:
         print(r, flush=True)
         torch.cuda.empty_cache()
     meta = common.run_meta("cuda", dtype="bfloat16")
-    os.makedirs(out, exist_ok=True)
     md = [f"# Inversion ‖ w/u on two streams — {meta['gpu']} — {meta['date']}", "",
           f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; bf16, K=V=128, one sequence. "
           "µs per call = median over CUDA-graph replays (20 calls per graph, no host time); inv = ops.gdn_kkt_inverse, wu = SGLang recompute_w_u_fwd on independent "
@@ -106,10 +104,7 @@ def main(out: str) -> int:
     for r in rows:
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['stock_intra']:.1f} | {r['fused']:.1f} | {r['inv']:.1f} | {r['wu']:.1f} | {r['serial']:.1f} | "
                   f"{r['inv_first']:.1f} | {r['wu_first']:.1f} | {r['overlap']:.2f} |")
-    text = "\n".join(md) + "\n"
-    common.save_results(out, "overlap", meta, rows, text)
-    print(text)
-    return 0
+    return common.write_report(out, "overlap", meta, rows, md)
 
 
 if __name__ == "__main__":

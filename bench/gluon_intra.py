@@ -375,7 +375,6 @@ def gpu_check(out: str) -> int:
                           us=events_us(lambda: gluon_fwd_intra(k, v, g, beta, out=bufs, **kw))))
         print(sweep[-1], flush=True)
     meta = common.run_meta("cuda", dtype="bfloat16")
-    os.makedirs(out, exist_ok=True)
     md = [f"# Warp-specialized Gluon intra vs ours (Triton) vs stock — {meta['gpu']} — {meta['date']}", "",
           f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; bf16, K=V=128, one sequence; "
           "µs per call over CUDA-graph replays (outputs preallocated for the Gluon kernel); errors "
@@ -390,10 +389,8 @@ def gpu_check(out: str) -> int:
            "| W | BV | streamer registers | µs | maxdiff |", "|---|---|---|---|---|"]
     for r in sweep:
         md.append(f"| {r.get('W', 8)} | {r.get('BV', 16)} | {r.get('REGS', 56)} | {r['us']:.1f} | {r['maxdiff']:.1e} |")
-    text = "\n".join(md) + "\n"
-    common.save_results(out, "gluon_intra", meta, rows + [dict(sweep=sweep)], text)
-    print(text)
-    return 0
+    return common.write_report(out, "gluon_intra", meta, [dict(r, kind="shape") for r in rows]
+                               + [dict(r, kind="launch variant", T=8192, H=32, Hg=16) for r in sweep], md)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """What every kernel benchmark shares: timing, error against an fp64 reference, METHOD:PRECISION lists and
-writing results (JSON + markdown) as they come in."""
+writing results (JSON + markdown) as they come in, and the command-line entry every benchmark module has."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -60,6 +61,23 @@ def save_results(out: str, stem: str, meta: dict, rows: list[dict], markdown: st
     if markdown is not None:
         with open(os.path.join(out, f"{stem}.md"), "w") as f:
             f.write(markdown)
+
+
+def write_report(out: str, stem: str, meta: dict, rows: list[dict], md_lines: list[str]) -> int:
+    """The end of a benchmark run: ``out/stem.json`` + ``out/stem.md`` (the markdown lines joined), the markdown
+    printed; returns the exit status 0."""
+    text = "\n".join(md_lines) + "\n"
+    os.makedirs(out, exist_ok=True)
+    save_results(out, stem, meta, rows, text)
+    print(text)
+    return 0
+
+
+def cli_main(doc: str, add_arguments, run, argv=None, prog: str | None = None) -> int:
+    """A benchmark module's ``main(argv)``: its own parser (first docstring line as description), then ``run``."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 def try_plot(plot_fn, *args) -> bool:

@@ -129,13 +129,8 @@ def run(args) -> int:
           "(GPU only).", "", "| T | H/Hg | seqs | path | enqueue µs | do_bench µs | graph µs |", "|---|---|---|---|---|---|---|"]
     md += [f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | {r['path']} | {f(r['enqueue'])} | {f(r['do_bench'])} | "
            f"{f(r['graph'])} |" for r in rows]
-    text = "\n".join(md) + "\n"
-    common.save_results(out, "host", meta, rows, text)
-    print(text)
-    return 0
+    return common.write_report(out, "host", meta, rows, md)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="sglang-trinv bench host", description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    return common.cli_main(__doc__, add_arguments, run, argv, prog="sglang-trinv bench host")

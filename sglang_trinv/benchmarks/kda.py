@@ -328,9 +328,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    return common.cli_main(__doc__, add_arguments, run, argv)
 
 
 def run(args) -> int:

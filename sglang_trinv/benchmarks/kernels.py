@@ -399,9 +399,7 @@ def plot(meta, rows, path, kinds=PLOT_KINDS):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    return common.cli_main(__doc__, add_arguments, run, argv)
 
 
 def run(args) -> int:

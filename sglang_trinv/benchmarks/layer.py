@@ -54,9 +54,9 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="sglang-trinv bench layer", description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    from . import common
+
+    return common.cli_main(__doc__, add_arguments, run, argv, prog="sglang-trinv bench layer")
 
 
 if __name__ == "__main__":

@@ -102,13 +102,8 @@ def run(args) -> int:
                   f"{t['fwd_h']:.1f} | {t['fwd_o']:.1f} | {r['sum']:.1f} | {t['ours']:.1f} | {r['expected']:.2f}× | "
                   f"{r['bound']:.2f}× | {r['needed']:.1f} | {r['w_stock']:.1e}/{r['w_ours']:.1e} | "
                   f"{r['u_stock']:.1e}/{r['u_ours']:.1e} | {r['o_stock']:.1e} |")
-    text = "\n".join(md) + "\n"
-    common.save_results(out, "stages", meta, rows, text)
-    print(text)
-    return 0
+    return common.write_report(out, "stages", meta, rows, md)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="sglang-trinv bench stages", description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    return common.cli_main(__doc__, add_arguments, run, argv, prog="sglang-trinv bench stages")
