@@ -95,12 +95,12 @@ def main(out: str) -> int:
         print(r, flush=True)
         torch.cuda.empty_cache()
     meta = common.run_meta("cuda", dtype="bfloat16")
-    md = [f"# Inversion ‖ w/u on two streams — {meta['gpu']} — {meta['date']}", "",
-          f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; bf16, K=V=128, one sequence. "
-          "µs per call = median over CUDA-graph replays (20 calls per graph, no host time); inv = ops.gdn_kkt_inverse, wu = SGLang recompute_w_u_fwd on independent "
-          "inputs; overlap = (inv + wu − pair) / min(inv, wu) (1: the shorter one fully hidden).", "",
-          "| T | H/Hg | stock intra | ours fused | inv | wu | serial | pair, inv first | pair, wu first | overlap |",
-          "|" + "---|" * 10]
+    md = common.md_header("Inversion ‖ w/u on two streams", meta,
+                          "bf16, K=V=128, one sequence. "
+                          "µs per call = median over CUDA-graph replays (20 calls per graph, no host time); inv = ops.gdn_kkt_inverse, wu = SGLang recompute_w_u_fwd on independent "
+                          "inputs; overlap = (inv + wu − pair) / min(inv, wu) (1: the shorter one fully hidden).")
+    md += ["| T | H/Hg | stock intra | ours fused | inv | wu | serial | pair, inv first | pair, wu first | overlap |",
+           "|" + "---|" * 10]
     for r in rows:
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['stock_intra']:.1f} | {r['fused']:.1f} | {r['inv']:.1f} | {r['wu']:.1f} | {r['serial']:.1f} | "
                   f"{r['inv_first']:.1f} | {r['wu_first']:.1f} | {r['overlap']:.2f} |")

@@ -375,12 +375,12 @@ def gpu_check(out: str) -> int:
                           us=events_us(lambda: gluon_fwd_intra(k, v, g, beta, out=bufs, **kw))))
         print(sweep[-1], flush=True)
     meta = common.run_meta("cuda", dtype="bfloat16")
-    md = [f"# Warp-specialized Gluon intra vs ours (Triton) vs stock — {meta['gpu']} — {meta['date']}", "",
-          f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; bf16, K=V=128, one sequence; "
-          "µs per call over CUDA-graph replays (outputs preallocated for the Gluon kernel); errors "
-          "max|X − X64| / max|X64| of w / u / A.", "",
-          "| T | H/Hg | stock µs | ours µs | Gluon µs | stock/Gluon | err stock | err ours | err Gluon |",
-          "|" + "---|" * 9]
+    md = common.md_header("Warp-specialized Gluon intra vs ours (Triton) vs stock", meta,
+                          "bf16, K=V=128, one sequence; "
+                          "µs per call over CUDA-graph replays (outputs preallocated for the Gluon kernel); errors "
+                          "max|X − X64| / max|X64| of w / u / A.")
+    md += ["| T | H/Hg | stock µs | ours µs | Gluon µs | stock/Gluon | err stock | err ours | err Gluon |",
+           "|" + "---|" * 9]
     for r in rows:
         e = lambda n: "/".join(f"{r[f'err_{x}_{n}']:.1e}" for x in "wuA")  # noqa: E731
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['us_stock']:.1f} | {r['us_ours']:.1f} | {r['us_gluon']:.1f} | "

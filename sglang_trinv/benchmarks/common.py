@@ -63,6 +63,12 @@ def save_results(out: str, stem: str, meta: dict, rows: list[dict], markdown: st
             f.write(markdown)
 
 
+def md_header(title: str, meta: dict, details: str) -> list[str]:
+    """First lines of a result markdown: title with GPU and date, then versions followed by ``details``."""
+    return [f"# {title} — {meta['gpu']} — {meta['date']}", "",
+            f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; {details}", ""]
+
+
 def write_report(out: str, stem: str, meta: dict, rows: list[dict], md_lines: list[str]) -> int:
     """The end of a benchmark run: ``out/stem.json`` + ``out/stem.md`` (the markdown lines joined), the markdown
     printed; returns the exit status 0."""

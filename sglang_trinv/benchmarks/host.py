@@ -123,10 +123,11 @@ def run(args) -> int:
             torch.cuda.empty_cache()
     meta = common.run_meta(bk.DEV, N=N)
     f = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
-    md = [f"# Host cost vs GPU time — {meta['gpu']} — {meta['date']}", "",
-          f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; K=V={D}. enqueue = CPU µs "
-          f"per call ({N} calls, no sync); do_bench = median µs (≈ max(host, GPU)); graph = CUDA-graph replay "
-          "(GPU only).", "", "| T | H/Hg | seqs | path | enqueue µs | do_bench µs | graph µs |", "|---|---|---|---|---|---|---|"]
+    md = common.md_header("Host cost vs GPU time", meta,
+                          f"K=V={D}. enqueue = CPU µs "
+                          f"per call ({N} calls, no sync); do_bench = median µs (≈ max(host, GPU)); graph = CUDA-graph replay "
+                          "(GPU only).")
+    md += ["| T | H/Hg | seqs | path | enqueue µs | do_bench µs | graph µs |", "|---|---|---|---|---|---|---|"]
     md += [f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | {r['path']} | {f(r['enqueue'])} | {f(r['do_bench'])} | "
            f"{f(r['graph'])} |" for r in rows]
     return common.write_report(out, "host", meta, rows, md)

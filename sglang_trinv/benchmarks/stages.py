@@ -89,13 +89,13 @@ def run(args) -> int:
         if not args.smoke:
             torch.cuda.empty_cache()
     meta = common.run_meta(bk.DEV, dtype=rows[0]["dtype"])
-    md = [f"# GDN chunk forward by stage — {meta['gpu']} — {meta['date']}", "",
-          f"torch {meta['torch']}, triton {meta['triton']}, sglang {meta['sglang']}; {meta['dtype']}, K=V={D}; µs = do_bench "
-          "median of each stage alone. ours = ops.gdn_cumsum_fwd_intra (replaces cumsum + intra in the plugin). "
-          "bound = Σ/(fwd_h+fwd_o): the whole-forward speed-up if cumsum + intra were free; needed = the "
-          "cumsum + intra time a 1.15× whole forward allows. Errors max|X−X64|/max|X64|.", "",
-          "| T | H/Hg | seqs | cumsum | intra | fwd_h | fwd_o | Σ stock | ours | expected | bound | needed | "
-          "w err stock/ours | u err stock/ours | o err stock |", "|" + "---|" * 15]
+    md = common.md_header("GDN chunk forward by stage", meta,
+                          f"{meta['dtype']}, K=V={D}; µs = do_bench "
+                          "median of each stage alone. ours = ops.gdn_cumsum_fwd_intra (replaces cumsum + intra in the plugin). "
+                          "bound = Σ/(fwd_h+fwd_o): the whole-forward speed-up if cumsum + intra were free; needed = the "
+                          "cumsum + intra time a 1.15× whole forward allows. Errors max|X−X64|/max|X64|.")
+    md += ["| T | H/Hg | seqs | cumsum | intra | fwd_h | fwd_o | Σ stock | ours | expected | bound | needed | "
+           "w err stock/ours | u err stock/ours | o err stock |", "|" + "---|" * 15]
     for r in rows:
         t = r["us"]
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | {t['cumsum']:.1f} | {t['intra']:.1f} | "
