@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,evalgpu,gputests
+#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonncu,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -101,7 +101,7 @@ if has overlap; then  # issue 3: does the inversion hide behind the w/u stream o
   echo "overlap: $(( $(date +%s) - t0 )) s"
 fi
 if has gluon; then  # issue 3: the warp-specialized Gluon intra vs ours vs stock, errors vs fp64 (a hang = a barrier bug)
-  timeout 200 python3 bench/gluon_intra.py --gpu "$out/gluon" > "$out/gluon.log" 2>&1
+  timeout 420 python3 bench/gluon_intra.py --gpu "$out/gluon" > "$out/gluon.log" 2>&1
   tail -12 "$out/gluon.log"
   echo "gluon: $(( $(date +%s) - t0 )) s"
 fi
@@ -117,6 +117,15 @@ if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton pat
   tail -30 $kr/eval-gpu.log
   tar -czf "$out/eval-gpu.tar.gz" -C $kr eval-gpu eval-gpu.log 2>/dev/null
   echo "evalgpu: $(( $(date +%s) - t0 )) s"
+fi
+if has gluonncu; then  # issue 3: why the Gluon inverter partition is slower than the Triton inverse kernel
+  timeout 200 ncu --clock-control none --profile-from-start off --set full --kernel-name regex:'gluon_intra|gdn_intra' \
+      -o $kr/gluon -f python3 bench/gluon_intra.py --ncu > $kr/gluonncu_run.log 2>&1
+  tail -3 $kr/gluonncu_run.log
+  ncu -i $kr/gluon.ncu-rep --page raw --csv > $kr/gluon_raw.csv 2>&1
+  ncu -i $kr/gluon.ncu-rep --page details > "$out/gluon_ncu_details.txt" 2>&1
+  python3 bench/ncu_stalls.py $kr/gluon_raw.csv | tee "$out/gluon_stalls.txt"
+  echo "gluonncu: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the GPU-marked eval and kernel tests (the server test needs the server carry: device_server.sh)
   timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_evals.py tests/test_kernels.py > $kr/gputests.log 2>&1

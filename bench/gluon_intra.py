@@ -23,6 +23,7 @@ rebalanced to 224–240 for the inverters and 56 for the streamers; no spills wi
 inverters at 216 registers: 56 B). Not yet run on a GPU.
 """
 
+import inspect
 import os
 import re
 import subprocess
@@ -35,7 +36,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
@@ -92,10 +93,63 @@ def _krows(k_ptr, rows, T, cols, valid, Hg: gl.constexpr, K: gl.constexpr):
 
 
 @gluon.jit
-def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
-                  W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
-                  full, empty):
-    """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ, gate, (I + A)^{-1} by doubling."""
+def _put(apan, x, a: gl.constexpr, b: gl.constexpr, sb, se, W: gl.constexpr, WID: gl.constexpr, PLAIN: gl.constexpr):
+    """Block (a, b) of this partition's Ai·diag(β) and Ai·diag(β e^g) (bf16) into column panel b of the shared
+    buffer (tiles WID … WID + W − 1 of the batch); PLAIN: Ai itself too (panels 8–11, stored to A by TMA)."""
+    apan.index(b).slice(WID, W, dim=0).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
+    apan.index(4 + b).slice(WID, W, dim=0).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
+    if PLAIN:
+        apan.index(8 + b).slice(WID, W, dim=0).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
+
+
+@gluon.jit
+def _gates(beta_ptr, g_ptr, first, wb, wc, ir, ic, T, n_tiles, NT, H: gl.constexpr):
+    """Per tile (first + warp): β_i, g_i per row (SliceLayout(2, MMA)) and the column scales β_j (COL), 0 past T."""
+    t = first + wb
+    valid = (t < n_tiles)[:, None]
+    chunk = t % NT
+    head = gl.minimum(t // NT, H - 1)
+    rr = (chunk * 64)[:, None] + ir[None, :]
+    b_0 = gl.load(beta_ptr + rr * H + head[:, None], mask=(rr < T) & valid, other=0.0).to(gl.float32)
+    b_1 = gl.load(beta_ptr + (rr + 16) * H + head[:, None], mask=(rr + 16 < T) & valid, other=0.0).to(gl.float32)
+    b_2 = gl.load(beta_ptr + (rr + 32) * H + head[:, None], mask=(rr + 32 < T) & valid, other=0.0).to(gl.float32)
+    b_3 = gl.load(beta_ptr + (rr + 48) * H + head[:, None], mask=(rr + 48 < T) & valid, other=0.0).to(gl.float32)
+    g_0 = gl.load(g_ptr + rr * H + head[:, None], mask=(rr < T) & valid, other=0.0)
+    g_1 = gl.load(g_ptr + (rr + 16) * H + head[:, None], mask=(rr + 16 < T) & valid, other=0.0)
+    g_2 = gl.load(g_ptr + (rr + 32) * H + head[:, None], mask=(rr + 32 < T) & valid, other=0.0)
+    g_3 = gl.load(g_ptr + (rr + 48) * H + head[:, None], mask=(rr + 48 < T) & valid, other=0.0)
+    tc = first + wc
+    cc = (tc % NT * 64)[:, None] + ic[None, :]
+    hc = gl.minimum(tc // NT, H - 1)[:, None]
+    cv = (tc < n_tiles)[:, None]
+    s_0 = gl.load(beta_ptr + cc * H + hc, mask=(cc < T) & cv, other=0.0).to(gl.float32)
+    s_1 = gl.load(beta_ptr + (cc + 16) * H + hc, mask=(cc + 16 < T) & cv, other=0.0).to(gl.float32)
+    s_2 = gl.load(beta_ptr + (cc + 32) * H + hc, mask=(cc + 32 < T) & cv, other=0.0).to(gl.float32)
+    s_3 = gl.load(beta_ptr + (cc + 48) * H + hc, mask=(cc + 48 < T) & cv, other=0.0).to(gl.float32)
+    return b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3, t, valid, chunk, head
+
+
+@gluon.jit
+def _load_k(kin_desc, kbuf2, kready, first, n_tiles, NT, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
+            W: gl.constexpr):
+    """TMA: the keys of tiles first … first + W − 1 ([64, 128] each, two [64, 64] boxes) into the inverters'
+    buffer; a tile past the last loads the last one (the barrier counts a fixed number of bytes)."""
+    mbarrier.expect(kready, W * 2 * 64 * 64 * 2)
+    for w in gl.static_range(W):
+        t = gl.minimum(first + w, n_tiles - 1)
+        chunk = t % NT
+        hk = (t // NT) // (H // Hg)
+        tma.async_copy_global_to_shared(kin_desc, [chunk * 64, hk * K], kready, kbuf2.index(w))
+        tma.async_copy_global_to_shared(kin_desc, [chunk * 64, hk * K + 64], kready, kbuf2.index(W + w))
+
+
+@gluon.jit
+def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_tiles, H: gl.constexpr, Hg: gl.constexpr,
+                  K: gl.constexpr, W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
+                  STORE_A: gl.constexpr, MODE: gl.constexpr, NW: gl.constexpr, WID: gl.constexpr, HOIST: gl.constexpr,
+                  KSMEM: gl.constexpr, full, empty):
+    """Inverter partition: W warps, one (chunk, head) tile per warp (tiles WID … WID + W − 1 of each batch of NW): KKᵀ, gate, (I + A)^{-1} by doubling; Ai to
+    global (the A output) and, scaled by β / β e^g per column, to the shared panels the streamers multiply with."""
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[W, 1, 1], instr_shape=[1, 16, 8])
     A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
@@ -104,184 +158,304 @@ def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H: gl.constexpr, H
     wb = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
     ir = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, MMA)))
     ic = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, MMA)))
+    wc = gl.arange(0, W, layout=gl.SliceLayout(1, COL))
     r = ir[None, :, None]
     c = ic[None, None, :]
     kb = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, LK)))
     kr = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, LK)))
     kc = gl.arange(0, BK, layout=gl.SliceLayout(0, gl.SliceLayout(1, LK)))
     NT = gl.cdiv(T, 64)
+    # the panels' blocks above the diagonal stay zero (written once)
+    zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
+    for pb in gl.static_range(1, 4):
+        for pa in gl.static_range(0, pb):
+            apan.index(pb).slice(WID, W, dim=0).slice(16 * pa, 16, dim=1).store(zt)
+            apan.index(4 + pb).slice(WID, W, dim=0).slice(16 * pa, 16, dim=1).store(zt)
+            if STORE_A == 2:
+                apan.index(8 + pb).slice(WID, W, dim=0).slice(16 * pa, 16, dim=1).store(zt)
+    if KSMEM:
+        if MODE != 2:
+            _load_k(kin_desc, kbuf2, kready, gl.program_id(0) * NW + WID, n_tiles, NT, H, Hg, K, W)
     j = 0
-    for base in range(gl.program_id(0) * W, n_tiles, gl.num_programs(0) * W):
-        # tile = base + warp; chunk fastest, then head
-        kt = base + kb
-        k_valid = (kt < n_tiles)[:, None, None]
-        k_chunk = kt % NT
-        k_head = gl.minimum(kt // NT, H - 1)
-        k_base = k_ptr + (k_head // (H // Hg)) * K
-        t_rows = (k_chunk * 64)[:, None, None] + kr[None, :, None]
-        z = gl.zeros([W, 16, 16], gl.float32, MMA)
-        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
-        for i_k in range(K // BK):
-            cols = (i_k * BK + kc)[None, None, :]
-            k0 = _krows(k_base[:, None, None], t_rows, T, cols, k_valid, Hg, K)
-            k1 = _krows(k_base[:, None, None], t_rows + 16, T, cols, k_valid, Hg, K)
-            k2 = _krows(k_base[:, None, None], t_rows + 32, T, cols, k_valid, Hg, K)
-            k3 = _krows(k_base[:, None, None], t_rows + 48, T, cols, k_valid, Hg, K)
-            a0, a1, a2, a3 = (gl.convert_layout(k0, A2), gl.convert_layout(k1, A2), gl.convert_layout(k2, A2),
-                              gl.convert_layout(k3, A2))
-            b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
-            b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
-            b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
-            b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
-            r00 = mma_v2(a0, b0, r00)
-            r10 = mma_v2(a1, b0, r10)
-            r11 = mma_v2(a1, b1, r11)
-            r20 = mma_v2(a2, b0, r20)
-            r21 = mma_v2(a2, b1, r21)
-            r22 = mma_v2(a2, b2, r22)
-            r30 = mma_v2(a3, b0, r30)
-            r31 = mma_v2(a3, b1, r31)
-            r32 = mma_v2(a3, b2, r32)
-            r33 = mma_v2(a3, b3, r33)
-        # gates: β_i, g_i per row (SliceLayout(2, MMA)) and g_j per column (COL)
-        t = base + wb
-        valid = (t < n_tiles)[:, None]
-        chunk = t % NT
-        head = gl.minimum(t // NT, H - 1)
-        rr = (chunk * 64)[:, None] + ir[None, :]
-        b_0 = gl.load(beta_ptr + rr * H + head[:, None], mask=(rr < T) & valid, other=0.0).to(gl.float32)
-        b_1 = gl.load(beta_ptr + (rr + 16) * H + head[:, None], mask=(rr + 16 < T) & valid, other=0.0).to(gl.float32)
-        b_2 = gl.load(beta_ptr + (rr + 32) * H + head[:, None], mask=(rr + 32 < T) & valid, other=0.0).to(gl.float32)
-        b_3 = gl.load(beta_ptr + (rr + 48) * H + head[:, None], mask=(rr + 48 < T) & valid, other=0.0).to(gl.float32)
-        g_0 = gl.load(g_ptr + rr * H + head[:, None], mask=(rr < T) & valid, other=0.0)
-        g_1 = gl.load(g_ptr + (rr + 16) * H + head[:, None], mask=(rr + 16 < T) & valid, other=0.0)
-        g_2 = gl.load(g_ptr + (rr + 32) * H + head[:, None], mask=(rr + 32 < T) & valid, other=0.0)
-        g_3 = gl.load(g_ptr + (rr + 48) * H + head[:, None], mask=(rr + 48 < T) & valid, other=0.0)
-        h_0, h_1, h_2, h_3 = (gl.convert_layout(g_0, COL), gl.convert_layout(g_1, COL), gl.convert_layout(g_2, COL),
-                              gl.convert_layout(g_3, COL))
-        low = r > c
-        a00 = gl.where(low, r00 * b_0[:, :, None] * _safe_exp(g_0[:, :, None] - h_0[:, None, :]), 0.0)
-        a11 = gl.where(low, r11 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_1[:, None, :]), 0.0)
-        a22 = gl.where(low, r22 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_2[:, None, :]), 0.0)
-        a33 = gl.where(low, r33 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_3[:, None, :]), 0.0)
-        a10 = r10 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_0[:, None, :])
-        a20 = r20 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_0[:, None, :])
-        a21 = r21 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_1[:, None, :])
-        a30 = r30 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_0[:, None, :])
-        a31 = r31 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_1[:, None, :])
-        a32 = r32 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_2[:, None, :])
-        x00 = _inv_diag(a00, r, c, MMA, DP)
-        x11 = _inv_diag(a11, r, c, MMA, DP)
-        x22 = _inv_diag(a22, r, c, MMA, DP)
-        x33 = _inv_diag(a33, r, c, MMA, DP)
-        x10 = -_mm(_mm(x11, a10, MMA, MP), x00, MMA, MP)
-        x32 = -_mm(_mm(x33, a32, MMA, MP), x22, MMA, MP)
-        t20 = _mm(a20, x00, MMA, MP) + _mm(a21, x10, MMA, MP)
-        t21 = _mm(a21, x11, MMA, MP)
-        t30 = _mm(a30, x00, MMA, MP) + _mm(a31, x10, MMA, MP)
-        t31 = _mm(a31, x11, MMA, MP)
-        x20 = -_mm(x22, t20, MMA, MP)
-        x21 = -_mm(x22, t21, MMA, MP)
-        x30 = -(_mm(x32, t20, MMA, MP) + _mm(x33, t30, MMA, MP))
-        x31 = -(_mm(x32, t21, MMA, MP) + _mm(x33, t31, MMA, MP))
-        # store Ai [T, H, 64] in bf16 (the 10 lower tiles; the caller zeroes the upper ones)
-        o = ai_ptr + (chunk * 64)[:, None, None] * (H * 64) + head[:, None, None] * 64 + r * (H * 64) + c
-        rows = (chunk * 64)[:, None, None] + r
-        sv = valid[:, :, None]
-        gl.store(o, x00.to(gl.bfloat16), mask=(rows < T) & sv)
-        gl.store(o + 16 * H * 64, x10.to(gl.bfloat16), mask=(rows + 16 < T) & sv)
-        gl.store(o + 16 * H * 64 + 16, x11.to(gl.bfloat16), mask=(rows + 16 < T) & sv)
-        gl.store(o + 32 * H * 64, x20.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
-        gl.store(o + 32 * H * 64 + 16, x21.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
-        gl.store(o + 32 * H * 64 + 32, x22.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
-        gl.store(o + 48 * H * 64, x30.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-        gl.store(o + 48 * H * 64 + 16, x31.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-        gl.store(o + 48 * H * 64 + 32, x32.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-        gl.store(o + 48 * H * 64 + 48, x33.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-        # the upper tiles too (the streamer reads whole 64×64 Ai), then hand the batch over: every inverter
-        # warp's stores, one arrive on "full" once the streamer has released the previous batch ("empty")
-        zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
-        gl.store(o + 16, zt, mask=(rows < T) & sv)
-        gl.store(o + 32, zt, mask=(rows < T) & sv)
-        gl.store(o + 48, zt, mask=(rows < T) & sv)
-        gl.store(o + 16 * H * 64 + 32, zt, mask=(rows + 16 < T) & sv)
-        gl.store(o + 16 * H * 64 + 48, zt, mask=(rows + 16 < T) & sv)
-        gl.store(o + 32 * H * 64 + 48, zt, mask=(rows + 32 < T) & sv)
-        _partition_barrier()
-        if j > 0:
-            mbarrier.wait(empty, (j - 1) & 1)
+    for base in range(gl.program_id(0) * NW, n_tiles, gl.num_programs(0) * NW):
+        if MODE != 2:
+            # tile = base + warp; chunk fastest, then head
+            kt = base + WID + kb
+            k_valid = (kt < n_tiles)[:, None, None]
+            k_chunk = kt % NT
+            k_head = gl.minimum(kt // NT, H - 1)
+            k_base = k_ptr + (k_head // (H // Hg)) * K
+            t_rows = (k_chunk * 64)[:, None, None] + kr[None, :, None]
+            if HOIST:  # gate loads before the key loads (their latency hides behind them; costs registers)
+                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3, t, valid, chunk, head = _gates(
+                    beta_ptr, g_ptr, base + WID, wb, wc, ir, ic, T, n_tiles, NT, H)
+            z = gl.zeros([W, 16, 16], gl.float32, MMA)
+            r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
+            if KSMEM:
+                # keys from shared memory (TMA-loaded while the previous batch was inverted), straight into the
+                # mma operand layouts; 64 key columns per product
+                mbarrier.wait(kready, j & 1)
+                for i_k in gl.static_range(K // BK):
+                    ks = kbuf.index(i_k * BK // 64).slice(i_k * BK % 64, BK, dim=2)
+                    k0 = ks.slice(0, 16, dim=1).load(LK)
+                    k1 = ks.slice(16, 16, dim=1).load(LK)
+                    k2 = ks.slice(32, 16, dim=1).load(LK)
+                    k3 = ks.slice(48, 16, dim=1).load(LK)
+                    b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
+                    b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
+                    b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
+                    b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
+                    a0 = gl.convert_layout(k0, A2)
+                    r00 = mma_v2(a0, b0, r00)
+                    a1 = gl.convert_layout(k1, A2)
+                    r10 = mma_v2(a1, b0, r10)
+                    r11 = mma_v2(a1, b1, r11)
+                    a2 = gl.convert_layout(k2, A2)
+                    r20 = mma_v2(a2, b0, r20)
+                    r21 = mma_v2(a2, b1, r21)
+                    r22 = mma_v2(a2, b2, r22)
+                    a3 = gl.convert_layout(k3, A2)
+                    r30 = mma_v2(a3, b0, r30)
+                    r31 = mma_v2(a3, b1, r31)
+                    r32 = mma_v2(a3, b2, r32)
+                    r33 = mma_v2(a3, b3, r33)
+                _partition_barrier()  # every warp has read its keys: load the next batch's
+                nxt = base + gl.num_programs(0) * NW
+                if nxt < n_tiles:
+                    _load_k(kin_desc, kbuf2, kready, nxt + WID, n_tiles, NT, H, Hg, K, W)
+            else:
+                for i_k in range(K // BK):
+                    cols = (i_k * BK + kc)[None, None, :]
+                    k0 = _krows(k_base[:, None, None], t_rows, T, cols, k_valid, Hg, K)
+                    k1 = _krows(k_base[:, None, None], t_rows + 16, T, cols, k_valid, Hg, K)
+                    k2 = _krows(k_base[:, None, None], t_rows + 32, T, cols, k_valid, Hg, K)
+                    k3 = _krows(k_base[:, None, None], t_rows + 48, T, cols, k_valid, Hg, K)
+                    a0, a1, a2, a3 = (gl.convert_layout(k0, A2), gl.convert_layout(k1, A2), gl.convert_layout(k2, A2),
+                                      gl.convert_layout(k3, A2))
+                    b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
+                    b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
+                    b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
+                    b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
+                    r00 = mma_v2(a0, b0, r00)
+                    r10 = mma_v2(a1, b0, r10)
+                    r11 = mma_v2(a1, b1, r11)
+                    r20 = mma_v2(a2, b0, r20)
+                    r21 = mma_v2(a2, b1, r21)
+                    r22 = mma_v2(a2, b2, r22)
+                    r30 = mma_v2(a3, b0, r30)
+                    r31 = mma_v2(a3, b1, r31)
+                    r32 = mma_v2(a3, b2, r32)
+                    r33 = mma_v2(a3, b3, r33)
+            if not HOIST:
+                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3, t, valid, chunk, head = _gates(
+                    beta_ptr, g_ptr, base + WID, wb, wc, ir, ic, T, n_tiles, NT, H)
+            h_0, h_1, h_2, h_3 = (gl.convert_layout(g_0, COL), gl.convert_layout(g_1, COL), gl.convert_layout(g_2, COL),
+                                  gl.convert_layout(g_3, COL))
+            low = r > c
+            a00 = gl.where(low, r00 * b_0[:, :, None] * _safe_exp(g_0[:, :, None] - h_0[:, None, :]), 0.0)
+            a11 = gl.where(low, r11 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_1[:, None, :]), 0.0)
+            a22 = gl.where(low, r22 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_2[:, None, :]), 0.0)
+            a33 = gl.where(low, r33 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_3[:, None, :]), 0.0)
+            a10 = r10 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_0[:, None, :])
+            a20 = r20 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_0[:, None, :])
+            a21 = r21 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_1[:, None, :])
+            a30 = r30 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_0[:, None, :])
+            a31 = r31 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_1[:, None, :])
+            a32 = r32 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_2[:, None, :])
+            x00 = _inv_diag(a00, r, c, MMA, DP)
+            x11 = _inv_diag(a11, r, c, MMA, DP)
+            x22 = _inv_diag(a22, r, c, MMA, DP)
+            x33 = _inv_diag(a33, r, c, MMA, DP)
+            x10 = -_mm(_mm(x11, a10, MMA, MP), x00, MMA, MP)
+            x32 = -_mm(_mm(x33, a32, MMA, MP), x22, MMA, MP)
+            t20 = _mm(a20, x00, MMA, MP) + _mm(a21, x10, MMA, MP)
+            t21 = _mm(a21, x11, MMA, MP)
+            t30 = _mm(a30, x00, MMA, MP) + _mm(a31, x10, MMA, MP)
+            t31 = _mm(a31, x11, MMA, MP)
+            x20 = -_mm(x22, t20, MMA, MP)
+            x21 = -_mm(x22, t21, MMA, MP)
+            x30 = -(_mm(x32, t20, MMA, MP) + _mm(x33, t30, MMA, MP))
+            x31 = -(_mm(x32, t21, MMA, MP) + _mm(x33, t31, MMA, MP))
+            if STORE_A == 1:
+                # Ai [T, H, 64] in bf16 from here: the 10 lower tiles and zero upper ones (the A output, as stock)
+                o = ai_ptr + (chunk * 64)[:, None, None] * (H * 64) + head[:, None, None] * 64 + r * (H * 64) + c
+                rows = (chunk * 64)[:, None, None] + r
+                sv = valid[:, :, None]
+                gl.store(o, x00.to(gl.bfloat16), mask=(rows < T) & sv)
+                gl.store(o + 16 * H * 64, x10.to(gl.bfloat16), mask=(rows + 16 < T) & sv)
+                gl.store(o + 16 * H * 64 + 16, x11.to(gl.bfloat16), mask=(rows + 16 < T) & sv)
+                gl.store(o + 32 * H * 64, x20.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
+                gl.store(o + 32 * H * 64 + 16, x21.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
+                gl.store(o + 32 * H * 64 + 32, x22.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
+                gl.store(o + 48 * H * 64, x30.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
+                gl.store(o + 48 * H * 64 + 16, x31.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
+                gl.store(o + 48 * H * 64 + 32, x32.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
+                gl.store(o + 48 * H * 64 + 48, x33.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
+                gl.store(o + 16, zt, mask=(rows < T) & sv)
+                gl.store(o + 32, zt, mask=(rows < T) & sv)
+                gl.store(o + 48, zt, mask=(rows < T) & sv)
+                gl.store(o + 16 * H * 64 + 32, zt, mask=(rows + 16 < T) & sv)
+                gl.store(o + 16 * H * 64 + 48, zt, mask=(rows + 16 < T) & sv)
+                gl.store(o + 32 * H * 64 + 48, zt, mask=(rows + 32 < T) & sv)
+            # hand over: the streamers must have released the panels (previous batch) before they are rewritten
+            if j > 0:
+                mbarrier.wait(empty, (j - 1) & 1)
+            _put(apan, x00, 0, 0, s_0, s_0 * gl.exp(h_0), W, WID, STORE_A == 2)
+            _put(apan, x10, 1, 0, s_0, s_0 * gl.exp(h_0), W, WID, STORE_A == 2)
+            _put(apan, x20, 2, 0, s_0, s_0 * gl.exp(h_0), W, WID, STORE_A == 2)
+            _put(apan, x30, 3, 0, s_0, s_0 * gl.exp(h_0), W, WID, STORE_A == 2)
+            _put(apan, x11, 1, 1, s_1, s_1 * gl.exp(h_1), W, WID, STORE_A == 2)
+            _put(apan, x21, 2, 1, s_1, s_1 * gl.exp(h_1), W, WID, STORE_A == 2)
+            _put(apan, x31, 3, 1, s_1, s_1 * gl.exp(h_1), W, WID, STORE_A == 2)
+            _put(apan, x22, 2, 2, s_2, s_2 * gl.exp(h_2), W, WID, STORE_A == 2)
+            _put(apan, x32, 3, 2, s_2, s_2 * gl.exp(h_2), W, WID, STORE_A == 2)
+            _put(apan, x33, 3, 3, s_3, s_3 * gl.exp(h_3), W, WID, STORE_A == 2)
+            fence_async_shared()  # generic-proxy stores → read by wgmma (async proxy)
+        else:
+            if j > 0:
+                mbarrier.wait(empty, (j - 1) & 1)
+        _partition_barrier()  # every inverter warp's stores, then one arrive
         mbarrier.arrive(full)
         j += 1
 
 
 @gluon.jit
-def _stream_wu(k_ptr, v_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, T, n_tiles, full, empty,
-               H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
-               BV: gl.constexpr, NS: gl.constexpr):
-    """Streamer partition (one warpgroup): for each handed-over batch of W tiles, u = Ai·(β ⊙ v) and
-    w = Ai·(β e^g ⊙ k) with warpgroup MMAs (Ai from L2 into registers, the scaled v/k tile through shared memory),
-    stored BV columns at a time; then release the batch ("empty")."""
-    ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NS, 1], instr_shape=[16, BV, 16])
-    A_OP: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=2)
-    LD: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [NS, 1], [1, 0])
-    SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, BV], gl.bfloat16)
-    b_smem = gl.allocate_shared_memory(gl.bfloat16, [64, BV], SMEM)
-    r = gl.arange(0, 64, layout=gl.SliceLayout(1, LD))
-    c64 = gl.arange(0, 64, layout=gl.SliceLayout(0, LD))
-    cb = gl.arange(0, BV, layout=gl.SliceLayout(0, LD))
-    ra = gl.arange(0, 64, layout=gl.SliceLayout(1, ACC))
-    ca = gl.arange(0, BV, layout=gl.SliceLayout(0, ACC))
-    NT = gl.cdiv(T, 64)
-    j = 0
-    for base in range(gl.program_id(0) * W, n_tiles, gl.num_programs(0) * W):
-        mbarrier.wait(full, j & 1)
-        for wi in range(W):
-            t = base + wi
-            if t < n_tiles:
-                chunk = t % NT
-                head = t // NT
-                rows = chunk * 64 + r
-                m_r = rows < T
-                ai = gl.load(ai_ptr + (rows * H + head)[:, None] * 64 + c64[None, :], mask=m_r[:, None], other=0.0,
-                             cache_modifier=".cg")
-                a_op = gl.convert_layout(ai, A_OP)
-                b = gl.load(beta_ptr + rows * H + head, mask=m_r, other=0.0).to(gl.float32)
-                e = b * gl.exp(gl.load(g_ptr + rows * H + head, mask=m_r, other=0.0))
-                rows_a = chunk * 64 + ra
-                for i_v in gl.static_range(V // BV):
-                    x = gl.load(v_ptr + (rows * H + head)[:, None] * V + (i_v * BV + cb)[None, :], mask=m_r[:, None],
-                                other=0.0)
-                    b_smem.store((x.to(gl.float32) * b[:, None]).to(gl.bfloat16))
-                    fence_async_shared()
-                    acc = warpgroup_mma(a_op, b_smem, gl.zeros([64, BV], gl.float32, ACC), use_acc=False)
-                    gl.store(u_ptr + (rows_a * H + head)[:, None] * V + (i_v * BV + ca)[None, :],
-                             acc.to(gl.bfloat16), mask=(rows_a < T)[:, None])
-                for i_k in gl.static_range(K // BV):
-                    x = gl.load(k_ptr + (rows * Hg + head // (H // Hg))[:, None] * K + (i_k * BV + cb)[None, :],
-                                mask=m_r[:, None], other=0.0)
-                    b_smem.store((x.to(gl.float32) * e[:, None]).to(gl.bfloat16))
-                    fence_async_shared()
-                    acc = warpgroup_mma(a_op, b_smem, gl.zeros([64, BV], gl.float32, ACC), use_acc=False)
-                    gl.store(w_ptr + (rows_a * H + head)[:, None] * K + (i_k * BV + ca)[None, :],
-                             acc.to(gl.bfloat16), mask=(rows_a < T)[:, None])
-        mbarrier.arrive(empty)
-        j += 1
+def _issue(p, k_desc, v_desc, ring, ready, pid, nprog, NT, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
+           V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr):
+    """TMA load of the streamer's item p (tile p // IPT of this CTA; v column blocks, then k column blocks)."""
+    IPT: gl.constexpr = (V + K) // BN
+    ts = p // IPT
+    sub = p % IPT
+    t = (pid + (ts // W) * nprog) * W + ts % W
+    chunk = t % NT
+    head = t // NT
+    bar = ready.index(p % S)
+    mbarrier.expect(bar, 64 * BN * 2)
+    if sub < V // BN:
+        tma.async_copy_global_to_shared(v_desc, [chunk * 64, head * V + sub * BN], bar, ring.index(p % S))
+    else:
+        tma.async_copy_global_to_shared(k_desc, [chunk * 64, (head // (H // Hg)) * K + (sub - V // BN) * BN], bar,
+                                        ring.index(p % S))
 
 
 @gluon.jit
-def gluon_intra_kernel(k_ptr, v_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, T, n_tiles, H: gl.constexpr,
-                       Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr, BK: gl.constexpr,
-                       BV: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, REGS: gl.constexpr, NS: gl.constexpr):
-    """Warp-specialized intra: W inverter warps (default partition) hand batches of W tiles (Ai in global, L2)
-    to NS streamer warps that compute w/u beside the next batch's inversion."""
+def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, w_ptr, u_ptr, apan, ring, ready, stg, T, n_tiles, full, empty,
+               H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
+               BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr, MODE: gl.constexpr, EPI: gl.constexpr,
+               STORE_A: gl.constexpr):
+    """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile, BN
+    columns at a time: v/k blocks through an S-deep TMA ring (loads run ahead across tiles and batches, they do not
+    depend on Ai), four K=16 wgmmas on the shared panels, results out through NSTG staging buffers by TMA."""
+    ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
+    ra = gl.arange(0, 64, layout=gl.SliceLayout(1, ACC))
+    ca = gl.arange(0, BN, layout=gl.SliceLayout(0, ACC))
+    NU: gl.constexpr = V // BN
+    IPT: gl.constexpr = (V + K) // BN
+    pid = gl.program_id(0)
+    nprog = gl.num_programs(0)
+    NT = gl.cdiv(T, 64)
+    my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)   # this CTA's batches (grid ≤ number of batches)
+    n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
+    if MODE == 1:
+        for jb in range(my_b):
+            mbarrier.wait(full, jb & 1)
+            mbarrier.arrive(empty)
+    else:
+        total = n_my * IPT
+        for p in range(gl.minimum(S - 1, total)):
+            _issue(p, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S)
+        q = 0
+        for ts in range(n_my):
+            wi = ts % W
+            t = (pid + (ts // W) * nprog) * W + wi
+            row = (t % NT) * 64
+            head = t // NT
+            if wi == 0:
+                mbarrier.wait(full, (ts // W) & 1)
+            if STORE_A == 2:  # the A output: the plain Ai panels of this tile, by TMA (rows past T clipped)
+                for b in gl.static_range(4):
+                    tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], apan.index((8 + b) * W + wi))
+            for sub in gl.static_range(IPT):
+                if q + S - 1 < total:
+                    _issue(q + S - 1, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S)
+                s = q % S
+                mbarrier.wait(ready.index(s), (q // S) & 1)
+                acc = gl.zeros([64, BN], gl.float32, ACC)
+                for b in gl.static_range(4):
+                    acc = warpgroup_mma(apan.index(((sub >= NU) * 4 + b) * W + wi), ring.index(s).slice(16 * b, 16, dim=0), acc,
+                                        use_acc=b > 0)
+                if EPI == 0:
+                    o = q % NSTG
+                    tma.store_wait(NSTG - 1)
+                    _partition_barrier()
+                    stg.index(o).store(acc.to(gl.bfloat16))
+                    fence_async_shared()
+                    _partition_barrier()
+                    if sub < NU:
+                        tma.async_copy_shared_to_global(u_desc, [row, head * V + sub * BN], stg.index(o))
+                    else:
+                        tma.async_copy_shared_to_global(w_desc, [row, head * K + (sub - NU) * BN], stg.index(o))
+                else:
+                    # no staging: st.global from the accumulator (rows past T masked); one barrier so that no
+                    # warp is still reading the ring slot the next TMA load overwrites
+                    rows = row + ra
+                    if sub < NU:
+                        gl.store(u_ptr + (rows * H + head)[:, None] * V + (sub * BN + ca)[None, :],
+                                 acc.to(gl.bfloat16), mask=(rows < T)[:, None])
+                    else:
+                        gl.store(w_ptr + (rows * H + head)[:, None] * K + ((sub - NU) * BN + ca)[None, :],
+                                 acc.to(gl.bfloat16), mask=(rows < T)[:, None])
+                    _partition_barrier()
+                q += 1
+            if (wi == W - 1) | (ts == n_my - 1):
+                if STORE_A == 2:
+                    tma.store_wait(0)  # the A stores have read their panels
+                    _partition_barrier()
+                mbarrier.arrive(empty)  # every warp's wgmmas on the panels are done (barriers above)
+        tma.store_wait(0)
+
+
+@gluon.jit
+def gluon_intra_kernel(k_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, k_desc, v_desc, w_desc, u_desc, kin_desc, a_desc, T,
+                       n_tiles,
+                       H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
+                       BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, REGS: gl.constexpr,
+                       S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr, MODE: gl.constexpr,
+                       EPI: gl.constexpr, HOIST: gl.constexpr, KSMEM: gl.constexpr):
+    """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared memory)
+    to one streamer warpgroup that computes w/u beside the next batch's inversion.
+    The inverters are the default partition (W warps, launch num_warps=W), the streamers one worker at REGS
+    registers. (Eight 1-warp inverter partitions instead: 2.2× slower on an H200, eight copies of the code.)
+    EPI 0: w/u out through shared staging buffers and TMA stores; 1: straight from the accumulators (st.global).
+    MODE 0: both; 1: inverters only (streamers just hand back); 2: streamers only (timing diagnostics)."""
+    # β-scaled Ai panels [u/w × column panel (8), tile of the batch, 64, 16] (+ 4 plain Ai panels with STORE_A=2);
+    # the streamers see the same bytes as NP·W [64, 16] wgmma operands (the 32-byte swizzle acts on the last two dimensions only)
+    PAN3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=3)
+    PAN2: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=2)
+    NP: gl.constexpr = 12 if STORE_A == 2 else 8
+    apan = gl.allocate_shared_memory(gl.bfloat16, [NP, W, 64, 16], PAN3)
+    # the inverters' keys [half, tile, 64, 64] (KSMEM; TMA writes them through the rank-2 view kbuf2)
+    KL3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
+    kbuf = gl.allocate_shared_memory(gl.bfloat16, [2, W * KSMEM + 1 - KSMEM, 64, 64], KL3)
+    kbuf2 = kbuf._reinterpret(gl.bfloat16, [2 * (W * KSMEM + 1 - KSMEM), 64, 64], kin_desc.layout)
+    kready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(kready, count=1)
+    ring = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
+    stg = gl.allocate_shared_memory(gl.bfloat16, [NSTG, 64, BN], u_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
     full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(S):
+        mbarrier.init(ready.index(i), count=1)
     mbarrier.init(full, count=1)
     mbarrier.init(empty, count=1)
-    gl.warp_specialize([(_invert_tiles, (k_ptr, beta_ptr, g_ptr, ai_ptr, T, n_tiles, H, Hg, K, W, BK, DP, MP,
-                                         full, empty)),
-                        (_stream_wu, (k_ptr, v_ptr, beta_ptr, g_ptr, ai_ptr, w_ptr, u_ptr, T, n_tiles, full, empty,
-                                      H, Hg, K, V, W, BV, NS))], [NS], [REGS])
+    pan2 = apan._reinterpret(gl.bfloat16, [NP * W, 64, 16], PAN2)
+    gl.warp_specialize([(_invert_tiles, (k_ptr, beta_ptr, g_ptr, ai_ptr, apan, kin_desc, kbuf, kbuf2, kready, T,
+                                         n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, W, 0, HOIST, KSMEM, full,
+                                         empty)),
+                        (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, w_ptr, u_ptr, pan2, ring, ready, stg, T,
+                                      n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE, EPI, STORE_A))],
+                       [4], [REGS])
 
 
 def _compile(fn, sig, const, W) -> dict:
@@ -301,35 +475,57 @@ def _compile(fn, sig, const, W) -> dict:
                 setmaxnreg=sorted({int(v, 16) for v in re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP0, )?(0x[0-9a-f]+)", sass)}))
 
 
-def compile_report(W=8, BK=32, BV=16, REGS=56, NS=4) -> dict:
+def _block_layout(BN):
+    return gl.NVMMASharedLayout.get_default_for([64, BN], gl.bfloat16)
+
+
+def compile_report(W=4, BK=32, BN=64, REGS=72, S=4, NSTG=2, STORE_A=2, MODE=0, EPI=0, HOIST=True,
+                   KSMEM=True) -> dict:
     """sm_90 compile on any machine: launch registers, warps, stack, shared memory, setmaxnreg values."""
-    sig = {"k_ptr": "*bf16", "v_ptr": "*bf16", "beta_ptr": "*bf16", "g_ptr": "*fp32", "ai_ptr": "*bf16",
-           "w_ptr": "*bf16", "u_ptr": "*bf16", "T": "i32", "n_tiles": "i32"}
-    const = dict(H=32, Hg=16, K=128, V=128, W=W, BK=BK, BV=BV, DP=1, MP=0, REGS=REGS, NS=NS)
+    desc = f"tensordesc<bf16[64, {BN}],{_block_layout(BN)!r}>"
+    sig = {"k_ptr": "*bf16", "beta_ptr": "*bf16", "g_ptr": "*fp32", "ai_ptr": "*bf16", "w_ptr": "*bf16",
+           "u_ptr": "*bf16", "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
+           "kin_desc": f"tensordesc<bf16[64, 64],{_block_layout(64)!r}>",
+           "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(16)!r}>", "T": "i32", "n_tiles": "i32"}
+    const = dict(H=32, Hg=16, K=128, V=128, W=W, BK=BK, BN=BN, DP=1, MP=0, REGS=REGS, S=S, NSTG=NSTG,
+                 STORE_A=STORE_A, MODE=MODE, EPI=EPI, HOIST=HOIST, KSMEM=KSMEM)
     return _compile(gluon_intra_kernel, sig, const, W)
 
 
-VARIANTS = [dict(BV=32), dict(BV=32, REGS=72), dict(W=4, BV=32, REGS=96)]
+VARIANTS = [dict(MODE=1), dict(MODE=2), dict(S=5, NSTG=1), dict(S=5, NSTG=1, MODE=2), dict(STORE_A=0),
+            dict(STORE_A=0, MODE=2), dict(BN=32, REGS=56, S=8), dict(BN=32, REGS=56, S=8, MODE=2), dict(DP=0),
+            dict(DP=0, MODE=1), dict(STORE_A=0, S=6)]
 
 
-def gluon_fwd_intra(k, v, g, beta, W=8, BK=32, BV=16, REGS=56, NS=4, out=None):
-    """(w, u, Ai) for one sequence, as ops.gdn_fwd_intra (blockdoubling, bf16x3 diagonal tiles, tf32 merges)."""
+def gluon_fwd_intra(k, v, g, beta, W=4, BK=32, BN=64, REGS=72, S=4, NSTG=2, STORE_A=2, MODE=0, EPI=0,
+                    HOIST=True, KSMEM=True, DP=1, out=None):
+    """(w, u, Ai) for one sequence, as ops.gdn_fwd_intra (blockdoubling, bf16x3 diagonal tiles, tf32 merges;
+    u and w from Ai·diag(β) and Ai·diag(β e^g) rounded to bf16). STORE_A: 0 leaves Ai unwritten, 1 the inverters
+    store it, 2 the streamers store it from a shared copy by TMA."""
     import torch
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
-    assert B == 1 and H % Hg == 0 and K % BK == 0 and K % BV == 0 and V % BV == 0
+    assert B == 1 and H % Hg == 0 and K % BK == 0 and K % BN == 0 and V % BN == 0
     n_tiles = triton.cdiv(T, 64) * H
     w, u, Ai = out if out is not None else (k.new_empty(1, T, H, K), torch.empty_like(v), k.new_empty(1, T, H, 64))
+    lay = _block_layout(BN)
+    descs = [TensorDescriptor.from_tensor(x.view(T, -1), [64, BN], lay) for x in (k, v, w, u)]
+    descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, 64], _block_layout(64)))
+    descs.append(TensorDescriptor.from_tensor(Ai.view(T, -1), [64, 16], _block_layout(16)))
     n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count
     grid = (min(n_sm, triton.cdiv(n_tiles, W)),)
-    gluon_intra_kernel[grid](k, v, beta, g, Ai, w, u, T, n_tiles, H=H, Hg=Hg, K=K, V=V, W=W, BK=BK, BV=BV, DP=1,
-                             MP=0, REGS=REGS, NS=NS, num_warps=W)
+    gluon_intra_kernel[grid](k, beta, g, Ai, w, u, *descs, T, n_tiles, H=H, Hg=Hg, K=K, V=V, W=W, BK=BK, BN=BN,
+                             DP=DP, MP=0, REGS=REGS, S=S, NSTG=NSTG, STORE_A=STORE_A, MODE=MODE, EPI=EPI,
+                             HOIST=HOIST, KSMEM=KSMEM, num_warps=W)
     return w, u, Ai
 
 
 def gpu_check(out: str) -> int:
     """Errors vs fp64 and CUDA-graph times beside ops.gdn_fwd_intra (same method/precisions) and stock."""
+    from importlib import import_module
+
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -362,18 +558,26 @@ def gpu_check(out: str) -> int:
         print(r, flush=True)
         del w64, u64, A64
         torch.cuda.empty_cache()
-    # launch variants at T=8192 H=32 (compile: BV=32 spills 96 B at 56 streamer registers; 4 inverter warps
-    # leave room for streamers of 96 registers but halve the inversions in flight)
+    # launch variants at T=8192 H=32; MODE 1 / 2 time the inverters / the streamers alone (outputs not compared)
     a = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
     k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]
     base = gluon_fwd_intra(k, v, g, beta)
     sweep = []
     for kw in VARIANTS:
         got = gluon_fwd_intra(k, v, g, beta, **kw)
+        n_cmp = 0 if kw.get("MODE", 0) else (3 if kw.get("STORE_A", 2) else 2)
+        diff = max([float((x.float() - y.float()).abs().max()) for x, y in zip(got[:n_cmp], base[:n_cmp])],
+                   default=float("nan"))
         bufs = tuple(torch.empty_like(x) for x in got)
-        sweep.append(dict(kw, maxdiff=max(float((x.float() - y.float()).abs().max()) for x, y in zip(got, base)),
-                          us=events_us(lambda: gluon_fwd_intra(k, v, g, beta, out=bufs, **kw))))
+        sweep.append(dict(kw, maxdiff=diff, us=events_us(lambda: gluon_fwd_intra(k, v, g, beta, out=bufs, **kw))))
         print(sweep[-1], flush=True)
+    # the two halves as the Triton kernels do them (what each partition should approach)
+    wu = import_module(f"{bk.FLA}.wy_fast").recompute_w_u_fwd
+    A = ops.gdn_kkt_inverse(k, g, beta)
+    sweep.append(dict(ref="ours: ops.gdn_kkt_inverse alone", maxdiff=float("nan"),
+                      us=events_us(lambda: ops.gdn_kkt_inverse(k, g, beta))))
+    sweep.append(dict(ref="stock: recompute_w_u_fwd alone", maxdiff=float("nan"),
+                      us=events_us(lambda: wu(k=k, v=v, beta=beta, A=A, g_cumsum=g, cu_seqlens=None))))
     meta = common.run_meta("cuda", dtype="bfloat16")
     md = common.md_header("Warp-specialized Gluon intra vs ours (Triton) vs stock", meta,
                           "bf16, K=V=128, one sequence; "
@@ -385,18 +589,46 @@ def gpu_check(out: str) -> int:
         e = lambda n: "/".join(f"{r[f'err_{x}_{n}']:.1e}" for x in "wuA")  # noqa: E731
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['us_stock']:.1f} | {r['us_ours']:.1f} | {r['us_gluon']:.1f} | "
                   f"{r['us_stock'] / r['us_gluon']:.2f}× | {e('stock')} | {e('ours')} | {e('gluon')} |")
-    md += ["", "Launch variants, T=8192 H=32 (maxdiff: largest |w, u, A| difference to the default launch):", "",
-           "| W | BV | streamer registers | µs | maxdiff |", "|---|---|---|---|---|"]
+    defaults = " ".join(f"{n}={p.default}" for n, p in inspect.signature(gluon_fwd_intra).parameters.items()
+                        if p.default is not inspect.Parameter.empty and n != "out")
+    md += ["", f"Launch variants, T=8192 H=32 (default: {defaults}; MODE 1 = "
+           "inverters alone, 2 = streamers alone; maxdiff: largest |w, u(, A)| difference to the default launch):", "",
+           "| variant | µs | maxdiff |", "|---|---|---|"]
     for r in sweep:
-        md.append(f"| {r.get('W', 8)} | {r.get('BV', 16)} | {r.get('REGS', 56)} | {r['us']:.1f} | {r['maxdiff']:.1e} |")
+        name = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("us", "maxdiff"))
+        md.append(f"| {name} | {r['us']:.1f} | {r['maxdiff']:.1e} |")
     return common.write_report(out, "gluon_intra", meta, [dict(r, kind="shape") for r in rows]
                                + [dict(r, kind="launch variant", T=8192, H=32, Hg=16) for r in sweep], md)
+
+
+def ncu_launches() -> int:
+    """One profiled launch each (for ncu, `--profile-from-start off`): the Gluon kernel with the inverters alone
+    (MODE 1), the whole Gluon kernel (EPI 0) and the Triton inverse-only kernel at T=8192 H=32."""
+    import torch
+
+    from sglang_trinv import ops
+    from sglang_trinv.benchmarks import kernels as bk
+
+    a = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
+    k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]
+    for prof in (False, True):
+        if prof:
+            torch.cuda.synchronize()
+            torch.cuda.cudart().cudaProfilerStart()
+        gluon_fwd_intra(k, v, g, beta, MODE=1)
+        gluon_fwd_intra(k, v, g, beta, EPI=0)
+        ops.gdn_kkt_inverse(k, g, beta)
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
+    return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--gpu":
         sys.exit(gpu_check(sys.argv[2]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--ncu":
+        sys.exit(ncu_launches())
     os.environ.pop("TRITON_INTERPRET", None)
     print(f"Triton {triton.__version__}, sm_90")
-    for kw in [dict(), dict(BV=32), dict(REGS=64)]:
+    for kw in [dict(), dict(S=5, NSTG=1), dict(BN=32, REGS=56, S=8), dict(STORE_A=0, S=6)]:
         print(kw, compile_report(**kw), flush=True)

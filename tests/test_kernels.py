@@ -34,10 +34,10 @@ def _inputs(T, H, Hg, K, V, cu=None, seed=0, family="random"):
     from importlib import import_module
 
     cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
-    cu_t = None if cu is None else torch.tensor(cu, dtype=torch.int64)
-    g = cumsum(g_raw, chunk_size=64, cu_seqlens=cu_t)
     to = lambda x: x.to(DEVICE)  # noqa: E731
-    return to(k), to(v), to(g), to(beta), (None if cu_t is None else to(cu_t))
+    cu_t = None if cu is None else to(torch.tensor(cu, dtype=torch.int64))
+    g = cumsum(to(g_raw), chunk_size=64, cu_seqlens=cu_t)  # SGLang's Triton cumsum: on the device
+    return to(k), to(v), g, to(beta), cu_t
 
 
 def _rel(x, y):
