@@ -7,7 +7,8 @@ import csv
 import sys
 
 KEEP = ("gpu__time_duration.sum", "launch__registers_per_thread", "sm__warps_active.avg.per_cycle_active",
-        "smsp__issue_active.avg.per_cycle_active", "smsp__inst_executed.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed")
+        "smsp__issue_active.avg.per_cycle_active", "smsp__inst_executed.sum",
+        "dram__throughput.avg.pct_of_peak_sustained_elapsed")
 STALL = "smsp__average_warps_issue_stalled_"
 
 
