@@ -90,19 +90,13 @@ def _inv_diag(a, r, c, MMA: gl.constexpr, PREC: gl.constexpr):
 
 
 @gluon.jit
-def _krows(k_ptr, rows, T, cols, valid, Hg: gl.constexpr, K: gl.constexpr):
-    """[W, 16, BK] bf16 key rows of one sub-chunk per warp (0 past T and for tiles past the last one)."""
-    return gl.load(k_ptr + rows * (Hg * K) + cols, mask=(rows < T) & valid, other=0.0)
-
-
-@gluon.jit
-def _put(apan, x, a: gl.constexpr, b: gl.constexpr, sb, se, W: gl.constexpr, WID: gl.constexpr, PLAIN: gl.constexpr):
-    """Block (a, b) of this partition's Ai·diag(β) and Ai·diag(β e^g) (bf16) into column panel b of the shared
-    buffer (tiles WID … WID + W − 1 of the batch); PLAIN: Ai itself too (panels 8–11, stored to A by TMA)."""
-    apan.index(b).slice(WID, W, dim=0).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
-    apan.index(4 + b).slice(WID, W, dim=0).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
+def _put(apan, x, a: gl.constexpr, b: gl.constexpr, sb, se, PLAIN: gl.constexpr):
+    """Block (a, b) of the batch's Ai·diag(β) and Ai·diag(β e^g) (bf16) into column panel b of the shared buffer;
+    PLAIN: Ai itself too (panels 8–11, stored to the A output by TMA)."""
+    apan.index(b).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
+    apan.index(4 + b).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
     if PLAIN:
-        apan.index(8 + b).slice(WID, W, dim=0).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
+        apan.index(8 + b).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
 
 
 @gluon.jit
@@ -129,7 +123,7 @@ def _gates(beta_ptr, g_ptr, first, wb, wc, ir, ic, T, n_tiles, NT, H: gl.constex
     s_1 = gl.load(beta_ptr + (cc + 16) * H + hc, mask=(cc + 16 < T) & cv, other=0.0).to(gl.float32)
     s_2 = gl.load(beta_ptr + (cc + 32) * H + hc, mask=(cc + 32 < T) & cv, other=0.0).to(gl.float32)
     s_3 = gl.load(beta_ptr + (cc + 48) * H + hc, mask=(cc + 48 < T) & cv, other=0.0).to(gl.float32)
-    return b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3, t, valid, chunk, head
+    return b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3
 
 
 @gluon.jit
@@ -147,14 +141,12 @@ def _load_k(kin_desc, kbuf2, kready, first, n_tiles, NT, H: gl.constexpr, Hg: gl
 
 
 @gluon.jit
-def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_tiles, H: gl.constexpr,
-                  Hg: gl.constexpr,
-                  K: gl.constexpr, W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
-                  STORE_A: gl.constexpr, MODE: gl.constexpr, NW: gl.constexpr, WID: gl.constexpr, HOIST: gl.constexpr,
-                  KSMEM: gl.constexpr, full, empty):
-    """Inverter partition: W warps, one (chunk, head) tile per warp (tiles WID … WID + W − 1 of each batch of NW):
-    KKᵀ, gate, (I + A)^{-1} by doubling; Ai (STORE_A 1: to global; 2: a plain shared copy) and, scaled by β / β e^g
-    per column, the shared panels the streamers multiply with."""
+def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_tiles, H: gl.constexpr,
+                  Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr,
+                  MP: gl.constexpr, STORE_A: gl.constexpr, MODE: gl.constexpr, HOIST: gl.constexpr, full, empty):
+    """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
+    (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the shared
+    panels the streamers multiply with."""
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[W, 1, 1], instr_shape=[1, 16, 8])
     A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
@@ -166,100 +158,59 @@ def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, apan, kin_desc, kbuf, kbuf2, k
     wc = gl.arange(0, W, layout=gl.SliceLayout(1, COL))
     r = ir[None, :, None]
     c = ic[None, None, :]
-    kb = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, LK)))
-    kr = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, LK)))
-    kc = gl.arange(0, BK, layout=gl.SliceLayout(0, gl.SliceLayout(1, LK)))
     NT = gl.cdiv(T, 64)
     # the panels' blocks above the diagonal stay zero (written once)
     zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
     for pb in gl.static_range(1, 4):
         for pa in gl.static_range(0, pb):
-            apan.index(pb).slice(WID, W, dim=0).slice(16 * pa, 16, dim=1).store(zt)
-            apan.index(4 + pb).slice(WID, W, dim=0).slice(16 * pa, 16, dim=1).store(zt)
-            if STORE_A == 2:
-                apan.index(8 + pb).slice(WID, W, dim=0).slice(16 * pa, 16, dim=1).store(zt)
-    if KSMEM:
-        if MODE != 2:
-            _load_k(kin_desc, kbuf2, kready, gl.program_id(0) * NW + WID, n_tiles, NT, H, Hg, K, W)
-    if HOIST == 2:
-        nb_0, nb_1, nb_2, nb_3, ng_0, ng_1, ng_2, ng_3, ns_0, ns_1, ns_2, ns_3, nt, nv, nc, nh = _gates(
-            beta_ptr, g_ptr, gl.program_id(0) * NW + WID, wb, wc, ir, ic, T, n_tiles, NT, H)
+            apan.index(pb).slice(16 * pa, 16, dim=1).store(zt)
+            apan.index(4 + pb).slice(16 * pa, 16, dim=1).store(zt)
+            if STORE_A:
+                apan.index(8 + pb).slice(16 * pa, 16, dim=1).store(zt)
+    if MODE != 2:
+        _load_k(kin_desc, kbuf2, kready, gl.program_id(0) * W, n_tiles, NT, H, Hg, K, W)
     j = 0
-    for base in range(gl.program_id(0) * NW, n_tiles, gl.num_programs(0) * NW):
+    for base in range(gl.program_id(0) * W, n_tiles, gl.num_programs(0) * W):
         if MODE != 2:
-            # tile = base + warp; chunk fastest, then head
-            kt = base + WID + kb
-            k_valid = (kt < n_tiles)[:, None, None]
-            k_chunk = kt % NT
-            k_head = gl.minimum(kt // NT, H - 1)
-            k_base = k_ptr + (k_head // (H // Hg)) * K
-            t_rows = (k_chunk * 64)[:, None, None] + kr[None, :, None]
-            if HOIST == 1:  # gate loads before the key loads (their latency hides behind them; costs registers)
-                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3, t, valid, chunk, head = _gates(
-                    beta_ptr, g_ptr, base + WID, wb, wc, ir, ic, T, n_tiles, NT, H)
-            if HOIST == 2:  # loaded during the previous batch
-                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3, t, valid, chunk, head = (
-                    nb_0, nb_1, nb_2, nb_3, ng_0, ng_1, ng_2, ng_3, ns_0, ns_1, ns_2, ns_3, nt, nv, nc, nh)
+            # tile = base + warp (chunk fastest, then head)
+            if HOIST:  # gate loads first: their latency hides behind the keys' wait and KKᵀ
+                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3 = _gates(
+                    beta_ptr, g_ptr, base, wb, wc, ir, ic, T, n_tiles, NT, H)
             z = gl.zeros([W, 16, 16], gl.float32, MMA)
             r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
-            if KSMEM:
-                # keys from shared memory (TMA-loaded while the previous batch was inverted), straight into the
-                # mma operand layouts; 64 key columns per product
-                mbarrier.wait(kready, j & 1)
-                for i_k in gl.static_range(K // BK):
-                    ks = kbuf.index(i_k * BK // 64).slice(i_k * BK % 64, BK, dim=2)
-                    k0 = ks.slice(0, 16, dim=1).load(LK)
-                    k1 = ks.slice(16, 16, dim=1).load(LK)
-                    k2 = ks.slice(32, 16, dim=1).load(LK)
-                    k3 = ks.slice(48, 16, dim=1).load(LK)
-                    b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
-                    b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
-                    b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
-                    b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
-                    a0 = gl.convert_layout(k0, A2)
-                    r00 = mma_v2(a0, b0, r00)
-                    a1 = gl.convert_layout(k1, A2)
-                    r10 = mma_v2(a1, b0, r10)
-                    r11 = mma_v2(a1, b1, r11)
-                    a2 = gl.convert_layout(k2, A2)
-                    r20 = mma_v2(a2, b0, r20)
-                    r21 = mma_v2(a2, b1, r21)
-                    r22 = mma_v2(a2, b2, r22)
-                    a3 = gl.convert_layout(k3, A2)
-                    r30 = mma_v2(a3, b0, r30)
-                    r31 = mma_v2(a3, b1, r31)
-                    r32 = mma_v2(a3, b2, r32)
-                    r33 = mma_v2(a3, b3, r33)
-                _partition_barrier()  # every warp has read its keys: load the next batch's
-                nxt = base + gl.num_programs(0) * NW
-                if nxt < n_tiles:
-                    _load_k(kin_desc, kbuf2, kready, nxt + WID, n_tiles, NT, H, Hg, K, W)
-            else:
-                for i_k in range(K // BK):
-                    cols = (i_k * BK + kc)[None, None, :]
-                    k0 = _krows(k_base[:, None, None], t_rows, T, cols, k_valid, Hg, K)
-                    k1 = _krows(k_base[:, None, None], t_rows + 16, T, cols, k_valid, Hg, K)
-                    k2 = _krows(k_base[:, None, None], t_rows + 32, T, cols, k_valid, Hg, K)
-                    k3 = _krows(k_base[:, None, None], t_rows + 48, T, cols, k_valid, Hg, K)
-                    a0, a1, a2, a3 = (gl.convert_layout(k0, A2), gl.convert_layout(k1, A2), gl.convert_layout(k2, A2),
-                                      gl.convert_layout(k3, A2))
-                    b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
-                    b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
-                    b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
-                    b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
-                    r00 = mma_v2(a0, b0, r00)
-                    r10 = mma_v2(a1, b0, r10)
-                    r11 = mma_v2(a1, b1, r11)
-                    r20 = mma_v2(a2, b0, r20)
-                    r21 = mma_v2(a2, b1, r21)
-                    r22 = mma_v2(a2, b2, r22)
-                    r30 = mma_v2(a3, b0, r30)
-                    r31 = mma_v2(a3, b1, r31)
-                    r32 = mma_v2(a3, b2, r32)
-                    r33 = mma_v2(a3, b3, r33)
-            if HOIST == 0:
-                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3, t, valid, chunk, head = _gates(
-                    beta_ptr, g_ptr, base + WID, wb, wc, ir, ic, T, n_tiles, NT, H)
+            # keys from shared memory (TMA-loaded while the previous batch was inverted), BK columns at a time
+            mbarrier.wait(kready, j & 1)
+            for i_k in gl.static_range(K // BK):
+                ks = kbuf.index(i_k * BK // 64).slice(i_k * BK % 64, BK, dim=2)
+                k0 = ks.slice(0, 16, dim=1).load(LK)
+                k1 = ks.slice(16, 16, dim=1).load(LK)
+                k2 = ks.slice(32, 16, dim=1).load(LK)
+                k3 = ks.slice(48, 16, dim=1).load(LK)
+                b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
+                b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
+                b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
+                b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
+                a0 = gl.convert_layout(k0, A2)
+                r00 = mma_v2(a0, b0, r00)
+                a1 = gl.convert_layout(k1, A2)
+                r10 = mma_v2(a1, b0, r10)
+                r11 = mma_v2(a1, b1, r11)
+                a2 = gl.convert_layout(k2, A2)
+                r20 = mma_v2(a2, b0, r20)
+                r21 = mma_v2(a2, b1, r21)
+                r22 = mma_v2(a2, b2, r22)
+                a3 = gl.convert_layout(k3, A2)
+                r30 = mma_v2(a3, b0, r30)
+                r31 = mma_v2(a3, b1, r31)
+                r32 = mma_v2(a3, b2, r32)
+                r33 = mma_v2(a3, b3, r33)
+            _partition_barrier()  # every warp has read its keys: load the next batch's
+            nxt = base + gl.num_programs(0) * W
+            if nxt < n_tiles:
+                _load_k(kin_desc, kbuf2, kready, nxt, n_tiles, NT, H, Hg, K, W)
+            if not HOIST:
+                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3 = _gates(
+                    beta_ptr, g_ptr, base, wb, wc, ir, ic, T, n_tiles, NT, H)
             h_0, h_1, h_2, h_3 = (gl.convert_layout(g_0, COL), gl.convert_layout(g_1, COL), gl.convert_layout(g_2, COL),
                                   gl.convert_layout(g_3, COL))
             low = r > c
@@ -287,44 +238,20 @@ def _invert_tiles(k_ptr, beta_ptr, g_ptr, ai_ptr, apan, kin_desc, kbuf, kbuf2, k
             x21 = -_mm(x22, t21, MMA, MP)
             x30 = -(_mm(x32, t20, MMA, MP) + _mm(x33, t30, MMA, MP))
             x31 = -(_mm(x32, t21, MMA, MP) + _mm(x33, t31, MMA, MP))
-            if STORE_A == 1:
-                # Ai [T, H, 64] in bf16 from here: the 10 lower tiles and zero upper ones (the A output, as stock)
-                o = ai_ptr + (chunk * 64)[:, None, None] * (H * 64) + head[:, None, None] * 64 + r * (H * 64) + c
-                rows = (chunk * 64)[:, None, None] + r
-                sv = valid[:, :, None]
-                gl.store(o, x00.to(gl.bfloat16), mask=(rows < T) & sv)
-                gl.store(o + 16 * H * 64, x10.to(gl.bfloat16), mask=(rows + 16 < T) & sv)
-                gl.store(o + 16 * H * 64 + 16, x11.to(gl.bfloat16), mask=(rows + 16 < T) & sv)
-                gl.store(o + 32 * H * 64, x20.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
-                gl.store(o + 32 * H * 64 + 16, x21.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
-                gl.store(o + 32 * H * 64 + 32, x22.to(gl.bfloat16), mask=(rows + 32 < T) & sv)
-                gl.store(o + 48 * H * 64, x30.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-                gl.store(o + 48 * H * 64 + 16, x31.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-                gl.store(o + 48 * H * 64 + 32, x32.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-                gl.store(o + 48 * H * 64 + 48, x33.to(gl.bfloat16), mask=(rows + 48 < T) & sv)
-                gl.store(o + 16, zt, mask=(rows < T) & sv)
-                gl.store(o + 32, zt, mask=(rows < T) & sv)
-                gl.store(o + 48, zt, mask=(rows < T) & sv)
-                gl.store(o + 16 * H * 64 + 32, zt, mask=(rows + 16 < T) & sv)
-                gl.store(o + 16 * H * 64 + 48, zt, mask=(rows + 16 < T) & sv)
-                gl.store(o + 32 * H * 64 + 48, zt, mask=(rows + 32 < T) & sv)
             # hand over: the streamers must have released the panels (previous batch) before they are rewritten
             if j > 0:
                 mbarrier.wait(empty, (j - 1) & 1)
-            _put(apan, x00, 0, 0, s_0, s_0 * gl.exp(h_0), W, WID, STORE_A == 2)
-            _put(apan, x10, 1, 0, s_0, s_0 * gl.exp(h_0), W, WID, STORE_A == 2)
-            _put(apan, x20, 2, 0, s_0, s_0 * gl.exp(h_0), W, WID, STORE_A == 2)
-            _put(apan, x30, 3, 0, s_0, s_0 * gl.exp(h_0), W, WID, STORE_A == 2)
-            _put(apan, x11, 1, 1, s_1, s_1 * gl.exp(h_1), W, WID, STORE_A == 2)
-            _put(apan, x21, 2, 1, s_1, s_1 * gl.exp(h_1), W, WID, STORE_A == 2)
-            _put(apan, x31, 3, 1, s_1, s_1 * gl.exp(h_1), W, WID, STORE_A == 2)
-            _put(apan, x22, 2, 2, s_2, s_2 * gl.exp(h_2), W, WID, STORE_A == 2)
-            _put(apan, x32, 3, 2, s_2, s_2 * gl.exp(h_2), W, WID, STORE_A == 2)
-            _put(apan, x33, 3, 3, s_3, s_3 * gl.exp(h_3), W, WID, STORE_A == 2)
-            if HOIST == 2:  # the next batch's gates now: their latency hides behind the hand-over and its keys
-                nb_0, nb_1, nb_2, nb_3, ng_0, ng_1, ng_2, ng_3, ns_0, ns_1, ns_2, ns_3, nt, nv, nc, nh = _gates(
-                    beta_ptr, g_ptr, base + gl.num_programs(0) * NW + WID, wb, wc, ir, ic, T, n_tiles, NT, H)
-            fence_async_shared()  # generic-proxy stores → read by wgmma (async proxy)
+            _put(apan, x00, 0, 0, s_0, s_0 * gl.exp(h_0), STORE_A)
+            _put(apan, x10, 1, 0, s_0, s_0 * gl.exp(h_0), STORE_A)
+            _put(apan, x20, 2, 0, s_0, s_0 * gl.exp(h_0), STORE_A)
+            _put(apan, x30, 3, 0, s_0, s_0 * gl.exp(h_0), STORE_A)
+            _put(apan, x11, 1, 1, s_1, s_1 * gl.exp(h_1), STORE_A)
+            _put(apan, x21, 2, 1, s_1, s_1 * gl.exp(h_1), STORE_A)
+            _put(apan, x31, 3, 1, s_1, s_1 * gl.exp(h_1), STORE_A)
+            _put(apan, x22, 2, 2, s_2, s_2 * gl.exp(h_2), STORE_A)
+            _put(apan, x32, 3, 2, s_2, s_2 * gl.exp(h_2), STORE_A)
+            _put(apan, x33, 3, 3, s_3, s_3 * gl.exp(h_3), STORE_A)
+            fence_async_shared()  # generic-proxy stores → read by wgmma and TMA (async proxy)
         else:
             if j > 0:
                 mbarrier.wait(empty, (j - 1) & 1)
@@ -411,7 +338,7 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T
             head = t // NT
             if wi == 0:
                 mbarrier.wait(full, (ts // W) & 1)
-            if STORE_A == 2:  # the A output: the plain Ai panels of this tile, by TMA (rows past T clipped)
+            if STORE_A:  # the A output: the plain Ai panels of this tile, by TMA (rows past T clipped)
                 for b in gl.static_range(4):
                     tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], apan.index((8 + b) * W + wi))
             if PAIR:  # two items in flight: the second's wgmmas run while the first's result goes out
@@ -439,7 +366,7 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T
                     _epi(acc, q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
                     q += 1
             if (wi == W - 1) | (ts == n_my - 1):
-                if STORE_A == 2:
+                if STORE_A:
                     tma.store_wait(0)  # the A stores have read their panels
                     _partition_barrier()
                 mbarrier.arrive(empty)  # every warp's wgmmas on the panels are done (barriers above)
@@ -447,30 +374,27 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T
 
 
 @gluon.jit
-def gluon_intra_kernel(k_ptr, beta_ptr, g_ptr, ai_ptr, k_desc, v_desc, w_desc, u_desc, kin_desc, a_desc, T,
-                       n_tiles,
+def gluon_intra_kernel(beta_ptr, g_ptr, k_desc, v_desc, w_desc, u_desc, kin_desc, a_desc, T, n_tiles,
                        H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
                        BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, REGS: gl.constexpr,
                        S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr, MODE: gl.constexpr,
-                       PAIR: gl.constexpr, HOIST: gl.constexpr, KSMEM: gl.constexpr):
+                       PAIR: gl.constexpr, HOIST: gl.constexpr):
     """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared memory)
     to one streamer warpgroup that computes w/u beside the next batch's inversion.
     The inverters are the default partition (W warps, launch num_warps=W), the streamers one worker at REGS
-    registers. (Eight 1-warp inverter partitions instead: 2.2× slower on an H200, eight copies of the code.)
-    w/u leave through shared staging buffers and TMA stores (st.global straight from the accumulators: 1.9× slower
-    streamers on an H200). PAIR: two items' wgmmas in flight.
+    registers. PAIR: two items' wgmmas in flight. STORE_A: also the A output (TMA from plain Ai panels).
     MODE 0: both; 1: inverters only (streamers just hand back); 2: streamers only (timing diagnostics)."""
-    # β-scaled Ai panels [u/w × column panel (8), tile of the batch, 64, 16] (+ 4 plain Ai panels with STORE_A=2);
+    # Ai panels [Ai·diag β (4 column panels), Ai·diag β e^g (4), Ai (4, with STORE_A); tile of the batch; 64; 16];
     # the streamers see the same bytes as NP·W [64, 16] wgmma operands (the 32-byte swizzle acts on the last
     # two dimensions only)
     PAN3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=3)
     PAN2: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=2)
-    NP: gl.constexpr = 12 if STORE_A == 2 else 8
+    NP: gl.constexpr = 12 if STORE_A else 8
     apan = gl.allocate_shared_memory(gl.bfloat16, [NP, W, 64, 16], PAN3)
-    # the inverters' keys [half, tile, 64, 64] (KSMEM; TMA writes them through the rank-2 view kbuf2)
+    # the inverters' keys [column half, tile, 64, 64]; TMA writes them through the rank-2 view kbuf2
     KL3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
-    kbuf = gl.allocate_shared_memory(gl.bfloat16, [2, W * KSMEM + 1 - KSMEM, 64, 64], KL3)
-    kbuf2 = kbuf._reinterpret(gl.bfloat16, [2 * (W * KSMEM + 1 - KSMEM), 64, 64], kin_desc.layout)
+    kbuf = gl.allocate_shared_memory(gl.bfloat16, [2, W, 64, 64], KL3)
+    kbuf2 = kbuf._reinterpret(gl.bfloat16, [2 * W, 64, 64], kin_desc.layout)
     kready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     mbarrier.init(kready, count=1)
     ring = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
@@ -483,9 +407,8 @@ def gluon_intra_kernel(k_ptr, beta_ptr, g_ptr, ai_ptr, k_desc, v_desc, w_desc, u
     mbarrier.init(full, count=1)
     mbarrier.init(empty, count=1)
     pan2 = apan._reinterpret(gl.bfloat16, [NP * W, 64, 16], PAN2)
-    gl.warp_specialize([(_invert_tiles, (k_ptr, beta_ptr, g_ptr, ai_ptr, apan, kin_desc, kbuf, kbuf2, kready, T,
-                                         n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, W, 0, HOIST, KSMEM, full,
-                                         empty)),
+    gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_tiles, H, Hg, K,
+                                         W, BK, DP, MP, STORE_A, MODE, HOIST, full, empty)),
                         (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, pan2, ring, ready, stg, T,
                                       n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE, PAIR, STORE_A))],
                        [4], [REGS])
@@ -513,29 +436,26 @@ def _block_layout(BN):
     return gl.NVMMASharedLayout.get_default_for([64, BN], gl.bfloat16)
 
 
-def compile_report(W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=2, MODE=0, PAIR=False, HOIST=1,
-                   KSMEM=True) -> dict:
+def compile_report(W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=True, MODE=0, PAIR=False, HOIST=True) -> dict:
     """sm_90 compile on any machine: launch registers, warps, stack, shared memory, setmaxnreg values."""
     desc = f"tensordesc<bf16[64, {BN}],{_block_layout(BN)!r}>"
-    sig = {"k_ptr": "*bf16", "beta_ptr": "*bf16", "g_ptr": "*fp32", "ai_ptr": "*bf16", "k_desc": desc,
-           "v_desc": desc, "w_desc": desc, "u_desc": desc,
+    sig = {"beta_ptr": "*bf16", "g_ptr": "*fp32", "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
            "kin_desc": f"tensordesc<bf16[64, 64],{_block_layout(64)!r}>",
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(16)!r}>", "T": "i32", "n_tiles": "i32"}
     const = dict(H=32, Hg=16, K=128, V=128, W=W, BK=BK, BN=BN, DP=1, MP=0, REGS=REGS, S=S, NSTG=NSTG,
-                 STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST, KSMEM=KSMEM)
+                 STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST)
     return _compile(gluon_intra_kernel, sig, const, W)
 
 
-VARIANTS = [dict(MODE=1), dict(MODE=2), dict(HOIST=0), dict(HOIST=0, MODE=1), dict(HOIST=2), dict(HOIST=2, MODE=1),
-            dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(PAIR=True, REGS=120, S=4, NSTG=2, HOIST=2),
-            dict(STORE_A=0, S=6), dict(STORE_A=0, S=6, HOIST=2)]
+# launch variants timed beside the default at T=8192 H=32 (MODE 1 / 2: each partition alone)
+VARIANTS = [dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(HOIST=False),
+            dict(STORE_A=False, S=6), dict(STORE_A=False, S=6, MODE=1), dict(STORE_A=False, S=6, MODE=2)]
 
 
-def gluon_fwd_intra(k, v, g, beta, W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=2, MODE=0, PAIR=False,
-                    HOIST=1, KSMEM=True, DP=1, out=None):
+def gluon_fwd_intra(k, v, g, beta, W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=True, MODE=0, PAIR=False,
+                    HOIST=True, DP=1, out=None):
     """(w, u, Ai) for one sequence, as ops.gdn_fwd_intra (blockdoubling, bf16x3 diagonal tiles, tf32 merges;
-    u and w from Ai·diag(β) and Ai·diag(β e^g) rounded to bf16). STORE_A: 0 leaves Ai unwritten, 1 the inverters
-    store it, 2 the streamers store it from a shared copy by TMA."""
+    u and w from Ai·diag(β) and Ai·diag(β e^g) rounded to bf16). STORE_A=False leaves Ai unwritten."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -550,9 +470,9 @@ def gluon_fwd_intra(k, v, g, beta, W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STOR
     descs.append(TensorDescriptor.from_tensor(Ai.view(T, -1), [64, 16], _block_layout(16)))
     n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count
     grid = (min(n_sm, triton.cdiv(n_tiles, W)),)
-    gluon_intra_kernel[grid](k, beta, g, Ai, *descs, T, n_tiles, H=H, Hg=Hg, K=K, V=V, W=W, BK=BK, BN=BN,
-                             DP=DP, MP=0, REGS=REGS, S=S, NSTG=NSTG, STORE_A=STORE_A, MODE=MODE, PAIR=PAIR,
-                             HOIST=HOIST, KSMEM=KSMEM, num_warps=W)
+    gluon_intra_kernel[grid](beta, g, *descs, T, n_tiles, H=H, Hg=Hg, K=K, V=V, W=W, BK=BK, BN=BN, DP=DP, MP=0,
+                             REGS=REGS, S=S, NSTG=NSTG, STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST,
+                             num_warps=W)
     return w, u, Ai
 
 
@@ -599,7 +519,7 @@ def gpu_check(out: str) -> int:
     sweep = []
     for kw in VARIANTS:
         got = gluon_fwd_intra(k, v, g, beta, **kw)
-        n_cmp = 0 if kw.get("MODE", 0) else (3 if kw.get("STORE_A", 2) else 2)
+        n_cmp = 0 if kw.get("MODE", 0) else (3 if kw.get("STORE_A", True) else 2)
         diff = max([float((x.float() - y.float()).abs().max()) for x, y in zip(got[:n_cmp], base[:n_cmp])],
                    default=float("nan"))
         bufs = tuple(torch.empty_like(x) for x in got)
@@ -664,5 +584,5 @@ if __name__ == "__main__":
         sys.exit(ncu_launches())
     os.environ.pop("TRITON_INTERPRET", None)
     print(f"Triton {triton.__version__}, sm_90")
-    for kw in [dict(), dict(PAIR=True, REGS=120), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(STORE_A=0, S=6)]:
+    for kw in [dict(), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(HOIST=False), dict(STORE_A=False, S=6)]:
         print(kw, compile_report(**kw), flush=True)
