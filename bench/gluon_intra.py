@@ -90,13 +90,14 @@ def _inv_diag(a, r, c, MMA: gl.constexpr, PREC: gl.constexpr):
 
 
 @gluon.jit
-def _put(apan, x, a: gl.constexpr, b: gl.constexpr, sb, se, PLAIN: gl.constexpr):
-    """Block (a, b) of the batch's Ai·diag(β) and Ai·diag(β e^g) (bf16) into column panel b of the shared buffer;
-    PLAIN: Ai itself too (panels 8–11, stored to the A output by TMA)."""
-    apan.index(b).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
-    apan.index(4 + b).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
+def _put(apan, x, a: gl.constexpr, b: gl.constexpr, sb, se, first, WSET: gl.constexpr, PLAIN: gl.constexpr):
+    """Block (a, b) of the batch's Ai·diag(β) (bf16) into column panel first + b of the shared buffer; WSET: also
+    Ai·diag(β e^g) (panels first + 4 …); PLAIN: Ai itself too (panels first + 8 …, stored to A by TMA)."""
+    apan.index(first + b).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
+    if WSET:
+        apan.index(first + 4 + b).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
     if PLAIN:
-        apan.index(8 + b).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
+        apan.index(first + 8 + b).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
 
 
 @gluon.jit
@@ -143,7 +144,8 @@ def _load_k(kin_desc, kbuf2, kready, first, n_tiles, NT, H: gl.constexpr, Hg: gl
 @gluon.jit
 def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_tiles, H: gl.constexpr,
                   Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr,
-                  MP: gl.constexpr, STORE_A: gl.constexpr, MODE: gl.constexpr, HOIST: gl.constexpr, full, empty):
+                  MP: gl.constexpr, STORE_A: gl.constexpr, MODE: gl.constexpr, HOIST: gl.constexpr,
+                  DB: gl.constexpr, NPB: gl.constexpr, full, empty):
     """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
     (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the shared
     panels the streamers multiply with."""
@@ -161,12 +163,9 @@ def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_til
     NT = gl.cdiv(T, 64)
     # the panels' blocks above the diagonal stay zero (written once)
     zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
-    for pb in gl.static_range(1, 4):
-        for pa in gl.static_range(0, pb):
-            apan.index(pb).slice(16 * pa, 16, dim=1).store(zt)
-            apan.index(4 + pb).slice(16 * pa, 16, dim=1).store(zt)
-            if STORE_A:
-                apan.index(8 + pb).slice(16 * pa, 16, dim=1).store(zt)
+    for i in gl.static_range((1 + DB) * NPB):
+        for pa in gl.static_range(0, i % 4):
+            apan.index(i).slice(16 * pa, 16, dim=1).store(zt)
     if MODE != 2:
         _load_k(kin_desc, kbuf2, kready, gl.program_id(0) * W, n_tiles, NT, H, Hg, K, W)
     j = 0
@@ -238,25 +237,27 @@ def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_til
             x21 = -_mm(x22, t21, MMA, MP)
             x30 = -(_mm(x32, t20, MMA, MP) + _mm(x33, t30, MMA, MP))
             x31 = -(_mm(x32, t21, MMA, MP) + _mm(x33, t31, MMA, MP))
-            # hand over: the streamers must have released the panels (previous batch) before they are rewritten
-            if j > 0:
-                mbarrier.wait(empty, (j - 1) & 1)
-            _put(apan, x00, 0, 0, s_0, s_0 * gl.exp(h_0), STORE_A)
-            _put(apan, x10, 1, 0, s_0, s_0 * gl.exp(h_0), STORE_A)
-            _put(apan, x20, 2, 0, s_0, s_0 * gl.exp(h_0), STORE_A)
-            _put(apan, x30, 3, 0, s_0, s_0 * gl.exp(h_0), STORE_A)
-            _put(apan, x11, 1, 1, s_1, s_1 * gl.exp(h_1), STORE_A)
-            _put(apan, x21, 2, 1, s_1, s_1 * gl.exp(h_1), STORE_A)
-            _put(apan, x31, 3, 1, s_1, s_1 * gl.exp(h_1), STORE_A)
-            _put(apan, x22, 2, 2, s_2, s_2 * gl.exp(h_2), STORE_A)
-            _put(apan, x32, 3, 2, s_2, s_2 * gl.exp(h_2), STORE_A)
-            _put(apan, x33, 3, 3, s_3, s_3 * gl.exp(h_3), STORE_A)
+            # hand over: the streamers must have released this buffer's panels (batch j − NB) before they are
+            # rewritten (DB: two buffers, the inverters may run a batch further ahead)
+            if j >= 1 + DB:
+                mbarrier.wait(empty.index(j % (1 + DB)), (j // (1 + DB) - 1) & 1)
+            pfirst = (j % (1 + DB)) * NPB
+            _put(apan, x00, 0, 0, s_0, s_0 * gl.exp(h_0), pfirst, not DB, STORE_A)
+            _put(apan, x10, 1, 0, s_0, s_0 * gl.exp(h_0), pfirst, not DB, STORE_A)
+            _put(apan, x20, 2, 0, s_0, s_0 * gl.exp(h_0), pfirst, not DB, STORE_A)
+            _put(apan, x30, 3, 0, s_0, s_0 * gl.exp(h_0), pfirst, not DB, STORE_A)
+            _put(apan, x11, 1, 1, s_1, s_1 * gl.exp(h_1), pfirst, not DB, STORE_A)
+            _put(apan, x21, 2, 1, s_1, s_1 * gl.exp(h_1), pfirst, not DB, STORE_A)
+            _put(apan, x31, 3, 1, s_1, s_1 * gl.exp(h_1), pfirst, not DB, STORE_A)
+            _put(apan, x22, 2, 2, s_2, s_2 * gl.exp(h_2), pfirst, not DB, STORE_A)
+            _put(apan, x32, 3, 2, s_2, s_2 * gl.exp(h_2), pfirst, not DB, STORE_A)
+            _put(apan, x33, 3, 3, s_3, s_3 * gl.exp(h_3), pfirst, not DB, STORE_A)
             fence_async_shared()  # generic-proxy stores → read by wgmma and TMA (async proxy)
         else:
-            if j > 0:
-                mbarrier.wait(empty, (j - 1) & 1)
+            if j >= 1 + DB:
+                mbarrier.wait(empty.index(j % (1 + DB)), (j // (1 + DB) - 1) & 1)
         _partition_barrier()  # every inverter warp's stores, then one arrive
-        mbarrier.arrive(full)
+        mbarrier.arrive(full.index(j % (1 + DB)))
         j += 1
 
 
@@ -307,13 +308,16 @@ def _epi(acc, q, sub: gl.constexpr, row, head, stg, u_desc, w_desc, NSTG: gl.con
 
 
 @gluon.jit
-def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T, n_tiles, full, empty,
-               H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
+def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, g_ptr, apan, ring, kscr, ready, stg, T, n_tiles, full,
+               empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
                BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr, MODE: gl.constexpr, PAIR: gl.constexpr,
-               STORE_A: gl.constexpr):
+               STORE_A: gl.constexpr, DB: gl.constexpr, NPB: gl.constexpr):
     """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile, BN
     columns at a time: v/k blocks through an S-deep TMA ring (loads run ahead across tiles and batches, they do not
-    depend on Ai), four K=16 wgmmas on the shared panels, results out through NSTG staging buffers by TMA."""
+    depend on Ai), four K=16 wgmmas on the shared panels, results out through NSTG staging buffers by TMA.
+    DB: panels double-buffered and only Ai·diag β shared; w's keys are scaled by e^g here (into kscr)."""
+    BLK: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (BN // 8), BN // 8], [4, 1], [1, 0])
+    r64 = gl.arange(0, 64, layout=gl.SliceLayout(1, BLK))
     ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
     NU: gl.constexpr = V // BN
     IPT: gl.constexpr = (V + K) // BN
@@ -324,8 +328,8 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T
     n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
     if MODE == 1:
         for jb in range(my_b):
-            mbarrier.wait(full, jb & 1)
-            mbarrier.arrive(empty)
+            mbarrier.wait(full.index(jb % (1 + DB)), (jb // (1 + DB)) & 1)
+            mbarrier.arrive(empty.index(jb % (1 + DB)))
     else:
         total = n_my * IPT
         for p in range(gl.minimum(S - 1 - PAIR, total)):
@@ -336,11 +340,15 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T
             t = (pid + (ts // W) * nprog) * W + wi
             row = (t % NT) * 64
             head = t // NT
+            bt = ts // W
             if wi == 0:
-                mbarrier.wait(full, (ts // W) & 1)
+                mbarrier.wait(full.index(bt % (1 + DB)), (bt // (1 + DB)) & 1)
+            pfirst = (bt % (1 + DB)) * NPB * W + wi
+            if DB:  # e^g of the tile's rows, for w's keys
+                eg = gl.exp(gl.load(g_ptr + (row + r64) * H + head, mask=row + r64 < T, other=0.0))
             if STORE_A:  # the A output: the plain Ai panels of this tile, by TMA (rows past T clipped)
                 for b in gl.static_range(4):
-                    tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], apan.index((8 + b) * W + wi))
+                    tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], apan.index(pfirst + (8 + b) * W))
             if PAIR:  # two items in flight: the second's wgmmas run while the first's result goes out
                 for pp in gl.static_range(IPT // 2):
                     if q + S - 2 < total:
@@ -348,9 +356,10 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T
                     if q + S - 1 < total:
                         _issue(q + S - 1, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S)
                     mbarrier.wait(ready.index(q % S), (q // S) & 1)
-                    acc0 = _wg_chain(apan, ring.index(q % S), ((2 * pp >= NU) * 4) * W + wi, W, ACC, BN)
+                    acc0 = _wg_chain(apan, ring.index(q % S), pfirst + ((2 * pp >= NU) * 4) * W, W, ACC, BN)
                     mbarrier.wait(ready.index((q + 1) % S), ((q + 1) // S) & 1)
-                    acc1 = _wg_chain(apan, ring.index((q + 1) % S), ((2 * pp + 1 >= NU) * 4) * W + wi, W, ACC, BN)
+                    acc1 = _wg_chain(apan, ring.index((q + 1) % S), pfirst + ((2 * pp + 1 >= NU) * 4) * W, W, ACC,
+                                     BN)
                     acc0 = warpgroup_mma_wait(4, deps=[acc0])
                     _epi(acc0, q, 2 * pp, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
                     acc1 = warpgroup_mma_wait(0, deps=[acc1])
@@ -361,7 +370,14 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T
                     if q + S - 1 < total:
                         _issue(q + S - 1, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S)
                     mbarrier.wait(ready.index(q % S), (q // S) & 1)
-                    acc = _wg_chain(apan, ring.index(q % S), ((sub >= NU) * 4) * W + wi, W, ACC, BN)
+                    if DB and sub >= NU:  # w: (Ai·diag β)·(diag(e^g)·k), the keys scaled on the way through
+                        kx = ring.index(q % S).load(BLK)
+                        kscr.store((kx.to(gl.float32) * eg[:, None]).to(gl.bfloat16))
+                        fence_async_shared()
+                        _partition_barrier()
+                        acc = _wg_chain(apan, kscr, pfirst, W, ACC, BN)
+                    else:
+                        acc = _wg_chain(apan, ring.index(q % S), pfirst + ((sub >= NU) * 4) * W, W, ACC, BN)
                     acc = warpgroup_mma_wait(0, deps=[acc])
                     _epi(acc, q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
                     q += 1
@@ -369,7 +385,7 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, apan, ring, ready, stg, T
                 if STORE_A:
                     tma.store_wait(0)  # the A stores have read their panels
                     _partition_barrier()
-                mbarrier.arrive(empty)  # every warp's wgmmas on the panels are done (barriers above)
+                mbarrier.arrive(empty.index(bt % (1 + DB)))  # every warp's wgmmas on the panels are done
         tma.store_wait(0)
 
 
@@ -378,7 +394,7 @@ def gluon_intra_kernel(beta_ptr, g_ptr, k_desc, v_desc, w_desc, u_desc, kin_desc
                        H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
                        BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, REGS: gl.constexpr,
                        S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr, MODE: gl.constexpr,
-                       PAIR: gl.constexpr, HOIST: gl.constexpr):
+                       PAIR: gl.constexpr, HOIST: gl.constexpr, DB: gl.constexpr):
     """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared memory)
     to one streamer warpgroup that computes w/u beside the next batch's inversion.
     The inverters are the default partition (W warps, launch num_warps=W), the streamers one worker at REGS
@@ -389,7 +405,8 @@ def gluon_intra_kernel(beta_ptr, g_ptr, k_desc, v_desc, w_desc, u_desc, kin_desc
     # two dimensions only)
     PAN3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=3)
     PAN2: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=2)
-    NP: gl.constexpr = 12 if STORE_A else 8
+    NPB: gl.constexpr = 4 if DB else (12 if STORE_A else 8)   # panels per buffer
+    NP: gl.constexpr = NPB * (1 + DB)
     apan = gl.allocate_shared_memory(gl.bfloat16, [NP, W, 64, 16], PAN3)
     # the inverters' keys [column half, tile, 64, 64]; TMA writes them through the rank-2 view kbuf2
     KL3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
@@ -398,19 +415,25 @@ def gluon_intra_kernel(beta_ptr, g_ptr, k_desc, v_desc, w_desc, u_desc, kin_desc
     kready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     mbarrier.init(kready, count=1)
     ring = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
+    if DB:
+        kscr = gl.allocate_shared_memory(gl.bfloat16, [64, BN], v_desc.layout)
+    else:
+        kscr = ring  # unused
     stg = gl.allocate_shared_memory(gl.bfloat16, [NSTG, 64, BN], u_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
-    full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    full = gl.allocate_shared_memory(gl.int64, [1 + DB, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [1 + DB, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(S):
         mbarrier.init(ready.index(i), count=1)
-    mbarrier.init(full, count=1)
-    mbarrier.init(empty, count=1)
+    for i in gl.static_range(1 + DB):
+        mbarrier.init(full.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
     pan2 = apan._reinterpret(gl.bfloat16, [NP * W, 64, 16], PAN2)
     gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_tiles, H, Hg, K,
-                                         W, BK, DP, MP, STORE_A, MODE, HOIST, full, empty)),
-                        (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, pan2, ring, ready, stg, T,
-                                      n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE, PAIR, STORE_A))],
+                                         W, BK, DP, MP, STORE_A, MODE, HOIST, DB, NPB, full, empty)),
+                        (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, g_ptr, pan2, ring, kscr, ready, stg, T,
+                                      n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE, PAIR, STORE_A, DB,
+                                      NPB))],
                        [4], [REGS])
 
 
@@ -436,32 +459,38 @@ def _block_layout(BN):
     return gl.NVMMASharedLayout.get_default_for([64, BN], gl.bfloat16)
 
 
-def compile_report(W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=True, MODE=0, PAIR=False, HOIST=True) -> dict:
+def compile_report(W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=True, MODE=0, PAIR=False, HOIST=True,
+                   DB=False) -> dict:
     """sm_90 compile on any machine: launch registers, warps, stack, shared memory, setmaxnreg values."""
     desc = f"tensordesc<bf16[64, {BN}],{_block_layout(BN)!r}>"
     sig = {"beta_ptr": "*bf16", "g_ptr": "*fp32", "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
            "kin_desc": f"tensordesc<bf16[64, 64],{_block_layout(64)!r}>",
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(16)!r}>", "T": "i32", "n_tiles": "i32"}
     const = dict(H=32, Hg=16, K=128, V=128, W=W, BK=BK, BN=BN, DP=1, MP=0, REGS=REGS, S=S, NSTG=NSTG,
-                 STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST)
+                 STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST, DB=DB)
     return _compile(gluon_intra_kernel, sig, const, W)
 
 
 # launch variants timed beside the default at T=8192 H=32 (MODE 1 / 2: each partition alone)
-VARIANTS = [dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(HOIST=False),
-            dict(STORE_A=False, S=6), dict(STORE_A=False, S=6, MODE=1), dict(STORE_A=False, S=6, MODE=2)]
+VARIANTS = [dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(STORE_A=False, S=6),
+            dict(STORE_A=False, S=6, MODE=1), dict(STORE_A=False, S=6, MODE=2), dict(DB=True, STORE_A=False),
+            dict(DB=True, STORE_A=False, S=6), dict(DB=True, STORE_A=False, S=6, MODE=1),
+            dict(DB=True, STORE_A=False, S=6, MODE=2)]
 
 
 def gluon_fwd_intra(k, v, g, beta, W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=True, MODE=0, PAIR=False,
-                    HOIST=True, DP=1, out=None):
+                    HOIST=True, DB=False, DP=1, max_ctas=None, out=None):
     """(w, u, Ai) for one sequence, as ops.gdn_fwd_intra (blockdoubling, bf16x3 diagonal tiles, tf32 merges;
-    u and w from Ai·diag(β) and Ai·diag(β e^g) rounded to bf16). STORE_A=False leaves Ai unwritten."""
+    u and w from Ai·diag(β) and Ai·diag(β e^g) rounded to bf16). STORE_A=False leaves Ai unwritten; DB: panels
+    double-buffered, w from Ai·diag(β) and e^g·k; max_ctas caps the persistent grid (tests: several batches per
+    CTA on small inputs)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
     assert B == 1 and H % Hg == 0 and K % BK == 0 and K % BN == 0 and V % BN == 0
+    assert not (DB and (STORE_A or PAIR)), "double-buffered panels: no A output, one item at a time"
     n_tiles = triton.cdiv(T, 64) * H
     w, u, Ai = out if out is not None else (k.new_empty(1, T, H, K), torch.empty_like(v), k.new_empty(1, T, H, 64))
     lay = _block_layout(BN)
@@ -469,10 +498,10 @@ def gluon_fwd_intra(k, v, g, beta, W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STOR
     descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, 64], _block_layout(64)))
     descs.append(TensorDescriptor.from_tensor(Ai.view(T, -1), [64, 16], _block_layout(16)))
     n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count
-    grid = (min(n_sm, triton.cdiv(n_tiles, W)),)
+    grid = (min(max_ctas or n_sm, n_sm, triton.cdiv(n_tiles, W)),)
     gluon_intra_kernel[grid](beta, g, *descs, T, n_tiles, H=H, Hg=Hg, K=K, V=V, W=W, BK=BK, BN=BN, DP=DP, MP=0,
                              REGS=REGS, S=S, NSTG=NSTG, STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST,
-                             num_warps=W)
+                             DB=DB, num_warps=W)
     return w, u, Ai
 
 
@@ -516,21 +545,26 @@ def gpu_check(out: str) -> int:
     a = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
     k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]
     base = gluon_fwd_intra(k, v, g, beta)
+    w64, u64, _ = ref.fwd_intra(k, v, g, beta, None)
     sweep = []
     for kw in VARIANTS:
         got = gluon_fwd_intra(k, v, g, beta, **kw)
         n_cmp = 0 if kw.get("MODE", 0) else (3 if kw.get("STORE_A", True) else 2)
         diff = max([float((x.float() - y.float()).abs().max()) for x, y in zip(got[:n_cmp], base[:n_cmp])],
                    default=float("nan"))
+        err = ("/".join(f"{bk.rel_err(x, x64)['max_rel']:.1e}" for x, x64 in zip(got[:2], (w64, u64)))
+               if n_cmp else "–")
         bufs = tuple(torch.empty_like(x) for x in got)
-        sweep.append(dict(kw, maxdiff=diff, us=events_us(lambda: gluon_fwd_intra(k, v, g, beta, out=bufs, **kw))))
+        sweep.append(dict(kw, maxdiff=diff, err_wu=err,
+                          us=events_us(lambda: gluon_fwd_intra(k, v, g, beta, out=bufs, **kw))))
         print(sweep[-1], flush=True)
+    del w64, u64
     # the two halves as the Triton kernels do them (what each partition should approach)
     wu = import_module(f"{bk.FLA}.wy_fast").recompute_w_u_fwd
     A = ops.gdn_kkt_inverse(k, g, beta)
-    sweep.append(dict(ref="ours: ops.gdn_kkt_inverse alone", maxdiff=float("nan"),
+    sweep.append(dict(ref="ours: ops.gdn_kkt_inverse alone", maxdiff=float("nan"), err_wu="–",
                       us=events_us(lambda: ops.gdn_kkt_inverse(k, g, beta))))
-    sweep.append(dict(ref="stock: recompute_w_u_fwd alone", maxdiff=float("nan"),
+    sweep.append(dict(ref="stock: recompute_w_u_fwd alone", maxdiff=float("nan"), err_wu="–",
                       us=events_us(lambda: wu(k=k, v=v, beta=beta, A=A, g_cumsum=g, cu_seqlens=None))))
     meta = common.run_meta("cuda", dtype="bfloat16")
     md = common.md_header("Warp-specialized Gluon intra vs ours (Triton) vs stock", meta,
@@ -547,10 +581,10 @@ def gpu_check(out: str) -> int:
                         if p.default is not inspect.Parameter.empty and n != "out")
     md += ["", f"Launch variants, T=8192 H=32 (default: {defaults}; MODE 1 = "
            "inverters alone, 2 = streamers alone; maxdiff: largest |w, u(, A)| difference to the default launch):", "",
-           "| variant | µs | maxdiff |", "|---|---|---|"]
+           "| variant | µs | maxdiff | err w/u vs fp64 |", "|---|---|---|---|"]
     for r in sweep:
-        name = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("us", "maxdiff"))
-        md.append(f"| {name} | {r['us']:.1f} | {r['maxdiff']:.1e} |")
+        name = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("us", "maxdiff", "err_wu"))
+        md.append(f"| {name} | {r['us']:.1f} | {r['maxdiff']:.1e} | {r['err_wu']} |")
     return common.write_report(out, "gluon_intra", meta, [dict(r, kind="shape") for r in rows]
                                + [dict(r, kind="launch variant", T=8192, H=32, Hg=16) for r in sweep], md)
 
@@ -584,5 +618,5 @@ if __name__ == "__main__":
         sys.exit(ncu_launches())
     os.environ.pop("TRITON_INTERPRET", None)
     print(f"Triton {triton.__version__}, sm_90")
-    for kw in [dict(), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(HOIST=False), dict(STORE_A=False, S=6)]:
+    for kw in [dict(), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(STORE_A=False, S=6), dict(DB=True, STORE_A=False)]:
         print(kw, compile_report(**kw), flush=True)
