@@ -92,21 +92,35 @@ def _inv_diag(a, r, c, MMA: gl.constexpr, PREC: gl.constexpr):
 @gluon.jit
 def _put(apan, x, a: gl.constexpr, b: gl.constexpr, sb, se, first, WSET: gl.constexpr, PLAIN: gl.constexpr):
     """Block (a, b) of the batch's Ai·diag(β) (bf16) into column panel first + b of the shared buffer; WSET: also
-    Ai·diag(β e^g) (panels first + 4 …); PLAIN: Ai itself too (panels first + 8 …, stored to A by TMA)."""
+    Ai·diag(β e^g) (panels first + 4 …); PLAIN: Ai itself too (the next 4 panels, stored to A by TMA)."""
     apan.index(first + b).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
     if WSET:
         apan.index(first + 4 + b).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
     if PLAIN:
-        apan.index(first + 8 + b).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
+        apan.index(first + 4 + 4 * WSET + b).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
 
 
 @gluon.jit
-def _gates(beta_ptr, g_ptr, first, wb, wc, ir, ic, T, n_tiles, NT, H: gl.constexpr):
+def _tile(t, NT, G: gl.constexpr):
+    """(chunk, head) of tile t. G = 1: chunk fastest, then head. G > 1: the G heads that share one key head
+    next to each other (they share the keys: one TMA-loaded key tile serves G inverter warps), then chunk."""
+    if G == 1:
+        chunk = t % NT
+        head = t // NT
+    else:
+        rest = t // G
+        chunk = rest % NT
+        head = (rest // NT) * G + t % G
+    return chunk, head
+
+
+@gluon.jit
+def _gates(beta_ptr, g_ptr, first, wb, wc, ir, ic, T, n_tiles, NT, H: gl.constexpr, G: gl.constexpr):
     """Per tile (first + warp): β_i, g_i per row (SliceLayout(2, MMA)) and the column scales β_j (COL), 0 past T."""
     t = first + wb
     valid = (t < n_tiles)[:, None]
-    chunk = t % NT
-    head = gl.minimum(t // NT, H - 1)
+    chunk, head = _tile(t, NT, G)
+    head = gl.minimum(head, H - 1)
     rr = (chunk * 64)[:, None] + ir[None, :]
     b_0 = gl.load(beta_ptr + rr * H + head[:, None], mask=(rr < T) & valid, other=0.0).to(gl.float32)
     b_1 = gl.load(beta_ptr + (rr + 16) * H + head[:, None], mask=(rr + 16 < T) & valid, other=0.0).to(gl.float32)
@@ -117,8 +131,9 @@ def _gates(beta_ptr, g_ptr, first, wb, wc, ir, ic, T, n_tiles, NT, H: gl.constex
     g_2 = gl.load(g_ptr + (rr + 32) * H + head[:, None], mask=(rr + 32 < T) & valid, other=0.0)
     g_3 = gl.load(g_ptr + (rr + 48) * H + head[:, None], mask=(rr + 48 < T) & valid, other=0.0)
     tc = first + wc
-    cc = (tc % NT * 64)[:, None] + ic[None, :]
-    hc = gl.minimum(tc // NT, H - 1)[:, None]
+    c_chunk, c_head = _tile(tc, NT, G)
+    cc = (c_chunk * 64)[:, None] + ic[None, :]
+    hc = gl.minimum(c_head, H - 1)[:, None]
     cv = (tc < n_tiles)[:, None]
     s_0 = gl.load(beta_ptr + cc * H + hc, mask=(cc < T) & cv, other=0.0).to(gl.float32)
     s_1 = gl.load(beta_ptr + (cc + 16) * H + hc, mask=(cc + 16 < T) & cv, other=0.0).to(gl.float32)
@@ -129,23 +144,38 @@ def _gates(beta_ptr, g_ptr, first, wb, wc, ir, ic, T, n_tiles, NT, H: gl.constex
 
 @gluon.jit
 def _load_k(kin_desc, kbuf2, kready, first, n_tiles, NT, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
-            W: gl.constexpr):
-    """TMA: the keys of tiles first … first + W − 1 ([64, 128] each, two [64, 64] boxes) into the inverters'
-    buffer; a tile past the last loads the last one (the barrier counts a fixed number of bytes)."""
-    mbarrier.expect(kready, W * 2 * 64 * 64 * 2)
-    for w in gl.static_range(W):
-        t = gl.minimum(first + w, n_tiles - 1)
-        chunk = t % NT
-        hk = (t // NT) // (H // Hg)
-        tma.async_copy_global_to_shared(kin_desc, [chunk * 64, hk * K], kready, kbuf2.index(w))
-        tma.async_copy_global_to_shared(kin_desc, [chunk * 64, hk * K + 64], kready, kbuf2.index(W + w))
+            W: gl.constexpr, G: gl.constexpr):
+    """TMA: the keys of tiles first … first + W − 1 ([64, 128] each, two [64, 64] boxes; one per G tiles that
+    share them) into the inverters' buffer; a tile past the last loads the last one (the barrier counts a fixed
+    number of bytes)."""
+    NKT: gl.constexpr = W // G
+    mbarrier.expect(kready, NKT * 2 * 64 * 64 * 2)
+    for i in gl.static_range(NKT):
+        chunk, head = _tile(gl.minimum(first + i * G, n_tiles - 1), NT, G)
+        hk = head // (H // Hg)
+        tma.async_copy_global_to_shared(kin_desc, [chunk * 64, hk * K], kready, kbuf2.index(i))
+        tma.async_copy_global_to_shared(kin_desc, [chunk * 64, hk * K + 64], kready, kbuf2.index(NKT + i))
+
+
+@gluon.jit
+def _krows(ks, a: gl.constexpr, LK: gl.constexpr, P4: gl.constexpr, W: gl.constexpr, G: gl.constexpr,
+           BK: gl.constexpr):
+    """Rows 16a … 16a + 15 of every warp's keys as [W, 16, BK]: straight from the buffer (G = 1), or from its
+    W / G shared tiles, each broadcast to its G warps in registers (P4's warps [W / G, G, 1, 1])."""
+    if G == 1:
+        x = ks.slice(16 * a, 16, dim=1).load(LK)
+    else:
+        y = gl.expand_dims(ks.slice(16 * a, 16, dim=1).load(gl.SliceLayout(1, P4)), 1)
+        y, _ = gl.broadcast(y, gl.zeros([W // G, G, 16, BK], gl.bfloat16, P4))
+        x = gl.reshape(y, [W, 16, BK])
+    return x
 
 
 @gluon.jit
 def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_tiles, H: gl.constexpr,
                   Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr, BK: gl.constexpr, DP: gl.constexpr,
                   MP: gl.constexpr, STORE_A: gl.constexpr, MODE: gl.constexpr, HOIST: gl.constexpr,
-                  DB: gl.constexpr, NPB: gl.constexpr, full, empty):
+                  DB: gl.constexpr, NPB: gl.constexpr, G: gl.constexpr, full, empty):
     """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
     (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the shared
     panels the streamers multiply with."""
@@ -153,6 +183,7 @@ def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_til
     A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
     LK: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 4, 8], [W, 1, 1], [2, 1, 0])
+    P4: gl.constexpr = gl.BlockedLayout([1, 1, 1, 8], [1, 1, 4, 8], [W // G, G, 1, 1], [3, 2, 1, 0])
     COL: gl.constexpr = gl.SliceLayout(1, MMA)   # [W, 16] per-column vectors
     wb = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
     ir = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, MMA)))
@@ -167,24 +198,24 @@ def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_til
         for pa in gl.static_range(0, i % 4):
             apan.index(i).slice(16 * pa, 16, dim=1).store(zt)
     if MODE != 2:
-        _load_k(kin_desc, kbuf2, kready, gl.program_id(0) * W, n_tiles, NT, H, Hg, K, W)
+        _load_k(kin_desc, kbuf2, kready, gl.program_id(0) * W, n_tiles, NT, H, Hg, K, W, G)
     j = 0
     for base in range(gl.program_id(0) * W, n_tiles, gl.num_programs(0) * W):
         if MODE != 2:
             # tile = base + warp (chunk fastest, then head)
             if HOIST:  # gate loads first: their latency hides behind the keys' wait and KKᵀ
                 b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3 = _gates(
-                    beta_ptr, g_ptr, base, wb, wc, ir, ic, T, n_tiles, NT, H)
+                    beta_ptr, g_ptr, base, wb, wc, ir, ic, T, n_tiles, NT, H, G)
             z = gl.zeros([W, 16, 16], gl.float32, MMA)
             r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
             # keys from shared memory (TMA-loaded while the previous batch was inverted), BK columns at a time
             mbarrier.wait(kready, j & 1)
             for i_k in gl.static_range(K // BK):
                 ks = kbuf.index(i_k * BK // 64).slice(i_k * BK % 64, BK, dim=2)
-                k0 = ks.slice(0, 16, dim=1).load(LK)
-                k1 = ks.slice(16, 16, dim=1).load(LK)
-                k2 = ks.slice(32, 16, dim=1).load(LK)
-                k3 = ks.slice(48, 16, dim=1).load(LK)
+                k0 = _krows(ks, 0, LK, P4, W, G, BK)
+                k1 = _krows(ks, 1, LK, P4, W, G, BK)
+                k2 = _krows(ks, 2, LK, P4, W, G, BK)
+                k3 = _krows(ks, 3, LK, P4, W, G, BK)
                 b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
                 b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
                 b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
@@ -206,10 +237,10 @@ def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_til
             _partition_barrier()  # every warp has read its keys: load the next batch's
             nxt = base + gl.num_programs(0) * W
             if nxt < n_tiles:
-                _load_k(kin_desc, kbuf2, kready, nxt, n_tiles, NT, H, Hg, K, W)
+                _load_k(kin_desc, kbuf2, kready, nxt, n_tiles, NT, H, Hg, K, W, G)
             if not HOIST:
                 b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3, s_0, s_1, s_2, s_3 = _gates(
-                    beta_ptr, g_ptr, base, wb, wc, ir, ic, T, n_tiles, NT, H)
+                    beta_ptr, g_ptr, base, wb, wc, ir, ic, T, n_tiles, NT, H, G)
             h_0, h_1, h_2, h_3 = (gl.convert_layout(g_0, COL), gl.convert_layout(g_1, COL), gl.convert_layout(g_2, COL),
                                   gl.convert_layout(g_3, COL))
             low = r > c
@@ -263,14 +294,13 @@ def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_til
 
 @gluon.jit
 def _issue(p, k_desc, v_desc, ring, ready, pid, nprog, NT, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
-           V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr):
+           V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr, G: gl.constexpr):
     """TMA load of the streamer's item p (tile p // IPT of this CTA; v column blocks, then k column blocks)."""
     IPT: gl.constexpr = (V + K) // BN
     ts = p // IPT
     sub = p % IPT
     t = (pid + (ts // W) * nprog) * W + ts % W
-    chunk = t % NT
-    head = t // NT
+    chunk, head = _tile(t, NT, G)
     bar = ready.index(p % S)
     mbarrier.expect(bar, 64 * BN * 2)
     if sub < V // BN:
@@ -311,7 +341,7 @@ def _epi(acc, q, sub: gl.constexpr, row, head, stg, u_desc, w_desc, NSTG: gl.con
 def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, g_ptr, apan, ring, kscr, ready, stg, T, n_tiles, full,
                empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
                BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr, MODE: gl.constexpr, PAIR: gl.constexpr,
-               STORE_A: gl.constexpr, DB: gl.constexpr, NPB: gl.constexpr):
+               STORE_A: gl.constexpr, DB: gl.constexpr, NPB: gl.constexpr, G: gl.constexpr):
     """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile, BN
     columns at a time: v/k blocks through an S-deep TMA ring (loads run ahead across tiles and batches, they do not
     depend on Ai), four K=16 wgmmas on the shared panels, results out through NSTG staging buffers by TMA.
@@ -333,13 +363,13 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, g_ptr, apan, ring, kscr, 
     else:
         total = n_my * IPT
         for p in range(gl.minimum(S - 1 - PAIR, total)):
-            _issue(p, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S)
+            _issue(p, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S, G)
         q = 0
         for ts in range(n_my):
             wi = ts % W
             t = (pid + (ts // W) * nprog) * W + wi
-            row = (t % NT) * 64
-            head = t // NT
+            chunk, head = _tile(t, NT, G)
+            row = chunk * 64
             bt = ts // W
             if wi == 0:
                 mbarrier.wait(full.index(bt % (1 + DB)), (bt // (1 + DB)) & 1)
@@ -348,13 +378,14 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, g_ptr, apan, ring, kscr, 
                 eg = gl.exp(gl.load(g_ptr + (row + r64) * H + head, mask=row + r64 < T, other=0.0))
             if STORE_A:  # the A output: the plain Ai panels of this tile, by TMA (rows past T clipped)
                 for b in gl.static_range(4):
-                    tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], apan.index(pfirst + (8 + b) * W))
+                    tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b],
+                                                    apan.index(pfirst + (8 - 4 * DB + b) * W))
             if PAIR:  # two items in flight: the second's wgmmas run while the first's result goes out
                 for pp in gl.static_range(IPT // 2):
                     if q + S - 2 < total:
-                        _issue(q + S - 2, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S)
+                        _issue(q + S - 2, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S, G)
                     if q + S - 1 < total:
-                        _issue(q + S - 1, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S)
+                        _issue(q + S - 1, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S, G)
                     mbarrier.wait(ready.index(q % S), (q // S) & 1)
                     acc0 = _wg_chain(apan, ring.index(q % S), pfirst + ((2 * pp >= NU) * 4) * W, W, ACC, BN)
                     mbarrier.wait(ready.index((q + 1) % S), ((q + 1) // S) & 1)
@@ -368,7 +399,7 @@ def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, g_ptr, apan, ring, kscr, 
             else:
                 for sub in gl.static_range(IPT):
                     if q + S - 1 < total:
-                        _issue(q + S - 1, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S)
+                        _issue(q + S - 1, k_desc, v_desc, ring, ready, pid, nprog, NT, H, Hg, K, V, W, BN, S, G)
                     mbarrier.wait(ready.index(q % S), (q // S) & 1)
                     if DB and sub >= NU:  # w: (Ai·diag β)·(diag(e^g)·k), the keys scaled on the way through
                         kx = ring.index(q % S).load(BLK)
@@ -394,24 +425,25 @@ def gluon_intra_kernel(beta_ptr, g_ptr, k_desc, v_desc, w_desc, u_desc, kin_desc
                        H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
                        BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, REGS: gl.constexpr,
                        S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr, MODE: gl.constexpr,
-                       PAIR: gl.constexpr, HOIST: gl.constexpr, DB: gl.constexpr):
+                       PAIR: gl.constexpr, HOIST: gl.constexpr, DB: gl.constexpr, G: gl.constexpr):
     """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared memory)
     to one streamer warpgroup that computes w/u beside the next batch's inversion.
     The inverters are the default partition (W warps, launch num_warps=W), the streamers one worker at REGS
     registers. PAIR: two items' wgmmas in flight. STORE_A: also the A output (TMA from plain Ai panels).
     MODE 0: both; 1: inverters only (streamers just hand back); 2: streamers only (timing diagnostics)."""
-    # Ai panels [Ai·diag β (4 column panels), Ai·diag β e^g (4), Ai (4, with STORE_A); tile of the batch; 64; 16];
+    # Ai panels [(buffer,) Ai·diag β (4 column panels), Ai·diag β e^g (4, not DB), Ai (4, with STORE_A); tile of
+    # the batch; 64; 16];
     # the streamers see the same bytes as NP·W [64, 16] wgmma operands (the 32-byte swizzle acts on the last
     # two dimensions only)
     PAN3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=3)
     PAN2: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=2)
-    NPB: gl.constexpr = 4 if DB else (12 if STORE_A else 8)   # panels per buffer
+    NPB: gl.constexpr = (4 if DB else 8) + 4 * STORE_A   # panels per buffer: Ai·diag β, Ai·diag β e^g (not DB), Ai
     NP: gl.constexpr = NPB * (1 + DB)
     apan = gl.allocate_shared_memory(gl.bfloat16, [NP, W, 64, 16], PAN3)
     # the inverters' keys [column half, tile, 64, 64]; TMA writes them through the rank-2 view kbuf2
     KL3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
-    kbuf = gl.allocate_shared_memory(gl.bfloat16, [2, W, 64, 64], KL3)
-    kbuf2 = kbuf._reinterpret(gl.bfloat16, [2 * W, 64, 64], kin_desc.layout)
+    kbuf = gl.allocate_shared_memory(gl.bfloat16, [2, W // G, 64, 64], KL3)
+    kbuf2 = kbuf._reinterpret(gl.bfloat16, [2 * (W // G), 64, 64], kin_desc.layout)
     kready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     mbarrier.init(kready, count=1)
     ring = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
@@ -430,10 +462,10 @@ def gluon_intra_kernel(beta_ptr, g_ptr, k_desc, v_desc, w_desc, u_desc, kin_desc
         mbarrier.init(empty.index(i), count=1)
     pan2 = apan._reinterpret(gl.bfloat16, [NP * W, 64, 16], PAN2)
     gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_tiles, H, Hg, K,
-                                         W, BK, DP, MP, STORE_A, MODE, HOIST, DB, NPB, full, empty)),
+                                         W, BK, DP, MP, STORE_A, MODE, HOIST, DB, NPB, G, full, empty)),
                         (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, g_ptr, pan2, ring, kscr, ready, stg, T,
                                       n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE, PAIR, STORE_A, DB,
-                                      NPB))],
+                                      NPB, G))],
                        [4], [REGS])
 
 
@@ -460,37 +492,37 @@ def _block_layout(BN):
 
 
 def compile_report(W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=True, MODE=0, PAIR=False, HOIST=True,
-                   DB=False) -> dict:
+                   DB=False, G=1) -> dict:
     """sm_90 compile on any machine: launch registers, warps, stack, shared memory, setmaxnreg values."""
     desc = f"tensordesc<bf16[64, {BN}],{_block_layout(BN)!r}>"
     sig = {"beta_ptr": "*bf16", "g_ptr": "*fp32", "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
            "kin_desc": f"tensordesc<bf16[64, 64],{_block_layout(64)!r}>",
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(16)!r}>", "T": "i32", "n_tiles": "i32"}
     const = dict(H=32, Hg=16, K=128, V=128, W=W, BK=BK, BN=BN, DP=1, MP=0, REGS=REGS, S=S, NSTG=NSTG,
-                 STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST, DB=DB)
+                 STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST, DB=DB, G=G)
     return _compile(gluon_intra_kernel, sig, const, W)
 
 
 # launch variants timed beside the default at T=8192 H=32 (MODE 1 / 2: each partition alone)
-VARIANTS = [dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(STORE_A=False, S=6),
-            dict(STORE_A=False, S=6, MODE=1), dict(STORE_A=False, S=6, MODE=2), dict(DB=True, STORE_A=False),
-            dict(DB=True, STORE_A=False, S=6), dict(DB=True, STORE_A=False, S=6, MODE=1),
-            dict(DB=True, STORE_A=False, S=6, MODE=2)]
+VARIANTS = [dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(STORE_A=False, S=6), dict(G=2),
+            dict(DB=True, G=2), dict(DB=True, G=2, MODE=1), dict(DB=True, G=2, MODE=2),
+            dict(DB=True, STORE_A=False, G=2, S=6), dict(DB=True, STORE_A=False, S=6)]
 
 
 def gluon_fwd_intra(k, v, g, beta, W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STORE_A=True, MODE=0, PAIR=False,
-                    HOIST=True, DB=False, DP=1, max_ctas=None, out=None):
+                    HOIST=True, DB=False, G=1, DP=1, max_ctas=None, out=None):
     """(w, u, Ai) for one sequence, as ops.gdn_fwd_intra (blockdoubling, bf16x3 diagonal tiles, tf32 merges;
     u and w from Ai·diag(β) and Ai·diag(β e^g) rounded to bf16). STORE_A=False leaves Ai unwritten; DB: panels
-    double-buffered, w from Ai·diag(β) and e^g·k; max_ctas caps the persistent grid (tests: several batches per
-    CTA on small inputs)."""
+    double-buffered, w from Ai·diag(β) and e^g·k; G > 1: G heads of one key head share a key tile (less shared
+    memory); max_ctas caps the persistent grid (tests: several batches per CTA on small inputs)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
     assert B == 1 and H % Hg == 0 and K % BK == 0 and K % BN == 0 and V % BN == 0
-    assert not (DB and (STORE_A or PAIR)), "double-buffered panels: no A output, one item at a time"
+    assert not (DB and PAIR), "double-buffered panels: one item at a time"
+    assert (H // Hg) % G == 0 and W % G == 0, "G heads that share a key head per key tile"
     n_tiles = triton.cdiv(T, 64) * H
     w, u, Ai = out if out is not None else (k.new_empty(1, T, H, K), torch.empty_like(v), k.new_empty(1, T, H, 64))
     lay = _block_layout(BN)
@@ -501,7 +533,7 @@ def gluon_fwd_intra(k, v, g, beta, W=4, BK=32, BN=64, REGS=72, S=5, NSTG=1, STOR
     grid = (min(max_ctas or n_sm, n_sm, triton.cdiv(n_tiles, W)),)
     gluon_intra_kernel[grid](beta, g, *descs, T, n_tiles, H=H, Hg=Hg, K=K, V=V, W=W, BK=BK, BN=BN, DP=DP, MP=0,
                              REGS=REGS, S=S, NSTG=NSTG, STORE_A=STORE_A, MODE=MODE, PAIR=PAIR, HOIST=HOIST,
-                             DB=DB, num_warps=W)
+                             DB=DB, G=G, num_warps=W)
     return w, u, Ai
 
 
@@ -618,5 +650,5 @@ if __name__ == "__main__":
         sys.exit(ncu_launches())
     os.environ.pop("TRITON_INTERPRET", None)
     print(f"Triton {triton.__version__}, sm_90")
-    for kw in [dict(), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(STORE_A=False, S=6), dict(DB=True, STORE_A=False)]:
+    for kw in [dict(), dict(G=2), dict(DB=True, G=2), dict(DB=True, STORE_A=False, S=6)]:
         print(kw, compile_report(**kw), flush=True)

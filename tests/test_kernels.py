@@ -263,12 +263,14 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("launch", [{}, {"DB": True, "STORE_A": False}], ids=["default", "double-buffered"])
+@pytest.mark.parametrize("launch", [{}, {"DB": True, "STORE_A": False}, {"DB": True, "G": 2}],
+                         ids=["default", "double-buffered", "double-buffered-shared-keys"])
 def test_gluon_intra_matches_fp64_and_ours_on_gpu(launch):
     """bench/gluon_intra.py on the device: w, u (and A) against the fp64 twin and against ops.gdn_fwd_intra, bf16,
     GQA, a partial last chunk, a last batch with fewer tiles than inverter warps and several batches per CTA
     (T=900, H=2: 15 chunks of which the last has 4 tokens, 30 tiles = 7 batches of 4 and one of 2 on 3 CTAs),
-    for the default launch and the double-buffered panels (no A output)."""
+    for the default launch, the double-buffered panels without A, and with A and key tiles shared by the two
+    heads of a key head (G=2)."""
     import sys
     from pathlib import Path
 
