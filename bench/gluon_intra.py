@@ -27,9 +27,7 @@ programs in the Triton inverse-only kernel (48 µs). Errors vs fp64 ≤ ours; u'
 import inspect
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -40,7 +38,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
-CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+from sglang_trinv.benchmarks.resources import cubin_usage  # sm_90 registers / stack via cuobjdump
 
 
 @gluon.jit
@@ -273,16 +271,20 @@ def _invert_tiles(beta_ptr, g_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, n_til
             if j >= 1 + DB:
                 mbarrier.wait(empty.index(j % (1 + DB)), (j // (1 + DB) - 1) & 1)
             pfirst = (j % (1 + DB)) * NPB
-            _put(apan, x00, 0, 0, s_0, s_0 * gl.exp(h_0), pfirst, not DB, STORE_A)
-            _put(apan, x10, 1, 0, s_0, s_0 * gl.exp(h_0), pfirst, not DB, STORE_A)
-            _put(apan, x20, 2, 0, s_0, s_0 * gl.exp(h_0), pfirst, not DB, STORE_A)
-            _put(apan, x30, 3, 0, s_0, s_0 * gl.exp(h_0), pfirst, not DB, STORE_A)
-            _put(apan, x11, 1, 1, s_1, s_1 * gl.exp(h_1), pfirst, not DB, STORE_A)
-            _put(apan, x21, 2, 1, s_1, s_1 * gl.exp(h_1), pfirst, not DB, STORE_A)
-            _put(apan, x31, 3, 1, s_1, s_1 * gl.exp(h_1), pfirst, not DB, STORE_A)
-            _put(apan, x22, 2, 2, s_2, s_2 * gl.exp(h_2), pfirst, not DB, STORE_A)
-            _put(apan, x32, 3, 2, s_2, s_2 * gl.exp(h_2), pfirst, not DB, STORE_A)
-            _put(apan, x33, 3, 3, s_3, s_3 * gl.exp(h_3), pfirst, not DB, STORE_A)
+            e_0 = s_0 * gl.exp(h_0)  # column scales of Ai·diag(β e^g), one per column block
+            e_1 = s_1 * gl.exp(h_1)
+            e_2 = s_2 * gl.exp(h_2)
+            e_3 = s_3 * gl.exp(h_3)
+            _put(apan, x00, 0, 0, s_0, e_0, pfirst, not DB, STORE_A)
+            _put(apan, x10, 1, 0, s_0, e_0, pfirst, not DB, STORE_A)
+            _put(apan, x20, 2, 0, s_0, e_0, pfirst, not DB, STORE_A)
+            _put(apan, x30, 3, 0, s_0, e_0, pfirst, not DB, STORE_A)
+            _put(apan, x11, 1, 1, s_1, e_1, pfirst, not DB, STORE_A)
+            _put(apan, x21, 2, 1, s_1, e_1, pfirst, not DB, STORE_A)
+            _put(apan, x31, 3, 1, s_1, e_1, pfirst, not DB, STORE_A)
+            _put(apan, x22, 2, 2, s_2, e_2, pfirst, not DB, STORE_A)
+            _put(apan, x32, 3, 2, s_2, e_2, pfirst, not DB, STORE_A)
+            _put(apan, x33, 3, 3, s_3, e_3, pfirst, not DB, STORE_A)
             fence_async_shared()  # generic-proxy stores → read by wgmma and TMA (async proxy)
         else:
             if j >= 1 + DB:
@@ -476,15 +478,10 @@ def _compile(fn, sig, const, W) -> dict:
     src = GluonASTSource(fn=fn, signature=sig, attrs=attrs,
                          constexprs={(fn.arg_names.index(k),): v for k, v in const.items()})
     c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": W})
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(c.asm["cubin"])
-        f.flush()
-        res = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([CUOBJDUMP, "-sass", f.name], capture_output=True, text=True).stdout
-    return dict(launch_regs=int(re.search(r"REG:(\d+)", res).group(1)), warps=c.metadata.num_warps,
-                stack=int(re.search(r"STACK:(\d+)", res).group(1)), smem=c.metadata.shared,
+    use = cubin_usage(c.asm["cubin"], sass=True)
+    return dict(launch_regs=use["regs"], warps=c.metadata.num_warps, stack=use["stack"], smem=c.metadata.shared,
                 setmaxnreg=sorted({int(v, 16) for v in
-                                   re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP0, )?(0x[0-9a-f]+)", sass)}))
+                                   re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP0, )?(0x[0-9a-f]+)", use["sass"])}))
 
 
 def _block_layout(BN):

@@ -23,6 +23,18 @@ from sglang_trinv.ops import gdn_intra  # noqa: E402
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
+def cubin_usage(cubin: bytes, sass: bool = False) -> dict:
+    """Registers, stack and static shared memory per thread/block of a compiled kernel (cuobjdump -res-usage);
+    with sass=True also its SASS text."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
+        code = subprocess.run([CUOBJDUMP, "-sass", f.name], capture_output=True, text=True).stdout if sass else None
+    return dict(regs=int(re.search(r"REG:(\d+)", out).group(1)), stack=int(re.search(r"STACK:(\d+)", out).group(1)),
+                shared=int(re.search(r"SHARED:(\d+)", out).group(1)), sass=code)
+
+
 def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None, H=32, Hg=16, K=128, V=128):
     fn = gdn_intra.gdn_intra_kernel
     diag, whole, dp, mp = ops._method_codes(method, precision, fused)
@@ -42,13 +54,8 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     c = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": tu.num_warps, "num_stages": tu.num_stages,
                                 **({"maxnreg": tu.maxnreg} if tu.maxnreg else {})})
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(c.asm["cubin"])
-        f.flush()
-        out = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
-    reg = int(re.search(r"REG:(\d+)", out).group(1))
-    stack = int(re.search(r"STACK:(\d+)", out).group(1))
-    shared = int(re.search(r"SHARED:(\d+)", out).group(1))
+    use = cubin_usage(c.asm["cubin"])
+    reg, stack, shared = use["regs"], use["stack"], use["shared"]
     # resident programs per SM: registers (64K per SM) and shared memory (up to 228 KiB per SM, 1 KiB per block
     # reserved by the driver: cuobjdump's SHARED) both bound it
     by_regs = 65536 // (max(reg, 1) * 32 * tu.num_warps)
