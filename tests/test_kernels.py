@@ -231,59 +231,143 @@ def test_gdn_kernel_compiles_for_sm90():
 
 _COMPILE_GLUON = """
 import sys
-sys.path.insert(0, "bench")
-import inspect
-from gluon_intra import compile_report
-r = compile_report()
-regs = inspect.signature(compile_report).parameters["REGS"].default
-print("gluon", regs, r["launch_regs"], r["warps"], r["stack"], r["smem"], *r["setmaxnreg"])
+from sglang_trinv.ops import gluon_intra as gi
+case = sys.argv[1]
+kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_cumsum": True, "store_A": False},
+      "bf16x3": {"merge_precision": "bf16x3"}}[case]
+r = gi.compile_report(**kw)
+print("gluon", gi.DEFAULT_LAUNCH.REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], *r["setmaxnreg"])
 """
 
 
-def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split():
-    """The experimental warp-specialized Gluon intra kernel (bench/gluon_intra.py; Gluon has no interpreter, so
-    this compile is its CPU check): 4 inverter warps + one streamer warpgroup in one CTA per SM, the streamers
-    lowered to their REGS and the inverters raised to the 256-register maximum, spills of at most 32 B (Triton
-    3.6, the device machines': 32 B; 3.8: 8 B), shared memory within the 227 KiB a Hopper CTA may have."""
+@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "bf16x3"])
+def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
+    """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
+    its CPU check), for one sequence, varlen with A, the plugin's varlen pipeline (cumsum in, no A) and bf16x3
+    merges: 4 inverter warps + one streamer warpgroup in one CTA per SM, the streamers lowered to their REGS and
+    the inverters raised to the 256-register maximum, spills of at most 64 B (Triton 3.6, the device machines':
+    0 B for one sequence, 16–48 B varlen), shared memory within the 227 KiB a Hopper CTA may have."""
     import os
     import subprocess
     import sys
 
     pytest.importorskip("triton.experimental.gluon")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, "-c", _COMPILE_GLUON], env=env, cwd=root, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", _COMPILE_GLUON, case], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     regs, launch, warps, stack, smem, *setmax = (int(x) for x in r.stdout.split("gluon")[-1].split())
     assert warps == 8 and launch * warps * 32 <= 65536  # one CTA fits an SM's register file
-    assert stack <= 32
+    assert stack <= 64
     assert smem <= 227 * 1024
     assert regs in setmax and max(setmax) >= 248  # streamers lowered to REGS, inverters raised to the maximum
 
 
+def test_gluon_backend_choice_is_explicit():
+    """Where the Gluon kernel cannot run the choice says why; backend="gluon" refuses instead of falling back;
+    SGLANG_TRINV_GLUON=0 forces Triton."""
+    k, v, g, beta, _ = _inputs(64, 2, 1, 128, 128)
+    k, v = k.bfloat16(), v.bfloat16()
+    reason = ops.gluon_reason(k, v, g, beta)
+    if not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0):
+        assert reason
+        with pytest.raises(ValueError, match="Gluon intra kernel requested"):
+            ops.gdn_fwd_intra(k, v, g, beta, backend="gluon")
+    else:
+        assert reason is None
+        assert "method" in ops.gluon_reason(k, v, g, beta, method="column_sweep")
+        assert "dtypes" in ops.gluon_reason(k.float(), v.float(), g, beta)
+    assert not ops._use_gluon(k, v, g, beta, "blockdoubling", None, None, None, "triton")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ops.ENV_GLUON, "0")
+        assert not ops._use_gluon(k, v, g, beta, "blockdoubling", None, None, None, None)
+    with pytest.raises(ValueError, match="backend"):
+        ops._use_gluon(k, v, g, beta, "blockdoubling", None, None, None, "cuda")
+
+
+# Gluon cases (GPU): one sequence with a partial last chunk and G = 2 (two value heads per key head); no GQA (G = 1);
+# varlen with a 1-token sequence, 63/64/65-token sequences and partial chunks between full ones (masked stores);
+# B = 2 fixed-length rows with a partial chunk each (run as varlen)
+GLUON_CASES = {
+    "one-seq": dict(T=900, H=4, Hg=2, cu=None, B=1),
+    "no-gqa": dict(T=300, H=2, Hg=2, cu=None, B=1),
+    "varlen": dict(T=1000, H=4, Hg=2, cu=[0, 1, 64, 127, 192, 257, 700, 1000], B=1),
+    "batch2": dict(T=100, H=4, Hg=2, cu=None, B=2),
+}
+
+
+def _gluon_inputs(c, seed=0):
+    k, v, g, beta, cu = _inputs(c["B"] * c["T"], c["H"], c["Hg"], 128, 128, c["cu"], seed=seed)
+    if c["B"] > 1:  # fixed-length rows: the gate's chunk-local cumsum per row
+        from importlib import import_module
+
+        cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
+        g_raw = -F.softplus(torch.randn(beta.shape, generator=torch.Generator().manual_seed(seed)) - 2.0)
+        g = cumsum(g_raw.to(DEVICE).view(c["B"], c["T"], -1), chunk_size=64)
+        k, v, beta = (x.view(c["B"], c["T"], *x.shape[2:]) for x in (k, v, beta))
+    return k.bfloat16(), v.bfloat16(), g.contiguous(), beta.bfloat16(), cu
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("launch", [{}, {"DB": True, "STORE_A": False}, {"DB": True, "G": 2}],
-                         ids=["default", "double-buffered", "double-buffered-shared-keys"])
-def test_gluon_intra_matches_fp64_and_ours_on_gpu(launch):
-    """bench/gluon_intra.py on the device: w, u (and A) against the fp64 twin and against ops.gdn_fwd_intra, bf16,
-    GQA, a partial last chunk, a last batch with fewer tiles than inverter warps and several batches per CTA
-    (T=900, H=2: 15 chunks of which the last has 4 tokens, 30 tiles = 7 batches of 4 and one of 2 on 3 CTAs),
-    for the default launch, the double-buffered panels without A, and with A and key tiles shared by the two
-    heads of a key head (G=2)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from gluon_intra import gluon_fwd_intra
-
-    k, v, g, beta, _ = _inputs(900, 2, 1, 128, 128)
-    k, v, beta = k.bfloat16(), v.bfloat16(), beta.bfloat16()
-    got = gluon_fwd_intra(k, v, g, beta, max_ctas=3, **launch)
-    ref64 = ref.fwd_intra(k, v, g, beta, None)
-    ours = ops.gdn_fwd_intra(k, v, g, beta)
-    n = 3 if launch.get("STORE_A", True) else 2
-    for x, x64, y in list(zip(got, ref64, ours))[:n]:
+@pytest.mark.parametrize("precision", ["bf16x3", "bf16x3/tf32"])
+@pytest.mark.parametrize("case", list(GLUON_CASES))
+def test_gluon_intra_matches_fp64_and_triton_on_gpu(case, precision):
+    """ops.gdn_fwd_intra on the Gluon kernel (bf16): w, u, A against the fp64 twin and the Triton kernel."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernel is sm_90 only")
+    c = GLUON_CASES[case]
+    k, v, g, beta, cu = _gluon_inputs(c)
+    got = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, precision=precision, backend="gluon")
+    tri = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, precision=precision, backend="triton")
+    flat = lambda x: x.reshape(1, -1, *x.shape[2:])  # noqa: E731
+    cu64 = cu if c["B"] == 1 else torch.arange(0, (c["B"] + 1) * c["T"], c["T"], device=DEVICE)
+    ref64 = ref.fwd_intra(flat(k), flat(v), flat(g), flat(beta), cu64)
+    for x, x64, y in zip(got, ref64, tri):
         assert torch.isfinite(x.float()).all()
-        assert _rel(x, x64) < 1.5e-2
+        assert _rel(flat(x), x64) < 1.5e-2
         assert _rel(x, y) < 1.5e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["varlen", "batch2"])
+def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
+    """gdn_cumsum_fwd_intra on the Gluon kernel (the plugin's path: raw gate in, its chunk-local cumsum out, no
+    A) against SGLang's cumsum and the Triton kernel."""
+    from importlib import import_module
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernel is sm_90 only")
+    c = GLUON_CASES[case]
+    k, v, _, beta, cu = _gluon_inputs(c)
+    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(5))).to(DEVICE)
+    cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
+    g_ref = cumsum(g_raw, chunk_size=64, cu_seqlens=cu)
+    g, w, u, A = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, backend="gluon")
+    assert A is None
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5)
+    _, w2, u2, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, backend="triton")
+    assert _rel(w, w2) < 1.5e-2 and _rel(u, u2) < 1.5e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("launch", [{}, {"PAIR": True, "REGS": 120, "S": 4, "NSTG": 2}, {"G": 1}],
+                         ids=["default", "pair", "G1"])
+def test_gluon_batches_and_barriers_on_few_ctas(launch):
+    """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
+    last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),
+    cumsum fused and A written, against the Triton kernel."""
+    from sglang_trinv.ops import gluon_intra as gi
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernel is sm_90 only")
+    c = dict(GLUON_CASES["varlen"], H=6, Hg=3)
+    k, v, _, beta, cu = _gluon_inputs(c)
+    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(7))).to(DEVICE)
+    ci = ops.prepare_chunk_indices(cu, 64)
+    w, u = k.new_empty(*k.shape[:2], c["H"], 128), torch.empty_like(v)
+    A, g = k.new_empty(*k.shape[:2], c["H"], 64), torch.empty(beta.shape, device=DEVICE)
+    gi.launch_intra(k, v, g_raw, beta, w, u, A, g, cu, ci, launch=gi.GluonLaunch(**launch), max_ctas=3)
+    g2, w2, u2, A2 = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, backend="triton")
+    torch.testing.assert_close(g, g2, rtol=1e-5, atol=1e-5)
+    for x, y in ((w, w2), (u, u2), (A, A2)):
+        assert torch.isfinite(x.float()).all() and _rel(x, y) < 1.5e-2

@@ -104,6 +104,7 @@ def bench(fn, reps=None):
 # ------------------------------------------------------------------------------------------ runs
 MAIN_METHODS = [  # every shape
     ("blockdoubling", "bf16x3/tf32"),
+    ("blockdoubling", "bf16x3"),  # the fused kernels' default (DEFAULT_PRECISION)
     ("blockdoubling", "tf32"),
     ("column_sweep", "tf32"),
     ("forward_substitution", "tf32"),
@@ -176,13 +177,16 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
     e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
     record("intra", "stock", "sglang", t, e)
     for m, p in methods:
-        f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
-                                      tuning=tune_intra)  # noqa: E731
-        w, u, A = f()
-        e = rel_err(A, A64)
-        e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
-        e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
-        record("intra", m, p, bench(f), e)
+        # on sm_90 blockdoubling runs on the Gluon kernel (ops.gluon_reason): then time the Triton kernel too
+        gluon = tune_intra is None and ops.gluon_reason(k, v, g, beta, m, p, cu) is None
+        for backend in (["gluon", "triton"] if gluon else [None]):
+            f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
+                                          tuning=tune_intra, backend=backend)  # noqa: E731
+            w, u, A = f()
+            e = rel_err(A, A64)
+            e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
+            e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
+            record("intra", m + (f" [{backend}]" if backend else ""), p, bench(f), e)
     # --- variants of the default: our KKᵀ+inverse then SGLang's w/u kernel; A not written (SGLang discards it)
     from importlib import import_module
 
@@ -198,12 +202,15 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
     e = rel_err(A, A64)
     e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
     record("intra", f"{m}+stock_wu", p, bench(two_kernels), e)
-    f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
-                                  tuning=tune_intra, store_A=False)  # noqa: E731
-    w, u, _ = f()
-    e = {f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()}
-    e["max_rel"] = e["w_max_rel"]
-    record("intra", f"{m} (no A)", p, bench(f), e)
+    gluon = tune_intra is None and ops.gluon_reason(k, v, g, beta, m, p, cu) is None
+    for backend in (["gluon", "triton"] if gluon else [None]):
+        f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
+                                      tuning=tune_intra, store_A=False, backend=backend)  # noqa: E731
+        w, u, _ = f()
+        e = {f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()}
+        e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
+        e["max_rel"] = e["w_max_rel"]
+        record("intra", f"{m} (no A)" + (f" [{backend}]" if backend else ""), p, bench(f), e)
     # --- stand-alone solve_tril (fp32 A in, fp32 Ai out): FLA 0.6.0 (unless --no-fla) vs ours
     A_in = fla_kkt_A(k, g, beta, cu)
     if with_fla:
@@ -254,10 +261,15 @@ def run_whole(inp, tag, rows, tune_intra):
     # our kernel, A not written); "intra only" swaps just the intra kernel (SGLANG_TRINV_FUSE_PIPELINE=0)
     from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
 
-    variants = [("stock", None, True), ("blockdoubling", None, True), ("blockdoubling", None, False),
-                ("column_sweep", None, True)]
-    for name, p, fused in variants:
-        with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"):
+    # the last field: SGLANG_TRINV_GLUON for the call ("0": the Triton kernel even where the Gluon one runs)
+    variants = [("stock", None, True, "auto"), ("blockdoubling", None, True, "auto"),
+                ("blockdoubling", None, True, "0"), ("blockdoubling", None, False, "auto"),
+                ("column_sweep", None, True, "auto")]
+    gluon = ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", None, cu) is None
+    for name, p, fused, gl_env in variants:
+        if gl_env == "0" and not gluon:
+            continue
+        with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"), common.env_var(ops.ENV_GLUON, gl_env):
             sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
             try:
                 state = h0.clone()
@@ -274,6 +286,8 @@ def run_whole(inp, tag, rows, tune_intra):
         e_o = float((o.double() - o64).abs().max() / o64.abs().max())
         e_s = float((state.double() - s64).abs().max() / s64.abs().max())
         pipeline = "" if name == "stock" else (" fused pipeline" if fused else " intra only")
+        if name == "blockdoubling" and gluon:
+            pipeline += " [triton]" if gl_env == "0" else " [gluon]"
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
         rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t, o_rel_vs_stock=d_o,
                          state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o, state_rel_vs_fp64=e_s,
@@ -298,6 +312,14 @@ def stability_on_gpu(rows, methods=FAMILY_METHODS):
                              fp32_out_max_rel=e32["max_rel"], fp32_out_nonfinite=e32["nonfinite"]))
             print(f"  family {fam:15s} {m} {p} bf16-out {e['max_rel']:.2e} fp32-out {e32['max_rel']:.2e} "
                   f"nonfinite {e['nonfinite']}/{e32['nonfinite']}", flush=True)
+        # the fused intra kernel on the Gluon backend (sm_90): its A output on the same family
+        v = inp["v"]
+        for m, p in [mp for mp in methods if mp[0] == "blockdoubling"][:2]:
+            if ops.gluon_reason(k, v, g, beta, m, p) is None:
+                e = rel_err(ops.gdn_fwd_intra(k, v, g, beta, method=m, precision=p, backend="gluon")[2], A64)
+                rows.append(dict(kind="family", family=fam, method=f"{m} [gluon intra]", precision=p, **e))
+                print(f"  family {fam:15s} {m} [gluon intra] {p} bf16-out {e['max_rel']:.2e} "
+                      f"nonfinite {e['nonfinite']}", flush=True)
 
 
 def to_markdown(meta, rows):

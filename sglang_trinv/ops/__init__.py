@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ import triton
 
 from ..registry import get_method
 from . import gdn_intra as _k
+from . import gluon_intra as _gluon
 
 log = logging.getLogger("sglang_trinv")
 
@@ -161,6 +163,93 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     )
 
 
+# ------------------------------------------------------------------ backend of the fused intra kernel (GDN)
+# On Hopper (sm_90) the warp-specialized Gluon kernel (ops/gluon_intra.py) serves blockdoubling: it overlaps the
+# inversion with the w/u stream, which one Triton program cannot. Everywhere else, and for every other method or
+# precision, the Triton template does. SGLANG_TRINV_GLUON: "auto" (default), "0" (Triton only), "1" (Gluon
+# required: an unsupported call raises instead of falling back).
+ENV_GLUON = "SGLANG_TRINV_GLUON"
+BACKENDS = ("auto", "triton", "gluon")
+_LOGGED: set = set()
+
+
+@functools.lru_cache(maxsize=16)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqlens=None) -> str | None:
+    """None if the Gluon kernel can serve this fused intra call, else why not (one line)."""
+    if not _gluon.AVAILABLE:
+        return f"triton.experimental.gluon not importable ({_gluon.IMPORT_ERROR})"
+    if not k.is_cuda:
+        return "inputs not on a CUDA device"
+    cap = _capability(k.device.index if k.device.index is not None else torch.cuda.current_device())
+    if cap != (9, 0):
+        return f"GPU is sm_{cap[0]}{cap[1]}; the kernel uses Hopper wgmma/TMA/setmaxnreg (sm_90 only)"
+    if method != "blockdoubling":
+        return f"method {method!r} (the Gluon kernel implements blockdoubling)"
+    diag, merge = split_precision(method, precision, fused=True)
+    if diag not in _gluon.PRECISIONS or merge not in _gluon.PRECISIONS:
+        return f"precision {diag}/{merge} (Gluon: {', '.join(_gluon.PRECISIONS)})"
+    if k.dtype != torch.bfloat16 or v.dtype != torch.bfloat16:
+        return f"dtypes k {k.dtype}, v {v.dtype} (Gluon: bfloat16)"
+    if k.shape[-1] != 128 or v.shape[-1] != 128:
+        return f"K={k.shape[-1]}, V={v.shape[-1]} (Gluon: 128)"
+    if g is None:
+        return "no gate g"
+    if not all(x.is_contiguous() and x.data_ptr() % 16 == 0 for x in (k, v, g, beta)):
+        return "non-contiguous or unaligned inputs (TMA needs contiguous 16-byte-aligned rows)"
+    if cu_seqlens is not None and cu_seqlens.dtype not in (torch.int32, torch.int64):
+        return f"cu_seqlens dtype {cu_seqlens.dtype}"
+    return None
+
+
+def _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend) -> bool:
+    """Which kernel serves a fused intra call; logs the choice (and the reason for Triton) once per reason."""
+    env = os.environ.get(ENV_GLUON, "auto").strip().lower()
+    want = backend or {"0": "triton", "off": "triton", "triton": "triton", "1": "gluon", "gluon": "gluon"}.get(
+        env, "auto")
+    if want not in BACKENDS:
+        raise ValueError(f"backend={want!r}: choose from {', '.join(BACKENDS)}")
+    if want == "triton":
+        return False
+    reason = "an explicit Triton Tuning was passed" if tuning is not None else gluon_reason(
+        k, v, g, beta, method, precision, cu_seqlens)
+    if reason and want == "gluon":
+        raise ValueError(f"Gluon intra kernel requested but unsupported here: {reason}")
+    key = reason or "gluon"
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        if reason:
+            log.info("sglang-trinv: GDN intra on the Triton kernel (%s)", reason)
+        else:
+            log.info("sglang-trinv: GDN intra on the warp-specialized Gluon kernel (sm_90)")
+    return reason is None
+
+
+def _gluon_intra(k, v, g, beta, cu_seqlens, chunk_indices, method, precision, store_A, g_cumsum):
+    """(g_out, w, u, A) from the Gluon kernel; B > 1 runs as one flat sequence (T % 64 == 0) or as varlen."""
+    B, T, Hg, K = k.shape
+    H, V = v.shape[-2], v.shape[-1]
+    diag, merge = split_precision(method, precision, fused=True)
+    g_out = torch.empty(g.shape, device=g.device, dtype=torch.float) if g_cumsum else None
+    Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=k.dtype) if store_A else None
+    w = k.new_empty(B, T, H, K)
+    u = torch.empty_like(v)
+    if cu_seqlens is None and B > 1 and T % CHUNK_SIZE:  # batch rows as sequences of one flat tensor
+        cu_seqlens = torch.arange(0, (B + 1) * T, T, device=k.device, dtype=torch.int32)
+        nc = triton.cdiv(T, CHUNK_SIZE)
+        ar = torch.arange(B * nc, device=k.device, dtype=torch.int32)
+        chunk_indices = torch.stack([ar // nc, ar % nc], 1)
+    elif cu_seqlens is not None and chunk_indices is None:
+        chunk_indices = prepare_chunk_indices(cu_seqlens, CHUNK_SIZE)
+    flat = lambda x: None if x is None else x.reshape(1, B * T, *x.shape[2:])  # noqa: E731
+    _gluon.launch_intra(flat(k), flat(v), flat(g), flat(beta), flat(w), flat(u), flat(Ai), flat(g_out),
+                        cu_seqlens, chunk_indices, diag_precision=diag, merge_precision=merge)
+    return g_out, w, u, Ai
+
+
 def _check_varlen(k, cu_seqlens):
     if cu_seqlens is not None and k.shape[0] != 1:
         raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={k.shape[0]}")
@@ -182,14 +271,19 @@ def gdn_kkt_inverse(k, g, beta, cu_seqlens=None, chunk_indices=None, method="blo
 
 
 def gdn_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="blockdoubling", precision=None,
-                  chunk_size=CHUNK_SIZE, tuning: Tuning | None = None, store_A: bool = True):
+                  chunk_size=CHUNK_SIZE, tuning: Tuning | None = None, store_A: bool = True,
+                  backend: str | None = None):
     """Drop-in for SGLang's ``chunk_gated_delta_rule_fwd_intra``: returns ``(w, u, A)`` with
     ``u = A·(β⊙v)``, ``w = A·(β e^{g} ⊙ k)``, ``A = (I + tril(β KKᵀ ⊙ e^{Δg}, −1))^{-1}`` in k's dtype, all in one
-    kernel (A is not re-read from HBM). ``store_A=False`` skips writing A (returns None for it)."""
+    kernel (A is not re-read from HBM). ``store_A=False`` skips writing A (returns None for it).
+    ``backend``: "auto" (default: the Gluon kernel where :func:`gluon_reason` allows, else Triton; env
+    SGLANG_TRINV_GLUON), "triton" or "gluon" (raises where unsupported)."""
     _check_varlen(k, cu_seqlens)
     reason = supports(k, v, g, beta, chunk_size)
     if reason:
         raise ValueError(f"gdn_fwd_intra does not support these inputs: {reason}")
+    if _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend):
+        return _gluon_intra(k, v, g, beta, cu_seqlens, chunk_indices, method, precision, store_A, False)[1:]
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
     Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=k.dtype) if store_A else None
@@ -201,15 +295,18 @@ def gdn_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="bl
 
 
 def gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="blockdoubling",
-                         precision=None, tuning: Tuning | None = None, store_A: bool = False):
+                         precision=None, tuning: Tuning | None = None, store_A: bool = False,
+                         backend: str | None = None):
     """The first two stages of SGLang's ``chunk_gated_delta_rule_fwd`` in one kernel: the chunk-local cumsum of
     the raw log-gate ``g`` ([B, T, H], any float dtype; fp32 out, as ``chunk_local_cumsum``) and
     :func:`gdn_fwd_intra` on it. Returns ``(g_cumsum, w, u, A)``; ``A`` is None unless ``store_A`` (the
-    prefill pipeline never reads it)."""
+    prefill pipeline never reads it). ``backend`` as in :func:`gdn_fwd_intra`."""
     _check_varlen(k, cu_seqlens)
     reason = supports(k, v, g, beta)
     if reason or g is None:
         raise ValueError(f"gdn_cumsum_fwd_intra does not support these inputs: {reason or 'g is None'}")
+    if _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend):
+        return _gluon_intra(k, v, g, beta, cu_seqlens, chunk_indices, method, precision, store_A, True)
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
     g_out = torch.empty(g.shape, device=g.device, dtype=torch.float)
@@ -235,7 +332,7 @@ def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", p
     return Ai
 
 
-__all__ = ["gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
+__all__ = ["gluon_reason", "ENV_GLUON", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
            "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "prepare_chunk_indices"]
 
 

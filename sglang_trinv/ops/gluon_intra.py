@@ -1,0 +1,695 @@
+"""Warp-specialized GDN intra kernel in Gluon (Hopper, sm_90): the inversion and the w/u stream run on the same SM
+at the same time. Backs :func:`sglang_trinv.ops.gdn_fwd_intra` / ``gdn_cumsum_fwd_intra`` for blockdoubling on
+H100/H200 (see ``ops.gluon_reason`` for when); the Triton template ``gdn_intra`` stays the portable kernel and the
+twin it is tested against. Gluon has no interpreter: its CPU check is the sm_90 compile (tests/test_kernels.py),
+correctness is checked on the GPU against fp64 and against the Triton kernel.
+
+Why: the intra stage is two halves that want opposite SM shapes. The inversion is a latency-bound chain of small
+tensor-core products (a one-warp program at the whole 255-register file per thread, eight per SM); the w/u stream
+is memory-bound and wants many light warps. In plain Triton every program does both in turn (nothing of the
+inversion hides behind the stream). Here one persistent CTA per SM has two partitions, handing over batches of
+W = 4 (chunk, head) tiles:
+
+- inverters (default partition, 4 warps raised to 256 registers, one tile per warp): keys TMA-prefetched into
+  shared memory while the previous batch is inverted; KKᵀ (mma_v2 from shared memory), gate, (I + A)^{-1} by
+  block doubling exactly as ``gdn_intra`` (16×16 diagonal tiles X ← X − X·A_b·X, then 16→32→64 merges); then
+  Ai·diag(β), Ai·diag(β e^g) and Ai (bf16) into shared column panels [64, 16] and one mbarrier arrive ("full")
+  once the streamers released the previous batch ("empty"). G = 2: the two value heads of one key head are
+  neighbouring tiles and share one TMA-loaded key tile (broadcast in registers; half the key traffic).
+- streamers (worker partition, one warpgroup lowered to REGS registers): per tile the A output by TMA from the
+  plain panels, then u = (Ai·diag β)·v and w = (Ai·diag β e^g)·k, BN = 64 columns at a time: v/k blocks through
+  an S-deep TMA ring that runs one tile ahead (it does not depend on Ai), four chained asynchronous K = 16 wgmmas
+  on the panels, results out through a staging buffer by TMA stores.
+
+Varlen: a chunk is [bos + 64j, min(bos + 64j + 64, eos)). Its TMA loads may read the next sequence's first rows;
+they only meet zero columns (β of rows past eos is loaded as 0, and the gate of a row past eos is masked), so
+nothing leaks. TMA stores clip only at the tensor's end, so a chunk that ends inside the batch (a sequence's
+partial last chunk) is stored with masked stores instead. G_CUMSUM: ``g`` is the raw log-gate; the inverters take
+its chunk-local cumsum and store it (SGLang's ``chunk_local_cumsum``, fused in).
+
+Measured (H200, T=8192 H=32 Hg=16 bf16, CUDA graphs; bench/results/2026-11-27-h200-gluon): the one-sequence
+prototype of this kernel 119 µs vs stock 183 µs, 111 µs with G = 2; alone the inverters take 86 µs and the
+streamers 82 µs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import triton
+
+try:  # Gluon ships with Triton ≥ 3.5 (experimental); without it the Triton kernels serve every call
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                                   warpgroup_mma_wait)
+    AVAILABLE = True
+    IMPORT_ERROR = ""
+except Exception as e:  # noqa: BLE001 - any import failure means: no Gluon backend
+    AVAILABLE = False
+    IMPORT_ERROR = f"{type(e).__name__}: {e}"
+
+# merge / diagonal-tile product precision codes of this kernel (_mm)
+P_TF32, P_BF16X3 = 0, 1
+PRECISIONS = {"tf32": P_TF32, "bf16x3": P_BF16X3}
+
+
+@dataclass(frozen=True)
+class GluonLaunch:
+    """Launch parameters (measured defaults, H200). W: inverter warps = tiles per batch; BK: KKᵀ reduction tile;
+    BN: w/u column block; REGS: streamer registers; S: TMA ring depth; NSTG: staging buffers; PAIR: two items'
+    wgmmas in flight; G: heads sharing a key tile (None: 2 when the GQA ratio is even, else 1); MODE 1 / 2: only
+    the inverters / only the streamers work (timing diagnostics, outputs undefined)."""
+    W: int = 4
+    BK: int = 32
+    BN: int = 64
+    REGS: int = 72
+    S: int = 5
+    NSTG: int = 1
+    PAIR: bool = False
+    G: int | None = None
+    MODE: int = 0
+
+
+DEFAULT_LAUNCH = GluonLaunch()
+
+
+if AVAILABLE:
+    # every inverter warp's stores before the one-thread arrive: gl.thread_barrier (Triton 3.6) was renamed
+    # gl.barrier (3.8); inside a warp-specialized partition it synchronises that partition's warps
+    _partition_barrier = gl.thread_barrier if hasattr(gl, "thread_barrier") else gl.barrier
+
+    @gluon.jit
+    def _mm(a, b, MMA: gl.constexpr, PREC: gl.constexpr):
+        """fp32 a @ b of [W, 16, 16] tiles (one per warp): PREC 0 = tf32, 1 = bf16x3 (hi·lo + lo·hi + hi·hi)."""
+        acc = gl.zeros(a.shape, gl.float32, MMA)
+        if PREC == 0:
+            A1: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=1)
+            B1: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=1)
+            c = mma_v2(gl.convert_layout(a, A1), gl.convert_layout(b, B1), acc, input_precision="tf32")
+        else:
+            A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+            B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
+            a_hi = a.to(gl.bfloat16)
+            b_hi = b.to(gl.bfloat16)
+            a_lo = (a - a_hi.to(gl.float32)).to(gl.bfloat16)
+            b_lo = (b - b_hi.to(gl.float32)).to(gl.bfloat16)
+            ah = gl.convert_layout(a_hi, A2)
+            bh = gl.convert_layout(b_hi, B2)
+            c = mma_v2(ah, gl.convert_layout(b_lo, B2), acc)
+            c = mma_v2(gl.convert_layout(a_lo, A2), bh, c)
+            c = mma_v2(ah, bh, c)
+        return c
+
+    @gluon.jit
+    def _safe_exp(x):
+        # exp of a non-positive gate difference (as gdn_intra._safe_exp): a positive one (padding) gives 0
+        return gl.exp(gl.where(x <= 0, x, float("-inf")))
+
+    @gluon.jit
+    def _add(a, b):
+        return a + b
+
+    @gluon.jit
+    def _inv_diag(a, r, c, MMA: gl.constexpr, PREC: gl.constexpr):
+        """(I + a)^{-1} of strictly-lower 16×16 tiles: exact 2×2 blocks, then X ← X − X·A_b·X (b = 2, 4, 8)."""
+        eye = gl.where(r == c, 1.0, 0.0)
+        x = eye - gl.where(r // 2 == c // 2, a, 0.0)
+        for lvl in gl.static_range(1, 4):
+            blk = ((r // (2 << lvl) == c // (2 << lvl)) & ((r // (1 << lvl)) % 2 == 1)
+                   & ((c // (1 << lvl)) % 2 == 0))
+            a_b = gl.where(blk, a, 0.0)
+            x = x - _mm(_mm(x, a_b, MMA, PREC), x, MMA, PREC)
+        return x
+
+    @gluon.jit
+    def _put(apan, x, a: gl.constexpr, b: gl.constexpr, sb, se, PLAIN: gl.constexpr):
+        """Block (a, b) of the batch's Ai·diag(β) into column panel b, Ai·diag(β e^g) into panel 4 + b (bf16);
+        PLAIN: Ai itself into panel 8 + b (stored to A by the streamers)."""
+        apan.index(b).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
+        apan.index(4 + b).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
+        if PLAIN:
+            apan.index(8 + b).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
+
+    @gluon.jit
+    def _tile(t, NC, G: gl.constexpr):
+        """(chunk, head) of tile t. G = 1: chunk fastest, then head. G > 1: the G heads that share one key head
+        next to each other (one TMA-loaded key tile serves G inverter warps), then chunk."""
+        if G == 1:
+            chunk = t % NC
+            head = t // NC
+        else:
+            rest = t // G
+            chunk = rest % NC
+            head = (rest // NC) * G + t % G
+        return chunk, head
+
+    @gluon.jit
+    def _chunk_rows(c, T, cu_ptr, ci_ptr, IS_VARLEN: gl.constexpr):
+        """(first row, end row of its sequence) of chunk c (scalar or vector). Varlen: chunk_indices[c] =
+        (sequence, chunk within it), cu_seqlens as SGLang/FLA; else one sequence of T rows."""
+        if IS_VARLEN:
+            seq = gl.load(ci_ptr + 2 * c).to(gl.int32)
+            j = gl.load(ci_ptr + 2 * c + 1).to(gl.int32)
+            row = gl.load(cu_ptr + seq).to(gl.int32) + 64 * j
+            eos = gl.load(cu_ptr + seq + 1).to(gl.int32)
+        else:
+            row = c * 64
+            eos = c * 0 + T
+        return row, eos
+
+    @gluon.jit
+    def _batch_rows(first, wb, T, NC, n_tiles, cu_ptr, ci_ptr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
+        """Per warp of the batch starting at tile ``first``: first row, sequence end, head (vectors [W])."""
+        chunk, head = _tile(gl.minimum(first + wb, n_tiles - 1), NC, G)
+        row, eos = _chunk_rows(chunk, T, cu_ptr, ci_ptr, IS_VARLEN)
+        return row, eos, head
+
+    @gluon.jit
+    def _key_coords(first, i: gl.constexpr, T, NC, n_tiles, cu_ptr, ci_ptr, H: gl.constexpr, Hg: gl.constexpr,
+                    K: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
+        """TMA coordinates of key tile i of the batch at ``first`` (tile first + i·G; a tile past the last loads
+        the last one: the barrier counts a fixed number of bytes)."""
+        chunk, head = _tile(gl.minimum(first + i * G, n_tiles - 1), NC, G)
+        row, _ = _chunk_rows(chunk, T, cu_ptr, ci_ptr, IS_VARLEN)
+        return row, (head // (H // Hg)) * K
+
+    @gluon.jit
+    def _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT: gl.constexpr):
+        """TMA: NKT key tiles [64, 128] (two [64, 64] boxes each) at (r_i, c_i) into the inverters' buffer."""
+        mbarrier.expect(kready, NKT * 2 * 64 * 64 * 2)
+        tma.async_copy_global_to_shared(kin_desc, [r0, c0], kready, kbuf2.index(0))
+        tma.async_copy_global_to_shared(kin_desc, [r0, c0 + 64], kready, kbuf2.index(NKT))
+        if NKT > 1:
+            tma.async_copy_global_to_shared(kin_desc, [r1, c1], kready, kbuf2.index(1))
+            tma.async_copy_global_to_shared(kin_desc, [r1, c1 + 64], kready, kbuf2.index(NKT + 1))
+        if NKT > 2:
+            tma.async_copy_global_to_shared(kin_desc, [r2, c2], kready, kbuf2.index(2))
+            tma.async_copy_global_to_shared(kin_desc, [r2, c2 + 64], kready, kbuf2.index(NKT + 2))
+            tma.async_copy_global_to_shared(kin_desc, [r3, c3], kready, kbuf2.index(3))
+            tma.async_copy_global_to_shared(kin_desc, [r3, c3 + 64], kready, kbuf2.index(NKT + 3))
+
+    @gluon.jit
+    def _key_batch(first, T, NC, n_tiles, cu_ptr, ci_ptr, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
+                   G: gl.constexpr, NKT: gl.constexpr, IS_VARLEN: gl.constexpr):
+        """TMA coordinates of the batch's NKT ≤ 4 key tiles (unused ones repeat tile 0)."""
+        r0, c0 = _key_coords(first, 0, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, IS_VARLEN)
+        r1, c1, r2, c2, r3, c3 = r0, c0, r0, c0, r0, c0
+        if NKT > 1:
+            r1, c1 = _key_coords(first, 1, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, IS_VARLEN)
+        if NKT > 2:
+            r2, c2 = _key_coords(first, 2, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, IS_VARLEN)
+            r3, c3 = _key_coords(first, 3, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, IS_VARLEN)
+        return r0, c0, r1, c1, r2, c2, r3, c3
+
+    @gluon.jit
+    def _gate_block(g_ptr, g_out_ptr, rr, m, hcol, carry, H: gl.constexpr, G_CUMSUM: gl.constexpr,
+                    LSCAN: gl.constexpr, LROW: gl.constexpr):
+        """Gate of one 16-row block (0 where masked); G_CUMSUM: raw log-gate → chunk-local cumsum (plus the
+        previous blocks' sum ``carry``), stored to g_out; returns (g, new carry)."""
+        if G_CUMSUM:
+            x = gl.load(g_ptr + rr * H + hcol, mask=m, other=0.0).to(gl.float32)
+            xs = gl.convert_layout(x, LSCAN)
+            cs = gl.associative_scan(xs, 1, _add)
+            g = gl.convert_layout(cs, LROW) + carry[:, None]
+            gl.store(g_out_ptr + rr * H + hcol, g, mask=m)
+            carry = carry + gl.sum(x, 1)
+        else:
+            g = gl.load(g_ptr + rr * H + hcol, mask=m, other=0.0).to(gl.float32)
+        return g, carry
+
+    @gluon.jit
+    def _gates(beta_ptr, g_ptr, g_out_ptr, first, wb, ir, row, eos, head, n_tiles, H: gl.constexpr,
+               G_CUMSUM: gl.constexpr, W: gl.constexpr, MMA: gl.constexpr):
+        """Per tile (first + warp): β_i, g_i per row block (SliceLayout(2, MMA)); 0 past the sequence's end."""
+        LROW: gl.constexpr = gl.SliceLayout(2, MMA)
+        LSCAN: gl.constexpr = gl.BlockedLayout([1, 1], [2, 16], [W, 1], [1, 0])
+        valid = ((first + wb) < n_tiles)[:, None]
+        hcol = head[:, None]
+        rr = row[:, None] + ir[None, :]
+        lim = eos[:, None]
+        m0 = (rr < lim) & valid
+        m1 = (rr + 16 < lim) & valid
+        m2 = (rr + 32 < lim) & valid
+        m3 = (rr + 48 < lim) & valid
+        b_0 = gl.load(beta_ptr + rr * H + hcol, mask=m0, other=0.0).to(gl.float32)
+        b_1 = gl.load(beta_ptr + (rr + 16) * H + hcol, mask=m1, other=0.0).to(gl.float32)
+        b_2 = gl.load(beta_ptr + (rr + 32) * H + hcol, mask=m2, other=0.0).to(gl.float32)
+        b_3 = gl.load(beta_ptr + (rr + 48) * H + hcol, mask=m3, other=0.0).to(gl.float32)
+        carry = gl.zeros([W], gl.float32, gl.SliceLayout(1, LROW))
+        g_0, carry = _gate_block(g_ptr, g_out_ptr, rr, m0, hcol, carry, H, G_CUMSUM, LSCAN, LROW)
+        g_1, carry = _gate_block(g_ptr, g_out_ptr, rr + 16, m1, hcol, carry, H, G_CUMSUM, LSCAN, LROW)
+        g_2, carry = _gate_block(g_ptr, g_out_ptr, rr + 32, m2, hcol, carry, H, G_CUMSUM, LSCAN, LROW)
+        g_3, carry = _gate_block(g_ptr, g_out_ptr, rr + 48, m3, hcol, carry, H, G_CUMSUM, LSCAN, LROW)
+        return b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3
+
+    @gluon.jit
+    def _krows(ks, a: gl.constexpr, LK: gl.constexpr, P4: gl.constexpr, W: gl.constexpr, G: gl.constexpr,
+               BK: gl.constexpr):
+        """Rows 16a … 16a + 15 of every warp's keys as [W, 16, BK]: straight from the buffer (G = 1), or from
+        its W / G shared tiles, each broadcast to its G warps in registers (P4's warps [W / G, G, 1, 1])."""
+        if G == 1:
+            x = ks.slice(16 * a, 16, dim=1).load(LK)
+        else:
+            y = gl.expand_dims(ks.slice(16 * a, 16, dim=1).load(gl.SliceLayout(1, P4)), 1)
+            y, _ = gl.broadcast(y, gl.zeros([W // G, G, 16, BK], gl.bfloat16, P4))
+            x = gl.reshape(y, [W, 16, BK])
+        return x
+
+    @gluon.jit
+    def _invert_tiles(beta_ptr, g_ptr, g_out_ptr, cu_ptr, ci_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, NC,
+                      n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
+                      BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
+                      MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
+                      full, empty):
+        """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
+        (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
+        shared panels the streamers multiply with."""
+        MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[W, 1, 1],
+                                                      instr_shape=[1, 16, 8])
+        A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+        B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
+        LK: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 4, 8], [W, 1, 1], [2, 1, 0])
+        P4: gl.constexpr = gl.BlockedLayout([1, 1, 1, 8], [1, 1, 4, 8], [W // G, G, 1, 1], [3, 2, 1, 0])
+        COL: gl.constexpr = gl.SliceLayout(1, MMA)   # [W, 16] per-column vectors
+        NKT: gl.constexpr = W // G
+        wb = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
+        ir = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, MMA)))
+        ic = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, MMA)))
+        r = ir[None, :, None]
+        c = ic[None, None, :]
+        # the panels' blocks above the diagonal stay zero (written once)
+        zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
+        for i in gl.static_range(8 + 4 * STORE_A):
+            for pa in gl.static_range(0, i % 4):
+                apan.index(i).slice(16 * pa, 16, dim=1).store(zt)
+        step = gl.num_programs(0) * W
+        base0 = gl.program_id(0) * W
+        if MODE != 2:
+            r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(base0, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, NKT,
+                                                        IS_VARLEN)
+            _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT)
+        # rows of the batch (loop-carried one batch ahead: varlen's table loads never wait in the chain)
+        row, eos, head = _batch_rows(base0, wb, T, NC, n_tiles, cu_ptr, ci_ptr, G, IS_VARLEN)
+        j = 0
+        for base in range(base0, n_tiles, step):
+            nxt = base + step
+            if MODE != 2:
+                # gate loads first: their latency hides behind the keys' wait and KKᵀ
+                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3 = _gates(beta_ptr, g_ptr, g_out_ptr, base, wb, ir, row, eos,
+                                                                head, n_tiles, H, G_CUMSUM, W, MMA)
+                r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(nxt, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, NKT,
+                                                            IS_VARLEN)
+                z = gl.zeros([W, 16, 16], gl.float32, MMA)
+                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
+                # keys from shared memory (TMA-loaded while the previous batch was inverted), BK columns at a time
+                mbarrier.wait(kready, j & 1)
+                for i_k in gl.static_range(K // BK):
+                    ks = kbuf.index(i_k * BK // 64).slice(i_k * BK % 64, BK, dim=2)
+                    k0 = _krows(ks, 0, LK, P4, W, G, BK)
+                    k1 = _krows(ks, 1, LK, P4, W, G, BK)
+                    k2 = _krows(ks, 2, LK, P4, W, G, BK)
+                    k3 = _krows(ks, 3, LK, P4, W, G, BK)
+                    b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
+                    b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
+                    b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
+                    b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
+                    a0 = gl.convert_layout(k0, A2)
+                    r00 = mma_v2(a0, b0, r00)
+                    a1 = gl.convert_layout(k1, A2)
+                    r10 = mma_v2(a1, b0, r10)
+                    r11 = mma_v2(a1, b1, r11)
+                    a2 = gl.convert_layout(k2, A2)
+                    r20 = mma_v2(a2, b0, r20)
+                    r21 = mma_v2(a2, b1, r21)
+                    r22 = mma_v2(a2, b2, r22)
+                    a3 = gl.convert_layout(k3, A2)
+                    r30 = mma_v2(a3, b0, r30)
+                    r31 = mma_v2(a3, b1, r31)
+                    r32 = mma_v2(a3, b2, r32)
+                    r33 = mma_v2(a3, b3, r33)
+                _partition_barrier()  # every warp has read its keys: load the next batch's
+                if nxt < n_tiles:
+                    _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT)
+                # β and g per column: the row vectors in the column layout (no second load)
+                s_0, s_1, s_2, s_3 = (gl.convert_layout(b_0, COL), gl.convert_layout(b_1, COL),
+                                      gl.convert_layout(b_2, COL), gl.convert_layout(b_3, COL))
+                h_0, h_1, h_2, h_3 = (gl.convert_layout(g_0, COL), gl.convert_layout(g_1, COL),
+                                      gl.convert_layout(g_2, COL), gl.convert_layout(g_3, COL))
+                low = r > c
+                a00 = gl.where(low, r00 * b_0[:, :, None] * _safe_exp(g_0[:, :, None] - h_0[:, None, :]), 0.0)
+                a11 = gl.where(low, r11 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_1[:, None, :]), 0.0)
+                a22 = gl.where(low, r22 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_2[:, None, :]), 0.0)
+                a33 = gl.where(low, r33 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_3[:, None, :]), 0.0)
+                a10 = r10 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_0[:, None, :])
+                a20 = r20 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_0[:, None, :])
+                a21 = r21 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_1[:, None, :])
+                a30 = r30 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_0[:, None, :])
+                a31 = r31 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_1[:, None, :])
+                a32 = r32 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_2[:, None, :])
+                # the rows of the next batch: loads issued now, used in the next iteration
+                row, eos, head = _batch_rows(nxt, wb, T, NC, n_tiles, cu_ptr, ci_ptr, G, IS_VARLEN)
+                x00 = _inv_diag(a00, r, c, MMA, DP)
+                x11 = _inv_diag(a11, r, c, MMA, DP)
+                x22 = _inv_diag(a22, r, c, MMA, DP)
+                x33 = _inv_diag(a33, r, c, MMA, DP)
+                x10 = -_mm(_mm(x11, a10, MMA, MP), x00, MMA, MP)
+                x32 = -_mm(_mm(x33, a32, MMA, MP), x22, MMA, MP)
+                t20 = _mm(a20, x00, MMA, MP) + _mm(a21, x10, MMA, MP)
+                t21 = _mm(a21, x11, MMA, MP)
+                t30 = _mm(a30, x00, MMA, MP) + _mm(a31, x10, MMA, MP)
+                t31 = _mm(a31, x11, MMA, MP)
+                x20 = -_mm(x22, t20, MMA, MP)
+                x21 = -_mm(x22, t21, MMA, MP)
+                x30 = -(_mm(x32, t20, MMA, MP) + _mm(x33, t30, MMA, MP))
+                x31 = -(_mm(x32, t21, MMA, MP) + _mm(x33, t31, MMA, MP))
+                # hand over: the streamers must have released the panels (batch j − 1) before they are rewritten
+                if j >= 1:
+                    mbarrier.wait(empty, (j - 1) & 1)
+                e_0 = s_0 * gl.exp(h_0)  # column scales of Ai·diag(β e^g), one per column block
+                e_1 = s_1 * gl.exp(h_1)
+                e_2 = s_2 * gl.exp(h_2)
+                e_3 = s_3 * gl.exp(h_3)
+                _put(apan, x00, 0, 0, s_0, e_0, STORE_A)
+                _put(apan, x10, 1, 0, s_0, e_0, STORE_A)
+                _put(apan, x20, 2, 0, s_0, e_0, STORE_A)
+                _put(apan, x30, 3, 0, s_0, e_0, STORE_A)
+                _put(apan, x11, 1, 1, s_1, e_1, STORE_A)
+                _put(apan, x21, 2, 1, s_1, e_1, STORE_A)
+                _put(apan, x31, 3, 1, s_1, e_1, STORE_A)
+                _put(apan, x22, 2, 2, s_2, e_2, STORE_A)
+                _put(apan, x32, 3, 2, s_2, e_2, STORE_A)
+                _put(apan, x33, 3, 3, s_3, e_3, STORE_A)
+                fence_async_shared()  # generic-proxy stores → read by wgmma and TMA (async proxy)
+            else:
+                if j >= 1:
+                    mbarrier.wait(empty, (j - 1) & 1)
+            _partition_barrier()  # every inverter warp's stores, then one arrive
+            mbarrier.arrive(full)
+            j += 1
+
+    @gluon.jit
+    def _stile(ts, pid, nprog, T, NC, n_tiles, cu_ptr, ci_ptr, W: gl.constexpr, G: gl.constexpr,
+               IS_VARLEN: gl.constexpr):
+        """(first row, sequence end, head) of this CTA's local tile ts (clamped to the last tile past the end)."""
+        t = gl.minimum((pid + (ts // W) * nprog) * W + ts % W, n_tiles - 1)
+        chunk, head = _tile(t, NC, G)
+        row, eos = _chunk_rows(chunk, T, cu_ptr, ci_ptr, IS_VARLEN)
+        return row, eos, head
+
+    @gluon.jit
+    def _issue(p, sub, row, head, k_desc, v_desc, ring, ready, H: gl.constexpr, Hg: gl.constexpr,
+               K: gl.constexpr, V: gl.constexpr, BN: gl.constexpr, S: gl.constexpr):
+        """TMA load of the streamer's item p: column block ``sub`` of its tile (v blocks, then k blocks)."""
+        bar = ready.index(p % S)
+        mbarrier.expect(bar, 64 * BN * 2)
+        if sub < V // BN:
+            tma.async_copy_global_to_shared(v_desc, [row, head * V + sub * BN], bar, ring.index(p % S))
+        else:
+            tma.async_copy_global_to_shared(k_desc, [row, (head // (H // Hg)) * K + (sub - V // BN) * BN], bar,
+                                            ring.index(p % S))
+
+    @gluon.jit
+    def _wg_chain(apan, slot, first, W: gl.constexpr, ACC: gl.constexpr, BN: gl.constexpr):
+        """Σ_b panel_b · slot[16b:16b+16] as four chained asynchronous wgmmas (K = 16 each)."""
+        acc = warpgroup_mma(apan.index(first), slot.slice(0, 16, dim=0), gl.zeros([64, BN], gl.float32, ACC),
+                            use_acc=False, is_async=True)
+        for b in gl.static_range(1, 4):
+            acc = warpgroup_mma(apan.index(first + b * W), slot.slice(16 * b, 16, dim=0), acc, is_async=True)
+        return acc
+
+    @gluon.jit
+    def _tma_out(acc, q, sub: gl.constexpr, row, head, stg, u_desc, w_desc, NSTG: gl.constexpr, NU: gl.constexpr,
+                 V: gl.constexpr, K: gl.constexpr):
+        """bf16 into staging buffer q % NSTG (once its previous TMA store has read it), then a TMA store."""
+        BN: gl.constexpr = stg.shape[2]
+        o = q % NSTG
+        tma.store_wait(NSTG - 1)
+        _partition_barrier()
+        stg.index(o).store(acc.to(gl.bfloat16))
+        fence_async_shared()
+        _partition_barrier()
+        if sub < NU:
+            tma.async_copy_shared_to_global(u_desc, [row, head * V + sub * BN], stg.index(o))
+        else:
+            tma.async_copy_shared_to_global(w_desc, [row, head * K + (sub - NU) * BN], stg.index(o))
+
+    @gluon.jit
+    def _epi(acc, q, sub: gl.constexpr, row, eos, T, head, stg, u_desc, w_desc, u_ptr, w_ptr,
+             NSTG: gl.constexpr, NU: gl.constexpr, H: gl.constexpr, V: gl.constexpr, K: gl.constexpr,
+             ACC: gl.constexpr, IS_VARLEN: gl.constexpr):
+        """Item q's result out by TMA; varlen: a chunk that ends before 64 rows inside the tensor (TMA stores
+        clip only at the tensor's end) by masked stores from registers."""
+        BN: gl.constexpr = stg.shape[2]
+        if IS_VARLEN:
+            if (row + 64 > eos) & (eos < T):
+                rr = row + gl.arange(0, 64, layout=gl.SliceLayout(1, ACC))
+                cc = gl.arange(0, BN, layout=gl.SliceLayout(0, ACC))
+                if sub < NU:
+                    ptr = u_ptr + rr.to(gl.int64)[:, None] * (H * V) + (head * V + sub * BN) + cc[None, :]
+                else:
+                    ptr = w_ptr + rr.to(gl.int64)[:, None] * (H * K) + (head * K + (sub - NU) * BN) + cc[None, :]
+                gl.store(ptr, acc.to(gl.bfloat16), mask=(rr < eos)[:, None])
+            else:
+                _tma_out(acc, q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
+        else:
+            _tma_out(acc, q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
+
+    @gluon.jit
+    def _tma_a(apan, a_desc, first, row, head, W: gl.constexpr):
+        for b in gl.static_range(4):
+            tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], apan.index(first + (8 + b) * W))
+
+    @gluon.jit
+    def _store_a(apan, a_desc, a_ptr, first, row, eos, T, head, H: gl.constexpr, W: gl.constexpr,
+                 IS_VARLEN: gl.constexpr):
+        """The A output of one tile from its plain Ai panels: TMA (rows past the tensor clipped); varlen: masked
+        stores for a chunk that ends inside the tensor before 64 rows."""
+        if IS_VARLEN:
+            if (row + 64 > eos) & (eos < T):
+                LA: gl.constexpr = gl.BlockedLayout([1, 8], [16, 2], [4, 1], [1, 0])
+                rr = row + gl.arange(0, 64, layout=gl.SliceLayout(1, LA))
+                cc = gl.arange(0, 16, layout=gl.SliceLayout(0, LA))
+                for b in gl.static_range(4):
+                    x = apan.index(first + (8 + b) * W).load(LA)
+                    gl.store(a_ptr + rr.to(gl.int64)[:, None] * (H * 64) + (head * 64 + 16 * b) + cc[None, :], x,
+                             mask=(rr < eos)[:, None])
+            else:
+                _tma_a(apan, a_desc, first, row, head, W)
+        else:
+            _tma_a(apan, a_desc, first, row, head, W)
+
+    @gluon.jit
+    def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, cu_ptr, ci_ptr, apan, ring,
+                   ready, stg, T, NC, n_tiles, full, empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
+                   V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr,
+                   MODE: gl.constexpr, PAIR: gl.constexpr, STORE_A: gl.constexpr, G: gl.constexpr,
+                   IS_VARLEN: gl.constexpr):
+        """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile,
+        BN columns at a time: v/k blocks through an S-deep TMA ring (loads run up to one tile ahead, across
+        batches: they do not depend on Ai), four K=16 wgmmas on the shared panels, results out through NSTG
+        staging buffers by TMA."""
+        ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                      instr_shape=[16, BN, 16])
+        NU: gl.constexpr = V // BN
+        IPT: gl.constexpr = (V + K) // BN
+        L: gl.constexpr = S - 1 - PAIR    # items issued ahead of the one being multiplied
+        gl.static_assert(L + PAIR <= IPT, "the TMA ring may run at most one tile ahead")
+        pid = gl.program_id(0)
+        nprog = gl.num_programs(0)
+        my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)   # this CTA's batches (grid ≤ number of batches)
+        n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
+        if MODE == 1:
+            for jb in range(my_b):
+                mbarrier.wait(full, jb & 1)
+                mbarrier.arrive(empty)
+        else:
+            total = n_my * IPT
+            # tile infos, loop-carried: this tile (c), the next (n, its items are issued during this one)
+            row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, cu_ptr, ci_ptr, W, G, IS_VARLEN)
+            row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, cu_ptr, ci_ptr, W, G, IS_VARLEN)
+            for p in range(gl.minimum(L, total)):
+                _issue(p, p, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
+            q = 0
+            for ts in range(n_my):
+                # the tile after next: its table loads wait behind this tile's work, not in front of an issue
+                row_nn, eos_nn, head_nn = _stile(ts + 2, pid, nprog, T, NC, n_tiles, cu_ptr, ci_ptr, W, G,
+                                                 IS_VARLEN)
+                wi = ts % W
+                bt = ts // W
+                if wi == 0:
+                    mbarrier.wait(full, bt & 1)
+                pfirst = wi
+                if STORE_A:
+                    _store_a(apan, a_desc, a_ptr, pfirst, row_c, eos_c, T, head_c, H, W, IS_VARLEN)
+                if PAIR:  # two items in flight: the second's wgmmas run while the first's result goes out
+                    for pp in gl.static_range(IPT // 2):
+                        for d in gl.static_range(2):
+                            if q + L + d < total:
+                                if 2 * pp + L + d < IPT:
+                                    _issue(q + L + d, 2 * pp + L + d, row_c, head_c, k_desc, v_desc, ring, ready,
+                                           H, Hg, K, V, BN, S)
+                                else:
+                                    _issue(q + L + d, 2 * pp + L + d - IPT, row_n, head_n, k_desc, v_desc, ring,
+                                           ready, H, Hg, K, V, BN, S)
+                        mbarrier.wait(ready.index(q % S), (q // S) & 1)
+                        acc0 = _wg_chain(apan, ring.index(q % S), pfirst + ((2 * pp >= NU) * 4) * W, W, ACC, BN)
+                        mbarrier.wait(ready.index((q + 1) % S), ((q + 1) // S) & 1)
+                        acc1 = _wg_chain(apan, ring.index((q + 1) % S), pfirst + ((2 * pp + 1 >= NU) * 4) * W, W,
+                                         ACC, BN)
+                        acc0 = warpgroup_mma_wait(4, deps=[acc0])
+                        _epi(acc0, q, 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU,
+                             H, V, K, ACC, IS_VARLEN)
+                        acc1 = warpgroup_mma_wait(0, deps=[acc1])
+                        _epi(acc1, q + 1, 2 * pp + 1, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr,
+                             NSTG, NU, H, V, K, ACC, IS_VARLEN)
+                        q += 2
+                else:
+                    for sub in gl.static_range(IPT):
+                        if q + L < total:
+                            if sub + L < IPT:
+                                _issue(q + L, sub + L, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
+                            else:
+                                _issue(q + L, sub + L - IPT, row_n, head_n, k_desc, v_desc, ring, ready, H, Hg, K,
+                                       V, BN, S)
+                        mbarrier.wait(ready.index(q % S), (q // S) & 1)
+                        acc = _wg_chain(apan, ring.index(q % S), pfirst + ((sub >= NU) * 4) * W, W, ACC, BN)
+                        acc = warpgroup_mma_wait(0, deps=[acc])
+                        _epi(acc, q, sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU, H,
+                             V, K, ACC, IS_VARLEN)
+                        q += 1
+                if (wi == W - 1) | (ts == n_my - 1):
+                    if STORE_A:
+                        tma.store_wait(0)  # the A stores have read their panels
+                    _partition_barrier()  # (and every warp's masked A loads are done)
+                    mbarrier.arrive(empty)  # every warp's wgmmas on the panels are done
+                row_c, eos_c, head_c = row_n, eos_n, head_n
+                row_n, eos_n, head_n = row_nn, eos_nn, head_nn
+            tma.store_wait(0)
+
+    @gluon.jit
+    def gluon_intra_kernel(beta_ptr, g_ptr, g_out_ptr, cu_ptr, ci_ptr, w_ptr, u_ptr, a_ptr, k_desc, v_desc,
+                           w_desc, u_desc, kin_desc, a_desc, T, NC, n_tiles,
+                           H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
+                           BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
+                           REGS: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr,
+                           MODE: gl.constexpr, PAIR: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr,
+                           G_CUMSUM: gl.constexpr):
+        """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
+        memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
+        (flattened) tensor; NC: chunks; n_tiles = NC·H."""
+        # Ai panels [Ai·diag β (4 column panels), Ai·diag β e^g (4), Ai (4, with STORE_A); tile; 64; 16]; the
+        # streamers see the same bytes as NP·W [64, 16] wgmma operands (the 32-byte swizzle acts on the last
+        # two dimensions only)
+        PAN3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=3)
+        PAN2: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=2)
+        NP: gl.constexpr = 8 + 4 * STORE_A
+        apan = gl.allocate_shared_memory(gl.bfloat16, [NP, W, 64, 16], PAN3)
+        # the inverters' keys [column half, key tile, 64, 64]; TMA writes them through the rank-2 view kbuf2
+        KL3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
+        kbuf = gl.allocate_shared_memory(gl.bfloat16, [2, W // G, 64, 64], KL3)
+        kbuf2 = kbuf._reinterpret(gl.bfloat16, [2 * (W // G), 64, 64], kin_desc.layout)
+        kready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(kready, count=1)
+        ring = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
+        stg = gl.allocate_shared_memory(gl.bfloat16, [NSTG, 64, BN], u_desc.layout)
+        ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+        full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(S):
+            mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(full, count=1)
+        mbarrier.init(empty, count=1)
+        pan2 = apan._reinterpret(gl.bfloat16, [NP * W, 64, 16], PAN2)
+        gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, cu_ptr, ci_ptr, apan, kin_desc, kbuf, kbuf2,
+                                             kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
+                                             IS_VARLEN, G_CUMSUM, full, empty)),
+                            (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, cu_ptr, ci_ptr,
+                                          pan2, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
+                                          NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN))],
+                           [4], [REGS])
+
+
+def _block_layout(rows, cols):
+    return gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16)
+
+
+def pick_group(H: int, Hg: int, launch: GluonLaunch = DEFAULT_LAUNCH) -> int:
+    """Heads per shared key tile: the launch's G, else 2 when two value heads share each key head."""
+    if launch.G is not None:
+        return launch.G
+    return 2 if (H // Hg) % 2 == 0 and launch.W % 2 == 0 else 1
+
+
+def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk_indices=None,
+                 diag_precision="bf16x3", merge_precision="tf32", launch: GluonLaunch | None = None,
+                 max_ctas: int | None = None) -> None:
+    """Fill w, u (and A, and g_out = chunk-local cumsum of the raw gate ``g`` when given) for B = 1 inputs
+    [1, T, …] (varlen: cu_seqlens and chunk_indices, both required). Caller checks support (ops.gluon_reason)."""
+    import torch
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    lc = launch or DEFAULT_LAUNCH
+    _, T, Hg, K = k.shape
+    H, V = v.shape[-2], v.shape[-1]
+    G = pick_group(H, Hg, lc)
+    if K != 128 or V % lc.BN or K % lc.BN or H % Hg or (H // Hg) % G or lc.W % G or lc.W // G > 4:
+        raise ValueError(f"gluon intra: unsupported K={K} V={V} H={H} Hg={Hg} G={G} {lc}")
+    varlen = cu_seqlens is not None
+    NC = int(chunk_indices.shape[0]) if varlen else triton.cdiv(T, 64)
+    n_tiles = NC * H
+    if n_tiles == 0:
+        return
+    blk = _block_layout(64, lc.BN)
+    descs = [TensorDescriptor.from_tensor(x.view(T, -1), [64, lc.BN], blk) for x in (k, v, w, u)]
+    descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, 64], _block_layout(64, 64)))
+    a_view = (A if A is not None else w).view(T, -1)  # without A: a valid descriptor that is never used
+    descs.append(TensorDescriptor.from_tensor(a_view, [64, 16], _block_layout(64, 16)))
+    n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count
+    grid = (min(max_ctas or n_sm, n_sm, triton.cdiv(n_tiles, lc.W)),)
+    gluon_intra_kernel[grid](
+        beta, g, g_out, cu_seqlens if varlen else None, chunk_indices if varlen else None,
+        w if varlen else None, u if varlen else None, A if (varlen and A is not None) else None,
+        *descs, T, NC, n_tiles, H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN,
+        DP=PRECISIONS[diag_precision], MP=PRECISIONS[merge_precision], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
+        STORE_A=A is not None, MODE=lc.MODE, PAIR=lc.PAIR, G=G, IS_VARLEN=varlen, G_CUMSUM=g_out is not None,
+        num_warps=lc.W)
+
+
+def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,
+                   merge_precision="tf32", H=32, Hg=16) -> dict:
+    """sm_90 compile on any machine (Triton's bundled ptxas): launch registers, warps, stack (spills), shared
+    memory and the setmaxnreg values of the two partitions."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from ..benchmarks.resources import cubin_usage  # cuobjdump registers / stack / SASS
+
+    lc = launch or DEFAULT_LAUNCH
+    desc = f"tensordesc<bf16[64, {lc.BN}],{_block_layout(64, lc.BN)!r}>"
+    sig = {"beta_ptr": "*bf16", "g_ptr": "*fp32", "g_out_ptr": "*fp32" if g_cumsum else "constexpr",
+           "cu_ptr": "*i32" if varlen else "constexpr", "ci_ptr": "*i32" if varlen else "constexpr",
+           "w_ptr": "*bf16" if varlen else "constexpr", "u_ptr": "*bf16" if varlen else "constexpr",
+           "a_ptr": "*bf16" if varlen and store_A else "constexpr",
+           "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
+           "kin_desc": f"tensordesc<bf16[64, 64],{_block_layout(64, 64)!r}>",
+           "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(64, 16)!r}>", "T": "i32", "NC": "i32",
+           "n_tiles": "i32"}
+    fn = gluon_intra_kernel
+    const = dict(H=H, Hg=Hg, K=128, V=128, W=lc.W, BK=lc.BK, BN=lc.BN, DP=P_BF16X3, MP=PRECISIONS[merge_precision],
+                 REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR,
+                 G=pick_group(H, Hg, lc), IS_VARLEN=varlen, G_CUMSUM=g_cumsum)
+    none_args = {n: None for n, t in sig.items() if t == "constexpr"}
+    const_all = {**const, **none_args}
+    sig.update({n: "constexpr" for n in const})
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items() if t.startswith("*")}
+    src = GluonASTSource(fn=fn, signature=sig, attrs=attrs,
+                         constexprs={(fn.arg_names.index(n),): v for n, v in const_all.items()})
+    c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": lc.W})
+    use = cubin_usage(c.asm["cubin"], sass=True)
+    return dict(launch_regs=use["regs"], warps=c.metadata.num_warps, stack=use["stack"], smem=c.metadata.shared,
+                setmaxnreg=sorted({int(x, 16) for x in
+                                   re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP0, )?(0x[0-9a-f]+)", use["sass"])}),
+                sass_instructions=len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", use["sass"], re.M)))
