@@ -4,6 +4,7 @@ per shape and per launch variant (MODE 1 / 2 time each partition alone).
 
     PYTHONPATH=<triton 3.6 dir> python bench/gluon_intra.py               # CPU: registers / spills (sm_90)
     python bench/gluon_intra.py --gpu OUT_DIR                             # GPU: errors vs fp64, times
+    python bench/gluon_intra.py --varlen OUT_DIR                          # GPU: where varlen time goes
     python bench/gluon_intra.py --ncu                                     # GPU, under ncu: one launch of each
 """
 
@@ -129,6 +130,47 @@ def gpu_check(out: str) -> int:
                                + [dict(r, kind="launch variant", T=8192, H=32, Hg=16) for r in sweep], md)
 
 
+def varlen_check(out: str) -> int:
+    """Where varlen time goes (T=8192 H=32, 1 and 8 sequences): the kernel, each partition alone, the plugin's
+    pipeline launch (cumsum in, no A), beside Triton and stock."""
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_overlap import events_us
+
+    from sglang_trinv import ops
+    from sglang_trinv.benchmarks import common
+    from sglang_trinv.benchmarks import kernels as bk
+
+    rows = []
+    for nseq in (1, 8):
+        a = bk.make_inputs(8192, 32, 16, 128, 128, nseq, 0)
+        k, v, g, beta, g_raw = a["k"], a["v"], a["g"], a["beta"], a["g_raw"]
+        T, H = k.shape[1], v.shape[2]
+        cu = a["cu_seqlens"] if nseq > 1 else torch.tensor([0, T], device=k.device, dtype=torch.int64)
+        ci = ops.prepare_chunk_indices(cu, 64)
+        bufs = (k.new_empty(1, T, H, 128), torch.empty_like(v), k.new_empty(1, T, H, 64),
+                torch.empty(beta.shape, device=k.device))
+        calls = [("gluon varlen", lambda: run_variant(k, v, g, beta, bufs, cu, ci)),
+                 ("gluon varlen MODE=1", lambda: run_variant(k, v, g, beta, bufs, cu, ci, MODE=1)),
+                 ("gluon varlen MODE=2", lambda: run_variant(k, v, g, beta, bufs, cu, ci, MODE=2)),
+                 ("gluon varlen pipeline (cumsum, no A)",
+                  lambda: run_variant(k, v, g_raw, beta, bufs, cu, ci, store_A=False, cumsum=True)),
+                 ("triton intra", lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton")),
+                 ("triton pipeline (cumsum, no A)",
+                  lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="triton")),
+                 ("stock intra", lambda: bk.stock_intra(k, v, g, beta, cu, ci))]
+        if nseq == 1:
+            calls.insert(0, ("gluon one sequence (not varlen)", lambda: run_variant(k, v, g, beta, bufs)))
+        for name, f in calls:
+            rows.append(dict(nseq=nseq, call=name, us=events_us(f)))
+            print(rows[-1], flush=True)
+    meta = common.run_meta("cuda", dtype="bfloat16")
+    md = common.md_header("Gluon intra, varlen time", meta, "T=8192 H=32 Hg=16 bf16; CUDA-graph µs per call.")
+    md += ["| seqs | call | µs |", "|---|---|---|"] + [f"| {r['nseq']} | {r['call']} | {r['us']:.1f} |" for r in rows]
+    return common.write_report(out, "gluon_varlen", meta, rows, md)
+
+
 def ncu_launches() -> int:
     """One profiled launch each (for ncu, `--profile-from-start off`): inverters alone (MODE 1), the whole
     kernel, and the Triton inverse-only kernel at T=8192 H=32."""
@@ -156,6 +198,8 @@ def ncu_launches() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--gpu":
         sys.exit(gpu_check(sys.argv[2]))
+    if len(sys.argv) > 2 and sys.argv[1] == "--varlen":
+        sys.exit(varlen_check(sys.argv[2]))
     if len(sys.argv) > 1 and sys.argv[1] == "--ncu":
         sys.exit(ncu_launches())
     import triton

@@ -147,33 +147,31 @@ if AVAILABLE:
         return chunk, head
 
     @gluon.jit
-    def _chunk_rows(c, T, cu_ptr, ci_ptr, IS_VARLEN: gl.constexpr):
-        """(first row, end row of its sequence) of chunk c (scalar or vector). Varlen: chunk_indices[c] =
-        (sequence, chunk within it), cu_seqlens as SGLang/FLA; else one sequence of T rows."""
+    def _chunk_rows(c, T, tab_ptr, IS_VARLEN: gl.constexpr):
+        """(first row, end row of its sequence) of chunk c (scalar or vector). Varlen: one int32 pair per chunk
+        from the chunk table (:func:`chunk_table`); else one sequence of T rows."""
         if IS_VARLEN:
-            seq = gl.load(ci_ptr + 2 * c).to(gl.int32)
-            j = gl.load(ci_ptr + 2 * c + 1).to(gl.int32)
-            row = gl.load(cu_ptr + seq).to(gl.int32) + 64 * j
-            eos = gl.load(cu_ptr + seq + 1).to(gl.int32)
+            row = gl.load(tab_ptr + 2 * c)
+            eos = gl.load(tab_ptr + 2 * c + 1)
         else:
             row = c * 64
             eos = c * 0 + T
         return row, eos
 
     @gluon.jit
-    def _batch_rows(first, wb, T, NC, n_tiles, cu_ptr, ci_ptr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
+    def _batch_rows(first, wb, T, NC, n_tiles, tab_ptr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
         """Per warp of the batch starting at tile ``first``: first row, sequence end, head (vectors [W])."""
         chunk, head = _tile(gl.minimum(first + wb, n_tiles - 1), NC, G)
-        row, eos = _chunk_rows(chunk, T, cu_ptr, ci_ptr, IS_VARLEN)
+        row, eos = _chunk_rows(chunk, T, tab_ptr, IS_VARLEN)
         return row, eos, head
 
     @gluon.jit
-    def _key_coords(first, i: gl.constexpr, T, NC, n_tiles, cu_ptr, ci_ptr, H: gl.constexpr, Hg: gl.constexpr,
+    def _key_coords(first, i: gl.constexpr, T, NC, n_tiles, tab_ptr, H: gl.constexpr, Hg: gl.constexpr,
                     K: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
         """TMA coordinates of key tile i of the batch at ``first`` (tile first + i·G; a tile past the last loads
         the last one: the barrier counts a fixed number of bytes)."""
         chunk, head = _tile(gl.minimum(first + i * G, n_tiles - 1), NC, G)
-        row, _ = _chunk_rows(chunk, T, cu_ptr, ci_ptr, IS_VARLEN)
+        row, _ = _chunk_rows(chunk, T, tab_ptr, IS_VARLEN)
         return row, (head // (H // Hg)) * K
 
     @gluon.jit
@@ -192,16 +190,16 @@ if AVAILABLE:
             tma.async_copy_global_to_shared(kin_desc, [r3, c3 + 64], kready, kbuf2.index(NKT + 3))
 
     @gluon.jit
-    def _key_batch(first, T, NC, n_tiles, cu_ptr, ci_ptr, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
+    def _key_batch(first, T, NC, n_tiles, tab_ptr, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
                    G: gl.constexpr, NKT: gl.constexpr, IS_VARLEN: gl.constexpr):
         """TMA coordinates of the batch's NKT ≤ 4 key tiles (unused ones repeat tile 0)."""
-        r0, c0 = _key_coords(first, 0, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, IS_VARLEN)
+        r0, c0 = _key_coords(first, 0, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN)
         r1, c1, r2, c2, r3, c3 = r0, c0, r0, c0, r0, c0
         if NKT > 1:
-            r1, c1 = _key_coords(first, 1, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, IS_VARLEN)
+            r1, c1 = _key_coords(first, 1, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN)
         if NKT > 2:
-            r2, c2 = _key_coords(first, 2, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, IS_VARLEN)
-            r3, c3 = _key_coords(first, 3, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, IS_VARLEN)
+            r2, c2 = _key_coords(first, 2, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN)
+            r3, c3 = _key_coords(first, 3, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN)
         return r0, c0, r1, c1, r2, c2, r3, c3
 
     @gluon.jit
@@ -259,7 +257,7 @@ if AVAILABLE:
         return x
 
     @gluon.jit
-    def _invert_tiles(beta_ptr, g_ptr, g_out_ptr, cu_ptr, ci_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, NC,
+    def _invert_tiles(beta_ptr, g_ptr, g_out_ptr, tab_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, NC,
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
@@ -288,11 +286,11 @@ if AVAILABLE:
         step = gl.num_programs(0) * W
         base0 = gl.program_id(0) * W
         if MODE != 2:
-            r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(base0, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, NKT,
+            r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(base0, T, NC, n_tiles, tab_ptr, H, Hg, K, G, NKT,
                                                         IS_VARLEN)
             _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT)
         # rows of the batch (loop-carried one batch ahead: varlen's table loads never wait in the chain)
-        row, eos, head = _batch_rows(base0, wb, T, NC, n_tiles, cu_ptr, ci_ptr, G, IS_VARLEN)
+        row, eos, head = _batch_rows(base0, wb, T, NC, n_tiles, tab_ptr, G, IS_VARLEN)
         j = 0
         for base in range(base0, n_tiles, step):
             nxt = base + step
@@ -300,7 +298,7 @@ if AVAILABLE:
                 # gate loads first: their latency hides behind the keys' wait and KKᵀ
                 b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3 = _gates(beta_ptr, g_ptr, g_out_ptr, base, wb, ir, row, eos,
                                                                 head, n_tiles, H, G_CUMSUM, W, MMA)
-                r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(nxt, T, NC, n_tiles, cu_ptr, ci_ptr, H, Hg, K, G, NKT,
+                r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(nxt, T, NC, n_tiles, tab_ptr, H, Hg, K, G, NKT,
                                                             IS_VARLEN)
                 z = gl.zeros([W, 16, 16], gl.float32, MMA)
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
@@ -350,7 +348,7 @@ if AVAILABLE:
                 a31 = r31 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_1[:, None, :])
                 a32 = r32 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_2[:, None, :])
                 # the rows of the next batch: loads issued now, used in the next iteration
-                row, eos, head = _batch_rows(nxt, wb, T, NC, n_tiles, cu_ptr, ci_ptr, G, IS_VARLEN)
+                row, eos, head = _batch_rows(nxt, wb, T, NC, n_tiles, tab_ptr, G, IS_VARLEN)
                 x00 = _inv_diag(a00, r, c, MMA, DP)
                 x11 = _inv_diag(a11, r, c, MMA, DP)
                 x22 = _inv_diag(a22, r, c, MMA, DP)
@@ -391,12 +389,12 @@ if AVAILABLE:
             j += 1
 
     @gluon.jit
-    def _stile(ts, pid, nprog, T, NC, n_tiles, cu_ptr, ci_ptr, W: gl.constexpr, G: gl.constexpr,
+    def _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W: gl.constexpr, G: gl.constexpr,
                IS_VARLEN: gl.constexpr):
         """(first row, sequence end, head) of this CTA's local tile ts (clamped to the last tile past the end)."""
         t = gl.minimum((pid + (ts // W) * nprog) * W + ts % W, n_tiles - 1)
         chunk, head = _tile(t, NC, G)
-        row, eos = _chunk_rows(chunk, T, cu_ptr, ci_ptr, IS_VARLEN)
+        row, eos = _chunk_rows(chunk, T, tab_ptr, IS_VARLEN)
         return row, eos, head
 
     @gluon.jit
@@ -482,7 +480,7 @@ if AVAILABLE:
             _tma_a(apan, a_desc, first, row, head, W)
 
     @gluon.jit
-    def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, cu_ptr, ci_ptr, apan, ring,
+    def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, apan, ring,
                    ready, stg, T, NC, n_tiles, full, empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
                    V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr,
                    MODE: gl.constexpr, PAIR: gl.constexpr, STORE_A: gl.constexpr, G: gl.constexpr,
@@ -508,14 +506,14 @@ if AVAILABLE:
         else:
             total = n_my * IPT
             # tile infos, loop-carried: this tile (c), the next (n, its items are issued during this one)
-            row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, cu_ptr, ci_ptr, W, G, IS_VARLEN)
-            row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, cu_ptr, ci_ptr, W, G, IS_VARLEN)
+            row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
+            row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
             for p in range(gl.minimum(L, total)):
                 _issue(p, p, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
             q = 0
             for ts in range(n_my):
                 # the tile after next: its table loads wait behind this tile's work, not in front of an issue
-                row_nn, eos_nn, head_nn = _stile(ts + 2, pid, nprog, T, NC, n_tiles, cu_ptr, ci_ptr, W, G,
+                row_nn, eos_nn, head_nn = _stile(ts + 2, pid, nprog, T, NC, n_tiles, tab_ptr, W, G,
                                                  IS_VARLEN)
                 wi = ts % W
                 bt = ts // W
@@ -570,7 +568,7 @@ if AVAILABLE:
             tma.store_wait(0)
 
     @gluon.jit
-    def gluon_intra_kernel(beta_ptr, g_ptr, g_out_ptr, cu_ptr, ci_ptr, w_ptr, u_ptr, a_ptr, k_desc, v_desc,
+    def gluon_intra_kernel(beta_ptr, g_ptr, g_out_ptr, tab_ptr, w_ptr, u_ptr, a_ptr, k_desc, v_desc,
                            w_desc, u_desc, kin_desc, a_desc, T, NC, n_tiles,
                            H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
                            BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
@@ -603,10 +601,10 @@ if AVAILABLE:
         mbarrier.init(full, count=1)
         mbarrier.init(empty, count=1)
         pan2 = apan._reinterpret(gl.bfloat16, [NP * W, 64, 16], PAN2)
-        gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, cu_ptr, ci_ptr, apan, kin_desc, kbuf, kbuf2,
+        gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, apan, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
                                              IS_VARLEN, G_CUMSUM, full, empty)),
-                            (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, cu_ptr, ci_ptr,
+                            (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           pan2, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
                                           NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN))],
                            [4], [REGS])
@@ -621,6 +619,27 @@ def pick_group(H: int, Hg: int, launch: GluonLaunch = DEFAULT_LAUNCH) -> int:
     if launch.G is not None:
         return launch.G
     return 2 if (H // Hg) % 2 == 0 and launch.W % 2 == 0 else 1
+
+
+_TABLE_CACHE: list = []  # [(cu_seqlens, chunk_indices, versions, table)]: the last few, by tensor identity
+
+
+def chunk_table(cu_seqlens, chunk_indices):
+    """int32 [NC, 2]: (first row, end row of its sequence) per chunk, so the kernel reads one pair per tile
+    instead of a chunk_indices → cu_seqlens chain. Cached by tensor identity and version (SGLang passes the same
+    cu_seqlens / chunk_indices to every GDN layer of a forward; holding them keeps their memory from being
+    reused by other tensors, so identity is safe)."""
+    import torch
+
+    ver = (cu_seqlens._version, chunk_indices._version)
+    for cu, ci, v, tab in _TABLE_CACHE:
+        if cu is cu_seqlens and ci is chunk_indices and v == ver:
+            return tab
+    seq = chunk_indices[:, 0].long()
+    tab = torch.stack([cu_seqlens[seq] + 64 * chunk_indices[:, 1], cu_seqlens[seq + 1]], 1).to(torch.int32)
+    _TABLE_CACHE.insert(0, (cu_seqlens, chunk_indices, ver, tab.contiguous()))
+    del _TABLE_CACHE[4:]
+    return _TABLE_CACHE[0][3]
 
 
 def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk_indices=None,
@@ -650,7 +669,7 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count
     grid = (min(max_ctas or n_sm, n_sm, triton.cdiv(n_tiles, lc.W)),)
     gluon_intra_kernel[grid](
-        beta, g, g_out, cu_seqlens if varlen else None, chunk_indices if varlen else None,
+        beta, g, g_out, chunk_table(cu_seqlens, chunk_indices) if varlen else None,
         w if varlen else None, u if varlen else None, A if (varlen and A is not None) else None,
         *descs, T, NC, n_tiles, H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN,
         DP=PRECISIONS[diag_precision], MP=PRECISIONS[merge_precision], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
@@ -670,7 +689,7 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
     lc = launch or DEFAULT_LAUNCH
     desc = f"tensordesc<bf16[64, {lc.BN}],{_block_layout(64, lc.BN)!r}>"
     sig = {"beta_ptr": "*bf16", "g_ptr": "*fp32", "g_out_ptr": "*fp32" if g_cumsum else "constexpr",
-           "cu_ptr": "*i32" if varlen else "constexpr", "ci_ptr": "*i32" if varlen else "constexpr",
+           "tab_ptr": "*i32" if varlen else "constexpr",
            "w_ptr": "*bf16" if varlen else "constexpr", "u_ptr": "*bf16" if varlen else "constexpr",
            "a_ptr": "*bf16" if varlen and store_A else "constexpr",
            "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
