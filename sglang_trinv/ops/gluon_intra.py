@@ -109,10 +109,6 @@ if AVAILABLE:
         return gl.exp(gl.where(x <= 0, x, float("-inf")))
 
     @gluon.jit
-    def _add(a, b):
-        return a + b
-
-    @gluon.jit
     def _inv_diag(a, r, c, MMA: gl.constexpr, PREC: gl.constexpr):
         """(I + a)^{-1} of strictly-lower 16×16 tiles: exact 2×2 blocks, then X ← X − X·A_b·X (b = 2, 4, 8)."""
         eye = gl.where(r == c, 1.0, 0.0)
@@ -125,13 +121,13 @@ if AVAILABLE:
         return x
 
     @gluon.jit
-    def _put(apan, x, a: gl.constexpr, b: gl.constexpr, sb, se, PLAIN: gl.constexpr):
-        """Block (a, b) of the batch's Ai·diag(β) into column panel b, Ai·diag(β e^g) into panel 4 + b (bf16);
-        PLAIN: Ai itself into panel 8 + b (stored to A by the streamers)."""
-        apan.index(b).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
-        apan.index(4 + b).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
+    def _put(pb, pe, pa, x, a: gl.constexpr, b: gl.constexpr, sb, se, PLAIN: gl.constexpr):
+        """Block (a, b) of the batch's Ai·diag(β) into column panel pb[b], Ai·diag(β e^g) into pe[b] (bf16);
+        PLAIN: Ai itself into pa[b] (stored to A by the streamers)."""
+        pb[b].slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
+        pe[b].slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
         if PLAIN:
-            apan.index(8 + b).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
+            pa[b].slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
 
     @gluon.jit
     def _tile(t, NC, G: gl.constexpr):
@@ -203,27 +199,10 @@ if AVAILABLE:
         return r0, c0, r1, c1, r2, c2, r3, c3
 
     @gluon.jit
-    def _gate_block(g_ptr, g_out_ptr, rr, m, hcol, carry, H: gl.constexpr, G_CUMSUM: gl.constexpr,
-                    LSCAN: gl.constexpr, LROW: gl.constexpr):
-        """Gate of one 16-row block (0 where masked); G_CUMSUM: raw log-gate → chunk-local cumsum (plus the
-        previous blocks' sum ``carry``), stored to g_out; returns (g, new carry)."""
-        if G_CUMSUM:
-            x = gl.load(g_ptr + rr * H + hcol, mask=m, other=0.0).to(gl.float32)
-            xs = gl.convert_layout(x, LSCAN)
-            cs = gl.associative_scan(xs, 1, _add)
-            g = gl.convert_layout(cs, LROW) + carry[:, None]
-            gl.store(g_out_ptr + rr * H + hcol, g, mask=m)
-            carry = carry + gl.sum(x, 1)
-        else:
-            g = gl.load(g_ptr + rr * H + hcol, mask=m, other=0.0).to(gl.float32)
-        return g, carry
-
-    @gluon.jit
-    def _gates(beta_ptr, g_ptr, g_out_ptr, first, wb, ir, row, eos, head, n_tiles, H: gl.constexpr,
-               G_CUMSUM: gl.constexpr, W: gl.constexpr, MMA: gl.constexpr):
-        """Per tile (first + warp): β_i, g_i per row block (SliceLayout(2, MMA)); 0 past the sequence's end."""
-        LROW: gl.constexpr = gl.SliceLayout(2, MMA)
-        LSCAN: gl.constexpr = gl.BlockedLayout([1, 1], [2, 16], [W, 1], [1, 0])
+    def _gates(beta_ptr, g_ptr, first, wb, ir, row, eos, head, n_tiles, H: gl.constexpr, W: gl.constexpr,
+               MMA: gl.constexpr):
+        """Per tile (first + warp): β_i and the gate (raw with G_CUMSUM) per 16-row block, SliceLayout(2, MMA),
+        0 past the sequence's end."""
         valid = ((first + wb) < n_tiles)[:, None]
         hcol = head[:, None]
         rr = row[:, None] + ir[None, :]
@@ -236,12 +215,25 @@ if AVAILABLE:
         b_1 = gl.load(beta_ptr + (rr + 16) * H + hcol, mask=m1, other=0.0).to(gl.float32)
         b_2 = gl.load(beta_ptr + (rr + 32) * H + hcol, mask=m2, other=0.0).to(gl.float32)
         b_3 = gl.load(beta_ptr + (rr + 48) * H + hcol, mask=m3, other=0.0).to(gl.float32)
-        carry = gl.zeros([W], gl.float32, gl.SliceLayout(1, LROW))
-        g_0, carry = _gate_block(g_ptr, g_out_ptr, rr, m0, hcol, carry, H, G_CUMSUM, LSCAN, LROW)
-        g_1, carry = _gate_block(g_ptr, g_out_ptr, rr + 16, m1, hcol, carry, H, G_CUMSUM, LSCAN, LROW)
-        g_2, carry = _gate_block(g_ptr, g_out_ptr, rr + 32, m2, hcol, carry, H, G_CUMSUM, LSCAN, LROW)
-        g_3, carry = _gate_block(g_ptr, g_out_ptr, rr + 48, m3, hcol, carry, H, G_CUMSUM, LSCAN, LROW)
+        g_0 = gl.load(g_ptr + rr * H + hcol, mask=m0, other=0.0).to(gl.float32)
+        g_1 = gl.load(g_ptr + (rr + 16) * H + hcol, mask=m1, other=0.0).to(gl.float32)
+        g_2 = gl.load(g_ptr + (rr + 32) * H + hcol, mask=m2, other=0.0).to(gl.float32)
+        g_3 = gl.load(g_ptr + (rr + 48) * H + hcol, mask=m3, other=0.0).to(gl.float32)
         return b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3
+
+    @gluon.jit
+    def _cumsum_block(x, r, c, carry_r, carry_c):
+        """Chunk-local cumsum of one raw 16-row gate block x (rows, SliceLayout(2, MMA)) given the previous
+        blocks' sum, in both layouts — row (g) and column (h) — by masked sums inside each warp (no shared-memory
+        layout conversion): h_c = Σ_{r ≤ c} x_r; g_r = Σ_{c ≤ r} x_c with x_c = Σ_r [r = c] x_r."""
+        h = gl.sum(gl.where(r <= c, x[:, :, None], 0.0), 1) + carry_c[:, None]
+        xc = gl.sum(gl.where(r == c, x[:, :, None], 0.0), 1)
+        g = gl.sum(gl.where(c <= r, xc[:, None, :], 0.0), 2) + carry_r[:, None]
+        return g, h, carry_r + gl.sum(x, 1), carry_c + gl.sum(xc, 1)
+
+    @gluon.jit
+    def _store_gate(g_out_ptr, g, rr, lim, valid, hcol, H: gl.constexpr):
+        gl.store(g_out_ptr + rr * H + hcol, g, mask=(rr < lim) & valid)
 
     @gluon.jit
     def _krows(ks, a: gl.constexpr, LK: gl.constexpr, P4: gl.constexpr, W: gl.constexpr, G: gl.constexpr,
@@ -257,7 +249,7 @@ if AVAILABLE:
         return x
 
     @gluon.jit
-    def _invert_tiles(beta_ptr, g_ptr, g_out_ptr, tab_ptr, apan, kin_desc, kbuf, kbuf2, kready, T, NC,
+    def _invert_tiles(beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC,
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
@@ -280,9 +272,12 @@ if AVAILABLE:
         c = ic[None, None, :]
         # the panels' blocks above the diagonal stay zero (written once)
         zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
-        for i in gl.static_range(8 + 4 * STORE_A):
-            for pa in gl.static_range(0, i % 4):
-                apan.index(i).slice(16 * pa, 16, dim=1).store(zt)
+        for b in gl.static_range(4):
+            for a in gl.static_range(0, b):
+                pb[b].slice(16 * a, 16, dim=1).store(zt)
+                pe[b].slice(16 * a, 16, dim=1).store(zt)
+                if STORE_A:
+                    pa[b].slice(16 * a, 16, dim=1).store(zt)
         step = gl.num_programs(0) * W
         base0 = gl.program_id(0) * W
         if MODE != 2:
@@ -296,8 +291,8 @@ if AVAILABLE:
             nxt = base + step
             if MODE != 2:
                 # gate loads first: their latency hides behind the keys' wait and KKᵀ
-                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3 = _gates(beta_ptr, g_ptr, g_out_ptr, base, wb, ir, row, eos,
-                                                                head, n_tiles, H, G_CUMSUM, W, MMA)
+                b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3 = _gates(beta_ptr, g_ptr, base, wb, ir, row, eos, head,
+                                                                n_tiles, H, W, MMA)
                 r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(nxt, T, NC, n_tiles, tab_ptr, H, Hg, K, G, NKT,
                                                             IS_VARLEN)
                 z = gl.zeros([W, 16, 16], gl.float32, MMA)
@@ -334,8 +329,22 @@ if AVAILABLE:
                 # β and g per column: the row vectors in the column layout (no second load)
                 s_0, s_1, s_2, s_3 = (gl.convert_layout(b_0, COL), gl.convert_layout(b_1, COL),
                                       gl.convert_layout(b_2, COL), gl.convert_layout(b_3, COL))
-                h_0, h_1, h_2, h_3 = (gl.convert_layout(g_0, COL), gl.convert_layout(g_1, COL),
-                                      gl.convert_layout(g_2, COL), gl.convert_layout(g_3, COL))
+                if G_CUMSUM:  # g holds the raw log-gate: its chunk-local cumsum, stored for the later stages
+                    cr = gl.zeros([W], gl.float32, gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
+                    cc = gl.zeros([W], gl.float32, gl.SliceLayout(1, COL))
+                    g_0, h_0, cr, cc = _cumsum_block(g_0, r, c, cr, cc)
+                    g_1, h_1, cr, cc = _cumsum_block(g_1, r, c, cr, cc)
+                    g_2, h_2, cr, cc = _cumsum_block(g_2, r, c, cr, cc)
+                    g_3, h_3, cr, cc = _cumsum_block(g_3, r, c, cr, cc)
+                    valid = ((base + wb) < n_tiles)[:, None]
+                    rr = row[:, None] + ir[None, :]
+                    _store_gate(g_out_ptr, g_0, rr, eos[:, None], valid, head[:, None], H)
+                    _store_gate(g_out_ptr, g_1, rr + 16, eos[:, None], valid, head[:, None], H)
+                    _store_gate(g_out_ptr, g_2, rr + 32, eos[:, None], valid, head[:, None], H)
+                    _store_gate(g_out_ptr, g_3, rr + 48, eos[:, None], valid, head[:, None], H)
+                else:
+                    h_0, h_1, h_2, h_3 = (gl.convert_layout(g_0, COL), gl.convert_layout(g_1, COL),
+                                          gl.convert_layout(g_2, COL), gl.convert_layout(g_3, COL))
                 low = r > c
                 a00 = gl.where(low, r00 * b_0[:, :, None] * _safe_exp(g_0[:, :, None] - h_0[:, None, :]), 0.0)
                 a11 = gl.where(low, r11 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_1[:, None, :]), 0.0)
@@ -370,16 +379,18 @@ if AVAILABLE:
                 e_1 = s_1 * gl.exp(h_1)
                 e_2 = s_2 * gl.exp(h_2)
                 e_3 = s_3 * gl.exp(h_3)
-                _put(apan, x00, 0, 0, s_0, e_0, STORE_A)
-                _put(apan, x10, 1, 0, s_0, e_0, STORE_A)
-                _put(apan, x20, 2, 0, s_0, e_0, STORE_A)
-                _put(apan, x30, 3, 0, s_0, e_0, STORE_A)
-                _put(apan, x11, 1, 1, s_1, e_1, STORE_A)
-                _put(apan, x21, 2, 1, s_1, e_1, STORE_A)
-                _put(apan, x31, 3, 1, s_1, e_1, STORE_A)
-                _put(apan, x22, 2, 2, s_2, e_2, STORE_A)
-                _put(apan, x32, 3, 2, s_2, e_2, STORE_A)
-                _put(apan, x33, 3, 3, s_3, e_3, STORE_A)
+                # by diagonals: one block per panel (separate allocations) between the compiler's shared-memory
+                # barriers, which it places between two writes to one allocation
+                _put(pb, pe, pa, x00, 0, 0, s_0, e_0, STORE_A)
+                _put(pb, pe, pa, x11, 1, 1, s_1, e_1, STORE_A)
+                _put(pb, pe, pa, x22, 2, 2, s_2, e_2, STORE_A)
+                _put(pb, pe, pa, x33, 3, 3, s_3, e_3, STORE_A)
+                _put(pb, pe, pa, x10, 1, 0, s_0, e_0, STORE_A)
+                _put(pb, pe, pa, x21, 2, 1, s_1, e_1, STORE_A)
+                _put(pb, pe, pa, x32, 3, 2, s_2, e_2, STORE_A)
+                _put(pb, pe, pa, x20, 2, 0, s_0, e_0, STORE_A)
+                _put(pb, pe, pa, x31, 3, 1, s_1, e_1, STORE_A)
+                _put(pb, pe, pa, x30, 3, 0, s_0, e_0, STORE_A)
                 fence_async_shared()  # generic-proxy stores → read by wgmma and TMA (async proxy)
             else:
                 if j >= 1:
@@ -410,12 +421,12 @@ if AVAILABLE:
                                             ring.index(p % S))
 
     @gluon.jit
-    def _wg_chain(apan, slot, first, W: gl.constexpr, ACC: gl.constexpr, BN: gl.constexpr):
-        """Σ_b panel_b · slot[16b:16b+16] as four chained asynchronous wgmmas (K = 16 each)."""
-        acc = warpgroup_mma(apan.index(first), slot.slice(0, 16, dim=0), gl.zeros([64, BN], gl.float32, ACC),
+    def _wg_chain(pset, slot, wi, ACC: gl.constexpr, BN: gl.constexpr):
+        """Σ_b pset[b][wi] · slot[16b:16b+16] as four chained asynchronous wgmmas (K = 16 each)."""
+        acc = warpgroup_mma(pset[0].index(wi), slot.slice(0, 16, dim=0), gl.zeros([64, BN], gl.float32, ACC),
                             use_acc=False, is_async=True)
         for b in gl.static_range(1, 4):
-            acc = warpgroup_mma(apan.index(first + b * W), slot.slice(16 * b, 16, dim=0), acc, is_async=True)
+            acc = warpgroup_mma(pset[b].index(wi), slot.slice(16 * b, 16, dim=0), acc, is_async=True)
         return acc
 
     @gluon.jit
@@ -456,13 +467,12 @@ if AVAILABLE:
             _tma_out(acc, q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
 
     @gluon.jit
-    def _tma_a(apan, a_desc, first, row, head, W: gl.constexpr):
+    def _tma_a(pa, a_desc, wi, row, head):
         for b in gl.static_range(4):
-            tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], apan.index(first + (8 + b) * W))
+            tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], pa[b].index(wi))
 
     @gluon.jit
-    def _store_a(apan, a_desc, a_ptr, first, row, eos, T, head, H: gl.constexpr, W: gl.constexpr,
-                 IS_VARLEN: gl.constexpr):
+    def _store_a(pa, a_desc, a_ptr, wi, row, eos, T, head, H: gl.constexpr, IS_VARLEN: gl.constexpr):
         """The A output of one tile from its plain Ai panels: TMA (rows past the tensor clipped); varlen: masked
         stores for a chunk that ends inside the tensor before 64 rows."""
         if IS_VARLEN:
@@ -471,16 +481,16 @@ if AVAILABLE:
                 rr = row + gl.arange(0, 64, layout=gl.SliceLayout(1, LA))
                 cc = gl.arange(0, 16, layout=gl.SliceLayout(0, LA))
                 for b in gl.static_range(4):
-                    x = apan.index(first + (8 + b) * W).load(LA)
+                    x = pa[b].index(wi).load(LA)
                     gl.store(a_ptr + rr.to(gl.int64)[:, None] * (H * 64) + (head * 64 + 16 * b) + cc[None, :], x,
                              mask=(rr < eos)[:, None])
             else:
-                _tma_a(apan, a_desc, first, row, head, W)
+                _tma_a(pa, a_desc, wi, row, head)
         else:
-            _tma_a(apan, a_desc, first, row, head, W)
+            _tma_a(pa, a_desc, wi, row, head)
 
     @gluon.jit
-    def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, apan, ring,
+    def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, pb, pe, pa, ring,
                    ready, stg, T, NC, n_tiles, full, empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
                    V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr,
                    MODE: gl.constexpr, PAIR: gl.constexpr, STORE_A: gl.constexpr, G: gl.constexpr,
@@ -519,9 +529,8 @@ if AVAILABLE:
                 bt = ts // W
                 if wi == 0:
                     mbarrier.wait(full, bt & 1)
-                pfirst = wi
                 if STORE_A:
-                    _store_a(apan, a_desc, a_ptr, pfirst, row_c, eos_c, T, head_c, H, W, IS_VARLEN)
+                    _store_a(pa, a_desc, a_ptr, wi, row_c, eos_c, T, head_c, H, IS_VARLEN)
                 if PAIR:  # two items in flight: the second's wgmmas run while the first's result goes out
                     for pp in gl.static_range(IPT // 2):
                         for d in gl.static_range(2):
@@ -533,10 +542,9 @@ if AVAILABLE:
                                     _issue(q + L + d, 2 * pp + L + d - IPT, row_n, head_n, k_desc, v_desc, ring,
                                            ready, H, Hg, K, V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
-                        acc0 = _wg_chain(apan, ring.index(q % S), pfirst + ((2 * pp >= NU) * 4) * W, W, ACC, BN)
+                        acc0 = _wg_chain(pe if 2 * pp >= NU else pb, ring.index(q % S), wi, ACC, BN)
                         mbarrier.wait(ready.index((q + 1) % S), ((q + 1) // S) & 1)
-                        acc1 = _wg_chain(apan, ring.index((q + 1) % S), pfirst + ((2 * pp + 1 >= NU) * 4) * W, W,
-                                         ACC, BN)
+                        acc1 = _wg_chain(pe if 2 * pp + 1 >= NU else pb, ring.index((q + 1) % S), wi, ACC, BN)
                         acc0 = warpgroup_mma_wait(4, deps=[acc0])
                         _epi(acc0, q, 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU,
                              H, V, K, ACC, IS_VARLEN)
@@ -553,7 +561,7 @@ if AVAILABLE:
                                 _issue(q + L, sub + L - IPT, row_n, head_n, k_desc, v_desc, ring, ready, H, Hg, K,
                                        V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
-                        acc = _wg_chain(apan, ring.index(q % S), pfirst + ((sub >= NU) * 4) * W, W, ACC, BN)
+                        acc = _wg_chain(pe if sub >= NU else pb, ring.index(q % S), wi, ACC, BN)
                         acc = warpgroup_mma_wait(0, deps=[acc])
                         _epi(acc, q, sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU, H,
                              V, K, ACC, IS_VARLEN)
@@ -583,8 +591,21 @@ if AVAILABLE:
         # two dimensions only)
         PAN3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=3)
         PAN2: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=2)
-        NP: gl.constexpr = 8 + 4 * STORE_A
-        apan = gl.allocate_shared_memory(gl.bfloat16, [NP, W, 64, 16], PAN3)
+        pb = (gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3))
+        pe = (gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3))
+        if STORE_A:
+            pa = (gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+                  gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+                  gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
+                  gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3))
+        else:
+            pa = pb  # unused
         # the inverters' keys [column half, key tile, 64, 64]; TMA writes them through the rank-2 view kbuf2
         KL3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
         kbuf = gl.allocate_shared_memory(gl.bfloat16, [2, W // G, 64, 64], KL3)
@@ -600,12 +621,20 @@ if AVAILABLE:
             mbarrier.init(ready.index(i), count=1)
         mbarrier.init(full, count=1)
         mbarrier.init(empty, count=1)
-        pan2 = apan._reinterpret(gl.bfloat16, [NP * W, 64, 16], PAN2)
-        gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, apan, kin_desc, kbuf, kbuf2,
+        # the streamers see each panel as W [64, 16] wgmma operands (the 32-byte swizzle acts on the last two
+        # dimensions only)
+        sb = (pb[0]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pb[1]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2),
+              pb[2]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pb[3]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2))
+        se = (pe[0]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pe[1]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2),
+              pe[2]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pe[3]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2))
+        sa = (pa[0]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pa[1]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2),
+              pa[2]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pa[3]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2))
+        gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
                                              IS_VARLEN, G_CUMSUM, full, empty)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
-                                          pan2, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
+                                          sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
+                                          S,
                                           NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN))],
                            [4], [REGS])
 
