@@ -152,16 +152,25 @@ def varlen_check(out: str) -> int:
         bufs = (k.new_empty(1, T, H, 128), torch.empty_like(v), k.new_empty(1, T, H, 64),
                 torch.empty(beta.shape, device=k.device))
         calls = [("gluon varlen", lambda: run_variant(k, v, g, beta, bufs, cu, ci)),
+                 ("gluon varlen, no A (double-buffered panels)",
+                  lambda: run_variant(k, v, g, beta, bufs, cu, ci, store_A=False)),
+                 ("gluon varlen, no A, single-buffered",
+                  lambda: run_variant(k, v, g, beta, bufs, cu, ci, store_A=False, DB=False)),
                  ("gluon varlen MODE=1", lambda: run_variant(k, v, g, beta, bufs, cu, ci, MODE=1)),
                  ("gluon varlen MODE=2", lambda: run_variant(k, v, g, beta, bufs, cu, ci, MODE=2)),
                  ("gluon varlen pipeline (cumsum, no A)",
                   lambda: run_variant(k, v, g_raw, beta, bufs, cu, ci, store_A=False, cumsum=True)),
+                 ("gluon varlen pipeline MODE=1", lambda: run_variant(k, v, g_raw, beta, bufs, cu, ci, store_A=False,
+                                                                      cumsum=True, MODE=1)),
+                 ("gluon varlen pipeline MODE=2", lambda: run_variant(k, v, g_raw, beta, bufs, cu, ci, store_A=False,
+                                                                      cumsum=True, MODE=2)),
                  ("triton intra", lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton")),
                  ("triton pipeline (cumsum, no A)",
                   lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="triton")),
                  ("stock intra", lambda: bk.stock_intra(k, v, g, beta, cu, ci))]
         if nseq == 1:
             calls.insert(0, ("gluon one sequence (not varlen)", lambda: run_variant(k, v, g, beta, bufs)))
+            calls.insert(1, ("gluon one sequence, no A", lambda: run_variant(k, v, g, beta, bufs, store_A=False)))
         for name, f in calls:
             rows.append(dict(nseq=nseq, call=name, us=events_us(f)))
             print(rows[-1], flush=True)

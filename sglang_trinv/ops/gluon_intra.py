@@ -60,8 +60,9 @@ PRECISIONS = {"tf32": P_TF32, "bf16x3": P_BF16X3}
 class GluonLaunch:
     """Launch parameters (measured defaults, H200). W: inverter warps = tiles per batch; BK: KKᵀ reduction tile;
     BN: w/u column block; REGS: streamer registers; S: TMA ring depth; NSTG: staging buffers; PAIR: two items'
-    wgmmas in flight; G: heads sharing a key tile (None: 2 when the GQA ratio is even, else 1); MODE 1 / 2: only
-    the inverters / only the streamers work (timing diagnostics, outputs undefined)."""
+    wgmmas in flight; G: heads sharing a key tile (None: 2 when the GQA ratio is even, else 1); DB: double-buffered
+    panels (None: on when A is not written — it does not fit beside the A panels); MODE 1 / 2: only the inverters /
+    only the streamers work (timing diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -70,6 +71,7 @@ class GluonLaunch:
     NSTG: int = 1
     PAIR: bool = False
     G: int | None = None
+    DB: bool | None = None
     MODE: int = 0
 
 
@@ -121,13 +123,13 @@ if AVAILABLE:
         return x
 
     @gluon.jit
-    def _put(pb, pe, pa, x, a: gl.constexpr, b: gl.constexpr, sb, se, PLAIN: gl.constexpr):
-        """Block (a, b) of the batch's Ai·diag(β) into column panel pb[b], Ai·diag(β e^g) into pe[b] (bf16);
-        PLAIN: Ai itself into pa[b] (stored to A by the streamers)."""
-        pb[b].slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
-        pe[b].slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
+    def _put(pb, pe, pa, buf, x, a: gl.constexpr, b: gl.constexpr, sb, se, PLAIN: gl.constexpr):
+        """Block (a, b) of the batch's Ai·diag(β) into column panel pb[b] (buffer buf), Ai·diag(β e^g) into
+        pe[b] (bf16); PLAIN: Ai itself into pa[b] (stored to A by the streamers; single buffer)."""
+        pb[b].index(buf).slice(16 * a, 16, dim=1).store((x * sb[:, None, :]).to(gl.bfloat16))
+        pe[b].index(buf).slice(16 * a, 16, dim=1).store((x * se[:, None, :]).to(gl.bfloat16))
         if PLAIN:
-            pa[b].slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
+            pa[b].index(0).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
 
     @gluon.jit
     def _tile(t, NC, G: gl.constexpr):
@@ -253,7 +255,7 @@ if AVAILABLE:
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
-                      full, empty):
+                      full, empty, NB: gl.constexpr):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -274,10 +276,11 @@ if AVAILABLE:
         zt = gl.zeros([W, 16, 16], gl.bfloat16, MMA)
         for b in gl.static_range(4):
             for a in gl.static_range(0, b):
-                pb[b].slice(16 * a, 16, dim=1).store(zt)
-                pe[b].slice(16 * a, 16, dim=1).store(zt)
+                for i in gl.static_range(NB):
+                    pb[b].index(i).slice(16 * a, 16, dim=1).store(zt)
+                    pe[b].index(i).slice(16 * a, 16, dim=1).store(zt)
                 if STORE_A:
-                    pa[b].slice(16 * a, 16, dim=1).store(zt)
+                    pa[b].index(0).slice(16 * a, 16, dim=1).store(zt)
         step = gl.num_programs(0) * W
         base0 = gl.program_id(0) * W
         if MODE != 2:
@@ -372,31 +375,32 @@ if AVAILABLE:
                 x21 = -_mm(x22, t21, MMA, MP)
                 x30 = -(_mm(x32, t20, MMA, MP) + _mm(x33, t30, MMA, MP))
                 x31 = -(_mm(x32, t21, MMA, MP) + _mm(x33, t31, MMA, MP))
-                # hand over: the streamers must have released the panels (batch j − 1) before they are rewritten
-                if j >= 1:
-                    mbarrier.wait(empty, (j - 1) & 1)
+                # hand over: the streamers must have released this buffer's panels (batch j − NB) first
+                buf = j % NB
+                if j >= NB:
+                    mbarrier.wait(empty.index(buf), (j // NB - 1) & 1)
                 e_0 = s_0 * gl.exp(h_0)  # column scales of Ai·diag(β e^g), one per column block
                 e_1 = s_1 * gl.exp(h_1)
                 e_2 = s_2 * gl.exp(h_2)
                 e_3 = s_3 * gl.exp(h_3)
                 # by diagonals: one block per panel (separate allocations) between the compiler's shared-memory
                 # barriers, which it places between two writes to one allocation
-                _put(pb, pe, pa, x00, 0, 0, s_0, e_0, STORE_A)
-                _put(pb, pe, pa, x11, 1, 1, s_1, e_1, STORE_A)
-                _put(pb, pe, pa, x22, 2, 2, s_2, e_2, STORE_A)
-                _put(pb, pe, pa, x33, 3, 3, s_3, e_3, STORE_A)
-                _put(pb, pe, pa, x10, 1, 0, s_0, e_0, STORE_A)
-                _put(pb, pe, pa, x21, 2, 1, s_1, e_1, STORE_A)
-                _put(pb, pe, pa, x32, 3, 2, s_2, e_2, STORE_A)
-                _put(pb, pe, pa, x20, 2, 0, s_0, e_0, STORE_A)
-                _put(pb, pe, pa, x31, 3, 1, s_1, e_1, STORE_A)
-                _put(pb, pe, pa, x30, 3, 0, s_0, e_0, STORE_A)
+                _put(pb, pe, pa, buf, x00, 0, 0, s_0, e_0, STORE_A)
+                _put(pb, pe, pa, buf, x11, 1, 1, s_1, e_1, STORE_A)
+                _put(pb, pe, pa, buf, x22, 2, 2, s_2, e_2, STORE_A)
+                _put(pb, pe, pa, buf, x33, 3, 3, s_3, e_3, STORE_A)
+                _put(pb, pe, pa, buf, x10, 1, 0, s_0, e_0, STORE_A)
+                _put(pb, pe, pa, buf, x21, 2, 1, s_1, e_1, STORE_A)
+                _put(pb, pe, pa, buf, x32, 3, 2, s_2, e_2, STORE_A)
+                _put(pb, pe, pa, buf, x20, 2, 0, s_0, e_0, STORE_A)
+                _put(pb, pe, pa, buf, x31, 3, 1, s_1, e_1, STORE_A)
+                _put(pb, pe, pa, buf, x30, 3, 0, s_0, e_0, STORE_A)
                 fence_async_shared()  # generic-proxy stores → read by wgmma and TMA (async proxy)
             else:
-                if j >= 1:
-                    mbarrier.wait(empty, (j - 1) & 1)
+                if j >= NB:
+                    mbarrier.wait(empty.index(j % NB), (j // NB - 1) & 1)
             _partition_barrier()  # every inverter warp's stores, then one arrive
-            mbarrier.arrive(full)
+            mbarrier.arrive(full.index(j % NB))
             j += 1
 
     @gluon.jit
@@ -469,7 +473,7 @@ if AVAILABLE:
     @gluon.jit
     def _tma_a(pa, a_desc, wi, row, head):
         for b in gl.static_range(4):
-            tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], pa[b].index(wi))
+            tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], pa[b].index(wi))  # single buffer
 
     @gluon.jit
     def _store_a(pa, a_desc, a_ptr, wi, row, eos, T, head, H: gl.constexpr, IS_VARLEN: gl.constexpr):
@@ -494,7 +498,7 @@ if AVAILABLE:
                    ready, stg, T, NC, n_tiles, full, empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
                    V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr,
                    MODE: gl.constexpr, PAIR: gl.constexpr, STORE_A: gl.constexpr, G: gl.constexpr,
-                   IS_VARLEN: gl.constexpr):
+                   IS_VARLEN: gl.constexpr, NB: gl.constexpr):
         """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile,
         BN columns at a time: v/k blocks through an S-deep TMA ring (loads run up to one tile ahead, across
         batches: they do not depend on Ai), four K=16 wgmmas on the shared panels, results out through NSTG
@@ -511,8 +515,8 @@ if AVAILABLE:
         n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
         if MODE == 1:
             for jb in range(my_b):
-                mbarrier.wait(full, jb & 1)
-                mbarrier.arrive(empty)
+                mbarrier.wait(full.index(jb % NB), (jb // NB) & 1)
+                mbarrier.arrive(empty.index(jb % NB))
         else:
             total = n_my * IPT
             # tile infos, loop-carried: this tile (c), the next (n, its items are issued during this one)
@@ -528,7 +532,8 @@ if AVAILABLE:
                 wi = ts % W
                 bt = ts // W
                 if wi == 0:
-                    mbarrier.wait(full, bt & 1)
+                    mbarrier.wait(full.index(bt % NB), (bt // NB) & 1)
+                pw = (bt % NB) * W + wi  # this tile's panels (buffer, tile of the batch)
                 if STORE_A:
                     _store_a(pa, a_desc, a_ptr, wi, row_c, eos_c, T, head_c, H, IS_VARLEN)
                 if PAIR:  # two items in flight: the second's wgmmas run while the first's result goes out
@@ -542,9 +547,9 @@ if AVAILABLE:
                                     _issue(q + L + d, 2 * pp + L + d - IPT, row_n, head_n, k_desc, v_desc, ring,
                                            ready, H, Hg, K, V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
-                        acc0 = _wg_chain(pe if 2 * pp >= NU else pb, ring.index(q % S), wi, ACC, BN)
+                        acc0 = _wg_chain(pe if 2 * pp >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         mbarrier.wait(ready.index((q + 1) % S), ((q + 1) // S) & 1)
-                        acc1 = _wg_chain(pe if 2 * pp + 1 >= NU else pb, ring.index((q + 1) % S), wi, ACC, BN)
+                        acc1 = _wg_chain(pe if 2 * pp + 1 >= NU else pb, ring.index((q + 1) % S), pw, ACC, BN)
                         acc0 = warpgroup_mma_wait(4, deps=[acc0])
                         _epi(acc0, q, 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU,
                              H, V, K, ACC, IS_VARLEN)
@@ -561,7 +566,7 @@ if AVAILABLE:
                                 _issue(q + L, sub + L - IPT, row_n, head_n, k_desc, v_desc, ring, ready, H, Hg, K,
                                        V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
-                        acc = _wg_chain(pe if sub >= NU else pb, ring.index(q % S), wi, ACC, BN)
+                        acc = _wg_chain(pe if sub >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         acc = warpgroup_mma_wait(0, deps=[acc])
                         _epi(acc, q, sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU, H,
                              V, K, ACC, IS_VARLEN)
@@ -570,10 +575,16 @@ if AVAILABLE:
                     if STORE_A:
                         tma.store_wait(0)  # the A stores have read their panels
                     _partition_barrier()  # (and every warp's masked A loads are done)
-                    mbarrier.arrive(empty)  # every warp's wgmmas on the panels are done
+                    mbarrier.arrive(empty.index(bt % NB))  # every warp's wgmmas on the panels are done
                 row_c, eos_c, head_c = row_n, eos_n, head_n
                 row_n, eos_n, head_n = row_nn, eos_nn, head_nn
             tma.store_wait(0)
+
+    @gluon.jit
+    def _flat_panels(p, n: gl.constexpr, PAN2: gl.constexpr):
+        """The four [buffer, tile, 64, 16] panels as n [64, 16] wgmma operands each (buffer-major)."""
+        return (p[0]._reinterpret(gl.bfloat16, [n, 64, 16], PAN2), p[1]._reinterpret(gl.bfloat16, [n, 64, 16], PAN2),
+                p[2]._reinterpret(gl.bfloat16, [n, 64, 16], PAN2), p[3]._reinterpret(gl.bfloat16, [n, 64, 16], PAN2))
 
     @gluon.jit
     def gluon_intra_kernel(beta_ptr, g_ptr, g_out_ptr, tab_ptr, w_ptr, u_ptr, a_ptr, k_desc, v_desc,
@@ -582,7 +593,7 @@ if AVAILABLE:
                            BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
                            REGS: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr,
                            MODE: gl.constexpr, PAIR: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr,
-                           G_CUMSUM: gl.constexpr):
+                           G_CUMSUM: gl.constexpr, DB: gl.constexpr):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H."""
@@ -591,19 +602,23 @@ if AVAILABLE:
         # two dimensions only)
         PAN3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=3)
         PAN2: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=16, rank=2)
-        pb = (gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3))
-        pe = (gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-              gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3))
+        # DB: two buffers of the β-scaled panels (the inverters fill one while the streamers read the other);
+        # the plain Ai panels (A output) are single-buffered, so DB is for launches without A
+        gl.static_assert(not (DB and STORE_A), "double-buffered panels only without the A output")
+        NB: gl.constexpr = 2 if DB else 1
+        pb = (gl.allocate_shared_memory(gl.bfloat16, [NB, W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [NB, W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [NB, W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [NB, W, 64, 16], PAN3))
+        pe = (gl.allocate_shared_memory(gl.bfloat16, [NB, W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [NB, W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [NB, W, 64, 16], PAN3),
+              gl.allocate_shared_memory(gl.bfloat16, [NB, W, 64, 16], PAN3))
         if STORE_A:
-            pa = (gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-                  gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-                  gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3),
-                  gl.allocate_shared_memory(gl.bfloat16, [W, 64, 16], PAN3))
+            pa = (gl.allocate_shared_memory(gl.bfloat16, [1, W, 64, 16], PAN3),
+                  gl.allocate_shared_memory(gl.bfloat16, [1, W, 64, 16], PAN3),
+                  gl.allocate_shared_memory(gl.bfloat16, [1, W, 64, 16], PAN3),
+                  gl.allocate_shared_memory(gl.bfloat16, [1, W, 64, 16], PAN3))
         else:
             pa = pb  # unused
         # the inverters' keys [column half, key tile, 64, 64]; TMA writes them through the rank-2 view kbuf2
@@ -615,27 +630,25 @@ if AVAILABLE:
         ring = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
         stg = gl.allocate_shared_memory(gl.bfloat16, [NSTG, 64, BN], u_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
-        full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        full = gl.allocate_shared_memory(gl.int64, [NB, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [NB, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(S):
             mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(full, count=1)
-        mbarrier.init(empty, count=1)
+        for i in gl.static_range(NB):
+            mbarrier.init(full.index(i), count=1)
+            mbarrier.init(empty.index(i), count=1)
         # the streamers see each panel as W [64, 16] wgmma operands (the 32-byte swizzle acts on the last two
         # dimensions only)
-        sb = (pb[0]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pb[1]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2),
-              pb[2]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pb[3]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2))
-        se = (pe[0]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pe[1]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2),
-              pe[2]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pe[3]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2))
-        sa = (pa[0]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pa[1]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2),
-              pa[2]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2), pa[3]._reinterpret(gl.bfloat16, [W, 64, 16], PAN2))
+        sb = _flat_panels(pb, NB * W, PAN2)
+        se = _flat_panels(pe, NB * W, PAN2)
+        sa = _flat_panels(pa, W, PAN2)
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty)),
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
-                                          NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN))],
+                                          NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB))],
                            [4], [REGS])
 
 
@@ -703,7 +716,7 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
         *descs, T, NC, n_tiles, H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN,
         DP=PRECISIONS[diag_precision], MP=PRECISIONS[merge_precision], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
         STORE_A=A is not None, MODE=lc.MODE, PAIR=lc.PAIR, G=G, IS_VARLEN=varlen, G_CUMSUM=g_out is not None,
-        num_warps=lc.W)
+        DB=A is None if lc.DB is None else lc.DB, num_warps=lc.W)
 
 
 def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,
@@ -728,7 +741,8 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
     fn = gluon_intra_kernel
     const = dict(H=H, Hg=Hg, K=128, V=128, W=lc.W, BK=lc.BK, BN=lc.BN, DP=P_BF16X3, MP=PRECISIONS[merge_precision],
                  REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR,
-                 G=pick_group(H, Hg, lc), IS_VARLEN=varlen, G_CUMSUM=g_cumsum)
+                 G=pick_group(H, Hg, lc), IS_VARLEN=varlen, G_CUMSUM=g_cumsum,
+                 DB=(not store_A) if lc.DB is None else lc.DB)
     none_args = {n: None for n, t in sig.items() if t == "constexpr"}
     const_all = {**const, **none_args}
     sig.update({n: "constexpr" for n in const})
