@@ -641,7 +641,10 @@ if AVAILABLE:
         # dimensions only)
         sb = _flat_panels(pb, NB * W, PAN2)
         se = _flat_panels(pe, NB * W, PAN2)
-        sa = _flat_panels(pa, W, PAN2)
+        if STORE_A:
+            sa = _flat_panels(pa, W, PAN2)
+        else:
+            sa = sb  # unused
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
                                              IS_VARLEN, G_CUMSUM, full, empty, NB)),
