@@ -101,7 +101,7 @@ if has overlap; then  # issue 3: does the inversion hide behind the w/u stream o
   echo "overlap: $(( $(date +%s) - t0 )) s"
 fi
 if has gluon; then  # issue 3: the warp-specialized Gluon intra vs ours vs stock, errors vs fp64 (a hang = a barrier bug)
-  timeout 420 python3 bench/gluon_intra.py --gpu "$out/gluon" > "$out/gluon.log" 2>&1
+  timeout 300 python3 bench/gluon_intra.py --gpu "$out/gluon" > "$out/gluon.log" 2>&1
   tail -12 "$out/gluon.log"
   echo "gluon: $(( $(date +%s) - t0 )) s"
 fi

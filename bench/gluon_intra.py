@@ -16,9 +16,11 @@ os.environ.pop("TRITON_INTERPRET", None)
 from sglang_trinv.ops import gluon_intra as gi  # noqa: E402
 
 # launch variants timed beside the default at T=8192 H=32 (each a GluonLaunch field set, or a call option)
-VARIANTS = [dict(MODE=1), dict(MODE=2), dict(G=1), dict(G=1, MODE=1), dict(PAIR=True, REGS=120, S=4, NSTG=2),
-            dict(REGS=96), dict(store_A=False), dict(merge="bf16x3"), dict(merge="bf16x3", MODE=1),
-            dict(varlen=True), dict(varlen=True, store_A=False, cumsum=True)]
+VARIANTS = [dict(MODE=1), dict(MODE=2), dict(G=1), dict(G=1, KD=True), dict(G=1, KD=True, MODE=1),
+            dict(store_A=False), dict(merge="bf16x3")]
+# the issue's benchmark shapes (T, H, Hg, sequences)
+SHAPES = [(T, H, Hg, n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
+CALLS = ["stock", "triton bf16x3", "triton bf16x3/tf32", "gluon bf16x3", "gluon bf16x3/tf32"]
 
 
 def run_variant(k, v, g, beta, bufs, cu=None, ci=None, store_A=True, cumsum=False, merge="tf32", **launch):
@@ -28,8 +30,37 @@ def run_variant(k, v, g, beta, bufs, cu=None, ci=None, store_A=True, cumsum=Fals
     return w, u, A
 
 
+def _report(out, meta, rows, sweep):
+    from sglang_trinv.benchmarks import common
+
+    md = common.md_header("Gluon intra (ops.gdn_fwd_intra backend=gluon) vs Triton vs stock", meta,
+                          "bf16, K=V=128; µs per call over CUDA-graph replays; errors max|X − X64| / max|X64| of "
+                          "w / u / A; auto = the backend ops.gdn_fwd_intra picks by default.")
+    md += ["| T | H/Hg | seqs | " + " | ".join(f"{n} µs" for n in CALLS) + " | stock / gluon bf16x3 | "
+           "stock / gluon bf16x3/tf32 | auto |", "|" + "---|" * (len(CALLS) + 6)]
+    for r in rows:
+        md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | "
+                  + " | ".join(f"{r['us ' + n]:.1f}" for n in CALLS)
+                  + f" | {r['us stock'] / r['us gluon bf16x3']:.2f}× | {r['us stock'] / r['us gluon bf16x3/tf32']:.2f}×"
+                  f" | {r['auto']} |")
+    md += ["", "| T | H/Hg | seqs | " + " | ".join(f"err {n}" for n in CALLS) + " |", "|" + "---|" * (len(CALLS) + 3)]
+    for r in rows:
+        md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | " + " | ".join(r["err " + n] for n in CALLS)
+                  + " |")
+    if sweep:
+        md += ["", f"Launch variants, T=8192 H=32 Hg=16, one sequence (default: {asdict(gi.DEFAULT_LAUNCH)}, "
+               "bf16x3 diagonal / tf32 merges, A written, G=None → 2; MODE 1 = inverters alone, 2 = streamers "
+               "alone; maxdiff: largest |w, u(, A)| difference to the default):", "",
+               "| variant | µs | maxdiff | err w/u(/A) vs fp64 |", "|---|---|---|---|"]
+        for r in sweep:
+            md.append(f"| {r['variant']} | {r['us']:.1f} | {r['maxdiff']:.1e} | {r['err']} |")
+    return common.write_report(out, "gluon_intra", meta, [dict(r, kind="shape") for r in rows]
+                               + [dict(r, kind="launch variant", T=8192, H=32, Hg=16) for r in sweep], md)
+
+
 def gpu_check(out: str) -> int:
-    """Errors vs fp64 and CUDA-graph times beside our Triton kernel and stock."""
+    """Errors vs fp64 and CUDA-graph times beside our Triton kernel and stock, every benchmark shape; then launch
+    variants. The report is rewritten after every shape (a time limit keeps what was measured)."""
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,14 +74,15 @@ def gpu_check(out: str) -> int:
     def errs(res, ref64):
         return "/".join(f"{bk.rel_err(x, x64)['max_rel']:.1e}" for x, x64 in zip(res, ref64) if x is not None)
 
-    rows = []
-    for T, H, Hg, nseq in [(1000, 4, 2, 1), (8192, 32, 16, 1), (8192, 32, 16, 8), (32768, 8, 4, 1),
-                           (32768, 32, 16, 1)]:
+    meta = common.run_meta("cuda", dtype="bfloat16")
+    rows, sweep = [], []
+    for T, H, Hg, nseq in SHAPES:
         a = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
         k, v, g, beta, cu = a["k"], a["v"], a["g"], a["beta"], a["cu_seqlens"]
         ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
         ref64 = ref.fwd_intra(k, v, g, beta, cu)
-        r = dict(T=T, H=H, Hg=Hg, nseq=nseq)
+        auto = ops.gluon_reason(k, v, g, beta, cu_seqlens=cu) or ops.gluon_auto_reason(k, beta, cu, False)
+        r = dict(T=T, H=H, Hg=Hg, nseq=nseq, auto="gluon" if auto is None else f"triton ({auto})")
         calls = {
             "stock": lambda: bk.stock_intra(k, v, g, beta, cu, ci),
             "triton bf16x3": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"),
@@ -68,28 +100,22 @@ def gpu_check(out: str) -> int:
             r[f"us {name}"] = events_us(f)
         rows.append(r)
         print(r, flush=True)
+        _report(out, meta, rows, sweep)
         del ref64
         torch.cuda.empty_cache()
     # launch variants at T=8192 H=32 (outputs preallocated; MODE 1 / 2: outputs not compared)
     a = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
     k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]
-    g_raw = a["g_raw"]
     T, H = k.shape[1], v.shape[2]
-    cu1 = torch.tensor([0, T], device=k.device, dtype=torch.int32)
-    ci1 = ops.prepare_chunk_indices(cu1, 64)
     w64, u64, A64 = ref.fwd_intra(k, v, g, beta, None)
     bufs = (k.new_empty(1, T, H, 128), torch.empty_like(v), k.new_empty(1, T, H, 64),
             torch.empty(beta.shape, device=k.device))
     base = [x.clone() for x in run_variant(k, v, g, beta, bufs)]
-    sweep = [dict(variant="default", us=events_us(lambda: run_variant(k, v, g, beta, bufs)), maxdiff=0.0,
-                  err=errs(base, (w64, u64, A64)))]
+    sweep.append(dict(variant="default", us=events_us(lambda: run_variant(k, v, g, beta, bufs)), maxdiff=0.0,
+                      err=errs(base, (w64, u64, A64))))
     print(sweep[-1], flush=True)
     for kw in VARIANTS:
-        kw = dict(kw)
-        varlen, cumsum = kw.pop("varlen", False), kw.get("cumsum", False)
-        extra = dict(cu=cu1, ci=ci1) if varlen else {}
-        gin = g_raw if cumsum else g
-        f = lambda: run_variant(k, v, gin, beta, bufs, **extra, **kw)  # noqa: E731
+        f = lambda: run_variant(k, v, g, beta, bufs, **kw)  # noqa: E731
         for x in bufs:
             x.zero_()
         res = f()
@@ -97,37 +123,11 @@ def gpu_check(out: str) -> int:
         diff = max([float((x.float() - y.float()).abs().max()) for x, y in zip(res[:n_cmp], base[:n_cmp])],
                    default=float("nan"))
         e = errs(res[:n_cmp], (w64, u64, A64)) if n_cmp else "–"
-        name = " ".join(f"{n}={x}" for n, x in kw.items()) + (" varlen(1 seq)" if varlen else "")
-        sweep.append(dict(variant=name, us=events_us(f), maxdiff=diff, err=e))
+        sweep.append(dict(variant=" ".join(f"{n}={x}" for n, x in kw.items()), us=events_us(f), maxdiff=diff,
+                          err=e))
         print(sweep[-1], flush=True)
-    for name, f in [("triton pipeline kernel (cumsum in, no A)",
-                     lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu1, ci1, backend="triton")),
-                    ("triton inverse alone (gdn_kkt_inverse)", lambda: ops.gdn_kkt_inverse(k, g, beta))]:
-        sweep.append(dict(variant=name, us=events_us(f), maxdiff=float("nan"), err="–"))
-        print(sweep[-1], flush=True)
-    meta = common.run_meta("cuda", dtype="bfloat16")
-    md = common.md_header("Gluon intra (ops.gdn_fwd_intra backend=gluon) vs Triton vs stock", meta,
-                          "bf16, K=V=128; µs per call over CUDA-graph replays; errors max|X − X64| / max|X64| of "
-                          "w / u / A.")
-    names = ["stock", "triton bf16x3", "triton bf16x3/tf32", "gluon bf16x3", "gluon bf16x3/tf32"]
-    md += ["| T | H/Hg | seqs | " + " | ".join(f"{n} µs" for n in names) + " | stock / gluon bf16x3 | "
-           "stock / gluon bf16x3/tf32 |", "|" + "---|" * (len(names) + 5)]
-    for r in rows:
-        md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | "
-                  + " | ".join(f"{r['us ' + n]:.1f}" for n in names)
-                  + f" | {r['us stock'] / r['us gluon bf16x3']:.2f}× | {r['us stock'] / r['us gluon bf16x3/tf32']:.2f}× |")
-    md += ["", "| T | H/Hg | seqs | " + " | ".join(f"err {n}" for n in names) + " |", "|" + "---|" * (len(names) + 3)]
-    for r in rows:
-        md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | " + " | ".join(r["err " + n] for n in names)
-                  + " |")
-    md += ["", f"Launch variants, T=8192 H=32 Hg=16, one sequence (default: {asdict(gi.DEFAULT_LAUNCH)}, "
-           "bf16x3 diagonal / tf32 merges, A written, G=None → 2; MODE 1 = inverters alone, 2 = streamers alone; "
-           "maxdiff: largest |w, u(, A)| difference to the default):", "",
-           "| variant | µs | maxdiff | err w/u(/A) vs fp64 |", "|---|---|---|---|"]
-    for r in sweep:
-        md.append(f"| {r['variant']} | {r['us']:.1f} | {r['maxdiff']:.1e} | {r['err']} |")
-    return common.write_report(out, "gluon_intra", meta, [dict(r, kind="shape") for r in rows]
-                               + [dict(r, kind="launch variant", T=8192, H=32, Hg=16) for r in sweep], md)
+        _report(out, meta, rows, sweep)
+    return 0
 
 
 def varlen_check(out: str) -> int:

@@ -205,8 +205,29 @@ def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqle
     return None
 
 
-def _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend) -> bool:
-    """Which kernel serves a fused intra call; logs the choice (and the reason for Triton) once per reason."""
+@functools.lru_cache(maxsize=16)
+def _n_sm(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def gluon_auto_reason(k, beta, cu_seqlens, g_cumsum: bool) -> str | None:
+    """Where the Gluon kernel can run, is it the faster one? (H200 measurements, bench/results/
+    2026-11-27-h200-gluon-s7: T=8192 H=32, µs, CUDA graphs.) None = use it, else why Triton is kept."""
+    if g_cumsum:  # the pipeline launch (cumsum in, no A): Gluon 120.9 vs Triton 123.0 (1 sequence), 135.4 vs
+        # 121.9 (8 sequences)
+        return "the cumsum-fused pipeline kernel: Triton measured as fast or faster (the Gluon cumsum is costly)"
+    if cu_seqlens is not None and cu_seqlens.shape[0] > 2:  # 8 sequences: Gluon 134.2 vs Triton 132.0 µs
+        return "several sequences (varlen batch): Triton measured as fast"
+    B, T, H = beta.shape
+    dev = k.device.index if k.device.index is not None else torch.cuda.current_device()
+    if B * triton.cdiv(T, CHUNK_SIZE) * H < 8 * _n_sm(dev):  # < 2 batches of 4 tiles per SM: nothing overlaps
+        return "fewer than two tile batches per SM (the partitions cannot overlap)"
+    return None
+
+
+def _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend, g_cumsum=False) -> bool:
+    """Which kernel serves a fused intra call; logs the choice (and the reason for Triton) once per reason.
+    "auto" takes the Gluon kernel where it runs (gluon_reason) and was measured faster (gluon_auto_reason)."""
     env = os.environ.get(ENV_GLUON, "auto").strip().lower()
     want = backend or {"0": "triton", "off": "triton", "triton": "triton", "1": "gluon", "gluon": "gluon"}.get(
         env, "auto")
@@ -218,6 +239,8 @@ def _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend) ->
         k, v, g, beta, method, precision, cu_seqlens)
     if reason and want == "gluon":
         raise ValueError(f"Gluon intra kernel requested but unsupported here: {reason}")
+    if not reason and want == "auto":
+        reason = gluon_auto_reason(k, beta, cu_seqlens, g_cumsum)
     key = reason or "gluon"
     if key not in _LOGGED:
         _LOGGED.add(key)
@@ -276,8 +299,9 @@ def gdn_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="bl
     """Drop-in for SGLang's ``chunk_gated_delta_rule_fwd_intra``: returns ``(w, u, A)`` with
     ``u = A·(β⊙v)``, ``w = A·(β e^{g} ⊙ k)``, ``A = (I + tril(β KKᵀ ⊙ e^{Δg}, −1))^{-1}`` in k's dtype, all in one
     kernel (A is not re-read from HBM). ``store_A=False`` skips writing A (returns None for it).
-    ``backend``: "auto" (default: the Gluon kernel where :func:`gluon_reason` allows, else Triton; env
-    SGLANG_TRINV_GLUON), "triton" or "gluon" (raises where unsupported)."""
+    ``backend``: "auto" (default: the Gluon kernel where :func:`gluon_reason` allows it and
+    :func:`gluon_auto_reason` has it measured faster, else Triton; env SGLANG_TRINV_GLUON), "triton" or "gluon"
+    (raises where unsupported)."""
     _check_varlen(k, cu_seqlens)
     reason = supports(k, v, g, beta, chunk_size)
     if reason:
@@ -305,7 +329,7 @@ def gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, met
     reason = supports(k, v, g, beta)
     if reason or g is None:
         raise ValueError(f"gdn_cumsum_fwd_intra does not support these inputs: {reason or 'g is None'}")
-    if _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend):
+    if _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend, g_cumsum=True):
         return _gluon_intra(k, v, g, beta, cu_seqlens, chunk_indices, method, precision, store_A, True)
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
@@ -332,7 +356,7 @@ def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", p
     return Ai
 
 
-__all__ = ["gluon_reason", "ENV_GLUON", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
+__all__ = ["gluon_reason", "gluon_auto_reason", "ENV_GLUON", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
            "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "prepare_chunk_indices"]
 
 

@@ -61,7 +61,8 @@ class GluonLaunch:
     """Launch parameters (measured defaults, H200). W: inverter warps = tiles per batch; BK: KKᵀ reduction tile;
     BN: w/u column block; REGS: streamer registers; S: TMA ring depth; NSTG: staging buffers; PAIR: two items'
     wgmmas in flight; G: heads sharing a key tile (None: 2 when the GQA ratio is even, else 1); DB: double-buffered
-    panels (None: on when A is not written — it does not fit beside the A panels); MODE 1 / 2: only the inverters /
+    panels (None: on when A is not written — it does not fit beside the A panels); KD: KKᵀ operands loaded from
+    shared memory straight into the mma layouts (G = 1 only); MODE 1 / 2: only the inverters /
     only the streamers work (timing diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
@@ -72,6 +73,7 @@ class GluonLaunch:
     PAIR: bool = False
     G: int | None = None
     DB: bool | None = None
+    KD: bool = False
     MODE: int = 0
 
 
@@ -173,19 +175,17 @@ if AVAILABLE:
         return row, (head // (H // Hg)) * K
 
     @gluon.jit
-    def _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT: gl.constexpr):
-        """TMA: NKT key tiles [64, 128] (two [64, 64] boxes each) at (r_i, c_i) into the inverters' buffer."""
-        mbarrier.expect(kready, NKT * 2 * 64 * 64 * 2)
-        tma.async_copy_global_to_shared(kin_desc, [r0, c0], kready, kbuf2.index(0))
-        tma.async_copy_global_to_shared(kin_desc, [r0, c0 + 64], kready, kbuf2.index(NKT))
-        if NKT > 1:
-            tma.async_copy_global_to_shared(kin_desc, [r1, c1], kready, kbuf2.index(1))
-            tma.async_copy_global_to_shared(kin_desc, [r1, c1 + 64], kready, kbuf2.index(NKT + 1))
-        if NKT > 2:
-            tma.async_copy_global_to_shared(kin_desc, [r2, c2], kready, kbuf2.index(2))
-            tma.async_copy_global_to_shared(kin_desc, [r2, c2 + 64], kready, kbuf2.index(NKT + 2))
-            tma.async_copy_global_to_shared(kin_desc, [r3, c3], kready, kbuf2.index(3))
-            tma.async_copy_global_to_shared(kin_desc, [r3, c3 + 64], kready, kbuf2.index(NKT + 3))
+    def _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT: gl.constexpr, K: gl.constexpr):
+        """TMA: NKT key tiles [64, K] (K / KB boxes [64, KB] each) at (r_i, c_i) into the inverters' buffer."""
+        KB: gl.constexpr = kin_desc.block_type.shape[1]
+        mbarrier.expect(kready, NKT * 64 * K * 2)
+        for q in gl.static_range(K // KB):
+            tma.async_copy_global_to_shared(kin_desc, [r0, c0 + q * KB], kready, kbuf2.index(q * NKT))
+            if NKT > 1:
+                tma.async_copy_global_to_shared(kin_desc, [r1, c1 + q * KB], kready, kbuf2.index(q * NKT + 1))
+            if NKT > 2:
+                tma.async_copy_global_to_shared(kin_desc, [r2, c2 + q * KB], kready, kbuf2.index(q * NKT + 2))
+                tma.async_copy_global_to_shared(kin_desc, [r3, c3 + q * KB], kready, kbuf2.index(q * NKT + 3))
 
     @gluon.jit
     def _key_batch(first, T, NC, n_tiles, tab_ptr, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
@@ -255,7 +255,7 @@ if AVAILABLE:
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
-                      full, empty, NB: gl.constexpr):
+                      full, empty, NB: gl.constexpr, KD: gl.constexpr):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -267,6 +267,7 @@ if AVAILABLE:
         P4: gl.constexpr = gl.BlockedLayout([1, 1, 1, 8], [1, 1, 4, 8], [W // G, G, 1, 1], [3, 2, 1, 0])
         COL: gl.constexpr = gl.SliceLayout(1, MMA)   # [W, 16] per-column vectors
         NKT: gl.constexpr = W // G
+        KB: gl.constexpr = kbuf.shape[3]  # key box width
         wb = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
         ir = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, MMA)))
         ic = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, MMA)))
@@ -286,7 +287,7 @@ if AVAILABLE:
         if MODE != 2:
             r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(base0, T, NC, n_tiles, tab_ptr, H, Hg, K, G, NKT,
                                                         IS_VARLEN)
-            _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT)
+            _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT, K)
         # rows of the batch (loop-carried one batch ahead: varlen's table loads never wait in the chain)
         row, eos, head = _batch_rows(base0, wb, T, NC, n_tiles, tab_ptr, G, IS_VARLEN)
         j = 0
@@ -303,32 +304,43 @@ if AVAILABLE:
                 # keys from shared memory (TMA-loaded while the previous batch was inverted), BK columns at a time
                 mbarrier.wait(kready, j & 1)
                 for i_k in gl.static_range(K // BK):
-                    ks = kbuf.index(i_k * BK // 64).slice(i_k * BK % 64, BK, dim=2)
-                    k0 = _krows(ks, 0, LK, P4, W, G, BK)
-                    k1 = _krows(ks, 1, LK, P4, W, G, BK)
-                    k2 = _krows(ks, 2, LK, P4, W, G, BK)
-                    k3 = _krows(ks, 3, LK, P4, W, G, BK)
-                    b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
-                    b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
-                    b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
-                    b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
-                    a0 = gl.convert_layout(k0, A2)
+                    ks = kbuf.index(i_k * BK // KB).slice(i_k * BK % KB, BK, dim=2)
+                    if KD:  # G = 1: operands straight from shared memory (ldmatrix), no register round trip
+                        a0 = ks.slice(0, 16, dim=1).load(A2)
+                        a1 = ks.slice(16, 16, dim=1).load(A2)
+                        a2 = ks.slice(32, 16, dim=1).load(A2)
+                        a3 = ks.slice(48, 16, dim=1).load(A2)
+                        # Kᵀ's mma B fragment holds the same elements as K's A fragment (registers only)
+                        b0 = gl.convert_layout(gl.permute(a0, [0, 2, 1]), B2)
+                        b1 = gl.convert_layout(gl.permute(a1, [0, 2, 1]), B2)
+                        b2 = gl.convert_layout(gl.permute(a2, [0, 2, 1]), B2)
+                        b3 = gl.convert_layout(gl.permute(a3, [0, 2, 1]), B2)
+                    else:
+                        k0 = _krows(ks, 0, LK, P4, W, G, BK)
+                        k1 = _krows(ks, 1, LK, P4, W, G, BK)
+                        k2 = _krows(ks, 2, LK, P4, W, G, BK)
+                        k3 = _krows(ks, 3, LK, P4, W, G, BK)
+                        b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
+                        b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
+                        b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
+                        b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
+                        a0 = gl.convert_layout(k0, A2)
+                        a1 = gl.convert_layout(k1, A2)
+                        a2 = gl.convert_layout(k2, A2)
+                        a3 = gl.convert_layout(k3, A2)
                     r00 = mma_v2(a0, b0, r00)
-                    a1 = gl.convert_layout(k1, A2)
                     r10 = mma_v2(a1, b0, r10)
                     r11 = mma_v2(a1, b1, r11)
-                    a2 = gl.convert_layout(k2, A2)
                     r20 = mma_v2(a2, b0, r20)
                     r21 = mma_v2(a2, b1, r21)
                     r22 = mma_v2(a2, b2, r22)
-                    a3 = gl.convert_layout(k3, A2)
                     r30 = mma_v2(a3, b0, r30)
                     r31 = mma_v2(a3, b1, r31)
                     r32 = mma_v2(a3, b2, r32)
                     r33 = mma_v2(a3, b3, r33)
                 _partition_barrier()  # every warp has read its keys: load the next batch's
                 if nxt < n_tiles:
-                    _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT)
+                    _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT, K)
                 # β and g per column: the row vectors in the column layout (no second load)
                 s_0, s_1, s_2, s_3 = (gl.convert_layout(b_0, COL), gl.convert_layout(b_1, COL),
                                       gl.convert_layout(b_2, COL), gl.convert_layout(b_3, COL))
@@ -593,7 +605,7 @@ if AVAILABLE:
                            BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
                            REGS: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr,
                            MODE: gl.constexpr, PAIR: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr,
-                           G_CUMSUM: gl.constexpr, DB: gl.constexpr):
+                           G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H."""
@@ -621,10 +633,12 @@ if AVAILABLE:
                   gl.allocate_shared_memory(gl.bfloat16, [1, W, 64, 16], PAN3))
         else:
             pa = pb  # unused
-        # the inverters' keys [column half, key tile, 64, 64]; TMA writes them through the rank-2 view kbuf2
-        KL3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
-        kbuf = gl.allocate_shared_memory(gl.bfloat16, [2, W // G, 64, 64], KL3)
-        kbuf2 = kbuf._reinterpret(gl.bfloat16, [2 * (W // G), 64, 64], kin_desc.layout)
+        # the inverters' keys [column box, key tile, 64, KB] (KB = 64, or BK with KD: ldmatrix needs the box as
+        # wide as its swizzle); TMA writes them through the rank-2 view kbuf2
+        KB: gl.constexpr = kin_desc.block_type.shape[1]
+        KL3: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(2 * KB, 128), element_bitwidth=16, rank=3)
+        kbuf = gl.allocate_shared_memory(gl.bfloat16, [K // KB, W // G, 64, KB], KL3)
+        kbuf2 = kbuf._reinterpret(gl.bfloat16, [K // KB * (W // G), 64, KB], kin_desc.layout)
         kready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         mbarrier.init(kready, count=1)
         ring = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
@@ -647,7 +661,7 @@ if AVAILABLE:
             sa = sb  # unused
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty, NB)),
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
@@ -708,7 +722,8 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
         return
     blk = _block_layout(64, lc.BN)
     descs = [TensorDescriptor.from_tensor(x.view(T, -1), [64, lc.BN], blk) for x in (k, v, w, u)]
-    descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, 64], _block_layout(64, 64)))
+    kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
+    descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, kb], _block_layout(64, kb)))
     a_view = (A if A is not None else w).view(T, -1)  # without A: a valid descriptor that is never used
     descs.append(TensorDescriptor.from_tensor(a_view, [64, 16], _block_layout(64, 16)))
     n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count
@@ -719,7 +734,7 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
         *descs, T, NC, n_tiles, H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN,
         DP=PRECISIONS[diag_precision], MP=PRECISIONS[merge_precision], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
         STORE_A=A is not None, MODE=lc.MODE, PAIR=lc.PAIR, G=G, IS_VARLEN=varlen, G_CUMSUM=g_out is not None,
-        DB=A is None if lc.DB is None else lc.DB, num_warps=lc.W)
+        DB=A is None if lc.DB is None else lc.DB, KD=lc.KD, num_warps=lc.W)
 
 
 def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,
@@ -738,14 +753,15 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
            "w_ptr": "*bf16" if varlen else "constexpr", "u_ptr": "*bf16" if varlen else "constexpr",
            "a_ptr": "*bf16" if varlen and store_A else "constexpr",
            "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
-           "kin_desc": f"tensordesc<bf16[64, 64],{_block_layout(64, 64)!r}>",
+           "kin_desc": f"tensordesc<bf16[64, {lc.BK if lc.KD else 64}],"
+                       f"{_block_layout(64, lc.BK if lc.KD else 64)!r}>",
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(64, 16)!r}>", "T": "i32", "NC": "i32",
            "n_tiles": "i32"}
     fn = gluon_intra_kernel
     const = dict(H=H, Hg=Hg, K=128, V=128, W=lc.W, BK=lc.BK, BN=lc.BN, DP=P_BF16X3, MP=PRECISIONS[merge_precision],
                  REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR,
                  G=pick_group(H, Hg, lc), IS_VARLEN=varlen, G_CUMSUM=g_cumsum,
-                 DB=(not store_A) if lc.DB is None else lc.DB)
+                 DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD)
     none_args = {n: None for n, t in sig.items() if t == "constexpr"}
     const_all = {**const, **none_args}
     sig.update({n: "constexpr" for n in const})
