@@ -277,6 +277,10 @@ def test_gluon_backend_choice_is_explicit():
         assert reason is None
         assert "method" in ops.gluon_reason(k, v, g, beta, method="column_sweep")
         assert "dtypes" in ops.gluon_reason(k.float(), v.float(), g, beta)
+    # the auto policy (measured on an H200): the cumsum pipeline and small varlen batches stay on Triton
+    assert "cumsum" in ops.gluon_auto_reason(k, beta, None, True)
+    cu = torch.tensor([0, 10, 64], device=k.device, dtype=torch.int32)
+    assert "varlen" in ops.gluon_auto_reason(k, beta, cu, False)
     assert not ops._use_gluon(k, v, g, beta, "blockdoubling", None, None, None, "triton")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(ops.ENV_GLUON, "0")
