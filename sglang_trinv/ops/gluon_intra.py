@@ -1,6 +1,6 @@
 """Warp-specialized GDN intra kernel in Gluon (Hopper, sm_90): the inversion and the w/u stream run on the same SM
 at the same time. Backs :func:`sglang_trinv.ops.gdn_fwd_intra` / ``gdn_cumsum_fwd_intra`` for blockdoubling on
-H100/H200 (see ``ops.gluon_reason`` for when); the Triton template ``gdn_intra`` stays the portable kernel and the
+H100/H200 (``ops.gluon_reason``: where it can, ``ops.gluon_auto_reason``: where it is faster); the Triton template ``gdn_intra`` stays the portable kernel and the
 twin it is tested against. Gluon has no interpreter: its CPU check is the sm_90 compile (tests/test_kernels.py),
 correctness is checked on the GPU against fp64 and against the Triton kernel.
 
@@ -27,9 +27,11 @@ nothing leaks. TMA stores clip only at the tensor's end, so a chunk that ends in
 partial last chunk) is stored with masked stores instead. G_CUMSUM: ``g`` is the raw log-gate; the inverters take
 its chunk-local cumsum and store it (SGLang's ``chunk_local_cumsum``, fused in).
 
-Measured (H200, T=8192 H=32 Hg=16 bf16, CUDA graphs; bench/results/2026-11-27-h200-gluon): the one-sequence
-prototype of this kernel 119 µs vs stock 183 µs, 111 µs with G = 2; alone the inverters take 86 µs and the
-streamers 82 µs.
+Measured (H200, bf16, CUDA graphs; bench/results/2026-11-27-h200-gluon-s7): T=8192 H=32 Hg=16, one sequence,
+bf16x3 109.0 µs (tf32 merges 103.0) vs stock 183.2 and the Triton kernel 130.3; alone the inverters take 82 µs and
+the streamers 83 µs. Varlen batches and small shapes are slower than the Triton kernel: ops.gluon_auto_reason.
+The panels are one shared allocation each, and written by diagonals: the compiler puts a barrier between any two
+stores to one allocation (30 barriers per hand-over otherwise).
 """
 
 from __future__ import annotations
