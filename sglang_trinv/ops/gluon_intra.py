@@ -1,8 +1,9 @@
 """Warp-specialized GDN intra kernel in Gluon (Hopper, sm_90): the inversion and the w/u stream run on the same SM
 at the same time. Backs :func:`sglang_trinv.ops.gdn_fwd_intra` / ``gdn_cumsum_fwd_intra`` for blockdoubling on
-H100/H200 (``ops.gluon_reason``: where it can, ``ops.gluon_auto_reason``: where it is faster); the Triton template ``gdn_intra`` stays the portable kernel and the
-twin it is tested against. Gluon has no interpreter: its CPU check is the sm_90 compile (tests/test_kernels.py),
-correctness is checked on the GPU against fp64 and against the Triton kernel.
+H100/H200 (``ops.gluon_reason``: where it can run, ``ops.gluon_auto_reason``: where it was measured faster); the
+Triton template ``gdn_intra`` stays the portable kernel and the twin it is tested against. Gluon has no
+interpreter: its CPU check is the sm_90 compile (tests/test_kernels.py), correctness is checked on the GPU
+against fp64 and against the Triton kernel.
 
 Why: the intra stage is two halves that want opposite SM shapes. The inversion is a latency-bound chain of small
 tensor-core products (a one-warp program at the whole 255-register file per thread, eight per SM); the w/u stream
