@@ -24,7 +24,7 @@ def test_unknown_subcommand_exits_nonzero_with_the_choices(capsys):
 
 def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
     """`sglang-trinv check` against the installed SGLang: hooks present, pipeline fusable, KDA ours for the exact
-    gate by default (safe_gate stock);
+    gate by default (safe_gate stock), whether the Gluon intra kernel can serve here;
     exit 1 with the reason for a method that has no kernel, a warning for an unstable one."""
     monkeypatch.delenv("SGLANG_TRINV_KDA", raising=False)
     assert main(["check"]) == 0
@@ -33,6 +33,7 @@ def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
     assert "A not written (SGLang drops it)" in out
     assert "KDA prefill" in out and "uses it too for the exact gate" in out and "safe_gate calls stay stock" in out
     assert "skipped in chunk_kda_fwd (SGLang drops Akk)" in out
+    assert "Gluon intra kernel" in out and "SGLANG_TRINV_GLUON=0|1" in out
     assert "--linear-attn-inv blockdoubling would patch GDN prefill here" in out
     assert main(["check", "--method", "gauss_jordan"]) == 1
     out = capsys.readouterr().out
