@@ -164,10 +164,11 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
 
 
 # ------------------------------------------------------------------ backend of the fused intra kernel (GDN)
-# On Hopper (sm_90) the warp-specialized Gluon kernel (ops/gluon_intra.py) serves blockdoubling: it overlaps the
-# inversion with the w/u stream, which one Triton program cannot. Everywhere else, and for every other method or
-# precision, the Triton template does. SGLANG_TRINV_GLUON: "auto" (default), "0" (Triton only), "1" (Gluon
-# required: an unsupported call raises instead of falling back).
+# On Hopper (sm_90) the warp-specialized Gluon kernel (ops/gluon_intra.py) can serve blockdoubling: it overlaps
+# the inversion with the w/u stream, which one Triton program cannot. "auto" uses it where it can run
+# (gluon_reason) and was measured faster (gluon_auto_reason); every other call, method or precision runs the
+# Triton template. SGLANG_TRINV_GLUON: "auto" (default), "0" (Triton only), "1" (Gluon required: an unsupported
+# call raises instead of falling back); a call's backend="triton"|"gluon" overrides it.
 ENV_GLUON = "SGLANG_TRINV_GLUON"
 BACKENDS = ("auto", "triton", "gluon")
 _LOGGED: set = set()
@@ -233,8 +234,8 @@ def _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend, g_
     """Which kernel serves a fused intra call; logs the choice (and the reason for Triton) once per reason.
     "auto" takes the Gluon kernel where it runs (gluon_reason) and was measured faster (gluon_auto_reason)."""
     env = os.environ.get(ENV_GLUON, "auto").strip().lower()
-    want = backend or {"0": "triton", "off": "triton", "triton": "triton", "1": "gluon", "gluon": "gluon"}.get(
-        env, "auto")
+    env_want = {"0": "triton", "off": "triton", "triton": "triton", "1": "gluon", "gluon": "gluon"}.get(env, "auto")
+    want = env_want if backend in (None, "auto") else backend
     if want not in BACKENDS:
         raise ValueError(f"backend={want!r}: choose from {', '.join(BACKENDS)}")
     if want == "triton":
