@@ -135,6 +135,9 @@ if has gluonncu; then  # issue 3: why the Gluon inverter partition is slower tha
   ncu -i $kr/gluon.ncu-rep --page raw --csv > $kr/gluon_raw.csv 2>&1
   ncu -i $kr/gluon.ncu-rep --page details > "$out/gluon_ncu_details.txt" 2>&1
   python3 bench/ncu_stalls.py $kr/gluon_raw.csv | tee "$out/gluon_stalls.txt"
+  # per-instruction samples (where the co-running partitions stall; bench/NOTES.md item 1b)
+  ncu -i $kr/gluon.ncu-rep --page source --csv --print-source sass --kernel-name regex:gluon_intra \
+      > $kr/gluon_source.csv 2>&1; gzip -c $kr/gluon_source.csv > "$out/gluon_source_sass.csv.gz"
   echo "gluonncu: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the GPU-marked eval and kernel tests (the server test needs the server carry: device_server.sh)

@@ -291,12 +291,13 @@ def test_gluon_backend_choice_is_explicit():
 
 # Gluon cases (GPU): one sequence with a partial last chunk and G = 2 (two value heads per key head); no GQA (G = 1);
 # varlen with a 1-token sequence, 63/64/65-token sequences and partial chunks between full ones (masked stores);
-# B = 2 fixed-length rows with a partial chunk each (run as varlen)
+# B = 2 fixed-length rows with a partial chunk each (run as varlen) and without (one flat sequence)
 GLUON_CASES = {
     "one-seq": dict(T=900, H=4, Hg=2, cu=None, B=1),
     "no-gqa": dict(T=300, H=2, Hg=2, cu=None, B=1),
     "varlen": dict(T=1000, H=4, Hg=2, cu=[0, 1, 64, 127, 192, 257, 700, 1000], B=1),
     "batch2": dict(T=100, H=4, Hg=2, cu=None, B=2),
+    "batch2-aligned": dict(T=128, H=4, Hg=2, cu=None, B=2),  # T % 64 == 0: run as one flat sequence
 }
 
 
@@ -333,7 +334,7 @@ def test_gluon_intra_matches_fp64_and_triton_on_gpu(case, precision):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", ["varlen", "batch2"])
+@pytest.mark.parametrize("case", ["varlen", "batch2", "batch2-aligned"])
 def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
     """gdn_cumsum_fwd_intra on the Gluon kernel (the plugin's path: raw gate in, its chunk-local cumsum out, no
     A) against SGLang's cumsum and the Triton kernel."""
