@@ -355,8 +355,9 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("launch", [{}, {"PAIR": True, "REGS": 120, "S": 4, "NSTG": 2}, {"G": 1}, {"DB": True}],
-                         ids=["default", "pair", "G1", "double-buffered-no-A"])
+@pytest.mark.parametrize("launch", [{}, {"PAIR": True, "REGS": 120, "S": 4, "NSTG": 2}, {"G": 1}, {"DB": True},
+                                    {"CS": 1}, {"G": 1, "KD": True}],
+                         ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-scan", "G1-ldmatrix-keys"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),

@@ -65,7 +65,8 @@ class GluonLaunch:
     BN: w/u column block; REGS: streamer registers; S: TMA ring depth; NSTG: staging buffers; PAIR: two items'
     wgmmas in flight; G: heads sharing a key tile (None: 2 when the GQA ratio is even, else 1); DB: double-buffered
     panels (None: on when A is not written — it does not fit beside the A panels); KD: KKᵀ operands loaded from
-    shared memory straight into the mma layouts (G = 1 only); MODE 1 / 2: only the inverters /
+    shared memory straight into the mma layouts (G = 1 only); CS: the fused cumsum by masked sums per 16-row
+    block (0, measured) or one [W, 64] scan (1, not yet measured); MODE 1 / 2: only the inverters /
     only the streamers work (timing diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
@@ -77,6 +78,7 @@ class GluonLaunch:
     G: int | None = None
     DB: bool | None = None
     KD: bool = False
+    CS: int = 0
     MODE: int = 0
 
 
@@ -237,6 +239,40 @@ if AVAILABLE:
         return g, h, carry_r + gl.sum(x, 1), carry_c + gl.sum(xc, 1)
 
     @gluon.jit
+    def _add(a, b):
+        return a + b
+
+    @gluon.jit
+    def _gate64(g_ptr, first, row, eos, head, n_tiles, H: gl.constexpr, W: gl.constexpr):
+        """CS = 1: the chunk's 64 raw gates per warp as one [W, 64] row (0 past the sequence's end), with the
+        offsets and mask for storing their cumsum."""
+        L64: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [W, 1], [1, 0])
+        V64: gl.constexpr = gl.SliceLayout(1, L64)
+        j = gl.arange(0, 64, layout=gl.SliceLayout(0, L64))
+        wv = gl.arange(0, W, layout=V64)
+        off = (gl.convert_layout(row, V64)[:, None] + j[None, :]) * H + gl.convert_layout(head, V64)[:, None]
+        m = (gl.convert_layout(row, V64)[:, None] + j[None, :] < gl.convert_layout(eos, V64)[:, None]) \
+            & ((first + wv) < n_tiles)[:, None]
+        return gl.load(g_ptr + off, mask=m, other=0.0).to(gl.float32), off, m
+
+    @gluon.jit
+    def _cumsum_scan(x, off, m, g_out_ptr, W: gl.constexpr, LROW: gl.constexpr, COL: gl.constexpr):
+        """CS = 1: one warp-level scan (shuffles) of the [W, 64] raw gates, stored to g_out, then split into the
+        four 16-row blocks in the row (g) and column (h) layouts."""
+        cs = gl.associative_scan(x, 1, _add)
+        gl.store(g_out_ptr + off, cs, mask=m)
+        # [W, 64] → 4 blocks [W, 16]: block b = j // 16 as the last dimension, split twice (b % 2, then b // 2)
+        x3 = gl.permute(gl.reshape(cs, [W, 4, 16]), [0, 2, 1])  # [W, 16, 4]: every thread holds a row's 4 blocks
+        x3 = gl.convert_layout(x3, gl.BlockedLayout([1, 1, 4], [1, 16, 2], [W, 1, 1], [2, 1, 0]))
+        x4 = gl.reshape(x3, [W, 16, 2, 2])
+        ev, od = gl.split(x4)
+        g_0, g_2 = gl.split(ev)
+        g_1, g_3 = gl.split(od)
+        return (gl.convert_layout(g_0, LROW), gl.convert_layout(g_1, LROW), gl.convert_layout(g_2, LROW),
+                gl.convert_layout(g_3, LROW), gl.convert_layout(g_0, COL), gl.convert_layout(g_1, COL),
+                gl.convert_layout(g_2, COL), gl.convert_layout(g_3, COL))
+
+    @gluon.jit
     def _store_gate(g_out_ptr, g, rr, lim, valid, hcol, H: gl.constexpr):
         gl.store(g_out_ptr + rr * H + hcol, g, mask=(rr < lim) & valid)
 
@@ -258,7 +294,7 @@ if AVAILABLE:
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
-                      full, empty, NB: gl.constexpr, KD: gl.constexpr):
+                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -300,6 +336,8 @@ if AVAILABLE:
                 # gate loads first: their latency hides behind the keys' wait and KKᵀ
                 b_0, b_1, b_2, b_3, g_0, g_1, g_2, g_3 = _gates(beta_ptr, g_ptr, base, wb, ir, row, eos, head,
                                                                 n_tiles, H, W, MMA)
+                if G_CUMSUM and CS == 1:
+                    x64, off64, m64 = _gate64(g_ptr, base, row, eos, head, n_tiles, H, W)
                 r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(nxt, T, NC, n_tiles, tab_ptr, H, Hg, K, G, NKT,
                                                             IS_VARLEN)
                 z = gl.zeros([W, 16, 16], gl.float32, MMA)
@@ -347,7 +385,10 @@ if AVAILABLE:
                 # β and g per column: the row vectors in the column layout (no second load)
                 s_0, s_1, s_2, s_3 = (gl.convert_layout(b_0, COL), gl.convert_layout(b_1, COL),
                                       gl.convert_layout(b_2, COL), gl.convert_layout(b_3, COL))
-                if G_CUMSUM:  # g holds the raw log-gate: its chunk-local cumsum, stored for the later stages
+                if G_CUMSUM and CS == 1:  # one [W, 64] scan per tile (see _cumsum_scan)
+                    g_0, g_1, g_2, g_3, h_0, h_1, h_2, h_3 = _cumsum_scan(x64, off64, m64, g_out_ptr, W,
+                                                                          gl.SliceLayout(2, MMA), COL)
+                elif G_CUMSUM:  # g holds the raw log-gate: its chunk-local cumsum, stored for the later stages
                     cr = gl.zeros([W], gl.float32, gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
                     cc = gl.zeros([W], gl.float32, gl.SliceLayout(1, COL))
                     g_0, h_0, cr, cc = _cumsum_block(g_0, r, c, cr, cc)
@@ -608,7 +649,7 @@ if AVAILABLE:
                            BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
                            REGS: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr,
                            MODE: gl.constexpr, PAIR: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr,
-                           G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr):
+                           G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H."""
@@ -664,7 +705,7 @@ if AVAILABLE:
             sa = sb  # unused
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD)),
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
@@ -737,7 +778,7 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
         *descs, T, NC, n_tiles, H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN,
         DP=PRECISIONS[diag_precision], MP=PRECISIONS[merge_precision], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
         STORE_A=A is not None, MODE=lc.MODE, PAIR=lc.PAIR, G=G, IS_VARLEN=varlen, G_CUMSUM=g_out is not None,
-        DB=A is None if lc.DB is None else lc.DB, KD=lc.KD, num_warps=lc.W)
+        DB=A is None if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS, num_warps=lc.W)
 
 
 def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,
@@ -764,7 +805,7 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
     const = dict(H=H, Hg=Hg, K=128, V=128, W=lc.W, BK=lc.BK, BN=lc.BN, DP=P_BF16X3, MP=PRECISIONS[merge_precision],
                  REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR,
                  G=pick_group(H, Hg, lc), IS_VARLEN=varlen, G_CUMSUM=g_cumsum,
-                 DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD)
+                 DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS)
     none_args = {n: None for n, t in sig.items() if t == "constexpr"}
     const_all = {**const, **none_args}
     sig.update({n: "constexpr" for n in const})
