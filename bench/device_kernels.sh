@@ -2,7 +2,7 @@
 # ON THE GPU MACHINE (device tool), from the repo root, carry [".whl", ".device/sglang_py.tar.xz"]:
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
-#   bash bench/device_kernels.sh [steps]     steps: variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
+#   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
@@ -15,6 +15,13 @@ source bench/device_env.sh > $kr/env.log 2>&1; cat $kr/env.log
 nvidia-smi -L | tee -a $kr/env.log
 t0=$(date +%s)
 has() { case ",$steps," in *",$1,"*) return 0;; esac; return 1; }
+if has kernelsquick; then  # issue 3: adversarial families (Triton and Gluon intra rows) + the T=8192 H=32 shape
+  timeout 300 python3 -m sglang_trinv.cli bench kernels --quick --no-fla --no-whole --out $kr/kernelsquick \
+    > $kr/kernelsquick.log 2>&1
+  grep -E "family|intra" $kr/kernelsquick.log | tail -40
+  cp $kr/kernelsquick/kernels.md "$out/kernels_quick.md" 2>/dev/null
+  echo "kernelsquick: $(( $(date +%s) - t0 )) s"
+fi
 if has variants; then
   timeout 240 python3 bench/bench_intra_variants.py $kr/variants 2>&1 | tee $kr/variants.log | grep -v "^{'T'"
   echo "variants: $(( $(date +%s) - t0 )) s"

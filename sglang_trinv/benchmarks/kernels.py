@@ -440,7 +440,7 @@ def run(args) -> int:
     print(meta, flush=True)
     rows = []
     t0 = time.time()
-    tune_kkt, tune_intra = ops.DEFAULT_TUNING, ops.DEFAULT_TUNING_FUSED
+    tune_kkt = tune_intra = None  # None: the ops' defaults (and, for the fused intra, the backend choice)
     if args.tune:  # the full sweep (2026-11-26 H200: one warp, one head per program won)
         inp = make_inputs(8192, 32, 16, 128, 128, 1, 0)
         cands = [ops.Tuning(num_warps=nw, group=gr, BK=bk, BV=bv, num_stages=st)
@@ -456,7 +456,8 @@ def run(args) -> int:
                                               for r, st in ((168, 3), (168, 2), (144, 2), (128, 3))]
         tune_intra = run_tuning(inp, cands, rows, "intra")
         print("best kkt", tune_kkt, "best intra", tune_intra, flush=True)
-    meta["tuning_kkt"], meta["tuning_intra"] = tune_kkt.__dict__, tune_intra.__dict__
+    meta["tuning_kkt"] = (tune_kkt or ops.DEFAULT_TUNING).__dict__
+    meta["tuning_intra"] = (tune_intra or ops.DEFAULT_TUNING_FUSED).__dict__
     shapes = [dict(T=150, H=4, Hg=2, nseq=1), dict(T=150, H=4, Hg=2, nseq=3)] if args.smoke else \
         [dict(T=8192, H=32, Hg=16, nseq=1)] if args.quick else [  # most important first
         dict(T=T, H=H, Hg=Hg, nseq=n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
