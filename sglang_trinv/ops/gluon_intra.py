@@ -814,7 +814,21 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
                          constexprs={(fn.arg_names.index(n),): v for n, v in const_all.items()})
     c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": lc.W})
     use = cubin_usage(c.asm["cubin"], sass=True)
+    ops = re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", use["sass"], re.M)
     return dict(launch_regs=use["regs"], warps=c.metadata.num_warps, stack=use["stack"], smem=c.metadata.shared,
                 setmaxnreg=sorted({int(x, 16) for x in
                                    re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP0, )?(0x[0-9a-f]+)", use["sass"])}),
-                sass_instructions=len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", use["sass"], re.M)))
+                sass_instructions=len(ops), bar_sync=sum(o.startswith("BAR.SYNC") for o in ops),
+                bar_after_stsm=_barriers_after_stsm(ops))
+
+
+def _barriers_after_stsm(ops: list[str]) -> int:
+    """BAR.SYNCs whose previous shared-memory or mma instruction is an STSM: the compiler's barriers between the
+    panel stores (default launch, Triton 3.6: 52 while the panels shared one allocation, 12 since)."""
+    n, prev = 0, ""
+    for o in ops:
+        if o.startswith("BAR.SYNC") and prev.startswith("STSM"):
+            n += 1
+        if o.startswith(("STSM", "BAR", "STS", "LDS", "HMMA", "LDSM")):
+            prev = o
+    return n
