@@ -294,6 +294,23 @@ def test_gluon_backend_choice_is_explicit():
         ops._use_gluon(k, v, g, beta, "blockdoubling", None, None, None, "cuda")
 
 
+def test_gluon_chunk_table_is_cached_by_identity_and_version():
+    """The Gluon kernel's per-chunk (first row, sequence end) table: right values, rebuilt for new or modified
+    cu_seqlens / chunk_indices (SGLang reuses them across a forward's layers; in-place edits must not be missed)."""
+    from sglang_trinv.ops import gluon_intra as gi
+
+    cu = torch.tensor([0, 1, 70, 200], dtype=torch.int32)
+    ci = ops.prepare_chunk_indices(cu, 64)
+    tab = gi.chunk_table(cu, ci)
+    want = [(0, 1), (1, 70), (65, 70), (70, 200), (134, 200), (198, 200)]
+    assert tab.dtype == torch.int32 and tab.tolist() == [list(x) for x in want]
+    assert gi.chunk_table(cu, ci) is tab  # same tensors: cached
+    cu2 = cu.clone()
+    assert gi.chunk_table(cu2, ci) is not tab  # another tensor with the same values: rebuilt
+    cu[3] = 190  # in place: rebuilt with the new end
+    assert gi.chunk_table(cu, ci).tolist()[-1] == [198, 190]
+
+
 # Gluon cases (GPU): one sequence with a partial last chunk and G = 2 (two value heads per key head); no GQA (G = 1);
 # varlen with a 1-token sequence, 63/64/65-token sequences and partial chunks between full ones (masked stores);
 # B = 2 fixed-length rows with a partial chunk each (run as varlen) and without (one flat sequence)
