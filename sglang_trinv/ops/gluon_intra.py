@@ -557,8 +557,8 @@ if AVAILABLE:
                    IS_VARLEN: gl.constexpr, NB: gl.constexpr):
         """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile,
         BN columns at a time: v/k blocks through an S-deep TMA ring (loads run up to one tile ahead, across
-        batches: they do not depend on Ai), four K=16 wgmmas on the shared panels, results out through NSTG
-        staging buffers by TMA."""
+        batches: they do not depend on Ai), four K=16 wgmmas on the shared panels (NB buffers of them), results
+        out through NSTG staging buffers by TMA."""
         ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                       instr_shape=[16, BN, 16])
         NU: gl.constexpr = V // BN
