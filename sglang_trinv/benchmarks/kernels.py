@@ -170,23 +170,26 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
                                         tuning=tune_kkt)  # noqa: E731
         record("kkt_inv", m, p, bench(f), rel_err(f(), A64))
     # --- intra: KKᵀ + inverse + w/u
-    w, u, A = stock_intra(k, v, g, beta, cu, ci)
-    t = bench(lambda: stock_intra(k, v, g, beta, cu, ci))
-    e = rel_err(A, A64)
-    e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
-    e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
-    record("intra", "stock", "sglang", t, e)
-    for m, p in methods:
-        # on sm_90 blockdoubling runs on the Gluon kernel (ops.gluon_reason): then time the Triton kernel too
+    def intra_errs(w, u, A):
+        """max_rel etc. of A (of w when A is not written), plus w_* and u_* of w and u, against fp64."""
+        e = {f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()}
+        if u is not None:
+            e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
+        e.update(rel_err(A, A64) if A is not None else {"max_rel": e["w_max_rel"]})
+        return e
+
+    def backends(m, p):
+        """On sm_90 blockdoubling can run on the Gluon kernel (ops.gluon_reason): then both kernels are timed."""
         gluon = tune_intra is None and ops.gluon_reason(k, v, g, beta, m, p, cu) is None
-        for backend in (["gluon", "triton"] if gluon else [None]):
+        return ["gluon", "triton"] if gluon else [None]
+
+    t = bench(lambda: stock_intra(k, v, g, beta, cu, ci))
+    record("intra", "stock", "sglang", t, intra_errs(*stock_intra(k, v, g, beta, cu, ci)))
+    for m, p in methods:
+        for backend in backends(m, p):
             f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
                                           tuning=tune_intra, backend=backend)  # noqa: E731
-            w, u, A = f()
-            e = rel_err(A, A64)
-            e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
-            e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
-            record("intra", m + (f" [{backend}]" if backend else ""), p, bench(f), e)
+            record("intra", m + (f" [{backend}]" if backend else ""), p, bench(f), intra_errs(*f()))
     # --- variants of the default: our KKᵀ+inverse then SGLang's w/u kernel; A not written (SGLang discards it)
     from importlib import import_module
 
@@ -199,18 +202,11 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
         return w, u, A
 
     w, u, A = two_kernels()
-    e = rel_err(A, A64)
-    e.update({f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()})
-    record("intra", f"{m}+stock_wu", p, bench(two_kernels), e)
-    gluon = tune_intra is None and ops.gluon_reason(k, v, g, beta, m, p, cu) is None
-    for backend in (["gluon", "triton"] if gluon else [None]):
+    record("intra", f"{m}+stock_wu", p, bench(two_kernels), intra_errs(w, None, A))
+    for backend in backends(m, p):
         f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
                                       tuning=tune_intra, store_A=False, backend=backend)  # noqa: E731
-        w, u, _ = f()
-        e = {f"w_{kk}": vv for kk, vv in rel_err(w, w64).items()}
-        e.update({f"u_{kk}": vv for kk, vv in rel_err(u, u64).items()})
-        e["max_rel"] = e["w_max_rel"]
-        record("intra", f"{m} (no A)" + (f" [{backend}]" if backend else ""), p, bench(f), e)
+        record("intra", f"{m} (no A)" + (f" [{backend}]" if backend else ""), p, bench(f), intra_errs(*f()))
     # --- stand-alone solve_tril (fp32 A in, fp32 Ai out): FLA 0.6.0 (unless --no-fla) vs ours
     A_in = fla_kkt_A(k, g, beta, cu)
     if with_fla:
@@ -261,14 +257,16 @@ def run_whole(inp, tag, rows, tune_intra):
     # our kernel, A not written); "intra only" swaps just the intra kernel (SGLANG_TRINV_FUSE_PIPELINE=0)
     from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
 
-    # the last field: SGLANG_TRINV_GLUON for the call ("0": the Triton kernel even where the Gluon one runs)
+    # the last field: SGLANG_TRINV_GLUON for the call ("0": the Triton kernel even where the Gluon one runs).
+    # The fused pipeline stays on Triton (ops.gluon_auto_reason); the intra-only swap (ops.gdn_fwd_intra) takes
+    # the Gluon kernel where ops picks it, and then is also timed on Triton
+    gluon = (ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", None, cu) is None
+             and ops.gluon_auto_reason(k, beta, cu, False) is None)
     variants = [("stock", None, True, "auto"), ("blockdoubling", None, True, "auto"),
-                ("blockdoubling", None, True, "0"), ("blockdoubling", None, False, "auto"),
-                ("column_sweep", None, True, "auto")]
-    gluon = ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", None, cu) is None
+                ("blockdoubling", None, False, "auto"), ("column_sweep", None, True, "auto")]
+    if gluon:
+        variants.insert(3, ("blockdoubling", None, False, "0"))
     for name, p, fused, gl_env in variants:
-        if gl_env == "0" and not gluon:
-            continue
         with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"), common.env_var(ops.ENV_GLUON, gl_env):
             sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
             try:
@@ -286,7 +284,7 @@ def run_whole(inp, tag, rows, tune_intra):
         e_o = float((o.double() - o64).abs().max() / o64.abs().max())
         e_s = float((state.double() - s64).abs().max() / s64.abs().max())
         pipeline = "" if name == "stock" else (" fused pipeline" if fused else " intra only")
-        if name == "blockdoubling" and gluon:
+        if name == "blockdoubling" and gluon and not fused:
             pipeline += " [triton]" if gl_env == "0" else " [gluon]"
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
         rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t, o_rel_vs_stock=d_o,

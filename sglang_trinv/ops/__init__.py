@@ -256,15 +256,19 @@ def _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend, g_
     return reason is None
 
 
-def _gluon_intra(k, v, g, beta, cu_seqlens, chunk_indices, method, precision, store_A, g_cumsum):
-    """(g_out, w, u, A) from the Gluon kernel; B > 1 runs as one flat sequence (T % 64 == 0) or as varlen."""
-    B, T, Hg, K = k.shape
-    H, V = v.shape[-2], v.shape[-1]
-    diag, merge = split_precision(method, precision, fused=True)
+def _intra_outputs(k, v, g, store_A, g_cumsum):
+    """(g_out, w, u, A) buffers of a fused intra call, for either kernel."""
+    B, T, _, K = k.shape
     g_out = torch.empty(g.shape, device=g.device, dtype=torch.float) if g_cumsum else None
-    Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=k.dtype) if store_A else None
-    w = k.new_empty(B, T, H, K)
-    u = torch.empty_like(v)
+    Ai = torch.empty(B, T, v.shape[-2], CHUNK_SIZE, device=k.device, dtype=k.dtype) if store_A else None
+    return g_out, k.new_empty(B, T, v.shape[-2], K), torch.empty_like(v), Ai
+
+
+def _gluon_intra(k, v, g, beta, out, cu_seqlens, chunk_indices, method, precision):
+    """Fill ``out`` = (g_out, w, u, A) from the Gluon kernel; B > 1 runs as one flat sequence (T % 64 == 0) or
+    as varlen."""
+    B, T = k.shape[:2]
+    diag, merge = split_precision(method, precision, fused=True)
     if cu_seqlens is None and B > 1 and T % CHUNK_SIZE:  # batch rows as sequences of one flat tensor
         cu_seqlens = torch.arange(0, (B + 1) * T, T, device=k.device, dtype=torch.int32)
         nc = triton.cdiv(T, CHUNK_SIZE)
@@ -273,9 +277,9 @@ def _gluon_intra(k, v, g, beta, cu_seqlens, chunk_indices, method, precision, st
     elif cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, CHUNK_SIZE)
     flat = lambda x: None if x is None else x.reshape(1, B * T, *x.shape[2:])  # noqa: E731
+    g_out, w, u, Ai = out
     _gluon.launch_intra(flat(k), flat(v), flat(g), flat(beta), flat(w), flat(u), flat(Ai), flat(g_out),
                         cu_seqlens, chunk_indices, diag_precision=diag, merge_precision=merge)
-    return g_out, w, u, Ai
 
 
 def _check_varlen(k, cu_seqlens):
@@ -311,13 +315,13 @@ def gdn_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="bl
     reason = supports(k, v, g, beta, chunk_size)
     if reason:
         raise ValueError(f"gdn_fwd_intra does not support these inputs: {reason}")
+    out = _intra_outputs(k, v, g, store_A, g_cumsum=False)
     if _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend):
-        return _gluon_intra(k, v, g, beta, cu_seqlens, chunk_indices, method, precision, store_A, False)[1:]
+        _gluon_intra(k, v, g, beta, out, cu_seqlens, chunk_indices, method, precision)
+        return out[1:]
+    _, w, u, Ai = out
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
-    Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=k.dtype) if store_A else None
-    w = k.new_empty(B, T, H, K)
-    u = torch.empty_like(v)
     _launch(k, v, g, beta, None, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, CHUNK_SIZE,
             method, precision, fuse_wu=True, store_A=store_A, from_A=False, tuning=tuning)
     return w, u, Ai
@@ -334,14 +338,13 @@ def gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, met
     reason = supports(k, v, g, beta)
     if reason or g is None:
         raise ValueError(f"gdn_cumsum_fwd_intra does not support these inputs: {reason or 'g is None'}")
+    out = _intra_outputs(k, v, g, store_A, g_cumsum=True)
     if _use_gluon(k, v, g, beta, method, precision, cu_seqlens, tuning, backend, g_cumsum=True):
-        return _gluon_intra(k, v, g, beta, cu_seqlens, chunk_indices, method, precision, store_A, True)
+        _gluon_intra(k, v, g, beta, out, cu_seqlens, chunk_indices, method, precision)
+        return out
+    g_out, w, u, Ai = out
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
-    g_out = torch.empty(g.shape, device=g.device, dtype=torch.float)
-    Ai = torch.empty(B, T, H, CHUNK_SIZE, device=k.device, dtype=k.dtype) if store_A else None
-    w = k.new_empty(B, T, H, K)
-    u = torch.empty_like(v)
     _launch(k, v, g, beta, None, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, CHUNK_SIZE,
             method, precision, fuse_wu=True, store_A=store_A, from_A=False, tuning=tuning, g_out=g_out)
     return g_out, w, u, Ai
