@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,evalgpu,gputests
+#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -112,6 +112,11 @@ if has gluon; then  # issue 3: the warp-specialized Gluon intra vs ours vs stock
   tail -12 "$out/gluon.log"
   echo "gluon: $(( $(date +%s) - t0 )) s"
 fi
+if has wavetune; then  # issue 3: Triton num_warps per problem size, Gluon pipeline CS=0/1, Gluon varlen lengths
+  timeout 420 python3 bench/bench_wave_tuning.py "$out/wavetune" > "$out/wavetune.log" 2>&1
+  tail -8 "$out/wavetune.log"
+  echo "wavetune: $(( $(date +%s) - t0 )) s"
+fi
 if has gluonvarlen; then  # issue 3: where the Gluon kernel's varlen time goes (each partition alone, pipeline launch)
   timeout 300 python3 bench/gluon_intra.py --varlen "$out/gluonvarlen" > "$out/gluonvarlen.log" 2>&1
   tail -20 "$out/gluonvarlen.log"
@@ -121,6 +126,17 @@ if has gluontests; then  # the Gluon kernel's GPU tests only
   timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider -k gluon tests/test_kernels.py > $kr/gluontests.log 2>&1
   tail -8 $kr/gluontests.log
   echo "gluontests: $(( $(date +%s) - t0 )) s"
+fi
+if has gluonpipe; then  # the Gluon pipeline launch (cumsum in, no A) and the few-CTA tests only
+  timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider -k "gluon and (pipeline or few_ctas)" \
+    tests/test_kernels.py > $kr/gluonpipe.log 2>&1
+  tail -8 $kr/gluonpipe.log
+  echo "gluonpipe: $(( $(date +%s) - t0 )) s"
+fi
+if has layerstages; then  # issue 3: whole GDN forward at the six stage shapes, stock vs plugin (Gluon/Triton A/B)
+  timeout 400 python3 -m sglang_trinv.cli bench layer --shapes stages --out "$out/layer" > "$out/layer.log" 2>&1
+  grep -E "^\| " "$out/layer.log" | tail -60
+  echo "layerstages: $(( $(date +%s) - t0 )) s"
 fi
 if has pipetune; then  # issue 3: sweep the plugin's pipeline kernel (no A, cumsum in), whole forward at the best
   timeout 400 python3 bench/bench_pipeline_tuning.py "$out/pipetune" > "$out/pipetune.log" 2>&1

@@ -258,14 +258,15 @@ def run_whole(inp, tag, rows, tune_intra):
     from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
 
     # the last field: SGLANG_TRINV_GLUON for the call ("0": the Triton kernel even where the Gluon one runs).
-    # The fused pipeline stays on Triton (ops.gluon_auto_reason); the intra-only swap (ops.gdn_fwd_intra) takes
-    # the Gluon kernel where ops picks it, and then is also timed on Triton
-    gluon = (ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", None, cu) is None
-             and ops.gluon_auto_reason(k, beta, cu, False) is None)
+    # Where ops picks the Gluon kernel (ops.gluon_auto_reason) for the fused pipeline or the intra-only swap, that
+    # row is also timed on Triton (same process, same inputs)
+    can = ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", None, cu) is None
+    gluon = {fused: can and ops.gluon_auto_reason(k, beta, cu, fused) is None for fused in (True, False)}
     variants = [("stock", None, True, "auto"), ("blockdoubling", None, True, "auto"),
                 ("blockdoubling", None, False, "auto"), ("column_sweep", None, True, "auto")]
-    if gluon:
-        variants.insert(3, ("blockdoubling", None, False, "0"))
+    for i, fused in ((3, False), (2, True)):  # each Triton twin right after its row
+        if gluon[fused]:
+            variants.insert(i, ("blockdoubling", None, fused, "0"))
     for name, p, fused, gl_env in variants:
         with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"), common.env_var(ops.ENV_GLUON, gl_env):
             sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
@@ -284,7 +285,7 @@ def run_whole(inp, tag, rows, tune_intra):
         e_o = float((o.double() - o64).abs().max() / o64.abs().max())
         e_s = float((state.double() - s64).abs().max() / s64.abs().max())
         pipeline = "" if name == "stock" else (" fused pipeline" if fused else " intra only")
-        if name == "blockdoubling" and gluon and not fused:
+        if name == "blockdoubling" and gluon[fused]:
             pipeline += " [triton]" if gl_env == "0" else " [gluon]"
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
         rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t, o_rel_vs_stock=d_o,

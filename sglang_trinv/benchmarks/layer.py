@@ -7,7 +7,10 @@ state's max-rel error against the fp64 twin of the whole forward (``reference.gd
 and their difference to stock. Writes ``DIR/whole.json`` and ``DIR/whole.md`` as it goes, ``DIR/whole.png``
 (speed-up per shape) at the end.
 
-    sglang-trinv bench layer --out DIR [--smoke]
+    sglang-trinv bench layer --out DIR [--smoke] [--shapes stages]
+
+``--shapes stages``: only the six shapes of ``bench stages`` (one sequence at T=8192/32768 × H=32/8, 8 sequences
+at T=8192 H=32 and T=32768 H=8), for a shorter GPU call.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import sys
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="bench/results/latest-layer")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
+    ap.add_argument("--shapes", choices=("all", "stages"), default="all",
+                    help="all: the issue's 12 shapes; stages: the 6 shapes of `bench stages`")
 
 
 def run(args) -> int:
@@ -35,6 +40,8 @@ def run(args) -> int:
         shapes, dim = [(100, 2, 1, 2)], 16
     else:
         shapes = [(T, H, Hg, n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
+        if args.shapes == "stages":
+            from .stages import SHAPES as shapes
         dim = 128
     meta = common.run_meta(bk.DEV, fla=None)
     rows = []

@@ -213,18 +213,20 @@ def _n_sm(index: int) -> int:
 
 def gluon_auto_reason(k, beta, cu_seqlens, g_cumsum: bool) -> str | None:
     """Where the Gluon kernel can run, is it the faster one? (H200, CUDA-graph µs, bench/results/
-    2026-11-27-h200-gluon-s7.) None = use it, else why Triton is kept."""
-    if g_cumsum:  # the pipeline launch (cumsum in, no A): Gluon 120.9 vs Triton 123.0 (1 sequence), 135.4 vs
-        # 121.9 (8 sequences)
-        return "the cumsum-fused pipeline kernel: Triton measured as fast or faster (the Gluon cumsum is costly)"
+    2026-11-27-h200-gluon-s7 and -h200-s8.) None = use it, else why Triton is kept. The same rule serves the
+    intra call and the plugin's pipeline launch (cumsum in, no A; ``g_cumsum``): with the cumsum as one warp
+    scan (GluonLaunch.CS=1) the pipeline measured like the intra call — one sequence T=8192 H=32 109.0 vs Triton
+    122.0, T=4096 H=32 58.9 vs 62.0; 8 sequences T=8192 H=32 124.5 vs 121.5, T=4096 H=8 30.0 vs 20.5."""
     B, T, H = beta.shape
     if cu_seqlens is not None and cu_seqlens.shape[0] > 2 and T < 16384:
         # 8 sequences (bf16x3, µs): T=8192 Gluon 142.7 vs Triton 132.9 (H=32), 42.2 vs 33.7 (H=8); T=4096 76.4 vs
         # 80.6, 31.7 vs 21.4; T=32768 474.7 vs 536.0, 121.5 vs 130.4 (run5-shapes)
         return "a varlen batch of fewer than 16384 tokens: Triton measured faster"
+    if not k.is_cuda:
+        return "inputs not on a CUDA device"
     dev = k.device.index if k.device.index is not None else torch.cuda.current_device()
     # < 2 batches of 4 tiles per SM: nothing overlaps (T=8192 H=8: Gluon 35.2 vs Triton 32.6; T=4096 H=8: 19.5 vs
-    # 18.1; T=4096 H=32, 4 batches per SM: 59.9 vs 67.0)
+    # 18.1, pipeline 19.4 vs 17.2; T=4096 H=32, 4 batches per SM: 59.9 vs 67.0)
     if B * triton.cdiv(T, CHUNK_SIZE) * H < 8 * _n_sm(dev):
         return "fewer than two tile batches per SM (the partitions cannot overlap)"
     return None

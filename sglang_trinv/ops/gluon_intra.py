@@ -66,7 +66,8 @@ class GluonLaunch:
     wgmmas in flight; G: heads sharing a key tile (None: 2 when the GQA ratio is even, else 1); DB: double-buffered
     panels (None: on when A is not written — it does not fit beside the A panels); KD: KKᵀ operands loaded from
     shared memory straight into the mma layouts (G = 1 only); CS: the fused cumsum by masked sums per 16-row
-    block (0, measured) or one [W, 64] scan (1, not yet measured); MODE 1 / 2: only the inverters /
+    block (0) or by one [W, 64] warp scan (1: pipeline T=8192 H=32 109.0 vs 121.0 µs, inverters alone 83.9 vs
+    92.0; bench/results/2026-11-27-h200-s8); MODE 1 / 2: only the inverters /
     only the streamers work (timing diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
@@ -78,7 +79,7 @@ class GluonLaunch:
     G: int | None = None
     DB: bool | None = None
     KD: bool = False
-    CS: int = 0
+    CS: int = 1
     MODE: int = 0
 
 
