@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,evalgpu,gputests
+#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -137,6 +137,11 @@ if has hostgluon; then  # issue 3: host cost and GPU-only time of the Gluon path
   timeout 250 python3 bench/bench_host.py --gluon --out "$out/hostgluon" > "$out/hostgluon.log" 2>&1
   grep -E "^\| " "$out/hostgluon.log" | tail -40
   echo "hostgluon: $(( $(date +%s) - t0 )) s"
+fi
+if has profilehost; then  # issue 3: cProfile of the Gluon vs Triton launches (where the Gluon host time goes)
+  timeout 200 python3 bench/profile_host.py "$out/profilehost" > "$out/profilehost.log" 2>&1
+  grep -E "^## " "$out/profilehost.log"
+  echo "profilehost: $(( $(date +%s) - t0 )) s"
 fi
 if has layerstages; then  # issue 3: whole GDN forward at the six stage shapes, stock vs plugin (Gluon/Triton A/B)
   timeout 400 python3 -m sglang_trinv.cli bench layer --shapes stages --out "$out/layer" > "$out/layer.log" 2>&1

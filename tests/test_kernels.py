@@ -282,13 +282,14 @@ def test_gluon_backend_choice_is_explicit():
         assert reason is None
         assert "method" in ops.gluon_reason(k, v, g, beta, method="column_sweep")
         assert "dtypes" in ops.gluon_reason(k.float(), v.float(), g, beta)
-    # the auto policy (measured on an H200): small varlen batches and grids of under two tile batches per SM stay
-    # on Triton, for the intra call and the cumsum pipeline alike
+    # the auto policy (measured on an H200, eager calls): small varlen batches and calls of fewer than
+    # GLUON_MIN_TILES tiles (host-bound) stay on Triton, for the intra call and the cumsum pipeline alike
     cu = torch.tensor([0, 10, 64], device=k.device, dtype=torch.int32)
     assert "varlen" in ops.gluon_auto_reason(k, beta, cu, False)
     assert "varlen" in ops.gluon_auto_reason(k, beta, cu, True)
-    small = ops.gluon_auto_reason(k, beta, None, True)
-    assert small and ("batches per SM" in small or "CUDA" in small)
+    assert "host cost" in ops.gluon_auto_reason(k, beta, None, True)
+    big = torch.zeros(1, 32768, 32, device=k.device)  # T=32768 H=32: 16384 tiles, the Gluon kernel's side
+    assert ops.gluon_auto_reason(k, big, None, True) is None and ops.gluon_auto_reason(k, big, None, False) is None
     assert not ops._use_gluon(k, v, g, beta, "blockdoubling", None, None, None, "triton")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(ops.ENV_GLUON, "0")

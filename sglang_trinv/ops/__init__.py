@@ -206,29 +206,30 @@ def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqle
     return None
 
 
-@functools.lru_cache(maxsize=16)
-def _n_sm(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+# The Gluon launch costs the host far more than a Triton one (H200 machine, enqueue µs per call, 50 calls without a
+# sync; bench/results/2026-11-27-h200-s8/host-gluon): gdn_fwd_intra 209–349 vs 55–82, the pipeline launch 195–401
+# vs 56–64 (six TMA descriptors built and encoded per call, the Gluon JIT's binding of ~30 arguments). SGLang runs
+# prefill eagerly, so below this many (chunk, head) tiles the host, not the GPU, sets the pace: at T=8192 H=32
+# (4096 tiles) the intra-only plugin forward took 672.8 µs on Gluon vs 556.2 on Triton (do_bench), and the Gluon
+# pipeline's forward enqueued in 648 µs for 527 µs of GPU work. At T=32768 H=32 (16384 tiles) the GPU saving
+# outweighs it: whole forward 2031.7 (intra only) / 2077.6 (pipeline) vs 2173.5 / 2107.1 on Triton.
+GLUON_MIN_TILES = 16384
 
 
 def gluon_auto_reason(k, beta, cu_seqlens, g_cumsum: bool) -> str | None:
-    """Where the Gluon kernel can run, is it the faster one? (H200, CUDA-graph µs, bench/results/
-    2026-11-27-h200-gluon-s7 and -h200-s8.) None = use it, else why Triton is kept. The same rule serves the
-    intra call and the plugin's pipeline launch (cumsum in, no A; ``g_cumsum``): with the cumsum as one warp
-    scan (GluonLaunch.CS=1) the pipeline measured like the intra call — one sequence T=8192 H=32 109.0 vs Triton
-    122.0, T=4096 H=32 58.9 vs 62.0; 8 sequences T=8192 H=32 124.5 vs 121.5, T=4096 H=8 30.0 vs 20.5."""
+    """Where the Gluon kernel can run, is it the faster one — in eager execution, host time included? (H200,
+    bench/results/2026-11-27-h200-gluon-s7 and -h200-s8.) None = use it, else why Triton is kept. The same rule
+    serves the intra call and the plugin's pipeline launch (``g_cumsum``: cumsum in, no A); CUDA-graph GPU times
+    alone favour Gluon at more shapes (one sequence of ≥ 2 tile batches per SM, e.g. T=8192 H=32 107.5 vs 129.3
+    µs): ``backend="gluon"`` / SGLANG_TRINV_GLUON=1 takes it there."""
     B, T, H = beta.shape
     if cu_seqlens is not None and cu_seqlens.shape[0] > 2 and T < 16384:
-        # 8 sequences (bf16x3, µs): T=8192 Gluon 142.7 vs Triton 132.9 (H=32), 42.2 vs 33.7 (H=8); T=4096 76.4 vs
-        # 80.6, 31.7 vs 21.4; T=32768 474.7 vs 536.0, 121.5 vs 130.4 (run5-shapes)
+        # 8 sequences (bf16x3, graph µs): T=8192 Gluon 142.7 vs Triton 132.9 (H=32), 42.2 vs 33.7 (H=8); T=4096
+        # 76.4 vs 80.6, 31.7 vs 21.4; T=32768 474.7 vs 536.0, 121.5 vs 130.4 (run5-shapes); pipeline T=8192 H=32
+        # 124.5 vs 121.5
         return "a varlen batch of fewer than 16384 tokens: Triton measured faster"
-    if not k.is_cuda:
-        return "inputs not on a CUDA device"
-    dev = k.device.index if k.device.index is not None else torch.cuda.current_device()
-    # < 2 batches of 4 tiles per SM: nothing overlaps (T=8192 H=8: Gluon 35.2 vs Triton 32.6; T=4096 H=8: 19.5 vs
-    # 18.1, pipeline 19.4 vs 17.2; T=4096 H=32, 4 batches per SM: 59.9 vs 67.0)
-    if B * triton.cdiv(T, CHUNK_SIZE) * H < 8 * _n_sm(dev):
-        return "fewer than two tile batches per SM (the partitions cannot overlap)"
+    if B * triton.cdiv(T, CHUNK_SIZE) * H < GLUON_MIN_TILES:
+        return f"fewer than {GLUON_MIN_TILES} (chunk, head) tiles: the Gluon launch's host cost outweighs its GPU saving"
     return None
 
 

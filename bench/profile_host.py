@@ -1,0 +1,66 @@
+"""Where the host time of a launch goes (GPU machine): cProfile over N back-to-back calls of the Gluon and the Triton
+intra kernels (and the plugin's pipeline launch), T=8192 H=32, varlen cu_seqlens [0, T] as SGLang passes them.
+On an H200 machine a Gluon launch enqueued in 195–401 µs vs 55–82 µs for Triton
+(bench/results/2026-11-27-h200-s8/host-gluon); on a CPU without a GPU the Python parts measured 37.6 µs for the
+six TensorDescriptors and their layouts and 14.7 µs for the JIT's argument binding, so most of it is elsewhere
+(descriptor encoding per launch in Triton's launcher wrapper, the C launcher, …): this says where.
+
+    python bench/profile_host.py OUT_DIR [N]       # GPU: OUT_DIR/profile_host.txt
+"""
+
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+
+import torch
+
+from sglang_trinv import ops
+from sglang_trinv.benchmarks import kernels as bk
+
+
+def main(out: str, n: int = 200) -> int:
+    a = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
+    k, v, g, beta, g_raw = a["k"], a["v"], a["g"], a["beta"], a["g_raw"]
+    T = k.shape[1]
+    cu = torch.tensor([0, T], device=k.device, dtype=torch.int64)
+    ci = ops.prepare_chunk_indices(cu, 64)
+    calls = {
+        "gluon gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="gluon"),
+        "triton gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"),
+        "gluon gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon"),
+        "triton gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci,
+                                                                        backend="triton"),
+    }
+    os.makedirs(out, exist_ok=True)
+    report = []
+    for name, f in calls.items():
+        for _ in range(3):
+            f()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n):
+            f()
+        enq = (time.perf_counter() - t) / n * 1e6
+        torch.cuda.synchronize()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(n):
+            f()
+        prof.disable()
+        torch.cuda.synchronize()
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
+        report += [f"## {name}: enqueue {enq:.1f} µs per call ({n} calls, no sync; without the profiler)", "",
+                   s.getvalue(), ""]
+        print(report[-4], flush=True)
+    with open(os.path.join(out, "profile_host.txt"), "w") as fh:
+        fh.write("\n".join(report))
+    print("\n".join(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 200))
