@@ -37,6 +37,7 @@ stores to one allocation (30 barriers per hand-over otherwise).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -714,8 +715,16 @@ if AVAILABLE:
                            [4], [REGS])
 
 
+@functools.lru_cache(maxsize=16)  # on the launch path: building a layout costs the host ~6 µs
 def _block_layout(rows, cols):
     return gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16)
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(index: int) -> int:
+    import torch
+
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def pick_group(H: int, Hg: int, launch: GluonLaunch = DEFAULT_LAUNCH) -> int:
@@ -771,7 +780,7 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, kb], _block_layout(64, kb)))
     a_view = (A if A is not None else w).view(T, -1)  # without A: a valid descriptor that is never used
     descs.append(TensorDescriptor.from_tensor(a_view, [64, 16], _block_layout(64, 16)))
-    n_sm = torch.cuda.get_device_properties(k.device).multi_processor_count
+    n_sm = _sm_count(k.device.index if k.device.index is not None else torch.cuda.current_device())
     grid = (min(max_ctas or n_sm, n_sm, triton.cdiv(n_tiles, lc.W)),)
     gluon_intra_kernel[grid](
         beta, g, g_out, chunk_table(cu_seqlens, chunk_indices) if varlen else None,
