@@ -16,7 +16,7 @@ os.environ.pop("TRITON_INTERPRET", None)
 from sglang_trinv.ops import gluon_intra as gi  # noqa: E402
 
 # launch variants timed beside the default at T=8192 H=32 (each a GluonLaunch field set, or a call option)
-VARIANTS = [dict(MODE=1), dict(MODE=2), dict(G=1), dict(G=1, KD=True), dict(G=1, KD=True, MODE=1),
+VARIANTS = [dict(MODE=1), dict(MODE=2), dict(DD=True), dict(G=1), dict(G=1, KD=True), dict(G=1, KD=True, MODE=1),
             dict(store_A=False), dict(merge="bf16x3")]
 # the benchmark shapes (T, H, Hg, sequences)
 SHAPES = [(T, H, Hg, n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]

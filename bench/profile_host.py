@@ -6,6 +6,9 @@ six TensorDescriptors and their layouts and 14.7 µs for the JIT's argument bind
 (descriptor encoding per launch in Triton's launcher wrapper, the C launcher, …): this says where.
 
     python bench/profile_host.py OUT_DIR [N]       # GPU: OUT_DIR/profile_host.txt
+
+Also times the bare launch with the descriptors built in the kernel (GluonLaunch.DD), first checking that its
+outputs equal the default launch's (it had not run on a GPU when this was written).
 """
 
 import cProfile
@@ -27,7 +30,14 @@ def main(out: str, n: int = 200) -> int:
     T = k.shape[1]
     cu = torch.tensor([0, T], device=k.device, dtype=torch.int64)
     ci = ops.prepare_chunk_indices(cu, 64)
+    from sglang_trinv.ops import gluon_intra as gi
+
+    w, u, A = k.new_empty(1, T, 32, 128), torch.empty_like(v), k.new_empty(1, T, 32, 64)
     calls = {
+        # the bare launches (outputs preallocated): host-built TMA descriptors vs built in the kernel (DD)
+        "gluon launch_intra": lambda: gi.launch_intra(k, v, g, beta, w, u, A, None, cu, ci),
+        "gluon launch_intra DD": lambda: gi.launch_intra(k, v, g, beta, w, u, A, None, cu, ci,
+                                                         launch=gi.GluonLaunch(DD=True)),
         "gluon gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="gluon"),
         "triton gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"),
         "gluon gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon"),
@@ -36,6 +46,15 @@ def main(out: str, n: int = 200) -> int:
     }
     os.makedirs(out, exist_ok=True)
     report = []
+    calls["gluon launch_intra"]()
+    ref = [x.clone() for x in (w, u, A)]
+    for x in (w, u, A):
+        x.zero_()
+    calls["gluon launch_intra DD"]()
+    torch.cuda.synchronize()
+    same = all(torch.equal(x, y) for x, y in zip((w, u, A), ref))
+    report.append(f"DD launch outputs identical to the default launch: {same}")
+    print(report[-1], flush=True)
     for name, f in calls.items():
         for _ in range(3):
             f()

@@ -70,7 +70,8 @@ class GluonLaunch:
     panels (None: on when A is not written — it does not fit beside the A panels); KD: KKᵀ operands loaded from
     shared memory straight into the mma layouts (G = 1 only); CS: the fused cumsum by masked sums per 16-row
     block (0) or by one [W, 64] warp scan (1: pipeline T=8192 H=32 109.0 vs 121.0 µs, inverters alone 83.9 vs
-    92.0; bench/results/2026-11-27-h200-s8); MODE 1 / 2: only the inverters /
+    92.0; bench/results/2026-11-27-h200-s8); DD: TMA descriptors built on the device (plain pointers from the
+    host; compile-checked, NOT yet run on a GPU — for the host launch cost, see ops.GLUON_MIN_TILES); MODE 1 / 2: only the inverters /
     only the streamers work (timing diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
@@ -84,6 +85,7 @@ class GluonLaunch:
     KD: bool = False
     CS: int = 1
     MODE: int = 0
+    DD: bool = False
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -653,10 +655,21 @@ if AVAILABLE:
                            BK: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr,
                            REGS: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr, STORE_A: gl.constexpr,
                            MODE: gl.constexpr, PAIR: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr,
-                           G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr):
+                           G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
+                           DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
+                           AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
-        (flattened) tensor; NC: chunks; n_tiles = NC·H."""
+        (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
+        the TMA descriptors are built here, on the device (shared layouts BL [64, BN], KBL [64, KBW] keys, AL
+        [64, 16] A of row width AW): the host then neither builds nor encodes six descriptors per launch."""
+        if DD:
+            k_desc = tma.make_tensor_descriptor(k_desc, [T, Hg * K], [Hg * K, 1], [64, BN], BL)
+            kin_desc = tma.make_tensor_descriptor(kin_desc, [T, Hg * K], [Hg * K, 1], [64, KBW], KBL)
+            v_desc = tma.make_tensor_descriptor(v_desc, [T, H * V], [H * V, 1], [64, BN], BL)
+            w_desc = tma.make_tensor_descriptor(w_desc, [T, H * K], [H * K, 1], [64, BN], BL)
+            u_desc = tma.make_tensor_descriptor(u_desc, [T, H * V], [H * V, 1], [64, BN], BL)
+            a_desc = tma.make_tensor_descriptor(a_desc, [T, AW], [AW, 1], [64, 16], AL)
         # Ai panels [Ai·diag β (4 column panels), Ai·diag β e^g (4), Ai (4, with STORE_A); tile; 64; 16]; the
         # streamers see the same bytes as NP·W [64, 16] wgmma operands (the 32-byte swizzle acts on the last
         # two dimensions only)
@@ -757,6 +770,16 @@ def chunk_table(cu_seqlens, chunk_indices):
     return _TABLE_CACHE[0][3]
 
 
+def _ensure_allocator() -> None:
+    """Device-side TMA descriptors live in a per-launch global scratch that Triton's launcher asks its allocator
+    for; install a torch one unless the process (e.g. SGLang's MoE kernels) already set an allocator."""
+    import torch
+    from triton.runtime import _allocation
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+
+
 def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk_indices=None,
                  diag_precision="bf16x3", merge_precision="tf32", launch: GluonLaunch | None = None,
                  max_ctas: int | None = None) -> None:
@@ -777,11 +800,18 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     if n_tiles == 0:
         return
     blk = _block_layout(64, lc.BN)
-    descs = [TensorDescriptor.from_tensor(x.view(T, -1), [64, lc.BN], blk) for x in (k, v, w, u)]
     kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
-    descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, kb], _block_layout(64, kb)))
     a_view = (A if A is not None else w).view(T, -1)  # without A: a valid descriptor that is never used
-    descs.append(TensorDescriptor.from_tensor(a_view, [64, 16], _block_layout(64, 16)))
+    if lc.DD:  # plain tensors: the kernel builds the descriptors (in a global scratch the launcher allocates)
+        _ensure_allocator()
+        descs = [k, v, w, u, k, a_view]
+        dd = dict(DD=True, BL=blk, KBL=_block_layout(64, kb), AL=_block_layout(64, 16), KBW=kb,
+                  AW=a_view.shape[1])
+    else:
+        descs = [TensorDescriptor.from_tensor(x.view(T, -1), [64, lc.BN], blk) for x in (k, v, w, u)]
+        descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, kb], _block_layout(64, kb)))
+        descs.append(TensorDescriptor.from_tensor(a_view, [64, 16], _block_layout(64, 16)))
+        dd = {}
     n_sm = _sm_count(k.device.index if k.device.index is not None else torch.cuda.current_device())
     grid = (min(max_ctas or n_sm, n_sm, triton.cdiv(n_tiles, lc.W)),)
     gluon_intra_kernel[grid](
@@ -790,13 +820,14 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
         *descs, T, NC, n_tiles, H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN,
         DP=PRECISIONS[diag_precision], MP=PRECISIONS[merge_precision], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
         STORE_A=A is not None, MODE=lc.MODE, PAIR=lc.PAIR, G=G, IS_VARLEN=varlen, G_CUMSUM=g_out is not None,
-        DB=A is None if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS, num_warps=lc.W)
+        DB=A is None if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS, num_warps=lc.W, **dd)
 
 
 def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,
                    merge_precision="tf32", H=32, Hg=16) -> dict:
     """sm_90 compile on any machine (Triton's bundled ptxas): launch registers, warps, stack (spills), shared
-    memory and the setmaxnreg values of the two partitions."""
+    memory, global scratch per CTA (DD: the device-built descriptors) and the setmaxnreg values of the two
+    partitions."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -818,6 +849,13 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
                  REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR,
                  G=pick_group(H, Hg, lc), IS_VARLEN=varlen, G_CUMSUM=g_cumsum,
                  DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS)
+    kb = lc.BK if lc.KD else 64
+    if lc.DD:  # plain pointers; the descriptors are built in the kernel
+        sig.update({n: "*bf16" for n in ("k_desc", "v_desc", "w_desc", "u_desc", "kin_desc", "a_desc")})
+        const.update(DD=True, BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
+                     KBW=kb, AW=H * (64 if store_A else 128))
+    else:
+        const.update(DD=False, BL=None, KBL=None, AL=None, KBW=64, AW=0)
     none_args = {n: None for n, t in sig.items() if t == "constexpr"}
     const_all = {**const, **none_args}
     sig.update({n: "constexpr" for n in const})
@@ -828,6 +866,7 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
     use = cubin_usage(c.asm["cubin"], sass=True)
     ops = re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", use["sass"], re.M)
     return dict(launch_regs=use["regs"], warps=c.metadata.num_warps, stack=use["stack"], smem=c.metadata.shared,
+                scratch=c.metadata.global_scratch_size,
                 setmaxnreg=sorted({int(x, 16) for x in
                                    re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP0, )?(0x[0-9a-f]+)", use["sass"])}),
                 sass_instructions=len(ops), bar_sync=sum(o.startswith("BAR.SYNC") for o in ops),
