@@ -2,7 +2,8 @@
 at T=8192 H=32 only (one warp per (chunk, head) program, 8 programs per SM, 8 waves). At the small shapes the
 grid is about one wave (T=4096 H=8: 512 programs for 1056 slots), so per-program latency, not throughput, sets the
 time; more warps per program (fewer resident programs) may win there. Times, in one run on one GPU, every issue
-shape: stock intra; our Triton kernel at num_warps 1 / 2 / 4 and two column tilings (A written, as the drop-in);
+shape: stock intra; our Triton kernel at num_warps 1 / 2 (A written, as the drop-in; 4 warps and BV=64 were
+measured slower, see TUNINGS);
 the plugin's pipeline launch (cumsum in, no A) on Triton (num_warps 1 / 2) and on the Gluon kernel (cumsum by
 masked sums CS=0 / by one scan CS=1). CUDA-graph µs; errors vs fp64 for every row.
 

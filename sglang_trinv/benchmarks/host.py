@@ -34,9 +34,9 @@ from . import kernels as bk
 
 SHAPES = [(512, 8, 4, 1), (4096, 8, 4, 1), (4096, 8, 4, 8), (8192, 8, 4, 8), (4096, 32, 16, 8), (8192, 32, 16, 1)]
 SMOKE_SHAPES = [(100, 2, 1, 1), (100, 2, 1, 3)]
-# where ops picks the Gluon kernel (one sequence with ≥ 2 tile batches per SM, varlen ≥ 16384 tokens): each plugin
-# path also with SGLANG_TRINV_GLUON=0 (Triton), to see whether the Gluon launch costs the host more
-GLUON_SHAPES = [(8192, 32, 16, 1), (32768, 8, 4, 8), (32768, 8, 4, 1)]
+# --gluon: every plugin path on the Gluon kernel (SGLANG_TRINV_GLUON=1) and again on Triton (=0), at shapes where
+# the Gluon kernel is faster in GPU time; the host cost decides where `auto` takes it (ops.GLUON_MIN_TILES)
+GLUON_SHAPES = [(8192, 32, 16, 1), (32768, 8, 4, 8), (32768, 8, 4, 1), (32768, 32, 16, 1)]
 
 
 def _sync():
@@ -77,7 +77,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="bench/results/latest-host")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
     ap.add_argument("--gluon", action="store_true",
-                    help="the shapes where the Gluon kernel is picked, each plugin path also forced to Triton")
+                    help="shapes where the Gluon kernel is faster in GPU time: each of our paths forced to Gluon, "
+                         "then to Triton")
 
 
 def run(args) -> int:
@@ -115,7 +116,8 @@ def run(args) -> int:
         if args.gluon:  # the same paths on the Triton kernel (SGLANG_TRINV_GLUON=0)
             paths += [(n + " [triton]", m, fz, fn) for n, m, fz, fn in paths[1:] if m != "stock"]
         for name, method, fuse, fn in paths:
-            gl_env = "0" if name.endswith("[triton]") else os.environ.get(ops.ENV_GLUON, "auto")
+            gl_env = ("0" if name.endswith("[triton]") else "1" if args.gluon and not args.smoke
+                      else os.environ.get(ops.ENV_GLUON, "auto"))
             with (common.env_var(ENV_FUSE_PIPELINE, fuse) if fuse else contextlib.nullcontext()), \
                     common.env_var(ops.ENV_GLUON, gl_env):
                 if method == "blockdoubling":

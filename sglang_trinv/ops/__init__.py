@@ -229,7 +229,8 @@ def gluon_auto_reason(k, beta, cu_seqlens, g_cumsum: bool) -> str | None:
         # 124.5 vs 121.5
         return "a varlen batch of fewer than 16384 tokens: Triton measured faster"
     if B * triton.cdiv(T, CHUNK_SIZE) * H < GLUON_MIN_TILES:
-        return f"fewer than {GLUON_MIN_TILES} (chunk, head) tiles: the Gluon launch's host cost outweighs its GPU saving"
+        return (f"fewer than {GLUON_MIN_TILES} (chunk, head) tiles: the Gluon launch's host cost outweighs its GPU "
+                "saving")
     return None
 
 

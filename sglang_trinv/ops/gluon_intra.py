@@ -70,9 +70,9 @@ class GluonLaunch:
     panels (None: on when A is not written — it does not fit beside the A panels); KD: KKᵀ operands loaded from
     shared memory straight into the mma layouts (G = 1 only); CS: the fused cumsum by masked sums per 16-row
     block (0) or by one [W, 64] warp scan (1: pipeline T=8192 H=32 109.0 vs 121.0 µs, inverters alone 83.9 vs
-    92.0; bench/results/2026-11-27-h200-s8); DD: TMA descriptors built on the device (plain pointers from the
-    host; compile-checked, NOT yet run on a GPU — for the host launch cost, see ops.GLUON_MIN_TILES); MODE 1 / 2: only the inverters /
-    only the streamers work (timing diagnostics, outputs undefined)."""
+    92.0; bench/results/2026-11-27-h200-s8); DD: TMA descriptors built on the device from plain pointers (for
+    the host launch cost, see ops.GLUON_MIN_TILES; compile-checked, NOT yet run on a GPU); MODE 1 / 2: only the
+    inverters / only the streamers work (timing diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
