@@ -304,6 +304,31 @@ def test_gluon_backend_choice_is_explicit():
         ops._use_gluon(k, v, g, beta, "blockdoubling", None, None, None, "cuda")
 
 
+def test_gluon_device_descriptors_keep_an_existing_allocator():
+    """GluonLaunch(DD=True) builds its TMA descriptors in a global scratch that Triton's launcher allocates through
+    triton.set_allocator: installed only where none is set, never replacing the process's own (SGLang's MoE
+    kernels set one)."""
+    import contextvars
+
+    pytest.importorskip("triton.experimental.gluon")
+    from triton.runtime import _allocation
+
+    from sglang_trinv.ops import gluon_intra as gi
+
+    def fresh():  # in a copy of the context: the test's allocator changes do not leak
+        _allocation._allocator.set(_allocation._NULL_ALLOCATOR)
+        gi._ensure_allocator()
+        installed = _allocation._allocator.get()
+        mine = lambda size, align, stream: None  # noqa: E731
+        _allocation._allocator.set(mine)
+        gi._ensure_allocator()
+        return installed, _allocation._allocator.get() is mine
+
+    installed, kept = contextvars.copy_context().run(fresh)
+    assert not isinstance(installed, _allocation.NullAllocator) and callable(installed)
+    assert kept
+
+
 def test_gluon_chunk_table_is_cached_by_identity_and_version():
     """The Gluon kernel's per-chunk (first row, sequence end) table: right values, rebuilt for new or modified
     cu_seqlens / chunk_indices (SGLang reuses them across a forward's layers; in-place edits must not be missed)."""
