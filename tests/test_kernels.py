@@ -175,6 +175,29 @@ def test_wu_merged_loop_matches_fp64(tuning):
         assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
 
 
+@pytest.mark.parametrize("store_A", [True, False])
+def test_split_wu_programs_match_one_program(store_A):
+    """Tuning.split = 2 (two programs per chunk and head: both invert, one writes u, A and the gate cumsum, the
+    other w) gives the one-program results: fixed, varlen with partial chunks, GQA, K ≠ V; the fused pipeline
+    too (gate cumsum stored once)."""
+    tu = ops.Tuning(BV=16, num_stages=2, split=2)
+    for c in [*CASES.values(), dict(T=100, H=2, Hg=1, K=16, V=48, cu=None)]:
+        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+        w, u, A = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tu, store_A=store_A)
+        w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+        assert _rel(w, w64) < TOL and _rel(u, u64) < TOL
+        assert (A is None) if not store_A else _rel(A, A64) < TOL
+    c = CASES["varlen"]
+    k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(5))).to(DEVICE)
+    one = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=store_A)
+    two = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=store_A, tuning=tu)
+    for x, y in zip(one, two):
+        assert (x is None and y is None) or _rel(x, y) < TOL
+    with pytest.raises(ValueError, match="split"):
+        ops.gdn_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, tuning=ops.Tuning(split=2, wu_merged=True))
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
     """gdn_cumsum_fwd_intra(raw g) = SGLang's chunk_local_cumsum, then gdn_fwd_intra (varlen: per sequence)."""

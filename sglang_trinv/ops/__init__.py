@@ -67,6 +67,8 @@ class Tuning:
     fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
     maxnreg: int | None = None  # register cap per thread (ptxas spills above it): more resident programs per SM
     wu_merged: bool = False  # fused w/u: one column-tile loop for u then w (see gdn_intra._wu_rows_merged)
+    split: int = 1  # fused w/u: 2 programs per (chunk, head), both invert, one writes u (and A), one w — for grids
+    # under one wave, where a program's latency sets the time (not yet timed on a GPU)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -149,7 +151,10 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
-    grid = (NT, B * H // group)
+    split = tuning.split if fuse_wu else 1
+    if split not in (1, 2) or (split == 2 and (tuning.wu_merged or tuning.fold_scale)):
+        raise ValueError(f"Tuning.split={tuning.split}: 1, or 2 without wu_merged / fold_scale")
+    grid = (NT, B * H // group, split)
     _k.gdn_intra_kernel[grid](
         k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
@@ -157,7 +162,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
         FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
-        WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale,
+        WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, SPLIT_WU=split,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
         **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
     )
