@@ -214,7 +214,8 @@ def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqle
 # The Gluon launch costs the host far more than a Triton one (H200 machine, enqueue µs per call, 50 calls without a
 # sync; bench/results/2026-11-27-h200-s8/host-gluon): gdn_fwd_intra 209–349 vs 55–82, the pipeline launch 195–401
 # vs 56–64 (six TMA descriptors built and encoded per call, the Gluon JIT's binding of ~30 arguments). SGLang runs
-# prefill eagerly, so below this many (chunk, head) tiles the host, not the GPU, sets the pace: at T=8192 H=32
+# GDN prefill eagerly (0.5.23's breakable prefill CUDA graphs break at each GDN layer: its GDN backend keeps
+# supports_prefill_graph_extend False), so below this many (chunk, head) tiles the host, not the GPU, sets the pace: at T=8192 H=32
 # (4096 tiles) the intra-only plugin forward took 672.8 µs on Gluon vs 556.2 on Triton (do_bench), and the Gluon
 # pipeline's forward enqueued in 648 µs for 527 µs of GPU work. At T=32768 H=32 (16384 tiles) the GPU saving
 # outweighs it: whole forward 2031.7 (intra only) / 2077.6 (pipeline) vs 2173.5 / 2107.1 on Triton.
