@@ -319,6 +319,12 @@ def test_gluon_backend_choice_is_explicit():
     assert "host cost" in ops.gluon_auto_reason(k, beta, None, True)
     big = torch.zeros(1, 32768, 32, device=k.device)  # T=32768 H=32: 16384 tiles, the Gluon kernel's side
     assert ops.gluon_auto_reason(k, big, None, True) is None and ops.gluon_auto_reason(k, big, None, False) is None
+    with pytest.MonkeyPatch.context() as mp:  # the threshold is a serving knob
+        mp.setenv(ops.ENV_GLUON_MIN_TILES, "0")
+        assert ops.gluon_auto_reason(k, beta, None, True) is None
+        mp.setenv(ops.ENV_GLUON_MIN_TILES, "lots")
+        with pytest.raises(ValueError, match=ops.ENV_GLUON_MIN_TILES):
+            ops.gluon_auto_reason(k, beta, None, True)
     assert not ops._use_gluon(k, v, g, beta, "blockdoubling", None, None, None, "triton")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(ops.ENV_GLUON, "0")

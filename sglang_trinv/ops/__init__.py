@@ -220,6 +220,22 @@ def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqle
 # pipeline's forward enqueued in 648 µs for 527 µs of GPU work. At T=32768 H=32 (16384 tiles) the GPU saving
 # outweighs it: whole forward 2031.7 (intra only) / 2077.6 (pipeline) vs 2173.5 / 2107.1 on Triton.
 GLUON_MIN_TILES = 16384
+ENV_GLUON_MIN_TILES = "SGLANG_TRINV_GLUON_MIN_TILES"  # overrides it (a faster host CPU, a CUDA-graph caller)
+
+
+def gluon_min_tiles() -> int:
+    """The tile count from which `auto` takes the Gluon kernel: SGLANG_TRINV_GLUON_MIN_TILES, else
+    :data:`GLUON_MIN_TILES`."""
+    raw = os.environ.get(ENV_GLUON_MIN_TILES, "").strip()
+    if not raw:
+        return GLUON_MIN_TILES
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"{ENV_GLUON_MIN_TILES}={raw!r}: a tile count ≥ 0 (default {GLUON_MIN_TILES})")
+    return n
 
 
 def gluon_auto_reason(k, beta, cu_seqlens, g_cumsum: bool) -> str | None:
@@ -234,9 +250,10 @@ def gluon_auto_reason(k, beta, cu_seqlens, g_cumsum: bool) -> str | None:
         # 76.4 vs 80.6, 31.7 vs 21.4; T=32768 474.7 vs 536.0, 121.5 vs 130.4 (run5-shapes); pipeline T=8192 H=32
         # 124.5 vs 121.5
         return "a varlen batch of fewer than 16384 tokens: Triton measured faster"
-    if B * triton.cdiv(T, CHUNK_SIZE) * H < GLUON_MIN_TILES:
-        return (f"fewer than {GLUON_MIN_TILES} (chunk, head) tiles: the Gluon launch's host cost outweighs its GPU "
-                "saving")
+    min_tiles = gluon_min_tiles()
+    if B * triton.cdiv(T, CHUNK_SIZE) * H < min_tiles:
+        return (f"fewer than {min_tiles} (chunk, head) tiles: the Gluon launch's host cost outweighs its GPU "
+                f"saving ({ENV_GLUON_MIN_TILES} sets the threshold)")
     return None
 
 
@@ -374,7 +391,7 @@ def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", p
     return Ai
 
 
-__all__ = ["gluon_reason", "gluon_auto_reason", "ENV_GLUON", "GLUON_MIN_TILES", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
+__all__ = ["gluon_reason", "gluon_auto_reason", "ENV_GLUON", "GLUON_MIN_TILES", "ENV_GLUON_MIN_TILES", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
            "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "prepare_chunk_indices"]
 
 

@@ -65,16 +65,16 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
         add("GDN pipeline fusion", None, f"not checked ({type(e).__name__}: {e})")
     try:  # the warp-specialized Hopper kernel behind ops.gdn_fwd_intra (information only)
-        from ..ops import ENV_GLUON, GLUON_MIN_TILES, gluon_intra
+        from ..ops import ENV_GLUON, ENV_GLUON_MIN_TILES, gluon_intra, gluon_min_tiles
 
         if not gluon_intra.AVAILABLE:
             detail = f"not available (triton.experimental.gluon: {gluon_intra.IMPORT_ERROR})"
         elif not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
             detail = "not used: needs an sm_90 GPU (H100/H200)"
         else:
-            detail = (f"available for blockdoubling, bf16, K=V=128; taken for calls of ≥ {GLUON_MIN_TILES} "
-                      "(chunk, head) tiles, where it was measured faster with its host launch cost (the log says "
-                      "which kernel serves)")
+            detail = (f"available for blockdoubling, bf16, K=V=128; taken for calls of ≥ {gluon_min_tiles()} "
+                      f"(chunk, head) tiles ({ENV_GLUON_MIN_TILES}), where it was measured faster with its host "
+                      "launch cost (the log says which kernel serves)")
         add("Gluon intra kernel", None, f"{detail}; {ENV_GLUON}=0|1 forces Triton|Gluon")
     except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
         add("Gluon intra kernel", None, f"not checked ({type(e).__name__}: {e})")
