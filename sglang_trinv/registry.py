@@ -63,11 +63,13 @@ def get_method(name: str) -> Method:
 
 
 def check_precision(precision: str) -> str:
-    """A precision name, or ``"DIAG/MERGE"`` (kernels: diagonal-tile products / merge products apart)."""
-    for part in precision.split("/", 1):
-        if part not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)} "
-                             "(or DIAG/MERGE, e.g. bf16x3/tf32)")
+    """A precision name, or ``"DIAG/MERGE"`` (kernels: diagonal-tile products / merge products apart), MERGE
+    optionally per doubling level ``"M16+M32"`` (the 16 → 32 merges / the 32 → 64 ones)."""
+    diag, slash, merge = precision.partition("/")
+    parts = [diag, *(merge.split("+") if slash else [])]
+    if any(p not in PRECISIONS for p in parts) or len(parts) > 3 or ("+" in diag):
+        raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)} "
+                         "(or DIAG/MERGE, e.g. bf16x3/tf32, MERGE per doubling level as M16+M32)")
     return precision
 
 

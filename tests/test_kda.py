@@ -379,7 +379,7 @@ from sglang_trinv.ops import kda_intra
 
 fn = kda_intra.kda_intra_kernel
 DIAG_IN = sys.argv[1] == "sglang"
-diag, whole, dp, mp = ops._method_codes("blockdoubling", None, True)
+diag, whole, dp, mp, _ = ops._method_codes("blockdoubling", None, True)
 gd, go = ops._gram_codes(None)
 tu = ops.KDA_DEFAULT_TUNING
 ptr = {n: "*bf16" for n in ("q", "k", "v", "beta", "Aqk", "w", "u", "kg")}

@@ -80,6 +80,34 @@ def test_kkt_inverse_matches_kernel_twin(method):
     assert _rel(Ai, exact) < (2e-3 if HAS_CUDA else 1e-5)
 
 
+def test_merge_precision_per_level():
+    """'DIAG/M16+M32': the 16 → 32 merges in M16, the 32 → 64 ones in M32 — parsed, refused where it has no
+    meaning (no merge tree, KDA), emulated level by level in the reference twin, and run by the kernels."""
+    assert ops.merge_levels("bf16x3+tf32") == ("bf16x3", "tf32") and ops.merge_levels("tf32") == ("tf32", "tf32")
+    assert ops.split_precision("blockdoubling", "bf16x3/bf16x3+tf32") == ("bf16x3", "bf16x3+tf32")
+    with pytest.raises(ValueError, match="two merge levels"):
+        ops.split_precision("blockdoubling", "bf16x3/tf32+tf32+tf32")
+    with pytest.raises(ValueError, match="merge levels"):
+        ops._method_codes("neumann", "ieee/ieee+tf32", True)
+    # the twin applies the levels: differs from both one-precision trees, still close to exact
+    k, v, g, beta, _ = _inputs(64, 2, 1, 16, 16, seed=2, family="identical_keys")
+    A = ref.chunk_A(k, g, beta, dtype=torch.float32)
+    exact = ref.chunk_inverse(k, g, beta)
+    twins = {p: ref.chunk_apply(A, ops.kernel_twin("blockdoubling", f"bf16x3/{p}"))
+             for p in ("tf32", "bf16x3", "bf16x3+tf32")}
+    assert not torch.equal(twins["bf16x3+tf32"], twins["tf32"])
+    assert not torch.equal(twins["bf16x3+tf32"], twins["bf16x3"])
+    assert _rel(twins["bf16x3+tf32"], exact) < 2e-2
+    # the kernels (interpreter: fp32 products) against fp64, GQA + varlen
+    c = CASES["varlen"]
+    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    w, u, Ai = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, precision="bf16x3/bf16x3+tf32")
+    w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+    assert _rel(Ai, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
+    Ai2 = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, precision="bf16x3/bf16x3+tf32")
+    assert _rel(Ai2, A64) < TOL
+
+
 @pytest.mark.parametrize("precision", ["ieee", None])
 @pytest.mark.parametrize("method", STABLE)
 def test_stable_methods_on_identical_keys(method, precision):
@@ -257,7 +285,7 @@ import sys
 from sglang_trinv.ops import gluon_intra as gi
 case = sys.argv[1]
 kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_cumsum": True, "store_A": False},
-      "bf16x3": {"merge_precision": "bf16x3"},
+      "bf16x3": {"merge_precision": "bf16x3"}, "merge-levels": {"merge_precision": "bf16x3+tf32"},
       "device-descriptors": {"launch": gi.GluonLaunch(DD=True), "varlen": True, "g_cumsum": True,
                              "store_A": False}}[case]
 r = gi.compile_report(**kw)
@@ -266,7 +294,7 @@ print("gluon", gi.DEFAULT_LAUNCH.REGS, r["launch_regs"], r["warps"], r["stack"],
 """
 
 
-@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "bf16x3", "device-descriptors"])
+@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "bf16x3", "merge-levels", "device-descriptors"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A, the plugin's varlen pipeline (cumsum in, no A) and bf16x3

@@ -37,14 +37,15 @@ def cubin_usage(cubin: bytes, sass: bool = False) -> dict:
 
 def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None, H=32, Hg=16, K=128, V=128):
     fn = gdn_intra.gdn_intra_kernel
-    diag, whole, dp, mp = ops._method_codes(method, precision, fused)
+    diag, whole, dp, mp, mp16 = ops._method_codes(method, precision, fused)
     tu = tuning or (ops.DEFAULT_TUNING_FUSED if fused else ops.DEFAULT_TUNING)
     sig = {n: "*bf16" for n in ("k", "v", "beta", "Ai", "w", "u")}
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=64, BC=16, BK=tu.BK, BV=tu.BV, GROUP=tu.group, DIAG=diag, WHOLE=whole,
                  DIAG_PREC=dp, MERGE_PREC=mp, USE_G=True, IS_VARLEN=False, STORE_A=True, FUSE_WU=fused,
                  FROM_A=False, FOLD_SCALE=tu.fold_scale and fused, G_CUMSUM=False,
-                 WU_MERGED=tu.wu_merged and fused and not tu.fold_scale, SPLIT_WU=tu.split if fused else 1)
+                 WU_MERGED=tu.wu_merged and fused and not tu.fold_scale, SPLIT_WU=tu.split if fused else 1,
+                 MERGE16_PREC=mp16)
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.

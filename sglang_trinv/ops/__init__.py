@@ -3,7 +3,8 @@
 
 ``method`` is a registry name (:data:`sglang_trinv.registry.METHOD_NAMES`); ``precision`` is one name for
 every tensor-core product (``ieee``, ``tf32``, ``tf32x3``, ``bf16``, ``bf16x3``, ``fp16``) or
-``"DIAG/MERGE"`` to set the diagonal-tile and the merge products apart (e.g. ``"tf32x3/tf32"``).
+``"DIAG/MERGE"`` to set the diagonal-tile and the merge products apart (e.g. ``"tf32x3/tf32"``), MERGE optionally
+per doubling level, ``"M16+M32"`` (e.g. ``"bf16x3/bf16x3+tf32"``).
 """
 
 from __future__ import annotations
@@ -96,15 +97,26 @@ def kernel_twin(method: str, precision: str | None = None):
 
 
 def split_precision(method: str, precision: str | None, fused: bool = True) -> tuple[str, str]:
-    """(diag, merge) precision names; ``precision=None`` picks the measured default for the kernel kind."""
+    """(diag, merge) precision names; ``precision=None`` picks the measured default for the kernel kind. ``merge``
+    may be per doubling level, "M16+M32": the 16 → 32 merges in M16, the 32 → 64 ones in M32 (blockdoubling,
+    column_sweep and forward_substitution trees; see :func:`merge_levels`)."""
     p = precision or (DEFAULT_PRECISION if fused else INVERSE_ONLY_PRECISION)[method]
     diag, _, merge = p.partition("/")
     merge = merge or diag
-    for name in (diag, merge):
+    parts = merge.split("+")
+    if len(parts) > 2:
+        raise ValueError(f"precision {p!r}: at most two merge levels, 'DIAG/M16+M32'")
+    for name in (diag, *parts):
         if name not in _PRECISION_CODES:
             raise ValueError(f"unknown precision {name!r} in {p!r}; choose from {', '.join(_PRECISION_CODES)} "
-                             "or 'DIAG/MERGE'")
+                             "or 'DIAG/MERGE' (MERGE may be 'M16+M32')")
     return diag, merge
+
+
+def merge_levels(merge: str) -> tuple[str, str]:
+    """(16 → 32 merge precision, 32 → 64 merge precision) of a merge name ("P" or "P16+P32")."""
+    m16, _, m32 = merge.partition("+")
+    return m16, m32 or m16
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small
@@ -113,8 +125,13 @@ def _method_codes(method: str, precision: str | None, fused: bool):
     if method not in KERNEL_METHODS:
         raise ValueError(f"method {method!r} has no Triton kernel; kernels exist for {', '.join(KERNEL_METHODS)}")
     diag, whole = KERNEL_METHODS[method]
-    dp, mp = (_PRECISION_CODES[name] for name in split_precision(method, precision, fused))
-    return diag, whole, dp, mp
+    diag_p, merge_p = split_precision(method, precision, fused)
+    m16, m32 = merge_levels(merge_p)
+    # MERGE16_PREC: -1 = as MERGE_PREC (one merge precision: the kernels' code is unchanged)
+    mp16 = -1 if m16 == m32 else _PRECISION_CODES[m16]
+    if mp16 >= 0 and whole != _k.MERGE:
+        raise ValueError(f"method {method!r} has no merge levels: per-level merge precision {merge_p!r} does not apply")
+    return diag, whole, _PRECISION_CODES[diag_p], _PRECISION_CODES[m32], mp16
 
 
 def prepare_chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -146,7 +163,7 @@ def supports(k: torch.Tensor, v: torch.Tensor | None, g: torch.Tensor | None, be
 def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, BT, method, precision,
             fuse_wu, store_A, from_A, tuning: Tuning | None, g_out=None):
     tuning = tuning or (DEFAULT_TUNING_FUSED if fuse_wu else DEFAULT_TUNING)
-    diag, whole, dp, mp = _method_codes(method, precision, fuse_wu)
+    diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
@@ -162,7 +179,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
         FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
-        WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, SPLIT_WU=split,
+        WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, SPLIT_WU=split, MERGE16_PREC=mp16,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
         **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
     )
@@ -196,7 +213,7 @@ def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqle
     if method != "blockdoubling":
         return f"method {method!r} (the Gluon kernel implements blockdoubling)"
     diag, merge = split_precision(method, precision, fused=True)
-    if diag not in _gluon.PRECISIONS or merge not in _gluon.PRECISIONS:
+    if any(p not in _gluon.PRECISIONS for p in (diag, *merge_levels(merge))):
         return f"precision {diag}/{merge} (Gluon: {', '.join(_gluon.PRECISIONS)})"
     if k.dtype != torch.bfloat16 or v.dtype != torch.bfloat16:
         return f"dtypes k {k.dtype}, v {v.dtype} (Gluon: bfloat16)"
@@ -215,10 +232,11 @@ def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqle
 # sync; bench/results/2026-11-27-h200-s8/host-gluon): gdn_fwd_intra 209–349 vs 55–82, the pipeline launch 195–401
 # vs 56–64 (six TMA descriptors built and encoded per call, the Gluon JIT's binding of ~30 arguments). SGLang runs
 # GDN prefill eagerly (0.5.23's breakable prefill CUDA graphs break at each GDN layer: its GDN backend keeps
-# supports_prefill_graph_extend False), so below this many (chunk, head) tiles the host, not the GPU, sets the pace: at T=8192 H=32
-# (4096 tiles) the intra-only plugin forward took 672.8 µs on Gluon vs 556.2 on Triton (do_bench), and the Gluon
-# pipeline's forward enqueued in 648 µs for 527 µs of GPU work. At T=32768 H=32 (16384 tiles) the GPU saving
-# outweighs it: whole forward 2031.7 (intra only) / 2077.6 (pipeline) vs 2173.5 / 2107.1 on Triton.
+# supports_prefill_graph_extend False), so below this many (chunk, head) tiles the host, not the GPU, sets the
+# pace: at T=8192 H=32 (4096 tiles) the intra-only plugin forward took 672.8 µs on Gluon vs 556.2 on Triton
+# (do_bench), and the Gluon pipeline's forward enqueued in 648 µs for 527 µs of GPU work. At T=32768 H=32 (16384
+# tiles) the GPU saving outweighs it: whole forward 2031.7 (intra only) / 2077.6 (pipeline) vs 2173.5 / 2107.1 on
+# Triton.
 GLUON_MIN_TILES = 16384
 ENV_GLUON_MIN_TILES = "SGLANG_TRINV_GLUON_MIN_TILES"  # overrides it (a faster host CPU, a CUDA-graph caller)
 
@@ -391,7 +409,7 @@ def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", p
     return Ai
 
 
-__all__ = ["gluon_reason", "gluon_auto_reason", "ENV_GLUON", "GLUON_MIN_TILES", "ENV_GLUON_MIN_TILES", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
+__all__ = ["merge_levels", "gluon_reason", "gluon_auto_reason", "ENV_GLUON", "GLUON_MIN_TILES", "ENV_GLUON_MIN_TILES", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
            "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "prepare_chunk_indices"]
 
 
@@ -507,7 +525,9 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     BT = CHUNK_SIZE
     if scale is None:
         scale = K ** -0.5
-    diag, whole, dp, mp = _method_codes(method, precision, True)  # fused kernel: fused defaults
+    diag, whole, dp, mp, mp16 = _method_codes(method, precision, True)  # fused kernel: fused defaults
+    if mp16 >= 0:
+        raise ValueError(f"precision {precision!r}: per-level merge precision ('M16+M32') is for the GDN kernels")
     gd, go = _gram_codes(gram_precision)
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)

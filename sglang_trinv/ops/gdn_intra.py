@@ -155,8 +155,9 @@ def _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, PREC: tl.constexp
 @triton.jit
 def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
               BC: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
-              DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr):
-    """(I + A)^{-1} of the 64×64 strictly-lower A given as 10 fp32 tiles; returns the 10 tiles of X."""
+              DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1):
+    """(I + A)^{-1} of the 64×64 strictly-lower A given as 10 fp32 tiles; returns the 10 tiles of X.
+    MERGE16_PREC ≥ 0: the 16 → 32 merges in that precision, the 32 → 64 ones in MERGE_PREC."""
     o_i = tl.arange(0, BC)
     eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
     zero = tl.zeros([BC, BC], dtype=tl.float32)
@@ -165,8 +166,9 @@ def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
         x11 = _inv_diag(a11, BC, DIAG, DIAG_PREC)
         x22 = _inv_diag(a22, BC, DIAG, DIAG_PREC)
         x33 = _inv_diag(a33, BC, DIAG, DIAG_PREC)
-        x10 = _merge16(x11, a10, x00, MERGE_PREC)
-        x32 = _merge16(x33, a32, x22, MERGE_PREC)
+        M16: tl.constexpr = MERGE_PREC if MERGE16_PREC < 0 else MERGE16_PREC
+        x10 = _merge16(x11, a10, x00, M16)
+        x32 = _merge16(x33, a32, x22, M16)
         x20, x21, x30, x31 = _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, MERGE_PREC)
     elif WHOLE == NEUMANN64:
         # X = (I − A)(I + A²)(I + A⁴)…(I + A³²): 10 block products; intermediates grow like binomials
@@ -392,7 +394,7 @@ def _kkt10(k_base, t0, T, stride, K: tl.constexpr, BC: tl.constexpr, BK: tl.cons
 @triton.jit
 def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
                    BC: tl.constexpr, USE_G: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
-                   DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr):
+                   DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1):
     """(I + A)^{-1} with A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower, from the raw K Kᵀ tiles."""
     a00 = _gate(r00, b0, g0, g0, BC, True, USE_G)
     a11 = _gate(r11, b1, g1, g1, BC, True, USE_G)
@@ -404,7 +406,8 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
     a30 = _gate(r30, b3, g3, g0, BC, False, USE_G)
     a31 = _gate(r31, b3, g3, g1, BC, False, USE_G)
     a32 = _gate(r32, b3, g3, g2, BC, False, USE_G)
-    return _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
+    return _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
+                     MERGE16_PREC)
 
 
 @triton.jit
@@ -446,6 +449,7 @@ def gdn_intra_kernel(
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
     SPLIT_WU: tl.constexpr = 1,        # 2: two programs per chunk (grid axis 2) both invert; one writes u (and A,
                                        # g_out), the other w — for grids under one wave (latency-bound)
+    MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     tl.static_assert(SPLIT_WU == 1 or (FUSE_WU and not WU_MERGED and not FOLD_SCALE),
@@ -486,14 +490,15 @@ def gdn_intra_kernel(
             a33 = tl.where(m_low, _load_rows(ab, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC).to(tl.float32), 0.0)
 
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
-                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
+                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
+                MERGE16_PREC)
         else:
             # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
             b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM,
                                                          SPLIT_WU)
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
-                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC)
+                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC)
 
         # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
         if STORE_A:

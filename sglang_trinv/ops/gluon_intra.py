@@ -300,7 +300,7 @@ if AVAILABLE:
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
-                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr):
+                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -427,8 +427,9 @@ if AVAILABLE:
                 x11 = _inv_diag(a11, r, c, MMA, DP)
                 x22 = _inv_diag(a22, r, c, MMA, DP)
                 x33 = _inv_diag(a33, r, c, MMA, DP)
-                x10 = -_mm(_mm(x11, a10, MMA, MP), x00, MMA, MP)
-                x32 = -_mm(_mm(x33, a32, MMA, MP), x22, MMA, MP)
+                M16: gl.constexpr = MP if MP1 < 0 else MP1  # the 16 → 32 merges' precision
+                x10 = -_mm(_mm(x11, a10, MMA, M16), x00, MMA, M16)
+                x32 = -_mm(_mm(x33, a32, MMA, M16), x22, MMA, M16)
                 t20 = _mm(a20, x00, MMA, MP) + _mm(a21, x10, MMA, MP)
                 t21 = _mm(a21, x11, MMA, MP)
                 t30 = _mm(a30, x00, MMA, MP) + _mm(a31, x10, MMA, MP)
@@ -657,7 +658,8 @@ if AVAILABLE:
                            MODE: gl.constexpr, PAIR: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr,
                            G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
-                           AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0):
+                           AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
+                           MP1: gl.constexpr = -1):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -722,7 +724,7 @@ if AVAILABLE:
             sa = sb  # unused
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS)),
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
@@ -789,6 +791,8 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     lc = launch or DEFAULT_LAUNCH
+    m16, _, m32 = merge_precision.partition("+")  # per doubling level: "P16+P32"
+    m32 = m32 or m16
     _, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
     G = pick_group(H, Hg, lc)
@@ -818,9 +822,10 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
         beta, g, g_out, chunk_table(cu_seqlens, chunk_indices) if varlen else None,
         w if varlen else None, u if varlen else None, A if (varlen and A is not None) else None,
         *descs, T, NC, n_tiles, H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN,
-        DP=PRECISIONS[diag_precision], MP=PRECISIONS[merge_precision], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
+        DP=PRECISIONS[diag_precision], MP=PRECISIONS[m32], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
         STORE_A=A is not None, MODE=lc.MODE, PAIR=lc.PAIR, G=G, IS_VARLEN=varlen, G_CUMSUM=g_out is not None,
-        DB=A is None if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS, num_warps=lc.W, **dd)
+        DB=A is None if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS, num_warps=lc.W, **dd,
+        **({"MP1": PRECISIONS[m16]} if m16 != m32 else {}))
 
 
 def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,
@@ -845,7 +850,10 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(64, 16)!r}>", "T": "i32", "NC": "i32",
            "n_tiles": "i32"}
     fn = gluon_intra_kernel
-    const = dict(H=H, Hg=Hg, K=128, V=128, W=lc.W, BK=lc.BK, BN=lc.BN, DP=P_BF16X3, MP=PRECISIONS[merge_precision],
+    m16, _, m32 = merge_precision.partition("+")
+    m32 = m32 or m16
+    const = dict(H=H, Hg=Hg, K=128, V=128, W=lc.W, BK=lc.BK, BN=lc.BN, DP=P_BF16X3, MP=PRECISIONS[m32],
+                 MP1=PRECISIONS[m16] if m16 != m32 else -1,
                  REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR,
                  G=pick_group(H, Hg, lc), IS_VARLEN=varlen, G_CUMSUM=g_cumsum,
                  DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS)

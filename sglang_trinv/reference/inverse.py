@@ -63,12 +63,18 @@ def _double(A: torch.Tensor, D: torch.Tensor, precision: str) -> torch.Tensor:
 
     per pair of neighbouring blocks ``[[M11, 0], [A21, M22]]^{-1} = [[X11, 0], [−X22·A21·X11, X22]]``,
     b → 2b until one block is left. Only products of already-inverted (bounded) blocks: log-stable.
+    ``precision`` "P1+P2": the first level's products in P1, the later levels' in P2 (as the kernels' per-level
+    merge precision).
     """
     b = D.shape[-1]
+    levels = precision.split("+")  # "P1+P2": the first merge level in P1, the later ones in P2
+    lvl = 0
     while D.shape[-3] > 1:
+        p = levels[min(lvl, len(levels) - 1)]
         X11, X22 = D[..., 0::2, :, :], D[..., 1::2, :, :]
         A21 = diag_blocks(A, 2 * b)[..., b:, :b]
-        X21 = -matmul(X22, matmul(A21, X11, precision), precision)
+        X21 = -matmul(X22, matmul(A21, X11, p), p)
+        lvl += 1
         top = torch.cat([X11, torch.zeros_like(X11)], dim=-1)
         bottom = torch.cat([X21, X22], dim=-1)
         D = torch.cat([top, bottom], dim=-2)
