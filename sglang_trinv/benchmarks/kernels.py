@@ -105,6 +105,7 @@ def bench(fn, reps=None):
 MAIN_METHODS = [  # every shape
     ("blockdoubling", "bf16x3/tf32"),
     ("blockdoubling", "bf16x3"),  # the fused kernels' default (DEFAULT_PRECISION)
+    ("blockdoubling", "bf16x3/bf16x3+tf32"),  # merges per level: 16 → 32 bf16x3, 32 → 64 tf32 (a candidate)
     ("blockdoubling", "tf32"),
     ("column_sweep", "tf32"),
     ("forward_substitution", "tf32"),
