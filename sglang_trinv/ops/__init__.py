@@ -130,7 +130,8 @@ def _method_codes(method: str, precision: str | None, fused: bool):
     # MERGE16_PREC: -1 = as MERGE_PREC (one merge precision: the kernels' code is unchanged)
     mp16 = -1 if m16 == m32 else _PRECISION_CODES[m16]
     if mp16 >= 0 and whole != _k.MERGE:
-        raise ValueError(f"method {method!r} has no merge levels: per-level merge precision {merge_p!r} does not apply")
+        raise ValueError(f"method {method!r} has no merge levels: per-level merge precision {merge_p!r} does not "
+                         "apply")
     return diag, whole, _PRECISION_CODES[diag_p], _PRECISION_CODES[m32], mp16
 
 
