@@ -62,6 +62,12 @@ def get_method(name: str) -> Method:
         raise ValueError(f"unknown inversion method {name!r}; choose from: {', '.join(METHOD_NAMES)}") from None
 
 
+def merge_levels(merge: str) -> tuple[str, str]:
+    """(16 → 32 merge precision, 32 → 64 merge precision) of a merge name ("P" or "P16+P32")."""
+    m16, _, m32 = merge.partition("+")
+    return m16, m32 or m16
+
+
 def check_precision(precision: str) -> str:
     """A precision name, or ``"DIAG/MERGE"`` (kernels: diagonal-tile products / merge products apart), MERGE
     optionally per doubling level ``"M16+M32"`` (the 16 → 32 merges / the 32 → 64 ones)."""

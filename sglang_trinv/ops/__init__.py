@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from ..registry import get_method
+from ..registry import get_method, merge_levels
 from . import gdn_intra as _k
 from . import gluon_intra as _gluon
 
@@ -112,11 +112,6 @@ def split_precision(method: str, precision: str | None, fused: bool = True) -> t
                              "or 'DIAG/MERGE' (MERGE may be 'M16+M32')")
     return diag, merge
 
-
-def merge_levels(merge: str) -> tuple[str, str]:
-    """(16 → 32 merge precision, 32 → 64 merge precision) of a merge name ("P" or "P16+P32")."""
-    m16, _, m32 = merge.partition("+")
-    return m16, m32 or m16
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 
 import triton
 
+from ..registry import merge_levels
+
 try:  # Gluon ships with Triton ≥ 3.5 (experimental); without it the Triton kernels serve every call
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -782,6 +784,23 @@ def _ensure_allocator() -> None:
         triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
 
 
+def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool, varlen: bool, g_cumsum: bool,
+                diag_precision: str, merge_precision: str) -> dict:
+    """Every constexpr of ``gluon_intra_kernel`` for one launch kind: the launch and the CPU compile report take
+    the same dict (a constexpr left out of a compile would become None there, not its default)."""
+    m16, m32 = merge_levels(merge_precision)  # per doubling level: "P16+P32"
+    kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
+    const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=PRECISIONS[diag_precision],
+                 MP=PRECISIONS[m32], MP1=PRECISIONS[m16] if m16 != m32 else -1, REGS=lc.REGS, S=lc.S,
+                 NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
+                 IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
+                 CS=lc.CS, DD=lc.DD, BL=None, KBL=None, AL=None, KBW=kb, AW=0)
+    if lc.DD:  # the layouts and the A row width of the descriptors the kernel builds
+        const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
+                     AW=H * (64 if store_A else K))
+    return const
+
+
 def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk_indices=None,
                  diag_precision="bf16x3", merge_precision="tf32", launch: GluonLaunch | None = None,
                  max_ctas: int | None = None) -> None:
@@ -791,8 +810,6 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     lc = launch or DEFAULT_LAUNCH
-    m16, _, m32 = merge_precision.partition("+")  # per doubling level: "P16+P32"
-    m32 = m32 or m16
     _, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
     G = pick_group(H, Hg, lc)
@@ -803,29 +820,22 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     n_tiles = NC * H
     if n_tiles == 0:
         return
-    blk = _block_layout(64, lc.BN)
-    kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
+    const = _constexprs(lc, H, Hg, K, V, A is not None, varlen, g_out is not None, diag_precision, merge_precision)
     a_view = (A if A is not None else w).view(T, -1)  # without A: a valid descriptor that is never used
     if lc.DD:  # plain tensors: the kernel builds the descriptors (in a global scratch the launcher allocates)
         _ensure_allocator()
         descs = [k, v, w, u, k, a_view]
-        dd = dict(DD=True, BL=blk, KBL=_block_layout(64, kb), AL=_block_layout(64, 16), KBW=kb,
-                  AW=a_view.shape[1])
     else:
+        blk, kb = _block_layout(64, lc.BN), const["KBW"]
         descs = [TensorDescriptor.from_tensor(x.view(T, -1), [64, lc.BN], blk) for x in (k, v, w, u)]
         descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, kb], _block_layout(64, kb)))
         descs.append(TensorDescriptor.from_tensor(a_view, [64, 16], _block_layout(64, 16)))
-        dd = {}
     n_sm = _sm_count(k.device.index if k.device.index is not None else torch.cuda.current_device())
     grid = (min(max_ctas or n_sm, n_sm, triton.cdiv(n_tiles, lc.W)),)
     gluon_intra_kernel[grid](
         beta, g, g_out, chunk_table(cu_seqlens, chunk_indices) if varlen else None,
         w if varlen else None, u if varlen else None, A if (varlen and A is not None) else None,
-        *descs, T, NC, n_tiles, H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN,
-        DP=PRECISIONS[diag_precision], MP=PRECISIONS[m32], REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG,
-        STORE_A=A is not None, MODE=lc.MODE, PAIR=lc.PAIR, G=G, IS_VARLEN=varlen, G_CUMSUM=g_out is not None,
-        DB=A is None if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS, num_warps=lc.W, **dd,
-        **({"MP1": PRECISIONS[m16]} if m16 != m32 else {}))
+        *descs, T, NC, n_tiles, **const, num_warps=lc.W)
 
 
 def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,
@@ -850,20 +860,9 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(64, 16)!r}>", "T": "i32", "NC": "i32",
            "n_tiles": "i32"}
     fn = gluon_intra_kernel
-    m16, _, m32 = merge_precision.partition("+")
-    m32 = m32 or m16
-    const = dict(H=H, Hg=Hg, K=128, V=128, W=lc.W, BK=lc.BK, BN=lc.BN, DP=P_BF16X3, MP=PRECISIONS[m32],
-                 MP1=PRECISIONS[m16] if m16 != m32 else -1,
-                 REGS=lc.REGS, S=lc.S, NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR,
-                 G=pick_group(H, Hg, lc), IS_VARLEN=varlen, G_CUMSUM=g_cumsum,
-                 DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD, CS=lc.CS)
-    kb = lc.BK if lc.KD else 64
+    const = _constexprs(lc, H, Hg, 128, 128, store_A, varlen, g_cumsum, "bf16x3", merge_precision)
     if lc.DD:  # plain pointers; the descriptors are built in the kernel
         sig.update({n: "*bf16" for n in ("k_desc", "v_desc", "w_desc", "u_desc", "kin_desc", "a_desc")})
-        const.update(DD=True, BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
-                     KBW=kb, AW=H * (64 if store_A else 128))
-    else:
-        const.update(DD=False, BL=None, KBL=None, AL=None, KBW=64, AW=0)
     none_args = {n: None for n, t in sig.items() if t == "constexpr"}
     const_all = {**const, **none_args}
     sig.update({n: "constexpr" for n in const})
