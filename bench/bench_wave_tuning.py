@@ -2,8 +2,8 @@
 at T=8192 H=32 only (one warp per (chunk, head) program, 8 programs per SM, 8 waves). At the small shapes the
 grid is about one wave (T=4096 H=8: 512 programs for 1056 slots), so per-program latency, not throughput, sets the
 time; more warps per program (fewer resident programs) may win there. Times, in one run on one GPU, every issue
-shape: stock intra; our Triton kernel at num_warps 1 / 2 and with two programs per chunk (split=2) (A written,
-as the drop-in; 4 warps and BV=64 were measured slower, see TUNINGS);
+shape: stock intra; our Triton kernel at num_warps 1 / 2 (A written, as the drop-in; 4 warps and BV=64 were
+measured slower, see TUNINGS);
 the plugin's pipeline launch (cumsum in, no A) on Triton (num_warps 1 / 2) and on the Gluon kernel (cumsum by
 masked sums CS=0 / by one scan CS=1). CUDA-graph µs; errors vs fp64 for every row.
 
@@ -30,11 +30,10 @@ SHAPES = [(T, H, Hg, n) for T in (4096, 8192, 32768) for H, Hg in ((8, 4), (32, 
 # 4 warps 1.85–2.12× slower, BV=64 2 stages 5–14% slower. Registers stay at 255 per thread with more warps (Triton
 # 3.6 sm_90 compile), so 2 warps only halve the resident programs. The sweep is kept to the two one/two-warp rows.
 TUNINGS = {f"nw{nw} BV32 st3": ops.Tuning(num_warps=nw, BV=32, num_stages=3) for nw in (1, 2)}
-# split=2: two one-warp programs per (chunk, head), both invert, one writes u (and A), the other w — twice the
-# programs for grids under one wave (T=4096 H=8: 512 programs for 1056 slots); 64 B of spills on the sm_90 compile
-TUNINGS["nw1 BV32 st3 split2"] = ops.Tuning(BV=32, num_stages=3, split=2)
 PIPE_TUNINGS = {f"nw{nw}": ops.Tuning(num_warps=nw, BV=32, num_stages=3) for nw in (1, 2)}
-PIPE_TUNINGS["nw1 split2"] = ops.Tuning(BV=32, num_stages=3, split=2)
+# Two one-warp programs per (chunk, head), both inverting, one writing u and the other w (Tuning.split=2, taken out
+# again), were slower at every shape (H200, 2026-11-27 session 9: T=4096 H=8 20.6 vs 18.1 µs, H=32 94.2 vs 66.5;
+# T=8192 H=32 188.9 vs 129.3): the second inversion costs more than the halved w/u stream saves.
 
 
 def main(out: str) -> int:
@@ -85,6 +84,9 @@ def main(out: str) -> int:
                       + [8192])]:
         cu = torch.tensor(cu, device=k.device, dtype=torch.int64)
         ci = ops.prepare_chunk_indices(cu, 64)
+        # the chunk-local cumsum of these sequences' chunks (make_inputs' g is chunked for one sequence: with
+        # other boundaries e^{g_i - g_j} would mix two chunks' sums)
+        g = bk.chunk_cumsum(a["g_raw"], cu)
         w64, u64, _ = ref.fwd_intra(k, v, g, beta, cu)
         for call, f in [("gluon intra varlen", lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="gluon")),
                         ("triton intra varlen", lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"))]:

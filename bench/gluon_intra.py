@@ -16,11 +16,16 @@ os.environ.pop("TRITON_INTERPRET", None)
 from sglang_trinv.ops import gluon_intra as gi  # noqa: E402
 
 # launch variants timed beside the default at T=8192 H=32 (each a GluonLaunch field set, or a call option)
-VARIANTS = [dict(MODE=1), dict(MODE=2), dict(DD=True), dict(G=1), dict(G=1, KD=True), dict(G=1, KD=True, MODE=1),
-            dict(store_A=False), dict(merge="bf16x3")]
+# (timed in CUDA graphs: the default launch there builds its TMA descriptors on the host; DD=True on the device,
+# as eager launches do, DD=False again on the host — a second sample of the default)
+VARIANTS = [dict(MODE=1), dict(MODE=2), dict(DD=True), dict(DD=False), dict(G=1), dict(G=1, KD=True),
+            dict(G=1, KD=True, MODE=1), dict(store_A=False), dict(merge="bf16x3"), dict(merge="bf16x3+tf32")]
 # the benchmark shapes (T, H, Hg, sequences)
 SHAPES = [(T, H, Hg, n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
-CALLS = ["stock", "triton bf16x3", "triton bf16x3/tf32", "gluon bf16x3", "gluon bf16x3/tf32"]
+# each "BACKEND PRECISION" call of ops.gdn_fwd_intra (blockdoubling); bf16x3/bf16x3+tf32: bf16x3 for the 16 → 32
+# merges, tf32 for the 32 → 64 ones
+PRECISIONS = ["bf16x3", "bf16x3/bf16x3+tf32", "bf16x3/tf32"]
+CALLS = ["stock"] + [f"{b} {p}" for b in ("triton", "gluon") for p in PRECISIONS]
 
 
 def run_variant(k, v, g, beta, bufs, cu=None, ci=None, store_A=True, cumsum=False, merge="tf32", **launch):
@@ -36,13 +41,13 @@ def _report(out, meta, rows, sweep):
     md = common.md_header("Gluon intra (ops.gdn_fwd_intra backend=gluon) vs Triton vs stock", meta,
                           "bf16, K=V=128; µs per call over CUDA-graph replays; errors max|X − X64| / max|X64| of "
                           "w / u / A; auto = the backend ops.gdn_fwd_intra picks by default.")
-    md += ["| T | H/Hg | seqs | " + " | ".join(f"{n} µs" for n in CALLS) + " | stock / gluon bf16x3 | "
-           "stock / gluon bf16x3/tf32 | auto |", "|" + "---|" * (len(CALLS) + 6)]
+    md += ["| T | H/Hg | seqs | " + " | ".join(f"{n} µs" for n in CALLS) + " | "
+           + " | ".join(f"stock / gluon {p}" for p in PRECISIONS) + " | auto |",
+           "|" + "---|" * (len(CALLS) + len(PRECISIONS) + 4)]
     for r in rows:
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | "
-                  + " | ".join(f"{r['us ' + n]:.1f}" for n in CALLS)
-                  + f" | {r['us stock'] / r['us gluon bf16x3']:.2f}× | {r['us stock'] / r['us gluon bf16x3/tf32']:.2f}×"
-                  f" | {r['auto']} |")
+                  + " | ".join(f"{r['us ' + n]:.1f}" for n in CALLS) + " | "
+                  + " | ".join(f"{r['us stock'] / r['us gluon ' + p]:.2f}×" for p in PRECISIONS) + f" | {r['auto']} |")
     md += ["", "| T | H/Hg | seqs | " + " | ".join(f"err {n}" for n in CALLS) + " |", "|" + "---|" * (len(CALLS) + 3)]
     for r in rows:
         md.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | " + " | ".join(r["err " + n] for n in CALLS)
@@ -83,15 +88,10 @@ def gpu_check(out: str) -> int:
         ref64 = ref.fwd_intra(k, v, g, beta, cu)
         auto = ops.gluon_reason(k, v, g, beta, cu_seqlens=cu) or ops.gluon_auto_reason(k, beta, cu, False)
         r = dict(T=T, H=H, Hg=Hg, nseq=nseq, auto="gluon" if auto is None else f"triton ({auto})")
-        calls = {
-            "stock": lambda: bk.stock_intra(k, v, g, beta, cu, ci),
-            "triton bf16x3": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"),
-            "triton bf16x3/tf32": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, precision="bf16x3/tf32",
-                                                            backend="triton"),
-            "gluon bf16x3": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="gluon"),
-            "gluon bf16x3/tf32": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, precision="bf16x3/tf32",
-                                                           backend="gluon"),
-        }
+        calls = {"stock": lambda: bk.stock_intra(k, v, g, beta, cu, ci)}
+        for name in CALLS[1:]:
+            be, p = name.split()
+            calls[name] = lambda be=be, p=p: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, precision=p, backend=be)
         for name, f in calls.items():
             res = f()
             torch.cuda.synchronize()

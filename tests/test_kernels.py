@@ -203,29 +203,6 @@ def test_wu_merged_loop_matches_fp64(tuning):
         assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
 
 
-@pytest.mark.parametrize("store_A", [True, False])
-def test_split_wu_programs_match_one_program(store_A):
-    """Tuning.split = 2 (two programs per chunk and head: both invert, one writes u, A and the gate cumsum, the
-    other w) gives the one-program results: fixed, varlen with partial chunks, GQA, K ≠ V; the fused pipeline
-    too (gate cumsum stored once)."""
-    tu = ops.Tuning(BV=16, num_stages=2, split=2)
-    for c in [*CASES.values(), dict(T=100, H=2, Hg=1, K=16, V=48, cu=None)]:
-        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
-        w, u, A = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tu, store_A=store_A)
-        w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
-        assert _rel(w, w64) < TOL and _rel(u, u64) < TOL
-        assert (A is None) if not store_A else _rel(A, A64) < TOL
-    c = CASES["varlen"]
-    k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
-    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(5))).to(DEVICE)
-    one = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=store_A)
-    two = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=store_A, tuning=tu)
-    for x, y in zip(one, two):
-        assert (x is None and y is None) or _rel(x, y) < TOL
-    with pytest.raises(ValueError, match="split"):
-        ops.gdn_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, tuning=ops.Tuning(split=2, wu_merged=True))
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
     """gdn_cumsum_fwd_intra(raw g) = SGLang's chunk_local_cumsum, then gdn_fwd_intra (varlen: per sequence)."""
@@ -470,9 +447,9 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("launch", [{}, {"PAIR": True, "REGS": 120, "S": 4, "NSTG": 2}, {"G": 1}, {"DB": True},
-                                    {"CS": 0}, {"G": 1, "KD": True}, {"DD": True}],
+                                    {"CS": 0}, {"G": 1, "KD": True}, {"DD": True}, {"DD": False}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
-                              "G1-ldmatrix-keys", "device-descriptors"])
+                              "G1-ldmatrix-keys", "device-descriptors", "host-descriptors"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),
@@ -494,3 +471,37 @@ def test_gluon_batches_and_barriers_on_few_ctas(launch):
     torch.testing.assert_close(g, g2, rtol=1e-5, atol=1e-5)
     for x, y in ((w, w2), (u, u2), (A, A2))[:2 if A is None else 3]:
         assert torch.isfinite(x.float()).all() and _rel(x, y) < 1.5e-2
+
+
+@pytest.mark.gpu
+def test_gluon_launch_captured_in_a_cuda_graph_uses_host_descriptors():
+    """GluonLaunch.DD = None: TMA descriptors built on the device in eager launches, on the host under CUDA-graph
+    capture; a captured launch replays with new inputs copied into its buffers and matches the eager one."""
+    from sglang_trinv.ops import gluon_intra as gi
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernel is sm_90 only")
+    c = GLUON_CASES["varlen"]
+    k, v, g, beta, cu = _gluon_inputs(c)
+    assert gi.device_descriptors(gi.DEFAULT_LAUNCH) and not gi.device_descriptors(gi.GluonLaunch(DD=False))
+    ci = ops.prepare_chunk_indices(cu, 64)
+    # compile both builds before the capture (the captured launch is the host-descriptor one)
+    ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, backend="gluon")
+    diag, merge = ops.split_precision("blockdoubling", None)
+    w0, u0, A0 = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, backend="gluon")
+    gi.launch_intra(k, v, g, beta, torch.empty_like(w0), torch.empty_like(u0), torch.empty_like(A0), None, cu, ci,
+                    diag, merge, launch=gi.GluonLaunch(DD=False))
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured_dd = gi.device_descriptors(gi.DEFAULT_LAUNCH)
+        out = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, backend="gluon")
+    assert not captured_dd
+    k2, v2, g2, beta2, _ = _gluon_inputs(c, seed=1)
+    for dst, src in ((k, k2), (v, v2), (g, g2), (beta, beta2)):
+        dst.copy_(src)
+    graph.replay()
+    torch.cuda.synchronize()
+    want = ops.gdn_fwd_intra(k2, v2, g2, beta2, cu_seqlens=cu, chunk_indices=ci, backend="gluon")
+    for x, y in zip(out, want):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)

@@ -37,12 +37,16 @@ K_DIM = 128
 
 
 # ------------------------------------------------------------------------------------------ inputs
+def chunk_cumsum(g_raw, cu_seqlens=None):
+    """SGLang's chunk-local cumsum of the raw log-gate (64-token chunks of each sequence), fp32."""
+    from importlib import import_module
+
+    return import_module(f"{FLA}.cumsum").chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu_seqlens)
+
+
 def make_inputs(T, H, Hg, K, V, nseq, seed, dtype=None, family="random"):
     """Inputs as a Qwen3-Next GDN layer produces them: l2-normalised keys, β = sigmoid, g ≤ 0 log-decay."""
     dtype = dtype or (torch.bfloat16 if DEV == "cuda" else torch.float32)
-    from importlib import import_module
-
-    cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
     gen = torch.Generator(device=DEV).manual_seed(seed)
     dev = DEV
     k = F.normalize(torch.randn(1, T, Hg, K, device=dev, generator=gen), dim=-1)
@@ -62,7 +66,7 @@ def make_inputs(T, H, Hg, K, V, nseq, seed, dtype=None, family="random"):
     if nseq > 1:  # varlen: random lengths with partial chunks, one of them 1 token long
         cuts = torch.sort(torch.randperm(T - 2, generator=torch.Generator().manual_seed(seed))[: nseq - 2] + 1)[0]
         cu = torch.cat([torch.tensor([0, 1]), cuts + 1, torch.tensor([T])]).unique().to(dev, torch.int64)
-    g = cumsum(g_raw, chunk_size=64, cu_seqlens=cu)
+    g = chunk_cumsum(g_raw, cu)
     return dict(k=k.to(dtype), v=v.to(dtype), g=g, beta=beta.to(dtype), cu_seqlens=cu, g_raw=g_raw)
 
 
@@ -258,16 +262,16 @@ def run_whole(inp, tag, rows, tune_intra):
     # our kernel, A not written); "intra only" swaps just the intra kernel (SGLANG_TRINV_FUSE_PIPELINE=0)
     from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
 
-    # the last field: SGLANG_TRINV_GLUON for the call ("0": the Triton kernel even where the Gluon one runs).
-    # Where ops picks the Gluon kernel (ops.gluon_auto_reason) for the fused pipeline or the intra-only swap, that
-    # row is also timed on Triton (same process, same inputs)
+    # the last field: SGLANG_TRINV_GLUON for the call ("1": the Gluon kernel, "0": the Triton one). Where the
+    # Gluon kernel can run, blockdoubling is timed on both (same process, same inputs; the label says which one
+    # `auto` picks: ops.gluon_auto_reason), so the eager A/B decides ops.GLUON_MIN_TILES
     can = ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", None, cu) is None
-    gluon = {fused: can and ops.gluon_auto_reason(k, beta, cu, fused) is None for fused in (True, False)}
-    variants = [("stock", None, True, "auto"), ("blockdoubling", None, True, "auto"),
-                ("blockdoubling", None, False, "auto"), ("column_sweep", None, True, "auto")]
-    for i, fused in ((3, False), (2, True)):  # each Triton twin right after its row
-        if gluon[fused]:
-            variants.insert(i, ("blockdoubling", None, fused, "0"))
+    auto = {fused: "1" if can and ops.gluon_auto_reason(k, beta, cu, fused) is None else "0"
+            for fused in (True, False)}
+    variants = [("stock", None, True, "auto")]
+    for fused in (True, False):
+        variants += [("blockdoubling", None, fused, e) for e in (("1", "0") if can else ("auto",))]
+    variants.append(("column_sweep", None, True, "auto"))
     for name, p, fused, gl_env in variants:
         with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"), common.env_var(ops.ENV_GLUON, gl_env):
             sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
@@ -286,14 +290,15 @@ def run_whole(inp, tag, rows, tune_intra):
         e_o = float((o.double() - o64).abs().max() / o64.abs().max())
         e_s = float((state.double() - s64).abs().max() / s64.abs().max())
         pipeline = "" if name == "stock" else (" fused pipeline" if fused else " intra only")
-        if name == "blockdoubling" and gluon[fused]:
+        if name == "blockdoubling" and can:
             pipeline += " [triton]" if gl_env == "0" else " [gluon]"
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
-        rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t, o_rel_vs_stock=d_o,
-                         state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o, state_rel_vs_fp64=e_s,
-                         pipeline=pipeline.strip() or "stock", **tag))
-        print(f"  gdn_fwd    {name + pipeline:36s} {str(p):12s} {t:8.1f} us  o vs fp64 {e_o:.2e}  state vs fp64 "
-              f"{e_s:.2e}  o vs stock {d_o:.2e}  state vs stock {d_s:.2e}", flush=True)
+        picked = gl_env in ("auto", auto[fused])  # the kernel `auto` serves this call with
+        rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t,
+                         o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o, state_rel_vs_fp64=e_s,
+                         pipeline=pipeline.strip() or "stock", auto_pick=picked, **tag))
+        print(f"  gdn_fwd    {name + pipeline:36s} {str(p):12s} {t:8.1f} us{' (auto)' if picked else ''}  o vs fp64 "
+              f"{e_o:.2e}  state vs fp64 {e_s:.2e}  o vs stock {d_o:.2e}  state vs stock {d_s:.2e}", flush=True)
 
 
 def stability_on_gpu(rows, methods=FAMILY_METHODS):

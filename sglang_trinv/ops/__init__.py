@@ -68,8 +68,6 @@ class Tuning:
     fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
     maxnreg: int | None = None  # register cap per thread (ptxas spills above it): more resident programs per SM
     wu_merged: bool = False  # fused w/u: one column-tile loop for u then w (see gdn_intra._wu_rows_merged)
-    split: int = 1  # fused w/u: 2 programs per (chunk, head), both invert, one writes u (and A), one w — for grids
-    # under one wave, where a program's latency sets the time (not yet timed on a GPU)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -112,6 +110,11 @@ def split_precision(method: str, precision: str | None, fused: bool = True) -> t
                              "or 'DIAG/MERGE' (MERGE may be 'M16+M32')")
     return diag, merge
 
+
+
+@functools.lru_cache(maxsize=64)  # on the launch path
+def _split_precision_cached(method: str, precision: str | None) -> tuple[str, str]:
+    return split_precision(method, precision, fused=True)
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small
@@ -164,10 +167,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
-    split = tuning.split if fuse_wu else 1
-    if split not in (1, 2) or (split == 2 and (tuning.wu_merged or tuning.fold_scale)):
-        raise ValueError(f"Tuning.split={tuning.split}: 1, or 2 without wu_merged / fold_scale")
-    grid = (NT, B * H // group, split)
+    grid = (NT, B * H // group)
     _k.gdn_intra_kernel[grid](
         k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
@@ -175,7 +175,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
         FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
-        WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, SPLIT_WU=split, MERGE16_PREC=mp16,
+        WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
         **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
     )
@@ -203,7 +203,21 @@ def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqle
         return f"triton.experimental.gluon not importable ({_gluon.IMPORT_ERROR})"
     if not k.is_cuda:
         return "inputs not on a CUDA device"
-    cap = _capability(k.device.index if k.device.index is not None else torch.cuda.current_device())
+    reason = _gluon_static_reason(k.device.index, method, precision, k.dtype, v.dtype, k.shape[-1], v.shape[-1])
+    if reason:
+        return reason
+    if g is None:
+        return "no gate g"
+    if not all(x.is_contiguous() and x.data_ptr() % 16 == 0 for x in (k, v, g, beta)):
+        return "non-contiguous or unaligned inputs (TMA needs contiguous 16-byte-aligned rows)"
+    if cu_seqlens is not None and cu_seqlens.dtype not in (torch.int32, torch.int64):
+        return f"cu_seqlens dtype {cu_seqlens.dtype}"
+    return None
+
+
+@functools.lru_cache(maxsize=64)  # per call kind, not per call: this runs on every eager GDN layer's launch
+def _gluon_static_reason(index, method, precision, k_dtype, v_dtype, K, V) -> str | None:
+    cap = _capability(index if index is not None else torch.cuda.current_device())
     if cap != (9, 0):
         return f"GPU is sm_{cap[0]}{cap[1]}; the kernel uses Hopper wgmma/TMA/setmaxnreg (sm_90 only)"
     if method != "blockdoubling":
@@ -211,16 +225,10 @@ def gluon_reason(k, v, g, beta, method="blockdoubling", precision=None, cu_seqle
     diag, merge = split_precision(method, precision, fused=True)
     if any(p not in _gluon.PRECISIONS for p in (diag, *merge_levels(merge))):
         return f"precision {diag}/{merge} (Gluon: {', '.join(_gluon.PRECISIONS)})"
-    if k.dtype != torch.bfloat16 or v.dtype != torch.bfloat16:
-        return f"dtypes k {k.dtype}, v {v.dtype} (Gluon: bfloat16)"
-    if k.shape[-1] != 128 or v.shape[-1] != 128:
-        return f"K={k.shape[-1]}, V={v.shape[-1]} (Gluon: 128)"
-    if g is None:
-        return "no gate g"
-    if not all(x.is_contiguous() and x.data_ptr() % 16 == 0 for x in (k, v, g, beta)):
-        return "non-contiguous or unaligned inputs (TMA needs contiguous 16-byte-aligned rows)"
-    if cu_seqlens is not None and cu_seqlens.dtype not in (torch.int32, torch.int64):
-        return f"cu_seqlens dtype {cu_seqlens.dtype}"
+    if k_dtype != torch.bfloat16 or v_dtype != torch.bfloat16:
+        return f"dtypes k {k_dtype}, v {v_dtype} (Gluon: bfloat16)"
+    if K != 128 or V != 128:
+        return f"K={K}, V={V} (Gluon: 128)"
     return None
 
 
@@ -309,7 +317,7 @@ def _gluon_intra(k, v, g, beta, out, cu_seqlens, chunk_indices, method, precisio
     """Fill ``out`` = (g_out, w, u, A) from the Gluon kernel; B > 1 runs as one flat sequence (T % 64 == 0) or
     as varlen."""
     B, T = k.shape[:2]
-    diag, merge = split_precision(method, precision, fused=True)
+    diag, merge = _split_precision_cached(method, precision)
     if cu_seqlens is None and B > 1 and T % CHUNK_SIZE:  # batch rows as sequences of one flat tensor
         cu_seqlens = torch.arange(0, (B + 1) * T, T, device=k.device, dtype=torch.int32)
         nc = triton.cdiv(T, CHUNK_SIZE)
@@ -317,10 +325,12 @@ def _gluon_intra(k, v, g, beta, out, cu_seqlens, chunk_indices, method, precisio
         chunk_indices = torch.stack([ar // nc, ar % nc], 1)
     elif cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, CHUNK_SIZE)
-    flat = lambda x: None if x is None else x.reshape(1, B * T, *x.shape[2:])  # noqa: E731
     g_out, w, u, Ai = out
-    _gluon.launch_intra(flat(k), flat(v), flat(g), flat(beta), flat(w), flat(u), flat(Ai), flat(g_out),
-                        cu_seqlens, chunk_indices, diag_precision=diag, merge_precision=merge)
+    if B > 1:  # one flat sequence (or varlen) of B·T rows
+        flat = lambda x: None if x is None else x.reshape(1, B * T, *x.shape[2:])  # noqa: E731
+        k, v, g, beta, w, u, Ai, g_out = (flat(x) for x in (k, v, g, beta, w, u, Ai, g_out))
+    _gluon.launch_intra(k, v, g, beta, w, u, Ai, g_out, cu_seqlens, chunk_indices, diag_precision=diag,
+                        merge_precision=merge)
 
 
 def _check_varlen(k, cu_seqlens):

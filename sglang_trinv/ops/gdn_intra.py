@@ -311,11 +311,10 @@ def _load_vec4(base, t0, T, stride, BC: tl.constexpr):
 
 @triton.jit
 def _load_gates(g, g_out, beta, bos, i_h, t0, T, H: tl.constexpr, BC: tl.constexpr, USE_G: tl.constexpr,
-                G_CUMSUM: tl.constexpr, SPLIT_WU: tl.constexpr = 1):
+                G_CUMSUM: tl.constexpr):
     """β and the (chunk-local cumulative) gate of the chunk's 4 sub-chunks, fp32 [BC] each (g = 0 without a gate).
     G_CUMSUM: ``g`` is the raw log-gate; its chunk-local cumsum (SGLang's chunk_local_cumsum, fused in) is taken
-    here and stored to ``g_out`` for the later pipeline stages (rows past T load as 0: valid prefix sums hold);
-    SPLIT_WU = 2: by the first of the chunk's two programs only."""
+    here and stored to ``g_out`` for the later pipeline stages (rows past T load as 0: valid prefix sums hold)."""
     b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC)
     if USE_G:
         g0, g1, g2, g3 = _load_vec4(g + bos * H + i_h, t0, T, H, BC)
@@ -329,13 +328,10 @@ def _load_gates(g, g_out, beta, bos, i_h, t0, T, H: tl.constexpr, BC: tl.constex
             g3 = tl.cumsum(g3, 0) + s2
             go = g_out + bos * H + i_h
             o_r = t0 + tl.arange(0, BC)
-            t_end = T
-            if SPLIT_WU > 1:
-                t_end = tl.where(tl.program_id(2) == 0, T, 0)
-            tl.store(go + o_r * H, g0, mask=o_r < t_end)
-            tl.store(go + (o_r + BC) * H, g1, mask=o_r + BC < t_end)
-            tl.store(go + (o_r + 2 * BC) * H, g2, mask=o_r + 2 * BC < t_end)
-            tl.store(go + (o_r + 3 * BC) * H, g3, mask=o_r + 3 * BC < t_end)
+            tl.store(go + o_r * H, g0, mask=o_r < T)
+            tl.store(go + (o_r + BC) * H, g1, mask=o_r + BC < T)
+            tl.store(go + (o_r + 2 * BC) * H, g2, mask=o_r + 2 * BC < T)
+            tl.store(go + (o_r + 3 * BC) * H, g3, mask=o_r + 3 * BC < T)
     else:
         g0 = tl.zeros([BC], dtype=tl.float32)
         g1, g2, g3 = g0, g0, g0
@@ -410,29 +406,6 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
                      MERGE16_PREC)
 
 
-@triton.jit
-def _store_ai(a_base, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, stride, BT: tl.constexpr,
-              BC: tl.constexpr):
-    """Ai of one chunk, [64, 64] as 16 [16, 16] tiles (the zero upper ones too: no memset pass needed)."""
-    zero = tl.zeros([BC, BC], dtype=tl.float32)
-    _store_rows(a_base, x00, t0, T, stride, 0, BT, BC, BC)
-    _store_rows(a_base, zero, t0, T, stride, BC, BT, BC, BC)
-    _store_rows(a_base, zero, t0, T, stride, 2 * BC, BT, BC, BC)
-    _store_rows(a_base, zero, t0, T, stride, 3 * BC, BT, BC, BC)
-    _store_rows(a_base, x10, t0 + BC, T, stride, 0, BT, BC, BC)
-    _store_rows(a_base, x11, t0 + BC, T, stride, BC, BT, BC, BC)
-    _store_rows(a_base, zero, t0 + BC, T, stride, 2 * BC, BT, BC, BC)
-    _store_rows(a_base, zero, t0 + BC, T, stride, 3 * BC, BT, BC, BC)
-    _store_rows(a_base, x20, t0 + 2 * BC, T, stride, 0, BT, BC, BC)
-    _store_rows(a_base, x21, t0 + 2 * BC, T, stride, BC, BT, BC, BC)
-    _store_rows(a_base, x22, t0 + 2 * BC, T, stride, 2 * BC, BT, BC, BC)
-    _store_rows(a_base, zero, t0 + 2 * BC, T, stride, 3 * BC, BT, BC, BC)
-    _store_rows(a_base, x30, t0 + 3 * BC, T, stride, 0, BT, BC, BC)
-    _store_rows(a_base, x31, t0 + 3 * BC, T, stride, BC, BT, BC, BC)
-    _store_rows(a_base, x32, t0 + 3 * BC, T, stride, 2 * BC, BT, BC, BC)
-    _store_rows(a_base, x33, t0 + 3 * BC, T, stride, 3 * BC, BT, BC, BC)
-
-
 # ------------------------------------------------------------------------------------------ the kernel
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_kernel(
@@ -447,13 +420,9 @@ def gdn_intra_kernel(
     FOLD_SCALE: tl.constexpr = False,  # w/u: fold β, β·e^g into Ai's columns instead of scaling the loaded rows
     G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
-    SPLIT_WU: tl.constexpr = 1,        # 2: two programs per chunk (grid axis 2) both invert; one writes u (and A,
-                                       # g_out), the other w — for grids under one wave (latency-bound)
     MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
-    tl.static_assert(SPLIT_WU == 1 or (FUSE_WU and not WU_MERGED and not FOLD_SCALE),
-                     "SPLIT_WU = 2 splits the two fused u / w loops (not the merged or folded variants)")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
     NG: tl.constexpr = H // GROUP
     i_b, i_g = i_bg // NG, i_bg % NG
@@ -494,8 +463,7 @@ def gdn_intra_kernel(
                 MERGE16_PREC)
         else:
             # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
-            b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM,
-                                                         SPLIT_WU)
+            b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
                 BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC)
@@ -503,10 +471,23 @@ def gdn_intra_kernel(
         # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
         if STORE_A:
             a_base = Ai + (bos * H + i_h) * BT
-            if SPLIT_WU == 1:
-                _store_ai(a_base, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, H * BT, BT, BC)
-            elif tl.program_id(2) == 0:
-                _store_ai(a_base, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, H * BT, BT, BC)
+            zero = tl.zeros([BC, BC], dtype=tl.float32)
+            _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x10, t0 + BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x11, t0 + BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + BC, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x20, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x21, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, x22, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + 2 * BC, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x30, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC)
 
         # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
         if FUSE_WU:
@@ -535,14 +516,8 @@ def gdn_intra_kernel(
                                     k_base, b0, b1, b2, b3, e0, e1, e2, e3,
                                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33,
                                     t0, T, H * V, H * V, Hg * K, H * K, V, K, BC, BV)
-                elif SPLIT_WU == 1:
-                    _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False)
-                    _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
-                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False)
-                elif tl.program_id(2) == 0:
-                    _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False)
                 else:
+                    _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False)
                     _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False)

@@ -72,9 +72,11 @@ class GluonLaunch:
     panels (None: on when A is not written — it does not fit beside the A panels); KD: KKᵀ operands loaded from
     shared memory straight into the mma layouts (G = 1 only); CS: the fused cumsum by masked sums per 16-row
     block (0) or by one [W, 64] warp scan (1: pipeline T=8192 H=32 109.0 vs 121.0 µs, inverters alone 83.9 vs
-    92.0; bench/results/2026-11-27-h200-s8); DD: TMA descriptors built on the device from plain pointers (for
-    the host launch cost, see ops.GLUON_MIN_TILES; compile-checked, NOT yet run on a GPU); MODE 1 / 2: only the
-    inverters / only the streamers work (timing diagnostics, outputs undefined)."""
+    92.0; bench/results/2026-11-27-h200-s8); DD: TMA descriptors built on the device from plain pointers, or on
+    the host (None: on the device in eager launches, on the host under CUDA-graph capture — H200, T=8192 H=32: the
+    bare launch enqueues in 82.7 instead of 158.0 µs, the kernel takes 106.4 instead of 103.4 µs; a captured
+    launch pays the host cost once); MODE 1 / 2: only the inverters / only the streamers work (timing
+    diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -87,7 +89,7 @@ class GluonLaunch:
     KD: bool = False
     CS: int = 1
     MODE: int = 0
-    DD: bool = False
+    DD: bool | None = None
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -784,21 +786,33 @@ def _ensure_allocator() -> None:
         triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
 
 
+@functools.lru_cache(maxsize=64)  # on the launch path (eager serving calls it per GDN layer)
 def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool, varlen: bool, g_cumsum: bool,
-                diag_precision: str, merge_precision: str) -> dict:
-    """Every constexpr of ``gluon_intra_kernel`` for one launch kind: the launch and the CPU compile report take
-    the same dict (a constexpr left out of a compile would become None there, not its default)."""
+                diag_precision: str, merge_precision: str, dd: bool) -> dict:
+    """Every constexpr of ``gluon_intra_kernel`` for one launch kind (``dd``: device-built descriptors, the
+    launch's DD resolved): the launch and the CPU compile report take the same dict (a constexpr left out of a
+    compile would become None there, not its default). Cached: callers must not modify it."""
     m16, m32 = merge_levels(merge_precision)  # per doubling level: "P16+P32"
     kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
     const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=PRECISIONS[diag_precision],
                  MP=PRECISIONS[m32], MP1=PRECISIONS[m16] if m16 != m32 else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
-                 CS=lc.CS, DD=lc.DD, BL=None, KBL=None, AL=None, KBW=kb, AW=0)
-    if lc.DD:  # the layouts and the A row width of the descriptors the kernel builds
+                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0)
+    if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
     return const
+
+
+def device_descriptors(lc: GluonLaunch) -> bool:
+    """Whether this launch builds its TMA descriptors on the device (DD; None: unless a CUDA graph is being
+    captured, where the host's descriptors cost nothing at replay and the kernel saves the device's build)."""
+    if lc.DD is not None:
+        return lc.DD
+    import torch
+
+    return not torch.cuda.is_current_stream_capturing()
 
 
 def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk_indices=None,
@@ -820,9 +834,11 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     n_tiles = NC * H
     if n_tiles == 0:
         return
-    const = _constexprs(lc, H, Hg, K, V, A is not None, varlen, g_out is not None, diag_precision, merge_precision)
+    dd = device_descriptors(lc)
+    const = _constexprs(lc, H, Hg, K, V, A is not None, varlen, g_out is not None, diag_precision, merge_precision,
+                        dd)
     a_view = (A if A is not None else w).view(T, -1)  # without A: a valid descriptor that is never used
-    if lc.DD:  # plain tensors: the kernel builds the descriptors (in a global scratch the launcher allocates)
+    if dd:  # plain tensors: the kernel builds the descriptors (in a global scratch the launcher allocates)
         _ensure_allocator()
         descs = [k, v, w, u, k, a_view]
     else:
@@ -860,8 +876,9 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(64, 16)!r}>", "T": "i32", "NC": "i32",
            "n_tiles": "i32"}
     fn = gluon_intra_kernel
-    const = _constexprs(lc, H, Hg, 128, 128, store_A, varlen, g_cumsum, "bf16x3", merge_precision)
-    if lc.DD:  # plain pointers; the descriptors are built in the kernel
+    dd = bool(lc.DD)  # None (auto) reports the host-descriptor build, as captured launches use it
+    const = _constexprs(lc, H, Hg, 128, 128, store_A, varlen, g_cumsum, "bf16x3", merge_precision, dd)
+    if dd:  # plain pointers; the descriptors are built in the kernel
         sig.update({n: "*bf16" for n in ("k_desc", "v_desc", "w_desc", "u_desc", "kin_desc", "a_desc")})
     none_args = {n: None for n, t in sig.items() if t == "constexpr"}
     const_all = {**const, **none_args}
