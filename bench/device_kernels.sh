@@ -98,7 +98,7 @@ if has host; then  # issue 3: host cost of a launch vs GPU time (small/varlen sh
   echo "host: $(( $(date +%s) - t0 )) s"
 fi
 if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, errors vs the fp64 twin
-  timeout 420 python3 -m sglang_trinv.cli bench layer --out "$out/layer" > "$out/layer.log" 2>&1
+  timeout ${LAYER_TIMEOUT:-420} python3 -m sglang_trinv.cli bench layer --out "$out/layer" > "$out/layer.log" 2>&1
   grep -E "^\| " "$out/layer.log" | tail -60
   echo "layer: $(( $(date +%s) - t0 )) s"
 fi

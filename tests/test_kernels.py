@@ -405,7 +405,7 @@ def _gluon_inputs(c, seed=0):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["bf16x3", "bf16x3/tf32"])
+@pytest.mark.parametrize("precision", ["bf16x3", "bf16x3/tf32", "bf16x3/bf16x3+tf32"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
 def test_gluon_intra_matches_fp64_and_triton_on_gpu(case, precision):
     """ops.gdn_fwd_intra on the Gluon kernel (bf16): w, u, A against the fp64 twin and the Triton kernel."""

@@ -471,3 +471,18 @@ def test_cli_choice_reaches_a_spawned_scheduler_process(loaded, restore_logging)
 def test_sglang_plugins_filter_keeps_a_spawned_process_stock():
     child = _spawn_report({ENV_METHOD: "blockdoubling", "SGLANG_PLUGINS": "some_other_plugin"})
     assert child["method"] == STOCK and not child["patched"] and "register" not in child["counts"]
+
+
+def test_per_level_merge_precision_is_rejected_for_kda_at_start_up():
+    """'DIAG/M16+M32' is a GDN-kernel precision: the KDA install check refuses it with a clear message (not in the
+    first prefill), while the default (KDA_DEFAULT_PRECISION) and one-level precisions pass."""
+    from sglang_trinv import ops
+    from sglang_trinv.plugin.gdn import check_ops, precision_label
+
+    check_ops("blockdoubling", "bf16x3/bf16x3+tf32")
+    check_ops("blockdoubling", None, kda=True)
+    check_ops("blockdoubling", "bf16x3/tf32", kda=True)
+    with pytest.raises(ValueError, match="KDA kernel takes one merge precision"):
+        check_ops("blockdoubling", "bf16x3/bf16x3+tf32", kda=True)
+    assert precision_label("blockdoubling", None, kda=True).startswith(ops.KDA_DEFAULT_PRECISION["blockdoubling"])
+    assert precision_label("blockdoubling", None).startswith(ops.DEFAULT_PRECISION["blockdoubling"])

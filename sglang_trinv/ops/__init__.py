@@ -39,14 +39,17 @@ KERNEL_METHODS = {
 _PRECISION_CODES = {"ieee": _k.P_IEEE, "tf32": _k.P_TF32, "tf32x3": _k.P_TF32X3, "bf16": _k.P_BF16,
                     "bf16x3": _k.P_BF16X3, "fp16": _k.P_FP16}
 
-# Default (diag/merge) precision per method, from the H200 measurements in bench/results/2026-11-26-h200/.
-# DEFAULT_PRECISION is for the fused intra kernel (gdn_fwd_intra, the plugin's path): there the w/u stage is
-# memory-bound and full bf16x3 products cost ~2% (138.9 → 142.0 µs at T=8192 H=32) while giving an error below
-# stock's on every family measured (identical keys 1.3e-3 vs 1.4e-2; β∈(1,2] 2.0e-3 vs 1.2e-2).
+# Default (diag/merge) precision per method, from H200 measurements (bench/results/2026-11-26-h200/, -s9/).
+# DEFAULT_PRECISION is for the fused GDN intra kernels (gdn_fwd_intra, the plugin's path). blockdoubling: bf16x3
+# diagonal tiles and 16 → 32 merges, tf32 32 → 64 merges ("bf16x3/bf16x3+tf32"). Adversarial families, A max-rel
+# (T=4096 H=8): identical keys 1.33e-3, β ∈ (1, 2] 5.36e-3 vs stock's 1.36e-2 / 1.21e-2 (all-bf16x3 merges
+# 1.33e-3 / 1.99e-3, all-tf32 merges 1.36e-2 / 1.23e-2, at stock's level). Most merge products are in the 32 → 64
+# level, so it keeps most of the tf32 merges' speed; all-bf16x3 merges also spill 24 B in the Gluon pipeline
+# launch without cu_seqlens (Triton 3.6 sm_90 compile), this split none.
 DEFAULT_PRECISION = {
     "forward_substitution": "tf32",  # stock: CUDA-core substitution + tf32 merges
     "column_sweep": "tf32",
-    "blockdoubling": "bf16x3",
+    "blockdoubling": "bf16x3/bf16x3+tf32",
     "hybrid": "tf32",
     "neumann": "ieee",
     "newton_schulz": "ieee",
@@ -54,6 +57,9 @@ DEFAULT_PRECISION = {
 # Inverse-only kernels (gdn_kkt_inverse, solve_tril) are latency-bound: bf16x3 merges there cost 51.6 → 113.7
 # µs, so the diagonal tiles stay bf16x3 (stock-level error) and the merges tf32 (as stock's).
 INVERSE_ONLY_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3/tf32"}
+# The KDA kernel has one merge precision (no per-level split): bf16x3 merges there (H200 runs of
+# bench/results/2026-11-27-h200-kda-all/)
+KDA_DEFAULT_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3"}
 
 
 @dataclass(frozen=True)
@@ -416,7 +422,8 @@ def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", p
 
 
 __all__ = ["merge_levels", "gluon_reason", "gluon_auto_reason", "ENV_GLUON", "GLUON_MIN_TILES", "ENV_GLUON_MIN_TILES", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
-           "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "prepare_chunk_indices"]
+           "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "KDA_DEFAULT_PRECISION",
+           "prepare_chunk_indices"]
 
 
 # ------------------------------------------------------------------------------------------ KDA (Kimi-Linear)
@@ -531,7 +538,7 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     BT = CHUNK_SIZE
     if scale is None:
         scale = K ** -0.5
-    diag, whole, dp, mp, mp16 = _method_codes(method, precision, True)  # fused kernel: fused defaults
+    diag, whole, dp, mp, mp16 = _method_codes(method, precision or KDA_DEFAULT_PRECISION.get(method), True)
     if mp16 >= 0:
         raise ValueError(f"precision {precision!r}: per-level merge precision ('M16+M32') is for the GDN kernels")
     gd, go = _gram_codes(gram_precision)

@@ -59,8 +59,9 @@ def static_check() -> None:
             )
 
 
-def check_ops(method: str | None = None, precision: str | None = None) -> None:
-    """Our kernels must expose the contract the wrapper calls, and implement the selected method/precision."""
+def check_ops(method: str | None = None, precision: str | None = None, kda: bool = False) -> None:
+    """Our kernels must expose the contract the wrapper calls, and implement the selected method/precision
+    (``kda``: for the KDA kernel, which has one merge precision)."""
     try:
         from .. import ops
     except ImportError as e:
@@ -74,14 +75,18 @@ def check_ops(method: str | None = None, precision: str | None = None) -> None:
     if kernels is not None and method not in kernels:
         raise ValueError(f"--linear-attn-inv={method} has no Triton kernel; kernels exist for {', '.join(kernels)}")
     if hasattr(ops, "split_precision"):  # fail at start-up, not in the first prefill
-        ops.split_precision(method, precision)
+        _, merge = ops.split_precision(method, precision)
+        if kda and precision and "+" in merge:
+            raise ValueError(f"--linear-attn-inv-precision={precision}: per-level merge precision (M16+M32) is for "
+                             "the GDN kernels; the KDA kernel takes one merge precision (e.g. bf16x3)")
 
 
-def precision_label(method: str, precision: str | None) -> str:
+def precision_label(method: str, precision: str | None, kda: bool = False) -> str:
     if precision:
         return precision
     ops = sys.modules.get("sglang_trinv.ops")  # not imported just for a log line (tokenizer processes)
-    default = getattr(ops, "DEFAULT_PRECISION", {}).get(method) if ops is not None else None
+    table = "KDA_DEFAULT_PRECISION" if kda else "DEFAULT_PRECISION"
+    default = getattr(ops, table, {}).get(method) if ops is not None else None
     return f"{default} (kernel default)" if default else "kernel default"
 
 

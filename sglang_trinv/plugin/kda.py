@@ -116,7 +116,7 @@ def make_wrapper(stock, skip_akk: bool = False, safe_gate_ours: bool = False):
         if reason is None:
             if not STATE.counts["kda"]:  # operators can see in the log that our kernel really serves prefill
                 logger.info("sglang-trinv: first KDA chunk prefill served by %s (precision %s), k%s v%s %s",
-                            method, precision_label(method, precision), tuple(k.shape), tuple(v.shape),
+                            method, precision_label(method, precision, kda=True), tuple(k.shape), tuple(v.shape),
                             str(k.dtype).replace("torch.", ""))
             STATE.counts["kda"] += 1
             return ops.kda_fwd_intra(q, k, v, gk, beta, scale=scale, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
@@ -150,7 +150,7 @@ def apply(kda_module) -> None:
             logger.info("sglang-trinv: KDA chunk prefill %s; --linear-attn-inv=%s applies to GDN only",
                         status(), STATE.method)
             return
-        _check_method(STATE.method, STATE.precision)
+        _check_method(STATE.method, STATE.precision, kda=True)
         chunk_intra = importlib.import_module(CHUNK_INTRA)
         if stock is not getattr(chunk_intra, NAME, None):
             STATE.patched.add("kda_stock")
@@ -165,7 +165,7 @@ def apply(kda_module) -> None:
         STATE.patched.add("kda")
         logger.info(
             "sglang-trinv: KDA chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s; "
-            "chunk_kda_fwd: %s; %s]", STATE.method, precision_label(STATE.method, STATE.precision), sglang_version(),
+            "chunk_kda_fwd: %s; %s]", STATE.method, precision_label(STATE.method, STATE.precision, kda=True), sglang_version(),
             n, NAME, "Akk not written (SGLang drops it)" if why_not is None else f"Akk written ({why_not})",
             "safe_gate too" if routing == "1" else f"safe_gate stays stock, {ENV_KDA}=1 to include it",
         )
