@@ -128,7 +128,7 @@ if has gluontests; then  # the Gluon kernel's GPU tests only
   echo "gluontests: $(( $(date +%s) - t0 )) s"
 fi
 if has gluonpipe; then  # the Gluon pipeline launch (cumsum in, no A), the few-CTA and the CUDA-graph capture tests
-  timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider -k "gluon and (pipeline or few_ctas or captured)" \
+  timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider -k "gluon and (pipeline or few_ctas or captured or direct)" \
     tests/test_kernels.py > $kr/gluonpipe.log 2>&1
   tail -8 $kr/gluonpipe.log
   echo "gluonpipe: $(( $(date +%s) - t0 )) s"

@@ -1,14 +1,12 @@
 """Where the host time of a launch goes (GPU machine): cProfile over N back-to-back calls of the Gluon and the Triton
 intra kernels (and the plugin's pipeline launch), T=8192 H=32, varlen cu_seqlens [0, T] as SGLang passes them.
-On an H200 machine a Gluon launch enqueued in 195–401 µs vs 55–82 µs for Triton
-(bench/results/2026-11-27-h200-s8/host-gluon); on a CPU without a GPU the Python parts measured 37.6 µs for the
-six TensorDescriptors and their layouts and 14.7 µs for the JIT's argument binding, so most of it is elsewhere
-(descriptor encoding per launch in Triton's launcher wrapper, the C launcher, …): this says where.
+H200 machine (bench/results/2026-11-27-h200-s9): the bare launch 158.0 µs with host-built TMA descriptors, 82.7
+with device-built ones (DD, the eager default since), gdn_fwd_intra on Gluon 156.9 vs 71.6 on Triton.
 
     python bench/profile_host.py OUT_DIR [N]       # GPU: OUT_DIR/profile_host.txt
 
-Also times the bare launch with the descriptors built in the kernel (GluonLaunch.DD), first checking that its
-outputs equal the default launch's (it had not run on a GPU when this was written).
+Checks first that the DD launch and the direct launch (SGLANG_TRINV_GLUON_DIRECT=1: the compiled kernel's
+launcher without the JIT's binder; not run on a GPU when written) give the host-descriptor launch's outputs.
 """
 
 import cProfile
@@ -24,6 +22,21 @@ from sglang_trinv import ops
 from sglang_trinv.benchmarks import kernels as bk
 
 
+def _direct(f):
+    """f() with SGLANG_TRINV_GLUON_DIRECT=1."""
+    from sglang_trinv.ops import gluon_intra as gi
+
+    old = os.environ.get(gi.ENV_DIRECT)
+    os.environ[gi.ENV_DIRECT] = "1"
+    try:
+        return f()
+    finally:
+        if old is None:
+            os.environ.pop(gi.ENV_DIRECT)
+        else:
+            os.environ[gi.ENV_DIRECT] = old
+
+
 def main(out: str, n: int = 200) -> int:
     a = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
     k, v, g, beta, g_raw = a["k"], a["v"], a["g"], a["beta"], a["g_raw"]
@@ -34,26 +47,37 @@ def main(out: str, n: int = 200) -> int:
 
     w, u, A = k.new_empty(1, T, 32, 128), torch.empty_like(v), k.new_empty(1, T, 32, 64)
     calls = {
-        # the bare launches (outputs preallocated): host-built TMA descriptors vs built in the kernel (DD)
-        "gluon launch_intra": lambda: gi.launch_intra(k, v, g, beta, w, u, A, None, cu, ci),
+        # the bare launches (outputs preallocated): host-built TMA descriptors vs built in the kernel (DD, what an
+        # eager launch does by default)
+        "gluon launch_intra host descriptors": lambda: gi.launch_intra(k, v, g, beta, w, u, A, None, cu, ci,
+                                                                       launch=gi.GluonLaunch(DD=False)),
         "gluon launch_intra DD": lambda: gi.launch_intra(k, v, g, beta, w, u, A, None, cu, ci,
                                                          launch=gi.GluonLaunch(DD=True)),
         "gluon gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="gluon"),
         "triton gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"),
         "gluon gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon"),
+        "gluon gdn_cumsum_fwd_intra direct": lambda: _direct(
+            lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon")),
         "triton gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci,
                                                                         backend="triton"),
     }
     os.makedirs(out, exist_ok=True)
     report = []
-    calls["gluon launch_intra"]()
+    calls["gluon launch_intra host descriptors"]()
     ref = [x.clone() for x in (w, u, A)]
     for x in (w, u, A):
         x.zero_()
     calls["gluon launch_intra DD"]()
     torch.cuda.synchronize()
     same = all(torch.equal(x, y) for x, y in zip((w, u, A), ref))
-    report.append(f"DD launch outputs identical to the default launch: {same}")
+    report.append(f"DD launch outputs identical to the host-descriptor launch: {same}")
+    print(report[-1], flush=True)
+    jit = [x.clone() for x in calls["gluon gdn_cumsum_fwd_intra"]() if x is not None]
+    for _ in range(2):  # the first call caches the kernel, the second launches directly
+        direct = [x.clone() for x in calls["gluon gdn_cumsum_fwd_intra direct"]() if x is not None]
+    torch.cuda.synchronize()
+    same = all(torch.equal(x, y) for x, y in zip(direct, jit)) and len(direct) == len(jit)
+    report.append(f"direct launch outputs identical to the JIT launch: {same}")
     print(report[-1], flush=True)
     for name, f in calls.items():
         for _ in range(3):

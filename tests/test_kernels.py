@@ -505,3 +505,47 @@ def test_gluon_launch_captured_in_a_cuda_graph_uses_host_descriptors():
     want = ops.gdn_fwd_intra(k2, v2, g2, beta2, cu_seqlens=cu, chunk_indices=ci, backend="gluon")
     for x, y in zip(out, want):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_gluon_direct_launch_key_is_at_least_as_fine_as_the_binder():
+    """The direct Gluon launch (SGLANG_TRINV_GLUON_DIRECT=1) reuses a compiled kernel for arguments of the same
+    class (gluon_intra.arg_class): two arguments of one class must get the same specialisation from Triton's
+    binder (native_specialize_impl), or a kernel compiled for, e.g., 16-divisible T would run on T = 17."""
+    pytest.importorskip("triton.experimental.gluon")
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    from sglang_trinv.ops import gluon_intra as gi
+
+    base = {dt: torch.zeros(64, dtype=dt) for dt in (torch.bfloat16, torch.float32, torch.int32, torch.int64)}
+    values = [None, 0, 1, 2, 15, 16, 17, 32, 4096, 8191, 2 ** 31 - 16, 2 ** 31, 2 ** 31 + 1, -16, -1]
+    values += [t[o:] for t in base.values() for o in (0, 1, 4, 8)]
+    spec = lambda x: native_specialize_impl(BaseBackend, x, False, True, True)  # noqa: E731
+    for a in values:
+        for b in values:
+            if gi.arg_class(a) == gi.arg_class(b):
+                assert spec(a) == spec(b), (a, b)
+
+
+@pytest.mark.gpu
+def test_gluon_direct_launch_matches_the_jit_launch():
+    """SGLANG_TRINV_GLUON_DIRECT=1: the first launch of a kind goes through the JIT (and caches its kernel), later
+    ones call the launcher directly; outputs bitwise equal to the JIT launch's, for new inputs of the same kind,
+    one sequence and varlen, and for lengths of another argument class (T = 900 vs 256: T % 16 ≠ 0 / = 0)."""
+    from sglang_trinv.ops import gluon_intra as gi
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernel is sm_90 only")
+    with pytest.MonkeyPatch.context() as mp:
+        for case, seed in (("varlen", 0), ("varlen", 1), ("one-seq", 0), ("one-seq", 2), ("batch2-aligned", 0)):
+            k, v, g, beta, cu = _gluon_inputs(GLUON_CASES[case], seed=seed)
+            mp.setenv(gi.ENV_DIRECT, "0")
+            want = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend="gluon")
+            mp.setenv(gi.ENV_DIRECT, "1")
+            n_cached = len(gi._DIRECT)
+            for _ in range(2):  # JIT launch (cached) or direct, then direct
+                got = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend="gluon")
+                for x, y in zip(got, want):
+                    assert (x is None and y is None) or torch.equal(x, y)
+            assert len(gi._DIRECT) >= n_cached and not gi._DIRECT_OFF
+    assert len(gi._DIRECT) >= 3  # one entry per launch kind and argument class
