@@ -549,3 +549,67 @@ def test_gluon_direct_launch_matches_the_jit_launch():
                     assert (x is None and y is None) or torch.equal(x, y)
             assert len(gi._DIRECT) >= n_cached and not gi._DIRECT_OFF
     assert len(gi._DIRECT) >= 3  # one entry per launch kind and argument class
+
+
+def test_gluon_direct_launch_caches_per_class_and_falls_back(monkeypatch):
+    """The direct-launch bookkeeping on a CPU (a stand-in for the JIT kernel and Triton's driver): the first call
+    of a (launch key, argument classes) goes through the JIT and caches its compiled kernel; the next calls the
+    kernel's launcher as the JIT would (stream, function, metadata, launch hooks, then every parameter in
+    signature order: runtime arguments, then the constexpr values); another argument class (T = 17 vs 16)
+    compiles its own; a launcher that rejects the call sends it back to the JIT launch (logged, direct launches
+    then off)."""
+    pytest.importorskip("triton.experimental.gluon")
+    from triton import knobs
+    from triton.runtime import driver
+
+    from sglang_trinv.ops import gluon_intra as gi
+
+    jit_calls, runs = [], []
+
+    class Compiled:
+        function, packed_metadata = "fn", "meta"
+
+        def launch_metadata(self, grid, stream, *args):
+            return ("lm", grid, stream, len(args))
+
+        def run(self, *a):
+            runs.append(a)
+
+    class FakeJIT:
+        arg_names = ["x_ptr", "T", "C1", "C2"]
+
+        def __getitem__(self, grid):
+            def launch(*args, num_warps, **const):
+                jit_calls.append((grid, args, const, num_warps))
+                return Compiled()
+            return launch
+
+    class FakeDriver:
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, dev):
+            return 1234
+
+    monkeypatch.setattr(gi, "gluon_intra_kernel", FakeJIT(), raising=False)
+    monkeypatch.setattr(gi, "_DIRECT", {})
+    monkeypatch.setattr(gi, "_DIRECT_OFF", [])
+    monkeypatch.setattr(type(driver), "active", property(lambda self: FakeDriver()), raising=False)
+    x = torch.zeros(32, dtype=torch.bfloat16)
+    const = {"C2": 7, "C1": "layout"}
+    assert gi._direct_launch("kind", const, (x, 16), 3, 8) and len(jit_calls) == 1 and not runs
+    assert jit_calls[0] == ((3,), (x, 16), const, 8)
+    y = torch.ones_like(x)
+    assert gi._direct_launch("kind", const, (y, 32), 3, 8) and len(jit_calls) == 1
+    hooks = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+    assert runs[-1][:9] == (3, 1, 1, 1234, "fn", "meta", ("lm", (3, 1, 1), 1234, 4), *hooks)
+    assert runs[-1][9] is y and runs[-1][10:] == (32, "layout", 7)
+    assert gi._direct_launch("kind", const, (x, 17), 3, 8) and len(jit_calls) == 2  # T % 16 ≠ 0: its own kernel
+    assert gi._direct_launch("other kind", const, (x, 16), 3, 8) and len(jit_calls) == 3
+
+    def broken(*a):
+        raise TypeError("launcher takes other arguments")
+
+    for kern, _ in gi._DIRECT.values():
+        kern.run = broken
+    assert not gi._direct_launch("kind", const, (x, 16), 3, 8) and gi._DIRECT_OFF

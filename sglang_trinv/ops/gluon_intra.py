@@ -864,8 +864,8 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
 # eager serving the JIT's per-call work (binding ~45 arguments, specialising them, the cache key; ~40 % of a Gluon
 # launch's host time in cProfile on an H200 machine) is paid on every GDN layer. After a launch kind's first JIT
 # launch, later ones with the same constexprs and the same argument classes (what the binder specialises on)
-# call the compiled kernel's launcher directly. Only with device-built descriptors (plain pointer arguments) and
-# without Triton launch hooks (profilers need the JIT's launch metadata).
+# call the compiled kernel's launcher directly, as the JIT's last step does (launch metadata and Triton's launch
+# hooks included). Only with device-built descriptors (plain pointer arguments).
 ENV_DIRECT = "SGLANG_TRINV_GLUON_DIRECT"
 _DIRECT: dict = {}  # (device, launch key, argument classes) -> (CompiledKernel, constexpr values in parameter order)
 _DIRECT_OFF: list = []  # non-empty once a direct launch failed (another Triton's launcher API)
@@ -887,13 +887,11 @@ def arg_class(x):
 
 def _direct_launch(key, const: dict, args: tuple, grid0: int, num_warps: int) -> bool:
     """Launch through a cached compiled kernel's launcher (True), or run the JIT launch once and cache its kernel
-    for the next call of this key (True), or leave the launch to the caller (False: launch hooks set, or this
-    Triton's launcher API differs — logged once and direct launches switched off)."""
+    for the next call of this key (True), or leave the launch to the caller (False: this Triton's launcher API
+    differs — logged once and direct launches switched off)."""
     from triton import knobs
     from triton.runtime import driver
 
-    if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
-        return False
     dev = driver.active.get_current_device()
     full = (dev, key, tuple(arg_class(x) for x in args))
     entry = _DIRECT.get(full)
@@ -904,9 +902,10 @@ def _direct_launch(key, const: dict, args: tuple, grid0: int, num_warps: int) ->
             _DIRECT[full] = (kern, tuple(const[n] for n in names))
         return True
     kern, tail = entry
-    try:
-        kern.run(grid0, 1, 1, driver.active.get_current_stream(dev), kern.function, kern.packed_metadata, None,
-                 None, None, *args, *tail)
+    try:  # what JITFunction.run does once it has the kernel
+        stream, grid = driver.active.get_current_stream(dev), (grid0, 1, 1)
+        kern.run(grid0, 1, 1, stream, kern.function, kern.packed_metadata, kern.launch_metadata(grid, stream, *args,
+                 *tail), knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args, *tail)
     except (TypeError, AttributeError) as e:  # another Triton's launcher signature: back to the JIT launch
         _DIRECT_OFF.append(e)
         _log.warning("sglang-trinv: direct Gluon launch unavailable on Triton %s (%s: %s); using the JIT launch",
