@@ -26,6 +26,26 @@ def time_us(fn, device: str, reps: int | None = None) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=reps or 100, return_mode="median") * 1e3
 
 
+def graph_us(fn, device: str) -> float | None:
+    """GPU time alone: ``fn`` captured in a CUDA graph and replayed (median µs); None on a CPU or where ``fn``
+    cannot be captured (printed)."""
+    if device != "cuda":
+        return None
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        import triton
+
+        return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
+    except Exception as e:  # noqa: BLE001 (a path that cannot be captured is reported as such)
+        print(f"    (no graph: {type(e).__name__}: {str(e)[:120]})", flush=True)
+        torch.cuda.synchronize()
+        return None
+
+
 def run_meta(device: str, **extra) -> dict:
     """What every result file records: GPU name (or the CPU smoke run), date, and software versions."""
     import datetime

@@ -56,21 +56,7 @@ def enqueue_us(fn, n: int):
 
 
 def graph_us(fn):
-    if bk.DEV != "cuda":
-        return None
-    try:
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        import triton
-
-        return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
-    except Exception as e:  # noqa: BLE001 (a path that cannot be captured is reported as such)
-        print(f"    (no graph: {type(e).__name__}: {str(e)[:120]})", flush=True)
-        torch.cuda.synchronize()
-        return None
+    return common.graph_us(fn, bk.DEV)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -281,7 +281,8 @@ def run_whole(inp, tag, rows, tune_intra):
                 o = out[1].float()
                 results.setdefault((name, p), (o, state.clone()))
                 scratch = h0.clone()  # updated in place by every timed call; values do not affect the time
-                t = bench(lambda: run(scratch))
+                t = bench(lambda: run(scratch))  # eager, as SGLang runs GDN prefill: host launches included
+                t_graph = common.graph_us(lambda: run(scratch), DEV)  # GPU time alone
             finally:
                 sglang_trinv.unpatch()
         o0, s0 = results[("stock", None)]
@@ -295,9 +296,10 @@ def run_whole(inp, tag, rows, tune_intra):
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
         picked = gl_env in ("auto", auto[fused])  # the kernel `auto` serves this call with
         rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t,
-                         o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o, state_rel_vs_fp64=e_s,
+                         graph_us=t_graph, o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o, state_rel_vs_fp64=e_s,
                          pipeline=pipeline.strip() or "stock", auto_pick=picked, **tag))
-        print(f"  gdn_fwd    {name + pipeline:36s} {str(p):12s} {t:8.1f} us{' (auto)' if picked else ''}  o vs fp64 "
+        g_txt = f" (graph {t_graph:.1f})" if t_graph else ""
+        print(f"  gdn_fwd    {name + pipeline:36s} {str(p):12s} {t:8.1f} us{g_txt}{' (auto)' if picked else ''}  o vs fp64 "
               f"{e_o:.2e}  state vs fp64 {e_s:.2e}  o vs stock {d_o:.2e}  state vs stock {d_s:.2e}", flush=True)
 
 
@@ -330,7 +332,8 @@ def stability_on_gpu(rows, methods=FAMILY_METHODS):
 def to_markdown(meta, rows):
     out = [f"# Kernel benchmark — {meta['gpu']} — {meta['date']}", "",
            f"torch {meta['torch']}, triton {meta['triton']}, sglang kernels {meta['sglang']}, "
-           f"FLA {meta.get('fla')}, bf16 inputs, K=V=128. Times: median µs (do_bench). "
+           f"FLA {meta.get('fla')}, bf16 inputs, K=V=128. Times: median µs (do_bench; the whole forward also "
+           "'graph': CUDA-graph replays, the GPU time alone). "
            "max_rel = max|X−X64|/max|X64| of the returned A (bf16 unless noted); whole forward: of the output o "
            "against the fp64 twin (reference.gdn.chunk_fwd; the JSON also has the final state and the "
            "difference to stock).", ""]
@@ -347,8 +350,9 @@ def to_markdown(meta, rows):
                          (b["method"] == "stock" or kind == "solve")), None)
             ratio = f"{base / r['us']:.2f}×" if base else ""
             err = r.get("max_rel", r.get("o_rel_vs_fp64", r.get("o_rel_vs_stock")))
+            us = f"{r['us']:.1f}" + (f" (graph {r['graph_us']:.1f})" if r.get("graph_us") else "")
             out.append(f"| {r['T']} | {r['H']}/{r['Hg']} | {r['nseq']} | {r['method']} | {r['precision']} | "
-                       f"{r['us']:.1f} | {ratio} | {err:.2e} | {r.get('nonfinite', '')} |")
+                       f"{us} | {ratio} | {err:.2e} | {r.get('nonfinite', '')} |")
         out.append("")
     fam = [r for r in rows if r.get("kind") == "family"]
     if fam:

@@ -1,5 +1,6 @@
 """``sglang-trinv bench layer``: the whole SGLang GDN layer forward (``chunk_gated_delta_rule_fwd``: cumsum,
-intra, state recurrence, output), stock vs through the plugin, over the benchmark shapes (bf16, K=V=128):
+intra, state recurrence, output), stock vs through the plugin, over the benchmark shapes (bf16, K=V=128),
+timed eagerly as SGLang runs GDN prefill (do_bench: host launches included) and as CUDA-graph replays (GPU only):
 T ∈ {8192, 32768, 4096}, (H, Hg) ∈ {(32, 16), (8, 4)}, one sequence and a varlen batch of 8. Per shape:
 stock, blockdoubling with the fused pipeline (gate cumsum in our kernel, A not written), blockdoubling
 swapping only the intra kernel, column_sweep (fused pipeline); beside each time the output's and final
