@@ -19,22 +19,13 @@ import time
 import torch
 
 from sglang_trinv import ops
+from sglang_trinv.benchmarks import common
 from sglang_trinv.benchmarks import kernels as bk
 
 
-def _direct(f):
-    """f() with SGLANG_TRINV_GLUON_DIRECT=1."""
-    from sglang_trinv.ops import gluon_intra as gi
-
-    old = os.environ.get(gi.ENV_DIRECT)
-    os.environ[gi.ENV_DIRECT] = "1"
-    try:
+def _with_env(name, value, f):
+    with common.env_var(name, value):
         return f()
-    finally:
-        if old is None:
-            os.environ.pop(gi.ENV_DIRECT)
-        else:
-            os.environ[gi.ENV_DIRECT] = old
 
 
 def main(out: str, n: int = 200) -> int:
@@ -56,8 +47,8 @@ def main(out: str, n: int = 200) -> int:
         "gluon gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="gluon"),
         "triton gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"),
         "gluon gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon"),
-        "gluon gdn_cumsum_fwd_intra direct": lambda: _direct(
-            lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon")),
+        "gluon gdn_cumsum_fwd_intra direct": lambda: _with_env(
+            gi.ENV_DIRECT, "1", lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon")),
         "triton gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci,
                                                                         backend="triton"),
     }

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .reference import inverse as ref
-from .reference.precision import PRECISIONS
+from .reference.precision import PRECISIONS, merge_levels  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,6 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown inversion method {name!r}; choose from: {', '.join(METHOD_NAMES)}") from None
-
-
-def merge_levels(merge: str) -> tuple[str, str]:
-    """(16 → 32 merge precision, 32 → 64 merge precision) of a merge name ("P" or "P16+P32")."""
-    m16, _, m32 = merge.partition("+")
-    return m16, m32 or m16
 
 
 def check_precision(precision: str) -> str:

@@ -296,7 +296,8 @@ def run_whole(inp, tag, rows, tune_intra):
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
         picked = gl_env in ("auto", auto[fused])  # the kernel `auto` serves this call with
         rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t,
-                         graph_us=t_graph, o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o, state_rel_vs_fp64=e_s,
+                         graph_us=t_graph, o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o,
+                         state_rel_vs_fp64=e_s,
                          pipeline=pipeline.strip() or "stock", auto_pick=picked, **tag))
         g_txt = f" (graph {t_graph:.1f})" if t_graph else ""
         print(f"  gdn_fwd    {name + pipeline:36s} {str(p):12s} {t:8.1f} us{g_txt}{' (auto)' if picked else ''}  o vs fp64 "

@@ -100,6 +100,7 @@ def kernel_twin(method: str, precision: str | None = None):
     return lambda A: get_method(method).invert(A, merge_p)
 
 
+@functools.lru_cache(maxsize=256)  # on the launch path (eager serving calls it per GDN layer)
 def split_precision(method: str, precision: str | None, fused: bool = True) -> tuple[str, str]:
     """(diag, merge) precision names; ``precision=None`` picks the measured default for the kernel kind. ``merge``
     may be per doubling level, "M16+M32": the 16 → 32 merges in M16, the 32 → 64 ones in M32 (blockdoubling,
@@ -115,12 +116,6 @@ def split_precision(method: str, precision: str | None, fused: bool = True) -> t
             raise ValueError(f"unknown precision {name!r} in {p!r}; choose from {', '.join(_PRECISION_CODES)} "
                              "or 'DIAG/MERGE' (MERGE may be 'M16+M32')")
     return diag, merge
-
-
-
-@functools.lru_cache(maxsize=64)  # on the launch path
-def _split_precision_cached(method: str, precision: str | None) -> tuple[str, str]:
-    return split_precision(method, precision, fused=True)
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small
@@ -238,15 +233,17 @@ def _gluon_static_reason(index, method, precision, k_dtype, v_dtype, K, V) -> st
     return None
 
 
-# The Gluon launch costs the host far more than a Triton one (H200 machine, enqueue µs per call, 50 calls without a
-# sync; bench/results/2026-11-27-h200-s8/host-gluon): gdn_fwd_intra 209–349 vs 55–82, the pipeline launch 195–401
-# vs 56–64 (six TMA descriptors built and encoded per call, the Gluon JIT's binding of ~30 arguments). SGLang runs
+# The Gluon launch costs the host more than a Triton one (H200 machine, enqueue µs per call without a sync): with
+# host-built TMA descriptors gdn_fwd_intra 209–349 vs 55–82 (bench/results/2026-11-27-h200-s8/host-gluon); with the
+# descriptors built in the kernel (eager default since) 156.9 vs 71.6, the pipeline launch 141.8 vs 62.0
+# (bench/results/2026-11-27-h200-s9, profile_host). SGLang runs
 # GDN prefill eagerly (0.5.23's breakable prefill CUDA graphs break at each GDN layer: its GDN backend keeps
 # supports_prefill_graph_extend False), so below this many (chunk, head) tiles the host, not the GPU, sets the
 # pace: at T=8192 H=32 (4096 tiles) the intra-only plugin forward took 672.8 µs on Gluon vs 556.2 on Triton
 # (do_bench), and the Gluon pipeline's forward enqueued in 648 µs for 527 µs of GPU work. At T=32768 H=32 (16384
 # tiles) the GPU saving outweighs it: whole forward 2031.7 (intra only) / 2077.6 (pipeline) vs 2173.5 / 2107.1 on
-# Triton.
+# Triton. With device-built descriptors the eager forward still ties at 4096 tiles (T=8192 H=32: 529.1 vs 528.9 µs;
+# T=32768 H=8: 1103.8 vs 1107.3) and Gluon wins at T=32768 H=32 (2009.5 vs 2087.9; -s9, two runs).
 GLUON_MIN_TILES = 16384
 ENV_GLUON_MIN_TILES = "SGLANG_TRINV_GLUON_MIN_TILES"  # overrides it (a faster host CPU, a CUDA-graph caller)
 
@@ -323,7 +320,7 @@ def _gluon_intra(k, v, g, beta, out, cu_seqlens, chunk_indices, method, precisio
     """Fill ``out`` = (g_out, w, u, A) from the Gluon kernel; B > 1 runs as one flat sequence (T % 64 == 0) or
     as varlen."""
     B, T = k.shape[:2]
-    diag, merge = _split_precision_cached(method, precision)
+    diag, merge = split_precision(method, precision, fused=True)
     if cu_seqlens is None and B > 1 and T % CHUNK_SIZE:  # batch rows as sequences of one flat tensor
         cu_seqlens = torch.arange(0, (B + 1) * T, T, device=k.device, dtype=torch.int32)
         nc = triton.cdiv(T, CHUNK_SIZE)

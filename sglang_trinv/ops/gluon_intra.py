@@ -31,8 +31,8 @@ its chunk-local cumsum and store it (SGLang's ``chunk_local_cumsum``, fused in).
 Measured (H200, bf16, CUDA graphs; bench/results/2026-11-27-h200-gluon-s7): T=8192 H=32 Hg=16, one sequence,
 bf16x3 109.0 µs (tf32 merges 103.0) vs stock 183.2 and the Triton kernel 130.3; alone the inverters take 82 µs and
 the streamers 83 µs. Varlen batches and small shapes are slower than the Triton kernel, and a launch costs the
-host 195–401 µs (Triton: 55–82; bench/results/2026-11-27-h200-s8), so in eager execution ops.gluon_auto_reason
-takes it only for large calls.
+host more (gdn_fwd_intra 156.9 vs 71.6 µs with device-built descriptors; bench/results/2026-11-27-h200-s9), so in
+eager execution ops.gluon_auto_reason takes it only for large calls.
 The panels are one shared allocation each, and written by diagonals: the compiler puts a barrier between any two
 stores to one allocation (30 barriers per hand-over otherwise).
 """

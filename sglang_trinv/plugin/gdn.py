@@ -76,7 +76,8 @@ def check_ops(method: str | None = None, precision: str | None = None, kda: bool
         raise ValueError(f"--linear-attn-inv={method} has no Triton kernel; kernels exist for {', '.join(kernels)}")
     if hasattr(ops, "split_precision"):  # fail at start-up, not in the first prefill
         _, merge = ops.split_precision(method, precision)
-        if kda and precision and "+" in merge:
+        m16, m32 = ops.merge_levels(merge)
+        if kda and precision and m16 != m32:  # (None: the KDA kernel's own default)
             raise ValueError(f"--linear-attn-inv-precision={precision}: per-level merge precision (M16+M32) is for "
                              "the GDN kernels; the KDA kernel takes one merge precision (e.g. bf16x3)")
 

@@ -165,7 +165,8 @@ def apply(kda_module) -> None:
         STATE.patched.add("kda")
         logger.info(
             "sglang-trinv: KDA chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s; "
-            "chunk_kda_fwd: %s; %s]", STATE.method, precision_label(STATE.method, STATE.precision, kda=True), sglang_version(),
+            "chunk_kda_fwd: %s; %s]", STATE.method, precision_label(STATE.method, STATE.precision, kda=True),
+            sglang_version(),
             n, NAME, "Akk not written (SGLang drops it)" if why_not is None else f"Akk written ({why_not})",
             "safe_gate too" if routing == "1" else f"safe_gate stays stock, {ENV_KDA}=1 to include it",
         )

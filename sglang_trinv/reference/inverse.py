@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .precision import matmul, mul, work_dtype
+from .precision import matmul, merge_levels, mul, work_dtype
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -67,14 +67,13 @@ def _double(A: torch.Tensor, D: torch.Tensor, precision: str) -> torch.Tensor:
     merge precision).
     """
     b = D.shape[-1]
-    levels = precision.split("+")  # "P1+P2": the first merge level in P1, the later ones in P2
-    lvl = 0
+    first, later = merge_levels(precision)
+    p = first
     while D.shape[-3] > 1:
-        p = levels[min(lvl, len(levels) - 1)]
         X11, X22 = D[..., 0::2, :, :], D[..., 1::2, :, :]
         A21 = diag_blocks(A, 2 * b)[..., b:, :b]
         X21 = -matmul(X22, matmul(A21, X11, p), p)
-        lvl += 1
+        p = later
         top = torch.cat([X11, torch.zeros_like(X11)], dim=-1)
         bottom = torch.cat([X21, X22], dim=-1)
         D = torch.cat([top, bottom], dim=-2)

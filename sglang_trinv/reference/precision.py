@@ -19,6 +19,12 @@ import torch
 PRECISIONS = ("ieee", "tf32", "bf16", "fp16", "tf32x3", "bf16x3")
 
 
+def merge_levels(merge: str) -> tuple[str, str]:
+    """(16 → 32 merge precision, 32 → 64 merge precision) of a merge name ("P" or "P16+P32")."""
+    m16, _, m32 = merge.partition("+")
+    return m16, m32 or m16
+
+
 def round_tf32(x: torch.Tensor) -> torch.Tensor:
     """Round fp32 to TF32 (keep 10 mantissa bits), ties away from zero like ``cvt.rna.tf32.f32``."""
     x32 = x.to(torch.float32)
