@@ -3,7 +3,8 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests
+#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
+#                                            layerdirect,fwdsplit
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -101,6 +102,20 @@ if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, er
   timeout ${LAYER_TIMEOUT:-420} python3 -m sglang_trinv.cli bench layer --out "$out/layer" > "$out/layer.log" 2>&1
   grep -E "^\| " "$out/layer.log" | tail -60
   echo "layer: $(( $(date +%s) - t0 )) s"
+fi
+if has layerdirect; then  # issue 3: whole forward at the shapes short of 1.15x, direct launch off vs on
+  for d in 0 1; do
+    SGLANG_TRINV_DIRECT_LAUNCH=$d timeout ${LAYER_TIMEOUT:-200} python3 -m sglang_trinv.cli bench layer \
+      --shape 8192,32,16,1 --shape 8192,32,16,8 --shape 32768,8,4,1 --shape 8192,8,4,1 \
+      --out "$out/layer_direct$d" > "$out/layer_direct$d.log" 2>&1
+    grep -E "^\| " "$out/layer_direct$d.log" | tail -30
+    echo "layerdirect $d: $(( $(date +%s) - t0 )) s"
+  done
+fi
+if has fwdsplit; then  # issue 3: whole forward cut after each stage (graph), o memset vs not
+  timeout 240 python3 bench/bench_forward_split.py "$out/fwdsplit" > "$out/fwdsplit.log" 2>&1
+  grep -E "^\| " "$out/fwdsplit.log" | tail -40
+  echo "fwdsplit: $(( $(date +%s) - t0 )) s"
 fi
 if has overlap; then  # issue 3: does the inversion hide behind the w/u stream on two streams?
   timeout 170 python3 bench/bench_overlap.py "$out/overlap" > "$out/overlap.log" 2>&1

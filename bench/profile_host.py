@@ -5,8 +5,10 @@ with device-built ones (DD, the eager default since), gdn_fwd_intra on Gluon 156
 
     python bench/profile_host.py OUT_DIR [N]       # GPU: OUT_DIR/profile_host.txt
 
-Checks first that the DD launch and the direct launch (SGLANG_TRINV_GLUON_DIRECT=1: the compiled kernel's
-launcher without the JIT's binder; not run on a GPU when written) give the host-descriptor launch's outputs.
+Checks first that the DD launch and the direct launch (SGLANG_TRINV_DIRECT_LAUNCH=1: the compiled kernel's
+launcher without the JIT's binder) give the JIT launch's outputs. Then times each call, and the pieces of the
+ops-level wrapper apart (support checks, output allocations, backend choice) to show where the host time goes
+beyond the bare launch.
 """
 
 import cProfile
@@ -34,9 +36,11 @@ def main(out: str, n: int = 200) -> int:
     T = k.shape[1]
     cu = torch.tensor([0, T], device=k.device, dtype=torch.int64)
     ci = ops.prepare_chunk_indices(cu, 64)
+    from sglang_trinv.ops import direct_launch as dl
     from sglang_trinv.ops import gluon_intra as gi
 
     w, u, A = k.new_empty(1, T, 32, 128), torch.empty_like(v), k.new_empty(1, T, 32, 64)
+    g_out = torch.empty_like(g_raw, dtype=torch.float)
     calls = {
         # the bare launches (outputs preallocated): host-built TMA descriptors vs built in the kernel (DD, what an
         # eager launch does by default)
@@ -48,9 +52,24 @@ def main(out: str, n: int = 200) -> int:
         "triton gdn_fwd_intra": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"),
         "gluon gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon"),
         "gluon gdn_cumsum_fwd_intra direct": lambda: _with_env(
-            gi.ENV_DIRECT, "1", lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon")),
+            dl.ENV, "1", lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="gluon")),
         "triton gdn_cumsum_fwd_intra": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci,
                                                                         backend="triton"),
+        "triton gdn_cumsum_fwd_intra direct": lambda: _with_env(
+            dl.ENV, "1", lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, backend="triton")),
+        # one sequence without cu_seqlens (no chunk table), as a caller without varlen metadata launches
+        "triton gdn_cumsum_fwd_intra, no cu_seqlens": lambda: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta,
+                                                                                      backend="triton"),
+        # the pieces of the ops wrapper around the launch
+        "piece: ops.supports": lambda: ops.supports(k, v, g_raw, beta),
+        "piece: ops._intra_outputs (g_out, w, u)": lambda: ops._intra_outputs(k, v, g_raw, False, True),
+        "piece: ops._use_gluon": lambda: ops._use_gluon(k, v, g_raw, beta, "blockdoubling", None, cu, None,
+                                                        "gluon", True),
+        "piece: gluon launch_intra DD, g_out, direct": lambda: _with_env(
+            dl.ENV, "1", lambda: gi.launch_intra(k, v, g_raw, beta, w, u, None, g_out, cu, ci,
+                                                 merge_precision="bf16x3+tf32")),
+        "piece: torch.empty 64 MiB": lambda: torch.empty(8192, 32, 128, device=k.device, dtype=k.dtype),
+        "piece: os.environ.get": lambda: os.environ.get(dl.ENV, "0"),
     }
     os.makedirs(out, exist_ok=True)
     report = []
@@ -68,7 +87,14 @@ def main(out: str, n: int = 200) -> int:
         direct = [x.clone() for x in calls["gluon gdn_cumsum_fwd_intra direct"]() if x is not None]
     torch.cuda.synchronize()
     same = all(torch.equal(x, y) for x, y in zip(direct, jit)) and len(direct) == len(jit)
-    report.append(f"direct launch outputs identical to the JIT launch: {same}")
+    report.append(f"direct Gluon launch outputs identical to the JIT launch: {same}")
+    print(report[-1], flush=True)
+    jit = [x.clone() for x in calls["triton gdn_cumsum_fwd_intra"]() if x is not None]
+    for _ in range(2):
+        direct = [x.clone() for x in calls["triton gdn_cumsum_fwd_intra direct"]() if x is not None]
+    torch.cuda.synchronize()
+    same = all(torch.equal(x, y) for x, y in zip(direct, jit)) and len(direct) == len(jit)
+    report.append(f"direct Triton launch outputs identical to the JIT launch: {same}")
     print(report[-1], flush=True)
     for name, f in calls.items():
         for _ in range(3):

@@ -34,7 +34,7 @@ def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
     assert "KDA prefill" in out and "uses it too for the exact gate" in out and "safe_gate calls stay stock" in out
     assert "skipped in chunk_kda_fwd (SGLang drops Akk)" in out
     assert "Gluon intra kernel" in out and "SGLANG_TRINV_GLUON=0|1" in out
-    assert "SGLANG_TRINV_GLUON_DIRECT=1, experimental) off" in out
+    assert "direct kernel launch" in out and "off (SGLANG_TRINV_DIRECT_LAUNCH=1" in out
     assert "--linear-attn-inv blockdoubling would patch GDN prefill here" in out
     assert main(["check", "--method", "gauss_jordan"]) == 1
     out = capsys.readouterr().out

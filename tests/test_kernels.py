@@ -507,15 +507,14 @@ def test_gluon_launch_captured_in_a_cuda_graph_uses_host_descriptors():
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
-def test_gluon_direct_launch_key_is_at_least_as_fine_as_the_binder():
-    """The direct Gluon launch (SGLANG_TRINV_GLUON_DIRECT=1) reuses a compiled kernel for arguments of the same
-    class (gluon_intra.arg_class): two arguments of one class must get the same specialisation from Triton's
-    binder (native_specialize_impl), or a kernel compiled for, e.g., 16-divisible T would run on T = 17."""
-    pytest.importorskip("triton.experimental.gluon")
+def test_direct_launch_key_is_at_least_as_fine_as_the_binder():
+    """The direct launch (SGLANG_TRINV_DIRECT_LAUNCH=1) reuses a compiled kernel for arguments of the same class
+    (direct_launch.arg_class): two arguments of one class must get the same specialisation from Triton's binder
+    (native_specialize_impl), or a kernel compiled for, e.g., 16-divisible T would run on T = 17."""
     from triton._C.libtriton import native_specialize_impl
     from triton.backends.compiler import BaseBackend
 
-    from sglang_trinv.ops import gluon_intra as gi
+    from sglang_trinv.ops import direct_launch as dl
 
     base = {dt: torch.zeros(64, dtype=dt) for dt in (torch.bfloat16, torch.float32, torch.int32, torch.int64)}
     values = [None, 0, 1, 2, 15, 16, 17, 32, 4096, 8191, 2 ** 31 - 16, 2 ** 31, 2 ** 31 + 1, -16, -1]
@@ -523,66 +522,74 @@ def test_gluon_direct_launch_key_is_at_least_as_fine_as_the_binder():
     spec = lambda x: native_specialize_impl(BaseBackend, x, False, True, True)  # noqa: E731
     for a in values:
         for b in values:
-            if gi.arg_class(a) == gi.arg_class(b):
+            if dl.arg_class(a) == dl.arg_class(b):
                 assert spec(a) == spec(b), (a, b)
 
 
+def _direct_inputs(kind: str, seed: int):
+    if kind.startswith("gluon"):
+        k, v, g, beta, cu = _gluon_inputs(GLUON_CASES[kind.split(":")[1]], seed=seed)
+        return k, v, g, beta, cu, "gluon"
+    cu = None if kind == "triton:one-seq" else [0, 1, 517, 1000]
+    k, v, g, beta, cu = _inputs(1000 if cu else 900, 8, 4, 128, 128, cu, seed=seed)
+    return k.bfloat16(), v.bfloat16(), g.contiguous(), beta.bfloat16(), cu, "triton"
+
+
 @pytest.mark.gpu
-def test_gluon_direct_launch_matches_the_jit_launch():
-    """SGLANG_TRINV_GLUON_DIRECT=1: the first launch of a kind goes through the JIT (and caches its kernel), later
+def test_direct_launch_matches_the_jit_launch():
+    """SGLANG_TRINV_DIRECT_LAUNCH=1: the first launch of a kind goes through the JIT (and caches its kernel), later
     ones call the launcher directly; outputs bitwise equal to the JIT launch's, for new inputs of the same kind,
-    one sequence and varlen, and for lengths of another argument class (T = 900 vs 256: T % 16 ≠ 0 / = 0)."""
-    from sglang_trinv.ops import gluon_intra as gi
+    one sequence and varlen, for lengths of another argument class (T = 900 vs 256: T % 16 ≠ 0 / = 0), on the
+    Gluon kernel and on the Triton template."""
+    from sglang_trinv.ops import direct_launch as dl
 
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the Gluon kernel is sm_90 only")
+    kinds = ["triton:one-seq", "triton:varlen"]
+    if torch.cuda.get_device_capability() == (9, 0):
+        kinds += ["gluon:varlen", "gluon:one-seq", "gluon:batch2-aligned"]
     with pytest.MonkeyPatch.context() as mp:
-        for case, seed in (("varlen", 0), ("varlen", 1), ("one-seq", 0), ("one-seq", 2), ("batch2-aligned", 0)):
-            k, v, g, beta, cu = _gluon_inputs(GLUON_CASES[case], seed=seed)
-            mp.setenv(gi.ENV_DIRECT, "0")
-            want = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend="gluon")
-            mp.setenv(gi.ENV_DIRECT, "1")
-            n_cached = len(gi._DIRECT)
-            for _ in range(2):  # JIT launch (cached) or direct, then direct
-                got = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend="gluon")
-                for x, y in zip(got, want):
-                    assert (x is None and y is None) or torch.equal(x, y)
-            assert len(gi._DIRECT) >= n_cached and not gi._DIRECT_OFF
-    assert len(gi._DIRECT) >= 3  # one entry per launch kind and argument class
-
-
-def test_gluon_direct_launch_caches_per_class_and_falls_back(monkeypatch):
-    """The direct-launch bookkeeping on a CPU (a stand-in for the JIT kernel and Triton's driver): the first call
-    of a (launch key, argument classes) goes through the JIT and caches its compiled kernel; the next calls the
-    kernel's launcher as the JIT would (stream, function, metadata, launch hooks, then every parameter in
-    signature order: runtime arguments, then the constexpr values); another argument class (T = 17 vs 16)
-    compiles its own; a launcher that rejects the call sends it back to the JIT launch (logged, direct launches
-    then off)."""
-    pytest.importorskip("triton.experimental.gluon")
-    from triton import knobs
-    from triton.runtime import driver
-
+        for kind in kinds:
+            for seed in (0, 1):
+                k, v, g, beta, cu, backend = _direct_inputs(kind, seed)
+                mp.setenv(dl.ENV, "0")
+                want = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend=backend)
+                mp.setenv(dl.ENV, "1")
+                for _ in range(2):  # JIT launch (cached) or direct, then direct
+                    got = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend=backend)
+                    for x, y in zip(got, want):
+                        assert (x is None and y is None) or torch.equal(x, y), kind
     from sglang_trinv.ops import gluon_intra as gi
 
-    jit_calls, runs = [], []
+    assert len(ops.DIRECT.cache) >= 2 and not ops.DIRECT.off
+    if "gluon:varlen" in kinds:
+        assert len(gi.DIRECT.cache) >= 3 and not gi.DIRECT.off  # one entry per launch kind and argument class
 
-    class Compiled:
-        function, packed_metadata = "fn", "meta"
 
-        def launch_metadata(self, grid, stream, *args):
-            return ("lm", grid, stream, len(args))
+class _FakeCompiled:
+    function, packed_metadata = "fn", "meta"
 
-        def run(self, *a):
-            runs.append(a)
+    def __init__(self, runs):
+        self.runs = runs
 
-    class FakeJIT:
-        arg_names = ["x_ptr", "T", "C1", "C2"]
+    def launch_metadata(self, grid, stream, *args):
+        return ("lm", grid, stream, len(args))
 
-        def __getitem__(self, grid):
-            def launch(*args, num_warps, **const):
-                jit_calls.append((grid, args, const, num_warps))
-                return Compiled()
-            return launch
+    def run(self, *a):
+        self.runs.append(a)
+
+
+class _FakeJIT:
+    def __init__(self, arg_names, jit_calls, runs):
+        self.arg_names, self.jit_calls, self.runs = arg_names, jit_calls, runs
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            self.jit_calls.append((grid, args, kw))
+            return _FakeCompiled(self.runs)
+        return launch
+
+
+def _fake_driver(monkeypatch):
+    from triton.runtime import driver
 
     class FakeDriver:
         def get_current_device(self):
@@ -591,25 +598,105 @@ def test_gluon_direct_launch_caches_per_class_and_falls_back(monkeypatch):
         def get_current_stream(self, dev):
             return 1234
 
-    monkeypatch.setattr(gi, "gluon_intra_kernel", FakeJIT(), raising=False)
-    monkeypatch.setattr(gi, "_DIRECT", {})
-    monkeypatch.setattr(gi, "_DIRECT_OFF", [])
     monkeypatch.setattr(type(driver), "active", property(lambda self: FakeDriver()), raising=False)
+
+
+def test_direct_launch_caches_per_class_and_falls_back(monkeypatch):
+    """The direct-launch bookkeeping on a CPU (a stand-in for the JIT kernel and Triton's driver): the first call
+    of a (launch key, argument classes) goes through the JIT and caches its compiled kernel; the next calls the
+    kernel's launcher as the JIT would (grid padded to 3, stream, function, metadata, launch hooks, then every
+    parameter in signature order: runtime arguments, then the constexpr values); another argument class (T = 17
+    vs 16) compiles its own; a launcher that rejects the call sends it back to the JIT launch (logged, direct
+    launches then off)."""
+    from triton import knobs
+
+    from sglang_trinv.ops import direct_launch as dl
+
+    jit_calls, runs = [], []
+    fake = _FakeJIT(["x_ptr", "T", "C1", "C2"], jit_calls, runs)
+    launcher = dl.DirectLauncher("fake", lambda: fake)
+    _fake_driver(monkeypatch)
     x = torch.zeros(32, dtype=torch.bfloat16)
-    const = {"C2": 7, "C1": "layout"}
-    assert gi._direct_launch("kind", const, (x, 16), 3, 8) and len(jit_calls) == 1 and not runs
-    assert jit_calls[0] == ((3,), (x, 16), const, 8)
+    const, opts = {"C2": 7, "C1": "layout"}, {"num_warps": 8}
+    assert launcher("kind", (3,), (x, 16), const, opts) and len(jit_calls) == 1 and not runs
+    assert jit_calls[0] == ((3,), (x, 16), {**const, **opts})
     y = torch.ones_like(x)
-    assert gi._direct_launch("kind", const, (y, 32), 3, 8) and len(jit_calls) == 1
+    assert launcher("kind", (3,), (y, 32), const, opts) and len(jit_calls) == 1
     hooks = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
     assert runs[-1][:9] == (3, 1, 1, 1234, "fn", "meta", ("lm", (3, 1, 1), 1234, 4), *hooks)
     assert runs[-1][9] is y and runs[-1][10:] == (32, "layout", 7)
-    assert gi._direct_launch("kind", const, (x, 17), 3, 8) and len(jit_calls) == 2  # T % 16 ≠ 0: its own kernel
-    assert gi._direct_launch("other kind", const, (x, 16), 3, 8) and len(jit_calls) == 3
+    assert launcher("kind", (5, 2), (y, 32), const, opts) and runs[-1][:3] == (5, 2, 1)  # a 2-D grid
+    assert launcher("kind", (3,), (x, 17), const, opts) and len(jit_calls) == 2  # T % 16 ≠ 0: its own kernel
+    assert launcher("other kind", (3,), (x, 16), const, opts) and len(jit_calls) == 3
+    assert launcher("partial", (3,), (x, 16), {"C1": 1}, opts) and len(jit_calls) == 4  # C2 left to its default:
+    assert launcher("partial", (3,), (x, 16), {"C1": 1}, opts) and len(jit_calls) == 5  # not cached, JIT each time
 
     def broken(*a):
         raise TypeError("launcher takes other arguments")
 
-    for kern, _ in gi._DIRECT.values():
+    for kern, _ in launcher.cache.values():
         kern.run = broken
-    assert not gi._direct_launch("kind", const, (x, 16), 3, 8) and gi._DIRECT_OFF
+    assert not launcher("kind", (3,), (x, 16), const, opts) and launcher.off
+    assert not launcher("kind", (3,), (y, 16), const, opts) and len(jit_calls) == 5  # off: the caller launches
+
+
+def test_triton_template_launch_gives_every_constexpr(monkeypatch):
+    """The Triton template's launch passes every constexpr of gdn_intra_kernel by name (defaults included), so
+    its direct launch caches the compiled kernel (a constexpr left to its default would send every call through
+    the JIT), and with SGLANG_TRINV_DIRECT_LAUNCH=1 the second call of a kind skips the JIT."""
+    from sglang_trinv.ops import direct_launch as dl
+    from sglang_trinv.ops import gdn_intra
+
+    jit_calls, runs = [], []
+    fake = _FakeJIT(gdn_intra.gdn_intra_kernel.arg_names, jit_calls, runs)
+    monkeypatch.setattr(ops._k, "gdn_intra_kernel", fake)
+    monkeypatch.setattr(ops, "DIRECT", dl.DirectLauncher("fake template", lambda: fake))
+    monkeypatch.setenv(dl.ENV, "1")
+    _fake_driver(monkeypatch)
+    k, v, g, beta, _ = _inputs(130, 4, 2, 32, 32)
+    for _ in range(3):
+        ops.gdn_cumsum_fwd_intra(k, v, g, beta, backend="triton")
+    assert len(jit_calls) == 1 and len(runs) == 2
+    assert runs[-1][:3] == (3, 4, 1)  # 3 chunks × 4 heads
+    n_args = len(jit_calls[0][1])
+    assert len(runs[-1]) == 9 + len(gdn_intra.gdn_intra_kernel.arg_names)
+    assert runs[-1][9 + n_args - 1] == 130  # T, the last runtime argument
+
+
+@pytest.mark.parametrize("case", ["fixed", "varlen", "varlen-padded"])
+def test_gdn_fwd_o_matches_stock_without_the_memset(case, monkeypatch):
+    """ops.gdn_fwd_o runs SGLang's chunk_fwd_o kernel into an empty o and zeroes only the rows past the last
+    sequence on the device: the output equals stock's chunk_fwd_o (zeros_like + the same kernel) bit for bit —
+    GQA, a partial last chunk, varlen with a 1-token sequence, and T past cu_seqlens[-1] (padding rows stay 0)."""
+    from importlib import import_module
+
+    chunk = import_module(f"{FLA}.chunk")
+    T, H, Hg, K, V = 150, 4, 2, 32, 32
+    cu = {"fixed": None, "varlen": [0, 1, 70, 150], "varlen-padded": [0, 1, 70, 131]}[case]
+    k, v, g, beta, cu_t = _inputs(T, H, Hg, K, V, cu)
+    gen = torch.Generator().manual_seed(3)
+    q = F.normalize(torch.randn(1, T, Hg, K, generator=gen), dim=-1).to(DEVICE)
+    ci = chunk.prepare_chunk_indices(cu_t, 64) if cu_t is not None else None
+    w, u, _ = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu_t, chunk_indices=ci)
+    N = 1 if cu is None else len(cu) - 1
+    h, v_new = chunk.chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=g, initial_state=torch.zeros(N, H, V, K,
+                                                  device=DEVICE), initial_state_indices=torch.arange(N, device=DEVICE),
+                                                  cu_seqlens=cu_t, chunk_indices=ci)
+    want = chunk.chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g, scale=K ** -0.5, cu_seqlens=cu_t)
+    full_like = torch.full_like
+    with monkeypatch.context() as mp:  # an "empty" o full of NaN: every row must be written or zeroed
+        mp.setattr(torch, "empty_like", lambda x, **kw: full_like(x, float("nan"), **kw))
+        got = ops.gdn_fwd_o(q, k, v_new, h, g, K ** -0.5, cu_seqlens=cu_t, chunk_indices=ci)
+    assert torch.equal(got, want)
+    if case == "varlen-padded":
+        assert got[0, 131:].abs().sum() == 0 and got[0, :131].abs().sum() > 0
+
+
+def test_zero_tail_writes_only_the_rows_past_the_last_sequence():
+    from sglang_trinv.ops import gdn_output
+
+    o = torch.full((1, 100, 3, 40), 7.0, device=DEVICE)
+    for end in (100, 99, 37, 0):
+        o.fill_(7.0)
+        gdn_output.zero_tail(o, torch.tensor([0, end // 2, end], device=DEVICE, dtype=torch.int32))
+        assert (o[0, :end] == 7).all() and (o[0, end:] == 0).all(), end

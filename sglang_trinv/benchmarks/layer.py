@@ -8,10 +8,11 @@ state's max-rel error against the fp64 twin of the whole forward (``reference.gd
 and their difference to stock. Writes ``DIR/whole.json`` and ``DIR/whole.md`` as it goes, ``DIR/whole.png``
 (speed-up per shape) at the end.
 
-    sglang-trinv bench layer --out DIR [--smoke] [--shapes stages]
+    sglang-trinv bench layer --out DIR [--smoke] [--shapes stages] [--shape T,H,Hg,SEQS ...]
 
 ``--shapes stages``: only the six shapes of ``bench stages`` (one sequence at T=8192/32768 × H=32/8, 8 sequences
-at T=8192 H=32 and T=32768 H=8), for a shorter GPU call.
+at T=8192 H=32 and T=32768 H=8), for a shorter GPU call; ``--shape`` (repeatable) names shapes instead. The
+meta records whether the direct kernel launch (SGLANG_TRINV_DIRECT_LAUNCH) was on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
     ap.add_argument("--shapes", choices=("all", "stages"), default="all",
                     help="all: the issue's 12 shapes; stages: the 6 shapes of `bench stages`")
+    ap.add_argument("--shape", action="append", type=_shape, default=[], metavar="T,H,Hg,SEQS",
+                    help="only this shape (repeatable; overrides --shapes), e.g. 8192,32,16,1")
+
+
+def _shape(text: str) -> tuple[int, int, int, int]:
+    try:
+        T, H, Hg, n = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected T,H,Hg,SEQS, e.g. 8192,32,16,1") from None
+    if min(T, H, Hg, n) < 1 or H % Hg or n > T:
+        raise argparse.ArgumentTypeError(f"{text!r}: need T, H, Hg, SEQS ≥ 1, Hg dividing H, SEQS ≤ T")
+    return T, H, Hg, n
 
 
 def run(args) -> int:
@@ -43,8 +56,11 @@ def run(args) -> int:
         shapes = [(T, H, Hg, n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
         if args.shapes == "stages":
             from .stages import SHAPES as shapes
+        shapes = args.shape or shapes
         dim = 128
     meta = common.run_meta(bk.DEV, fla=None)
+    from ..ops import direct_launch
+    meta["direct_launch"] = direct_launch.enabled()
     rows = []
     for T, H, Hg, n in shapes:
         print(f"T={T} H={H}/{Hg} seqs={n}", flush=True)

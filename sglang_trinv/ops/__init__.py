@@ -19,7 +19,9 @@ import triton
 
 from ..registry import get_method, merge_levels
 from . import gdn_intra as _k
+from . import direct_launch as _direct_launch
 from . import gluon_intra as _gluon
+from .gdn_output import gdn_fwd_o  # noqa: F401 (public: the output stage without the memset of o)
 
 log = logging.getLogger("sglang_trinv")
 
@@ -163,23 +165,38 @@ def supports(k: torch.Tensor, v: torch.Tensor | None, g: torch.Tensor | None, be
 def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, BT, method, precision,
             fuse_wu, store_A, from_A, tuning: Tuning | None, g_out=None):
     tuning = tuning or (DEFAULT_TUNING_FUSED if fuse_wu else DEFAULT_TUNING)
-    diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
-    group = tuning.group if (H // Hg) % tuning.group == 0 else 1
+    kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
+            cu_seqlens is not None, g_out is not None)
+    const, options = _template_constexprs(*kind)
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
-    grid = (NT, B * H // group)
-    _k.gdn_intra_kernel[grid](
-        k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T,
-        H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
-        BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
-        DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
-        USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, STORE_A=store_A, FUSE_WU=fuse_wu,
-        FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_out is not None,
-        WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
-        num_warps=tuning.num_warps, num_stages=tuning.num_stages,
-        **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
-    )
+    grid = (NT, B * H // const["GROUP"])
+    args = (k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T)
+    if _direct_launch.enabled() and DIRECT(kind, grid, args, const, options):
+        return
+    _k.gdn_intra_kernel[grid](*args, **const, **options)
+
+
+DIRECT = _direct_launch.DirectLauncher("the Triton intra template", lambda: _k.gdn_intra_kernel)
+
+
+@functools.lru_cache(maxsize=256)  # on the launch path (eager serving launches per GDN layer)
+def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning: Tuning, use_g,
+                         varlen, g_cumsum) -> tuple[dict, dict]:
+    """(constexprs, launch options) of one launch kind of the Triton template. Cached: callers must not modify
+    them."""
+    diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
+    group = tuning.group if (H // Hg) % tuning.group == 0 else 1
+    const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
+                 BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
+                 DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
+                 USE_G=use_g, IS_VARLEN=varlen, STORE_A=store_A, FUSE_WU=fuse_wu,
+                 FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
+                 WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16)
+    options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+                   **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
+    return const, options
 
 
 # ------------------------------------------------------------------ backend of the fused intra kernel (GDN)

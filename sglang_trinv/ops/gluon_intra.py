@@ -40,14 +40,13 @@ stores to one allocation (30 barriers per hand-over otherwise).
 from __future__ import annotations
 
 import functools
-import logging
-import os
 import re
 from dataclasses import dataclass
 
 import triton
 
 from ..registry import merge_levels
+from . import direct_launch
 
 try:  # Gluon ships with Triton ≥ 3.5 (experimental); without it the Triton kernels serve every call
     from triton.experimental import gluon
@@ -853,65 +852,14 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     args = (beta, g, g_out, chunk_table(cu_seqlens, chunk_indices) if varlen else None,
             w if varlen else None, u if varlen else None, A if (varlen and A is not None) else None,
             *descs, T, NC, n_tiles)
-    if dd and not _DIRECT_OFF and os.environ.get(ENV_DIRECT, "0").strip() == "1":
+    if dd and direct_launch.enabled():  # host descriptors are objects the argument classes do not cover
         key = (lc, H, Hg, K, V, A is not None, varlen, g_out is not None, diag_precision, merge_precision)
-        if _direct_launch(key, const, args, grid[0], lc.W):
+        if DIRECT(key, grid, args, const, {"num_warps": lc.W}):
             return
     gluon_intra_kernel[grid](*args, **const, num_warps=lc.W)
 
 
-# Direct launch (opt-in: SGLANG_TRINV_GLUON_DIRECT=1; written 2026-11-27 without a GPU, NOT yet run on one). In
-# eager serving the JIT's per-call work (binding ~45 arguments, specialising them, the cache key; ~40 % of a Gluon
-# launch's host time in cProfile on an H200 machine) is paid on every GDN layer. After a launch kind's first JIT
-# launch, later ones with the same constexprs and the same argument classes (what the binder specialises on)
-# call the compiled kernel's launcher directly, as the JIT's last step does (launch metadata and Triton's launch
-# hooks included). Only with device-built descriptors (plain pointer arguments).
-ENV_DIRECT = "SGLANG_TRINV_GLUON_DIRECT"
-_DIRECT: dict = {}  # (device, launch key, argument classes) -> (CompiledKernel, constexpr values in parameter order)
-_DIRECT_OFF: list = []  # non-empty once a direct launch failed (another Triton's launcher API)
-_log = logging.getLogger("sglang_trinv")
-
-
-def arg_class(x):
-    """What Triton's binder specialises a runtime argument on, or finer: None; an int's width, == 1 and
-    divisibility by 16; a tensor's dtype and 16-byte alignment. Equal classes → the binder picks the same compiled
-    kernel (tests/test_kernels.py checks this against triton's native_specialize_impl)."""
-    if x is None:
-        return None
-    if isinstance(x, bool):
-        return ("b", x)
-    if isinstance(x, int):
-        return ("i", x == 1, x % 16 == 0, -2 ** 31 <= x < 2 ** 31, 0 <= x < 2 ** 63)
-    return (x.dtype, x.data_ptr() % 16 == 0)
-
-
-def _direct_launch(key, const: dict, args: tuple, grid0: int, num_warps: int) -> bool:
-    """Launch through a cached compiled kernel's launcher (True), or run the JIT launch once and cache its kernel
-    for the next call of this key (True), or leave the launch to the caller (False: this Triton's launcher API
-    differs — logged once and direct launches switched off)."""
-    from triton import knobs
-    from triton.runtime import driver
-
-    dev = driver.active.get_current_device()
-    full = (dev, key, tuple(arg_class(x) for x in args))
-    entry = _DIRECT.get(full)
-    if entry is None:
-        kern = gluon_intra_kernel[(grid0,)](*args, **const, num_warps=num_warps)
-        names = gluon_intra_kernel.arg_names[len(args):]
-        if set(names) == set(const) and not hasattr(kern, "result"):  # every constexpr given; compiled (not a future)
-            _DIRECT[full] = (kern, tuple(const[n] for n in names))
-        return True
-    kern, tail = entry
-    try:  # what JITFunction.run does once it has the kernel
-        stream, grid = driver.active.get_current_stream(dev), (grid0, 1, 1)
-        kern.run(grid0, 1, 1, stream, kern.function, kern.packed_metadata, kern.launch_metadata(grid, stream, *args,
-                 *tail), knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args, *tail)
-    except (TypeError, AttributeError) as e:  # another Triton's launcher signature: back to the JIT launch
-        _DIRECT_OFF.append(e)
-        _log.warning("sglang-trinv: direct Gluon launch unavailable on Triton %s (%s: %s); using the JIT launch",
-                     triton.__version__, type(e).__name__, e)
-        return False
-    return True
+DIRECT = direct_launch.DirectLauncher("the Gluon intra kernel", lambda: gluon_intra_kernel)
 
 
 def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,

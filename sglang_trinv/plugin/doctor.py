@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -76,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
             detail = (f"available for blockdoubling, bf16, K=V=128; taken for calls of ≥ {gluon_min_tiles()} "
                       f"(chunk, head) tiles ({ENV_GLUON_MIN_TILES}), where it was measured faster with its host "
                       "launch cost (the log says which kernel serves)")
-        direct = os.environ.get(gluon_intra.ENV_DIRECT, "0").strip() == "1" if gluon_intra.AVAILABLE else False
-        add("Gluon intra kernel", None, f"{detail}; {ENV_GLUON}=0|1 forces Triton|Gluon; direct launch "
-            f"({gluon_intra.ENV_DIRECT}=1, experimental) {'on' if direct else 'off'}")
+        add("Gluon intra kernel", None, f"{detail}; {ENV_GLUON}=0|1 forces Triton|Gluon")
     except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
         add("Gluon intra kernel", None, f"not checked ({type(e).__name__}: {e})")
+    from ..ops import direct_launch
+    add("direct kernel launch", None, f"{'on' if direct_launch.enabled() else 'off'} ({direct_launch.ENV}=1: "
+        "after a launch kind's first JIT launch, call the compiled kernel's launcher; experimental)")
     add("KDA prefill", None, kda.status())
     try:
         why_not = kda.caller_drops_akk(importlib.import_module(kda.KDA))
