@@ -30,7 +30,7 @@ def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
     assert main(["check"]) == 0
     out = capsys.readouterr().out
     assert "[ok] server-argument hooks" in out and "[ok] GDN prefill hook" in out
-    assert "A not written (SGLang drops it)" in out
+    assert "A not written (SGLang drops it)" in out and "output stage without the memset of o" in out
     assert "KDA prefill" in out and "uses it too for the exact gate" in out and "safe_gate calls stay stock" in out
     assert "skipped in chunk_kda_fwd (SGLang drops Akk)" in out
     assert "Gluon intra kernel" in out and "SGLANG_TRINV_GLUON=0|1" in out

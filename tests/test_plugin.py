@@ -290,9 +290,13 @@ def test_gdn_prefill_runs_our_kernel_and_matches_stock(stock_outputs, varlen, fu
     assert getattr(chunk.chunk_gated_delta_rule_fwd, "__sglang_trinv__", False) is fused
     assert ("gdn_pipeline" in plugin.active().patched) is fused
     before = plugin.active().counts
+    fwd_o_calls = []
+    real_fwd_o = ops.gdn_fwd_o
+    monkeypatch.setattr(ops, "gdn_fwd_o", lambda *a, **kw: fwd_o_calls.append(1) or real_fwd_o(*a, **kw))
     ours = _run_gdn(varlen)
     after = plugin.active().counts
     assert after.get("gdn", 0) == before.get("gdn", 0) + 1 and after.get("gdn_fallback", 0) == 0
+    assert len(fwd_o_calls) == int(fused)  # the fused pipeline's output stage: no memset of o
     assert after.get("gdn_pipeline", 0) == before.get("gdn_pipeline", 0) + int(fused)
     for name, x, ref in zip(("o", "A", "final state"), ours, stock_outputs[varlen]):
         if name == "A" and fused:
@@ -486,3 +490,51 @@ def test_per_level_merge_precision_is_rejected_for_kda_at_start_up():
         check_ops("blockdoubling", "bf16x3/bf16x3+tf32", kda=True)
     assert precision_label("blockdoubling", None, kda=True).startswith(ops.KDA_DEFAULT_PRECISION["blockdoubling"])
     assert precision_label("blockdoubling", None).startswith(ops.DEFAULT_PRECISION["blockdoubling"])
+
+
+def _fwd_o_zero_filled_elsewhere(q, k, v, h, g=None, scale=None, cu_seqlens=None, chunk_size=64):
+    o = torch.zeros_like(v)  # noqa: F841 (a source the check reads, never run)
+    return o
+
+
+def test_fwd_o_check_mirrors_the_stock_source(monkeypatch):
+    """The output stage runs without the memset (ops.gdn_fwd_o) only where SGLang's chunk_fwd_o is the function it
+    mirrors: the installed SGLang passes; a chunk_fwd_o from another module, or one whose source differs, is
+    refused with the reason; SGLANG_TRINV_O_MEMSET=1 keeps stock's (logged)."""
+    from types import SimpleNamespace
+
+    from sglang.kernels.ops.attention.fla import chunk
+
+    from sglang_trinv.ops import gdn_output
+    from sglang_trinv.plugin import gdn
+
+    assert gdn.fwd_o_check(chunk) is None
+    assert "comes from" in gdn.fwd_o_check(SimpleNamespace(chunk_fwd_o=_fwd_o_zero_filled_elsewhere))
+    monkeypatch.setattr(_fwd_o_zero_filled_elsewhere, "__module__", gdn_output.CHUNK_O)
+    reason = gdn.fwd_o_check(SimpleNamespace(chunk_fwd_o=_fwd_o_zero_filled_elsewhere))
+    assert reason and "differs from the mirrored source" in reason
+    assert "chunk_fwd_o" in gdn.fwd_o_check(SimpleNamespace())
+
+
+def test_o_memset_env_keeps_stocks_output_stage(monkeypatch, caplog):
+    """SGLANG_TRINV_O_MEMSET=1: the fused pipeline calls SGLang's own chunk_fwd_o (and says so in its log line)."""
+    from sglang_trinv.plugin import gdn
+
+    monkeypatch.setenv(ENV_FUSE_PIPELINE, "1")
+    monkeypatch.setenv(gdn.ENV_O_MEMSET, "1")
+    with caplog.at_level(logging.INFO, logger="sglang_trinv"):
+        sglang_trinv.patch("blockdoubling")
+    try:
+        msg = [r.getMessage() for r in caplog.records if "fused: gate cumsum" in r.getMessage()]
+        assert msg and "by stock chunk_fwd_o (SGLANG_TRINV_O_MEMSET=1)" in msg[0]
+    finally:
+        plugin.unpatch()
+    monkeypatch.delenv(gdn.ENV_O_MEMSET)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sglang_trinv"):
+        sglang_trinv.patch("blockdoubling")
+    try:
+        msg = [r.getMessage() for r in caplog.records if "fused: gate cumsum" in r.getMessage()]
+        assert msg and "without the memset of o" in msg[0]
+    finally:
+        plugin.unpatch()

@@ -268,13 +268,26 @@ def run_whole(inp, tag, rows, tune_intra):
     can = ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", None, cu) is None
     auto = {fused: "1" if can and ops.gluon_auto_reason(k, beta, cu, fused) is None else "0"
             for fused in (True, False)}
-    variants = [("stock", None, True, "auto")]
+    # the fifth field: the output stage without the memset of o (ops.gdn_fwd_o; the plugin's fused pipeline uses
+    # it by default). "stock, o not memset" is stock with only that change: the baseline of the inversion's share
+    variants = [("stock", None, True, "auto", True), ("stock", None, True, "auto", False)]
     for fused in (True, False):
-        variants += [("blockdoubling", None, fused, e) for e in (("1", "0") if can else ("auto",))]
-    variants.append(("column_sweep", None, True, "auto"))
-    for name, p, fused, gl_env in variants:
-        with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"), common.env_var(ops.ENV_GLUON, gl_env):
+        variants += [("blockdoubling", None, fused, e, not fused) for e in (("1", "0") if can else ("auto",))]
+    variants.append(("blockdoubling", None, True, auto[True], True))
+    variants.append(("column_sweep", None, True, "auto", False))
+    from sglang_trinv.plugin.gdn import ENV_O_MEMSET
+
+    stock_fwd_o = chunk.chunk_fwd_o
+
+    def fwd_o_no_memset(q, k, v, h, g=None, scale=None, cu_seqlens=None, chunk_size=64):
+        return ops.gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=cu_seqlens, chunk_indices=ci, chunk_size=chunk_size)
+
+    for name, p, fused, gl_env, memset in variants:
+        with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"), common.env_var(ops.ENV_GLUON, gl_env), \
+                common.env_var(ENV_O_MEMSET, "1" if memset else "0"):
             sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
+            if name == "stock" and not memset:
+                chunk.chunk_fwd_o = fwd_o_no_memset
             try:
                 state = h0.clone()
                 out = run(state)
@@ -284,6 +297,7 @@ def run_whole(inp, tag, rows, tune_intra):
                 t = bench(lambda: run(scratch))  # eager, as SGLang runs GDN prefill: host launches included
                 t_graph = common.graph_us(lambda: run(scratch), DEV)  # GPU time alone
             finally:
+                chunk.chunk_fwd_o = stock_fwd_o
                 sglang_trinv.unpatch()
         o0, s0 = results[("stock", None)]
         d_o = float((o - o0).abs().max() / o0.abs().max())
@@ -293,11 +307,16 @@ def run_whole(inp, tag, rows, tune_intra):
         pipeline = "" if name == "stock" else (" fused pipeline" if fused else " intra only")
         if name == "blockdoubling" and can:
             pipeline += " [triton]" if gl_env == "0" else " [gluon]"
+        if fused and name != "stock" and memset:
+            pipeline += ", o memset kept"
+        if name == "stock" and not memset:
+            pipeline = " o not memset"
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
-        picked = gl_env in ("auto", auto[fused])  # the kernel `auto` serves this call with
+        # the kernel `auto` serves this call with, as the plugin runs it by default
+        picked = gl_env in ("auto", auto[fused]) and memset == (name == "stock" or not fused)
         rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t,
                          graph_us=t_graph, o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o,
-                         state_rel_vs_fp64=e_s,
+                         state_rel_vs_fp64=e_s, o_memset=memset,
                          pipeline=pipeline.strip() or "stock", auto_pick=picked, **tag))
         g_txt = f" (graph {t_graph:.1f})" if t_graph else ""
         print(f"  gdn_fwd    {name + pipeline:36s} {str(p):12s} {t:8.1f} us{g_txt}{' (auto)' if picked else ''}  o vs fp64 "

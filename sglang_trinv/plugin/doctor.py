@@ -59,9 +59,12 @@ def run(args: argparse.Namespace) -> int:
         if reason:
             add("GDN pipeline fusion", None, f"not possible ({reason}): only the intra kernel is swapped")
         else:
+            o_reason = gdn.fwd_o_check(chunk)
             add("GDN pipeline fusion", None, "possible: gate cumsum in our kernel, A " +
                 ("written (a caller reads it)" if store_A else "not written (SGLang drops it)") +
-                f"; {ENV_FUSE_PIPELINE}=0 disables it")
+                f"; {ENV_FUSE_PIPELINE}=0 disables it; output stage " +
+                (f"stock ({o_reason})" if o_reason else f"without the memset of o ({gdn.ENV_O_MEMSET}=1 keeps "
+                 "stock's)"))
     except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
         add("GDN pipeline fusion", None, f"not checked ({type(e).__name__}: {e})")
     try:  # the warp-specialized Hopper kernel behind ops.gdn_fwd_intra (information only)

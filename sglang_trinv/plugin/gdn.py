@@ -15,6 +15,13 @@ it by the same pipeline with the cumsum done inside our intra kernel and A not w
 (:func:`sglang_trinv.ops.gdn_cumsum_fwd_intra`), calling SGLang's own ``fwd_h`` / ``fwd_o``. Installed only
 after checking, from the source, that the stock function still has exactly that shape and that the caller
 still ignores A (else A is written); otherwise only the intra kernel is swapped, with a log line.
+
+Output without the memset (default with the fused pipeline; ``SGLANG_TRINV_O_MEMSET=1`` keeps stock's
+``chunk_fwd_o``): SGLang's ``chunk_fwd_o`` zero-fills o before a kernel that writes every row of every chunk;
+:func:`sglang_trinv.ops.gdn_fwd_o` launches the same kernel with the same parameters into an empty o and zeroes
+only rows past the last sequence on the device (bitwise stock's output; ~21 µs of GPU time at T=8192 H=32 on an
+H200). Used only where :func:`fwd_o_check` finds stock's ``chunk_fwd_o`` as mirrored. Not part of the
+inversion: benchmarks report it apart.
 """
 
 from __future__ import annotations
@@ -39,6 +46,14 @@ FWD_PARAMS = ("q", "k", "v", "g", "beta", "scale", "initial_state", "initial_sta
               "chunk_indices")
 FWD_EXTRA_PARAMS = {"inplace_update"}  # 0.5.19+: passed through to chunk_gated_delta_rule_fwd_h
 FWD_STAGES = ("chunk_local_cumsum", NAME, "chunk_gated_delta_rule_fwd_h", "chunk_fwd_o")
+ENV_O_MEMSET = "SGLANG_TRINV_O_MEMSET"  # "1": keep stock's chunk_fwd_o (o zero-filled) in the fused pipeline
+# what ops.gdn_fwd_o mirrors of SGLang's chunk_fwd_o (0.5.17–0.5.23): the kernel's parameters and, in the
+# wrapper's source (whitespace removed), the block size, the zero-filled o and the launch constants
+FWD_O_KERNEL_PARAMS = ("q", "k", "v", "h", "g", "o", "cu_seqlens", "chunk_indices", "scale", "T", "H", "Hg", "K", "V",
+                       "BT", "BK", "BV", "USE_G", "IS_VARLEN")
+FWD_O_SOURCE = ("BT=min(chunk_size,max(16,triton.next_power_of_2(T)))", "o=torch.zeros_like(v)",
+                "return(triton.cdiv(V,meta[\"BV\"]),NT,B*H)", "BK=128,BV=64,", "num_warps=4,num_stages=2,",
+                "USE_G=gisnotNone,IS_VARLEN=cu_seqlensisnotNone,")
 
 _warned_fallbacks: set[tuple] = set()
 
@@ -179,7 +194,30 @@ def pipeline_check(chunk_module) -> tuple[str | None, bool]:
     return None, store_A
 
 
-def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool):
+def fwd_o_check(chunk_module) -> str | None:
+    """None if ``chunk_module.chunk_fwd_o`` is SGLang's as :func:`sglang_trinv.ops.gdn_fwd_o` mirrors it (the
+    same kernel launched the same way into a zero-filled o), else why not."""
+    from ..ops import gdn_output
+
+    fn = getattr(chunk_module, "chunk_fwd_o", None)
+    if fn is None:
+        return f"{CHUNK} has no chunk_fwd_o"
+    fn = unwrap(fn)
+    if getattr(fn, "__module__", None) != gdn_output.CHUNK_O:
+        return f"chunk_fwd_o comes from {getattr(fn, '__module__', None)}, not {gdn_output.CHUNK_O}"
+    try:
+        kernel = importlib.import_module(gdn_output.CHUNK_O).chunk_fwd_kernel_o
+        src = re.sub(r"\s+", "", inspect.getsource(fn))
+    except (ImportError, AttributeError, OSError, TypeError) as e:
+        return f"chunk_fwd_o not inspectable ({type(e).__name__}: {e})"
+    if tuple(getattr(kernel, "arg_names", ())) != FWD_O_KERNEL_PARAMS:
+        return f"chunk_fwd_kernel_o{tuple(getattr(kernel, 'arg_names', ()))} is not the mirrored signature"
+    missing = [x for x in FWD_O_SOURCE if x not in src]
+    return f"chunk_fwd_o differs from the mirrored source (no {missing[0]!r})" if missing else None
+
+
+def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = True):
+    """The fused pipeline; ``o_memset=False``: the output stage through ops.gdn_fwd_o (no memset of o)."""
     from .. import ops
 
     @functools.wraps(stock_fwd)
@@ -202,7 +240,10 @@ def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool):
         h, v_new = chunk_module.chunk_gated_delta_rule_fwd_h(
             k=k, w=w, u=u, g=g, initial_state=initial_state, initial_state_indices=initial_state_indices,
             cu_seqlens=cu_seqlens, chunk_indices=chunk_indices, **kwargs)
-        o = chunk_module.chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g, scale=scale, cu_seqlens=cu_seqlens)
+        if o_memset:
+            o = chunk_module.chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g, scale=scale, cu_seqlens=cu_seqlens)
+        else:
+            o = ops.gdn_fwd_o(q, k, v_new, h, g, scale, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices)
         if getattr(chunk_module, "SUPPRESS_LEVEL", 0) < 3:
             return g, o, A, None, h, None
         return g, o, A, w, h, v_new
@@ -223,8 +264,12 @@ def apply_pipeline(chunk_module) -> None:
         if reason:
             logger.info("sglang-trinv: GDN pipeline not fused (%s); only the intra kernel is swapped", reason)
             return
+        o_reason = ("{}=1".format(ENV_O_MEMSET) if os.environ.get(ENV_O_MEMSET, "0").strip() == "1"
+                    else fwd_o_check(chunk_module))
         stock = getattr(chunk_module, FWD_NAME)
-        n = rebind(stock, make_fwd_wrapper(stock, chunk_module, store_A))
+        n = rebind(stock, make_fwd_wrapper(stock, chunk_module, store_A, o_memset=o_reason is not None))
         STATE.patched.add("gdn_pipeline")
-        logger.info("sglang-trinv: GDN %s fused: gate cumsum in our kernel, A %s [%d bindings]", FWD_NAME,
-                    "written (a caller may read it)" if store_A else "not written (SGLang drops it)", n)
+        logger.info("sglang-trinv: GDN %s fused: gate cumsum in our kernel, A %s, output %s [%d bindings]",
+                    FWD_NAME, "written (a caller may read it)" if store_A else "not written (SGLang drops it)",
+                    f"by stock chunk_fwd_o ({o_reason})" if o_reason else "without the memset of o (ops.gdn_fwd_o)",
+                    n)
