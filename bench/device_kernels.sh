@@ -99,7 +99,8 @@ if has host; then  # issue 3: host cost of a launch vs GPU time (small/varlen sh
   echo "host: $(( $(date +%s) - t0 )) s"
 fi
 if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, errors vs the fp64 twin
-  timeout ${LAYER_TIMEOUT:-420} python3 -m sglang_trinv.cli bench layer --out "$out/layer" > "$out/layer.log" 2>&1
+  timeout ${LAYER_TIMEOUT:-420} python3 -m sglang_trinv.cli bench layer ${LAYER_ARGS:-} --out "$out/layer" \
+    > "$out/layer.log" 2>&1  # LAYER_ARGS: e.g. "--shape 8192,32,16,1 --shape …" for a part of the 12 shapes
   grep -E "^\| " "$out/layer.log" | tail -60
   echo "layer: $(( $(date +%s) - t0 )) s"
 fi
