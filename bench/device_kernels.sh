@@ -4,7 +4,7 @@
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
-#                                            layerdirect,fwdsplit
+#                                            layerdirect,fwdsplit,fwdhoverlap
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -117,6 +117,11 @@ if has fwdsplit; then  # issue 3: whole forward cut after each stage (graph), o 
   timeout 240 python3 bench/bench_forward_split.py "$out/fwdsplit" > "$out/fwdsplit.log" 2>&1
   grep -E "^\| " "$out/fwdsplit.log" | tail -40
   echo "fwdsplit: $(( $(date +%s) - t0 )) s"
+fi
+if has fwdhoverlap; then  # whole forward with our stages overlapped with fwd_h (one sequence cut into parts)
+  timeout ${FWDH_TIMEOUT:-400} python3 bench/bench_fwd_h_overlap.py "$out/fwdhoverlap" > "$out/fwdhoverlap.log" 2>&1
+  grep -E "^\| " "$out/fwdhoverlap.log" | tail -40
+  echo "fwdhoverlap: $(( $(date +%s) - t0 )) s"
 fi
 if has overlap; then  # issue 3: does the inversion hide behind the w/u stream on two streams?
   timeout 170 python3 bench/bench_overlap.py "$out/overlap" > "$out/overlap.log" 2>&1

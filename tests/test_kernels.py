@@ -688,6 +688,12 @@ def test_gdn_fwd_o_matches_stock_without_the_memset(case, monkeypatch):
         mp.setattr(torch, "empty_like", lambda x, **kw: full_like(x, float("nan"), **kw))
         got = ops.gdn_fwd_o(q, k, v_new, h, g, K ** -0.5, cu_seqlens=cu_t, chunk_indices=ci)
     assert torch.equal(got, want)
+    buf = torch.full((1, T + 10, H, V), float("nan"), device=DEVICE)  # out=: a time slice of a larger tensor
+    assert ops.gdn_fwd_o(q, k, v_new, h, g, K ** -0.5, cu_seqlens=cu_t, chunk_indices=ci, out=buf[:, 5:T + 5]) \
+        .data_ptr() == buf[:, 5:].data_ptr()
+    assert torch.equal(buf[:, 5:T + 5], want) and buf[:, :5].isnan().all() and buf[:, T + 5:].isnan().all()
+    with pytest.raises(ValueError, match="shaped like v"):
+        ops.gdn_fwd_o(q, k, v_new, h, g, K ** -0.5, cu_seqlens=cu_t, out=buf[:, :T - 1])
     if case == "varlen-padded":
         assert got[0, 131:].abs().sum() == 0 and got[0, :131].abs().sum() > 0
 

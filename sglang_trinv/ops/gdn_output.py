@@ -43,9 +43,11 @@ def zero_tail(o: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
                                            BR=min(256, triton.next_power_of_2(row)))
 
 
-def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_size: int = 64) -> torch.Tensor:
+def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_size: int = 64,
+              out: torch.Tensor | None = None) -> torch.Tensor:
     """SGLang's ``chunk_fwd_o`` (same kernel, same launch parameters) with ``o`` not memset: rows past the last
-    sequence are zeroed on the device instead. ``chunk_indices``: the forward's precomputed ones, if any."""
+    sequence are zeroed on the device instead. ``chunk_indices``: the forward's precomputed ones, if any;
+    ``out``: a contiguous tensor shaped like v to write o into (e.g. a time slice of a larger o)."""
     mod = import_module(CHUNK_O)
     B, T, Hg, K, V = *q.shape, v.shape[-1]
     H = v.shape[-2]
@@ -55,7 +57,9 @@ def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_s
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     if scale is None:
         scale = k.shape[-1] ** -0.5
-    o = torch.empty_like(v)
+    if out is not None and (out.shape != v.shape or out.dtype != v.dtype or not out.is_contiguous()):
+        raise ValueError(f"out{tuple(out.shape)} {out.dtype} must be contiguous and shaped like v{tuple(v.shape)}")
+    o = torch.empty_like(v) if out is None else out
     if cu_seqlens is not None:
         if B != 1:
             raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={B}")
