@@ -5,7 +5,7 @@ sequence (``cu_seqlens[-1] < T``: padding) keep the zeros. :func:`gdn_fwd_o` lau
 the output is stock's bit for bit and a whole memset of o (64 MiB at T=8192 H=32) is saved.
 
 Outside the inversion: the plugin's fused pipeline uses it where the stock ``chunk_fwd_o`` still has the shape
-checked by ``plugin.gdn.pipeline_check``; benchmarks report it apart from the inversion's gain.
+checked by ``plugin.gdn.fwd_o_check``; benchmarks report it apart from the inversion's gain.
 """
 
 from __future__ import annotations
