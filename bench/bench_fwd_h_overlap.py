@@ -1,7 +1,7 @@
 """Can the rest of the GDN forward hide behind the state recurrence? (GPU machine; a measurement, not a product
 path.) SGLang's ``chunk_gated_delta_rule_fwd_h`` walks a sequence's chunks one after another on V/BV × H programs
-(BV = 32 in SGLang 0.5.23: 32 CTAs of 4 warps at H = 8, 128 at H = 32, on a 132-SM H200) and is 45–72 % of the forward
-(bench/results/2026-11-27-h200-gdn-stages). Measured: bench/results/2026-11-27-h200-s10 §5.
+(BV = 32 in SGLang 0.5.23: 32 CTAs of 4 warps at H = 8, 128 at H = 32, on a 132-SM H200) and is 45–72 % of
+the forward (bench/results/2026-11-27-h200-gdn-stages). Measured: bench/results/2026-11-27-h200-s10 §5.
 Here one sequence is cut into P time parts (multiples of 64 tokens): a side stream runs our pipeline kernel
 (cumsum + KKᵀ + inverse + w/u) part by part, the main stream runs ``fwd_h`` on part p once its w/u are written
 (the state carried in place from part to part), and the side stream then runs the output stage of part p
