@@ -521,20 +521,14 @@ def test_o_memset_env_keeps_stocks_output_stage(monkeypatch, caplog):
     from sglang_trinv.plugin import gdn
 
     monkeypatch.setenv(ENV_FUSE_PIPELINE, "1")
-    monkeypatch.setenv(gdn.ENV_O_MEMSET, "1")
-    with caplog.at_level(logging.INFO, logger="sglang_trinv"):
-        sglang_trinv.patch("blockdoubling")
-    try:
-        msg = [r.getMessage() for r in caplog.records if "fused: gate cumsum" in r.getMessage()]
-        assert msg and "by stock chunk_fwd_o (SGLANG_TRINV_O_MEMSET=1)" in msg[0]
-    finally:
-        plugin.unpatch()
-    monkeypatch.delenv(gdn.ENV_O_MEMSET)
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="sglang_trinv"):
-        sglang_trinv.patch("blockdoubling")
-    try:
-        msg = [r.getMessage() for r in caplog.records if "fused: gate cumsum" in r.getMessage()]
-        assert msg and "without the memset of o" in msg[0]
-    finally:
-        plugin.unpatch()
+    for value, expected in (("1", "by stock chunk_fwd_o (SGLANG_TRINV_O_MEMSET=1)"),
+                            ("0", "without the memset of o")):
+        monkeypatch.setenv(gdn.ENV_O_MEMSET, value)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sglang_trinv"):
+            sglang_trinv.patch("blockdoubling")
+        try:
+            msg = [r.getMessage() for r in caplog.records if "fused: gate cumsum" in r.getMessage()]
+            assert msg and expected in msg[0], (value, msg)
+        finally:
+            plugin.unpatch()
