@@ -9,7 +9,6 @@ last sequence zeroed (``ops.gdn_fwd_o``).
 Rows: prefix name, µs (graph), and for the full forwards the output's max-rel difference to stock's.
 """
 
-import os
 import sys
 from importlib import import_module
 
@@ -106,12 +105,7 @@ def split(T, H, Hg, nseq, rows):
 
 
 def main(out, shapes):
-    meta = common.run_meta("cuda", dtype="bfloat16")
-    rows = []
-    os.makedirs(out, exist_ok=True)
-    for sh in shapes:
-        split(*sh, rows)
-        torch.cuda.empty_cache()
+    meta, rows = common.gpu_rows(out, shapes, split)
     md = common.md_header("Whole GDN forward cut after each stage", meta,
                           "bf16, K=V=128; CUDA-graph µs (GPU only); o diff = max-rel difference of the output to "
                           "stock's whole forward.")

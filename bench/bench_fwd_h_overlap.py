@@ -15,7 +15,6 @@ Per shape: stock forward, ours sequential (pipeline → fwd_h → fwd_o without 
 difference to ours sequential, and their max-rel error vs the fp64 twin.
 """
 
-import os
 import sys
 from importlib import import_module
 
@@ -121,12 +120,7 @@ def triton_cdiv(a, b):
 
 def main(out, shapes):
     bk.DEV = "cuda"
-    meta = common.run_meta("cuda", dtype="bfloat16")
-    rows = []
-    os.makedirs(out, exist_ok=True)
-    for sh in shapes:
-        shape_rows(*sh, rows)
-        torch.cuda.empty_cache()
+    meta, rows = common.gpu_rows(out, shapes, shape_rows)
     md = common.md_header("Overlapping the GDN forward's stages with the state recurrence (one sequence)", meta,
                           "bf16, K=V=128; µs: CUDA graph (GPU only) and eager do_bench; diffs: max |x − x_seq| "
                           "against ours sequential; errors: max-rel vs the fp64 twin.")

@@ -46,6 +46,18 @@ def graph_us(fn, device: str) -> float | None:
         return None
 
 
+def gpu_rows(out: str, shapes, per_shape) -> tuple[dict, list]:
+    """(meta, rows) of a GPU script: ``per_shape(*shape, rows)`` appends its rows for each shape, the CUDA cache is
+    emptied between shapes; ``out`` is created."""
+    meta = run_meta("cuda", dtype="bfloat16")
+    rows: list = []
+    os.makedirs(out, exist_ok=True)
+    for sh in shapes:
+        per_shape(*sh, rows)
+        torch.cuda.empty_cache()
+    return meta, rows
+
+
 def run_meta(device: str, **extra) -> dict:
     """What every result file records: GPU name (or the CPU smoke run), date, and software versions."""
     import datetime
