@@ -10,6 +10,7 @@ checked by ``plugin.gdn.fwd_o_check``; benchmarks report it apart from the inver
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 
 import torch
@@ -17,6 +18,16 @@ import triton
 import triton.language as tl
 
 CHUNK_O = "sglang.kernels.ops.attention.fla.chunk_o"
+# What gdn_fwd_o mirrors of SGLang's chunk_fwd_o (0.5.17–0.5.23), checked against the installed source by
+# plugin.gdn.fwd_o_check before the plugin uses it: the kernel's parameters, its launch constants (this module
+# launches with them) and, in the wrapper's source without whitespace, the block size, grid and zero-filled o.
+KERNEL_PARAMS = ("q", "k", "v", "h", "g", "o", "cu_seqlens", "chunk_indices", "scale", "T", "H", "Hg", "K", "V", "BT",
+                 "BK", "BV", "USE_G", "IS_VARLEN")
+LAUNCH = dict(BK=128, BV=64, num_warps=4, num_stages=2)
+SOURCE = ("BT=min(chunk_size,max(16,triton.next_power_of_2(T)))", "o=torch.zeros_like(v)",
+          'return(triton.cdiv(V,meta["BV"]),NT,B*H)', "BK={BK},BV={BV},".format(**LAUNCH),
+          "num_warps={num_warps},num_stages={num_stages},".format(**LAUNCH),
+          "USE_G=gisnotNone,IS_VARLEN=cu_seqlensisnotNone,")
 
 
 @triton.jit
@@ -48,7 +59,7 @@ def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_s
     """SGLang's ``chunk_fwd_o`` (same kernel, same launch parameters) with ``o`` not memset: rows past the last
     sequence are zeroed on the device instead. ``chunk_indices``: the forward's precomputed ones, if any;
     ``out``: a contiguous tensor shaped like v to write o into (e.g. a time slice of a larger o)."""
-    mod = import_module(CHUNK_O)
+    mod = sys.modules.get(CHUNK_O) or import_module(CHUNK_O)
     B, T, Hg, K, V = *q.shape, v.shape[-1]
     H = v.shape[-2]
     BT = min(chunk_size, max(16, triton.next_power_of_2(T)))
@@ -64,7 +75,7 @@ def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_s
         if B != 1:
             raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={B}")
         zero_tail(o, cu_seqlens)
-    mod.chunk_fwd_kernel_o[(triton.cdiv(V, 64), NT, B * H)](
-        q, k, v, h, g, o, cu_seqlens, chunk_indices, scale, T=T, H=H, Hg=Hg, K=K, V=V, BT=BT, BK=128, BV=64,
-        USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, num_warps=4, num_stages=2)
+    mod.chunk_fwd_kernel_o[(triton.cdiv(V, LAUNCH["BV"]), NT, B * H)](
+        q, k, v, h, g, o, cu_seqlens, chunk_indices, scale, T=T, H=H, Hg=Hg, K=K, V=V, BT=BT,
+        USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, **LAUNCH)
     return o

@@ -836,8 +836,8 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     if n_tiles == 0:
         return
     dd = device_descriptors(lc)
-    const = _constexprs(lc, H, Hg, K, V, A is not None, varlen, g_out is not None, diag_precision, merge_precision,
-                        dd)
+    kind = (lc, H, Hg, K, V, A is not None, varlen, g_out is not None, diag_precision, merge_precision, dd)
+    const = _constexprs(*kind)
     a_view = (A if A is not None else w).view(T, -1)  # without A: a valid descriptor that is never used
     if dd:  # plain tensors: the kernel builds the descriptors (in a global scratch the launcher allocates)
         _ensure_allocator()
@@ -853,8 +853,7 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
             w if varlen else None, u if varlen else None, A if (varlen and A is not None) else None,
             *descs, T, NC, n_tiles)
     if dd and direct_launch.enabled():  # host descriptors are objects the argument classes do not cover
-        key = (lc, H, Hg, K, V, A is not None, varlen, g_out is not None, diag_precision, merge_precision)
-        if DIRECT(key, grid, args, const, {"num_warps": lc.W}):
+        if DIRECT(kind, grid, args, const, {"num_warps": lc.W}):
             return
     gluon_intra_kernel[grid](*args, **const, num_warps=lc.W)
 

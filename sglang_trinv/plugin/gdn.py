@@ -47,13 +47,6 @@ FWD_PARAMS = ("q", "k", "v", "g", "beta", "scale", "initial_state", "initial_sta
 FWD_EXTRA_PARAMS = {"inplace_update"}  # 0.5.19+: passed through to chunk_gated_delta_rule_fwd_h
 FWD_STAGES = ("chunk_local_cumsum", NAME, "chunk_gated_delta_rule_fwd_h", "chunk_fwd_o")
 ENV_O_MEMSET = "SGLANG_TRINV_O_MEMSET"  # "1": keep stock's chunk_fwd_o (o zero-filled) in the fused pipeline
-# what ops.gdn_fwd_o mirrors of SGLang's chunk_fwd_o (0.5.17–0.5.23): the kernel's parameters and, in the
-# wrapper's source (whitespace removed), the block size, the zero-filled o and the launch constants
-FWD_O_KERNEL_PARAMS = ("q", "k", "v", "h", "g", "o", "cu_seqlens", "chunk_indices", "scale", "T", "H", "Hg", "K", "V",
-                       "BT", "BK", "BV", "USE_G", "IS_VARLEN")
-FWD_O_SOURCE = ("BT=min(chunk_size,max(16,triton.next_power_of_2(T)))", "o=torch.zeros_like(v)",
-                "return(triton.cdiv(V,meta[\"BV\"]),NT,B*H)", "BK=128,BV=64,", "num_warps=4,num_stages=2,",
-                "USE_G=gisnotNone,IS_VARLEN=cu_seqlensisnotNone,")
 
 _warned_fallbacks: set[tuple] = set()
 
@@ -210,9 +203,9 @@ def fwd_o_check(chunk_module) -> str | None:
         src = re.sub(r"\s+", "", inspect.getsource(fn))
     except (ImportError, AttributeError, OSError, TypeError) as e:
         return f"chunk_fwd_o not inspectable ({type(e).__name__}: {e})"
-    if tuple(getattr(kernel, "arg_names", ())) != FWD_O_KERNEL_PARAMS:
+    if tuple(getattr(kernel, "arg_names", ())) != gdn_output.KERNEL_PARAMS:
         return f"chunk_fwd_kernel_o{tuple(getattr(kernel, 'arg_names', ()))} is not the mirrored signature"
-    missing = [x for x in FWD_O_SOURCE if x not in src]
+    missing = [x for x in gdn_output.SOURCE if x not in src]
     return f"chunk_fwd_o differs from the mirrored source (no {missing[0]!r})" if missing else None
 
 
