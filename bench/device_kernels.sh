@@ -4,7 +4,7 @@
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
-#                                            layerdirect,fwdsplit,fwdhoverlap,full64
+#                                            layerdirect,fwdsplit,fwdhoverlap
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -122,11 +122,6 @@ if has fwdhoverlap; then  # whole forward with our stages overlapped with fwd_h 
   timeout ${FWDH_TIMEOUT:-400} python3 bench/bench_fwd_h_overlap.py "$out/fwdhoverlap" > "$out/fwdhoverlap.log" 2>&1
   grep -E "^\| " "$out/fwdhoverlap.log" | tail -40
   echo "fwdhoverlap: $(( $(date +%s) - t0 )) s"
-fi
-if has full64; then  # issue 3: one [64, 64] doubling tile per 4-warp program vs the 10-tile kernel, 12 shapes
-  timeout ${FULL64_TIMEOUT:-420} python3 bench/bench_full64.py "$out/full64" > "$out/full64.log" 2>&1
-  grep -E "^\| " "$out/full64.log" | tail -150
-  echo "full64: $(( $(date +%s) - t0 )) s"
 fi
 if has overlap; then  # issue 3: does the inversion hide behind the w/u stream on two streams?
   timeout 170 python3 bench/bench_overlap.py "$out/overlap" > "$out/overlap.log" 2>&1

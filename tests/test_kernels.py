@@ -203,34 +203,6 @@ def test_wu_merged_loop_matches_fp64(tuning):
         assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
 
 
-
-@pytest.mark.parametrize("precision", [None, "ieee", "bf16x3", "tf32"])
-def test_full64_tile_matches_the_10_tile_code_and_fp64(precision):
-    """Tuning(full64=True): one [64, 64] doubling tile per chunk, 4 warps — the same tree as the 10-tile code
-    (fixed with GQA and partial chunk, varlen with a 1-token sequence; KKᵀ+inverse, fused w/u, fused cumsum)."""
-    full = ops.Tuning(num_warps=4, BK=32, BV=32, num_stages=2, full64=True)
-    tol = TOL if precision in (None, "ieee", "bf16x3") or HAS_CUDA else 2e-3  # tf32 rounds operands to 10 bits
-    for c in CASES.values():
-        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
-        w, u, A = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, precision=precision, tuning=full)
-        w2, u2, A2 = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, precision=precision)
-        w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
-        assert _rel(A, A64) < tol and _rel(w, w64) < tol and _rel(u, u64) < tol
-        assert _rel(A, A2) < tol and _rel(w, w2) < tol and _rel(u, u2) < tol
-        Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, precision=precision, tuning=full)
-        assert _rel(Ai, A2) < tol
-    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(5))).to(DEVICE)
-    gc, w3, u3, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, tuning=full)
-    gc2, w4, u4, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu)
-    torch.testing.assert_close(gc, gc2, rtol=1e-5, atol=1e-5)
-    assert _rel(w3, w4) < TOL and _rel(u3, u4) < TOL
-
-
-def test_full64_is_blockdoubling_only():
-    k, v, g, beta, _ = _inputs(64, 2, 1, 16, 16)
-    with pytest.raises(ValueError, match="full64"):
-        ops.gdn_fwd_intra(k, v, g, beta, method="column_sweep", tuning=ops.Tuning(num_warps=4, full64=True))
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
     """gdn_cumsum_fwd_intra(raw g) = SGLang's chunk_local_cumsum, then gdn_fwd_intra (varlen: per sequence)."""

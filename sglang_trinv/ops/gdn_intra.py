@@ -406,78 +406,6 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
                      MERGE16_PREC)
 
 
-# ------------------------------------------------------------------------------------------ one 64×64 tile per program
-@triton.jit
-def _doubling_whole(a, BT: tl.constexpr, BC: tl.constexpr, DIAG_PREC: tl.constexpr, M16: tl.constexpr,
-                    M32: tl.constexpr):
-    """(I + a)^{-1} of a strictly-lower BT×BT ``a`` by doubling on the whole matrix (``FULL64``): the same tree
-    as the 10-tile code. Level 1 exactly (2×2 blocks [[1,0],[−a,1]]), then for b = 2, 4, …, BT/2:
-    X ← X − X·A_b·X, A_b = a's lower-left b×b quadrant of every 2b×2b diagonal block (X block-diagonal ⇒ the
-    new quadrant is −X22·A21·X11). b < BC: the diagonal tiles' levels (DIAG_PREC), b = BC: the 16 → 32
-    merges (M16, (X·A)·X as ``_merge16``), b > BC: the 32 → 64 ones (M32, X·(A·X) as ``_merge32``). The zero
-    blocks cost tensor-core work only: one [BT, BT] product per step keeps a 4-warp program's warps busy."""
-    o = tl.arange(0, BT)
-    r = o[:, None]
-    c = o[None, :]
-    x = (r == c).to(tl.float32) - tl.where(r // 2 == c // 2, a, 0.0)
-    for lvl in tl.static_range(1, 6):
-        b = 1 << lvl  # a constexpr: lvl is static
-        if b < BT:
-            a_b = tl.where((r // (2 * b) == c // (2 * b)) & ((r // b) % 2 == 1) & ((c // b) % 2 == 0), a, 0.0)
-            if b < BC:
-                x = x - _mm(_mm(x, a_b, DIAG_PREC), x, DIAG_PREC)
-            elif b == BC:
-                x = x - _mm(_mm(x, a_b, M16), x, M16)
-            else:
-                x = x - _mm(x, _mm(a_b, x, M32), M32)
-    return x
-
-
-@triton.jit
-def _intra_whole(k, v, g, beta, Ai, w, u, g_out, bos, i_h0, i_hk, t0, T,
-                 H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                 BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, GROUP: tl.constexpr,
-                 DIAG_PREC: tl.constexpr, M16: tl.constexpr, M32: tl.constexpr, USE_G: tl.constexpr,
-                 STORE_A: tl.constexpr, FUSE_WU: tl.constexpr, G_CUMSUM: tl.constexpr):
-    """The kernel's body with one [BT, BT] tile per chunk instead of 10 [BC, BC] ones (``FULL64``): KKᵀ, gate,
-    ``_doubling_whole``, Ai and w/u as [BT, ·] products. For several warps per program (the 10-tile code's
-    16×16 products do not spread over warps): a chunk's latency, not an SM's throughput, bounds small grids."""
-    o_t = tl.arange(0, BT)
-    low = o_t[:, None] > o_t[None, :]
-    k_base = k + (bos * Hg + i_hk) * K
-    r = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_k in range(tl.cdiv(K, BK)):
-        kk = _load_rows(k_base, t0, T, Hg * K, i_k * BK, K, BT, BK)
-        r = tl.dot(kk, tl.trans(kk), r)
-    for i_hh in tl.static_range(GROUP):
-        i_h = i_h0 + i_hh
-        b = _load_vec(beta + bos * H + i_h, t0, T, H, BT)
-        a = r * b[:, None]
-        if USE_G:
-            gg = _load_vec(g + bos * H + i_h, t0, T, H, BT)
-            if G_CUMSUM:  # raw log-gate in: chunk-local cumsum (rows past T load as 0), stored for later stages
-                gg = tl.cumsum(gg, 0)
-                tl.store(g_out + (bos + t0 + o_t) * H + i_h, gg, mask=t0 + o_t < T)
-            a = a * _safe_exp(gg[:, None] - gg[None, :])
-        a = tl.where(low, a, 0.0)
-        x = _doubling_whole(a, BT, BC, DIAG_PREC, M16, M32)
-        if STORE_A:
-            _store_rows(Ai + (bos * H + i_h) * BT, x, t0, T, H * BT, 0, BT, BT, BT)
-        if FUSE_WU:  # u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), Ai rounded to the input dtype as stock does
-            dt = k.dtype.element_ty
-            xd = x.to(dt)
-            if USE_G:
-                e = b * tl.exp(gg)
-            else:
-                e = b
-            for i_v in range(tl.cdiv(V, BV)):
-                s = (_load_rows(v + (bos * H + i_h) * V, t0, T, H * V, i_v * BV, V, BT, BV) * b[:, None]).to(dt)
-                _store_rows(u + (bos * H + i_h) * V, tl.dot(xd, s), t0, T, H * V, i_v * BV, V, BT, BV)
-            for i_k in range(tl.cdiv(K, BV)):
-                s = (_load_rows(k_base, t0, T, Hg * K, i_k * BV, K, BT, BV) * e[:, None]).to(dt)
-                _store_rows(w + (bos * H + i_h) * K, tl.dot(xd, s), t0, T, H * K, i_k * BV, K, BT, BV)
-
-
 # ------------------------------------------------------------------------------------------ the kernel
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_kernel(
@@ -493,7 +421,6 @@ def gdn_intra_kernel(
     G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
     MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
-    FULL64: tl.constexpr = False,      # one [BT, BT] tile per chunk (_intra_whole; blockdoubling, several warps)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
@@ -509,98 +436,88 @@ def gdn_intra_kernel(
     o_i = tl.arange(0, BC)
     m_low = o_i[:, None] > o_i[None, :]
 
-    if FULL64:
-        tl.static_assert(DIAG == DOUBLING and WHOLE == MERGE and not FROM_A and BT == 4 * BC,
-                         "FULL64 implements blockdoubling on 64-token chunks")
-        M16: tl.constexpr = MERGE_PREC if MERGE16_PREC < 0 else MERGE16_PREC
-        _intra_whole(k, v, g, beta, Ai, w, u, g_out, bos, i_h0, i_hk, t0, T, H, Hg, K, V, BT, BC, BK, BV, GROUP,
-                     DIAG_PREC, M16, MERGE_PREC, USE_G, STORE_A, FUSE_WU, G_CUMSUM)
-    else:
-        if not FROM_A:
-            k_base = k + (bos * Hg + i_hk) * K
-        # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
-        if not FROM_A:
-            r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK)
+    if not FROM_A:
+        k_base = k + (bos * Hg + i_hk) * K
+    # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
+    if not FROM_A:
+        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK)
 
-        for i_hh in tl.static_range(GROUP):
-            i_h = i_h0 + i_hh
-            if FROM_A:
-                # stand-alone solve: the strictly-lower A is given ([.., T, H, BT], only BT columns exist)
-                ab = A_in + (bos * H + i_h) * BT
-                a00 = tl.where(m_low, _load_rows(ab, t0, T, H * BT, 0, BT, BC, BC).to(tl.float32), 0.0)
-                a10 = _load_rows(ab, t0 + BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
-                a11 = tl.where(m_low, _load_rows(ab, t0 + BC, T, H * BT, BC, BT, BC, BC).to(tl.float32), 0.0)
-                a20 = _load_rows(ab, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
-                a21 = _load_rows(ab, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC).to(tl.float32)
-                a22 = tl.where(m_low, _load_rows(ab, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC).to(tl.float32), 0.0)
-                a30 = _load_rows(ab, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
-                a31 = _load_rows(ab, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC).to(tl.float32)
-                a32 = _load_rows(ab, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC).to(tl.float32)
-                a33 = tl.where(m_low, _load_rows(ab, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC).to(tl.float32), 0.0)
+    for i_hh in tl.static_range(GROUP):
+        i_h = i_h0 + i_hh
+        if FROM_A:
+            # stand-alone solve: the strictly-lower A is given ([.., T, H, BT], only BT columns exist)
+            ab = A_in + (bos * H + i_h) * BT
+            a00 = tl.where(m_low, _load_rows(ab, t0, T, H * BT, 0, BT, BC, BC).to(tl.float32), 0.0)
+            a10 = _load_rows(ab, t0 + BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
+            a11 = tl.where(m_low, _load_rows(ab, t0 + BC, T, H * BT, BC, BT, BC, BC).to(tl.float32), 0.0)
+            a20 = _load_rows(ab, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
+            a21 = _load_rows(ab, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC).to(tl.float32)
+            a22 = tl.where(m_low, _load_rows(ab, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC).to(tl.float32), 0.0)
+            a30 = _load_rows(ab, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC).to(tl.float32)
+            a31 = _load_rows(ab, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC).to(tl.float32)
+            a32 = _load_rows(ab, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC).to(tl.float32)
+            a33 = tl.where(m_low, _load_rows(ab, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC).to(tl.float32), 0.0)
 
-                x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
-                    a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
-                    MERGE16_PREC)
+            x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
+                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
+                MERGE16_PREC)
+        else:
+            # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
+            b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
+            x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
+                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
+                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC)
+
+        # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
+        if STORE_A:
+            a_base = Ai + (bos * H + i_h) * BT
+            zero = tl.zeros([BC, BC], dtype=tl.float32)
+            _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x10, t0 + BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x11, t0 + BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + BC, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x20, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x21, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, x22, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, zero, t0 + 2 * BC, T, H * BT, 3 * BC, BT, BC, BC)
+            _store_rows(a_base, x30, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC)
+            _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC)
+            _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC)
+            _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC)
+
+        # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
+        if FUSE_WU:
+            dt = k.dtype.element_ty
+            if USE_G:
+                e0, e1, e2, e3 = b0 * tl.exp(g0), b1 * tl.exp(g1), b2 * tl.exp(g2), b3 * tl.exp(g3)
             else:
-                # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
-                b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
-                x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
-                    r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
-                    BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC)
-
-            # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
-            if STORE_A:
-                a_base = Ai + (bos * H + i_h) * BT
-                zero = tl.zeros([BC, BC], dtype=tl.float32)
-                _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC)
-                _store_rows(a_base, zero, t0, T, H * BT, BC, BT, BC, BC)
-                _store_rows(a_base, zero, t0, T, H * BT, 2 * BC, BT, BC, BC)
-                _store_rows(a_base, zero, t0, T, H * BT, 3 * BC, BT, BC, BC)
-                _store_rows(a_base, x10, t0 + BC, T, H * BT, 0, BT, BC, BC)
-                _store_rows(a_base, x11, t0 + BC, T, H * BT, BC, BT, BC, BC)
-                _store_rows(a_base, zero, t0 + BC, T, H * BT, 2 * BC, BT, BC, BC)
-                _store_rows(a_base, zero, t0 + BC, T, H * BT, 3 * BC, BT, BC, BC)
-                _store_rows(a_base, x20, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC)
-                _store_rows(a_base, x21, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC)
-                _store_rows(a_base, x22, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC)
-                _store_rows(a_base, zero, t0 + 2 * BC, T, H * BT, 3 * BC, BT, BC, BC)
-                _store_rows(a_base, x30, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC)
-                _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC)
-                _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC)
-                _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC)
-
-            # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
-            if FUSE_WU:
-                dt = k.dtype.element_ty
-                if USE_G:
-                    e0, e1, e2, e3 = b0 * tl.exp(g0), b1 * tl.exp(g1), b2 * tl.exp(g2), b3 * tl.exp(g3)
+                e0, e1, e2, e3 = b0, b1, b2, b3
+            if FOLD_SCALE:
+                # X·diag(β) and X·diag(β e^g), each rounded once to the operand dtype
+                _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                         (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt),
+                         (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt), (x22 * b2[None, :]).to(dt),
+                         (x30 * b0[None, :]).to(dt), (x31 * b1[None, :]).to(dt), (x32 * b2[None, :]).to(dt),
+                         (x33 * b3[None, :]).to(dt), t0, T, H * V, H * V, V, BC, BV, True)
+                _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
+                         (x00 * e0[None, :]).to(dt), (x10 * e0[None, :]).to(dt), (x11 * e1[None, :]).to(dt),
+                         (x20 * e0[None, :]).to(dt), (x21 * e1[None, :]).to(dt), (x22 * e2[None, :]).to(dt),
+                         (x30 * e0[None, :]).to(dt), (x31 * e1[None, :]).to(dt), (x32 * e2[None, :]).to(dt),
+                         (x33 * e3[None, :]).to(dt), t0, T, Hg * K, H * K, K, BC, BV, True)
+            else:
+                y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
+                y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
+                if WU_MERGED:
+                    _wu_rows_merged(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, w + (bos * H + i_h) * K,
+                                    k_base, b0, b1, b2, b3, e0, e1, e2, e3,
+                                    y00, y10, y11, y20, y21, y22, y30, y31, y32, y33,
+                                    t0, T, H * V, H * V, Hg * K, H * K, V, K, BC, BV)
                 else:
-                    e0, e1, e2, e3 = b0, b1, b2, b3
-                if FOLD_SCALE:
-                    # X·diag(β) and X·diag(β e^g), each rounded once to the operand dtype
                     _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                             (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt),
-                             (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt), (x22 * b2[None, :]).to(dt),
-                             (x30 * b0[None, :]).to(dt), (x31 * b1[None, :]).to(dt), (x32 * b2[None, :]).to(dt),
-                             (x33 * b3[None, :]).to(dt), t0, T, H * V, H * V, V, BC, BV, True)
+                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False)
                     _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
-                             (x00 * e0[None, :]).to(dt), (x10 * e0[None, :]).to(dt), (x11 * e1[None, :]).to(dt),
-                             (x20 * e0[None, :]).to(dt), (x21 * e1[None, :]).to(dt), (x22 * e2[None, :]).to(dt),
-                             (x30 * e0[None, :]).to(dt), (x31 * e1[None, :]).to(dt), (x32 * e2[None, :]).to(dt),
-                             (x33 * e3[None, :]).to(dt), t0, T, Hg * K, H * K, K, BC, BV, True)
-                else:
-                    y00, y10, y11, y20, y21 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt)
-                    y22, y30, y31, y32, y33 = x22.to(dt), x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
-                    if WU_MERGED:
-                        _wu_rows_merged(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, w + (bos * H + i_h) * K,
-                                        k_base, b0, b1, b2, b3, e0, e1, e2, e3,
-                                        y00, y10, y11, y20, y21, y22, y30, y31, y32, y33,
-                                        t0, T, H * V, H * V, Hg * K, H * K, V, K, BC, BV)
-                    else:
-                        _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                                 y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV,
-                                 False)
-                        _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
-                                 y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV,
-                                 False)
-
+                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False)
