@@ -4,7 +4,7 @@
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
-#                                            layerdirect,fwdsplit,fwdhoverlap
+#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -137,6 +137,11 @@ if has wavetune; then  # issue 3: Triton num_warps per problem size, Gluon pipel
   timeout 420 python3 bench/bench_wave_tuning.py "$out/wavetune" > "$out/wavetune.log" 2>&1
   tail -8 "$out/wavetune.log"
   echo "wavetune: $(( $(date +%s) - t0 )) s"
+fi
+if has gluonshapes; then  # issue 3: Gluon launch variants (ring depth, pairs, each partition alone) at every shape
+  timeout ${GLUONSHAPES_TIMEOUT:-480} python3 bench/gluon_intra.py --shapes "$out/gluonshapes" > "$out/gluonshapes.log" 2>&1
+  grep -E "^\| " "$out/gluonshapes.log" | tail -120
+  echo "gluonshapes: $(( $(date +%s) - t0 )) s"
 fi
 if has gluonvarlen; then  # issue 3: where the Gluon kernel's varlen time goes (each partition alone, pipeline launch)
   timeout 300 python3 bench/gluon_intra.py --varlen "$out/gluonvarlen" > "$out/gluonvarlen.log" 2>&1

@@ -5,6 +5,7 @@ per shape and per launch variant (MODE 1 / 2 time each partition alone).
     PYTHONPATH=<triton 3.6 dir> python bench/gluon_intra.py               # CPU: registers / spills (sm_90)
     python bench/gluon_intra.py --gpu OUT_DIR                             # GPU: errors vs fp64, times
     python bench/gluon_intra.py --varlen OUT_DIR                          # GPU: where varlen time goes
+    python bench/gluon_intra.py --shapes OUT_DIR                          # GPU: launch variants at every shape
     python bench/gluon_intra.py --ncu                                     # GPU, under ncu: one launch of each
 """
 
@@ -28,10 +29,11 @@ PRECISIONS = ["bf16x3", "bf16x3/bf16x3+tf32", "bf16x3/tf32"]
 CALLS = ["stock"] + [f"{b} {p}" for b in ("triton", "gluon") for p in PRECISIONS]
 
 
-def run_variant(k, v, g, beta, bufs, cu=None, ci=None, store_A=True, cumsum=False, merge="tf32", **launch):
+def run_variant(k, v, g, beta, bufs, cu=None, ci=None, store_A=True, cumsum=False, merge="tf32", diag="bf16x3",
+                **launch):
     w, u, A, g_out = bufs
     gi.launch_intra(k, v, g, beta, w, u, A if store_A else None, g_out if cumsum else None, cu, ci,
-                    merge_precision=merge, launch=gi.GluonLaunch(**launch))
+                    diag_precision=diag, merge_precision=merge, launch=gi.GluonLaunch(**launch))
     return w, u, A
 
 
@@ -130,6 +132,73 @@ def gpu_check(out: str) -> int:
     return 0
 
 
+# launch variants per shape (--shapes): the launch was tuned at T=8192 H=32 only. At the small shapes each CTA gets
+# about one batch: the W tiles invert together, then one streamer warpgroup works through their 4·W items, of
+# which the ring (S − 1 items ahead, now up to two tiles) prefetched some during the inversion
+SHAPE_VARIANTS = [dict(), dict(MODE=1), dict(MODE=2), dict(S=7), dict(S=9), dict(PAIR=True, REGS=120, S=9, NSTG=2),
+                  dict(S=9, NSTG=2)]
+SHAPES_SHORT = [(4096, 8, 4, 1), (4096, 8, 4, 8), (8192, 8, 4, 1), (8192, 8, 4, 8), (4096, 32, 16, 1),
+                (4096, 32, 16, 8), (8192, 32, 16, 1), (8192, 32, 16, 8), (32768, 8, 4, 8), (32768, 32, 16, 8),
+                (32768, 32, 16, 1)]
+
+
+def shape_sweep(out: str) -> int:
+    """Stock, the Triton kernel and the Gluon kernel under each of SHAPE_VARIANTS at every shape (A written, default
+    precision bf16x3/bf16x3+tf32): CUDA-graph µs, errors vs fp64; MODE 1 / 2 rows time one partition alone."""
+    import json
+
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_overlap import events_us
+
+    from sglang_trinv import ops
+    from sglang_trinv.benchmarks import common
+    from sglang_trinv.benchmarks import kernels as bk
+    from sglang_trinv.reference import gdn as ref
+
+    diag, merge = ops.split_precision("blockdoubling", None)
+    meta = common.run_meta("cuda", dtype="bfloat16", precision=f"{diag}/{merge}")
+    rows = []
+    md = common.md_header("Gluon intra launch variants per shape (A written)", meta,
+                          "CUDA-graph µs; ratio = stock / row; errors max-rel vs fp64 of w/u/A; MODE 1 / 2: one "
+                          "partition alone (outputs not checked)")
+    md += ["| T | H | seqs | call | µs | stock / call | err w/u/A |", "|---|---|---|---|---|---|---|"]
+    for T, H, Hg, nseq in SHAPES_SHORT:
+        a = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
+        k, v, g, beta, cu = a["k"], a["v"], a["g"], a["beta"], a["cu_seqlens"]
+        ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
+        ref64 = ref.fwd_intra(k, v, g, beta, cu)
+        bufs = (k.new_empty(1, T, H, 128), torch.empty_like(v), k.new_empty(1, T, H, 64), None)
+        calls = {"stock": lambda: bk.stock_intra(k, v, g, beta, cu, ci),
+                 "triton": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton")}
+        for kw in SHAPE_VARIANTS:
+            name = "gluon " + (" ".join(f"{n}={x}" for n, x in kw.items()) or "default")
+            calls[name] = lambda kw=kw: run_variant(k, v, g, beta, bufs, cu, ci, diag=diag, merge=merge, **kw)
+        stock_us = None
+        for name, f in calls.items():
+            for x in bufs[:3]:
+                x.zero_()
+            res = f()
+            torch.cuda.synchronize()
+            checked = "MODE" not in name
+            e = "/".join(f"{bk.rel_err(x, x64)['max_rel']:.1e}" for x, x64 in zip(res, ref64)) if checked else "–"
+            finite = all(bool(torch.isfinite(x.float()).all()) for x in res) if checked else None
+            us = events_us(f)
+            stock_us = us if name == "stock" else stock_us
+            rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, call=name, us=us, err=e, finite=finite))
+            md.append(f"| {T} | {H} | {nseq} | {name} | {us:.1f} | {stock_us / us:.2f}× | {e} |")
+            print(rows[-1], flush=True)
+        with open(os.path.join(out, "gluon_shapes.json"), "w") as fh:
+            json.dump(dict(meta=meta, rows=rows), fh, indent=1)
+        with open(os.path.join(out, "gluon_shapes.md"), "w") as fh:
+            fh.write("\n".join(md) + "\n")
+        del ref64
+        torch.cuda.empty_cache()
+    print("\n".join(md))
+    return 0 if all(r["finite"] is not False for r in rows) else 1
+
+
 def varlen_check(out: str) -> int:
     """Where varlen time goes (T=8192 H=32, 1 and 8 sequences): the kernel, each partition alone, the plugin's
     pipeline launch (cumsum in, no A), beside Triton and stock."""
@@ -218,6 +287,9 @@ if __name__ == "__main__":
         sys.exit(gpu_check(sys.argv[2]))
     if len(sys.argv) > 2 and sys.argv[1] == "--varlen":
         sys.exit(varlen_check(sys.argv[2]))
+    if len(sys.argv) > 2 and sys.argv[1] == "--shapes":
+        os.makedirs(sys.argv[2], exist_ok=True)
+        sys.exit(shape_sweep(sys.argv[2]))
     if len(sys.argv) > 1 and sys.argv[1] == "--ncu":
         sys.exit(ncu_launches())
     import triton
