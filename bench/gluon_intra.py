@@ -134,9 +134,10 @@ def gpu_check(out: str) -> int:
 
 # launch variants per shape (--shapes): the launch was tuned at T=8192 H=32 only. At the small shapes each CTA gets
 # about one batch: the W tiles invert together, then one streamer warpgroup works through their 4·W items, of
-# which the ring (S − 1 items ahead, now up to two tiles) prefetched some during the inversion
-SHAPE_VARIANTS = [dict(), dict(MODE=1), dict(MODE=2), dict(S=7), dict(S=9), dict(PAIR=True, REGS=120, S=9, NSTG=2),
-                  dict(S=9, NSTG=2)]
+# which the ring (S − 1 items ahead, at most one tile) prefetched some during the inversion. A ring up to two tiles
+# ahead (S = 7, 9; commit 95b7cdf, reverted) was measured at every shape on an H100 and gained nowhere beyond 1.5 %
+# (T=4096 H=8 19.4 → 20.2 µs; bench/results/2026-11-27-h100-s11/gluon_shapes.md)
+SHAPE_VARIANTS = [dict(), dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(NSTG=2)]
 SHAPES_SHORT = [(4096, 8, 4, 1), (4096, 8, 4, 8), (8192, 8, 4, 1), (8192, 8, 4, 8), (4096, 32, 16, 1),
                 (4096, 32, 16, 8), (8192, 32, 16, 1), (8192, 32, 16, 8), (32768, 8, 4, 8), (32768, 32, 16, 8),
                 (32768, 32, 16, 1)]

@@ -493,19 +493,6 @@ if AVAILABLE:
                                             ring.index(p % S))
 
     @gluon.jit
-    def _issue_ahead(p, sub: gl.constexpr, rc, hc, rn, hn, rnn, hnn, k_desc, v_desc, ring, ready, H: gl.constexpr,
-                     Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BN: gl.constexpr, S: gl.constexpr,
-                     IPT: gl.constexpr):
-        """``_issue`` of item p, column block ``sub`` counted from the current tile's first: in this tile, the next
-        or the one after (row/head rc, hc / rn, hn / rnn, hnn)."""
-        if sub < IPT:
-            _issue(p, sub, rc, hc, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
-        elif sub < 2 * IPT:
-            _issue(p, sub - IPT, rn, hn, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
-        else:
-            _issue(p, sub - 2 * IPT, rnn, hnn, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
-
-    @gluon.jit
     def _wg_chain(pset, slot, wi, ACC: gl.constexpr, BN: gl.constexpr):
         """Σ_b pset[b][wi] · slot[16b:16b+16] as four chained asynchronous wgmmas (K = 16 each)."""
         acc = warpgroup_mma(pset[0].index(wi), slot.slice(0, 16, dim=0), gl.zeros([64, BN], gl.float32, ACC),
@@ -589,7 +576,7 @@ if AVAILABLE:
         NU: gl.constexpr = V // BN
         IPT: gl.constexpr = (V + K) // BN
         L: gl.constexpr = S - 1 - PAIR    # items issued ahead of the one being multiplied
-        gl.static_assert(L + PAIR <= 2 * IPT, "the TMA ring may run at most two tiles ahead")
+        gl.static_assert(L + PAIR <= IPT, "the TMA ring may run at most one tile ahead")
         pid = gl.program_id(0)
         nprog = gl.num_programs(0)
         my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)   # this CTA's batches (grid ≤ number of batches)
@@ -603,11 +590,8 @@ if AVAILABLE:
             # tile infos, loop-carried: this tile (c), the next (n, its items are issued during this one)
             row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
             row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
-            row_nn, eos_nn, head_nn = _stile(2, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
-            for p in gl.static_range(L):  # S > IPT + 1: the ring prefetches into the next tiles (small grids)
-                if p < total:
-                    _issue_ahead(p, p, row_c, head_c, row_n, head_n, row_nn, head_nn, k_desc, v_desc, ring, ready,
-                                 H, Hg, K, V, BN, S, IPT)
+            for p in range(gl.minimum(L, total)):
+                _issue(p, p, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
             q = 0
             for ts in range(n_my):
                 # the tile after next: its table loads wait behind this tile's work, not in front of an issue
@@ -624,8 +608,12 @@ if AVAILABLE:
                     for pp in gl.static_range(IPT // 2):
                         for d in gl.static_range(2):
                             if q + L + d < total:
-                                _issue_ahead(q + L + d, 2 * pp + L + d, row_c, head_c, row_n, head_n, row_nn,
-                                             head_nn, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S, IPT)
+                                if 2 * pp + L + d < IPT:
+                                    _issue(q + L + d, 2 * pp + L + d, row_c, head_c, k_desc, v_desc, ring, ready,
+                                           H, Hg, K, V, BN, S)
+                                else:
+                                    _issue(q + L + d, 2 * pp + L + d - IPT, row_n, head_n, k_desc, v_desc, ring,
+                                           ready, H, Hg, K, V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
                         acc0 = _wg_chain(pe if 2 * pp >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         mbarrier.wait(ready.index((q + 1) % S), ((q + 1) // S) & 1)
@@ -640,8 +628,11 @@ if AVAILABLE:
                 else:
                     for sub in gl.static_range(IPT):
                         if q + L < total:
-                            _issue_ahead(q + L, sub + L, row_c, head_c, row_n, head_n, row_nn, head_nn, k_desc,
-                                         v_desc, ring, ready, H, Hg, K, V, BN, S, IPT)
+                            if sub + L < IPT:
+                                _issue(q + L, sub + L, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
+                            else:
+                                _issue(q + L, sub + L - IPT, row_n, head_n, k_desc, v_desc, ring, ready, H, Hg, K,
+                                       V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
                         acc = _wg_chain(pe if sub >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         acc = warpgroup_mma_wait(0, deps=[acc])
