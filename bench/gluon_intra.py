@@ -137,13 +137,10 @@ def gpu_check(out: str) -> int:
 # which the ring (S − 1 items ahead, at most one tile) prefetched some during the inversion. A ring up to two tiles
 # ahead (S = 7, 9; commit 95b7cdf, reverted) was measured at every shape on an H100 and gained nowhere beyond 1.5 %
 # (T=4096 H=8 19.4 → 20.2 µs; bench/results/2026-11-27-h100-s11/gluon_shapes.md)
-# Two streamer warpgroups (NS=2: u and A by one, w by the other) halve that stream; each ring then holds a tile's
-# two items of its half (S=3)
-SHAPE_VARIANTS = [dict(), dict(MODE=1), dict(MODE=2), dict(NS=2, S=3), dict(NS=2, S=3, MODE=2),
-                  dict(NS=2, S=3, NSTG=2)]
+SHAPE_VARIANTS = [dict(), dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(NSTG=2)]
 SHAPES_SHORT = [(4096, 8, 4, 1), (4096, 8, 4, 8), (8192, 8, 4, 1), (8192, 8, 4, 8), (4096, 32, 16, 1),
                 (4096, 32, 16, 8), (8192, 32, 16, 1), (8192, 32, 16, 8), (32768, 8, 4, 8), (32768, 32, 16, 8),
-                (32768, 32, 16, 1)][:int(os.environ.get("GLUON_SHAPES_N", "11"))]
+                (32768, 32, 16, 1)]
 
 
 def shape_sweep(out: str) -> int:

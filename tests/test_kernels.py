@@ -264,18 +264,14 @@ case = sys.argv[1]
 kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_cumsum": True, "store_A": False},
       "bf16x3": {"merge_precision": "bf16x3"}, "merge-levels": {"merge_precision": "bf16x3+tf32"},
       "device-descriptors": {"launch": gi.GluonLaunch(DD=True), "varlen": True, "g_cumsum": True,
-                             "store_A": False},
-      "two-streamers": {"launch": gi.GluonLaunch(NS=2, S=3), "varlen": True},
-      "two-streamers-pipeline": {"launch": gi.GluonLaunch(NS=2, S=3), "varlen": True, "g_cumsum": True,
-                                 "store_A": False}}[case]
+                             "store_A": False}}[case]
 r = gi.compile_report(**kw)
-print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).NS, gi.DEFAULT_LAUNCH.REGS, r["launch_regs"], r["warps"], r["stack"],
-      r["smem"], r["bar_after_stsm"], r["scratch"], *r["setmaxnreg"])
+print("gluon", gi.DEFAULT_LAUNCH.REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], r["bar_after_stsm"],
+      r["scratch"], *r["setmaxnreg"])
 """
 
 
-@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "bf16x3", "merge-levels", "device-descriptors",
-                                  "two-streamers", "two-streamers-pipeline"])
+@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "bf16x3", "merge-levels", "device-descriptors"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A, the plugin's varlen pipeline (cumsum in, no A) and bf16x3
@@ -285,8 +281,7 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     compiler barriers between the Ai panel stores (one allocation per panel, stores by diagonals: 12–18 on
     Triton 3.6, 6–12 on 3.8; 52 / 35 when the panels shared one allocation — that change was worth 2 µs of 104 on
     an H200). "device-descriptors": the pipeline with the TMA descriptors built in the kernel (GluonLaunch.DD, for
-    the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test). "two-streamers":
-    GluonLaunch.NS = 2, a second streamer warpgroup (u and w apart), with A and as the pipeline."""
+    the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test)."""
     import os
     import subprocess
     import sys
@@ -296,11 +291,11 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     r = subprocess.run([sys.executable, "-c", _COMPILE_GLUON, case], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    ns, regs, launch, warps, stack, smem, bar_after_stsm, scratch, *setmax = (
+    regs, launch, warps, stack, smem, bar_after_stsm, scratch, *setmax = (
         int(x) for x in r.stdout.split("gluon")[-1].split())
     # host-built TMA descriptors need no global scratch; device-built ones (DD) one 128-byte slot each of six
     assert scratch == (6 * 128 if case == "device-descriptors" else 0)
-    assert warps == 4 + 4 * ns and launch * warps * 32 <= 65536  # one CTA fits an SM's register file
+    assert warps == 8 and launch * warps * 32 <= 65536  # one CTA fits an SM's register file
     assert stack <= 64
     assert smem <= 227 * 1024
     assert bar_after_stsm <= 24
@@ -452,11 +447,9 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("launch", [{}, {"PAIR": True, "REGS": 120, "S": 4, "NSTG": 2}, {"G": 1}, {"DB": True},
-                                    {"CS": 0}, {"G": 1, "KD": True}, {"DD": True}, {"DD": False},
-                                    {"NS": 2, "S": 3}, {"NS": 2, "S": 3, "DB": True}],
+                                    {"CS": 0}, {"G": 1, "KD": True}, {"DD": True}, {"DD": False}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
-                              "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "two-streamers",
-                              "two-streamers-no-A"])
+                              "G1-ldmatrix-keys", "device-descriptors", "host-descriptors"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),

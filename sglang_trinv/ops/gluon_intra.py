@@ -77,8 +77,7 @@ class GluonLaunch:
     the host (None: on the device in eager launches, on the host under CUDA-graph capture — H200, T=8192 H=32: the
     bare launch enqueues in 82.7 instead of 158.0 µs, the kernel takes 106.4 instead of 103.4 µs; a captured
     launch pays the host cost once); MODE 1 / 2: only the inverters / only the streamers work (timing
-    diagnostics, outputs undefined); NS: streamer warpgroups (2: u and A by one, w by the other — the stream after
-    the last batch's inversion halves; each has its own S-deep ring and staging buffers)."""
+    diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -92,7 +91,6 @@ class GluonLaunch:
     CS: int = 1
     MODE: int = 0
     DD: bool | None = None
-    NS: int = 1
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -568,17 +566,15 @@ if AVAILABLE:
                    ready, stg, T, NC, n_tiles, full, empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
                    V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr,
                    MODE: gl.constexpr, PAIR: gl.constexpr, STORE_A: gl.constexpr, G: gl.constexpr,
-                   IS_VARLEN: gl.constexpr, NB: gl.constexpr, SUB0: gl.constexpr = 0, NSUB: gl.constexpr = 0):
+                   IS_VARLEN: gl.constexpr, NB: gl.constexpr):
         """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile,
         BN columns at a time: v/k blocks through an S-deep TMA ring (loads run up to one tile ahead, across
         batches: they do not depend on Ai), four K=16 wgmmas on the shared panels (NB buffers of them), results
-        out through NSTG staging buffers by TMA. NSUB > 0: this warpgroup streams only the column blocks SUB0 …
-        SUB0 + NSUB − 1 of each tile (v blocks first, then k blocks), another one the rest (``GluonLaunch.NS``);
-        STORE_A: this one also writes A."""
+        out through NSTG staging buffers by TMA."""
         ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                       instr_shape=[16, BN, 16])
         NU: gl.constexpr = V // BN
-        IPT: gl.constexpr = (V + K) // BN if NSUB == 0 else NSUB  # this warpgroup's items per tile
+        IPT: gl.constexpr = (V + K) // BN
         L: gl.constexpr = S - 1 - PAIR    # items issued ahead of the one being multiplied
         gl.static_assert(L + PAIR <= IPT, "the TMA ring may run at most one tile ahead")
         pid = gl.program_id(0)
@@ -595,7 +591,7 @@ if AVAILABLE:
             row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
             row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
             for p in range(gl.minimum(L, total)):
-                _issue(p, SUB0 + p, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
+                _issue(p, p, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
             q = 0
             for ts in range(n_my):
                 # the tile after next: its table loads wait behind this tile's work, not in front of an issue
@@ -613,37 +609,35 @@ if AVAILABLE:
                         for d in gl.static_range(2):
                             if q + L + d < total:
                                 if 2 * pp + L + d < IPT:
-                                    _issue(q + L + d, SUB0 + 2 * pp + L + d, row_c, head_c, k_desc, v_desc, ring,
-                                           ready, H, Hg, K, V, BN, S)
+                                    _issue(q + L + d, 2 * pp + L + d, row_c, head_c, k_desc, v_desc, ring, ready,
+                                           H, Hg, K, V, BN, S)
                                 else:
-                                    _issue(q + L + d, SUB0 + 2 * pp + L + d - IPT, row_n, head_n, k_desc, v_desc,
-                                           ring, ready, H, Hg, K, V, BN, S)
+                                    _issue(q + L + d, 2 * pp + L + d - IPT, row_n, head_n, k_desc, v_desc, ring,
+                                           ready, H, Hg, K, V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
-                        acc0 = _wg_chain(pe if SUB0 + 2 * pp >= NU else pb, ring.index(q % S), pw, ACC, BN)
+                        acc0 = _wg_chain(pe if 2 * pp >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         mbarrier.wait(ready.index((q + 1) % S), ((q + 1) // S) & 1)
-                        acc1 = _wg_chain(pe if SUB0 + 2 * pp + 1 >= NU else pb, ring.index((q + 1) % S), pw, ACC,
-                                         BN)
+                        acc1 = _wg_chain(pe if 2 * pp + 1 >= NU else pb, ring.index((q + 1) % S), pw, ACC, BN)
                         acc0 = warpgroup_mma_wait(4, deps=[acc0])
-                        _epi(acc0, q, SUB0 + 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr,
-                             NSTG, NU, H, V, K, ACC, IS_VARLEN)
+                        _epi(acc0, q, 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU,
+                             H, V, K, ACC, IS_VARLEN)
                         acc1 = warpgroup_mma_wait(0, deps=[acc1])
-                        _epi(acc1, q + 1, SUB0 + 2 * pp + 1, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr,
-                             w_ptr, NSTG, NU, H, V, K, ACC, IS_VARLEN)
+                        _epi(acc1, q + 1, 2 * pp + 1, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr,
+                             NSTG, NU, H, V, K, ACC, IS_VARLEN)
                         q += 2
                 else:
                     for sub in gl.static_range(IPT):
                         if q + L < total:
                             if sub + L < IPT:
-                                _issue(q + L, SUB0 + sub + L, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K,
-                                       V, BN, S)
+                                _issue(q + L, sub + L, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
                             else:
-                                _issue(q + L, SUB0 + sub + L - IPT, row_n, head_n, k_desc, v_desc, ring, ready, H,
-                                       Hg, K, V, BN, S)
+                                _issue(q + L, sub + L - IPT, row_n, head_n, k_desc, v_desc, ring, ready, H, Hg, K,
+                                       V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
-                        acc = _wg_chain(pe if SUB0 + sub >= NU else pb, ring.index(q % S), pw, ACC, BN)
+                        acc = _wg_chain(pe if sub >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         acc = warpgroup_mma_wait(0, deps=[acc])
-                        _epi(acc, q, SUB0 + sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG,
-                             NU, H, V, K, ACC, IS_VARLEN)
+                        _epi(acc, q, sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU, H,
+                             V, K, ACC, IS_VARLEN)
                         q += 1
                 if (wi == W - 1) | (ts == n_my - 1):
                     if STORE_A:
@@ -670,13 +664,12 @@ if AVAILABLE:
                            G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
-                           MP1: gl.constexpr = -1, NS: gl.constexpr = 1):
+                           MP1: gl.constexpr = -1):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
         the TMA descriptors are built here, on the device (shared layouts BL [64, BN], KBL [64, KBW] keys, AL
-        [64, 16] A of row width AW): the host then neither builds nor encodes six descriptors per launch. NS = 2:
-        two streamer warpgroups, one for u (and A), one for w, each with its own ring and staging buffer."""
+        [64, 16] A of row width AW): the host then neither builds nor encodes six descriptors per launch."""
         if DD:
             k_desc = tma.make_tensor_descriptor(k_desc, [T, Hg * K], [Hg * K, 1], [64, BN], BL)
             kin_desc = tma.make_tensor_descriptor(kin_desc, [T, Hg * K], [Hg * K, 1], [64, KBW], KBL)
@@ -725,13 +718,7 @@ if AVAILABLE:
             mbarrier.init(ready.index(i), count=1)
         for i in gl.static_range(NB):
             mbarrier.init(full.index(i), count=1)
-            mbarrier.init(empty.index(i), count=NS)  # every streamer warpgroup releases the panels
-        if NS == 2:
-            ring2 = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
-            stg2 = gl.allocate_shared_memory(gl.bfloat16, [NSTG, 64, BN], u_desc.layout)
-            ready2 = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
-            for i in gl.static_range(S):
-                mbarrier.init(ready2.index(i), count=1)
+            mbarrier.init(empty.index(i), count=1)
         # the streamers see each panel as W [64, 16] wgmma operands (the 32-byte swizzle acts on the last two
         # dimensions only)
         sb = _flat_panels(pb, NB * W, PAN2)
@@ -740,28 +727,14 @@ if AVAILABLE:
             sa = _flat_panels(pa, W, PAN2)
         else:
             sa = sb  # unused
-        # the inverters (default partition) and one or two streamer warpgroups (NS = 2: u and A by the first, w
-        # by the second)
-        if NS == 2:
-            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
-                                                kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                                IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1)),
-                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
-                                              sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V,
-                                              W, BN, S, NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB, 0, V // BN)),
-                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
-                                              sb, se, sa, ring2, ready2, stg2, T, NC, n_tiles, full, empty, H, Hg, K,
-                                              V, W, BN, S, NSTG, MODE, PAIR, False, G, IS_VARLEN, NB, V // BN,
-                                              K // BN))],
-                               [4, 4], [REGS, REGS])
-        else:
-            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
-                                                kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                                IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1)),
-                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
-                                              sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V,
-                                              W, BN, S, NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB))],
-                               [4], [REGS])
+        gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
+                                             kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1)),
+                            (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
+                                          sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
+                                          S,
+                                          NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB))],
+                           [4], [REGS])
 
 
 @functools.lru_cache(maxsize=16)  # on the launch path: building a layout costs the host ~6 µs
@@ -826,7 +799,7 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  MP=PRECISIONS[m32], MP1=PRECISIONS[m16] if m16 != m32 else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
-                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0, NS=lc.NS)
+                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0)
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
