@@ -200,7 +200,8 @@ if has gluonncu; then  # issue 3: why the Gluon inverter partition is slower tha
   echo "gluonncu: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the GPU-marked eval and kernel tests (the server test needs the server carry: device_server.sh)
-  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_evals.py tests/test_kernels.py > $kr/gputests.log 2>&1
+  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -q -m gpu -p no:cacheprovider ${GPUTESTS_K:+-k "$GPUTESTS_K"} \
+    tests/test_evals.py tests/test_kernels.py > $kr/gputests.log 2>&1  # GPUTESTS_K: a pytest -k filter
   tail -15 $kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"
 fi

@@ -134,13 +134,15 @@ def gpu_check(out: str) -> int:
 
 # launch variants per shape (--shapes): the launch was tuned at T=8192 H=32 only. At the small shapes each CTA gets
 # about one batch: the W tiles invert together, then one streamer warpgroup works through their 4·W items, of
-# which the ring (S − 1 items ahead, at most one tile) prefetched some during the inversion. A ring up to two tiles
-# ahead (S = 7, 9; commit 95b7cdf, reverted) was measured at every shape on an H100 and gained nowhere beyond 1.5 %
-# (T=4096 H=8 19.4 → 20.2 µs; bench/results/2026-11-27-h100-s11/gluon_shapes.md)
+# which the ring (S − 1 items ahead, at most one tile) prefetched some during the inversion. Measured at every
+# shape and not kept (bench/results/2026-11-27-s11/): a ring up to two tiles ahead (S = 7, 9; commit 95b7cdf),
+# H100: no gain beyond 1.5 % anywhere (T=4096 H=8 19.4 → 20.2 µs); a second streamer warpgroup, u and A by one, w
+# by the other (NS = 2; commit 76392f9), H200: T=4096 H=8 19.6 → 18.9 µs (Triton 18.0), T=4096 H=32 8 sequences
+# 71.3 → 69.3, slower at every larger shape (T=32768 H=32 8 sequences 419.7 → 433.8).
 SHAPE_VARIANTS = [dict(), dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(NSTG=2)]
 SHAPES_SHORT = [(4096, 8, 4, 1), (4096, 8, 4, 8), (8192, 8, 4, 1), (8192, 8, 4, 8), (4096, 32, 16, 1),
                 (4096, 32, 16, 8), (8192, 32, 16, 1), (8192, 32, 16, 8), (32768, 8, 4, 8), (32768, 32, 16, 8),
-                (32768, 32, 16, 1)]
+                (32768, 32, 16, 1)][:int(os.environ.get("GLUON_SHAPES_N", "11"))]  # the first N (a call's time)
 
 
 def shape_sweep(out: str) -> int:
