@@ -263,13 +263,17 @@ def varlen_check(out: str) -> int:
 
 def ncu_launches() -> int:
     """One profiled launch each (for ncu, `--profile-from-start off`): inverters alone (MODE 1), the whole
-    kernel, and the Triton inverse-only kernel at T=8192 H=32."""
+    kernel, and the Triton inverse-only kernel at T=8192 H=32 (GLUON_NCU_SHAPE="T,H,Hg" another shape; any but the
+    default adds the streamers alone, MODE 2, between them and the Triton fused intra kernel at the end)."""
     import torch
 
     from sglang_trinv import ops
     from sglang_trinv.benchmarks import kernels as bk
 
-    a = bk.make_inputs(8192, 32, 16, 128, 128, 1, 0)
+    T, H, Hg = (int(x) for x in os.environ.get("GLUON_NCU_SHAPE", "8192,32,16").split(","))
+    other = (T, H, Hg) != (8192, 32, 16)
+    diag, merge = ops.split_precision("blockdoubling", None)  # the default precision
+    a = bk.make_inputs(T, H, Hg, 128, 128, 1, 0)
     k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]
     T, H = k.shape[1], v.shape[2]
     bufs = (k.new_empty(1, T, H, 128), torch.empty_like(v), k.new_empty(1, T, H, 64), None)
@@ -277,9 +281,13 @@ def ncu_launches() -> int:
         if prof:
             torch.cuda.synchronize()
             torch.cuda.cudart().cudaProfilerStart()
-        run_variant(k, v, g, beta, bufs, MODE=1)
-        run_variant(k, v, g, beta, bufs)
+        run_variant(k, v, g, beta, bufs, diag=diag, merge=merge, MODE=1)
+        if other:
+            run_variant(k, v, g, beta, bufs, diag=diag, merge=merge, MODE=2)
+        run_variant(k, v, g, beta, bufs, diag=diag, merge=merge)
         ops.gdn_kkt_inverse(k, g, beta)
+        if other:
+            ops.gdn_fwd_intra(k, v, g, beta, backend="triton")
     torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStop()
     return 0
