@@ -188,7 +188,10 @@ if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton pat
   echo "evalgpu: $(( $(date +%s) - t0 )) s"
 fi
 if has gluonncu; then  # issue 3: why the Gluon inverter partition is slower than the Triton inverse kernel
-  timeout 200 ncu --clock-control none --profile-from-start off --set full --kernel-name regex:'gluon_intra|gdn_intra' \
+  # NCU_CACHE=none: caches not flushed between the profiled launches (warm instruction cache and L2, as in a
+  # benchmark's replays); ncu's default flushes them (a cold launch)
+  timeout 200 ncu --clock-control none --cache-control ${NCU_CACHE:-all} --profile-from-start off --set full \
+      --kernel-name regex:'gluon_intra|gdn_intra' \
       -o $kr/gluon -f python3 bench/gluon_intra.py --ncu > $kr/gluonncu_run.log 2>&1
   tail -3 $kr/gluonncu_run.log
   ncu -i $kr/gluon.ncu-rep --page raw --csv > $kr/gluon_raw.csv 2>&1
