@@ -123,11 +123,6 @@ if has fwdhoverlap; then  # whole forward with our stages overlapped with fwd_h 
   grep -E "^\| " "$out/fwdhoverlap.log" | tail -40
   echo "fwdhoverlap: $(( $(date +%s) - t0 )) s"
 fi
-if has halves; then  # issue 3: a chunk's two halves on two warps vs one warp, at the one-wave shapes
-  timeout ${HALVES_TIMEOUT:-300} python3 bench/bench_halves.py "$out/halves" > "$out/halves.log" 2>&1
-  grep -E "^\| " "$out/halves.log" | tail -60
-  echo "halves: $(( $(date +%s) - t0 )) s"
-fi
 if has overlap; then  # issue 3: does the inversion hide behind the w/u stream on two streams?
   timeout 170 python3 bench/bench_overlap.py "$out/overlap" > "$out/overlap.log" 2>&1
   tail -12 "$out/overlap.log"

@@ -203,33 +203,6 @@ def test_wu_merged_loop_matches_fp64(tuning):
         assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
 
 
-
-@pytest.mark.parametrize("precision", [None, "bf16x3/tf32", "ieee"])
-def test_halves_match_the_one_warp_kernel_and_fp64(precision):
-    """Tuning(halves=True): a chunk's two 32-row halves on two warps, the same tree as the one-warp kernel (fixed
-    with GQA and a partial chunk, varlen with a 1-token sequence; intra with A, KKᵀ + inverse, fused cumsum)."""
-    hv = ops.Tuning(num_warps=2, BK=32, BV=16, num_stages=3, halves=True)
-    for c in CASES.values():
-        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
-        w, u, A = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, precision=precision, tuning=hv)
-        w2, u2, A2 = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, precision=precision)
-        w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
-        assert _rel(A, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
-        assert _rel(A, A2) < TOL and _rel(w, w2) < TOL and _rel(u, u2) < TOL
-        Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, precision=precision, tuning=hv)
-        assert _rel(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, precision=precision)) < TOL
-    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(5))).to(DEVICE)
-    g1, w1, u1, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, tuning=hv, backend="triton")
-    g2, w2, u2, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, backend="triton")
-    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-5)
-    assert _rel(w1, w2) < TOL and _rel(u1, u2) < TOL
-
-
-def test_halves_are_blockdoubling_only():
-    k, v, g, beta, _ = _inputs(64, 2, 1, 16, 16)
-    with pytest.raises(ValueError, match="halves"):
-        ops.gdn_fwd_intra(k, v, g, beta, method="column_sweep", tuning=ops.Tuning(num_warps=2, halves=True))
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
     """gdn_cumsum_fwd_intra(raw g) = SGLang's chunk_local_cumsum, then gdn_fwd_intra (varlen: per sequence)."""

@@ -76,7 +76,6 @@ class Tuning:
     fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
     maxnreg: int | None = None  # register cap per thread (ptxas spills above it): more resident programs per SM
     wu_merged: bool = False  # fused w/u: one column-tile loop for u then w (see gdn_intra._wu_rows_merged)
-    halves: bool = False  # the chunk's two 32-row halves on two warps (gdn_intra._intra_halves; num_warps=2)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -189,16 +188,12 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
     them."""
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
-    if tuning.halves and (method != "blockdoubling" or from_A or BT != 4 * SUB_CHUNK or group != 1):
-        raise ValueError(f"Tuning(halves=True) implements blockdoubling on {4 * SUB_CHUNK}-token chunks from k, one "
-                         f"head per program (got method {method!r}, BT={BT}, solve_tril={from_A}, group={group})")
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
                  BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
                  DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
                  USE_G=use_g, IS_VARLEN=varlen, STORE_A=store_A, FUSE_WU=fuse_wu,
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
-                 WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
-                 HALVES=tuning.halves)
+                 WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

@@ -406,154 +406,6 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
                      MERGE16_PREC)
 
 
-# ------------------------------------------------------------------------------------------ two warps per chunk
-# HALVES: the chunk's two 32-row halves side by side on two warps. Every tile below is a [2, BC, BC] tensor whose
-# first index (h, one warp each) is the half: batch 0 holds the upper half's tiles, batch 1 the lower half's, so one
-# batched product does the work of two 16×16 ones of the one-warp code — the same tree, each warp half the chain:
-#   KKᵀ   R00, R10, R11 = (r00, r10, r11 | r22, r32, r33),  C0, C1 = (r20, r21 | r30, r31)
-#   X00, X11 = the diagonal inverses (x00, x11 | x22, x33),  X10 = −X11·A10·X00 (x10 | x32)
-#   32 → 64: T = [A_(2+h)0 A_(2+h)1]·[X00 0; X10 X11] of the upper half (the other warp's tiles through shared
-#            memory), then row 2: −x22·T_2, row 3: −(x32·T_2 + x33·T_3)
-# Rows of Ai, u, w: h = 0 writes rows 0–31, h = 1 rows 32–63.
-@triton.jit
-def _rows2(base, r, T, stride, col0, NCOL: tl.constexpr, BX: tl.constexpr):
-    """[2, BC, BX] tile: token rows r ([2, BC, 1], zero at ≥ T) × columns col0 … col0 + BX − 1 (zero ≥ NCOL)."""
-    o_c = col0 + tl.arange(0, BX)[None, None, :]
-    return tl.load(base + r * stride + o_c, mask=(r < T) & (o_c < NCOL), other=0.0)
-
-
-@triton.jit
-def _store2(base, x, r, T, stride, col0, NCOL: tl.constexpr, BX: tl.constexpr):
-    o_c = col0 + tl.arange(0, BX)[None, None, :]
-    tl.store(base + r * stride + o_c, x.to(base.dtype.element_ty), mask=(r < T) & (o_c < NCOL))
-
-
-@triton.jit
-def _from_half(x, h, SRC: tl.constexpr):
-    """Half SRC's tile in both halves (exact: a sum with zeros; the other warp's registers via shared memory)."""
-    return tl.broadcast_to(tl.sum(tl.where(h == SRC, x, 0.0), 0)[None, :, :], x.shape)
-
-
-@triton.jit
-def _pick(h, upper, lower):
-    """[2, …] per-half vectors from one [BC] vector for each half."""
-    return tl.where(h == 0, upper[None, :], lower[None, :])
-
-
-@triton.jit
-def _inv_diag2(a, r, c, PREC: tl.constexpr):
-    """``_inv_diag`` by doubling (DIAG = DOUBLING) of a [2, BC, BC] batch of strictly-lower tiles."""
-    x = (r == c).to(tl.float32) - tl.where(r // 2 == c // 2, a, 0.0)
-    for lvl in tl.static_range(1, 4):
-        b = 1 << lvl
-        a_b = tl.where((r // (2 * b) == c // (2 * b)) & ((r // b) % 2 == 1) & ((c // b) % 2 == 0), a, 0.0)
-        x = x - _mm(_mm(x, a_b, PREC), x, PREC)
-    return x
-
-
-@triton.jit
-def _wu_halves(out, src, s_0, s_1, s_2, s_3, F0, F1, F2, S0, S1, S2, S3, rU, rA, T, src_stride, out_stride,
-               NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr):
-    """out = X·(scale ⊙ src) on two warps: half h writes its two 16-row blocks, the first from (F0, F1, F2) and
-    the second from (S0 … S3) (X's row blocks 2h and 2h + 1; zero tiles where X has none: same sums as
-    ``_wu_rows``). rU: rows of block 0 in both halves; rA: the half's first row."""
-    for i_x in range(tl.cdiv(NCOL, BX)):
-        c0 = i_x * BX
-        v0 = (_rows2(src, rU, T, src_stride, c0, NCOL, BX) * s_0[None, :, None]).to(F0.dtype)
-        v1 = (_rows2(src, rU + BC, T, src_stride, c0, NCOL, BX) * s_1[None, :, None]).to(F0.dtype)
-        v2 = (_rows2(src, rU + 2 * BC, T, src_stride, c0, NCOL, BX) * s_2[None, :, None]).to(F0.dtype)
-        v3 = (_rows2(src, rU + 3 * BC, T, src_stride, c0, NCOL, BX) * s_3[None, :, None]).to(F0.dtype)
-        _store2(out, tl.dot(F2, v2, tl.dot(F1, v1, tl.dot(F0, v0))), rA, T, out_stride, c0, NCOL, BX)
-        _store2(out, tl.dot(S3, v3, tl.dot(S2, v2, tl.dot(S1, v1, tl.dot(S0, v0)))), rA + BC, T, out_stride, c0,
-                NCOL, BX)
-
-
-@triton.jit
-def _intra_halves(k, v, g, beta, Ai, w, u, g_out, bos, i_h, i_hk, t0, T,
-                  H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BC: tl.constexpr,
-                  BK: tl.constexpr, BV: tl.constexpr, DIAG_PREC: tl.constexpr, M16: tl.constexpr, M32: tl.constexpr,
-                  USE_G: tl.constexpr, STORE_A: tl.constexpr, FUSE_WU: tl.constexpr, G_CUMSUM: tl.constexpr):
-    """The kernel's body for one (chunk, head) on two warps (``HALVES``; blockdoubling, 64-token chunks)."""
-    h = tl.arange(0, 2)[:, None, None]        # the half (one warp each)
-    hv = tl.arange(0, 2)[:, None]
-    o_i = tl.arange(0, BC)
-    r = o_i[None, :, None]
-    c = o_i[None, None, :]
-    rU = t0 + r + 0 * h                       # rows of block 0, both halves
-    rA = rU + 2 * BC * h                      # the half's first block (2h), then rA + BC (2h + 1)
-    rL = rU + 2 * BC + BC * h                 # block 2 + h: its rows of the lower-left quadrant
-    k_base = k + (bos * Hg + i_hk) * K
-    z = tl.zeros([2, BC, BC], dtype=tl.float32)
-    R00, R10, R11, C0, C1 = z, z, z, z, z
-    for i_k in range(tl.cdiv(K, BK)):
-        kA = _rows2(k_base, rA, T, Hg * K, i_k * BK, K, BK)
-        kB = _rows2(k_base, rA + BC, T, Hg * K, i_k * BK, K, BK)
-        k0 = _rows2(k_base, rU, T, Hg * K, i_k * BK, K, BK)
-        k1 = _rows2(k_base, rU + BC, T, Hg * K, i_k * BK, K, BK)
-        kL = _rows2(k_base, rL, T, Hg * K, i_k * BK, K, BK)
-        R00 = tl.dot(kA, tl.trans(kA, (0, 2, 1)), R00)
-        R10 = tl.dot(kB, tl.trans(kA, (0, 2, 1)), R10)
-        R11 = tl.dot(kB, tl.trans(kB, (0, 2, 1)), R11)
-        C0 = tl.dot(kL, tl.trans(k0, (0, 2, 1)), C0)
-        C1 = tl.dot(kL, tl.trans(k1, (0, 2, 1)), C1)
-    # β and the gate per 16-row block as in the one-warp code (cumsum and its store included), then per half
-    b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
-    bA, bB, bL = _pick(hv, b0, b2), _pick(hv, b1, b3), _pick(hv, b2, b3)
-    gA, gB, gL = _pick(hv, g0, g2), _pick(hv, g1, g3), _pick(hv, g2, g3)
-    low = r > c
-    A00 = tl.where(low, R00 * bA[:, :, None], 0.0)
-    A11 = tl.where(low, R11 * bB[:, :, None], 0.0)
-    A10 = R10 * bB[:, :, None]
-    CA0 = C0 * bL[:, :, None]
-    CA1 = C1 * bL[:, :, None]
-    if USE_G:
-        A00 = A00 * _safe_exp(gA[:, :, None] - gA[:, None, :])
-        A11 = A11 * _safe_exp(gB[:, :, None] - gB[:, None, :])
-        A10 = A10 * _safe_exp(gB[:, :, None] - gA[:, None, :])
-        CA0 = CA0 * _safe_exp(gL[:, :, None] - g0[None, None, :])
-        CA1 = CA1 * _safe_exp(gL[:, :, None] - g1[None, None, :])
-    X00 = _inv_diag2(A00, r, c, DIAG_PREC)                          # x00 | x22
-    X11 = _inv_diag2(A11, r, c, DIAG_PREC)                          # x11 | x33
-    X10 = -_mm(_mm(X11, A10, M16), X00, M16)                        # x10 | x32
-    # 32 → 64: T = A_(2+h)· (upper half's block inverse), then rows 2 and 3 of X
-    T0 = _mm(CA0, _from_half(X00, h, 0), M32) + _mm(CA1, _from_half(X10, h, 0), M32)   # t20 | t30
-    T1 = _mm(CA1, _from_half(X11, h, 0), M32)                                            # t21 | t31
-    P = tl.where(h == 0, _from_half(X00, h, 1), X10)                # x22 | x32
-    Q = tl.where(h == 0, 0.0, X11)                                  # 0   | x33
-    O0 = -(_mm(P, _from_half(T0, h, 0), M32) + _mm(Q, T0, M32))     # x20 | x30
-    O1 = -(_mm(P, _from_half(T1, h, 0), M32) + _mm(Q, T1, M32))     # x21 | x31
-    # the half's two row blocks of X: (F0 F1 F2 0) and (S0 S1 S2 S3)
-    F0 = tl.where(h == 0, X00, _from_half(O0, h, 0))                # x00 | x20
-    F1 = tl.where(h == 0, 0.0, _from_half(O1, h, 0))                # 0   | x21
-    F2 = tl.where(h == 0, 0.0, X00)                                 # 0   | x22
-    S0 = tl.where(h == 0, X10, O0)                                  # x10 | x30
-    S1 = tl.where(h == 0, X11, O1)                                  # x11 | x31
-    S2 = tl.where(h == 0, 0.0, X10)                                 # 0   | x32
-    S3 = tl.where(h == 0, 0.0, X11)                                 # 0   | x33
-    if STORE_A:
-        a_base = Ai + (bos * H + i_h) * 64
-        _store2(a_base, F0, rA, T, H * 64, 0, 64, BC)
-        _store2(a_base, F1, rA, T, H * 64, BC, 64, BC)
-        _store2(a_base, F2, rA, T, H * 64, 2 * BC, 64, BC)
-        _store2(a_base, z, rA, T, H * 64, 3 * BC, 64, BC)
-        _store2(a_base, S0, rA + BC, T, H * 64, 0, 64, BC)
-        _store2(a_base, S1, rA + BC, T, H * 64, BC, 64, BC)
-        _store2(a_base, S2, rA + BC, T, H * 64, 2 * BC, 64, BC)
-        _store2(a_base, S3, rA + BC, T, H * 64, 3 * BC, 64, BC)
-    if FUSE_WU:  # u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), Ai rounded to the input dtype as stock does
-        dt = k.dtype.element_ty
-        if USE_G:
-            e0, e1, e2, e3 = b0 * tl.exp(g0), b1 * tl.exp(g1), b2 * tl.exp(g2), b3 * tl.exp(g3)
-        else:
-            e0, e1, e2, e3 = b0, b1, b2, b3
-        f0, f1, f2 = F0.to(dt), F1.to(dt), F2.to(dt)
-        y0, y1, y2, y3 = S0.to(dt), S1.to(dt), S2.to(dt), S3.to(dt)
-        _wu_halves(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3, f0, f1, f2, y0, y1, y2, y3,
-                   rU, rA, T, H * V, H * V, V, BC, BV)
-        _wu_halves(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3, f0, f1, f2, y0, y1, y2, y3,
-                   rU, rA, T, Hg * K, H * K, K, BC, BV)
-
-
 # ------------------------------------------------------------------------------------------ the kernel
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_kernel(
@@ -569,7 +421,6 @@ def gdn_intra_kernel(
     G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
     MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
-    HALVES: tl.constexpr = False,      # the chunk's two 32-row halves on two warps (_intra_halves; blockdoubling)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
@@ -582,13 +433,6 @@ def gdn_intra_kernel(
     if t0 >= T:
         return
     T = tl.minimum(T, t0 + BT)  # rows past the chunk (BT < 64: unused sub-chunks) are masked like padding
-    if HALVES:
-        tl.static_assert(DIAG == DOUBLING and WHOLE == MERGE and not FROM_A and BT == 4 * BC and GROUP == 1,
-                         "HALVES implements blockdoubling on 64-token chunks, one head per program")
-        _intra_halves(k, v, g, beta, Ai, w, u, g_out, bos, i_h0, i_hk, t0, T, H, Hg, K, V, BC, BK, BV, DIAG_PREC,
-                      MERGE_PREC if MERGE16_PREC < 0 else MERGE16_PREC, MERGE_PREC, USE_G, STORE_A, FUSE_WU,
-                      G_CUMSUM)
-        return
     o_i = tl.arange(0, BC)
     m_low = o_i[:, None] > o_i[None, :]
 
