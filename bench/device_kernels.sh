@@ -138,7 +138,7 @@ if has wavetune; then  # issue 3: Triton num_warps per problem size, Gluon pipel
   tail -8 "$out/wavetune.log"
   echo "wavetune: $(( $(date +%s) - t0 )) s"
 fi
-if has gluonshapes; then  # issue 3: Gluon launch variants (ring depth, pairs, each partition alone) at every shape
+if has gluonshapes; then  # issue 3: Gluon launch variants (pairs, staging, each partition alone) at every shape
   timeout ${GLUONSHAPES_TIMEOUT:-480} python3 bench/gluon_intra.py --shapes "$out/gluonshapes" > "$out/gluonshapes.log" 2>&1
   grep -E "^\| " "$out/gluonshapes.log" | tail -120
   echo "gluonshapes: $(( $(date +%s) - t0 )) s"
