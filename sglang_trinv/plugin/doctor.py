@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if reason:
             add("GDN pipeline fusion", None, f"not possible ({reason}): only the intra kernel is swapped")
         else:
-            o_reason = gdn.fwd_o_check(chunk)
+            o_reason = gdn.output_stage_reason(chunk)
             add("GDN pipeline fusion", None, "possible: gate cumsum in our kernel, A " +
                 ("written (a caller reads it)" if store_A else "not written (SGLang drops it)") +
                 f"; {ENV_FUSE_PIPELINE}=0 disables it; output stage " +

@@ -209,6 +209,15 @@ def fwd_o_check(chunk_module) -> str | None:
     return f"chunk_fwd_o differs from the mirrored source (no {missing[0]!r})" if missing else None
 
 
+def output_stage_reason(chunk_module) -> str | None:
+    """None if the fused pipeline writes o without the memset (ops.gdn_fwd_o), else why stock's chunk_fwd_o stays
+    (``SGLANG_TRINV_O_MEMSET=1`` or :func:`fwd_o_check`'s reason): one decision for the start-up log and
+    ``sglang-trinv check``."""
+    if os.environ.get(ENV_O_MEMSET, "0").strip() == "1":
+        return f"{ENV_O_MEMSET}=1"
+    return fwd_o_check(chunk_module)
+
+
 def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = True):
     """The fused pipeline; ``o_memset=False``: the output stage through ops.gdn_fwd_o (no memset of o)."""
     from .. import ops
@@ -257,8 +266,7 @@ def apply_pipeline(chunk_module) -> None:
         if reason:
             logger.info("sglang-trinv: GDN pipeline not fused (%s); only the intra kernel is swapped", reason)
             return
-        o_reason = ("{}=1".format(ENV_O_MEMSET) if os.environ.get(ENV_O_MEMSET, "0").strip() == "1"
-                    else fwd_o_check(chunk_module))
+        o_reason = output_stage_reason(chunk_module)
         stock = getattr(chunk_module, FWD_NAME)
         n = rebind(stock, make_fwd_wrapper(stock, chunk_module, store_A, o_memset=o_reason is not None))
         STATE.patched.add("gdn_pipeline")
