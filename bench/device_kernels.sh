@@ -4,7 +4,7 @@
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
-#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes
+#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -147,6 +147,11 @@ if has gluonvarlen; then  # issue 3: where the Gluon kernel's varlen time goes (
   timeout 300 python3 bench/gluon_intra.py --varlen "$out/gluonvarlen" > "$out/gluonvarlen.log" 2>&1
   tail -20 "$out/gluonvarlen.log"
   echo "gluonvarlen: $(( $(date +%s) - t0 )) s"
+fi
+if has gluonvarlendiag; then  # issue 3: the varlen penalty of the Gluon kernel (VX diagnostics)
+  timeout 300 python3 bench/gluon_intra.py --varlen-diag "$out/gluonvarlendiag" > "$out/gluonvarlendiag.log" 2>&1
+  grep -E "^\| " "$out/gluonvarlendiag.log" | tail -60; tail -3 "$out/gluonvarlendiag.log"
+  echo "gluonvarlendiag: $(( $(date +%s) - t0 )) s"
 fi
 if has gluontests; then  # the Gluon kernel's GPU tests only
   timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider -k gluon tests/test_kernels.py > $kr/gluontests.log 2>&1

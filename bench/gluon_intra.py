@@ -5,6 +5,7 @@ per shape and per launch variant (MODE 1 / 2 time each partition alone).
     PYTHONPATH=<triton 3.6 dir> python bench/gluon_intra.py               # CPU: registers / spills (sm_90)
     python bench/gluon_intra.py --gpu OUT_DIR                             # GPU: errors vs fp64, times
     python bench/gluon_intra.py --varlen OUT_DIR                          # GPU: where varlen time goes
+    python bench/gluon_intra.py --varlen-diag OUT_DIR                     # GPU: varlen penalty, VX diagnostics
     python bench/gluon_intra.py --shapes OUT_DIR                          # GPU: launch variants at every shape
     python bench/gluon_intra.py --ncu                                     # GPU, under ncu: one launch of each
 """
@@ -261,6 +262,49 @@ def varlen_check(out: str) -> int:
     return common.write_report(out, "gluon_varlen", meta, rows, md)
 
 
+def varlen_diag(out: str) -> int:
+    """Where the varlen penalty sits (session 9: T=8192 H=32, one sequence given as cu_seqlens, 113.4 µs vs 102.5
+    without): the default launch with and without cu_seqlens, and the VX timing diagnostics (bit 1: A, bit 2: w/u
+    always stored by TMA — the masked-store branches for chunks that end inside the tensor compiled out; outputs
+    wrong only for such chunks), at the shapes where varlen is short of 1.8×. Default precision, CUDA-graph µs."""
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_overlap import events_us
+
+    from sglang_trinv import ops
+    from sglang_trinv.benchmarks import common
+    from sglang_trinv.benchmarks import kernels as bk
+
+    diag, merge = ops.split_precision("blockdoubling", None)
+    rows = []
+    for T, H, Hg, nseq in ((8192, 32, 16, 1), (8192, 32, 16, 8), (32768, 32, 16, 8), (32768, 8, 4, 8)):
+        a = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
+        k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]
+        cu = a["cu_seqlens"] if nseq > 1 else torch.tensor([0, T], device=k.device, dtype=torch.int64)
+        ci = ops.prepare_chunk_indices(cu, 64)
+        bufs = (k.new_empty(1, T, H, 128), torch.empty_like(v), k.new_empty(1, T, H, 64), None)
+        run = lambda **kw: run_variant(k, v, g, beta, bufs, cu, ci, diag=diag, merge=merge, **kw)  # noqa: E731
+        calls = [("stock intra", lambda: bk.stock_intra(k, v, g, beta, a["cu_seqlens"], ci if nseq > 1 else None)),
+                 ("gluon varlen", lambda: run())]
+        if nseq == 1:
+            calls.append(("gluon not varlen", lambda: run_variant(k, v, g, beta, bufs, diag=diag, merge=merge)))
+        calls += [(f"gluon varlen VX={vx}", lambda vx=vx: run(VX=vx)) for vx in (1, 2, 3)]
+        calls += [("gluon varlen, no A", lambda: run(store_A=False)),
+                  ("gluon varlen MODE=1", lambda: run(MODE=1)), ("gluon varlen MODE=2", lambda: run(MODE=2))]
+        for name, f in calls:
+            rows.append(dict(T=T, H=H, nseq=nseq, call=name, us=events_us(f)))
+            print(rows[-1], flush=True)
+        del bufs
+        torch.cuda.empty_cache()
+    meta = common.run_meta("cuda", dtype="bfloat16", precision=f"{diag}/{merge}")
+    md = common.md_header("Gluon intra, varlen penalty (VX diagnostics)", meta,
+                          "bf16, K=V=128, A written unless noted; CUDA-graph µs per call.")
+    md += ["| T | H | seqs | call | µs |", "|---|---|---|---|---|"]
+    md += [f"| {r['T']} | {r['H']} | {r['nseq']} | {r['call']} | {r['us']:.1f} |" for r in rows]
+    return common.write_report(out, "gluon_varlen_diag", meta, rows, md)
+
+
 def ncu_launches() -> int:
     """One profiled launch each (for ncu, `--profile-from-start off`): inverters alone (MODE 1), the whole
     kernel, and the Triton inverse-only kernel at T=8192 H=32 (GLUON_NCU_SHAPE="T,H,Hg" another shape; any but the
@@ -298,6 +342,8 @@ if __name__ == "__main__":
         sys.exit(gpu_check(sys.argv[2]))
     if len(sys.argv) > 2 and sys.argv[1] == "--varlen":
         sys.exit(varlen_check(sys.argv[2]))
+    if len(sys.argv) > 2 and sys.argv[1] == "--varlen-diag":
+        sys.exit(varlen_diag(sys.argv[2]))
     if len(sys.argv) > 2 and sys.argv[1] == "--shapes":
         os.makedirs(sys.argv[2], exist_ok=True)
         sys.exit(shape_sweep(sys.argv[2]))
