@@ -154,7 +154,7 @@ if has gluonvarlendiag; then  # issue 3: the varlen penalty of the Gluon kernel 
   echo "gluonvarlendiag: $(( $(date +%s) - t0 )) s"
 fi
 if has gluontests; then  # the Gluon kernel's GPU tests only
-  timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider -k gluon tests/test_kernels.py > $kr/gluontests.log 2>&1
+  timeout ${GLUONTESTS_TIMEOUT:-330} python3 -m pytest -q -m gpu -p no:cacheprovider -k gluon tests/test_kernels.py > $kr/gluontests.log 2>&1
   tail -8 $kr/gluontests.log
   echo "gluontests: $(( $(date +%s) - t0 )) s"
 fi

@@ -141,9 +141,10 @@ def gpu_check(out: str) -> int:
 # by the other (NS = 2; commit 76392f9), H200: T=4096 H=8 19.6 → 18.9 µs (Triton 18.0), T=4096 H=32 8 sequences
 # 71.3 → 69.3, slower at every larger shape (T=32768 H=32 8 sequences 419.7 → 433.8).
 SHAPE_VARIANTS = [dict(), dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(NSTG=2)]
+SHAPE_VARIANTS = SHAPE_VARIANTS[:int(os.environ.get("GLUON_SHAPES_V", len(SHAPE_VARIANTS)))]  # 1: the default only
 SHAPES_SHORT = [(4096, 8, 4, 1), (4096, 8, 4, 8), (8192, 8, 4, 1), (8192, 8, 4, 8), (4096, 32, 16, 1),
                 (4096, 32, 16, 8), (8192, 32, 16, 1), (8192, 32, 16, 8), (32768, 8, 4, 8), (32768, 32, 16, 8),
-                (32768, 32, 16, 1)][:int(os.environ.get("GLUON_SHAPES_N", "11"))]  # the first N (a call's time)
+                (32768, 32, 16, 1), (32768, 8, 4, 1)][:int(os.environ.get("GLUON_SHAPES_N", "11"))]  # the first N
 
 
 def shape_sweep(out: str) -> int:
@@ -289,9 +290,12 @@ def varlen_diag(out: str) -> int:
                  ("gluon varlen", lambda: run())]
         if nseq == 1:
             calls.append(("gluon not varlen", lambda: run_variant(k, v, g, beta, bufs, diag=diag, merge=merge)))
-        calls += [(f"gluon varlen VX={vx}", lambda vx=vx: run(VX=vx)) for vx in (1, 2, 3)]
+        # GLUON_VX="1,2,3": the diagnostics (session 12 call 1); the partitions alone and the Triton kernel beside
+        calls += [(f"gluon varlen VX={vx}", lambda vx=vx: run(VX=int(vx)))
+                  for vx in os.environ.get("GLUON_VX", "").split(",") if vx]
         calls += [("gluon varlen, no A", lambda: run(store_A=False)),
-                  ("gluon varlen MODE=1", lambda: run(MODE=1)), ("gluon varlen MODE=2", lambda: run(MODE=2))]
+                  ("gluon varlen MODE=1", lambda: run(MODE=1)), ("gluon varlen MODE=2", lambda: run(MODE=2)),
+                  ("triton", lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"))]
         for name, f in calls:
             rows.append(dict(T=T, H=H, nseq=nseq, call=name, us=events_us(f)))
             print(rows[-1], flush=True)

@@ -505,9 +505,12 @@ if AVAILABLE:
         return acc
 
     @gluon.jit
-    def _tma_out(acc, q, sub: gl.constexpr, row, head, stg, u_desc, w_desc, NSTG: gl.constexpr, NU: gl.constexpr,
-                 V: gl.constexpr, K: gl.constexpr):
-        """bf16 into staging buffer q % NSTG (once its previous TMA store has read it), then a TMA store."""
+    def _epi(acc, q, sub: gl.constexpr, row, eos, T, head, stg, u_desc, w_desc, u_ptr, w_ptr,
+             NSTG: gl.constexpr, NU: gl.constexpr, H: gl.constexpr, V: gl.constexpr, K: gl.constexpr,
+             IS_VARLEN: gl.constexpr):
+        """Item q's result out: bf16 into staging buffer q % NSTG (once its previous TMA store has read it), then
+        a TMA store; varlen: a chunk that ends before 64 rows inside the tensor (TMA stores clip only at the
+        tensor's end) from the same staging buffer by masked 16-byte stores (row-contiguous layout)."""
         BN: gl.constexpr = stg.shape[2]
         o = q % NSTG
         tma.store_wait(NSTG - 1)
@@ -515,31 +518,31 @@ if AVAILABLE:
         stg.index(o).store(acc.to(gl.bfloat16))
         fence_async_shared()
         _partition_barrier()
-        if sub < NU:
-            tma.async_copy_shared_to_global(u_desc, [row, head * V + sub * BN], stg.index(o))
-        else:
-            tma.async_copy_shared_to_global(w_desc, [row, head * K + (sub - NU) * BN], stg.index(o))
-
-    @gluon.jit
-    def _epi(acc, q, sub: gl.constexpr, row, eos, T, head, stg, u_desc, w_desc, u_ptr, w_ptr,
-             NSTG: gl.constexpr, NU: gl.constexpr, H: gl.constexpr, V: gl.constexpr, K: gl.constexpr,
-             ACC: gl.constexpr, IS_VARLEN: gl.constexpr):
-        """Item q's result out by TMA; varlen: a chunk that ends before 64 rows inside the tensor (TMA stores
-        clip only at the tensor's end) by masked stores from registers."""
-        BN: gl.constexpr = stg.shape[2]
         if IS_VARLEN:
             if (row + 64 > eos) & (eos < T):
-                rr = row + gl.arange(0, 64, layout=gl.SliceLayout(1, ACC))
-                cc = gl.arange(0, BN, layout=gl.SliceLayout(0, ACC))
+                LS: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // BN, BN // 8], [4, 1], [1, 0])
+                x = stg.index(o).load(LS)
+                rr = row + gl.arange(0, 64, layout=gl.SliceLayout(1, LS))
+                cc = gl.arange(0, BN, layout=gl.SliceLayout(0, LS))
                 if sub < NU:
                     ptr = u_ptr + rr.to(gl.int64)[:, None] * (H * V) + (head * V + sub * BN) + cc[None, :]
                 else:
                     ptr = w_ptr + rr.to(gl.int64)[:, None] * (H * K) + (head * K + (sub - NU) * BN) + cc[None, :]
-                gl.store(ptr, acc.to(gl.bfloat16), mask=(rr < eos)[:, None])
+                gl.store(ptr, x, mask=(rr < eos)[:, None])
             else:
-                _tma_out(acc, q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
+                _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
         else:
-            _tma_out(acc, q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
+            _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
+
+    @gluon.jit
+    def _tma_out(q, sub: gl.constexpr, row, head, stg, u_desc, w_desc, NSTG: gl.constexpr, NU: gl.constexpr,
+                 V: gl.constexpr, K: gl.constexpr):
+        """TMA store of staging buffer q % NSTG into u (items sub < NU) or w."""
+        BN: gl.constexpr = stg.shape[2]
+        if sub < NU:
+            tma.async_copy_shared_to_global(u_desc, [row, head * V + sub * BN], stg.index(q % NSTG))
+        else:
+            tma.async_copy_shared_to_global(w_desc, [row, head * K + (sub - NU) * BN], stg.index(q % NSTG))
 
     @gluon.jit
     def _tma_a(pa, a_desc, wi, row, head):
@@ -626,10 +629,10 @@ if AVAILABLE:
                         acc1 = _wg_chain(pe if 2 * pp + 1 >= NU else pb, ring.index((q + 1) % S), pw, ACC, BN)
                         acc0 = warpgroup_mma_wait(4, deps=[acc0])
                         _epi(acc0, q, 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU,
-                             H, V, K, ACC, VE)
+                             H, V, K, VE)
                         acc1 = warpgroup_mma_wait(0, deps=[acc1])
                         _epi(acc1, q + 1, 2 * pp + 1, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr,
-                             NSTG, NU, H, V, K, ACC, VE)
+                             NSTG, NU, H, V, K, VE)
                         q += 2
                 else:
                     for sub in gl.static_range(IPT):
@@ -643,7 +646,7 @@ if AVAILABLE:
                         acc = _wg_chain(pe if sub >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         acc = warpgroup_mma_wait(0, deps=[acc])
                         _epi(acc, q, sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU, H,
-                             V, K, ACC, VE)
+                             V, K, VE)
                         q += 1
                 if (wi == W - 1) | (ts == n_my - 1):
                     if STORE_A:
