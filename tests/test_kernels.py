@@ -316,14 +316,15 @@ def test_gluon_backend_choice_is_explicit():
         assert reason is None
         assert "method" in ops.gluon_reason(k, v, g, beta, method="column_sweep")
         assert "dtypes" in ops.gluon_reason(k.float(), v.float(), g, beta)
-    # the auto policy (measured on an H200, eager calls): small varlen batches and calls of fewer than
-    # GLUON_MIN_TILES tiles (host-bound) stay on Triton, for the intra call and the cumsum pipeline alike
+    # the auto policy (measured on an H200, eager calls): calls of fewer than GLUON_MIN_TILES tiles (host-bound)
+    # stay on Triton, one sequence or varlen, for the intra call and the cumsum pipeline alike
     cu = torch.tensor([0, 10, 64], device=k.device, dtype=torch.int32)
-    assert "varlen" in ops.gluon_auto_reason(k, beta, cu, False)
-    assert "varlen" in ops.gluon_auto_reason(k, beta, cu, True)
+    assert "host cost" in ops.gluon_auto_reason(k, beta, cu, False)
     assert "host cost" in ops.gluon_auto_reason(k, beta, None, True)
     big = torch.zeros(1, 32768, 32, device=k.device)  # T=32768 H=32: 16384 tiles, the Gluon kernel's side
     assert ops.gluon_auto_reason(k, big, None, True) is None and ops.gluon_auto_reason(k, big, None, False) is None
+    cu_big = torch.tensor([0, 1, 5000, 32768], device=k.device, dtype=torch.int32)  # varlen: the same rule
+    assert ops.gluon_auto_reason(k, big, cu_big, True) is None
     with pytest.MonkeyPatch.context() as mp:  # the threshold is a serving knob
         mp.setenv(ops.ENV_GLUON_MIN_TILES, "0")
         assert ops.gluon_auto_reason(k, beta, None, True) is None

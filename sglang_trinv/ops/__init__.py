@@ -287,11 +287,10 @@ def gluon_auto_reason(k, beta, cu_seqlens, g_cumsum: bool) -> str | None:
     alone favour Gluon at more shapes (one sequence of ≥ 2 tile batches per SM, e.g. T=8192 H=32 107.5 vs 129.3
     µs): ``backend="gluon"`` / SGLANG_TRINV_GLUON=1 takes it there."""
     B, T, H = beta.shape
-    if cu_seqlens is not None and cu_seqlens.shape[0] > 2 and T < 16384:
-        # 8 sequences (bf16x3, graph µs): T=8192 Gluon 142.7 vs Triton 132.9 (H=32), 42.2 vs 33.7 (H=8); T=4096
-        # 76.4 vs 80.6, 31.7 vs 21.4; T=32768 474.7 vs 536.0, 121.5 vs 130.4 (run5-shapes); pipeline T=8192 H=32
-        # 124.5 vs 121.5
-        return "a varlen batch of fewer than 16384 tokens: Triton measured faster"
+    # No varlen rule any more: since partial chunks' w/u leave through the staging buffer (session 12, H200, graph
+    # µs, bench/results/2026-11-27-s12) Gluon leads at 8 sequences where the tile count lets it run (T=8192 H=32
+    # 112.0 vs Triton 129.3; T=32768 H=32 408.5 vs 515.9, H=8 111.3 vs 127.3); below the tile threshold Triton
+    # serves anyway (T=8192 H=8: 35.8 vs 33.5).
     min_tiles = gluon_min_tiles()
     if B * triton.cdiv(T, CHUNK_SIZE) * H < min_tiles:
         return (f"fewer than {min_tiles} (chunk, head) tiles: the Gluon launch's host cost outweighs its GPU "
