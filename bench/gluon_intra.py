@@ -10,6 +10,7 @@ per shape and per launch variant (MODE 1 / 2 time each partition alone).
     python bench/gluon_intra.py --ncu                                     # GPU, under ncu: one launch of each
 """
 
+import json
 import os
 import sys
 from dataclasses import asdict
@@ -142,15 +143,19 @@ def gpu_check(out: str) -> int:
 # 71.3 → 69.3, slower at every larger shape (T=32768 H=32 8 sequences 419.7 → 433.8).
 SHAPE_VARIANTS = [dict(), dict(MODE=1), dict(MODE=2), dict(PAIR=True, REGS=120, S=4, NSTG=2), dict(NSTG=2)]
 SHAPE_VARIANTS = SHAPE_VARIANTS[:int(os.environ.get("GLUON_SHAPES_V", len(SHAPE_VARIANTS)))]  # 1: the default only
+if os.environ.get("GLUON_SHAPE_VARIANTS"):  # a JSON list of GluonLaunch field sets instead, e.g. '[{}, {"KR": true}]'
+    SHAPE_VARIANTS = json.loads(os.environ["GLUON_SHAPE_VARIANTS"])
 SHAPES_SHORT = [(4096, 8, 4, 1), (4096, 8, 4, 8), (8192, 8, 4, 1), (8192, 8, 4, 8), (4096, 32, 16, 1),
                 (4096, 32, 16, 8), (8192, 32, 16, 1), (8192, 32, 16, 8), (32768, 8, 4, 8), (32768, 32, 16, 8),
                 (32768, 32, 16, 1), (32768, 8, 4, 1)][:int(os.environ.get("GLUON_SHAPES_N", "11"))]  # the first N
+if os.environ.get("GLUON_SHAPES"):  # "T,H,Hg,seqs;…" instead
+    SHAPES_SHORT = [tuple(int(x) for x in sh.split(",")) for sh in os.environ["GLUON_SHAPES"].split(";")]
 
 
 def shape_sweep(out: str) -> int:
     """Stock, the Triton kernel and the Gluon kernel under each of SHAPE_VARIANTS at every shape (A written, default
     precision bf16x3/bf16x3+tf32): CUDA-graph µs, errors vs fp64; MODE 1 / 2 rows time one partition alone."""
-    import json
+    import dataclasses
 
     import torch
 
@@ -177,22 +182,39 @@ def shape_sweep(out: str) -> int:
         bufs = (k.new_empty(1, T, H, 128), torch.empty_like(v), k.new_empty(1, T, H, 64), None)
         calls = {"stock": lambda: bk.stock_intra(k, v, g, beta, cu, ci),
                  "triton": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton")}
+        if cu is not None:  # varlen: the Triton template without the chunk table (chunk_indices → cu_seqlens)
+            calls["triton, no chunk table"] = lambda: ops.gdn_fwd_intra(
+                k, v, g, beta, cu, ci, backend="triton",
+                tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, chunk_table=False))
         for kw in SHAPE_VARIANTS:
             name = "gluon " + (" ".join(f"{n}={x}" for n, x in kw.items()) or "default")
             calls[name] = lambda kw=kw: run_variant(k, v, g, beta, bufs, cu, ci, diag=diag, merge=merge, **kw)
-        stock_us = None
+        stock_us, first = None, {}
         for name, f in calls.items():
             for x in bufs[:3]:
                 x.zero_()
-            res = f()
-            torch.cuda.synchronize()
+            try:
+                res = f()
+                torch.cuda.synchronize()
+            except Exception as ex:  # noqa: BLE001 - a variant this launch cannot take: say so, go on
+                md.append(f"| {T} | {H} | {nseq} | {name} | failed: {type(ex).__name__}: {str(ex)[:120]} | | |")
+                print(md[-1], flush=True)
+                continue
             checked = "MODE" not in name
             e = "/".join(f"{bk.rel_err(x, x64)['max_rel']:.1e}" for x, x64 in zip(res, ref64)) if checked else "–"
             finite = all(bool(torch.isfinite(x.float()).all()) for x in res) if checked else None
+            # bitwise against the first row of its backend (Triton / Gluon default): variants must not change outputs
+            fam = name.split()[0].rstrip(",")
+            diff = None
+            if checked and fam in first:
+                diff = max(float((x.float() - y.float()).abs().max()) for x, y in zip(res, first[fam]))
+            elif checked:
+                first[fam] = [x.clone() for x in res]
             us = events_us(f)
             stock_us = us if name == "stock" else stock_us
-            rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, call=name, us=us, err=e, finite=finite))
-            md.append(f"| {T} | {H} | {nseq} | {name} | {us:.1f} | {stock_us / us:.2f}× | {e} |")
+            rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, call=name, us=us, err=e, finite=finite, maxdiff=diff))
+            md.append(f"| {T} | {H} | {nseq} | {name} | {us:.1f} | {stock_us / us:.2f}× | {e} |"
+                      + (f" maxdiff {diff:.1e} |" if diff is not None else ""))
             print(rows[-1], flush=True)
         with open(os.path.join(out, "gluon_shapes.json"), "w") as fh:
             json.dump(dict(meta=meta, rows=rows), fh, indent=1)

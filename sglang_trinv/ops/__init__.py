@@ -76,6 +76,8 @@ class Tuning:
     fold_scale: bool = False  # fused w/u: Ai·diag(β) instead of diag(β)·rows (see gdn_intra._wu_rows)
     maxnreg: int | None = None  # register cap per thread (ptxas spills above it): more resident programs per SM
     wu_merged: bool = False  # fused w/u: one column-tile loop for u then w (see gdn_intra._wu_rows_merged)
+    chunk_table: bool = True  # varlen: one int32 (row, end) load per program (gluon_intra.chunk_table) instead of
+    # chunk_indices → cu_seqlens (two dependent loads before any work)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -172,6 +174,8 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     grid = (NT, B * H // const["GROUP"])
+    if const["TABLE"]:  # the table in chunk_indices' place (cached across the layers of a forward)
+        chunk_indices = _gluon.chunk_table(cu_seqlens, chunk_indices, BT)
     args = (k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T)
     if _direct_launch.enabled() and DIRECT(kind, grid, args, const, options):
         return
@@ -193,7 +197,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
                  USE_G=use_g, IS_VARLEN=varlen, STORE_A=store_A, FUSE_WU=fuse_wu,
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
-                 WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16)
+                 WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
+                 TABLE=varlen and tuning.chunk_table)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

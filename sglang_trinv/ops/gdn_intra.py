@@ -351,14 +351,21 @@ def _gate(r, bi, gi, gj, BC: tl.constexpr, DIAG_TILE: tl.constexpr, USE_G: tl.co
 
 
 @triton.jit
-def _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexpr):
+def _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexpr, TABLE: tl.constexpr = False):
     """(chunk index within its sequence, first token, sequence length) of program (i_t, batch i_b);
-    varlen: ``chunk_indices[i_t] = (sequence, chunk)`` and ``cu_seqlens`` as in SGLang/FLA."""
+    varlen: ``chunk_indices[i_t] = (sequence, chunk)`` and ``cu_seqlens`` as in SGLang/FLA — two dependent loads
+    before any work; TABLE: ``chunk_indices`` is the int32 chunk table instead (``gluon_intra.chunk_table``: first
+    row, end of its sequence), one load, and the chunk is returned as chunk 0 of a sequence starting at its row."""
     if IS_VARLEN:
-        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
-        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+        if TABLE:
+            bos = tl.load(chunk_indices + i_t * 2)
+            T = tl.load(chunk_indices + i_t * 2 + 1) - bos
+            i_t = 0
+        else:
+            i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+            i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+            bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+            T = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
     else:
         bos = i_b * T
     return i_t, bos, T
@@ -421,6 +428,7 @@ def gdn_intra_kernel(
     G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
     MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
+    TABLE: tl.constexpr = False,       # varlen: chunk_indices is the int32 chunk table (one load per program)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
@@ -428,7 +436,7 @@ def gdn_intra_kernel(
     i_b, i_g = i_bg // NG, i_bg % NG
     i_h0 = i_g * GROUP
     i_hk = i_h0 // (H // Hg)
-    i_t, bos, T = _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
+    i_t, bos, T = _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN, TABLE)
     t0 = i_t * BT
     if t0 >= T:
         return

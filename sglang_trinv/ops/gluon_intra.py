@@ -94,6 +94,7 @@ class GluonLaunch:
     MODE: int = 0
     DD: bool | None = None
     VX: int = 0
+    KR: bool = False
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -304,11 +305,52 @@ if AVAILABLE:
         return x
 
     @gluon.jit
+    def _kkt_step(ks, r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, LK: gl.constexpr, P4: gl.constexpr,
+                  A2: gl.constexpr, B2: gl.constexpr, W: gl.constexpr, G: gl.constexpr, BK: gl.constexpr,
+                  KD: gl.constexpr):
+        """The 10 lower 16×16 tiles of K Kᵀ accumulated over one [64, BK] key slice ``ks`` in shared memory."""
+        if KD:  # G = 1: operands straight from shared memory (ldmatrix), no register round trip
+            a0 = ks.slice(0, 16, dim=1).load(A2)
+            a1 = ks.slice(16, 16, dim=1).load(A2)
+            a2 = ks.slice(32, 16, dim=1).load(A2)
+            a3 = ks.slice(48, 16, dim=1).load(A2)
+            # Kᵀ's mma B fragment holds the same elements as K's A fragment (registers only)
+            b0 = gl.convert_layout(gl.permute(a0, [0, 2, 1]), B2)
+            b1 = gl.convert_layout(gl.permute(a1, [0, 2, 1]), B2)
+            b2 = gl.convert_layout(gl.permute(a2, [0, 2, 1]), B2)
+            b3 = gl.convert_layout(gl.permute(a3, [0, 2, 1]), B2)
+        else:
+            k0 = _krows(ks, 0, LK, P4, W, G, BK)
+            k1 = _krows(ks, 1, LK, P4, W, G, BK)
+            k2 = _krows(ks, 2, LK, P4, W, G, BK)
+            k3 = _krows(ks, 3, LK, P4, W, G, BK)
+            b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
+            b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
+            b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
+            b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
+            a0 = gl.convert_layout(k0, A2)
+            a1 = gl.convert_layout(k1, A2)
+            a2 = gl.convert_layout(k2, A2)
+            a3 = gl.convert_layout(k3, A2)
+        r00 = mma_v2(a0, b0, r00)
+        r10 = mma_v2(a1, b0, r10)
+        r11 = mma_v2(a1, b1, r11)
+        r20 = mma_v2(a2, b0, r20)
+        r21 = mma_v2(a2, b1, r21)
+        r22 = mma_v2(a2, b2, r22)
+        r30 = mma_v2(a3, b0, r30)
+        r31 = mma_v2(a3, b1, r31)
+        r32 = mma_v2(a3, b2, r32)
+        r33 = mma_v2(a3, b3, r33)
+        return r00, r10, r11, r20, r21, r22, r30, r31, r32, r33
+
+    @gluon.jit
     def _invert_tiles(beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC,
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
-                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr):
+                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr,
+                      KR: gl.constexpr = False):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -358,41 +400,17 @@ if AVAILABLE:
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
                 # keys from shared memory (TMA-loaded while the previous batch was inverted), BK columns at a time
                 mbarrier.wait(kready, j & 1)
-                for i_k in gl.static_range(K // BK):
-                    ks = kbuf.index(i_k * BK // KB).slice(i_k * BK % KB, BK, dim=2)
-                    if KD:  # G = 1: operands straight from shared memory (ldmatrix), no register round trip
-                        a0 = ks.slice(0, 16, dim=1).load(A2)
-                        a1 = ks.slice(16, 16, dim=1).load(A2)
-                        a2 = ks.slice(32, 16, dim=1).load(A2)
-                        a3 = ks.slice(48, 16, dim=1).load(A2)
-                        # Kᵀ's mma B fragment holds the same elements as K's A fragment (registers only)
-                        b0 = gl.convert_layout(gl.permute(a0, [0, 2, 1]), B2)
-                        b1 = gl.convert_layout(gl.permute(a1, [0, 2, 1]), B2)
-                        b2 = gl.convert_layout(gl.permute(a2, [0, 2, 1]), B2)
-                        b3 = gl.convert_layout(gl.permute(a3, [0, 2, 1]), B2)
-                    else:
-                        k0 = _krows(ks, 0, LK, P4, W, G, BK)
-                        k1 = _krows(ks, 1, LK, P4, W, G, BK)
-                        k2 = _krows(ks, 2, LK, P4, W, G, BK)
-                        k3 = _krows(ks, 3, LK, P4, W, G, BK)
-                        b0 = gl.convert_layout(gl.permute(k0, [0, 2, 1]), B2)
-                        b1 = gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2)
-                        b2 = gl.convert_layout(gl.permute(k2, [0, 2, 1]), B2)
-                        b3 = gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2)
-                        a0 = gl.convert_layout(k0, A2)
-                        a1 = gl.convert_layout(k1, A2)
-                        a2 = gl.convert_layout(k2, A2)
-                        a3 = gl.convert_layout(k3, A2)
-                    r00 = mma_v2(a0, b0, r00)
-                    r10 = mma_v2(a1, b0, r10)
-                    r11 = mma_v2(a1, b1, r11)
-                    r20 = mma_v2(a2, b0, r20)
-                    r21 = mma_v2(a2, b1, r21)
-                    r22 = mma_v2(a2, b2, r22)
-                    r30 = mma_v2(a3, b0, r30)
-                    r31 = mma_v2(a3, b1, r31)
-                    r32 = mma_v2(a3, b2, r32)
-                    r33 = mma_v2(a3, b3, r33)
+                if KR:  # a runtime loop over [64, BK] key boxes: KKᵀ's code once, not K / BK times
+                    gl.static_assert(KB == BK, "KR: key boxes as wide as BK")
+                    for i_k in range(K // BK):
+                        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt_step(
+                            kbuf.index(i_k), r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, LK, P4, A2, B2, W,
+                            G, BK, KD)
+                else:
+                    for i_k in gl.static_range(K // BK):
+                        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt_step(
+                            kbuf.index(i_k * BK // KB).slice(i_k * BK % KB, BK, dim=2), r00, r10, r11, r20, r21,
+                            r22, r30, r31, r32, r33, LK, P4, A2, B2, W, G, BK, KD)
                 _partition_barrier()  # every warp has read its keys: load the next batch's
                 if nxt < n_tiles:
                     _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT, K)
@@ -673,7 +691,7 @@ if AVAILABLE:
                            G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
-                           MP1: gl.constexpr = -1, VX: gl.constexpr = 0):
+                           MP1: gl.constexpr = -1, VX: gl.constexpr = 0, KR: gl.constexpr = False):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -738,7 +756,7 @@ if AVAILABLE:
             sa = sb  # unused
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1)),
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1, KR)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
@@ -768,19 +786,19 @@ def pick_group(H: int, Hg: int, launch: GluonLaunch = DEFAULT_LAUNCH) -> int:
 _TABLE_CACHE: list = []  # [(cu_seqlens, chunk_indices, versions, table)]: the last few, by tensor identity
 
 
-def chunk_table(cu_seqlens, chunk_indices):
-    """int32 [NC, 2]: (first row, end row of its sequence) per chunk, so the kernel reads one pair per tile
-    instead of a chunk_indices → cu_seqlens chain. Cached by tensor identity and version (SGLang passes the same
-    cu_seqlens / chunk_indices to every GDN layer of a forward; holding them keeps their memory from being
-    reused by other tensors, so identity is safe)."""
+def chunk_table(cu_seqlens, chunk_indices, chunk_size: int = 64):
+    """int32 [NC, 2]: (first row, end row of its sequence) per chunk, so a kernel reads one pair per tile
+    instead of a chunk_indices → cu_seqlens chain (this kernel, and the Triton template's varlen launches). Cached
+    by tensor identity and version (SGLang passes the same cu_seqlens / chunk_indices to every GDN layer of a
+    forward; holding them keeps their memory from being reused by other tensors, so identity is safe)."""
     import torch
 
-    ver = (cu_seqlens._version, chunk_indices._version)
+    ver = (cu_seqlens._version, chunk_indices._version, chunk_size)
     for cu, ci, v, tab in _TABLE_CACHE:
         if cu is cu_seqlens and ci is chunk_indices and v == ver:
             return tab
     seq = chunk_indices[:, 0].long()
-    tab = torch.stack([cu_seqlens[seq] + 64 * chunk_indices[:, 1], cu_seqlens[seq + 1]], 1).to(torch.int32)
+    tab = torch.stack([cu_seqlens[seq] + chunk_size * chunk_indices[:, 1], cu_seqlens[seq + 1]], 1).to(torch.int32)
     _TABLE_CACHE.insert(0, (cu_seqlens, chunk_indices, ver, tab.contiguous()))
     del _TABLE_CACHE[4:]
     return _TABLE_CACHE[0][3]
@@ -803,12 +821,13 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
     launch's DD resolved): the launch and the CPU compile report take the same dict (a constexpr left out of a
     compile would become None there, not its default). Cached: callers must not modify it."""
     m16, m32 = merge_levels(merge_precision)  # per doubling level: "P16+P32"
-    kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
+    kb = lc.BK if (lc.KD or lc.KR) else 64  # key box width (KD: ldmatrix straight from a box as wide as its
+    # swizzle; KR: one box per iteration of the rolled KKᵀ loop)
     const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=PRECISIONS[diag_precision],
                  MP=PRECISIONS[m32], MP1=PRECISIONS[m16] if m16 != m32 else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
-                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0, VX=lc.VX)
+                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0, VX=lc.VX, KR=lc.KR)
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
@@ -887,8 +906,8 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
            "w_ptr": "*bf16" if varlen else "constexpr", "u_ptr": "*bf16" if varlen else "constexpr",
            "a_ptr": "*bf16" if varlen and store_A else "constexpr",
            "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
-           "kin_desc": f"tensordesc<bf16[64, {lc.BK if lc.KD else 64}],"
-                       f"{_block_layout(64, lc.BK if lc.KD else 64)!r}>",
+           "kin_desc": f"tensordesc<bf16[64, {lc.BK if (lc.KD or lc.KR) else 64}],"
+                       f"{_block_layout(64, lc.BK if (lc.KD or lc.KR) else 64)!r}>",
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(64, 16)!r}>", "T": "i32", "NC": "i32",
            "n_tiles": "i32"}
     fn = gluon_intra_kernel
