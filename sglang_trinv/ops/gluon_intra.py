@@ -94,7 +94,6 @@ class GluonLaunch:
     MODE: int = 0
     DD: bool | None = None
     VX: int = 0
-    KR: bool = False
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -349,8 +348,7 @@ if AVAILABLE:
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
-                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr,
-                      KR: gl.constexpr = False):
+                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -400,17 +398,10 @@ if AVAILABLE:
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
                 # keys from shared memory (TMA-loaded while the previous batch was inverted), BK columns at a time
                 mbarrier.wait(kready, j & 1)
-                if KR:  # a runtime loop over [64, BK] key boxes: KKᵀ's code once, not K / BK times
-                    gl.static_assert(KB == BK, "KR: key boxes as wide as BK")
-                    for i_k in range(K // BK):
-                        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt_step(
-                            kbuf.index(i_k), r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, LK, P4, A2, B2, W,
-                            G, BK, KD)
-                else:
-                    for i_k in gl.static_range(K // BK):
-                        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt_step(
-                            kbuf.index(i_k * BK // KB).slice(i_k * BK % KB, BK, dim=2), r00, r10, r11, r20, r21,
-                            r22, r30, r31, r32, r33, LK, P4, A2, B2, W, G, BK, KD)
+                for i_k in gl.static_range(K // BK):
+                    r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt_step(
+                        kbuf.index(i_k * BK // KB).slice(i_k * BK % KB, BK, dim=2), r00, r10, r11, r20, r21, r22,
+                        r30, r31, r32, r33, LK, P4, A2, B2, W, G, BK, KD)
                 _partition_barrier()  # every warp has read its keys: load the next batch's
                 if nxt < n_tiles:
                     _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT, K)
@@ -691,7 +682,7 @@ if AVAILABLE:
                            G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
-                           MP1: gl.constexpr = -1, VX: gl.constexpr = 0, KR: gl.constexpr = False):
+                           MP1: gl.constexpr = -1, VX: gl.constexpr = 0):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -756,7 +747,7 @@ if AVAILABLE:
             sa = sb  # unused
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1, KR)),
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
@@ -821,13 +812,12 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
     launch's DD resolved): the launch and the CPU compile report take the same dict (a constexpr left out of a
     compile would become None there, not its default). Cached: callers must not modify it."""
     m16, m32 = merge_levels(merge_precision)  # per doubling level: "P16+P32"
-    kb = lc.BK if (lc.KD or lc.KR) else 64  # key box width (KD: ldmatrix straight from a box as wide as its
-    # swizzle; KR: one box per iteration of the rolled KKᵀ loop)
+    kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
     const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=PRECISIONS[diag_precision],
                  MP=PRECISIONS[m32], MP1=PRECISIONS[m16] if m16 != m32 else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
-                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0, VX=lc.VX, KR=lc.KR)
+                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0, VX=lc.VX)
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
@@ -906,8 +896,8 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
            "w_ptr": "*bf16" if varlen else "constexpr", "u_ptr": "*bf16" if varlen else "constexpr",
            "a_ptr": "*bf16" if varlen and store_A else "constexpr",
            "k_desc": desc, "v_desc": desc, "w_desc": desc, "u_desc": desc,
-           "kin_desc": f"tensordesc<bf16[64, {lc.BK if (lc.KD or lc.KR) else 64}],"
-                       f"{_block_layout(64, lc.BK if (lc.KD or lc.KR) else 64)!r}>",
+           "kin_desc": f"tensordesc<bf16[64, {lc.BK if lc.KD else 64}],"
+                       f"{_block_layout(64, lc.BK if lc.KD else 64)!r}>",
            "a_desc": f"tensordesc<bf16[64, 16],{_block_layout(64, 16)!r}>", "T": "i32", "NC": "i32",
            "n_tiles": "i32"}
     fn = gluon_intra_kernel
