@@ -172,7 +172,8 @@ def shape_sweep(out: str) -> int:
     rows = []
     md = common.md_header("Gluon intra launch variants per shape (A written)", meta,
                           "CUDA-graph µs; ratio = stock / row; errors max-rel vs fp64 of w/u/A; MODE 1 / 2: one "
-                          "partition alone (outputs not checked)")
+                          "partition alone (outputs not checked); stock's autotuner reset before each shape "
+                          "(benchmarks.kernels.retune_stock; from session 12 call 4)")
     md += ["| T | H | seqs | call | µs | stock / call | err w/u/A |", "|---|---|---|---|---|---|---|"]
     for T, H, Hg, nseq in SHAPES_SHORT:
         a = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
@@ -180,6 +181,7 @@ def shape_sweep(out: str) -> int:
         ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
         ref64 = ref.fwd_intra(k, v, g, beta, cu)
         bufs = (k.new_empty(1, T, H, 128), torch.empty_like(v), k.new_empty(1, T, H, 64), None)
+        bk.retune_stock()  # stock tunes per head count, not per T: let it pick its best at this shape
         calls = {"stock": lambda: bk.stock_intra(k, v, g, beta, cu, ci),
                  "triton": lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton")}
         if cu is not None:  # varlen: the Triton template without the chunk table (chunk_indices → cu_seqlens)

@@ -86,6 +86,31 @@ def stock_kkt_solve(k, g, beta, cu_seqlens, chunk_indices):
     return A
 
 
+def retune_stock(modules=("chunk_fwd", "wy_fast")) -> int:
+    """Forget the stock kernels' autotune choices (in memory and on disk) so the next call tunes at its own shape.
+    SGLang's kkt+solve kernel is tuned per (H, Hg, K, BC), not per T: without this a run keeps the configuration
+    picked at the first T it met (e.g. T=4096) for every later T of that head count — H200, session 12: stock
+    intra at T=8192 H=8 62.3 µs tuned at T=4096 vs 46.8 tuned at T=8192. Returns the autotuners reset."""
+    from importlib import import_module
+
+    from triton.runtime.autotuner import Autotuner
+
+    n = 0
+    for name in modules:
+        try:
+            mod = import_module(f"{FLA}.{name}")
+        except ImportError:
+            continue
+        for obj in list(vars(mod).values()):
+            while obj is not None and not isinstance(obj, Autotuner) and hasattr(obj, "fn"):
+                obj = obj.fn
+            if isinstance(obj, Autotuner):
+                obj.cache.clear()
+                obj.cache_results = False
+                n += 1
+    return n
+
+
 def stock_intra(k, v, g, beta, cu_seqlens, chunk_indices):
     from importlib import import_module
 
@@ -159,6 +184,8 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
     ci = ops.prepare_chunk_indices(cu, 64) if cu is not None else None
     tag = dict(T=T, H=H, Hg=Hg, nseq=nseq)
     w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+    if DEV == "cuda":
+        retune_stock()  # stock's autotuner keys on the head count only: tune it at this shape
 
     def record(kind, name, precision, t, errs):
         row = dict(kind=kind, method=name, precision=precision, us=t, **tag, **errs)
