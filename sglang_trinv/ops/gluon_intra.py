@@ -25,13 +25,15 @@ W = 4 (chunk, head) tiles:
 Varlen: a chunk is [bos + 64j, min(bos + 64j + 64, eos)). Its TMA loads may read the next sequence's first rows;
 they only meet zero columns (β of rows past eos is loaded as 0, and the gate of a row past eos is masked), so
 nothing leaks. TMA stores clip only at the tensor's end, so a chunk that ends inside the batch (a sequence's
-partial last chunk) is stored with masked stores instead. G_CUMSUM: ``g`` is the raw log-gate; the inverters take
+partial last chunk) is stored with masked stores instead: w/u read back from the staging buffer as 16-byte row
+vectors (4-byte stores straight from the wgmma accumulator cost T=8192 H=32 8 sequences 131.1 vs 112.0 µs, H200,
+bench/results/2026-11-27-s12), A from its plain panels. G_CUMSUM: ``g`` is the raw log-gate; the inverters take
 its chunk-local cumsum and store it (SGLang's ``chunk_local_cumsum``, fused in).
 
 Measured (H200, bf16, CUDA graphs; bench/results/2026-11-27-h200-gluon-s7): T=8192 H=32 Hg=16, one sequence,
 bf16x3 109.0 µs (tf32 merges 103.0) vs stock 183.2 and the Triton kernel 130.3; alone the inverters take 82 µs and
-the streamers 83 µs. Varlen batches and small shapes are slower than the Triton kernel, and a launch costs the
-host more (gdn_fwd_intra 156.9 vs 71.6 µs with device-built descriptors; bench/results/2026-11-27-h200-s9), so in
+the streamers 83 µs. Small shapes (under two tile batches per SM) are slower than the Triton kernel, and a
+launch costs the host more (gdn_fwd_intra 156.9 vs 71.6 µs with device-built descriptors; bench/results/2026-11-27-h200-s9), so in
 eager execution ops.gluon_auto_reason takes it only for large calls.
 The panels are one shared allocation each, and written by diagonals: the compiler puts a barrier between any two
 stores to one allocation (30 barriers per hand-over otherwise).
