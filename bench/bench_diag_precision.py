@@ -7,6 +7,7 @@ benchmark shapes — stock (autotuner re-tuned per shape) against the Triton and
 precision and with tf32 diagonals. CUDA-graph µs; errors max|X − X64| / max|X64| vs the fp64 twin.
 
     python bench/bench_diag_precision.py OUT_DIR        # GPU
+    DIAG_PRECISIONS=bf16x3/bf16x3,bf16x3/bf16x3+tf32 python bench/bench_diag_precision.py OUT_DIR --families-only
 """
 import os
 import sys
@@ -23,12 +24,59 @@ from sglang_trinv.reference import gdn as ref  # noqa: E402
 
 DEFAULT = "/".join(ops.split_precision("blockdoubling", None))
 TF32_DIAG = "tf32/" + DEFAULT.split("/", 1)[1]
-PRECISIONS = [DEFAULT, TF32_DIAG]
+PRECISIONS = os.environ.get("DIAG_PRECISIONS", f"{DEFAULT},{TF32_DIAG}").split(",")  # any "DIAG/MERGE" names
 SHAPES = [(T, H, Hg, n) for T in (4096, 8192, 32768) for H, Hg in ((8, 4), (32, 16)) for n in (1, 8)]
+if "--families-only" in sys.argv:  # the adversarial families' w/u/A errors alone
+    SHAPES = []
 
 
 def errs(res, ref64):
     return "/".join(f"{bk.rel_err(x, x64)['max_rel']:.2e}" for x, x64 in zip(res, ref64))
+
+
+def whole_families(rows):
+    """The whole chunk_gated_delta_rule_fwd on the adversarial families (T=4096 H=8/4): output o and final state
+    against the fp64 twin, stock vs the plugin (fused pipeline) at each precision on each backend."""
+    from importlib import import_module
+
+    import torch.nn.functional as F
+
+    import sglang_trinv
+    from sglang_trinv.reference import gdn as gdn_ref
+
+    chunk = import_module(f"{bk.FLA}.chunk")
+    for fam in ("identical_keys", "beta_1_2"):
+        inp = bk.make_inputs(4096, 8, 4, 128, 128, 1, 3, family=fam)
+        k, v, beta, g_raw = inp["k"], inp["v"], inp["beta"], inp["g_raw"]
+        T, H, K = k.shape[1], beta.shape[-1], k.shape[-1]
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        q = F.normalize(torch.randn(1, T, k.shape[2], K, device="cuda", generator=gen), dim=-1).to(k.dtype)
+        h0 = torch.randn(1, H, v.shape[-1], K, device="cuda", generator=gen) * 0.1
+        idx = torch.arange(1, device="cuda")
+        cu = torch.tensor([0, T], device="cuda", dtype=torch.int64)  # as SGLang passes one sequence
+        ci = chunk.prepare_chunk_indices(cu, 64)
+        o64, s64 = gdn_ref.chunk_fwd(q, k, v, g_raw, beta, K ** -0.5, h0, cu)
+        runs = [("stock", None, None)] + [(f"{be} {p}", p, "1" if be == "gluon" else "0")
+                                          for be in ("triton", "gluon") for p in PRECISIONS]
+        for name, p, gl in runs:
+            with common.env_var(ops.ENV_GLUON, gl or "auto"):
+                if p is None:
+                    sglang_trinv.unpatch()
+                else:
+                    sglang_trinv.patch(method="blockdoubling", precision=p)
+                try:
+                    state = h0.clone()
+                    o = chunk.chunk_gated_delta_rule_fwd(q=q, k=k, v=v, g=g_raw, beta=beta, scale=K ** -0.5,
+                                                         initial_state=state, initial_state_indices=idx,
+                                                         cu_seqlens=cu, chunk_indices=ci, inplace_update=True)[1]
+                    torch.cuda.synchronize()
+                finally:
+                    sglang_trinv.unpatch()
+            e_o = float((o.double() - o64).abs().max() / o64.abs().max())
+            e_s = float((state.double() - s64).abs().max() / s64.abs().max())
+            rows.append(dict(kind="whole_family", family=fam, call=name, o_err=e_o, state_err=e_s,
+                             finite=bool(torch.isfinite(o.float()).all())))
+            print(rows[-1], flush=True)
 
 
 def main(out: str) -> int:
@@ -48,6 +96,7 @@ def main(out: str) -> int:
                 rows.append(dict(kind="family", family=fam, call=f"{be} {p}", err=errs(res, ref64),
                                  finite=all(bool(torch.isfinite(x.float()).all()) for x in res)))
                 print(rows[-1], flush=True)
+    whole_families(rows)
     for T, H, Hg, n in SHAPES:
         inp = bk.make_inputs(T, H, Hg, 128, 128, n, 0)
         k, v, g, beta, cu = inp["k"], inp["v"], inp["g"], inp["beta"], inp["cu_seqlens"]
@@ -77,6 +126,10 @@ def main(out: str) -> int:
     md += ["## Adversarial families (T=4096, H=8/4)", "", "| family | call | err w/u/A | finite |", "|---|---|---|---|"]
     md += [f"| {r['family']} | {r['call']} | {r['err']} | {r.get('finite', '')} |" for r in rows
            if r["kind"] == "family"]
+    md += ["", "## Whole forward on the families (T=4096, H=8/4; plugin's fused pipeline; vs the fp64 twin)", "",
+           "| family | call | o err | state err | finite |", "|---|---|---|---|---|"]
+    md += [f"| {r['family']} | {r['call']} | {r['o_err']:.2e} | {r['state_err']:.2e} | {r['finite']} |" for r in rows
+           if r["kind"] == "whole_family"]
     md += ["", "## Shapes", "", "| T | H | seqs | call | µs | stock / call | err w/u/A |", "|---|---|---|---|---|---|---|"]
     md += [f"| {r['T']} | {r['H']} | {r['nseq']} | {r['call']} | {r['us']:.1f} | {r['ratio']:.2f}× | {r['err']} |"
            for r in rows if r["kind"] == "shape"]
