@@ -47,7 +47,9 @@ _PRECISION_CODES = {"ieee": _k.P_IEEE, "tf32": _k.P_TF32, "tf32x3": _k.P_TF32X3,
 # (T=4096 H=8): identical keys 1.33e-3, β ∈ (1, 2] 5.36e-3 vs stock's 1.36e-2 / 1.21e-2 (all-bf16x3 merges
 # 1.33e-3 / 1.99e-3, all-tf32 merges 1.36e-2 / 1.23e-2, at stock's level). Most merge products are in the 32 → 64
 # level, so it keeps most of the tf32 merges' speed; all-bf16x3 merges also spill 24 B in the Gluon pipeline
-# launch without cu_seqlens (Triton 3.6 sm_90 compile), this split none.
+# launch without cu_seqlens (Triton 3.6 sm_90 compile), this split none. But on those families its w is less
+# accurate than stock's (identical keys 2.19e-2 vs 1.02e-2, β ∈ (1, 2] 2.74e-2 vs 1.86e-2; all-bf16x3 9.96e-4 /
+# 1.80e-2): the tf32 32 → 64 products' absolute errors add up in w's row sums (bench/results/2026-11-27-s12 §6).
 DEFAULT_PRECISION = {
     "forward_substitution": "tf32",  # stock: CUDA-core substitution + tf32 merges
     "column_sweep": "tf32",
