@@ -23,16 +23,17 @@ bk.DEV = "cpu"
 
 def doubling_by_level(levels, inner="bf16x3"):
     """(I + A)^{-1}: 16×16 diagonal blocks by blockdoubling in ``inner``, then the doubling merges with
-    ``levels[i]`` the product precision of level i (16→32, 32→64)."""
+    ``levels[i]`` the product precision of level i (16→32, 32→64): "P" for both products of X21 = −X22·(A21·X11),
+    or "P1*P2" for the inner A21·X11 in P1 and the outer product in P2 (bench/precision_w.py)."""
     def invert(A):
         A2, n, dtype = R._prepare(A)
         Ap = R._pad_pow2(A2, multiple=16)
         D = R.INNER_METHODS["blockdoubling"](R.diag_blocks(Ap, 16), precision=inner).to(Ap.dtype)
         b, lvl = 16, 0
         while D.shape[-3] > 1:
-            p = levels[lvl]
+            p_in, _, p_out = levels[lvl].partition("*")
             X11, X22 = D[..., 0::2, :, :], D[..., 1::2, :, :]
-            X21 = -matmul(X22, matmul(R.diag_blocks(Ap, 2 * b)[..., b:, :b], X11, p), p)
+            X21 = -matmul(X22, matmul(R.diag_blocks(Ap, 2 * b)[..., b:, :b], X11, p_in), p_out or p_in)
             D = torch.cat([torch.cat([X11, torch.zeros_like(X11)], -1), torch.cat([X21, X22], -1)], -2)
             b, lvl = 2 * b, lvl + 1
         return D[..., 0, :n, :n].to(dtype)

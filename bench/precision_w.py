@@ -12,37 +12,17 @@ precision separately, to find the cheapest scheme whose w error stays ≤ stock'
 
     python bench/precision_w.py [OUT.md]
 """
+import os
 import sys
 
 import torch
 
-from sglang_trinv.testing import enable_interpreter
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from precision_levels import doubling_by_level as doubling  # noqa: E402  (turns the interpreter on, bk.DEV = cpu)
 
-enable_interpreter()  # make_inputs takes SGLang's Triton cumsum, which runs on a CPU under the interpreter
 from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
 from sglang_trinv.reference import gdn as G  # noqa: E402
 from sglang_trinv.reference import inverse as R  # noqa: E402
-from sglang_trinv.reference.precision import matmul  # noqa: E402
-
-bk.DEV = "cpu"
-
-
-def doubling(levels, inner="bf16x3"):
-    """Block doubling from 16×16 diagonal blocks (``inner`` precision); ``levels[i]`` the precision of merge level
-    i (16→32, 32→64), "P" for both products or "P1*P2" for inner A21·X11 in P1 and outer X22·(…) in P2."""
-    def invert(A):
-        A2, n, dtype = R._prepare(A)
-        Ap = R._pad_pow2(A2, multiple=16)
-        D = R.INNER_METHODS["blockdoubling"](R.diag_blocks(Ap, 16), precision=inner).to(Ap.dtype)
-        b, lvl = 16, 0
-        while D.shape[-3] > 1:
-            p_in, _, p_out = levels[lvl].partition("*")
-            X11, X22 = D[..., 0::2, :, :], D[..., 1::2, :, :]
-            X21 = -matmul(X22, matmul(R.diag_blocks(Ap, 2 * b)[..., b:, :b], X11, p_in), p_out or p_in)
-            D = torch.cat([torch.cat([X11, torch.zeros_like(X11)], -1), torch.cat([X21, X22], -1)], -2)
-            b, lvl = 2 * b, lvl + 1
-        return D[..., 0, :n, :n].to(dtype)
-    return invert
 
 
 SCHEMES = {
