@@ -33,8 +33,8 @@ its chunk-local cumsum and store it (SGLang's ``chunk_local_cumsum``, fused in).
 Measured (H200, bf16, CUDA graphs; bench/results/2026-11-27-h200-gluon-s7): T=8192 H=32 Hg=16, one sequence,
 bf16x3 109.0 µs (tf32 merges 103.0) vs stock 183.2 and the Triton kernel 130.3; alone the inverters take 82 µs and
 the streamers 83 µs. Small shapes (under two tile batches per SM) are slower than the Triton kernel, and a
-launch costs the host more (gdn_fwd_intra 156.9 vs 71.6 µs with device-built descriptors; bench/results/2026-11-27-h200-s9), so in
-eager execution ops.gluon_auto_reason takes it only for large calls.
+launch costs the host more (gdn_fwd_intra 156.9 vs 71.6 µs with device-built descriptors;
+bench/results/2026-11-27-h200-s9), so in eager execution ops.gluon_auto_reason takes it only for large calls.
 The panels are one shared allocation each, and written by diagonals: the compiler puts a barrier between any two
 stores to one allocation (30 barriers per hand-over otherwise).
 """
@@ -80,8 +80,7 @@ class GluonLaunch:
     bare launch enqueues in 82.7 instead of 158.0 µs, the kernel takes 106.4 instead of 103.4 µs; a captured
     launch pays the host cost once); MODE 1 / 2: only the inverters / only the streamers work (timing
     diagnostics, outputs undefined); VX (timing diagnostic for varlen launches, outputs wrong for chunks that end
-    inside the tensor): bit 1 A, bit 2 w/u always stored by TMA; bit 4 the streamers take their tiles' rows as
-    one sequence (no chunk-table loads; right only for one sequence)."""
+    inside the tensor): bit 1 A, bit 2 w/u always stored by TMA (session 12: the masked branches compiled out)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -594,7 +593,6 @@ if AVAILABLE:
         IPT: gl.constexpr = (V + K) // BN
         VA: gl.constexpr = IS_VARLEN and VX % 2 == 0  # VX: timing diagnostics (GluonLaunch)
         VE: gl.constexpr = IS_VARLEN and (VX // 2) % 2 == 0
-        VT: gl.constexpr = IS_VARLEN and (VX // 4) % 2 == 0
         L: gl.constexpr = S - 1 - PAIR    # items issued ahead of the one being multiplied
         gl.static_assert(L + PAIR <= IPT, "the TMA ring may run at most one tile ahead")
         pid = gl.program_id(0)
@@ -608,15 +606,15 @@ if AVAILABLE:
         else:
             total = n_my * IPT
             # tile infos, loop-carried: this tile (c), the next (n, its items are issued during this one)
-            row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, VT)
-            row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, VT)
+            row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
+            row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
             for p in range(gl.minimum(L, total)):
                 _issue(p, p, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
             q = 0
             for ts in range(n_my):
                 # the tile after next: its table loads wait behind this tile's work, not in front of an issue
                 row_nn, eos_nn, head_nn = _stile(ts + 2, pid, nprog, T, NC, n_tiles, tab_ptr, W, G,
-                                                 VT)
+                                                 IS_VARLEN)
                 wi = ts % W
                 bt = ts // W
                 if wi == 0:
