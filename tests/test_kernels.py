@@ -108,6 +108,60 @@ def test_merge_precision_per_level():
     assert _rel(Ai2, A64) < TOL
 
 
+def test_split_product_precision_of_the_last_merge():
+    """'DIAG/M16+Pin*Pout': the 32 → 64 merges' inner products A·X in Pin, the outer X·(A·X) in Pout. Why: with
+    (nearly) equal keys w = Ai·diag(β e^g)·K adds Ai's absolute errors row by row, and tf32 in the cancelling inner
+    product puts w's error above stock's (GPU, bench/results/2026-11-27-s12 §6). Parsed and refused where it has no
+    meaning, emulated by the twin; on identical keys the twin's w error is below stock's scheme with bf16x3 inner
+    products and above it with tf32 ones; the kernels run it (interpreter: fp32 products)."""
+    from sglang_trinv.reference import inverse as R
+    from sglang_trinv.reference.precision import product_pair
+
+    assert product_pair("bf16x3*tf32") == ("bf16x3", "tf32") and product_pair("tf32") == ("tf32", "tf32")
+    assert ops.split_precision("blockdoubling", "bf16x3/bf16x3+bf16x3*tf32") == ("bf16x3", "bf16x3+bf16x3*tf32")
+    from sglang_trinv.registry import check_precision  # the CLI flag's validator
+
+    assert check_precision("bf16x3/bf16x3+bf16x3*tf32") == "bf16x3/bf16x3+bf16x3*tf32"
+    for bad in ("bf16x3/bf16x3*tf32", "bf16x3/tf32*tf32+tf32", "bf16x3/bf16x3+bf16x3*tf32*tf32"):
+        with pytest.raises(ValueError, match="unknown precision"):
+            check_precision(bad)
+    for bad in ("bf16x3/bf16x3*tf32", "bf16x3/bf16x3*tf32+tf32", "bf16x3*tf32/tf32"):
+        with pytest.raises(ValueError, match="32 → 64 merges only"):
+            ops.split_precision("blockdoubling", bad)
+    with pytest.raises(ValueError, match="unknown precision"):
+        ops.split_precision("blockdoubling", "bf16x3/bf16x3+bf16x3*tf99")
+    assert ops._merge_out_code("blockdoubling", "bf16x3/bf16x3+bf16x3*tf32", True) == ops._PRECISION_CODES["tf32"]
+    assert ops._merge_out_code("blockdoubling", "bf16x3/bf16x3+tf32", True) == -1
+    # w error of each scheme's Ai (twin, GPU rounding emulated) on the benchmark's identical-keys family (one key
+    # per chunk, β = 0.999, no decay), bf16 inputs as on the GPU
+    gen = torch.Generator().manual_seed(3)
+    T, H, Hg = 1024, 8, 4
+    k = F.normalize(torch.randn(1, T // 64, Hg, 128, generator=gen), dim=-1).repeat_interleave(64, dim=1)
+    k = k.bfloat16().float()
+    beta = torch.full((1, T, H), 0.999).bfloat16().float()
+    g = torch.zeros(1, T, H)
+    v = torch.randn(1, T, H, 16, generator=gen)
+    A = ref.chunk_A(k, g, beta, dtype=torch.float32)
+    w64 = ref.fwd_intra(k, v, g, beta)[0]
+    kb = k.repeat_interleave(H // Hg, dim=2) * beta[..., None]
+
+    def w_err(invert):
+        Ai = ref.chunk_apply(A, invert).bfloat16().float()
+        w = ref.chunk_matmul(Ai, kb.bfloat16().float())
+        return float((w.double() - w64).abs().max() / w64.abs().max())
+
+    stock = w_err(lambda X: R.forward_substitution(X, 16, "tf32"))
+    split = w_err(ops.kernel_twin("blockdoubling", "bf16x3/bf16x3+bf16x3*tf32"))
+    tf32_inner = w_err(ops.kernel_twin("blockdoubling", "bf16x3/bf16x3+tf32"))
+    assert split < stock < tf32_inner, (split, stock, tf32_inner)
+    # the kernels (interpreter: fp32 products) against fp64, GQA + varlen
+    c = CASES["varlen"]
+    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    w, u, Ai = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, precision="bf16x3/bf16x3+bf16x3*tf32")
+    w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+    assert _rel(Ai, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
+
+
 @pytest.mark.parametrize("precision", ["ieee", None])
 @pytest.mark.parametrize("method", STABLE)
 def test_stable_methods_on_identical_keys(method, precision):
@@ -263,6 +317,7 @@ from sglang_trinv.ops import gluon_intra as gi
 case = sys.argv[1]
 kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_cumsum": True, "store_A": False},
       "bf16x3": {"merge_precision": "bf16x3"}, "merge-levels": {"merge_precision": "bf16x3+tf32"},
+      "split-merge": {"merge_precision": "bf16x3+bf16x3*tf32", "varlen": True},
       "device-descriptors": {"launch": gi.GluonLaunch(DD=True), "varlen": True, "g_cumsum": True,
                              "store_A": False}}[case]
 r = gi.compile_report(**kw)
@@ -271,7 +326,8 @@ print("gluon", gi.DEFAULT_LAUNCH.REGS, r["launch_regs"], r["warps"], r["stack"],
 """
 
 
-@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "bf16x3", "merge-levels", "device-descriptors"])
+@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "bf16x3", "merge-levels", "split-merge",
+                                  "device-descriptors"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A, the plugin's varlen pipeline (cumsum in, no A) and bf16x3
@@ -406,7 +462,7 @@ def _gluon_inputs(c, seed=0):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["bf16x3", "bf16x3/tf32", "bf16x3/bf16x3+tf32"])
+@pytest.mark.parametrize("precision", ["bf16x3", "bf16x3/tf32", "bf16x3/bf16x3+tf32", "bf16x3/bf16x3+bf16x3*tf32"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
 def test_gluon_intra_matches_fp64_and_triton_on_gpu(case, precision):
     """ops.gdn_fwd_intra on the Gluon kernel (bf16): w, u, A against the fp64 twin and the Triton kernel."""

@@ -149,12 +149,16 @@ def fused_defaults(tuning=None, precision: str | None = None, method: str = "blo
     ``ops.DEFAULT_PRECISION[method]``) replaced for the block, restored after (benchmark sweeps)."""
     from .. import ops
 
+    # every cache keyed on precision=None (the default) must forget it, on entry and on exit
+    caches = (ops.split_precision, ops._method_codes, ops._merge_out_code, ops._template_constexprs)
     saved = ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_PRECISION[method]
     ops.DEFAULT_TUNING_FUSED = tuning or saved[0]
     ops.DEFAULT_PRECISION[method] = precision or saved[1]
-    ops._method_codes.cache_clear()
+    for c in caches:
+        c.cache_clear()
     try:
         yield
     finally:
         ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_PRECISION[method] = saved
-        ops._method_codes.cache_clear()
+        for c in caches:
+            c.cache_clear()

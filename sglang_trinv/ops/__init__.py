@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from ..reference.precision import product_pair
 from ..registry import get_method, merge_levels
 from . import gdn_intra as _k
 from . import direct_launch as _direct_launch
@@ -117,10 +118,13 @@ def split_precision(method: str, precision: str | None, fused: bool = True) -> t
     parts = merge.split("+")
     if len(parts) > 2:
         raise ValueError(f"precision {p!r}: at most two merge levels, 'DIAG/M16+M32'")
-    for name in (diag, *parts):
+    if "*" in parts[0] or "*" in diag:
+        raise ValueError(f"precision {p!r}: a split product precision 'Pin*Pout' is for the 32 → 64 merges only "
+                         "('DIAG/M16+Pin*Pout')")
+    for name in (diag, *parts[:-1], *parts[-1].split("*", 1)):
         if name not in _PRECISION_CODES:
             raise ValueError(f"unknown precision {name!r} in {p!r}; choose from {', '.join(_PRECISION_CODES)} "
-                             "or 'DIAG/MERGE' (MERGE may be 'M16+M32')")
+                             "or 'DIAG/MERGE' (MERGE may be 'M16+M32', M32 may be 'Pin*Pout')")
     return diag, merge
 
 
@@ -137,7 +141,16 @@ def _method_codes(method: str, precision: str | None, fused: bool):
     if mp16 >= 0 and whole != _k.MERGE:
         raise ValueError(f"method {method!r} has no merge levels: per-level merge precision {merge_p!r} does not "
                          "apply")
-    return diag, whole, _PRECISION_CODES[diag_p], _PRECISION_CODES[m32], mp16
+    return diag, whole, _PRECISION_CODES[diag_p], _PRECISION_CODES[product_pair(m32)[0]], mp16
+
+
+@functools.lru_cache(maxsize=256)
+def _merge_out_code(method: str, precision: str | None, fused: bool) -> int:
+    """The 32 → 64 merges' outer-product precision code when it differs from the inner one ("M16+Pin*Pout"), else
+    -1 (the kernels' MERGE_OUT_PREC)."""
+    _, merge_p = split_precision(method, precision, fused)
+    inner, outer = product_pair(merge_levels(merge_p)[1])
+    return -1 if inner == outer else _PRECISION_CODES[outer]
 
 
 def prepare_chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -200,7 +213,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  USE_G=use_g, IS_VARLEN=varlen, STORE_A=store_A, FUSE_WU=fuse_wu,
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
-                 TABLE=varlen and tuning.chunk_table)
+                 TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=_merge_out_code(method, precision, fuse_wu))
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options
@@ -248,7 +261,8 @@ def _gluon_static_reason(index, method, precision, k_dtype, v_dtype, K, V) -> st
     if method != "blockdoubling":
         return f"method {method!r} (the Gluon kernel implements blockdoubling)"
     diag, merge = split_precision(method, precision, fused=True)
-    if any(p not in _gluon.PRECISIONS for p in (diag, *merge_levels(merge))):
+    m16, m32 = merge_levels(merge)
+    if any(p not in _gluon.PRECISIONS for p in (diag, m16, *product_pair(m32))):
         return f"precision {diag}/{merge} (Gluon: {', '.join(_gluon.PRECISIONS)})"
     if k_dtype != torch.bfloat16 or v_dtype != torch.bfloat16:
         return f"dtypes k {k_dtype}, v {v_dtype} (Gluon: bfloat16)"

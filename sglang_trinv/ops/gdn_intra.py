@@ -139,25 +139,29 @@ def _merge16(x11, a10, x00, PREC: tl.constexpr):
 
 
 @triton.jit
-def _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, PREC: tl.constexpr):
-    """Doubling 32 → 64: [X20 X21; X30 X31] = −[X22 0; X32 X33]·([A20 A21; A30 A31]·[X00 0; X10 X11])."""
+def _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, PREC: tl.constexpr, PREC_OUT: tl.constexpr = -1):
+    """Doubling 32 → 64: [X20 X21; X30 X31] = −[X22 0; X32 X33]·([A20 A21; A30 A31]·[X00 0; X10 X11]); the inner
+    products in PREC, the outer ones in PREC_OUT (≥ 0; −1: PREC too)."""
+    PO: tl.constexpr = PREC if PREC_OUT < 0 else PREC_OUT
     t20 = _mm(a20, x00, PREC) + _mm(a21, x10, PREC)
     t21 = _mm(a21, x11, PREC)
     t30 = _mm(a30, x00, PREC) + _mm(a31, x10, PREC)
     t31 = _mm(a31, x11, PREC)
-    x20 = -_mm(x22, t20, PREC)
-    x21 = -_mm(x22, t21, PREC)
-    x30 = -(_mm(x32, t20, PREC) + _mm(x33, t30, PREC))
-    x31 = -(_mm(x32, t21, PREC) + _mm(x33, t31, PREC))
+    x20 = -_mm(x22, t20, PO)
+    x21 = -_mm(x22, t21, PO)
+    x30 = -(_mm(x32, t20, PO) + _mm(x33, t30, PO))
+    x31 = -(_mm(x32, t21, PO) + _mm(x33, t31, PO))
     return x20, x21, x30, x31
 
 
 @triton.jit
 def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
               BC: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
-              DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1):
+              DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1,
+              MERGE_OUT_PREC: tl.constexpr = -1):
     """(I + A)^{-1} of the 64×64 strictly-lower A given as 10 fp32 tiles; returns the 10 tiles of X.
-    MERGE16_PREC ≥ 0: the 16 → 32 merges in that precision, the 32 → 64 ones in MERGE_PREC."""
+    MERGE16_PREC ≥ 0: the 16 → 32 merges in that precision, the 32 → 64 ones in MERGE_PREC; MERGE_OUT_PREC ≥ 0:
+    the 32 → 64 merges' outer products (X22·(A·X)) in that one (reference.precision.product_pair)."""
     o_i = tl.arange(0, BC)
     eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
     zero = tl.zeros([BC, BC], dtype=tl.float32)
@@ -169,7 +173,7 @@ def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
         M16: tl.constexpr = MERGE_PREC if MERGE16_PREC < 0 else MERGE16_PREC
         x10 = _merge16(x11, a10, x00, M16)
         x32 = _merge16(x33, a32, x22, M16)
-        x20, x21, x30, x31 = _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, MERGE_PREC)
+        x20, x21, x30, x31 = _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, MERGE_PREC, MERGE_OUT_PREC)
     elif WHOLE == NEUMANN64:
         # X = (I − A)(I + A²)(I + A⁴)…(I + A³²): 10 block products; intermediates grow like binomials
         x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = (eye - a00, -a10, eye - a11, -a20, -a21, eye - a22,
@@ -397,7 +401,8 @@ def _kkt10(k_base, t0, T, stride, K: tl.constexpr, BC: tl.constexpr, BK: tl.cons
 @triton.jit
 def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
                    BC: tl.constexpr, USE_G: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
-                   DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1):
+                   DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1,
+                   MERGE_OUT_PREC: tl.constexpr = -1):
     """(I + A)^{-1} with A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower, from the raw K Kᵀ tiles."""
     a00 = _gate(r00, b0, g0, g0, BC, True, USE_G)
     a11 = _gate(r11, b1, g1, g1, BC, True, USE_G)
@@ -410,7 +415,7 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
     a31 = _gate(r31, b3, g3, g1, BC, False, USE_G)
     a32 = _gate(r32, b3, g3, g2, BC, False, USE_G)
     return _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
-                     MERGE16_PREC)
+                     MERGE16_PREC, MERGE_OUT_PREC)
 
 
 # ------------------------------------------------------------------------------------------ the kernel
@@ -429,6 +434,7 @@ def gdn_intra_kernel(
     WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
     MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
     TABLE: tl.constexpr = False,       # varlen: chunk_indices is the int32 chunk table (one load per program)
+    MERGE_OUT_PREC: tl.constexpr = -1,  # ≥ 0: the 32 → 64 merges' outer products in this precision
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     i_t, i_bg = tl.program_id(0), tl.program_id(1)
@@ -468,13 +474,13 @@ def gdn_intra_kernel(
 
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
                 a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
-                MERGE16_PREC)
+                MERGE16_PREC, MERGE_OUT_PREC)
         else:
             # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
             b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
-                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC)
+                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC)
 
         # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
         if STORE_A:

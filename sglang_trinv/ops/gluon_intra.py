@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import triton
 
+from ..reference.precision import product_pair
 from ..registry import merge_levels
 from . import direct_launch
 
@@ -349,7 +350,8 @@ if AVAILABLE:
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
-                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr):
+                      full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr,
+                      MPO: gl.constexpr = -1):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -452,10 +454,11 @@ if AVAILABLE:
                 t21 = _mm(a21, x11, MMA, MP)
                 t30 = _mm(a30, x00, MMA, MP) + _mm(a31, x10, MMA, MP)
                 t31 = _mm(a31, x11, MMA, MP)
-                x20 = -_mm(x22, t20, MMA, MP)
-                x21 = -_mm(x22, t21, MMA, MP)
-                x30 = -(_mm(x32, t20, MMA, MP) + _mm(x33, t30, MMA, MP))
-                x31 = -(_mm(x32, t21, MMA, MP) + _mm(x33, t31, MMA, MP))
+                MO: gl.constexpr = MP if MPO < 0 else MPO  # the 32 → 64 merges' outer products
+                x20 = -_mm(x22, t20, MMA, MO)
+                x21 = -_mm(x22, t21, MMA, MO)
+                x30 = -(_mm(x32, t20, MMA, MO) + _mm(x33, t30, MMA, MO))
+                x31 = -(_mm(x32, t21, MMA, MO) + _mm(x33, t31, MMA, MO))
                 # hand over: the streamers must have released this buffer's panels (batch j − NB) first
                 buf = j % NB
                 if j >= NB:
@@ -682,7 +685,7 @@ if AVAILABLE:
                            G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
-                           MP1: gl.constexpr = -1, VX: gl.constexpr = 0):
+                           MP1: gl.constexpr = -1, VX: gl.constexpr = 0, MPO: gl.constexpr = -1):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -747,7 +750,7 @@ if AVAILABLE:
             sa = sb  # unused
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1)),
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1, MPO)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
@@ -812,9 +815,11 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
     launch's DD resolved): the launch and the CPU compile report take the same dict (a constexpr left out of a
     compile would become None there, not its default). Cached: callers must not modify it."""
     m16, m32 = merge_levels(merge_precision)  # per doubling level: "P16+P32"
+    m32_in, m32_out = product_pair(m32)  # "Pin*Pout": the 32 → 64 merges' inner / outer products
     kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
     const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=PRECISIONS[diag_precision],
-                 MP=PRECISIONS[m32], MP1=PRECISIONS[m16] if m16 != m32 else -1, REGS=lc.REGS, S=lc.S,
+                 MP=PRECISIONS[m32_in], MP1=PRECISIONS[m16] if m16 != m32 else -1,
+                 MPO=PRECISIONS[m32_out] if m32_out != m32_in else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0, VX=lc.VX)

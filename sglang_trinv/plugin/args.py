@@ -63,7 +63,9 @@ def add_cli_args_hook(result, parser: argparse.ArgumentParser, *args, **kwargs):
     group.add_argument(
         PRECISION_FLAG, type=_precision, default=precision, metavar="{" + ",".join(PRECISIONS) + "}[/MERGE]",
         help="Tensor-core precision of the inversion's products, or DIAG/MERGE for the 16x16 diagonal tiles and "
-        "the merges apart, e.g. bf16x3/tf32, MERGE optionally per doubling level as M16+M32 (bf16x3/bf16x3+tf32) "
+        "the merges apart, e.g. bf16x3/tf32, MERGE optionally per doubling level as M16+M32 (bf16x3/bf16x3+tf32), "
+        "M32 optionally as Pin*Pout for the inner / outer products of the 32 -> 64 merges "
+        "('bf16x3/bf16x3+bf16x3*tf32') "
         f"(default: the kernel's per-method default). Env: {ENV_PRECISION}.",
     )
     return None

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .precision import matmul, merge_levels, mul, work_dtype
+from .precision import matmul, merge_levels, mul, product_pair, work_dtype
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -64,7 +64,7 @@ def _double(A: torch.Tensor, D: torch.Tensor, precision: str) -> torch.Tensor:
     per pair of neighbouring blocks ``[[M11, 0], [A21, M22]]^{-1} = [[X11, 0], [−X22·A21·X11, X22]]``,
     b → 2b until one block is left. Only products of already-inverted (bounded) blocks: log-stable.
     ``precision`` "P1+P2": the first level's products in P1, the later levels' in P2 (as the kernels' per-level
-    merge precision).
+    merge precision); a level "Pin*Pout" splits its inner A21·X11 and outer X22·(…) product (``product_pair``).
     """
     b = D.shape[-1]
     first, later = merge_levels(precision)
@@ -72,7 +72,8 @@ def _double(A: torch.Tensor, D: torch.Tensor, precision: str) -> torch.Tensor:
     while D.shape[-3] > 1:
         X11, X22 = D[..., 0::2, :, :], D[..., 1::2, :, :]
         A21 = diag_blocks(A, 2 * b)[..., b:, :b]
-        X21 = -matmul(X22, matmul(A21, X11, p), p)
+        p_in, p_out = product_pair(p)
+        X21 = -matmul(X22, matmul(A21, X11, p_in), p_out)
         p = later
         top = torch.cat([X11, torch.zeros_like(X11)], dim=-1)
         bottom = torch.cat([X21, X22], dim=-1)

@@ -20,9 +20,19 @@ PRECISIONS = ("ieee", "tf32", "bf16", "fp16", "tf32x3", "bf16x3")
 
 
 def merge_levels(merge: str) -> tuple[str, str]:
-    """(16 → 32 merge precision, 32 → 64 merge precision) of a merge name ("P" or "P16+P32")."""
+    """(16 → 32 merge precision, 32 → 64 merge precision) of a merge name ("P" or "P16+P32"); a level may be
+    "P1*P2" (see :func:`product_pair`)."""
     m16, _, m32 = merge.partition("+")
     return m16, m32 or m16
+
+
+def product_pair(level: str) -> tuple[str, str]:
+    """(inner, outer) precision of a doubling merge X21 = −X22·(A21·X11): "P" for both products, "P1*P2" for the
+    inner A21·X11 in P1 and the outer X22·(…) in P2. Why split: with (nearly) equal keys, w = Ai·diag(β e^g)·K adds
+    Ai's absolute errors row by row, and the cancelling inner product is where tf32 leaves them
+    (bench/precision_w.py)."""
+    inner, _, outer = level.partition("*")
+    return inner, outer or inner
 
 
 def round_tf32(x: torch.Tensor) -> torch.Tensor:
