@@ -148,7 +148,7 @@ if has gluonvarlen; then  # issue 3: where the Gluon kernel's varlen time goes (
   tail -20 "$out/gluonvarlen.log"
   echo "gluonvarlen: $(( $(date +%s) - t0 )) s"
 fi
-if has gluonvarlendiag; then  # issue 3: the varlen penalty of the Gluon kernel (VX diagnostics)
+if has gluonvarlendiag; then  # issue 3: the varlen penalty of the Gluon kernel per shape
   timeout 300 python3 bench/gluon_intra.py --varlen-diag "$out/gluonvarlendiag" > "$out/gluonvarlendiag.log" 2>&1
   grep -E "^\| " "$out/gluonvarlendiag.log" | tail -60; tail -3 "$out/gluonvarlendiag.log"
   echo "gluonvarlendiag: $(( $(date +%s) - t0 )) s"

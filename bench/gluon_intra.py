@@ -5,7 +5,7 @@ per shape and per launch variant (MODE 1 / 2 time each partition alone).
     PYTHONPATH=<triton 3.6 dir> python bench/gluon_intra.py               # CPU: registers / spills (sm_90)
     python bench/gluon_intra.py --gpu OUT_DIR                             # GPU: errors vs fp64, times
     python bench/gluon_intra.py --varlen OUT_DIR                          # GPU: where varlen time goes
-    python bench/gluon_intra.py --varlen-diag OUT_DIR                     # GPU: varlen penalty, VX diagnostics
+    python bench/gluon_intra.py --varlen-diag OUT_DIR                     # GPU: varlen penalty per shape
     python bench/gluon_intra.py --shapes OUT_DIR                          # GPU: launch variants at every shape
     python bench/gluon_intra.py --ncu                                     # GPU, under ncu: one launch of each
 """
@@ -289,9 +289,10 @@ def varlen_check(out: str) -> int:
 
 def varlen_diag(out: str) -> int:
     """Where the varlen penalty sits (session 9: T=8192 H=32, one sequence given as cu_seqlens, 113.4 µs vs 102.5
-    without): the default launch with and without cu_seqlens, and the VX timing diagnostics (bit 1: A, bit 2: w/u
-    always stored by TMA — the masked-store branches for chunks that end inside the tensor compiled out; outputs
-    wrong only for such chunks), at the shapes where varlen is short of 1.8×. Default precision, CUDA-graph µs."""
+    without): the default launch with and without cu_seqlens, each partition alone, the Triton kernel, at the
+    shapes where varlen is short of 1.8×. Default precision, CUDA-graph µs. (Session 12 call 1 also timed a
+    diagnostic launch with the masked-store branches compiled out — GluonLaunch.VX, commit 49da107, removed once
+    the masked w/u stores were fixed.)"""
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -314,9 +315,6 @@ def varlen_diag(out: str) -> int:
                  ("gluon varlen", lambda: run())]
         if nseq == 1:
             calls.append(("gluon not varlen", lambda: run_variant(k, v, g, beta, bufs, diag=diag, merge=merge)))
-        # GLUON_VX="1,2,3": the diagnostics (session 12 call 1); the partitions alone and the Triton kernel beside
-        calls += [(f"gluon varlen VX={vx}", lambda vx=vx: run(VX=int(vx)))
-                  for vx in os.environ.get("GLUON_VX", "").split(",") if vx]
         calls += [("gluon varlen, no A", lambda: run(store_A=False)),
                   ("gluon varlen MODE=1", lambda: run(MODE=1)), ("gluon varlen MODE=2", lambda: run(MODE=2)),
                   ("triton", lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, backend="triton"))]
@@ -326,7 +324,7 @@ def varlen_diag(out: str) -> int:
         del bufs
         torch.cuda.empty_cache()
     meta = common.run_meta("cuda", dtype="bfloat16", precision=f"{diag}/{merge}")
-    md = common.md_header("Gluon intra, varlen penalty (VX diagnostics)", meta,
+    md = common.md_header("Gluon intra, varlen penalty", meta,
                           "bf16, K=V=128, A written unless noted; CUDA-graph µs per call.")
     md += ["| T | H | seqs | call | µs |", "|---|---|---|---|---|"]
     md += [f"| {r['T']} | {r['H']} | {r['nseq']} | {r['call']} | {r['us']:.1f} |" for r in rows]

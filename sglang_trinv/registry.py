@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .reference import inverse as ref
-from .reference.precision import PRECISIONS, merge_levels  # noqa: F401 (re-exported)
+from .reference.precision import PRECISIONS, merge_levels, parse_precision  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,9 @@ def get_method(name: str) -> Method:
 
 def check_precision(precision: str) -> str:
     """A precision name, or ``"DIAG/MERGE"`` (kernels: diagonal-tile products / merge products apart), MERGE
-    optionally per doubling level ``"M16+M32"`` (the 16 → 32 merges / the 32 → 64 ones), M32 optionally
-    ``"Pin*Pout"`` (the 32 → 64 merges' inner A·X / outer X·(A·X) products apart:
-    reference.precision.product_pair)."""
-    diag, slash, merge = precision.partition("/")
-    parts = [diag, *(merge.split("+") if slash else [])]
-    if len(parts) == 3:  # DIAG/M16+M32: only M32 may be split
-        parts = parts[:2] + parts[2].split("*", 1)
-    if any(p not in PRECISIONS for p in parts) or len(parts) > 4 or ("+" in diag):
-        raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)} "
-                         "(or DIAG/MERGE, e.g. bf16x3/tf32, MERGE per doubling level as M16+M32, M32 as Pin*Pout)")
+    optionally per doubling level ``"M16+M32"``, M32 optionally ``"Pin*Pout"`` (reference.precision.parse_precision
+    says what is wrong)."""
+    parse_precision(precision)
     return precision
 
 

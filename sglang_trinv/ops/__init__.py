@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from ..reference.precision import product_pair
+from ..reference.precision import PRECISIONS, parse_precision, product_pair
 from ..registry import get_method, merge_levels
 from . import gdn_intra as _k
 from . import direct_launch as _direct_launch
@@ -41,6 +41,7 @@ KERNEL_METHODS = {
 
 _PRECISION_CODES = {"ieee": _k.P_IEEE, "tf32": _k.P_TF32, "tf32x3": _k.P_TF32X3, "bf16": _k.P_BF16,
                     "bf16x3": _k.P_BF16X3, "fp16": _k.P_FP16}
+assert set(_PRECISION_CODES) == set(PRECISIONS)  # parse_precision checks names against PRECISIONS
 
 # Default (diag/merge) precision per method, from H200 measurements (bench/results/2026-11-26-h200/, -s9/).
 # DEFAULT_PRECISION is for the fused GDN intra kernels (gdn_fwd_intra, the plugin's path). blockdoubling: bf16x3
@@ -112,20 +113,7 @@ def split_precision(method: str, precision: str | None, fused: bool = True) -> t
     """(diag, merge) precision names; ``precision=None`` picks the measured default for the kernel kind. ``merge``
     may be per doubling level, "M16+M32": the 16 → 32 merges in M16, the 32 → 64 ones in M32 (blockdoubling,
     column_sweep and forward_substitution trees; see :func:`merge_levels`)."""
-    p = precision or (DEFAULT_PRECISION if fused else INVERSE_ONLY_PRECISION)[method]
-    diag, _, merge = p.partition("/")
-    merge = merge or diag
-    parts = merge.split("+")
-    if len(parts) > 2:
-        raise ValueError(f"precision {p!r}: at most two merge levels, 'DIAG/M16+M32'")
-    if "*" in parts[0] or "*" in diag:
-        raise ValueError(f"precision {p!r}: a split product precision 'Pin*Pout' is for the 32 → 64 merges only "
-                         "('DIAG/M16+Pin*Pout')")
-    for name in (diag, *parts[:-1], *parts[-1].split("*", 1)):
-        if name not in _PRECISION_CODES:
-            raise ValueError(f"unknown precision {name!r} in {p!r}; choose from {', '.join(_PRECISION_CODES)} "
-                             "or 'DIAG/MERGE' (MERGE may be 'M16+M32', M32 may be 'Pin*Pout')")
-    return diag, merge
+    return parse_precision(precision or (DEFAULT_PRECISION if fused else INVERSE_ONLY_PRECISION)[method])
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small

@@ -80,8 +80,7 @@ class GluonLaunch:
     the host (None: on the device in eager launches, on the host under CUDA-graph capture — H200, T=8192 H=32: the
     bare launch enqueues in 82.7 instead of 158.0 µs, the kernel takes 106.4 instead of 103.4 µs; a captured
     launch pays the host cost once); MODE 1 / 2: only the inverters / only the streamers work (timing
-    diagnostics, outputs undefined); VX (timing diagnostic for varlen launches, outputs wrong for chunks that end
-    inside the tensor): bit 1 A, bit 2 w/u always stored by TMA (session 12: the masked branches compiled out)."""
+    diagnostics, outputs undefined)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -95,7 +94,6 @@ class GluonLaunch:
     CS: int = 1
     MODE: int = 0
     DD: bool | None = None
-    VX: int = 0
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -585,7 +583,7 @@ if AVAILABLE:
                    ready, stg, T, NC, n_tiles, full, empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
                    V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr,
                    MODE: gl.constexpr, PAIR: gl.constexpr, STORE_A: gl.constexpr, G: gl.constexpr,
-                   IS_VARLEN: gl.constexpr, NB: gl.constexpr, VX: gl.constexpr = 0):
+                   IS_VARLEN: gl.constexpr, NB: gl.constexpr):
         """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile,
         BN columns at a time: v/k blocks through an S-deep TMA ring (loads run up to one tile ahead, across
         batches: they do not depend on Ai), four K=16 wgmmas on the shared panels (NB buffers of them), results
@@ -594,8 +592,6 @@ if AVAILABLE:
                                                       instr_shape=[16, BN, 16])
         NU: gl.constexpr = V // BN
         IPT: gl.constexpr = (V + K) // BN
-        VA: gl.constexpr = IS_VARLEN and VX % 2 == 0  # VX: timing diagnostics (GluonLaunch)
-        VE: gl.constexpr = IS_VARLEN and (VX // 2) % 2 == 0
         L: gl.constexpr = S - 1 - PAIR    # items issued ahead of the one being multiplied
         gl.static_assert(L + PAIR <= IPT, "the TMA ring may run at most one tile ahead")
         pid = gl.program_id(0)
@@ -624,7 +620,7 @@ if AVAILABLE:
                     mbarrier.wait(full.index(bt % NB), (bt // NB) & 1)
                 pw = (bt % NB) * W + wi  # this tile's panels (buffer, tile of the batch)
                 if STORE_A:
-                    _store_a(pa, a_desc, a_ptr, wi, row_c, eos_c, T, head_c, H, VA)
+                    _store_a(pa, a_desc, a_ptr, wi, row_c, eos_c, T, head_c, H, IS_VARLEN)
                 if PAIR:  # two items in flight: the second's wgmmas run while the first's result goes out
                     for pp in gl.static_range(IPT // 2):
                         for d in gl.static_range(2):
@@ -641,10 +637,10 @@ if AVAILABLE:
                         acc1 = _wg_chain(pe if 2 * pp + 1 >= NU else pb, ring.index((q + 1) % S), pw, ACC, BN)
                         acc0 = warpgroup_mma_wait(4, deps=[acc0])
                         _epi(acc0, q, 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU,
-                             H, V, K, VE)
+                             H, V, K, IS_VARLEN)
                         acc1 = warpgroup_mma_wait(0, deps=[acc1])
                         _epi(acc1, q + 1, 2 * pp + 1, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr,
-                             NSTG, NU, H, V, K, VE)
+                             NSTG, NU, H, V, K, IS_VARLEN)
                         q += 2
                 else:
                     for sub in gl.static_range(IPT):
@@ -658,7 +654,7 @@ if AVAILABLE:
                         acc = _wg_chain(pe if sub >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         acc = warpgroup_mma_wait(0, deps=[acc])
                         _epi(acc, q, sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU, H,
-                             V, K, VE)
+                             V, K, IS_VARLEN)
                         q += 1
                 if (wi == W - 1) | (ts == n_my - 1):
                     if STORE_A:
@@ -685,7 +681,7 @@ if AVAILABLE:
                            G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
-                           MP1: gl.constexpr = -1, VX: gl.constexpr = 0, MPO: gl.constexpr = -1):
+                           MP1: gl.constexpr = -1, MPO: gl.constexpr = -1):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -754,7 +750,7 @@ if AVAILABLE:
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
-                                          NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB, VX))],
+                                          NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB))],
                            [4], [REGS])
 
 
@@ -822,7 +818,7 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  MPO=PRECISIONS[m32_out] if m32_out != m32_in else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
-                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0, VX=lc.VX)
+                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0)
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))

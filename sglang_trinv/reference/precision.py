@@ -26,6 +26,30 @@ def merge_levels(merge: str) -> tuple[str, str]:
     return m16, m32 or m16
 
 
+def parse_precision(precision: str) -> tuple[str, str]:
+    """(diag, merge) of a kernel precision — "P", "DIAG/MERGE" or "DIAG/M16+M32" with M32 optionally "Pin*Pout"
+    (:func:`merge_levels`, :func:`product_pair`) — checked; the one parser of this grammar (the CLI flag's
+    validator and the kernels' launch both use it). ValueError names what is wrong."""
+    diag, _, merge = precision.partition("/")
+    merge = merge or diag
+    parts = merge.split("+")
+
+    def bad(detail: str):
+        return ValueError(f"unknown precision {precision!r}: {detail}; choose from {', '.join(PRECISIONS)} or "
+                          "'DIAG/MERGE' (MERGE may be 'M16+M32', M32 may be 'Pin*Pout')")
+
+    if "*" in diag or "*" in parts[0]:
+        raise bad("a split product precision 'Pin*Pout' is for the 32 → 64 merges only ('DIAG/M16+Pin*Pout')")
+    if diag not in PRECISIONS:
+        raise bad(f"{diag!r} is not a precision")
+    if len(parts) > 2:
+        raise bad("at most two merge levels, 'DIAG/M16+M32'")
+    for name in (*parts[:-1], *parts[-1].split("*", 1)):
+        if name not in PRECISIONS:
+            raise bad(f"{name!r} is not a precision")
+    return diag, merge
+
+
 def product_pair(level: str) -> tuple[str, str]:
     """(inner, outer) precision of a doubling merge X21 = −X22·(A21·X11): "P" for both products, "P1*P2" for the
     inner A21·X11 in P1 and the outer X22·(…) in P2. Why split: with (nearly) equal keys, w = Ai·diag(β e^g)·K adds
