@@ -4,7 +4,7 @@
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
-#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag
+#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -152,6 +152,13 @@ if has gluonvarlendiag; then  # issue 3: the varlen penalty of the Gluon kernel 
   timeout 300 python3 bench/gluon_intra.py --varlen-diag "$out/gluonvarlendiag" > "$out/gluonvarlendiag.log" 2>&1
   grep -E "^\| " "$out/gluonvarlendiag.log" | tail -60; tail -3 "$out/gluonvarlendiag.log"
   echo "gluonvarlendiag: $(( $(date +%s) - t0 )) s"
+fi
+if has diagprec; then  # issue 3: merge precisions side by side (families: w/u/A and whole o; the 12 shapes)
+  DIAG_PRECISIONS=${DIAG_PRECISIONS:-"bf16x3/bf16x3+tf32,bf16x3/bf16x3,bf16x3/bf16x3+bf16x3*tf32"} \
+    timeout ${DIAGPREC_TIMEOUT:-560} python3 bench/bench_diag_precision.py "$out/diagprec" ${DIAGPREC_ARGS:-} \
+    > "$out/diagprec.log" 2>&1
+  grep -E "^\| " "$out/diagprec.log" | tail -100
+  echo "diagprec: $(( $(date +%s) - t0 )) s"
 fi
 if has gluontests; then  # the Gluon kernel's GPU tests only
   timeout ${GLUONTESTS_TIMEOUT:-330} python3 -m pytest -q -m gpu -p no:cacheprovider -k gluon tests/test_kernels.py > $kr/gluontests.log 2>&1

@@ -4,6 +4,8 @@
 # after the other on its GPU). Device time is counted per machine, not per GPU: four benchmarks on four GPUs
 # cost what one costs. Every step still times stock and ours in its own process on its own GPU.
 #   bash bench/device_parallel.sh kdaall kdarest pipetune variants
+# An argument "VAR=x VAR2=y@steps" runs its steps with those environment variables (values without spaces), e.g.
+#   bash bench/device_parallel.sh layer "GLUON_SHAPES=4096,8,4,1;8192,8,4,1@gluonshapes"
 # Results: $OUT/parallel.tar.gz (each argument's $OUT, scratch and log) and $OUT/parallel.log.
 set -u
 cd "$(dirname "$0")/.."
@@ -19,7 +21,10 @@ for steps in "$@"; do
   d="$par/gpu$i"
   mkdir -p "$d/out"
   echo "GPU $i: $steps"
-  CUDA_VISIBLE_DEVICES=$i OUT="$d/out" KR="$d/kr" bash bench/device_kernels.sh "$steps" > "$d/run.log" 2>&1 &
+  assigns=()
+  case "$steps" in *@*) read -ra assigns <<< "${steps%@*}"; steps=${steps##*@};; esac
+  env "${assigns[@]}" CUDA_VISIBLE_DEVICES=$i OUT="$d/out" KR="$d/kr" bash bench/device_kernels.sh "$steps" \
+    > "$d/run.log" 2>&1 &
   pids+=($!)
   i=$((i + 1))
 done

@@ -188,9 +188,11 @@ def shape_sweep(out: str) -> int:
             calls["triton, no chunk table"] = lambda: ops.gdn_fwd_intra(
                 k, v, g, beta, cu, ci, backend="triton",
                 tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, chunk_table=False))
-        for kw in SHAPE_VARIANTS:
+        for kw in SHAPE_VARIANTS:  # a "precision" key ("DIAG/MERGE") times that variant at that precision
             name = "gluon " + (" ".join(f"{n}={x}" for n, x in kw.items()) or "default")
-            calls[name] = lambda kw=kw: run_variant(k, v, g, beta, bufs, cu, ci, diag=diag, merge=merge, **kw)
+            kw = dict(kw)
+            d, m = ops.split_precision("blockdoubling", kw.pop("precision", None))
+            calls[name] = lambda kw=kw, d=d, m=m: run_variant(k, v, g, beta, bufs, cu, ci, diag=d, merge=m, **kw)
         stock_us, first = None, {}
         for name, f in calls.items():
             for x in bufs[:3]:
@@ -205,8 +207,10 @@ def shape_sweep(out: str) -> int:
             checked = "MODE" not in name
             e = "/".join(f"{bk.rel_err(x, x64)['max_rel']:.1e}" for x, x64 in zip(res, ref64)) if checked else "–"
             finite = all(bool(torch.isfinite(x.float()).all()) for x in res) if checked else None
-            # bitwise against the first row of its backend (Triton / Gluon default): variants must not change outputs
-            fam = name.split()[0].rstrip(",")
+            # bitwise against the first row of its backend and precision (Triton / Gluon default): variants must
+            # not change outputs
+            fam = name.split()[0].rstrip(",") + "".join(x for x in name.split()
+                                                        if x.startswith(("precision=", "store_A=")))
             diff = None
             if checked and fam in first:
                 diff = max(float((x.float() - y.float()).abs().max()) for x, y in zip(res, first[fam]))

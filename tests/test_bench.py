@@ -28,18 +28,21 @@ def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
     """`sglang-trinv bench layer`: SGLang's chunk_gated_delta_rule_fwd stock (and stock with only its output
     stage's memset of o removed), through the fused pipeline (without that memset, and with it kept) and with only
     the intra kernel swapped — each timed and compared with stock and with the fp64 twin of the whole
-    forward (fp32 under the interpreter)."""
+    forward (fp32 under the interpreter); ``--precision`` adds blockdoubling's fused pipeline at that precision."""
     import os
 
     from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
 
-    assert main(["bench", "layer", "--smoke", "--out", str(tmp_path)]) == 0
+    with pytest.raises(SystemExit):  # a precision the kernels do not know is refused before any work
+        main(["bench", "layer", "--smoke", "--precision", "bf16x9", "--out", str(tmp_path)])
+    assert main(["bench", "layer", "--smoke", "--precision", "bf16x3", "--out", str(tmp_path)]) == 0
     assert ENV_FUSE_PIPELINE not in os.environ  # restored
     rows = json.loads((tmp_path / "whole.json").read_text())["rows"]
     assert [(r["method"], r["pipeline"], r["o_memset"]) for r in rows] == [
         ("stock", "stock", True), ("stock", "o not memset", False), ("blockdoubling", "fused pipeline", False),
         ("blockdoubling", "intra only", True), ("blockdoubling", "fused pipeline, o memset kept", True),
-        ("column_sweep", "fused pipeline", False)]
+        ("column_sweep", "fused pipeline", False), ("blockdoubling", "fused pipeline", False)]
+    assert rows[-1]["precision"].startswith("bf16x3,") and not rows[-1]["auto_pick"]
     assert rows[1]["o_rel_vs_stock"] == 0 and rows[1]["state_rel_vs_stock"] == 0  # the same output kernel
     for r in rows:
         assert r["us"] > 0 and r["o_rel_vs_stock"] < 1e-4 and r["state_rel_vs_stock"] < 1e-4, r

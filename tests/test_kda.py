@@ -137,6 +137,28 @@ def test_strong_gates_stay_exact():
     assert not (torch.isfinite(s[4]).all() and _rel(s[4], expected[3]) < 1e-2)
 
 
+def test_near_zero_gates_whose_cumsum_rounds_upward():
+    """A cumulative log-gate is non-increasing, but with near-zero gates its rounding can put a later token an ulp
+    above an earlier one. The gate factor there is 1 to working precision: the kernel (every Gram path) and the
+    fp64 twin keep it, as SGLang's kernel does; until 2026-11-28 both zeroed it (Akk max-rel 0.16 against the
+    exact inverse on a safe-gate benchmark input)."""
+    inputs = _inputs(B=1, T=40, H=1, K=16, V=16, seed=4)
+    q, k, v, g, beta, _ = inputs
+    g = torch.full_like(g, -1e-24)
+    g[:, 20:] = -1e-25  # later tokens an "ulp" above earlier ones: d = g_i − g_j > 0 below the diagonal
+    inputs = (q, k, v, g, beta, None)
+    gate = torch.ones(40, 40, dtype=torch.float64).tril()  # exp(d) = 1 to fp64 precision
+    kk = k[0, :, 0].double()
+    A = torch.tril((kk @ kk.T) * gate * beta[0, :, 0].double()[:, None], -1)
+    Akk_exact = exact_inverse(A)
+    expected = ref.fwd_intra(q, k, v, g, beta)
+    assert _rel(expected[4][0, :, 0, :40], Akk_exact) < 1e-12  # the twin keeps the factor
+    for mode in ("sglang", "fused"):
+        for safe_gate in (False, True):
+            _check(_ours(inputs, "blockdoubling", precision="ieee", gram_precision="ieee", diag_gram=mode,
+                         safe_gate=safe_gate), expected, TOL)
+
+
 @pytest.mark.parametrize("method", ["blockdoubling", "forward_substitution"])
 def test_stable_methods_on_identical_keys(method):
     inputs = _inputs(B=1, T=64, H=1, K=16, V=16, seed=3, gate="identical_keys")

@@ -162,6 +162,38 @@ def test_split_product_precision_of_the_last_merge():
     assert _rel(Ai, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
 
 
+def test_default_precision_keeps_the_whole_forward_at_stock_error_on_identical_keys():
+    """Why the GDN default is all-bf16x3 (bench/results/2026-11-28-s13 §1): on identical keys the whole forward's
+    output o was above stock's on every GPU draw with tf32 in the 32 → 64 merges — also with only their outer
+    products in tf32 ('bf16x3/bf16x3+bf16x3*tf32', whose w is fine) — and below it with bf16x3 there. The CPU
+    emulation of the pipeline's roundings (reference.gdn.chunk_fwd_rounded, tf32 operands truncated as the tensor
+    core reads them) reproduces that: a change of the default that loses it fails here."""
+    from sglang_trinv.reference import inverse as R
+
+    T, H, Hg, D = 1024, 4, 2, 128
+    errs = {"stock": [], "default": [], "split": []}
+    schemes = {"stock": (lambda A: R.forward_substitution(A, 16, "tf32"), "stock"),
+               "default": (ops.kernel_twin("blockdoubling", ops.DEFAULT_PRECISION["blockdoubling"]), "ours"),
+               "split": (ops.kernel_twin("blockdoubling", "bf16x3/bf16x3+bf16x3*tf32"), "ours")}
+    for seed in range(3, 7):  # the benchmark's family: one key per chunk, β = 0.999, no decay
+        gen = torch.Generator().manual_seed(seed)
+        k = F.normalize(torch.randn(1, T // 64, Hg, D, generator=gen), dim=-1).repeat_interleave(64, dim=1)
+        q = F.normalize(torch.randn(1, T, Hg, D, generator=gen), dim=-1)
+        k, q = k.bfloat16(), q.bfloat16()
+        v = torch.randn(1, T, H, D, generator=gen).bfloat16()
+        beta = torch.full((1, T, H), 0.999).bfloat16()
+        g = torch.zeros(1, T, H)
+        h0 = torch.randn(1, H, D, D, generator=gen) * 0.1
+        o64 = ref.chunk_fwd(q, k, v, g, beta, D ** -0.5, h0)[0]
+        for name, (invert, wu) in schemes.items():
+            o = ref.chunk_fwd_rounded(q, k, v, g, beta, D ** -0.5, h0, lambda A, f=invert: f(A), wu=wu)
+            errs[name].append(float((o.double() - o64).abs().max() / o64.abs().max()))
+    # (CPU, these draws: stock 2.1–2.7e-2, default 1.9–2.2e-2, split 2.4–3.0e-2)
+    assert all(d <= s for d, s in zip(errs["default"], errs["stock"])), errs
+    med = {n: sorted(e)[len(e) // 2] for n, e in errs.items()}
+    assert med["split"] > med["stock"], errs  # the emulation sees the GPU's effect of tf32 outer products
+
+
 @pytest.mark.parametrize("precision", ["ieee", None])
 @pytest.mark.parametrize("method", STABLE)
 def test_stable_methods_on_identical_keys(method, precision):
@@ -316,7 +348,7 @@ import sys
 from sglang_trinv.ops import gluon_intra as gi
 case = sys.argv[1]
 kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_cumsum": True, "store_A": False},
-      "bf16x3": {"merge_precision": "bf16x3"}, "merge-levels": {"merge_precision": "bf16x3+tf32"},
+      "tf32-merges": {"merge_precision": "tf32"}, "merge-levels": {"merge_precision": "bf16x3+tf32"},
       "split-merge": {"merge_precision": "bf16x3+bf16x3*tf32", "varlen": True},
       "device-descriptors": {"launch": gi.GluonLaunch(DD=True), "varlen": True, "g_cumsum": True,
                              "store_A": False}}[case]
@@ -326,14 +358,14 @@ print("gluon", gi.DEFAULT_LAUNCH.REGS, r["launch_regs"], r["warps"], r["stack"],
 """
 
 
-@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "bf16x3", "merge-levels", "split-merge",
+@pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
                                   "device-descriptors"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
-    its CPU check), for one sequence, varlen with A, the plugin's varlen pipeline (cumsum in, no A) and bf16x3
-    merges: 4 inverter warps + one streamer warpgroup in one CTA per SM, the streamers lowered to their REGS and
-    the inverters raised to the 256-register maximum, spills of at most 64 B (Triton 3.6, the device machines':
-    0 B for one sequence, 16–24 B varlen), shared memory within the 227 KiB a Hopper CTA may have, and few
+    its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
+    default precision (bf16x3), and other merge precisions: 4 inverter warps + one streamer warpgroup in one CTA
+    per SM, the streamers lowered to their REGS and the inverters raised to the 256-register maximum, spills of at
+    most 64 B (Triton 3.6, the device machines', default precision: 8 B with A, 0 B in the pipeline), shared memory within the 227 KiB a Hopper CTA may have, and few
     compiler barriers between the Ai panel stores (one allocation per panel, stores by diagonals: 12–18 on
     Triton 3.6, 6–12 on 3.8; 52 / 35 when the panels shared one allocation — that change was worth 2 µs of 104 on
     an H200). "device-descriptors": the pipeline with the TMA descriptors built in the kernel (GluonLaunch.DD, for
@@ -504,9 +536,9 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("launch", [{}, {"PAIR": True, "REGS": 120, "S": 4, "NSTG": 2}, {"G": 1}, {"DB": True},
-                                    {"CS": 0}, {"G": 1, "KD": True}, {"DD": True}, {"DD": False}],
+                                    {"CS": 0}, {"G": 1, "KD": True}, {"DD": True}, {"DD": False}, {"EP": False}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
-                              "G1-ldmatrix-keys", "device-descriptors", "host-descriptors"])
+                              "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "no-early-puts"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),

@@ -83,17 +83,27 @@ def test_upper_triangle_and_diagonal_of_input_are_ignored():
 
 # ---------------------------------------------------------------------------------------- precision emulation
 def test_round_tf32_keeps_10_mantissa_bits():
+    """tf32 operands: truncated (the tensor core reading fp32 registers, what Triton's tf32 dots do — no cvt in
+    their sm_90 PTX) by default, rounded to nearest with ties away (cvt.rna, Triton's tf32x3 split) on request."""
     x = torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 1e3
-    r = round_tf32(x)
-    assert torch.all(r.view(torch.int32) & 0x1FFF == 0)                    # 13 low mantissa bits cleared
-    assert torch.all((r - x).abs() <= x.abs() * 2.0**-11)                  # round to nearest: ≤ half an ulp
-    # ties go away from zero (cvt.rna): 1 + 2^-11 is halfway between 1 and 1 + 2^-10
+    for mode, bound in (("trunc", 2.0**-10), ("rna", 2.0**-11)):
+        r = round_tf32(x, mode)
+        assert torch.all(r.view(torch.int32) & 0x1FFF == 0)                # 13 low mantissa bits cleared
+        assert torch.all((r - x).abs() <= x.abs() * bound)                 # < one ulp / ≤ half an ulp
+    t = round_tf32(x)
+    assert torch.all(t.abs() <= x.abs()) and torch.equal(t, round_tf32(x, "trunc"))  # toward zero
+    # 1 + 2^-11 is halfway between 1 and 1 + 2^-10: rna goes away from zero, truncation to 1
     tie = torch.tensor([1 + 2.0**-11, -(1 + 2.0**-11)])
-    assert round_tf32(tie).tolist() == [1 + 2.0**-10, -(1 + 2.0**-10)]
-    assert round_tf32(torch.tensor([1 + 2.0**-12])).item() == 1.0
+    assert round_tf32(tie, "rna").tolist() == [1 + 2.0**-10, -(1 + 2.0**-10)]
+    assert round_tf32(tie).tolist() == [1.0, -1.0]
+    assert round_tf32(torch.tensor([1 + 2.0**-12]), "rna").item() == 1.0
+    assert round_tf32(torch.tensor([1 + 2.0**-10 - 2.0**-23])).item() == 1.0  # just below 1 + ulp: truncated
     special = torch.tensor([math.inf, -math.inf, 0.0])
-    assert round_tf32(special).tolist() == [math.inf, -math.inf, 0.0]
-    assert torch.isnan(round_tf32(torch.tensor([math.nan]))).all()
+    for mode in ("trunc", "rna"):
+        assert round_tf32(special, mode).tolist() == [math.inf, -math.inf, 0.0]
+        assert torch.isnan(round_tf32(torch.tensor([math.nan]), mode)).all()
+    with pytest.raises(ValueError, match="tf32 rounding"):
+        round_tf32(x, "rtz")
 
 
 def test_split_precisions_beat_single():

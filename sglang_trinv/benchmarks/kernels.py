@@ -261,7 +261,10 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
         run_whole(inp, tag, rows, tune_intra)
 
 
-def run_whole(inp, tag, rows, tune_intra):
+def run_whole(inp, tag, rows, tune_intra, precisions=()):
+    """The whole chunk_gated_delta_rule_fwd, stock vs the plugin (see the variants below); ``precisions``: more
+    blockdoubling precisions, each timed on the fused pipeline (both backends where Gluon can run) in the same
+    process, for an A/B of precisions on the whole forward."""
     from importlib import import_module
 
     chunk = import_module(f"{FLA}.chunk")
@@ -302,6 +305,9 @@ def run_whole(inp, tag, rows, tune_intra):
         variants += [("blockdoubling", None, fused, e, not fused) for e in (("1", "0") if can else ("auto",))]
     variants.append(("blockdoubling", None, True, auto[True], True))
     variants.append(("column_sweep", None, True, "auto", False))
+    for p in precisions:
+        can_p = ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", p, cu) is None
+        variants += [("blockdoubling", p, True, e, False) for e in (("1", "0") if can_p else ("0",))]
     from sglang_trinv.plugin.gdn import ENV_O_MEMSET
 
     stock_fwd_o = chunk.chunk_fwd_o
@@ -340,7 +346,7 @@ def run_whole(inp, tag, rows, tune_intra):
             pipeline = " o not memset"
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
         # the kernel `auto` serves this call with, as the plugin runs it by default
-        picked = gl_env in ("auto", auto[fused]) and memset == (name == "stock" or not fused)
+        picked = gl_env in ("auto", auto[fused]) and memset == (name == "stock" or not fused) and p is None
         rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t,
                          graph_us=t_graph, o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o,
                          state_rel_vs_fp64=e_s, o_memset=memset,

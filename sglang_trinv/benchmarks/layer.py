@@ -8,11 +8,12 @@ state's max-rel error against the fp64 twin of the whole forward (``reference.gd
 and their difference to stock. Writes ``DIR/whole.json`` and ``DIR/whole.md`` as it goes, ``DIR/whole.png``
 (speed-up per shape) at the end.
 
-    sglang-trinv bench layer --out DIR [--smoke] [--shapes stages] [--shape T,H,Hg,SEQS ...]
+    sglang-trinv bench layer --out DIR [--smoke] [--shapes stages] [--shape T,H,Hg,SEQS ...] [--precision P ...]
 
 ``--shapes stages``: only the six shapes of ``bench stages`` (one sequence at T=8192/32768 × H=32/8, 8 sequences
 at T=8192 H=32 and T=32768 H=8), for a shorter GPU call; ``--shape`` (repeatable) names shapes instead. The
-meta records whether the direct kernel launch (SGLANG_TRINV_DIRECT_LAUNCH) was on.
+meta records whether the direct kernel launch (SGLANG_TRINV_DIRECT_LAUNCH) was on. ``--precision`` (repeatable) adds
+blockdoubling's fused pipeline at that precision to every shape, timed in the same process (an A/B of precisions).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="all: the issue's 12 shapes; stages: the 6 shapes of `bench stages`")
     ap.add_argument("--shape", action="append", type=_shape, default=[], metavar="T,H,Hg,SEQS",
                     help="only this shape (repeatable; overrides --shapes), e.g. 8192,32,16,1")
+    ap.add_argument("--precision", action="append", type=_precision, default=[], metavar="PRECISION",
+                    help="also time blockdoubling at this precision (repeatable; fused pipeline, same process as "
+                         "the default), e.g. bf16x3")
 
 
 def _shape(text: str) -> tuple[int, int, int, int]:
@@ -38,6 +42,15 @@ def _shape(text: str) -> tuple[int, int, int, int]:
     if min(T, H, Hg, n) < 1 or H % Hg or n > T:
         raise argparse.ArgumentTypeError(f"{text!r}: need T, H, Hg, SEQS ≥ 1, Hg dividing H, SEQS ≤ T")
     return T, H, Hg, n
+
+
+def _precision(text: str) -> str:
+    from ..registry import check_precision
+
+    try:
+        return check_precision(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run(args) -> int:
@@ -67,7 +80,7 @@ def run(args) -> int:
         inp = bk.make_inputs(T, H, Hg, dim, dim, n, 0)
         if not args.smoke:
             bk.retune_stock()  # stock's intra autotuner keys on the head count only: tune it at this shape
-        bk.run_whole(inp, dict(T=T, H=H, Hg=Hg, nseq=n), rows, None)
+        bk.run_whole(inp, dict(T=T, H=H, Hg=Hg, nseq=n), rows, None, tuple(args.precision))
         common.save_results(args.out, "whole", meta, rows)
         del inp
         if not args.smoke:

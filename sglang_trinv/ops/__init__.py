@@ -43,19 +43,21 @@ _PRECISION_CODES = {"ieee": _k.P_IEEE, "tf32": _k.P_TF32, "tf32x3": _k.P_TF32X3,
                     "bf16x3": _k.P_BF16X3, "fp16": _k.P_FP16}
 assert set(_PRECISION_CODES) == set(PRECISIONS)  # parse_precision checks names against PRECISIONS
 
-# Default (diag/merge) precision per method, from H200 measurements (bench/results/2026-11-26-h200/, -s9/).
-# DEFAULT_PRECISION is for the fused GDN intra kernels (gdn_fwd_intra, the plugin's path). blockdoubling: bf16x3
-# diagonal tiles and 16 → 32 merges, tf32 32 → 64 merges ("bf16x3/bf16x3+tf32"). Adversarial families, A max-rel
-# (T=4096 H=8): identical keys 1.33e-3, β ∈ (1, 2] 5.36e-3 vs stock's 1.36e-2 / 1.21e-2 (all-bf16x3 merges
-# 1.33e-3 / 1.99e-3, all-tf32 merges 1.36e-2 / 1.23e-2, at stock's level). Most merge products are in the 32 → 64
-# level, so it keeps most of the tf32 merges' speed; all-bf16x3 merges also spill 24 B in the Gluon pipeline
-# launch without cu_seqlens (Triton 3.6 sm_90 compile), this split none. But on those families its w is less
-# accurate than stock's (identical keys 2.19e-2 vs 1.02e-2, β ∈ (1, 2] 2.74e-2 vs 1.86e-2; all-bf16x3 9.96e-4 /
-# 1.80e-2): the tf32 32 → 64 products' absolute errors add up in w's row sums (bench/results/2026-11-27-s12 §6).
+# Default (diag/merge) precision per method, from GPU measurements (bench/results/2026-11-26-h200/, -s9/, -s12/,
+# 2026-11-28-s13/). DEFAULT_PRECISION is for the fused GDN intra kernels (gdn_fwd_intra, the plugin's path).
+# blockdoubling: bf16x3 everywhere (diagonal tiles and both merge levels), the one scheme measured at or below
+# stock's error in w, u, A and the whole forward's o on both adversarial families (8 random draws each, H100,
+# s13: identical keys o median 2.18e-2 vs stock 2.40e-2, w 1.09e-3 vs 1.03e-2; β ∈ (1, 2] o 2.76e-2 / 2.84e-2
+# (Triton / Gluon) vs 2.99e-2). Cheaper schemes lose there: tf32 32 → 64 merges ("bf16x3/bf16x3+tf32", the default
+# until s13) put w above stock (identical keys 2.22e-2), and bf16x3 inner with tf32 outer products
+# ("bf16x3/bf16x3+bf16x3*tf32") fixes w but not o (identical keys 2.77e-2, above stock on 8 of 8 draws: Triton's tf32
+# products truncate their operands, so with equal keys their errors share a sign and the state sums them; the CPU
+# emulation with truncated tf32 reproduces it, tests/test_kernels.py). Cost against those (H100, s13): whole
+# forward 0–2.3 %, the intra kernels 0–4 % (Gluon varlen with early puts, GluonLaunch.EP).
 DEFAULT_PRECISION = {
     "forward_substitution": "tf32",  # stock: CUDA-core substitution + tf32 merges
     "column_sweep": "tf32",
-    "blockdoubling": "bf16x3/bf16x3+tf32",
+    "blockdoubling": "bf16x3",
     "hybrid": "tf32",
     "neumann": "ieee",
     "newton_schulz": "ieee",

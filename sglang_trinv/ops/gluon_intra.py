@@ -80,7 +80,12 @@ class GluonLaunch:
     the host (None: on the device in eager launches, on the host under CUDA-graph capture — H200, T=8192 H=32: the
     bare launch enqueues in 82.7 instead of 158.0 µs, the kernel takes 106.4 instead of 103.4 µs; a captured
     launch pays the host cost once); MODE 1 / 2: only the inverters / only the streamers work (timing
-    diagnostics, outputs undefined)."""
+    diagnostics, outputs undefined); EP: early puts — the 32 → 64 merges of column block 1 first and its tiles
+    stored before block 0's are computed: fewer tiles live at once (None: on for varlen and for launches without A,
+    where it pays; bench/results/2026-11-28-s13). All-bf16x3 merges, sm_90 spills (Triton 3.6) varlen with A 56 →
+    8 B, pipeline 8 / 24 → 0 B, but one sequence with A 8 → 48 B; H100, A written, 8 sequences T=8192 H=32 145.8 →
+    128.6 µs, one sequence 134.5 → 141.3. Results equal to a rounding (the merges' sums accumulate in another
+    order), errors vs fp64 unchanged."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -94,6 +99,7 @@ class GluonLaunch:
     CS: int = 1
     MODE: int = 0
     DD: bool | None = None
+    EP: bool | None = None
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -142,6 +148,14 @@ if AVAILABLE:
             a_b = gl.where(blk, a, 0.0)
             x = x - _mm(_mm(x, a_b, MMA, PREC), x, MMA, PREC)
         return x
+
+    @gluon.jit
+    def _handover(empty, buf, j, NB: gl.constexpr, s_0, s_1, s_2, s_3, h_0, h_1, h_2, h_3):
+        """Before the first panel store of batch j: wait until the streamers released this buffer's panels
+        (batch j − NB); then the column scales β e^g of Ai·diag(β e^g), one vector per column block."""
+        if j >= NB:
+            mbarrier.wait(empty.index(buf), (j // NB - 1) & 1)
+        return s_0 * gl.exp(h_0), s_1 * gl.exp(h_1), s_2 * gl.exp(h_2), s_3 * gl.exp(h_3)
 
     @gluon.jit
     def _put(pb, pe, pa, buf, x, a: gl.constexpr, b: gl.constexpr, sb, se, PLAIN: gl.constexpr):
@@ -349,7 +363,7 @@ if AVAILABLE:
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
                       full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr,
-                      MPO: gl.constexpr = -1):
+                      MPO: gl.constexpr = -1, EP: gl.constexpr = False):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -448,35 +462,51 @@ if AVAILABLE:
                 M16: gl.constexpr = MP if MP1 < 0 else MP1  # the 16 → 32 merges' precision
                 x10 = -_mm(_mm(x11, a10, MMA, M16), x00, MMA, M16)
                 x32 = -_mm(_mm(x33, a32, MMA, M16), x22, MMA, M16)
-                t20 = _mm(a20, x00, MMA, MP) + _mm(a21, x10, MMA, MP)
-                t21 = _mm(a21, x11, MMA, MP)
-                t30 = _mm(a30, x00, MMA, MP) + _mm(a31, x10, MMA, MP)
-                t31 = _mm(a31, x11, MMA, MP)
                 MO: gl.constexpr = MP if MPO < 0 else MPO  # the 32 → 64 merges' outer products
-                x20 = -_mm(x22, t20, MMA, MO)
-                x21 = -_mm(x22, t21, MMA, MO)
-                x30 = -(_mm(x32, t20, MMA, MO) + _mm(x33, t30, MMA, MO))
-                x31 = -(_mm(x32, t21, MMA, MO) + _mm(x33, t31, MMA, MO))
-                # hand over: the streamers must have released this buffer's panels (batch j − NB) first
                 buf = j % NB
-                if j >= NB:
-                    mbarrier.wait(empty.index(buf), (j // NB - 1) & 1)
-                e_0 = s_0 * gl.exp(h_0)  # column scales of Ai·diag(β e^g), one per column block
-                e_1 = s_1 * gl.exp(h_1)
-                e_2 = s_2 * gl.exp(h_2)
-                e_3 = s_3 * gl.exp(h_3)
-                # by diagonals: one block per panel (separate allocations) between the compiler's shared-memory
-                # barriers, which it places between two writes to one allocation
-                _put(pb, pe, pa, buf, x00, 0, 0, s_0, e_0, STORE_A)
-                _put(pb, pe, pa, buf, x11, 1, 1, s_1, e_1, STORE_A)
-                _put(pb, pe, pa, buf, x22, 2, 2, s_2, e_2, STORE_A)
-                _put(pb, pe, pa, buf, x33, 3, 3, s_3, e_3, STORE_A)
-                _put(pb, pe, pa, buf, x10, 1, 0, s_0, e_0, STORE_A)
-                _put(pb, pe, pa, buf, x21, 2, 1, s_1, e_1, STORE_A)
-                _put(pb, pe, pa, buf, x32, 3, 2, s_2, e_2, STORE_A)
-                _put(pb, pe, pa, buf, x20, 2, 0, s_0, e_0, STORE_A)
-                _put(pb, pe, pa, buf, x31, 3, 1, s_1, e_1, STORE_A)
-                _put(pb, pe, pa, buf, x30, 3, 0, s_0, e_0, STORE_A)
+                if EP:
+                    # column block 1 first; its tiles leave before block 0's are computed (fewer tiles live)
+                    t21 = _mm(a21, x11, MMA, MP)
+                    t31 = _mm(a31, x11, MMA, MP)
+                    x21 = -_mm(x22, t21, MMA, MO)
+                    x31 = -(_mm(x32, t21, MMA, MO) + _mm(x33, t31, MMA, MO))
+                    e_0, e_1, e_2, e_3 = _handover(empty, buf, j, NB, s_0, s_1, s_2, s_3, h_0, h_1, h_2, h_3)
+                    _put(pb, pe, pa, buf, x11, 1, 1, s_1, e_1, STORE_A)
+                    _put(pb, pe, pa, buf, x21, 2, 1, s_1, e_1, STORE_A)
+                    _put(pb, pe, pa, buf, x33, 3, 3, s_3, e_3, STORE_A)
+                    _put(pb, pe, pa, buf, x31, 3, 1, s_1, e_1, STORE_A)
+                    t20 = _mm(a20, x00, MMA, MP) + _mm(a21, x10, MMA, MP)
+                    t30 = _mm(a30, x00, MMA, MP) + _mm(a31, x10, MMA, MP)
+                    _put(pb, pe, pa, buf, x00, 0, 0, s_0, e_0, STORE_A)
+                    _put(pb, pe, pa, buf, x10, 1, 0, s_0, e_0, STORE_A)
+                    x20 = -_mm(x22, t20, MMA, MO)
+                    x30 = -(_mm(x32, t20, MMA, MO) + _mm(x33, t30, MMA, MO))
+                    _put(pb, pe, pa, buf, x22, 2, 2, s_2, e_2, STORE_A)
+                    _put(pb, pe, pa, buf, x32, 3, 2, s_2, e_2, STORE_A)
+                    _put(pb, pe, pa, buf, x20, 2, 0, s_0, e_0, STORE_A)
+                    _put(pb, pe, pa, buf, x30, 3, 0, s_0, e_0, STORE_A)
+                else:
+                    t20 = _mm(a20, x00, MMA, MP) + _mm(a21, x10, MMA, MP)
+                    t21 = _mm(a21, x11, MMA, MP)
+                    t30 = _mm(a30, x00, MMA, MP) + _mm(a31, x10, MMA, MP)
+                    t31 = _mm(a31, x11, MMA, MP)
+                    x20 = -_mm(x22, t20, MMA, MO)
+                    x21 = -_mm(x22, t21, MMA, MO)
+                    x30 = -(_mm(x32, t20, MMA, MO) + _mm(x33, t30, MMA, MO))
+                    x31 = -(_mm(x32, t21, MMA, MO) + _mm(x33, t31, MMA, MO))
+                    e_0, e_1, e_2, e_3 = _handover(empty, buf, j, NB, s_0, s_1, s_2, s_3, h_0, h_1, h_2, h_3)
+                    # by diagonals: one block per panel (separate allocations) between the compiler's
+                    # shared-memory barriers, which it places between two writes to one allocation
+                    _put(pb, pe, pa, buf, x00, 0, 0, s_0, e_0, STORE_A)
+                    _put(pb, pe, pa, buf, x11, 1, 1, s_1, e_1, STORE_A)
+                    _put(pb, pe, pa, buf, x22, 2, 2, s_2, e_2, STORE_A)
+                    _put(pb, pe, pa, buf, x33, 3, 3, s_3, e_3, STORE_A)
+                    _put(pb, pe, pa, buf, x10, 1, 0, s_0, e_0, STORE_A)
+                    _put(pb, pe, pa, buf, x21, 2, 1, s_1, e_1, STORE_A)
+                    _put(pb, pe, pa, buf, x32, 3, 2, s_2, e_2, STORE_A)
+                    _put(pb, pe, pa, buf, x20, 2, 0, s_0, e_0, STORE_A)
+                    _put(pb, pe, pa, buf, x31, 3, 1, s_1, e_1, STORE_A)
+                    _put(pb, pe, pa, buf, x30, 3, 0, s_0, e_0, STORE_A)
                 fence_async_shared()  # generic-proxy stores → read by wgmma and TMA (async proxy)
             else:
                 if j >= NB:
@@ -681,7 +711,7 @@ if AVAILABLE:
                            G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
-                           MP1: gl.constexpr = -1, MPO: gl.constexpr = -1):
+                           MP1: gl.constexpr = -1, MPO: gl.constexpr = -1, EP: gl.constexpr = False):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -746,7 +776,7 @@ if AVAILABLE:
             sa = sb  # unused
         gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
                                              kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1, MPO)),
+                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1, MPO, EP)),
                             (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
                                           sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
                                           S,
@@ -818,7 +848,8 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  MPO=PRECISIONS[m32_out] if m32_out != m32_in else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
-                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0)
+                 CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
+                 EP=(varlen or not store_A) if lc.EP is None else lc.EP)
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
@@ -881,10 +912,14 @@ DIRECT = direct_launch.DirectLauncher("the Gluon intra kernel", lambda: gluon_in
 
 
 def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=False, store_A=True,
-                   merge_precision="tf32", H=32, Hg=16) -> dict:
+                   merge_precision=None, H=32, Hg=16) -> dict:
     """sm_90 compile on any machine (Triton's bundled ptxas): launch registers, warps, stack (spills), shared
     memory, global scratch per CTA (DD: the device-built descriptors) and the setmaxnreg values of the two
-    partitions."""
+    partitions. merge_precision None: the GDN default's (ops.DEFAULT_PRECISION)."""
+    if merge_precision is None:
+        from . import split_precision
+
+        merge_precision = split_precision("blockdoubling", None)[1]
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 

@@ -36,8 +36,12 @@ from .gdn_intra import _chunk_bounds, _invert64, _load_rows, _load_vec4, _mm, _s
 
 @triton.jit
 def _exp2_nonpos(x):
-    """2^x for x ≤ 0; 0 elsewhere (only masked/padded positions: keeps inf out of the tensor-core products)."""
-    return tl.exp2(tl.where(x <= 0, x, float("-inf")))
+    """2^min(x, 0): the gate factor of a non-increasing cumulative gate (x ≤ 0), ≤ 1 anywhere, so padded
+    positions (their keys are 0) cannot put inf into the tensor-core products. x > 0 at a valid position is the
+    cumsum's rounding (near-zero gates: a later token's sum an ulp above an earlier one's): the factor is 1 there,
+    as in SGLang's kernels — zeroing it (as this did until 2026-11-28) dropped whole Gram entries (Akk max-rel
+    0.16 on a safe-gate test input)."""
+    return tl.exp2(tl.minimum(x, 0.0))
 
 
 @triton.jit

@@ -30,13 +30,19 @@ BT_DEFAULT = 64
 
 # --------------------------------------------------------------------------------- layer twins (SGLang layout)
 def _gate_factor(g_rows: torch.Tensor, g_cols: torch.Tensor) -> torch.Tensor:
-    """``Γ_ij = exp(g_i − g_j)`` as the kernel's ``safe_exp`` computes it: exp(d) for d ≤ 0, else 0.
+    """``Γ_ij = exp(g_i − g_j)`` for i ≥ j (exp of min(d, 0)), 0 above the diagonal (masked there anyway; the
+    clamp avoids inf).
 
-    With a valid (non-increasing) cumulative log-gate every strictly-lower entry has d ≤ 0, so this is
-    exactly exp(g_i − g_j); the clamp only matters for the (masked) upper triangle, where it avoids inf.
+    A cumulative log-gate is non-increasing, so d ≤ 0 below the diagonal — up to the rounding of the cumsum
+    that produced it: with near-zero gates (e.g. the safe gate's ``lower_bound·sigmoid(…)`` of ~1e-24) a later
+    token's sum can come out above an earlier one's by an ulp, and a test of d ≤ 0 would then zero a gate that
+    is 1 to working precision (the kernels keep it; whether it happens depends on the summation order of the
+    machine's cumsum).
     """
     d = g_rows[..., :, None] - g_cols[..., None, :]
-    return torch.where(d <= 0, torch.exp(torch.clamp(d, max=0.0)), torch.zeros_like(d))
+    n_r, n_c = d.shape[-2], d.shape[-1]
+    lower = torch.ones(n_r, n_c, dtype=torch.bool, device=d.device).tril()
+    return torch.where(lower, torch.exp(torch.clamp(d, max=0.0)), torch.zeros_like(d))
 
 
 def _pad_time(x: torch.Tensor, T_padded: int) -> torch.Tensor:

@@ -162,3 +162,47 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, BT: int =
                  + v_new.transpose(-1, -2) @ (kc * torch.exp(g_last - gc)[..., None]))
         states[n] = S
     return o, states
+
+
+def _bf16(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.bfloat16).to(x.dtype)
+
+
+def chunk_fwd_rounded(q, k, v, g, beta, scale, initial_state, invert, wu: str = "ours", BT: int = 64):
+    """The whole forward with the GPU pipeline's roundings (one sequence, fp32 arithmetic), to predict on a CPU
+    how an inversion scheme's error reaches the output o: ``invert`` maps each chunk's fp32 ``[H, n, n]`` A to its
+    inverse (a twin with the kernel's operand rounding, e.g. ``ops.kernel_twin``). Roundings as the kernels
+    round: w/u in bf16 from bf16 operands — ``wu="ours"``: β (β e^g) folded into the bf16 Ai panels times the bf16
+    k / v tiles; ``"stock"``: SGLang's recompute_w_u, bf16 A times bf16(β e^g k) / bf16(β v) —; the state
+    recurrence as SGLang's fwd_h (fp32 state, its bf16 copy in v' = u − w·Sᵀ and in the output, v' rounded to
+    bf16 before the state update); the output as fwd_o (bf16 gated q·kᵀ block, bf16 o). Returns o ``[1, T, H, V]``
+    (fp32). Inputs as :func:`chunk_fwd` (g the raw log-gate)."""
+    if wu not in ("ours", "stock"):
+        raise ValueError(f"wu={wu!r}: 'ours' or 'stock'")
+    q, k, v, g, beta = _gdn_inputs(q, k, v, g, beta, torch.float32)
+    T = v.shape[1]
+    o = torch.zeros_like(v)
+    S = initial_state[0].float().clone()  # [H, V, K]
+    for c0 in range(0, T, BT):
+        c1 = min(c0 + BT, T)
+        qc, kc, vc = (x[0, c0:c1].transpose(0, 1) for x in (q, k, v))  # [H, n, D]
+        gc = g[0, c0:c1].T.cumsum(-1)
+        bc = beta[0, c0:c1].T
+        causal = torch.ones(c1 - c0, c1 - c0, dtype=torch.bool, device=v.device).tril()
+        decay = torch.exp(torch.where(causal, gc[:, :, None] - gc[:, None, :], float("-inf")))
+        Ai = invert(torch.tril(kc @ kc.transpose(-1, -2) * decay * bc[:, :, None], -1))
+        eg = bc * torch.exp(gc)
+        if wu == "stock":
+            w = _bf16(_bf16(Ai) @ _bf16(kc * eg[..., None]))
+            u = _bf16(_bf16(Ai) @ _bf16(vc * bc[..., None]))
+        else:
+            w = _bf16(_bf16(Ai * eg[:, None, :]) @ kc)
+            u = _bf16(_bf16(Ai * bc[:, None, :]) @ vc)
+        Sb = _bf16(S)
+        v_new = _bf16(u - w @ Sb.transpose(-1, -2))
+        qk = _bf16(qc @ kc.transpose(-1, -2) * decay)
+        o[0, c0:c1] = _bf16(scale * ((qc @ Sb.transpose(-1, -2)) * torch.exp(gc)[..., None] + qk @ v_new)
+                            ).transpose(0, 1)
+        g_last = gc[:, -1:]
+        S = S * torch.exp(g_last)[..., None] + v_new.transpose(-1, -2) @ _bf16(kc * torch.exp(g_last - gc)[..., None])
+    return o

@@ -5,11 +5,17 @@ The kernels multiply fp32 tiles on tensor cores in one of several modes. To pred
 dtype (fp32 for fp32 inputs, fp64 for fp64 inputs):
 
 - ``ieee``   : plain products in the working dtype (CUDA-core fp32 FMA).
-- ``tf32``   : operands rounded to TF32 (10-bit mantissa, round-to-nearest-away as ``cvt.rna.tf32.f32``).
+- ``tf32``   : operands cut to TF32 (10-bit mantissa) by truncation, as the tensor core reads fp32 registers:
+  Triton's tf32 dots (ours and SGLang's) pass fp32 values to ``mma.sync … .tf32`` without a ``cvt.rna.tf32.f32``
+  (sm_90 PTX of Triton 3.6 and 3.8: no cvt). Truncation errs toward zero for every operand, so equal operands (the
+  identical-keys family) err coherently — with round-to-nearest this emulation missed the whole forward's o
+  error on the GPU (bench/precision_o.py, bench/results/2026-11-28-s13).
 - ``bf16``   : operands rounded to bf16 (7-bit mantissa, round-to-nearest-even).
 - ``fp16``   : operands rounded to fp16 (10-bit mantissa, max 65504: larger values become inf).
 - ``tf32x3`` / ``bf16x3`` : split precision, x = hi + lo with hi = round(x), lo = round(x − hi);
-  a·b ≈ hi·hi + hi·lo + lo·hi (three tensor-core products, ~fp32 accuracy; lo·lo dropped).
+  a·b ≈ hi·hi + hi·lo + lo·hi (three tensor-core products, ~fp32 accuracy; lo·lo dropped). tf32x3 as Triton
+  splits: hi by ``cvt.rna.tf32.f32`` (nearest, ties away), lo truncated by the tensor core; bf16x3 by
+  round-to-nearest-even conversions (the kernels' ``.to(bf16)``).
 """
 
 from __future__ import annotations
@@ -59,12 +65,15 @@ def product_pair(level: str) -> tuple[str, str]:
     return inner, outer or inner
 
 
-def round_tf32(x: torch.Tensor) -> torch.Tensor:
-    """Round fp32 to TF32 (keep 10 mantissa bits), ties away from zero like ``cvt.rna.tf32.f32``."""
+def round_tf32(x: torch.Tensor, mode: str = "trunc") -> torch.Tensor:
+    """fp32 to TF32 (keep 10 mantissa bits): ``"trunc"`` drops the 13 low bits (the tensor core reading an fp32
+    register as tf32), ``"rna"`` rounds to nearest, ties away from zero (``cvt.rna.tf32.f32``)."""
+    if mode not in ("trunc", "rna"):
+        raise ValueError(f"unknown tf32 rounding {mode!r}")
     x32 = x.to(torch.float32)
     bits = x32.view(torch.int32)
-    # add half an ulp of the 10-bit mantissa to the magnitude bits, then clear the 13 dropped bits
-    rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+    # rna: add half an ulp of the 10-bit mantissa to the magnitude bits; then clear the 13 dropped bits
+    rounded = (((bits + 0x1000) if mode == "rna" else bits) & ~0x1FFF).view(torch.float32)
     finite = torch.isfinite(x32)
     return torch.where(finite, rounded, x32).to(x.dtype)
 
@@ -92,11 +101,19 @@ def matmul(a: torch.Tensor, b: torch.Tensor, precision: str = "ieee") -> torch.T
     if precision in ("tf32", "bf16", "fp16"):
         return round_to(a, precision) @ round_to(b, precision)
     if precision in ("tf32x3", "bf16x3"):
-        fmt = precision[:-2]
-        a_hi, b_hi = round_to(a, fmt), round_to(b, fmt)
-        a_lo, b_lo = round_to(a - a_hi, fmt), round_to(b - b_hi, fmt)
+        a_hi, a_lo, b_hi, b_lo = _split(a, b, precision[:-2])
         return a_hi @ b_hi + (a_hi @ b_lo + a_lo @ b_hi)
     raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
+def _split(a, b, fmt):
+    """hi/lo parts of both operands as the kernels split them (tf32: hi by cvt.rna, lo as the tensor core
+    truncates it; bf16: round-to-nearest-even both)."""
+    if fmt == "tf32":
+        a_hi, b_hi = round_tf32(a, "rna"), round_tf32(b, "rna")
+    else:
+        a_hi, b_hi = round_to(a, fmt), round_to(b, fmt)
+    return a_hi, round_to(a - a_hi, fmt), b_hi, round_to(b - b_hi, fmt)
 
 
 def mul(a: torch.Tensor, b: torch.Tensor, precision: str = "ieee") -> torch.Tensor:
@@ -106,8 +123,6 @@ def mul(a: torch.Tensor, b: torch.Tensor, precision: str = "ieee") -> torch.Tens
     if precision in ("tf32", "bf16", "fp16"):
         return round_to(a, precision) * round_to(b, precision)
     if precision in ("tf32x3", "bf16x3"):
-        fmt = precision[:-2]
-        a_hi, b_hi = round_to(a, fmt), round_to(b, fmt)
-        a_lo, b_lo = round_to(a - a_hi, fmt), round_to(b - b_hi, fmt)
+        a_hi, a_lo, b_hi, b_lo = _split(a, b, precision[:-2])
         return a_hi * b_hi + (a_hi * b_lo + a_lo * b_hi)
     raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
