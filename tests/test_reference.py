@@ -11,13 +11,18 @@ import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
+from sglang_trinv.ops.gdn_intra import _round_tf32
 from sglang_trinv.reference import inverse as ref
 from sglang_trinv.reference.families import delta_rule_family
 from sglang_trinv.reference.precision import matmul, round_tf32, round_to
 from sglang_trinv.registry import METHODS, invert
 
-UNIT_ROUNDOFF = {"ieee": 2.0**-24, "tf32": 2.0**-11, "fp16": 2.0**-11, "bf16": 2.0**-8,
+from .conftest import DEVICE
+
+UNIT_ROUNDOFF = {"ieee": 2.0**-24, "tf32": 2.0**-10, "tf32r": 2.0**-11, "fp16": 2.0**-11, "bf16": 2.0**-8,
                  "tf32x3": 2.0**-22, "bf16x3": 2.0**-16}
 TOL_FACTOR = 16
 SIZES = [1, 2, 16, 37, 64, 128]
@@ -104,6 +109,25 @@ def test_round_tf32_keeps_10_mantissa_bits():
         assert torch.isnan(round_tf32(torch.tensor([math.nan]), mode)).all()
     with pytest.raises(ValueError, match="tf32 rounding"):
         round_tf32(x, "rtz")
+    # "tf32r" (our kernels' rounded tf32 operands) emulates rna; "tf32" the tensor core's truncation
+    assert torch.equal(round_to(x, "tf32r"), round_tf32(x, "rna")) and torch.equal(round_to(x, "tf32"), t)
+
+
+@triton.jit
+def _round_tf32_kernel(x_ptr, y_ptr, N: tl.constexpr):
+    o = tl.arange(0, N)
+    tl.store(y_ptr + o, _round_tf32(tl.load(x_ptr + o)))
+
+
+def test_rounded_tf32_kernel_helper_matches_the_emulation():
+    """ops.gdn_intra._round_tf32 (integer ops in the kernel: "tf32r" products) rounds exactly as the emulation's
+    rna, ties and specials included (interpreter on a CPU, compiled on a GPU)."""
+    x = torch.cat([torch.randn(1000, generator=torch.Generator().manual_seed(1)) * 1e3,
+                   torch.tensor([1 + 2.0**-11, -(1 + 2.0**-11), math.inf, -math.inf, 0.0, -0.0, 3.4e38])])
+    x = torch.cat([x, torch.zeros(1024 - x.numel())]).to(DEVICE)
+    y = torch.empty_like(x)
+    _round_tf32_kernel[(1,)](x, y, N=1024)
+    assert torch.equal(y.cpu(), round_tf32(x.cpu(), "rna"))
 
 
 def test_split_precisions_beat_single():

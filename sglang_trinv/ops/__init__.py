@@ -39,8 +39,8 @@ KERNEL_METHODS = {
     "newton_schulz": (_k.SUBST, _k.NEWTON_SCHULZ),
 }
 
-_PRECISION_CODES = {"ieee": _k.P_IEEE, "tf32": _k.P_TF32, "tf32x3": _k.P_TF32X3, "bf16": _k.P_BF16,
-                    "bf16x3": _k.P_BF16X3, "fp16": _k.P_FP16}
+_PRECISION_CODES = {"ieee": _k.P_IEEE, "tf32": _k.P_TF32, "tf32r": _k.P_TF32R, "tf32x3": _k.P_TF32X3,
+                    "bf16": _k.P_BF16, "bf16x3": _k.P_BF16X3, "fp16": _k.P_FP16}
 assert set(_PRECISION_CODES) == set(PRECISIONS)  # parse_precision checks names against PRECISIONS
 
 # Default (diag/merge) precision per method, from GPU measurements (bench/results/2026-11-26-h200/, -s9/, -s12/,

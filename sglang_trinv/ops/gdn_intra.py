@@ -41,16 +41,27 @@ P_TF32X3: tl.constexpr = tl.constexpr(2)
 P_BF16: tl.constexpr = tl.constexpr(3)
 P_BF16X3: tl.constexpr = tl.constexpr(4)
 P_FP16: tl.constexpr = tl.constexpr(5)
+P_TF32R: tl.constexpr = tl.constexpr(6)
 
 
 # ------------------------------------------------------------------------------------------ tile algebra
+@triton.jit
+def _round_tf32(x):
+    """fp32 → tf32 to nearest, ties away from zero (cvt.rna.tf32.f32; integer ops, so the interpreter runs it):
+    add half an ulp of the 10-bit mantissa to the magnitude bits, clear the 13 dropped bits."""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+
+
 @triton.jit
 def _mm(a, b, PREC: tl.constexpr):
     """fp32 ``a @ b`` with the operands rounded as precision PREC rounds them (fp32 accumulation)."""
     if PREC == P_IEEE:
         c = tl.dot(a, b, input_precision="ieee")
-    elif PREC == P_TF32:
+    elif PREC == P_TF32:  # the tensor core reads the fp32 registers as tf32: truncation
         c = tl.dot(a, b, input_precision="tf32")
+    elif PREC == P_TF32R:  # operands rounded to nearest first: unbiased tf32 products
+        c = tl.dot(_round_tf32(a), _round_tf32(b), input_precision="tf32")
     elif PREC == P_TF32X3:
         c = tl.dot(a, b, input_precision="tf32x3")
     elif PREC == P_BF16:

@@ -10,6 +10,8 @@ dtype (fp32 for fp32 inputs, fp64 for fp64 inputs):
   (sm_90 PTX of Triton 3.6 and 3.8: no cvt). Truncation errs toward zero for every operand, so equal operands (the
   identical-keys family) err coherently — with round-to-nearest this emulation missed the whole forward's o
   error on the GPU (bench/precision_o.py, bench/results/2026-11-28-s13).
+- ``tf32r``  : operands rounded to TF32 to nearest (ties away, as ``cvt.rna.tf32.f32``) before the tensor core —
+  our kernels' opt-in for unbiased tf32 products (the same tensor-core pass plus a rounding per operand element).
 - ``bf16``   : operands rounded to bf16 (7-bit mantissa, round-to-nearest-even).
 - ``fp16``   : operands rounded to fp16 (10-bit mantissa, max 65504: larger values become inf).
 - ``tf32x3`` / ``bf16x3`` : split precision, x = hi + lo with hi = round(x), lo = round(x − hi);
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS = ("ieee", "tf32", "bf16", "fp16", "tf32x3", "bf16x3")
+PRECISIONS = ("ieee", "tf32", "tf32r", "bf16", "fp16", "tf32x3", "bf16x3")
 
 
 def merge_levels(merge: str) -> tuple[str, str]:
@@ -82,6 +84,8 @@ def round_to(x: torch.Tensor, fmt: str) -> torch.Tensor:
     """Round ``x`` to the number format ``fmt`` (tf32, bf16, fp16) and back to x's dtype."""
     if fmt == "tf32":
         return round_tf32(x)
+    if fmt == "tf32r":
+        return round_tf32(x, "rna")
     if fmt == "bf16":
         return x.to(torch.bfloat16).to(x.dtype)
     if fmt == "fp16":
@@ -98,7 +102,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, precision: str = "ieee") -> torch.T
     """``a @ b`` with the operands rounded as the GPU's dot of that ``precision`` would round them."""
     if precision == "ieee":
         return a @ b
-    if precision in ("tf32", "bf16", "fp16"):
+    if precision in ("tf32", "tf32r", "bf16", "fp16"):
         return round_to(a, precision) @ round_to(b, precision)
     if precision in ("tf32x3", "bf16x3"):
         a_hi, a_lo, b_hi, b_lo = _split(a, b, precision[:-2])
@@ -120,7 +124,7 @@ def mul(a: torch.Tensor, b: torch.Tensor, precision: str = "ieee") -> torch.Tens
     """Elementwise/broadcast product with the same operand rounding (for rank-1 updates)."""
     if precision == "ieee":
         return a * b
-    if precision in ("tf32", "bf16", "fp16"):
+    if precision in ("tf32", "tf32r", "bf16", "fp16"):
         return round_to(a, precision) * round_to(b, precision)
     if precision in ("tf32x3", "bf16x3"):
         a_hi, a_lo, b_hi, b_lo = _split(a, b, precision[:-2])
