@@ -5,6 +5,9 @@ families of `bench kernels` (T=1024 here, H=8, fp32 keys). Question: can tf32 ca
 speed: +5 % on the GPU for all of them) with the error still ≤ stock's?
 
     python bench/precision_levels.py [OUT.md]
+
+Also the base of bench/precision_w.py and bench/precision_o.py: the interpreter on (make_inputs takes SGLang's
+Triton cumsum), stock's and the kernels' twins, the report writer.
 """
 import sys
 
@@ -13,39 +16,39 @@ import torch
 from sglang_trinv.testing import enable_interpreter
 
 enable_interpreter()  # make_inputs takes SGLang's Triton cumsum, which runs on a CPU under the interpreter
+from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
 from sglang_trinv.reference import gdn as G  # noqa: E402
 from sglang_trinv.reference import inverse as R  # noqa: E402
-from sglang_trinv.reference.precision import matmul, round_to  # noqa: E402
+from sglang_trinv.reference.precision import round_to  # noqa: E402
 
 bk.DEV = "cpu"
 
 
-def doubling_by_level(levels, inner="bf16x3"):
-    """(I + A)^{-1}: 16×16 diagonal blocks by blockdoubling in ``inner``, then the doubling merges with
-    ``levels[i]`` the product precision of level i (16→32, 32→64): "P" for both products of X21 = −X22·(A21·X11),
-    or "P1*P2" for the inner A21·X11 in P1 and the outer product in P2 (bench/precision_w.py)."""
-    def invert(A):
-        A2, n, dtype = R._prepare(A)
-        Ap = R._pad_pow2(A2, multiple=16)
-        D = R.INNER_METHODS["blockdoubling"](R.diag_blocks(Ap, 16), precision=inner).to(Ap.dtype)
-        b, lvl = 16, 0
-        while D.shape[-3] > 1:
-            p_in, _, p_out = levels[lvl].partition("*")
-            X11, X22 = D[..., 0::2, :, :], D[..., 1::2, :, :]
-            X21 = -matmul(X22, matmul(R.diag_blocks(Ap, 2 * b)[..., b:, :b], X11, p_in), p_out or p_in)
-            D = torch.cat([torch.cat([X11, torch.zeros_like(X11)], -1), torch.cat([X21, X22], -1)], -2)
-            b, lvl = 2 * b, lvl + 1
-        return D[..., 0, :n, :n].to(dtype)
-    return invert
+def stock_twin(A):
+    """SGLang's scheme: 16×16 row substitution (fp32), then tf32 merges."""
+    return R.forward_substitution(A, 16, "tf32")
+
+
+def twin(precision: str):
+    """The blockdoubling kernels' tree at ``precision`` ("DIAG/M16+M32", M32 optionally "Pin*Pout")."""
+    return ops.kernel_twin("blockdoubling", precision)
+
+
+def write_md(out: str | None, title: str, md: list[str]) -> None:
+    """The emulation scripts' report: a title, the torch version, the table."""
+    if out:
+        with open(out, "w") as fh:
+            fh.write(f"# {title} — CPU emulation (reference twins, torch {torch.__version__})\n\n"
+                     + "\n".join(md) + "\n")
 
 
 SCHEMES = {
-    "stock: substitution 16 + tf32 merges": lambda A: R.forward_substitution(A, 16, "tf32"),
-    "blockdoubling bf16x3 / tf32, tf32": doubling_by_level(["tf32", "tf32"]),
-    "blockdoubling bf16x3 / bf16x3, bf16x3": doubling_by_level(["bf16x3", "bf16x3"]),
-    "blockdoubling bf16x3 / tf32, bf16x3": doubling_by_level(["tf32", "bf16x3"]),
-    "blockdoubling bf16x3 / bf16x3, tf32": doubling_by_level(["bf16x3", "tf32"]),
+    "stock: substitution 16 + tf32 merges": stock_twin,
+    "blockdoubling bf16x3 / tf32, tf32": twin("bf16x3/tf32"),
+    "blockdoubling bf16x3 / bf16x3, bf16x3": twin("bf16x3"),
+    "blockdoubling bf16x3 / tf32, bf16x3": twin("bf16x3/tf32+bf16x3"),
+    "blockdoubling bf16x3 / bf16x3, tf32": twin("bf16x3/bf16x3+tf32"),
 }
 
 
@@ -63,10 +66,7 @@ def main(out=None) -> int:
             e_32 = float((X.double() - X64).abs().max() / X64.abs().max())
             md.append(f"| {fam} | {name} | {e_bf:.2e} | {e_32:.2e} |")
             print(md[-1], flush=True)
-    if out:
-        with open(out, "w") as fh:
-            fh.write("# Merge precision per doubling level — CPU emulation (reference twins, "
-                     f"torch {torch.__version__})\n\n" + "\n".join(md) + "\n")
+    write_md(out, "Merge precision per doubling level", md)
     return 0
 
 

@@ -19,17 +19,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from precision_levels import bk  # noqa: E402  (turns the interpreter on, bk.DEV = cpu)
+from precision_levels import bk, stock_twin, twin, write_md  # noqa: E402  (the interpreter on, bk.DEV = cpu)
 
-from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.reference import gdn as G  # noqa: E402
-from sglang_trinv.reference import inverse as R  # noqa: E402
 
+# name: (whose w/u recompute — reference.gdn.chunk_fwd_rounded's wu —, the inversion's twin)
 SCHEMES = {
-    "stock (substitution 16 + tf32 merges)": ("stock", lambda A: R.forward_substitution(A, 16, "tf32")),
-    "bf16x3/bf16x3+tf32 (default until s13)": ("ours", ops.kernel_twin("blockdoubling", "bf16x3/bf16x3+tf32")),
-    "bf16x3/bf16x3+bf16x3*tf32 (split)": ("ours", ops.kernel_twin("blockdoubling", "bf16x3/bf16x3+bf16x3*tf32")),
-    "bf16x3 (default)": ("ours", ops.kernel_twin("blockdoubling", "bf16x3")),
+    "stock (substitution 16 + tf32 merges)": ("stock", stock_twin),
+    "bf16x3/bf16x3+tf32 (default until s13)": ("ours", twin("bf16x3/bf16x3+tf32")),
+    "bf16x3/bf16x3+bf16x3*tf32 (split)": ("ours", twin("bf16x3/bf16x3+bf16x3*tf32")),
+    "bf16x3 (default)": ("ours", twin("bf16x3")),
 }
 
 
@@ -69,10 +68,7 @@ def main(argv) -> int:
             wins = sum(x <= s for x, s in zip(xs, stock))
             md.append(f"| {fam} | {name} | {statistics.median(xs):.2e} / {max(xs):.2e} | {wins}/{len(xs)} |")
             print(md[-1], flush=True)
-    if out:
-        with open(out, "w") as fh:
-            fh.write("# Whole-forward o error per inversion scheme, CPU emulation (bench/precision_o.py)\n\n"
-                     f"T=4096, H=8/4, K=V=128, draws {seeds}\n\n" + "\n".join(md) + "\n")
+    write_md(out, f"Whole-forward o error per inversion scheme (T=4096, H=8/4, K=V=128, draws {seeds})", md)
     return 0
 
 

@@ -18,21 +18,19 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from precision_levels import doubling_by_level as doubling  # noqa: E402  (turns the interpreter on, bk.DEV = cpu)
+from precision_levels import stock_twin, twin, write_md  # noqa: E402  (turns the interpreter on, bk.DEV = cpu)
 
 from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
 from sglang_trinv.reference import gdn as G  # noqa: E402
-from sglang_trinv.reference import inverse as R  # noqa: E402
-
 
 SCHEMES = {
-    "stock: substitution 16 + tf32 merges": lambda A: R.forward_substitution(A, 16, "tf32"),
-    "bf16x3 / bf16x3, tf32 (default)": doubling(["bf16x3", "tf32"]),
-    "bf16x3 / bf16x3, bf16x3": doubling(["bf16x3", "bf16x3"]),
-    "bf16x3 / bf16x3, bf16x3*tf32": doubling(["bf16x3", "bf16x3*tf32"]),
-    "bf16x3 / bf16x3, tf32*bf16x3": doubling(["bf16x3", "tf32*bf16x3"]),
-    "bf16x3 / bf16x3, tf32x3": doubling(["bf16x3", "tf32x3"]),
-    "bf16x3 / tf32, tf32": doubling(["tf32", "tf32"]),
+    "stock: substitution 16 + tf32 merges": stock_twin,
+    "bf16x3 / bf16x3, tf32 (default until s13)": twin("bf16x3/bf16x3+tf32"),
+    "bf16x3 / bf16x3, bf16x3 (default)": twin("bf16x3"),
+    "bf16x3 / bf16x3, bf16x3*tf32": twin("bf16x3/bf16x3+bf16x3*tf32"),
+    "bf16x3 / bf16x3, tf32*bf16x3": twin("bf16x3/bf16x3+tf32*bf16x3"),
+    "bf16x3 / bf16x3, tf32x3": twin("bf16x3/bf16x3+tf32x3"),
+    "bf16x3 / tf32, tf32": twin("bf16x3/tf32"),
 }
 
 
@@ -56,10 +54,7 @@ def main(out=None) -> int:
             e_a = float((X.double() - Ai64).abs().max() / Ai64.abs().max())
             md.append(f"| {fam} | {name} | {e_a:.2e} | {w_error(X, k, g, beta, w64):.2e} |")
             print(md[-1], flush=True)
-    if out:
-        with open(out, "w") as fh:
-            fh.write(f"# w error per merge scheme — CPU emulation (reference twins, torch {torch.__version__})\n\n"
-                     + "\n".join(md) + "\n")
+    write_md(out, "w error per merge scheme", md)
     return 0
 
 
