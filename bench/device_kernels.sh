@@ -4,7 +4,7 @@
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
-#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec
+#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -159,6 +159,17 @@ if has diagprec; then  # issue 3: merge precisions side by side (families: w/u/A
     > "$out/diagprec.log" 2>&1
   grep -E "^\| " "$out/diagprec.log" | tail -100
   echo "diagprec: $(( $(date +%s) - t0 )) s"
+fi
+if has roofline; then  # issue 3: intra / KKᵀ+inverse vs a kernel that only moves their bytes (reachable speed-up)
+  timeout ${ROOFLINE_TIMEOUT:-420} python3 -m sglang_trinv.cli bench roofline ${ROOFLINE_ARGS:-} --out "$out/roofline" \
+    > "$out/roofline.log" 2>&1
+  grep -E "^\| " "$out/roofline.log" | tail -40
+  echo "roofline: $(( $(date +%s) - t0 )) s"
+fi
+if has invprec; then  # issue 3: the inverse-only kernels' precision (families over draws, 12 shapes, solve_tril)
+  timeout ${INVPREC_TIMEOUT:-300} python3 bench/bench_inverse_precision.py "$out/invprec" > "$out/invprec.log" 2>&1
+  grep -E "^\| " "$out/invprec.log" | tail -90
+  echo "invprec: $(( $(date +%s) - t0 )) s"
 fi
 if has gluontests; then  # the Gluon kernel's GPU tests only
   timeout ${GLUONTESTS_TIMEOUT:-330} python3 -m pytest -q -m gpu -p no:cacheprovider -k gluon tests/test_kernels.py > $kr/gluontests.log 2>&1

@@ -122,3 +122,32 @@ def test_bench_host_smoke(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "host.json").read_text())["rows"]
     assert len(rows) == 12 and len({x["path"] for x in rows}) == 6 and all(x["enqueue"] > 0 for x in rows)
+
+
+def test_bench_roofline_smoke(tmp_path):
+    """`sglang-trinv bench roofline --smoke`: the traffic-only kernel writes exactly what it copies (the run raises
+    otherwise) under every launch configuration; stock and ours are timed beside it with errors vs fp64."""
+    assert main(["bench", "roofline", "--smoke", "--shape", "150,4,2,3", "--out", str(tmp_path)]) == 0
+    (r,) = json.loads((tmp_path / "roofline.json").read_text())["rows"]
+    assert r["nseq"] == 3 and len([k for k in r["us"] if " hpp" in k]) == 8
+    assert r["us"]["traffic intra"] == min(v for k, v in r["us"].items() if k.startswith("traffic intra hpp"))
+    assert r["bound intra"] == r["us"]["stock intra"] / r["us"]["traffic intra"] > 0
+    errs = [float(x) for e in r["err"].values() for x in e.split("/")]
+    assert len(errs) == 8 and max(errs) < 1e-4  # w/u/A of both intra calls, A of both inverses; fp32
+    assert "## Intra" in (tmp_path / "roofline.md").read_text()
+
+
+def test_traffic_kernel_gqa_and_partial_chunk():
+    """The roofline's traffic kernel on a partial last chunk with GQA (interpreter): w = k per head, u = v,
+    A = even + odd key columns, rows past T untouched."""
+    import torch
+
+    from sglang_trinv.benchmarks import roofline
+
+    T, H, Hg, K = 70, 4, 2, 16
+    k, v = torch.randn(1, T, Hg, K), torch.randn(1, T, H, K)
+    w, u, A = torch.zeros(1, T, H, K), torch.zeros(1, T, H, K), torch.zeros(1, T, H, K // 2)
+    roofline.traffic(k, v, w, u, A, hpp=2, num_warps=4)
+    we, ue, Ae = roofline.traffic_expected(k, v)
+    assert torch.equal(w, we) and torch.equal(u, ue) and torch.allclose(A, Ae)
+    assert torch.equal(w[0, :, 1], k[0, :, 0]) and torch.equal(w[0, :, 2], k[0, :, 1])
