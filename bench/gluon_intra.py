@@ -338,14 +338,15 @@ def varlen_diag(out: str) -> int:
 def ncu_launches() -> int:
     """One profiled launch each (for ncu, `--profile-from-start off`): inverters alone (MODE 1), the whole
     kernel, and the Triton inverse-only kernel at T=8192 H=32 (GLUON_NCU_SHAPE="T,H,Hg" another shape; any but the
-    default adds the streamers alone, MODE 2, between them and the Triton fused intra kernel at the end)."""
+    default, or GLUON_NCU_STREAMERS=1, adds the streamers alone, MODE 2, between them and the Triton fused intra kernel
+    at the end)."""
     import torch
 
     from sglang_trinv import ops
     from sglang_trinv.benchmarks import kernels as bk
 
     T, H, Hg = (int(x) for x in os.environ.get("GLUON_NCU_SHAPE", "8192,32,16").split(","))
-    other = (T, H, Hg) != (8192, 32, 16)
+    other = (T, H, Hg) != (8192, 32, 16) or os.environ.get("GLUON_NCU_STREAMERS") == "1"
     diag, merge = ops.split_precision("blockdoubling", None)  # the default precision
     a = bk.make_inputs(T, H, Hg, 128, 128, 1, 0)
     k, v, g, beta = a["k"], a["v"], a["g"], a["beta"]

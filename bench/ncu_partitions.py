@@ -4,7 +4,9 @@ bench/device_kernels.sh gluonncu` writes it as gluon_source_sass.csv.gz). The SA
 partitions: the streamers' code follows `USETMAXREG.DEALLOC` (their lowered register count), the inverters'
 code starts at the next `USETMAXREG.TRY_ALLOC` and ends at the last EXIT; after it come the mbarrier wait loops
 (samples there are reported apart). With two kernels in the file (inverters alone, MODE=1, then the whole kernel)
-the last table is the per-reason difference of the inverters' samples: what co-running costs them.
+the last table is the per-reason difference of the inverters' samples: what co-running costs them. With three
+(inverters alone, streamers alone, whole: GLUON_NCU_STREAMERS=1) the same for each partition against its own
+launch alone.
 
     python bench/ncu_partitions.py gluon_source_sass.csv.gz
 """
@@ -54,7 +56,7 @@ def partitions(k: dict) -> dict[str, collections.Counter]:
 
 def main(path: str) -> int:
     ks = kernels(path)
-    inverters = []
+    inverters, streamers = [], []
     for k in ks:
         regions = partitions(k)
         total = sum(c["samples"] for c in regions.values())
@@ -63,9 +65,11 @@ def main(path: str) -> int:
             top = ", ".join(f"{x} {v / total:.1%}" for x, v in c.most_common(9) if x != "samples" and v)
             print(f"  {name:10s} {c['samples'] / total:6.1%}  {top}")
         inverters.append(regions["inverters"])
-    if len(inverters) == 2:
-        a, b = inverters
-        print("\n## inverters: first kernel → second (samples per reason, sorted by the increase)")
+        streamers.append(regions["streamers"])
+    pairs = {2: [("inverters", inverters[0], inverters[1])],
+             3: [("inverters", inverters[0], inverters[2]), ("streamers", streamers[1], streamers[2])]}
+    for name, a, b in pairs.get(len(ks), []):
+        print(f"\n## {name}: alone → beside the other partition (samples per reason, sorted by the increase)")
         for x in sorted(set(a) | set(b), key=lambda x: a[x] - b[x]):
             if a[x] or b[x]:
                 print(f"  {x:16s} {a[x]:7.0f} → {b[x]:7.0f}  {b[x] - a[x]:+7.0f}")
