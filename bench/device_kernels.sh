@@ -4,7 +4,7 @@
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
-#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec
+#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -160,9 +160,17 @@ if has diagprec; then  # issue 3: merge precisions side by side (families: w/u/A
   grep -E "^\| " "$out/diagprec.log" | tail -100
   echo "diagprec: $(( $(date +%s) - t0 )) s"
 fi
+shape_flags() { local x; for x in ${1//;/ }; do printf -- "--shape %s " "$x"; done; }  # "a;b" -> --shape a --shape b
+if has kernels; then  # issue 3: the kernel benchmark (every method, FLA's solve_tril, whole forward) at KERNELS_SHAPES
+  # ("T,H,Hg,seqs;…", default all 12); KERNELS_FAMILIES=0 skips the adversarial families
+  timeout ${KERNELS_TIMEOUT:-540} python3 -m sglang_trinv.cli bench kernels $(shape_flags "${KERNELS_SHAPES:-}") \
+    $([ "${KERNELS_FAMILIES:-1}" = 0 ] && echo --no-families) --out "$out/kernels" > "$out/kernels.log" 2>&1
+  grep -E "^\| " "$out/kernels.log" | tail -80
+  echo "kernels: $(( $(date +%s) - t0 )) s"
+fi
 if has roofline; then  # issue 3: intra / KKᵀ+inverse vs a kernel that only moves their bytes (reachable speed-up)
-  timeout ${ROOFLINE_TIMEOUT:-420} python3 -m sglang_trinv.cli bench roofline ${ROOFLINE_ARGS:-} --out "$out/roofline" \
-    > "$out/roofline.log" 2>&1
+  timeout ${ROOFLINE_TIMEOUT:-420} python3 -m sglang_trinv.cli bench roofline $(shape_flags "${ROOFLINE_SHAPES:-}") \
+    --out "$out/roofline" > "$out/roofline.log" 2>&1
   grep -E "^\| " "$out/roofline.log" | tail -40
   echo "roofline: $(( $(date +%s) - t0 )) s"
 fi

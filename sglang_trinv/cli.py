@@ -25,14 +25,15 @@ def _methods_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _methods_run(args: argparse.Namespace) -> int:
-    from .ops import DEFAULT_PRECISION, INVERSE_ONLY_PRECISION
+    from .ops import DEFAULT_PRECISION, INVERSE_ONLY_PRECISION, SOLVE_TRIL_PRECISION
     from .reference.precision import PRECISIONS
     from .registry import METHODS
 
-    print("| method | stable | kernel precision: fused intra / inverse only | reference (stability) | math | cost |")
+    print("| method | stable | kernel precision: fused intra / KKᵀ + inverse / solve_tril | reference (stability) | math | "
+          "cost |")
     print("|---|---|---|---|---|---|")
     for m in METHODS.values():
-        kernel = f"{DEFAULT_PRECISION.get(m.name, '–')} / {INVERSE_ONLY_PRECISION.get(m.name, '–')}"
+        kernel = " / ".join(d.get(m.name, "–") for d in (DEFAULT_PRECISION, INVERSE_ONLY_PRECISION, SOLVE_TRIL_PRECISION))
         print(f"| {m.name} | {'yes' if m.stable else 'NO'} | {kernel} | {m.default_precision} | {m.math} | {m.cost} |")
     print(f"\nprecisions: {', '.join(PRECISIONS)}")
     return 0

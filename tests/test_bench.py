@@ -132,8 +132,10 @@ def test_bench_roofline_smoke(tmp_path):
     assert r["nseq"] == 3 and len([k for k in r["us"] if " hpp" in k]) == 8
     assert r["us"]["traffic intra"] == min(v for k, v in r["us"].items() if k.startswith("traffic intra hpp"))
     assert r["bound intra"] == r["us"]["stock intra"] / r["us"]["traffic intra"] > 0
-    errs = [float(x) for e in r["err"].values() for x in e.split("/")]
-    assert len(errs) == 8 and max(errs) < 1e-4  # w/u/A of both intra calls, A of both inverses; fp32
+    errs = {k: [float(x) for x in e.split("/")] for k, e in r["err"].items()}
+    assert sum(map(len, errs.values())) == 8  # w/u/A of both intra calls, A of both inverses
+    # fp32 under the interpreter; the KKᵀ + inverse default rounds its merge operands to tf32 (2^-11) on purpose
+    assert max(errs.pop("ours kkt_inv")) < 1e-3 and max(max(e) for e in errs.values()) < 1e-4
     assert "## Intra" in (tmp_path / "roofline.md").read_text()
 
 

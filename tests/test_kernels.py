@@ -276,6 +276,20 @@ def test_solve_tril_varlen_matches_fixed():
     assert torch.equal(X1, X2)
 
 
+def test_inverse_only_defaults_are_the_measured_ones():
+    """precision=None picks the measured defaults (bench/results/2026-11-28-s14): gdn_kkt_inverse bf16x3 diagonal
+    tiles with tf32 merges on rounded operands, solve_tril ieee (FLA's fp32 accuracy) — the same bits as asking for
+    them, and solve_tril's default agrees with the fp64 inverse to fp32 rounding."""
+    k, _, g, beta, _ = _inputs(80, 2, 1, 16, 16)
+    assert ops.INVERSE_ONLY_PRECISION["blockdoubling"] == "bf16x3/tf32r"
+    assert torch.equal(ops.gdn_kkt_inverse(k, g, beta), ops.gdn_kkt_inverse(k, g, beta, precision="bf16x3/tf32r"))
+    A = ref.chunk_A(k, g, beta, dtype=torch.float64).float()
+    assert ops.SOLVE_TRIL_PRECISION["blockdoubling"] == "ieee"
+    X = ops.solve_tril(A)
+    assert torch.equal(X, ops.solve_tril(A, precision="ieee"))
+    assert _rel(X, ref.chunk_apply(A.double(), exact_inverse)) < (1e-5 if HAS_CUDA else 1e-6)
+
+
 def test_bad_inputs_are_refused_clearly():
     k, v, g, beta, _ = _inputs(64, 2, 1, 16, 16)
     with pytest.raises(ValueError, match="unknown inversion method"):

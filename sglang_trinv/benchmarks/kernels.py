@@ -127,14 +127,24 @@ rel_err = common.rel_err
 
 
 def bench(fn, reps=None):
-    return common.time_us(fn, DEV, reps)
+    """GPU time alone (CUDA-graph replays, median µs); do_bench where a call cannot be captured (printed), one
+    wall-clock call on a CPU."""
+    t = common.graph_us(fn, DEV)
+    return t if t is not None else common.time_us(fn, DEV, reps)
+
+
+def default_label(kind: str, method: str) -> str:
+    """What ``precision=None`` resolves to for a row kind: the fused intra kernels, the fused KKᵀ + inverse or the
+    stand-alone solve_tril (each has its own measured default)."""
+    table = {"kkt_inv": ops.INVERSE_ONLY_PRECISION, "solve": ops.SOLVE_TRIL_PRECISION}.get(kind, ops.DEFAULT_PRECISION)
+    return f"default {table.get(method, '?')}"
 
 
 # ------------------------------------------------------------------------------------------ runs
-MAIN_METHODS = [  # every shape
+MAIN_METHODS = [  # every shape; None: each kernel's default (fused intra, KKᵀ + inverse and solve_tril differ)
+    ("blockdoubling", None),
     ("blockdoubling", "bf16x3/tf32"),
     ("blockdoubling", "bf16x3"),
-    ("blockdoubling", "bf16x3/bf16x3+tf32"),  # the fused kernels' default: merges 16 → 32 bf16x3, 32 → 64 tf32
     ("blockdoubling", "tf32"),
     ("column_sweep", "tf32"),
     ("forward_substitution", "tf32"),
@@ -188,6 +198,7 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
         retune_stock()  # stock's autotuner keys on the head count only: tune it at this shape
 
     def record(kind, name, precision, t, errs):
+        precision = precision or default_label(kind, name.split(" ")[0].split("+")[0])
         row = dict(kind=kind, method=name, precision=precision, us=t, **tag, **errs)
         rows.append(row)
         print(f"  {kind:10s} {name:22s} {precision:12s} {t:8.1f} us  max_rel(A)={errs.get('max_rel', 0):.2e}"
@@ -234,7 +245,7 @@ def run_shape(shape, rows, tune_kkt, tune_intra, methods, with_fla, with_whole, 
         return w, u, A
 
     w, u, A = two_kernels()
-    record("intra", f"{m}+stock_wu", p, bench(two_kernels), intra_errs(w, None, A))
+    record("intra", f"{m}+stock_wu", p or default_label("kkt_inv", m), bench(two_kernels), intra_errs(w, None, A))
     for backend in backends(m, p):
         f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, chunk_indices=ci, method=m, precision=p,
                                       tuning=tune_intra, store_A=False, backend=backend)  # noqa: E731
@@ -368,7 +379,7 @@ def stability_on_gpu(rows, methods=FAMILY_METHODS):
         for m, p in methods:
             e = rel_err(ops.gdn_kkt_inverse(k, g, beta, method=m, precision=p), A64)
             e32 = rel_err(ops.gdn_kkt_inverse(k, g, beta, method=m, precision=p, output_dtype=torch.float32), A64)
-            rows.append(dict(kind="family", family=fam, method=m, precision=p, **e,
+            rows.append(dict(kind="family", family=fam, method=m, precision=p or default_label("kkt_inv", m), **e,
                              fp32_out_max_rel=e32["max_rel"], fp32_out_nonfinite=e32["nonfinite"]))
             print(f"  family {fam:15s} {m} {p} bf16-out {e['max_rel']:.2e} fp32-out {e32['max_rel']:.2e} "
                   f"nonfinite {e['nonfinite']}/{e32['nonfinite']}", flush=True)
@@ -377,7 +388,8 @@ def stability_on_gpu(rows, methods=FAMILY_METHODS):
         for m, p in [mp for mp in methods if mp[0] == "blockdoubling" and mp[1] != "tf32"]:
             if ops.gluon_reason(k, v, g, beta, m, p) is None:
                 e = rel_err(ops.gdn_fwd_intra(k, v, g, beta, method=m, precision=p, backend="gluon")[2], A64)
-                rows.append(dict(kind="family", family=fam, method=f"{m} [gluon intra]", precision=p, **e))
+                rows.append(dict(kind="family", family=fam, method=f"{m} [gluon intra]",
+                                 precision=p or default_label("intra", m), **e))
                 print(f"  family {fam:15s} {m} [gluon intra] {p} bf16-out {e['max_rel']:.2e} "
                       f"nonfinite {e['nonfinite']}", flush=True)
 
@@ -385,8 +397,8 @@ def stability_on_gpu(rows, methods=FAMILY_METHODS):
 def to_markdown(meta, rows):
     out = [f"# Kernel benchmark — {meta['gpu']} — {meta['date']}", "",
            f"torch {meta['torch']}, triton {meta['triton']}, sglang kernels {meta['sglang']}, "
-           f"FLA {meta.get('fla')}, bf16 inputs, K=V=128. Times: median µs (do_bench; the whole forward also "
-           "'graph': CUDA-graph replays, the GPU time alone). "
+           f"FLA {meta.get('fla')}, bf16 inputs, K=V=128. Times: median µs ({meta.get('timing', 'do_bench')}; the "
+           "whole forward: do_bench and 'graph', CUDA-graph replays, the GPU time alone). "
            "max_rel = max|X−X64|/max|X64| of the returned A (bf16 unless noted); whole forward: of the output o "
            "against the fp64 twin (reference.gdn.chunk_fwd; the JSON also has the final state and the "
            "difference to stock).", ""]
@@ -433,6 +445,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-whole", action="store_true")
     ap.add_argument("--no-families", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
+    ap.add_argument("--shape", action="append", default=None, metavar="T,H,Hg,SEQS",
+                    help="only these shapes (repeatable; default: the 12 benchmark shapes)")
     ap.add_argument("--methods", default=None,
                     help="comma list of METHOD:PRECISION to time (default: the main set), e.g. blockdoubling:bf16x3")
 
@@ -498,7 +512,8 @@ def run(args) -> int:
         fla_version = getattr(fla, "__version__", "?")
     except Exception:
         fla_version = None
-    meta = common.run_meta(DEV, fla=fla_version)
+    meta = common.run_meta(DEV, fla=fla_version, timing="CUDA-graph replays, GPU time alone (do_bench where a call "
+                           "cannot be captured)")
     print(meta, flush=True)
     rows = []
     t0 = time.time()
@@ -523,6 +538,8 @@ def run(args) -> int:
     shapes = [dict(T=150, H=4, Hg=2, nseq=1), dict(T=150, H=4, Hg=2, nseq=3)] if args.smoke else \
         [dict(T=8192, H=32, Hg=16, nseq=1)] if args.quick else [  # most important first
         dict(T=T, H=H, Hg=Hg, nseq=n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
+    if args.shape:
+        shapes = [dict(zip(("T", "H", "Hg", "nseq"), (int(x) for x in sh.split(",")))) for sh in args.shape]
     if not args.no_families:  # first: they decide "error ≤ stock on every family"
         stability_on_gpu(rows)
     for i, sh in enumerate(shapes):

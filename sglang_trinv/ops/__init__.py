@@ -62,9 +62,17 @@ DEFAULT_PRECISION = {
     "neumann": "ieee",
     "newton_schulz": "ieee",
 }
-# Inverse-only kernels (gdn_kkt_inverse, solve_tril) are latency-bound: bf16x3 merges there cost 51.6 → 113.7
-# µs, so the diagonal tiles stay bf16x3 (stock-level error) and the merges tf32 (as stock's).
-INVERSE_ONLY_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3/tf32"}
+# The fused KKᵀ + inverse kernel (gdn_kkt_inverse) is latency-bound: bf16x3 diagonal tiles and tf32 merges whose
+# operands the kernel rounds to nearest first ("tf32r"; Triton's tf32 dots truncate them). Measured side by side
+# (bench/results/2026-11-28-s14/, H100 and H200, 8 draws per family): A error 6.80e-3 / 6.47e-3 on identical keys /
+# β ∈ (1, 2] vs stock's 1.35e-2 / 1.20e-2, ≤ stock on every draw (truncated tf32 merges, the default until s14:
+# 1.35e-2 / 1.21e-2, above stock on 6 of 8 β draws); 1–4 % slower than those, ≥ 2.01× stock at all 12 shapes on
+# both GPUs. All-bf16x3 merges: 1.4e-3 / 2.0e-3 but 1.89–2.08× (H100/H200).
+INVERSE_ONLY_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3/tf32r"}
+# solve_tril (FLA's stand-alone API: fp32 A in and out) is compared with FLA 0.6.0's fp32 solve (error ~3e-8): ieee
+# products keep blockdoubling at that level (family medians at or below FLA's) at 1.6–2.1× FLA's speed (H200, s14);
+# precision="bf16x3" (~2e-6, 2.9–4.1×) or "bf16x3/tf32" (~3e-4, 3.2–4.2×) trade accuracy for speed.
+SOLVE_TRIL_PRECISION = {**INVERSE_ONLY_PRECISION, "blockdoubling": "ieee"}
 # The KDA kernel has one merge precision (no per-level split): bf16x3 merges there (H200 runs of
 # bench/results/2026-11-27-h200-kda-all/)
 KDA_DEFAULT_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3"}
@@ -434,19 +442,21 @@ def gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, met
 def solve_tril(A, cu_seqlens=None, chunk_indices=None, method="blockdoubling", precision=None,
                output_dtype=torch.float, tuning: Tuning | None = None) -> torch.Tensor:
     """FLA-compatible stand-alone ``(I + A)^{-1}`` of strictly-lower chunk blocks ``A [B, T, H, BT]``,
-    BT ∈ {16, 32, 64}."""
+    BT ∈ {16, 32, 64}; ``precision=None``: :data:`SOLVE_TRIL_PRECISION` (fp32-accurate, as FLA's)."""
     _check_varlen(A, cu_seqlens)
     B, T, H, BT = A.shape
     if BT not in (16, 32, 64):
         raise ValueError(f"solve_tril supports BT in (16, 32, 64), got {BT}")
     Ai = torch.empty(B, T, H, BT, device=A.device, dtype=output_dtype or A.dtype)
+    precision = precision or SOLVE_TRIL_PRECISION.get(method)  # unknown methods: _launch raises a clear error
     _launch(None, None, None, None, A, Ai, None, None, cu_seqlens, chunk_indices, T, B, H, H, 16, 0, BT,
             method, precision, fuse_wu=False, store_A=True, from_A=True, tuning=tuning)
     return Ai
 
 
 __all__ = ["merge_levels", "gluon_reason", "gluon_auto_reason", "ENV_GLUON", "GLUON_MIN_TILES", "ENV_GLUON_MIN_TILES", "gdn_kkt_inverse", "gdn_fwd_intra", "gdn_cumsum_fwd_intra", "solve_tril", "supports", "kernel_twin", "Tuning",
-           "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "KDA_DEFAULT_PRECISION",
+           "KERNEL_METHODS", "DEFAULT_PRECISION", "INVERSE_ONLY_PRECISION", "SOLVE_TRIL_PRECISION",
+           "KDA_DEFAULT_PRECISION",
            "prepare_chunk_indices"]
 
 
