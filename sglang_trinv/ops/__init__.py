@@ -67,7 +67,7 @@ DEFAULT_PRECISION = {
 # (bench/results/2026-11-28-s14/, H100 and H200, 8 draws per family): A error 6.80e-3 / 6.47e-3 on identical keys /
 # β ∈ (1, 2] vs stock's 1.35e-2 / 1.20e-2, ≤ stock on every draw (truncated tf32 merges, the default until s14:
 # 1.35e-2 / 1.21e-2, above stock on 6 of 8 β draws); 1–4 % slower than those, ≥ 2.01× stock at all 12 shapes on
-# both GPUs. All-bf16x3 merges: 1.4e-3 / 2.0e-3 but 1.89–2.08× (H100/H200).
+# both GPUs. All-bf16x3 merges: 1.4e-3 / 2.0e-3, but down to 1.89× / 1.91× (H100 / H200).
 INVERSE_ONLY_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3/tf32r"}
 # solve_tril (FLA's stand-alone API: fp32 A in and out) is compared with FLA 0.6.0's fp32 solve (error ~3e-8): ieee
 # products keep blockdoubling at that level (family medians at or below FLA's) at 1.6–2.1× FLA's speed (H200, s14);
