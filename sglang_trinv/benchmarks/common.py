@@ -46,6 +46,17 @@ def graph_us(fn, device: str) -> float | None:
         return None
 
 
+def shape_arg(text: str) -> tuple[int, int, int, int]:
+    """argparse type of a benchmark's ``--shape T,H,Hg,SEQS``: the four ints, checked."""
+    try:
+        T, H, Hg, n = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected T,H,Hg,SEQS, e.g. 8192,32,16,1") from None
+    if min(T, H, Hg, n) < 1 or H % Hg or n > T:
+        raise argparse.ArgumentTypeError(f"{text!r}: need T, H, Hg, SEQS ≥ 1, Hg dividing H, SEQS ≤ T")
+    return T, H, Hg, n
+
+
 def gpu_rows(out: str, shapes, per_shape) -> tuple[dict, list]:
     """(meta, rows) of a GPU script: ``per_shape(*shape, rows)`` appends its rows for each shape, the CUDA cache is
     emptied between shapes; ``out`` is created."""

@@ -445,7 +445,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-whole", action="store_true")
     ap.add_argument("--no-families", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
-    ap.add_argument("--shape", action="append", default=None, metavar="T,H,Hg,SEQS",
+    ap.add_argument("--shape", action="append", type=common.shape_arg, default=None, metavar="T,H,Hg,SEQS",
                     help="only these shapes (repeatable; default: the 12 benchmark shapes)")
     ap.add_argument("--methods", default=None,
                     help="comma list of METHOD:PRECISION to time (default: the main set), e.g. blockdoubling:bf16x3")
@@ -539,7 +539,7 @@ def run(args) -> int:
         [dict(T=8192, H=32, Hg=16, nseq=1)] if args.quick else [  # most important first
         dict(T=T, H=H, Hg=Hg, nseq=n) for T in (8192, 32768, 4096) for H, Hg in ((32, 16), (8, 4)) for n in (1, 8)]
     if args.shape:
-        shapes = [dict(zip(("T", "H", "Hg", "nseq"), (int(x) for x in sh.split(",")))) for sh in args.shape]
+        shapes = [dict(zip(("T", "H", "Hg", "nseq"), sh)) for sh in args.shape]
     if not args.no_families:  # first: they decide "error ≤ stock on every family"
         stability_on_gpu(rows)
     for i, sh in enumerate(shapes):

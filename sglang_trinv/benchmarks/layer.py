@@ -21,27 +21,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import common
+
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="bench/results/latest-layer")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
     ap.add_argument("--shapes", choices=("all", "stages"), default="all",
                     help="all: the issue's 12 shapes; stages: the 6 shapes of `bench stages`")
-    ap.add_argument("--shape", action="append", type=_shape, default=[], metavar="T,H,Hg,SEQS",
+    ap.add_argument("--shape", action="append", type=common.shape_arg, default=[], metavar="T,H,Hg,SEQS",
                     help="only this shape (repeatable; overrides --shapes), e.g. 8192,32,16,1")
     ap.add_argument("--precision", action="append", type=_precision, default=[], metavar="PRECISION",
                     help="also time blockdoubling at this precision (repeatable; fused pipeline, same process as "
                          "the default), e.g. bf16x3")
-
-
-def _shape(text: str) -> tuple[int, int, int, int]:
-    try:
-        T, H, Hg, n = (int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected T,H,Hg,SEQS, e.g. 8192,32,16,1") from None
-    if min(T, H, Hg, n) < 1 or H % Hg or n > T:
-        raise argparse.ArgumentTypeError(f"{text!r}: need T, H, Hg, SEQS ≥ 1, Hg dividing H, SEQS ≤ T")
-    return T, H, Hg, n
 
 
 def _precision(text: str) -> str:
@@ -58,7 +50,6 @@ def run(args) -> int:
 
     import torch
 
-    from . import common
     from . import kernels as bk
 
     os.makedirs(args.out, exist_ok=True)
@@ -93,8 +84,6 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from . import common
-
     return common.cli_main(__doc__, add_arguments, run, argv, prog="sglang-trinv bench layer")
 
 

@@ -77,11 +77,6 @@ def traffic_expected(k, v):
     return kh, v.float(), kh[..., 0::2] + kh[..., 1::2]
 
 
-def _time(fn):
-    t = common.graph_us(fn, bk.DEV)
-    return t if t is not None else common.time_us(fn, bk.DEV)
-
-
 def run_shape(T, H, Hg, nseq, D, rows):
     inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
     k, v, g, beta, cu = inp["k"], inp["v"], inp["g"], inp["beta"], inp["cu_seqlens"]
@@ -109,7 +104,7 @@ def run_shape(T, H, Hg, nseq, D, rows):
                 not wu or (torch.equal(w.float(), we) and torch.equal(u.float(), ue)))
             if not ok:
                 raise AssertionError(f"traffic kernel wrote wrong data (HPP={hpp}, warps={nw}, wu={wu})")
-            t = _time(lambda: traffic(k, v, w, u, A, hpp, nw, wu))
+            t = bk.bench(lambda: traffic(k, v, w, u, A, hpp, nw, wu))
             key = "traffic intra" if wu else "traffic inverse"
             row["us"][f"{key} hpp{hpp} w{nw}"] = t
             if key not in best or t < best[key]:
@@ -118,7 +113,7 @@ def run_shape(T, H, Hg, nseq, D, rows):
     for key, nbytes in (("copy intra", n_intra), ("copy inverse", n_inv)):
         src = torch.empty(nbytes // 4, dtype=torch.bfloat16, device=k.device)
         dst = torch.empty_like(src)
-        row["us"][key] = _time(lambda: dst.copy_(src))
+        row["us"][key] = bk.bench(lambda: dst.copy_(src))
 
     # --- stock and ours, outputs against the fp64 twin
     if bk.DEV == "cuda":
@@ -148,13 +143,13 @@ def run_shape(T, H, Hg, nseq, D, rows):
     for name, f in calls.items():
         res = f()
         if name.startswith("gluon"):
-            row["us"][name] = _time(f)
+            row["us"][name] = bk.bench(f)
             continue
         if "kkt_inv" in name:
             row["err"][name] = f"{bk.rel_err(res, A64)['max_rel']:.2e}"
         else:
             row["err"][name] = errs(res)
-        row["us"][name] = _time(f)
+        row["us"][name] = bk.bench(f)
     us = row["us"]
     row["ours intra"] = min(us[f"ours intra {b}"] for b in backends)
     row["bound intra"] = us["stock intra"] / us["traffic intra"]
@@ -227,7 +222,7 @@ def plot(meta, rows, path):
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="bench/results/latest")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
-    ap.add_argument("--shape", action="append", default=None, metavar="T,H,Hg,SEQS",
+    ap.add_argument("--shape", action="append", type=common.shape_arg, default=None, metavar="T,H,Hg,SEQS",
                     help="only these shapes (repeatable; default: the 12 benchmark shapes)")
 
 
@@ -237,7 +232,7 @@ def run(args) -> int:
     D = 16 if args.smoke else 128
     shapes = SMOKE_SHAPES if args.smoke else SHAPES
     if args.shape:
-        shapes = [tuple(int(x) for x in s.split(",")) for s in args.shape]
+        shapes = args.shape
     if bk.DEV == "cuda":
         meta, rows = common.gpu_rows(args.out, shapes, lambda T, H, Hg, n, rows: run_shape(T, H, Hg, n, D, rows))
     else:
