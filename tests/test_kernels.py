@@ -398,7 +398,8 @@ kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_c
       "tf32-merges": {"merge_precision": "tf32"}, "merge-levels": {"merge_precision": "bf16x3+tf32"},
       "split-merge": {"merge_precision": "bf16x3+bf16x3*tf32", "varlen": True},
       "device-descriptors": {"launch": gi.GluonLaunch(DD=True), "varlen": True, "g_cumsum": True,
-                             "store_A": False}}[case]
+                             "store_A": False},
+      "loader-storer": {"launch": gi.GluonLaunch(LD=True, ST=True), "varlen": True}}[case]
 r = gi.compile_report(**kw)
 print("gluon", gi.DEFAULT_LAUNCH.REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], r["bar_after_stsm"],
       r["scratch"], *r["setmaxnreg"])
@@ -406,7 +407,7 @@ print("gluon", gi.DEFAULT_LAUNCH.REGS, r["launch_regs"], r["warps"], r["stack"],
 
 
 @pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
-                                  "device-descriptors"])
+                                  "device-descriptors", "loader-storer"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
@@ -416,7 +417,9 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     compiler barriers between the Ai panel stores (one allocation per panel, stores by diagonals: 12–18 on
     Triton 3.6, 6–12 on 3.8; 52 / 35 when the panels shared one allocation — that change was worth 2 µs of 104 on
     an H200). "device-descriptors": the pipeline with the TMA descriptors built in the kernel (GluonLaunch.DD, for
-    the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test)."""
+    the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test). "loader-storer": the
+    streamers' TMA loads and stores issued by two one-warp partitions (GluonLaunch.LD / ST; Triton pads the CTA to
+    12 warps, the extra warpgroup lowered to XREGS)."""
     import os
     import subprocess
     import sys
@@ -430,7 +433,7 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
         int(x) for x in r.stdout.split("gluon")[-1].split())
     # host-built TMA descriptors need no global scratch; device-built ones (DD) one 128-byte slot each of six
     assert scratch == (6 * 128 if case == "device-descriptors" else 0)
-    assert warps == 8 and launch * warps * 32 <= 65536  # one CTA fits an SM's register file
+    assert warps == (12 if case == "loader-storer" else 8) and launch * warps * 32 <= 65536  # one CTA per SM
     assert stack <= 64
     assert smem <= 227 * 1024
     assert bar_after_stsm <= 24
@@ -583,9 +586,15 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("launch", [{}, {"PAIR": True, "REGS": 120, "S": 4, "NSTG": 2}, {"G": 1}, {"DB": True},
-                                    {"CS": 0}, {"G": 1, "KD": True}, {"DD": True}, {"DD": False}, {"EP": False}],
+                                    {"CS": 0}, {"G": 1, "KD": True}, {"DD": True}, {"DD": False}, {"EP": False},
+                                    {"LD": True}, {"ST": True}, {"LD": True, "ST": True},
+                                    {"LD": True, "ST": True, "NSTG": 2, "S": 7},
+                                    {"LD": True, "ST": True, "DB": True},
+                                    {"LD": True, "ST": True, "PAIR": True, "REGS": 120, "NSTG": 2}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
-                              "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "no-early-puts"])
+                              "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "no-early-puts",
+                              "loader-warp", "storer-warp", "loader-storer", "loader-storer-deep",
+                              "loader-storer-no-A", "loader-storer-pair"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),

@@ -85,7 +85,11 @@ class GluonLaunch:
     where it pays; bench/results/2026-11-28-s13). All-bf16x3 merges, sm_90 spills (Triton 3.6) varlen with A 56 →
     8 B, pipeline 8 / 24 → 0 B, but one sequence with A 8 → 48 B; H100, A written, 8 sequences T=8192 H=32 145.8 →
     128.6 µs, one sequence 134.5 → 141.3. Results equal to a rounding (the merges' sums accumulate in another
-    order), errors vs fp64 unchanged."""
+    order), errors vs fp64 unchanged. LD: a one-warp loader partition issues the streamers' k/v TMA loads (the
+    ring runs as far ahead as its S slots, across tiles); ST: a one-warp storer partition issues the w/u (and A)
+    stores from the staging buffers, so the streamer warpgroup neither issues single-thread TMA copies (Triton 3.6
+    puts a partition barrier on each side of each) nor waits for a store to read its buffer; XREGS: their
+    registers."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -100,6 +104,9 @@ class GluonLaunch:
     MODE: int = 0
     DD: bool | None = None
     EP: bool | None = None
+    LD: bool = False
+    ST: bool = False
+    XREGS: int = 56
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -561,19 +568,29 @@ if AVAILABLE:
         _partition_barrier()
         if IS_VARLEN:
             if (row + 64 > eos) & (eos < T):
-                LS: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // BN, BN // 8], [4, 1], [1, 0])
-                x = stg.index(o).load(LS)
-                rr = row + gl.arange(0, 64, layout=gl.SliceLayout(1, LS))
-                cc = gl.arange(0, BN, layout=gl.SliceLayout(0, LS))
-                if sub < NU:
-                    ptr = u_ptr + rr.to(gl.int64)[:, None] * (H * V) + (head * V + sub * BN) + cc[None, :]
-                else:
-                    ptr = w_ptr + rr.to(gl.int64)[:, None] * (H * K) + (head * K + (sub - NU) * BN) + cc[None, :]
-                gl.store(ptr, x, mask=(rr < eos)[:, None])
+                _masked_out(stg.index(o), sub, row, eos, head, u_ptr, w_ptr, NU, H, V, K, 4)
             else:
                 _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
         else:
             _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
+
+    @gluon.jit
+    def _masked_out(buf, sub: gl.constexpr, row, eos, head, u_ptr, w_ptr, NU: gl.constexpr, H: gl.constexpr,
+                    V: gl.constexpr, K: gl.constexpr, NW: gl.constexpr):
+        """A staged w/u block [64, BN] of a partial chunk by masked 16-byte row stores (rows < eos), by NW warps
+        (16·NW rows at a time: one warp holds a quarter of the block)."""
+        BN: gl.constexpr = buf.shape[1]
+        RB: gl.constexpr = 16 * NW
+        LS: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // BN, BN // 8], [NW, 1], [1, 0])
+        cc = gl.arange(0, BN, layout=gl.SliceLayout(0, LS))
+        for h in gl.static_range(64 // RB):
+            x = buf.slice(RB * h, RB, dim=0).load(LS)
+            rr = row + RB * h + gl.arange(0, RB, layout=gl.SliceLayout(1, LS))
+            if sub < NU:
+                ptr = u_ptr + rr.to(gl.int64)[:, None] * (H * V) + (head * V + sub * BN) + cc[None, :]
+            else:
+                ptr = w_ptr + rr.to(gl.int64)[:, None] * (H * K) + (head * K + (sub - NU) * BN) + cc[None, :]
+            gl.store(ptr, x, mask=(rr < eos)[:, None])
 
     @gluon.jit
     def _tma_out(q, sub: gl.constexpr, row, head, stg, u_desc, w_desc, NSTG: gl.constexpr, NU: gl.constexpr,
@@ -591,12 +608,13 @@ if AVAILABLE:
             tma.async_copy_shared_to_global(a_desc, [row, head * 64 + 16 * b], pa[b].index(wi))  # single buffer
 
     @gluon.jit
-    def _store_a(pa, a_desc, a_ptr, wi, row, eos, T, head, H: gl.constexpr, IS_VARLEN: gl.constexpr):
+    def _store_a(pa, a_desc, a_ptr, wi, row, eos, T, head, H: gl.constexpr, IS_VARLEN: gl.constexpr,
+                 NW: gl.constexpr = 4):
         """The A output of one tile from its plain Ai panels: TMA (rows past the tensor clipped); varlen: masked
-        stores for a chunk that ends inside the tensor before 64 rows."""
+        stores (by NW warps) for a chunk that ends inside the tensor before 64 rows."""
         if IS_VARLEN:
             if (row + 64 > eos) & (eos < T):
-                LA: gl.constexpr = gl.BlockedLayout([1, 8], [16, 2], [4, 1], [1, 0])
+                LA: gl.constexpr = gl.BlockedLayout([1, 8], [16, 2], [NW, 1], [1, 0])
                 rr = row + gl.arange(0, 64, layout=gl.SliceLayout(1, LA))
                 cc = gl.arange(0, 16, layout=gl.SliceLayout(0, LA))
                 for b in gl.static_range(4):
@@ -609,21 +627,48 @@ if AVAILABLE:
             _tma_a(pa, a_desc, wi, row, head)
 
     @gluon.jit
+    def _epi_st(acc, q, stg, staged, sfree, NSTG: gl.constexpr):
+        """ST: item q's result into staging buffer q % NSTG once the storer released it (item q − NSTG went out),
+        then one arrive: the storer warp issues the store."""
+        o = q % NSTG
+        if q >= NSTG:
+            mbarrier.wait(sfree.index(o), (q // NSTG - 1) & 1)
+        stg.index(o).store(acc.to(gl.bfloat16))
+        fence_async_shared()  # generic-proxy stores → read by the storer's TMA (async proxy)
+        _partition_barrier()  # every warp's part (and its wgmmas on the ring slot) done, then one arrive
+        mbarrier.arrive(staged.index(o))
+
+    @gluon.jit
+    def _item_out(acc, q, sub: gl.constexpr, row, eos, T, head, stg, u_desc, w_desc, u_ptr, w_ptr, staged, sfree,
+                  rfree, NSTG: gl.constexpr, NU: gl.constexpr, H: gl.constexpr, V: gl.constexpr, K: gl.constexpr,
+                  S: gl.constexpr, IS_VARLEN: gl.constexpr, LD: gl.constexpr, ST: gl.constexpr):
+        """Item q's result out (ST: handed to the storer; else stored here), then (LD) its ring slot released to
+        the loader: both after a partition barrier that follows every warp's wgmma wait."""
+        if ST:
+            _epi_st(acc, q, stg, staged, sfree, NSTG)
+        else:
+            _epi(acc, q, sub, row, eos, T, head, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU, H, V, K, IS_VARLEN)
+        if LD:
+            mbarrier.arrive(rfree.index(q % S))
+
+    @gluon.jit
     def _stream_wu(k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, pb, pe, pa, ring,
-                   ready, stg, T, NC, n_tiles, full, empty, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
-                   V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr, NSTG: gl.constexpr,
-                   MODE: gl.constexpr, PAIR: gl.constexpr, STORE_A: gl.constexpr, G: gl.constexpr,
-                   IS_VARLEN: gl.constexpr, NB: gl.constexpr):
+                   ready, rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H: gl.constexpr,
+                   Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr,
+                   S: gl.constexpr, NSTG: gl.constexpr, MODE: gl.constexpr, PAIR: gl.constexpr,
+                   STORE_A: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, NB: gl.constexpr,
+                   LD: gl.constexpr, ST: gl.constexpr):
         """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile,
         BN columns at a time: v/k blocks through an S-deep TMA ring (loads run up to one tile ahead, across
-        batches: they do not depend on Ai), four K=16 wgmmas on the shared panels (NB buffers of them), results
-        out through NSTG staging buffers by TMA."""
+        batches: they do not depend on Ai; LD: issued by the loader warp, as far ahead as the ring allows), four
+        K=16 wgmmas on the shared panels (NB buffers of them), results out through NSTG staging buffers by TMA
+        (ST: the storer warp issues the stores, and the A output's)."""
         ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                       instr_shape=[16, BN, 16])
         NU: gl.constexpr = V // BN
         IPT: gl.constexpr = (V + K) // BN
-        L: gl.constexpr = S - 1 - PAIR    # items issued ahead of the one being multiplied
-        gl.static_assert(L + PAIR <= IPT, "the TMA ring may run at most one tile ahead")
+        L: gl.constexpr = 0 if LD else S - 1 - PAIR    # items issued ahead of the one being multiplied (here)
+        gl.static_assert(LD or (L + PAIR <= IPT), "the TMA ring may run at most one tile ahead")
         pid = gl.program_id(0)
         nprog = gl.num_programs(0)
         my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)   # this CTA's batches (grid ≤ number of batches)
@@ -649,50 +694,126 @@ if AVAILABLE:
                 if wi == 0:
                     mbarrier.wait(full.index(bt % NB), (bt // NB) & 1)
                 pw = (bt % NB) * W + wi  # this tile's panels (buffer, tile of the batch)
-                if STORE_A:
+                if STORE_A and not ST:
                     _store_a(pa, a_desc, a_ptr, wi, row_c, eos_c, T, head_c, H, IS_VARLEN)
                 if PAIR:  # two items in flight: the second's wgmmas run while the first's result goes out
                     for pp in gl.static_range(IPT // 2):
-                        for d in gl.static_range(2):
-                            if q + L + d < total:
-                                if 2 * pp + L + d < IPT:
-                                    _issue(q + L + d, 2 * pp + L + d, row_c, head_c, k_desc, v_desc, ring, ready,
-                                           H, Hg, K, V, BN, S)
-                                else:
-                                    _issue(q + L + d, 2 * pp + L + d - IPT, row_n, head_n, k_desc, v_desc, ring,
-                                           ready, H, Hg, K, V, BN, S)
+                        if not LD:
+                            for d in gl.static_range(2):
+                                if q + L + d < total:
+                                    if 2 * pp + L + d < IPT:
+                                        _issue(q + L + d, 2 * pp + L + d, row_c, head_c, k_desc, v_desc, ring,
+                                               ready, H, Hg, K, V, BN, S)
+                                    else:
+                                        _issue(q + L + d, 2 * pp + L + d - IPT, row_n, head_n, k_desc, v_desc,
+                                               ring, ready, H, Hg, K, V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
                         acc0 = _wg_chain(pe if 2 * pp >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         mbarrier.wait(ready.index((q + 1) % S), ((q + 1) // S) & 1)
                         acc1 = _wg_chain(pe if 2 * pp + 1 >= NU else pb, ring.index((q + 1) % S), pw, ACC, BN)
                         acc0 = warpgroup_mma_wait(4, deps=[acc0])
-                        _epi(acc0, q, 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU,
-                             H, V, K, IS_VARLEN)
+                        _item_out(acc0, q, 2 * pp, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr,
+                                  staged, sfree, rfree, NSTG, NU, H, V, K, S, IS_VARLEN, LD, ST)
                         acc1 = warpgroup_mma_wait(0, deps=[acc1])
-                        _epi(acc1, q + 1, 2 * pp + 1, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr,
-                             NSTG, NU, H, V, K, IS_VARLEN)
+                        _item_out(acc1, q + 1, 2 * pp + 1, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr,
+                                  w_ptr, staged, sfree, rfree, NSTG, NU, H, V, K, S, IS_VARLEN, LD, ST)
                         q += 2
                 else:
                     for sub in gl.static_range(IPT):
-                        if q + L < total:
-                            if sub + L < IPT:
-                                _issue(q + L, sub + L, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
-                            else:
-                                _issue(q + L, sub + L - IPT, row_n, head_n, k_desc, v_desc, ring, ready, H, Hg, K,
-                                       V, BN, S)
+                        if not LD:
+                            if q + L < total:
+                                if sub + L < IPT:
+                                    _issue(q + L, sub + L, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K,
+                                           V, BN, S)
+                                else:
+                                    _issue(q + L, sub + L - IPT, row_n, head_n, k_desc, v_desc, ring, ready, H,
+                                           Hg, K, V, BN, S)
                         mbarrier.wait(ready.index(q % S), (q // S) & 1)
                         acc = _wg_chain(pe if sub >= NU else pb, ring.index(q % S), pw, ACC, BN)
                         acc = warpgroup_mma_wait(0, deps=[acc])
-                        _epi(acc, q, sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr, NSTG, NU, H,
-                             V, K, IS_VARLEN)
+                        _item_out(acc, q, sub, row_c, eos_c, T, head_c, stg, u_desc, w_desc, u_ptr, w_ptr,
+                                  staged, sfree, rfree, NSTG, NU, H, V, K, S, IS_VARLEN, LD, ST)
                         q += 1
                 if (wi == W - 1) | (ts == n_my - 1):
-                    if STORE_A:
+                    if STORE_A and not ST:
                         tma.store_wait(0)  # the A stores have read their panels
                     _partition_barrier()  # (and every warp's masked A loads are done)
                     mbarrier.arrive(empty.index(bt % NB))  # every warp's wgmmas on the panels are done
                 row_c, eos_c, head_c = row_n, eos_n, head_n
                 row_n, eos_n, head_n = row_nn, eos_nn, head_nn
+            if not ST:
+                tma.store_wait(0)
+
+    @gluon.jit
+    def _load_wu(k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H: gl.constexpr, Hg: gl.constexpr,
+                 K: gl.constexpr, V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr,
+                 MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
+        """LD: loader partition (one warp): the streamers' v/k blocks into the S-slot ring, each slot once the
+        streamers released its previous item (they do not depend on Ai: the ring runs ahead across tiles and
+        batches)."""
+        if MODE != 1:
+            IPT: gl.constexpr = (V + K) // BN
+            pid = gl.program_id(0)
+            nprog = gl.num_programs(0)
+            my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)
+            n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
+            p = 0
+            for ts in range(n_my):
+                row, _, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
+                for sub in gl.static_range(IPT):
+                    if p >= S:
+                        mbarrier.wait(rfree.index(p % S), (p // S - 1) & 1)
+                    _issue(p, sub, row, head, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
+                    p += 1
+
+    @gluon.jit
+    def _store_wu(w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, pa, stg, staged, sfree, T, NC, n_tiles,
+                  full, empty, H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
+                  BN: gl.constexpr, NSTG: gl.constexpr, MODE: gl.constexpr, STORE_A: gl.constexpr,
+                  G: gl.constexpr, IS_VARLEN: gl.constexpr, NB: gl.constexpr):
+        """ST: storer partition (one warp): per tile the A output from the plain panels once the batch is handed
+        over, then each staged w/u block by TMA (a partial chunk inside the tensor by masked 16-byte stores);
+        a staging buffer is released once its store has read it. With A it also releases the batch's panels
+        (empty counts two arrives: the streamers' wgmmas and the A stores)."""
+        NU: gl.constexpr = V // BN
+        IPT: gl.constexpr = (V + K) // BN
+        pid = gl.program_id(0)
+        nprog = gl.num_programs(0)
+        my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)
+        if MODE == 1:
+            if STORE_A:
+                for jb in range(my_b):
+                    mbarrier.wait(full.index(jb % NB), (jb // NB) & 1)
+                    mbarrier.arrive(empty.index(jb % NB))
+        else:
+            n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
+            q = 0
+            for ts in range(n_my):
+                row, eos, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
+                wi = ts % W
+                bt = ts // W
+                if STORE_A:
+                    if wi == 0:
+                        mbarrier.wait(full.index(bt % NB), (bt // NB) & 1)
+                    _store_a(pa, a_desc, a_ptr, wi, row, eos, T, head, H, IS_VARLEN, 1)
+                for sub in gl.static_range(IPT):
+                    o = q % NSTG
+                    mbarrier.wait(staged.index(o), (q // NSTG) & 1)
+                    if IS_VARLEN:
+                        if (row + 64 > eos) & (eos < T):  # TMA stores clip only at the tensor's end
+                            _masked_out(stg.index(o), sub, row, eos, head, u_ptr, w_ptr, NU, H, V, K, 1)
+                        else:
+                            _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
+                    else:
+                        _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
+                    tma.store_wait(NSTG - 1)  # every store but the last NSTG − 1 has read its buffer
+                    if q >= NSTG - 1:
+                        mbarrier.arrive(sfree.index((q - NSTG + 1) % NSTG))
+                    q += 1
+                if STORE_A:
+                    if (wi == W - 1) | (ts == n_my - 1):
+                        tma.store_wait(0)  # the A stores have read their panels
+                        mbarrier.arrive(empty.index(bt % NB))
             tma.store_wait(0)
 
     @gluon.jit
@@ -711,7 +832,8 @@ if AVAILABLE:
                            G_CUMSUM: gl.constexpr, DB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr,
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
-                           MP1: gl.constexpr = -1, MPO: gl.constexpr = -1, EP: gl.constexpr = False):
+                           MP1: gl.constexpr = -1, MPO: gl.constexpr = -1, EP: gl.constexpr = False,
+                           LD: gl.constexpr = False, ST: gl.constexpr = False, XREGS: gl.constexpr = 56):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -761,11 +883,19 @@ if AVAILABLE:
         ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
         full = gl.allocate_shared_memory(gl.int64, [NB, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [NB, 1], mbarrier.MBarrierLayout())
+        rfree = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())  # LD: slot read
+        staged = gl.allocate_shared_memory(gl.int64, [NSTG, 1], mbarrier.MBarrierLayout())  # ST: buffer written
+        sfree = gl.allocate_shared_memory(gl.int64, [NSTG, 1], mbarrier.MBarrierLayout())  # ST: buffer stored
         for i in gl.static_range(S):
             mbarrier.init(ready.index(i), count=1)
+            mbarrier.init(rfree.index(i), count=1)
+        for i in gl.static_range(NSTG):
+            mbarrier.init(staged.index(i), count=1)
+            mbarrier.init(sfree.index(i), count=1)
         for i in gl.static_range(NB):
             mbarrier.init(full.index(i), count=1)
-            mbarrier.init(empty.index(i), count=1)
+            # ST with A: the streamers' wgmmas and the storer's A stores both release the panels
+            mbarrier.init(empty.index(i), count=2 if (ST and STORE_A) else 1)
         # the streamers see each panel as W [64, 16] wgmma operands (the 32-byte swizzle acts on the last two
         # dimensions only)
         sb = _flat_panels(pb, NB * W, PAN2)
@@ -774,14 +904,47 @@ if AVAILABLE:
             sa = _flat_panels(pa, W, PAN2)
         else:
             sa = sb  # unused
-        gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2,
-                                             kready, T, NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G,
-                                             IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS, MP1, MPO, EP)),
-                            (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr,
-                                          sb, se, sa, ring, ready, stg, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN,
-                                          S,
-                                          NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB))],
-                           [4], [REGS])
+        # the partitions (the argument tuples stay inline: a tuple held in a variable loses its constexprs)
+        if LD and ST:
+            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
+                               H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
+                               MP1, MPO, EP)),
+                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
+                            rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
+                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST)),
+                                (_load_wu, (k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H, Hg, K, V, W, BN, S, MODE, G,
+                          IS_VARLEN)),
+                                (_store_wu, (w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sa, stg, staged, sfree, T, NC, n_tiles,
+                           full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB))],
+                               [4, 1, 1], [REGS, XREGS, XREGS])
+        elif LD:
+            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
+                               H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
+                               MP1, MPO, EP)),
+                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
+                            rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
+                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST)),
+                                (_load_wu, (k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H, Hg, K, V, W, BN, S, MODE, G,
+                          IS_VARLEN))],
+                               [4, 1], [REGS, XREGS])
+        elif ST:
+            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
+                               H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
+                               MP1, MPO, EP)),
+                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
+                            rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
+                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST)),
+                                (_store_wu, (w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sa, stg, staged, sfree, T, NC, n_tiles,
+                           full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB))],
+                               [4, 1], [REGS, XREGS])
+        else:
+            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
+                               H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
+                               MP1, MPO, EP)),
+                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
+                            rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
+                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST))],
+                               [4], [REGS])
 
 
 @functools.lru_cache(maxsize=16)  # on the launch path: building a layout costs the host ~6 µs
@@ -849,7 +1012,7 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
-                 EP=(varlen or not store_A) if lc.EP is None else lc.EP)
+                 EP=(varlen or not store_A) if lc.EP is None else lc.EP, LD=lc.LD, ST=lc.ST, XREGS=lc.XREGS)
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
