@@ -4,6 +4,8 @@ On a CPU these run under the Triton interpreter in fp32 (see tests/conftest.py);
 tf32-aware tolerances. Shapes are small: the interpreter is slow.
 """
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -336,6 +338,16 @@ def test_wu_merged_loop_matches_fp64(tuning):
         assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
 
 
+def test_heads_fastest_grid_is_bitwise_the_default():
+    """Tuning.heads_fastest only reorders the grid (heads, chunks): same programs, same outputs, varlen and GQA."""
+    for c in CASES.values():
+        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+        tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, heads_fastest=True)
+        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning),
+                        ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+            assert torch.equal(x, y)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
     """gdn_cumsum_fwd_intra(raw g) = SGLang's chunk_local_cumsum, then gdn_fwd_intra (varlen: per sequence)."""
@@ -590,11 +602,14 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
                                     {"LD": True}, {"ST": True}, {"LD": True, "ST": True},
                                     {"LD": True, "ST": True, "NSTG": 2, "S": 7},
                                     {"LD": True, "ST": True, "DB": True},
-                                    {"LD": True, "ST": True, "PAIR": True, "REGS": 120, "NSTG": 2}],
+                                    {"LD": True, "ST": True, "PAIR": True, "REGS": 120, "NSTG": 2},
+                                    {"HF": True}, {"HF": True, "LD": True, "ST": True, "XREGS": 64},
+                                    {"HF": True, "DB": True}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
                               "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "no-early-puts",
                               "loader-warp", "storer-warp", "loader-storer", "loader-storer-deep",
-                              "loader-storer-no-A", "loader-storer-pair"])
+                              "loader-storer-no-A", "loader-storer-pair", "heads-fastest",
+                              "heads-fastest-loader-storer", "heads-fastest-no-A"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),

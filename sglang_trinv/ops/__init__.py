@@ -92,6 +92,7 @@ class Tuning:
     wu_merged: bool = False  # fused w/u: one column-tile loop for u then w (see gdn_intra._wu_rows_merged)
     chunk_table: bool = True  # varlen: one int32 (row, end) load per program (gluon_intra.chunk_table) instead of
     # chunk_indices → cu_seqlens (two dependent loads before any work)
+    heads_fastest: bool = False  # grid (heads, chunks): the programs running at once cover whole rows of k, v, w, u
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -187,6 +188,8 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     grid = (NT, B * H // const["GROUP"])
+    if tuning.heads_fastest:
+        grid = grid[::-1]
     if const["TABLE"]:  # the table in chunk_indices' place (cached across the layers of a forward)
         chunk_indices = _gluon.chunk_table(cu_seqlens, chunk_indices, BT)
     args = (k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out, T)
@@ -211,7 +214,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  USE_G=use_g, IS_VARLEN=varlen, STORE_A=store_A, FUSE_WU=fuse_wu,
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
-                 TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=_merge_out_code(method, precision, fuse_wu))
+                 TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=_merge_out_code(method, precision, fuse_wu),
+                 HEADS_FASTEST=tuning.heads_fastest)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

@@ -446,9 +446,13 @@ def gdn_intra_kernel(
     MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
     TABLE: tl.constexpr = False,       # varlen: chunk_indices is the int32 chunk table (one load per program)
     MERGE_OUT_PREC: tl.constexpr = -1,  # ≥ 0: the 32 → 64 merges' outer products in this precision
+    HEADS_FASTEST: tl.constexpr = False,  # grid (heads, chunks) instead of (chunks, heads)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
-    i_t, i_bg = tl.program_id(0), tl.program_id(1)
+    if HEADS_FASTEST:
+        i_bg, i_t = tl.program_id(0), tl.program_id(1)
+    else:
+        i_t, i_bg = tl.program_id(0), tl.program_id(1)
     NG: tl.constexpr = H // GROUP
     i_b, i_g = i_bg // NG, i_bg % NG
     i_h0 = i_g * GROUP

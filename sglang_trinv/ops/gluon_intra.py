@@ -89,7 +89,7 @@ class GluonLaunch:
     ring runs as far ahead as its S slots, across tiles); ST: a one-warp storer partition issues the w/u (and A)
     stores from the staging buffers, so the streamer warpgroup neither issues single-thread TMA copies (Triton 3.6
     puts a partition barrier on each side of each) nor waits for a store to read its buffer; XREGS: their
-    registers."""
+    registers. HF: tiles heads fastest (all heads of a chunk, then the next chunk) instead of chunks fastest."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -107,6 +107,7 @@ class GluonLaunch:
     LD: bool = False
     ST: bool = False
     XREGS: int = 56
+    HF: bool = False
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -174,10 +175,15 @@ if AVAILABLE:
             pa[b].index(0).slice(16 * a, 16, dim=1).store(x.to(gl.bfloat16))
 
     @gluon.jit
-    def _tile(t, NC, G: gl.constexpr):
+    def _tile(t, NC, G: gl.constexpr, HF: gl.constexpr = 0):
         """(chunk, head) of tile t. G = 1: chunk fastest, then head. G > 1: the G heads that share one key head
-        next to each other (one TMA-loaded key tile serves G inverter warps), then chunk."""
-        if G == 1:
+        next to each other (one TMA-loaded key tile serves G inverter warps), then chunk. HF = H > 0: heads
+        fastest (all heads of a chunk, then the next chunk; the G heads of a key head stay neighbours): the CTAs
+        running at once then read and write whole rows of k, v, w, u instead of one head's 128-byte pieces."""
+        if HF > 0:
+            chunk = t // HF
+            head = t % HF
+        elif G == 1:
             chunk = t % NC
             head = t // NC
         else:
@@ -199,18 +205,19 @@ if AVAILABLE:
         return row, eos
 
     @gluon.jit
-    def _batch_rows(first, wb, T, NC, n_tiles, tab_ptr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
+    def _batch_rows(first, wb, T, NC, n_tiles, tab_ptr, G: gl.constexpr, IS_VARLEN: gl.constexpr,
+                    HF: gl.constexpr = 0):
         """Per warp of the batch starting at tile ``first``: first row, sequence end, head (vectors [W])."""
-        chunk, head = _tile(gl.minimum(first + wb, n_tiles - 1), NC, G)
+        chunk, head = _tile(gl.minimum(first + wb, n_tiles - 1), NC, G, HF)
         row, eos = _chunk_rows(chunk, T, tab_ptr, IS_VARLEN)
         return row, eos, head
 
     @gluon.jit
     def _key_coords(first, i: gl.constexpr, T, NC, n_tiles, tab_ptr, H: gl.constexpr, Hg: gl.constexpr,
-                    K: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
+                    K: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, HF: gl.constexpr = 0):
         """TMA coordinates of key tile i of the batch at ``first`` (tile first + i·G; a tile past the last loads
         the last one: the barrier counts a fixed number of bytes)."""
-        chunk, head = _tile(gl.minimum(first + i * G, n_tiles - 1), NC, G)
+        chunk, head = _tile(gl.minimum(first + i * G, n_tiles - 1), NC, G, HF)
         row, _ = _chunk_rows(chunk, T, tab_ptr, IS_VARLEN)
         return row, (head // (H // Hg)) * K
 
@@ -229,15 +236,15 @@ if AVAILABLE:
 
     @gluon.jit
     def _key_batch(first, T, NC, n_tiles, tab_ptr, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr,
-                   G: gl.constexpr, NKT: gl.constexpr, IS_VARLEN: gl.constexpr):
+                   G: gl.constexpr, NKT: gl.constexpr, IS_VARLEN: gl.constexpr, HF: gl.constexpr = 0):
         """TMA coordinates of the batch's NKT ≤ 4 key tiles (unused ones repeat tile 0)."""
-        r0, c0 = _key_coords(first, 0, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN)
+        r0, c0 = _key_coords(first, 0, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN, HF)
         r1, c1, r2, c2, r3, c3 = r0, c0, r0, c0, r0, c0
         if NKT > 1:
-            r1, c1 = _key_coords(first, 1, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN)
+            r1, c1 = _key_coords(first, 1, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN, HF)
         if NKT > 2:
-            r2, c2 = _key_coords(first, 2, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN)
-            r3, c3 = _key_coords(first, 3, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN)
+            r2, c2 = _key_coords(first, 2, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN, HF)
+            r3, c3 = _key_coords(first, 3, T, NC, n_tiles, tab_ptr, H, Hg, K, G, IS_VARLEN, HF)
         return r0, c0, r1, c1, r2, c2, r3, c3
 
     @gluon.jit
@@ -370,7 +377,7 @@ if AVAILABLE:
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
                       full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr,
-                      MPO: gl.constexpr = -1, EP: gl.constexpr = False):
+                      MPO: gl.constexpr = -1, EP: gl.constexpr = False, HF: gl.constexpr = 0):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -401,10 +408,10 @@ if AVAILABLE:
         base0 = gl.program_id(0) * W
         if MODE != 2:
             r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(base0, T, NC, n_tiles, tab_ptr, H, Hg, K, G, NKT,
-                                                        IS_VARLEN)
+                                                        IS_VARLEN, HF)
             _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT, K)
         # rows of the batch (loop-carried one batch ahead: varlen's table loads never wait in the chain)
-        row, eos, head = _batch_rows(base0, wb, T, NC, n_tiles, tab_ptr, G, IS_VARLEN)
+        row, eos, head = _batch_rows(base0, wb, T, NC, n_tiles, tab_ptr, G, IS_VARLEN, HF)
         j = 0
         for base in range(base0, n_tiles, step):
             nxt = base + step
@@ -415,7 +422,7 @@ if AVAILABLE:
                 if G_CUMSUM and CS == 1:
                     x64, off64, m64 = _gate64(g_ptr, base, row, eos, head, n_tiles, H, W)
                 r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(nxt, T, NC, n_tiles, tab_ptr, H, Hg, K, G, NKT,
-                                                            IS_VARLEN)
+                                                            IS_VARLEN, HF)
                 z = gl.zeros([W, 16, 16], gl.float32, MMA)
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
                 # keys from shared memory (TMA-loaded while the previous batch was inverted), BK columns at a time
@@ -461,7 +468,7 @@ if AVAILABLE:
                 a31 = r31 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_1[:, None, :])
                 a32 = r32 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_2[:, None, :])
                 # the rows of the next batch: loads issued now, used in the next iteration
-                row, eos, head = _batch_rows(nxt, wb, T, NC, n_tiles, tab_ptr, G, IS_VARLEN)
+                row, eos, head = _batch_rows(nxt, wb, T, NC, n_tiles, tab_ptr, G, IS_VARLEN, HF)
                 x00 = _inv_diag(a00, r, c, MMA, DP)
                 x11 = _inv_diag(a11, r, c, MMA, DP)
                 x22 = _inv_diag(a22, r, c, MMA, DP)
@@ -524,10 +531,10 @@ if AVAILABLE:
 
     @gluon.jit
     def _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W: gl.constexpr, G: gl.constexpr,
-               IS_VARLEN: gl.constexpr):
+               IS_VARLEN: gl.constexpr, HF: gl.constexpr = 0):
         """(first row, sequence end, head) of this CTA's local tile ts (clamped to the last tile past the end)."""
         t = gl.minimum((pid + (ts // W) * nprog) * W + ts % W, n_tiles - 1)
-        chunk, head = _tile(t, NC, G)
+        chunk, head = _tile(t, NC, G, HF)
         row, eos = _chunk_rows(chunk, T, tab_ptr, IS_VARLEN)
         return row, eos, head
 
@@ -582,10 +589,13 @@ if AVAILABLE:
         BN: gl.constexpr = buf.shape[1]
         RB: gl.constexpr = 16 * NW
         LS: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // BN, BN // 8], [NW, 1], [1, 0])
-        cc = gl.arange(0, BN, layout=gl.SliceLayout(0, LS))
         for h in gl.static_range(64 // RB):
-            x = buf.slice(RB * h, RB, dim=0).load(LS)
+            if RB == 64:
+                x = buf.load(LS)
+            else:
+                x = buf.slice(RB * h, RB, dim=0).load(LS)
             rr = row + RB * h + gl.arange(0, RB, layout=gl.SliceLayout(1, LS))
+            cc = gl.arange(0, BN, layout=gl.SliceLayout(0, LS))
             if sub < NU:
                 ptr = u_ptr + rr.to(gl.int64)[:, None] * (H * V) + (head * V + sub * BN) + cc[None, :]
             else:
@@ -657,7 +667,7 @@ if AVAILABLE:
                    Hg: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr,
                    S: gl.constexpr, NSTG: gl.constexpr, MODE: gl.constexpr, PAIR: gl.constexpr,
                    STORE_A: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, NB: gl.constexpr,
-                   LD: gl.constexpr, ST: gl.constexpr):
+                   LD: gl.constexpr, ST: gl.constexpr, HF: gl.constexpr = 0):
         """Streamer partition (one warpgroup): u = (Ai·diag β)·v, w = (Ai·diag β e^g)·k for each handed-over tile,
         BN columns at a time: v/k blocks through an S-deep TMA ring (loads run up to one tile ahead, across
         batches: they do not depend on Ai; LD: issued by the loader warp, as far ahead as the ring allows), four
@@ -680,15 +690,15 @@ if AVAILABLE:
         else:
             total = n_my * IPT
             # tile infos, loop-carried: this tile (c), the next (n, its items are issued during this one)
-            row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
-            row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
+            row_c, eos_c, head_c = _stile(0, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN, HF)
+            row_n, eos_n, head_n = _stile(1, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN, HF)
             for p in range(gl.minimum(L, total)):
                 _issue(p, p, row_c, head_c, k_desc, v_desc, ring, ready, H, Hg, K, V, BN, S)
             q = 0
             for ts in range(n_my):
                 # the tile after next: its table loads wait behind this tile's work, not in front of an issue
                 row_nn, eos_nn, head_nn = _stile(ts + 2, pid, nprog, T, NC, n_tiles, tab_ptr, W, G,
-                                                 IS_VARLEN)
+                                                 IS_VARLEN, HF)
                 wi = ts % W
                 bt = ts // W
                 if wi == 0:
@@ -747,7 +757,7 @@ if AVAILABLE:
     @gluon.jit
     def _load_wu(k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H: gl.constexpr, Hg: gl.constexpr,
                  K: gl.constexpr, V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr,
-                 MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr):
+                 MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, HF: gl.constexpr = 0):
         """LD: loader partition (one warp): the streamers' v/k blocks into the S-slot ring, each slot once the
         streamers released its previous item (they do not depend on Ai: the ring runs ahead across tiles and
         batches)."""
@@ -759,7 +769,7 @@ if AVAILABLE:
             n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
             p = 0
             for ts in range(n_my):
-                row, _, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
+                row, _, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN, HF)
                 for sub in gl.static_range(IPT):
                     if p >= S:
                         mbarrier.wait(rfree.index(p % S), (p // S - 1) & 1)
@@ -770,7 +780,7 @@ if AVAILABLE:
     def _store_wu(w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, pa, stg, staged, sfree, T, NC, n_tiles,
                   full, empty, H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
                   BN: gl.constexpr, NSTG: gl.constexpr, MODE: gl.constexpr, STORE_A: gl.constexpr,
-                  G: gl.constexpr, IS_VARLEN: gl.constexpr, NB: gl.constexpr):
+                  G: gl.constexpr, IS_VARLEN: gl.constexpr, NB: gl.constexpr, HF: gl.constexpr = 0):
         """ST: storer partition (one warp): per tile the A output from the plain panels once the batch is handed
         over, then each staged w/u block by TMA (a partial chunk inside the tensor by masked 16-byte stores);
         a staging buffer is released once its store has read it. With A it also releases the batch's panels
@@ -789,7 +799,7 @@ if AVAILABLE:
             n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
             q = 0
             for ts in range(n_my):
-                row, eos, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN)
+                row, eos, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN, HF)
                 wi = ts % W
                 bt = ts // W
                 if STORE_A:
@@ -833,7 +843,8 @@ if AVAILABLE:
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
                            MP1: gl.constexpr = -1, MPO: gl.constexpr = -1, EP: gl.constexpr = False,
-                           LD: gl.constexpr = False, ST: gl.constexpr = False, XREGS: gl.constexpr = 56):
+                           LD: gl.constexpr = False, ST: gl.constexpr = False, XREGS: gl.constexpr = 56,
+                           HF: gl.constexpr = 0):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -888,10 +899,12 @@ if AVAILABLE:
         sfree = gl.allocate_shared_memory(gl.int64, [NSTG, 1], mbarrier.MBarrierLayout())  # ST: buffer stored
         for i in gl.static_range(S):
             mbarrier.init(ready.index(i), count=1)
-            mbarrier.init(rfree.index(i), count=1)
-        for i in gl.static_range(NSTG):
-            mbarrier.init(staged.index(i), count=1)
-            mbarrier.init(sfree.index(i), count=1)
+            if LD:
+                mbarrier.init(rfree.index(i), count=1)
+        if ST:
+            for i in gl.static_range(NSTG):
+                mbarrier.init(staged.index(i), count=1)
+                mbarrier.init(sfree.index(i), count=1)
         for i in gl.static_range(NB):
             mbarrier.init(full.index(i), count=1)
             # ST with A: the streamers' wgmmas and the storer's A stores both release the panels
@@ -908,42 +921,42 @@ if AVAILABLE:
         if LD and ST:
             gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
                                H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
-                               MP1, MPO, EP)),
+                               MP1, MPO, EP, HF)),
                                 (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
                             rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
-                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST)),
+                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
                                 (_load_wu, (k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H, Hg, K, V, W, BN, S, MODE, G,
-                          IS_VARLEN)),
+                          IS_VARLEN, HF)),
                                 (_store_wu, (w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sa, stg, staged, sfree, T, NC, n_tiles,
-                           full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB))],
+                           full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB, HF))],
                                [4, 1, 1], [REGS, XREGS, XREGS])
         elif LD:
             gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
                                H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
-                               MP1, MPO, EP)),
+                               MP1, MPO, EP, HF)),
                                 (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
                             rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
-                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST)),
+                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
                                 (_load_wu, (k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H, Hg, K, V, W, BN, S, MODE, G,
-                          IS_VARLEN))],
+                          IS_VARLEN, HF))],
                                [4, 1], [REGS, XREGS])
         elif ST:
             gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
                                H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
-                               MP1, MPO, EP)),
+                               MP1, MPO, EP, HF)),
                                 (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
                             rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
-                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST)),
+                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
                                 (_store_wu, (w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sa, stg, staged, sfree, T, NC, n_tiles,
-                           full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB))],
+                           full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB, HF))],
                                [4, 1], [REGS, XREGS])
         else:
             gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
                                H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
-                               MP1, MPO, EP)),
+                               MP1, MPO, EP, HF)),
                                 (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
                             rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
-                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST))],
+                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF))],
                                [4], [REGS])
 
 
@@ -1012,7 +1025,8 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
-                 EP=(varlen or not store_A) if lc.EP is None else lc.EP, LD=lc.LD, ST=lc.ST, XREGS=lc.XREGS)
+                 EP=(varlen or not store_A) if lc.EP is None else lc.EP, LD=lc.LD, ST=lc.ST, XREGS=lc.XREGS,
+                 HF=H if lc.HF else 0)
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
