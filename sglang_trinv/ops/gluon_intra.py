@@ -17,10 +17,15 @@ W = 4 (chunk, head) tiles:
   Ai·diag(β), Ai·diag(β e^g) and Ai (bf16) into shared column panels [64, 16] and one mbarrier arrive ("full")
   once the streamers released the previous batch ("empty"). G = 2: the two value heads of one key head are
   neighbouring tiles and share one TMA-loaded key tile (broadcast in registers; half the key traffic).
-- streamers (worker partition, one warpgroup lowered to REGS registers): per tile the A output by TMA from the
-  plain panels, then u = (Ai·diag β)·v and w = (Ai·diag β e^g)·k, BN = 64 columns at a time: v/k blocks through
-  an S-deep TMA ring that runs one tile ahead (it does not depend on Ai), four chained asynchronous K = 16 wgmmas
-  on the panels, results out through a staging buffer by TMA stores.
+- streamers (worker partition, one warpgroup lowered to REGS registers): per tile u = (Ai·diag β)·v and
+  w = (Ai·diag β e^g)·k, BN = 64 columns at a time: v/k blocks from an S-deep TMA ring, four chained asynchronous
+  K = 16 wgmmas on the panels (two such items in flight, PAIR), results into NSTG staging buffers.
+- loader (LD, one warp): the v/k blocks into the ring as far ahead as its slots allow (they do not depend on Ai);
+  storer (ST, one warp): the A output by TMA from the plain panels and each staged w/u block by TMA. Without them
+  the streamer warpgroup issues both itself (Triton 3.6 puts a partition barrier around each single-thread copy).
+- tiles run heads fastest (HF): the CTAs at work at one time cover whole rows of k, v, w, u (all heads of a few
+  chunks) instead of one head's 128-byte pieces of many rows — the streamers alone 82.4 → 77.9 µs at T=8192 H=32
+  on an H200, 8 % of the memory-bound half (bench/results/2026-11-28-s15).
 
 Varlen: a chunk is [bos + 64j, min(bos + 64j + 64, eos)). Its TMA loads may read the next sequence's first rows;
 they only meet zero columns (β of rows past eos is loaded as 0, and the gate of a row past eos is masked), so
@@ -846,7 +851,7 @@ if AVAILABLE:
                            DD: gl.constexpr = False, BL: gl.constexpr = None, KBL: gl.constexpr = None,
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
                            MP1: gl.constexpr = -1, MPO: gl.constexpr = -1, EP: gl.constexpr = False,
-                           LD: gl.constexpr = False, ST: gl.constexpr = False, XREGS: gl.constexpr = 56,
+                           LD: gl.constexpr = False, ST: gl.constexpr = False, XREGS: gl.constexpr = 64,
                            HF: gl.constexpr = 0):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
