@@ -348,6 +348,9 @@ def test_heads_fastest_grid_is_bitwise_the_default():
         for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning),
                         ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
             assert torch.equal(x, y)
+    # beyond 65535 chunks (the grid's second dimension) a launch goes back to chunks fastest
+    assert ops.grid_order(ops.DEFAULT_TUNING_FUSED, 65535).heads_fastest
+    assert not ops.grid_order(ops.DEFAULT_TUNING_FUSED, 65536).heads_fastest
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -414,7 +417,8 @@ kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_c
       "device-descriptors": {"launch": gi.GluonLaunch(DD=True), "varlen": True, "g_cumsum": True,
                              "store_A": False},
       "two-partitions": {"launch": gi.GluonLaunch(LD=False, ST=False, PAIR=False, REGS=72, NSTG=1, HF=False),
-                         "varlen": True}}[case]
+                         "varlen": True},
+      "diag-masks": {"launch": gi.GluonLaunch(DM=True), "varlen": True}}[case]
 r = gi.compile_report(**kw)
 print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], r["bar_after_stsm"],
       r["scratch"], *r["setmaxnreg"])
@@ -422,7 +426,7 @@ print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["wa
 
 
 @pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
-                                  "device-descriptors", "two-partitions"])
+                                  "device-descriptors", "two-partitions", "diag-masks"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
@@ -434,7 +438,8 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     an H200). "device-descriptors": the pipeline with the TMA descriptors built in the kernel (GluonLaunch.DD, for
     the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test). The default launch has
     the streamers' TMA loads and stores issued by two one-warp partitions (GluonLaunch.LD / ST; Triton pads the CTA
-    to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps)."""
+    to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps);
+    "diag-masks": the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM)."""
     import os
     import subprocess
     import sys
@@ -607,12 +612,12 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
                                     {"LD": True, "ST": True, "DB": True},
                                     {"LD": True, "ST": True, "PAIR": True, "REGS": 120, "NSTG": 2},
                                     {"HF": True}, {"HF": True, "LD": True, "ST": True, "XREGS": 64},
-                                    {"HF": True, "DB": True}],
+                                    {"HF": True, "DB": True}, {"DM": True}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
                               "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "no-early-puts",
                               "loader-warp", "storer-warp", "loader-storer", "loader-storer-deep",
                               "loader-storer-no-A", "loader-storer-pair", "heads-fastest",
-                              "heads-fastest-loader-storer", "heads-fastest-no-A"])
+                              "heads-fastest-loader-storer", "heads-fastest-no-A", "diag-masks-on-products"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),

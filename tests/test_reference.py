@@ -204,3 +204,33 @@ def test_chunk_forward_twin_equals_the_token_recurrence(varlen):
     torch.testing.assert_close(o_c, o_r, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(s_c, s_r, rtol=1e-10, atol=1e-10)
     assert not torch.equal(s_r, h0.double())
+
+
+def _inv_diag_emulated(a: torch.Tensor, masks_on_products: bool) -> torch.Tensor:
+    """The Gluon kernel's 16×16 diagonal-tile doubling (ops/gluon_intra._inv_diag) with bf16x3 products emulated:
+    X ← X − X·A_b·X per level (A_b = A on the level's blocks), or with the mask on the product (GluonLaunch.DM)."""
+    r = torch.arange(16)[:, None]
+    c = torch.arange(16)[None, :]
+    x = torch.eye(16) - torch.where(r // 2 == c // 2, a, 0.0)
+    for lvl in range(1, 4):
+        blk = (r // (2 << lvl) == c // (2 << lvl)) & ((r // (1 << lvl)) % 2 == 1) & ((c // (1 << lvl)) % 2 == 0)
+        if masks_on_products:
+            x = x - torch.where(blk, matmul(matmul(x, a, "bf16x3"), x, "bf16x3"), 0.0)
+        else:
+            x = x - matmul(matmul(x, torch.where(blk, a, 0.0), "bf16x3"), x, "bf16x3")
+    return x
+
+
+def test_doubling_level_masks_move_from_A_to_the_product_bitwise():
+    """X is block-diagonal in the level's b-blocks, so block (I, J) of X·A·X is X_II·A_IJ·X_JJ: the other terms are
+    exact zeros, and masking the product equals masking A, bit for bit (the DM form of the Gluon kernel splits and
+    converts A once for the three levels). Random gates and identical keys, β up to 2."""
+    gen = torch.Generator().manual_seed(0)
+    low = torch.tril(torch.ones(16, 16, dtype=torch.bool), -1)
+    cases = [torch.randn(16, 16, generator=gen) * 0.3, torch.full((16, 16), 2.0),  # identical keys, β = 2
+             torch.rand(16, 16, generator=gen) * 2.0]
+    for a in cases:
+        a = torch.where(low, a, 0.0)
+        x0, x1 = _inv_diag_emulated(a, False), _inv_diag_emulated(a, True)
+        assert torch.equal(x0, x1)
+        assert torch.allclose(x1, torch.linalg.inv(torch.eye(16) + a), rtol=1e-3, atol=1e-3 * x1.abs().max())

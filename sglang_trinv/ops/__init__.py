@@ -180,14 +180,21 @@ def supports(k: torch.Tensor, v: torch.Tensor | None, g: torch.Tensor | None, be
     return None
 
 
+def grid_order(tuning: Tuning, n_chunks: int) -> Tuning:
+    """The tuning a launch of ``n_chunks`` chunks runs with: heads fastest puts the chunks on the grid's second
+    dimension, which holds at most 65535 programs (4.2 M tokens at BT = 64); beyond that, chunks fastest."""
+    if tuning.heads_fastest and n_chunks > 65535:
+        return dataclasses.replace(tuning, heads_fastest=False)
+    return tuning
+
+
 def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, Hg, K, V, BT, method, precision,
             fuse_wu, store_A, from_A, tuning: Tuning | None, g_out=None):
     tuning = tuning or (DEFAULT_TUNING_FUSED if fuse_wu else DEFAULT_TUNING)
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
-    if tuning.heads_fastest and NT > 65535:  # a grid's second dimension holds at most 65535 programs
-        tuning = dataclasses.replace(tuning, heads_fastest=False)
+    tuning = grid_order(tuning, NT)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
             cu_seqlens is not None, g_out is not None)
     const, options = _template_constexprs(*kind)

@@ -94,7 +94,9 @@ class GluonLaunch:
     ring runs as far ahead as its S slots, across tiles); ST: a one-warp storer partition issues the w/u (and A)
     stores from the staging buffers, so the streamer warpgroup neither issues single-thread TMA copies (Triton 3.6
     puts a partition barrier on each side of each) nor waits for a store to read its buffer; XREGS: their
-    registers. HF: tiles heads fastest (all heads of a chunk, then the next chunk) instead of chunks fastest.
+    registers. DM: bf16x3 diagonal tiles with the doubling levels' block masks on the products (see _inv_diag;
+    sm_90 SASS 6504 → 6200 instructions, fewer splits and layout conversions, but more inverter spills; not yet
+    timed on a GPU, so off). HF: tiles heads fastest (all heads of a chunk, then the next chunk) instead of chunks fastest.
     Defaults since session 15 (H200, bench/results/2026-11-28-s15): HF + LD + ST + PAIR (REGS 120, NSTG 2), at or
     below the s14 launch (REGS 72, NSTG 1, no PAIR / LD / ST / HF) at all 8 shapes timed, −3 to −4 % at the large
     ones; heads fastest alone took the streamers alone 82.4 → 77.9 µs at T=8192 H=32."""
@@ -116,6 +118,7 @@ class GluonLaunch:
     ST: bool = True
     XREGS: int = 64
     HF: bool = True
+    DM: bool = False
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -154,15 +157,44 @@ if AVAILABLE:
         return gl.exp(gl.where(x <= 0, x, float("-inf")))
 
     @gluon.jit
+    def _split_ops(x, L: gl.constexpr):
+        """bf16 hi/lo parts of fp32 x (x ≈ hi + lo), both in layout L."""
+        hi = x.to(gl.bfloat16)
+        lo = (x - hi.to(gl.float32)).to(gl.bfloat16)
+        return gl.convert_layout(hi, L), gl.convert_layout(lo, L)
+
+    @gluon.jit
+    def _mm3(ah, al, bh, bl, MMA: gl.constexpr):
+        """bf16x3 product of operands already split and in their dot layouts: hi·lo + lo·hi + hi·hi."""
+        c = mma_v2(ah, bl, gl.zeros([ah.shape[0], ah.shape[1], bh.shape[2]], gl.float32, MMA))
+        c = mma_v2(al, bh, c)
+        return mma_v2(ah, bh, c)
+
+    @gluon.jit
     def _inv_diag(a, r, c, MMA: gl.constexpr, PREC: gl.constexpr):
-        """(I + a)^{-1} of strictly-lower 16×16 tiles: exact 2×2 blocks, then X ← X − X·A_b·X (b = 2, 4, 8)."""
+        """(I + a)^{-1} of strictly-lower 16×16 tiles: exact 2×2 blocks, then X ← X − X·A_b·X (b = 2, 4, 8).
+        PREC 2 (bf16x3, GluonLaunch.DM): X ← X − (X·A·X) ⊙ M_b — X is block-diagonal in b-blocks, so block (I, J)
+        of X·A·X is X_II·A_IJ·X_JJ and masking the product equals masking A (the other terms are exact zeros):
+        A is split and converted to its operand layout once for the three levels, X once per level."""
         eye = gl.where(r == c, 1.0, 0.0)
         x = eye - gl.where(r // 2 == c // 2, a, 0.0)
+        if PREC == 2:
+            A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+            B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
+            abh, abl = _split_ops(a, B2)
         for lvl in gl.static_range(1, 4):
             blk = ((r // (2 << lvl) == c // (2 << lvl)) & ((r // (1 << lvl)) % 2 == 1)
                    & ((c // (1 << lvl)) % 2 == 0))
-            a_b = gl.where(blk, a, 0.0)
-            x = x - _mm(_mm(x, a_b, MMA, PREC), x, MMA, PREC)
+            if PREC == 2:
+                x_hi = x.to(gl.bfloat16)
+                x_lo = (x - x_hi.to(gl.float32)).to(gl.bfloat16)
+                t = _mm3(gl.convert_layout(x_hi, A2), gl.convert_layout(x_lo, A2), abh, abl, MMA)
+                tah, tal = _split_ops(t, A2)
+                p = _mm3(tah, tal, gl.convert_layout(x_hi, B2), gl.convert_layout(x_lo, B2), MMA)
+                x = x - gl.where(blk, p, 0.0)
+            else:
+                a_b = gl.where(blk, a, 0.0)
+                x = x - _mm(_mm(x, a_b, MMA, PREC), x, MMA, PREC)
         return x
 
     @gluon.jit
@@ -1027,7 +1059,8 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
     m16, m32 = merge_levels(merge_precision)  # per doubling level: "P16+P32"
     m32_in, m32_out = product_pair(m32)  # "Pin*Pout": the 32 → 64 merges' inner / outer products
     kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
-    const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=PRECISIONS[diag_precision],
+    dp = 2 if (lc.DM and diag_precision == "bf16x3") else PRECISIONS[diag_precision]  # 2: _inv_diag's DM form
+    const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=dp,
                  MP=PRECISIONS[m32_in], MP1=PRECISIONS[m16] if m16 != m32 else -1,
                  MPO=PRECISIONS[m32_out] if m32_out != m32_in else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
@@ -1140,6 +1173,8 @@ def compile_report(launch: GluonLaunch | None = None, varlen=False, g_cumsum=Fal
                 setmaxnreg=sorted({int(x, 16) for x in
                                    re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP0, )?(0x[0-9a-f]+)", use["sass"])}),
                 sass_instructions=len(ops), bar_sync=sum(o.startswith("BAR.SYNC") for o in ops),
+                # the inversion's operand traffic (bf16 splits, layout conversions) against its tensor-core products
+                sass_ops={k: sum(o.split(".")[0] == k for o in ops) for k in ("HMMA", "PRMT", "SHFL", "F2F", "F2FP")},
                 bar_after_stsm=_barriers_after_stsm(ops))
 
 
