@@ -418,7 +418,8 @@ kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_c
                              "store_A": False},
       "two-partitions": {"launch": gi.GluonLaunch(LD=False, ST=False, PAIR=False, REGS=72, NSTG=1, HF=False),
                          "varlen": True},
-      "diag-masks": {"launch": gi.GluonLaunch(DM=True), "varlen": True}}[case]
+      "diag-masks": {"launch": gi.GluonLaunch(DM=True), "varlen": True},
+      "pipeline-no-gqa": {"varlen": True, "g_cumsum": True, "store_A": False, "H": 8, "Hg": 8}}[case]
 r = gi.compile_report(**kw)
 print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], r["bar_after_stsm"],
       r["scratch"], *r["setmaxnreg"])
@@ -426,7 +427,7 @@ print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["wa
 
 
 @pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
-                                  "device-descriptors", "two-partitions", "diag-masks"])
+                                  "device-descriptors", "two-partitions", "diag-masks", "pipeline-no-gqa"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
@@ -439,7 +440,9 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test). The default launch has
     the streamers' TMA loads and stores issued by two one-warp partitions (GluonLaunch.LD / ST; Triton pads the CTA
     to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps);
-    "diag-masks": the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM)."""
+    "diag-masks": the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM);
+    "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so the panels stay single-buffered
+    (double-buffered it needed 250 KiB and could not launch)."""
     import os
     import subprocess
     import sys
@@ -612,12 +615,13 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
                                     {"LD": True, "ST": True, "DB": True},
                                     {"LD": True, "ST": True, "PAIR": True, "REGS": 120, "NSTG": 2},
                                     {"HF": True}, {"HF": True, "LD": True, "ST": True, "XREGS": 64},
-                                    {"HF": True, "DB": True}, {"DM": True}],
+                                    {"HF": True, "DB": True}, {"DM": True}, {"G": 1, "no_A": True}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
                               "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "no-early-puts",
                               "loader-warp", "storer-warp", "loader-storer", "loader-storer-deep",
                               "loader-storer-no-A", "loader-storer-pair", "heads-fastest",
-                              "heads-fastest-loader-storer", "heads-fastest-no-A", "diag-masks-on-products"])
+                              "heads-fastest-loader-storer", "heads-fastest-no-A", "diag-masks-on-products",
+                              "G1-no-A-single-buffered"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),
@@ -632,7 +636,8 @@ def test_gluon_batches_and_barriers_on_few_ctas(launch):
     ci = ops.prepare_chunk_indices(cu, 64)
     w, u = k.new_empty(*k.shape[:2], c["H"], 128), torch.empty_like(v)
     A, g = k.new_empty(*k.shape[:2], c["H"], 64), torch.empty(beta.shape, device=DEVICE)
-    if launch.get("DB"):  # double-buffered panels: launches without the A output
+    launch = dict(launch)
+    if launch.pop("no_A", False) or launch.get("DB"):  # (double-buffered panels: launches without the A output)
         A = None
     gi.launch_intra(k, v, g_raw, beta, w, u, A, g, cu, ci, launch=gi.GluonLaunch(**launch), max_ctas=3)
     g2, w2, u2, A2 = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, backend="triton")

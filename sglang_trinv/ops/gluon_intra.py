@@ -78,7 +78,8 @@ class GluonLaunch:
     """Launch parameters (measured defaults, H200). W: inverter warps = tiles per batch; BK: KKᵀ reduction tile;
     BN: w/u column block; REGS: streamer registers; S: TMA ring depth; NSTG: staging buffers; PAIR: two items'
     wgmmas in flight; G: heads sharing a key tile (None: 2 when the GQA ratio is even, else 1); DB: double-buffered
-    panels (None: on when A is not written — it does not fit beside the A panels); KD: KKᵀ operands loaded from
+    panels (None: on when A is not written and G = 2 — it fits neither beside the A panels nor beside four
+    key tiles, see double_buffered); KD: KKᵀ operands loaded from
     shared memory straight into the mma layouts (G = 1 only); CS: the fused cumsum by masked sums per 16-row
     block (0) or by one [W, 64] warp scan (1: pipeline T=8192 H=32 109.0 vs 121.0 µs, inverters alone 83.9 vs
     92.0; bench/results/2026-11-27-h200-s8); DD: TMA descriptors built on the device from plain pointers, or on
@@ -1064,7 +1065,7 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  MP=PRECISIONS[m32_in], MP1=PRECISIONS[m16] if m16 != m32 else -1,
                  MPO=PRECISIONS[m32_out] if m32_out != m32_in else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
-                 IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=(not store_A) if lc.DB is None else lc.DB, KD=lc.KD,
+                 IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=double_buffered(lc, H, Hg, store_A), KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
                  EP=(varlen or not store_A) if lc.EP is None else lc.EP, LD=lc.LD, ST=lc.ST, XREGS=lc.XREGS,
                  HF=H if lc.HF else 0)
@@ -1072,6 +1073,15 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
     return const
+
+
+def double_buffered(lc: GluonLaunch, H: int, Hg: int, store_A: bool) -> bool:
+    """The launch's DB: None = on where it fits in the 227 KiB of shared memory a CTA may have — without the A
+    panels, and with two heads per key tile (G = 1 holds four key tiles instead of two: 250 KiB double-buffered,
+    sm_90 compile of the default launch)."""
+    if lc.DB is not None:
+        return lc.DB
+    return not store_A and pick_group(H, Hg, lc) > 1
 
 
 def device_descriptors(lc: GluonLaunch) -> bool:
