@@ -830,7 +830,7 @@ def test_triton_template_launch_gives_every_constexpr(monkeypatch):
     for _ in range(3):
         ops.gdn_cumsum_fwd_intra(k, v, g, beta, backend="triton")
     assert len(jit_calls) == 1 and len(runs) == 2
-    assert runs[-1][:3] == (3, 4, 1)  # 3 chunks × 4 heads
+    assert runs[-1][:3] == (4, 3, 1)  # 4 heads × 3 chunks (heads fastest, the fused default)
     n_args = len(jit_calls[0][1])
     assert len(runs[-1]) == 9 + len(gdn_intra.gdn_intra_kernel.arg_names)
     assert runs[-1][9 + n_args - 1] == 130  # T, the last runtime argument

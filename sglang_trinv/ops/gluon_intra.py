@@ -798,11 +798,11 @@ if AVAILABLE:
     @gluon.jit
     def _load_wu(k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H: gl.constexpr, Hg: gl.constexpr,
                  K: gl.constexpr, V: gl.constexpr, W: gl.constexpr, BN: gl.constexpr, S: gl.constexpr,
-                 MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, HF: gl.constexpr = 0):
+                 MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, HF: gl.constexpr, LD: gl.constexpr):
         """LD: loader partition (one warp): the streamers' v/k blocks into the S-slot ring, each slot once the
         streamers released its previous item (they do not depend on Ai: the ring runs ahead across tiles and
-        batches)."""
-        if MODE != 1:
+        batches). Without LD (a launch with ST only) it does nothing."""
+        if LD and MODE != 1:
             IPT: gl.constexpr = (V + K) // BN
             pid = gl.program_id(0)
             nprog = gl.num_programs(0)
@@ -821,51 +821,53 @@ if AVAILABLE:
     def _store_wu(w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, pa, stg, staged, sfree, T, NC, n_tiles,
                   full, empty, H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W: gl.constexpr,
                   BN: gl.constexpr, NSTG: gl.constexpr, MODE: gl.constexpr, STORE_A: gl.constexpr,
-                  G: gl.constexpr, IS_VARLEN: gl.constexpr, NB: gl.constexpr, HF: gl.constexpr = 0):
+                  G: gl.constexpr, IS_VARLEN: gl.constexpr, NB: gl.constexpr, HF: gl.constexpr, ST: gl.constexpr):
         """ST: storer partition (one warp): per tile the A output from the plain panels once the batch is handed
         over, then each staged w/u block by TMA (a partial chunk inside the tensor by masked 16-byte stores);
         a staging buffer is released once its store has read it. With A it also releases the batch's panels
-        (empty counts two arrives: the streamers' wgmmas and the A stores)."""
-        NU: gl.constexpr = V // BN
-        IPT: gl.constexpr = (V + K) // BN
-        pid = gl.program_id(0)
-        nprog = gl.num_programs(0)
-        my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)
-        if MODE == 1:
-            if STORE_A:
-                for jb in range(my_b):
-                    mbarrier.wait(full.index(jb % NB), (jb // NB) & 1)
-                    mbarrier.arrive(empty.index(jb % NB))
-        else:
-            n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
-            q = 0
-            for ts in range(n_my):
-                row, eos, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN, HF)
-                wi = ts % W
-                bt = ts // W
+        (empty counts two arrives: the streamers' wgmmas and the A stores). Without ST (a launch with LD only) it
+        does nothing."""
+        if ST:
+            NU: gl.constexpr = V // BN
+            IPT: gl.constexpr = (V + K) // BN
+            pid = gl.program_id(0)
+            nprog = gl.num_programs(0)
+            my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)
+            if MODE == 1:
                 if STORE_A:
-                    if wi == 0:
-                        mbarrier.wait(full.index(bt % NB), (bt // NB) & 1)
-                    _store_a(pa, a_desc, a_ptr, wi, row, eos, T, head, H, IS_VARLEN, 1)
-                for sub in gl.static_range(IPT):
-                    o = q % NSTG
-                    mbarrier.wait(staged.index(o), (q // NSTG) & 1)
-                    if IS_VARLEN:
-                        if (row + 64 > eos) & (eos < T):  # TMA stores clip only at the tensor's end
-                            _masked_out(stg.index(o), sub, row, eos, head, u_ptr, w_ptr, NU, H, V, K, 1)
+                    for jb in range(my_b):
+                        mbarrier.wait(full.index(jb % NB), (jb // NB) & 1)
+                        mbarrier.arrive(empty.index(jb % NB))
+            else:
+                n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
+                q = 0
+                for ts in range(n_my):
+                    row, eos, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN, HF)
+                    wi = ts % W
+                    bt = ts // W
+                    if STORE_A:
+                        if wi == 0:
+                            mbarrier.wait(full.index(bt % NB), (bt // NB) & 1)
+                        _store_a(pa, a_desc, a_ptr, wi, row, eos, T, head, H, IS_VARLEN, 1)
+                    for sub in gl.static_range(IPT):
+                        o = q % NSTG
+                        mbarrier.wait(staged.index(o), (q // NSTG) & 1)
+                        if IS_VARLEN:
+                            if (row + 64 > eos) & (eos < T):  # TMA stores clip only at the tensor's end
+                                _masked_out(stg.index(o), sub, row, eos, head, u_ptr, w_ptr, NU, H, V, K, 1)
+                            else:
+                                _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
                         else:
                             _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
-                    else:
-                        _tma_out(q, sub, row, head, stg, u_desc, w_desc, NSTG, NU, V, K)
-                    tma.store_wait(NSTG - 1)  # every store but the last NSTG − 1 has read its buffer
-                    if q >= NSTG - 1:
-                        mbarrier.arrive(sfree.index((q - NSTG + 1) % NSTG))
-                    q += 1
-                if STORE_A:
-                    if (wi == W - 1) | (ts == n_my - 1):
-                        tma.store_wait(0)  # the A stores have read their panels
-                        mbarrier.arrive(empty.index(bt % NB))
-            tma.store_wait(0)
+                        tma.store_wait(NSTG - 1)  # every store but the last NSTG − 1 has read its buffer
+                        if q >= NSTG - 1:
+                            mbarrier.arrive(sfree.index((q - NSTG + 1) % NSTG))
+                        q += 1
+                    if STORE_A:
+                        if (wi == W - 1) | (ts == n_my - 1):
+                            tma.store_wait(0)  # the A stores have read their panels
+                            mbarrier.arrive(empty.index(bt % NB))
+                tma.store_wait(0)
 
     @gluon.jit
     def _flat_panels(p, n: gl.constexpr, PAN2: gl.constexpr):
@@ -958,47 +960,31 @@ if AVAILABLE:
             sa = _flat_panels(pa, W, PAN2)
         else:
             sa = sb  # unused
-        # the partitions (the argument tuples stay inline: a tuple held in a variable loses its constexprs)
-        if LD and ST:
-            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
-                               H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
-                               MP1, MPO, EP, HF)),
-                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
-                            rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
-                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
-                                (_load_wu, (k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H, Hg, K, V, W, BN, S, MODE, G,
-                          IS_VARLEN, HF)),
-                                (_store_wu, (w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sa, stg, staged, sfree, T, NC, n_tiles,
-                           full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB, HF))],
-                               [4, 1, 1], [REGS, XREGS, XREGS])
-        elif LD:
-            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
-                               H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
-                               MP1, MPO, EP, HF)),
-                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
-                            rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
-                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
-                                (_load_wu, (k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H, Hg, K, V, W, BN, S, MODE, G,
-                          IS_VARLEN, HF))],
-                               [4, 1], [REGS, XREGS])
-        elif ST:
-            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
-                               H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
-                               MP1, MPO, EP, HF)),
-                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
-                            rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
-                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
-                                (_store_wu, (w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sa, stg, staged, sfree, T, NC, n_tiles,
-                           full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB, HF))],
-                               [4, 1], [REGS, XREGS])
+        # the partitions (the argument tuples stay inline: a tuple held in a variable loses its constexprs); with LD
+        # or ST both one-warp partitions run (the one whose flag is off returns at once: the CTA is padded to 12 warps
+        # either way)
+        if LD or ST:
+            gl.warp_specialize(
+                [(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T,
+                                  NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full,
+                                  empty, NB, KD, CS, MP1, MPO, EP, HF)),
+                 (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring,
+                               ready, rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
+                               NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
+                 (_load_wu, (k_desc, v_desc, tab_ptr, ring, ready, rfree, T, NC, n_tiles, H, Hg, K, V, W, BN, S, MODE,
+                             G, IS_VARLEN, HF, LD)),
+                 (_store_wu, (w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sa, stg, staged, sfree, T, NC,
+                              n_tiles, full, empty, H, K, V, W, BN, NSTG, MODE, STORE_A, G, IS_VARLEN, NB, HF, ST))],
+                [4, 1, 1], [REGS, XREGS, XREGS])
         else:
-            gl.warp_specialize([(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC, n_tiles,
-                               H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full, empty, NB, KD, CS,
-                               MP1, MPO, EP, HF)),
-                                (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring, ready,
-                            rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S, NSTG, MODE,
-                            PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF))],
-                               [4], [REGS])
+            gl.warp_specialize(
+                [(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T,
+                                  NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full,
+                                  empty, NB, KD, CS, MP1, MPO, EP, HF)),
+                 (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring,
+                               ready, rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
+                               NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF))],
+                [4], [REGS])
 
 
 @functools.lru_cache(maxsize=16)  # on the launch path: building a layout costs the host ~6 µs
