@@ -188,9 +188,9 @@ def shape_sweep(out: str) -> int:
             calls["triton, no chunk table"] = lambda: ops.gdn_fwd_intra(
                 k, v, g, beta, cu, ci, backend="triton",
                 tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, chunk_table=False))
-        calls["triton, heads fastest"] = lambda: ops.gdn_fwd_intra(  # grid (heads, chunks)
+        calls["triton, chunks fastest"] = lambda: ops.gdn_fwd_intra(  # grid (chunks, heads): before session 15
             k, v, g, beta, cu, ci, backend="triton",
-            tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, heads_fastest=True))
+            tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, heads_fastest=False))
         for kw in SHAPE_VARIANTS:  # a "precision" key ("DIAG/MERGE") times that variant at that precision
             name = "gluon " + (" ".join(f"{n}={x}" for n, x in kw.items()) or "default")
             kw = dict(kw)
