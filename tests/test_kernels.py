@@ -419,7 +419,8 @@ kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_c
       "two-partitions": {"launch": gi.GluonLaunch(LD=False, ST=False, PAIR=False, REGS=72, NSTG=1, HF=False),
                          "varlen": True},
       "diag-masks": {"launch": gi.GluonLaunch(DM=True), "varlen": True},
-      "pipeline-no-gqa": {"varlen": True, "g_cumsum": True, "store_A": False, "H": 8, "Hg": 8}}[case]
+      "pipeline-no-gqa": {"varlen": True, "g_cumsum": True, "store_A": False, "H": 8, "Hg": 8},
+      "gate-factors": {"launch": gi.GluonLaunch(GF=True, DM=True), "varlen": True}}[case]
 r = gi.compile_report(**kw)
 print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], r["bar_after_stsm"],
       r["scratch"], *r["setmaxnreg"])
@@ -427,7 +428,8 @@ print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["wa
 
 
 @pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
-                                  "device-descriptors", "two-partitions", "diag-masks", "pipeline-no-gqa"])
+                                  "device-descriptors", "two-partitions", "diag-masks", "pipeline-no-gqa",
+                                  "gate-factors"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
@@ -441,7 +443,7 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     the streamers' TMA loads and stores issued by two one-warp partitions (GluonLaunch.LD / ST; Triton pads the CTA
     to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps);
     "diag-masks": the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM);
-    "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so the panels stay single-buffered
+    "gate-factors": GluonLaunch.GF with DM (rank-1 gates below the diagonal blocks); "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so the panels stay single-buffered
     (double-buffered it needed 250 KiB and could not launch)."""
     import os
     import subprocess
@@ -615,13 +617,14 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
                                     {"LD": True, "ST": True, "DB": True},
                                     {"LD": True, "ST": True, "PAIR": True, "REGS": 120, "NSTG": 2},
                                     {"HF": True}, {"HF": True, "LD": True, "ST": True, "XREGS": 64},
-                                    {"HF": True, "DB": True}, {"DM": True}, {"G": 1, "no_A": True}],
+                                    {"HF": True, "DB": True}, {"DM": True}, {"G": 1, "no_A": True},
+                                    {"GF": True}, {"GF": True, "DM": True}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
                               "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "no-early-puts",
                               "loader-warp", "storer-warp", "loader-storer", "loader-storer-deep",
                               "loader-storer-no-A", "loader-storer-pair", "heads-fastest",
                               "heads-fastest-loader-storer", "heads-fastest-no-A", "diag-masks-on-products",
-                              "G1-no-A-single-buffered"])
+                              "G1-no-A-single-buffered", "gate-factors", "gate-factors-diag-masks"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),

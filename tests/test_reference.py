@@ -234,3 +234,32 @@ def test_doubling_level_masks_move_from_A_to_the_product_bitwise():
         x0, x1 = _inv_diag_emulated(a, False), _inv_diag_emulated(a, True)
         assert torch.equal(x0, x1)
         assert torch.allclose(x1, torch.linalg.inv(torch.eye(16) + a), rtol=1e-3, atol=1e-3 * x1.abs().max())
+
+
+def test_gate_rank1_factors_match_the_direct_gate_and_never_overflow():
+    """GluonLaunch.GF: below the diagonal block J, e^{g_i − g_j} = e^{min(g_i − s, 0)}·e^{min(s − g_j, 0)} with s the
+    smallest gate of block J (gluon_intra._gate_factors). For a chunk-local cumulative log-gate (non-increasing)
+    both factors lie in [0, 1] and their product is the direct gate — here in fp32 against fp64 for mild and for
+    extreme decay (−300 per 16 rows, where e^{s − g_j} computed the other way round would overflow), with rows past
+    the sequence's end (gate 0, β = 0) giving exact zeros."""
+    gen = torch.Generator().manual_seed(1)
+    for per_row in (0.05, 20.0):
+        g64 = torch.cumsum(-per_row * torch.rand(64, generator=gen, dtype=torch.float64), 0)
+        beta = torch.rand(64, generator=gen, dtype=torch.float64) * 2
+        g64[50:], beta[50:] = 0.0, 0.0  # a partial chunk: 50 valid rows
+        g = g64.float()
+        for J in range(3):
+            cols = slice(16 * J, 16 * J + 16)
+            s = g[cols].min()
+            col = torch.exp(torch.clamp(s - g[cols], max=0.0))
+            assert torch.isfinite(col).all() and (col <= 1).all()
+            for Ib in range(J + 1, 4):
+                rows = slice(16 * Ib, 16 * Ib + 16)
+                row = beta[rows].float() * torch.exp(torch.clamp(g[rows] - s, max=0.0))
+                assert torch.isfinite(row).all()
+                got = row[:, None] * col[None, :]
+                # against e^{g_i − g_j} in fp64 of the same fp32 gates (the kernel's inputs)
+                gd = g.double()
+                ref = (beta[rows, None] * torch.exp(gd[rows, None] - gd[None, cols])).float()
+                assert torch.allclose(got, ref, rtol=2e-6, atol=1e-36)  # a few fp32 roundings; denormals aside
+                assert (got[beta[rows] == 0] == 0).all()

@@ -97,7 +97,8 @@ class GluonLaunch:
     puts a partition barrier on each side of each) nor waits for a store to read its buffer; XREGS: their
     registers. DM: bf16x3 diagonal tiles with the doubling levels' block masks on the products (see _inv_diag;
     sm_90 SASS 6504 → 6200 instructions, fewer splits and layout conversions, but more inverter spills; not yet
-    timed on a GPU, so off). HF: tiles heads fastest (all heads of a chunk, then the next chunk) instead of chunks fastest.
+    timed on a GPU, so off). GF: the gate of the six blocks below the diagonal as rank-1 factors (_gate_factors;
+    48 → 24 exponentials per thread and tile; not yet timed, so off). HF: tiles heads fastest (all heads of a chunk, then the next chunk) instead of chunks fastest.
     Defaults since session 15 (H200, bench/results/2026-11-28-s15): HF + LD + ST + PAIR (REGS 120, NSTG 2), at or
     below the s14 launch (REGS 72, NSTG 1, no PAIR / LD / ST / HF) at all 8 shapes timed, −3 to −4 % at the large
     ones; heads fastest alone took the streamers alone 82.4 → 77.9 µs at T=8192 H=32."""
@@ -120,6 +121,7 @@ class GluonLaunch:
     XREGS: int = 64
     HF: bool = True
     DM: bool = False
+    GF: bool = False
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -197,6 +199,22 @@ if AVAILABLE:
                 a_b = gl.where(blk, a, 0.0)
                 x = x - _mm(_mm(x, a_b, MMA, PREC), x, MMA, PREC)
         return x
+
+    @gluon.jit
+    def _gate_factors(h, ROW: gl.constexpr):
+        """GF: for the blocks (I, J) below the diagonal block J, e^{g_i − g_j} = e^{g_i − s}·e^{s − g_j} with s = the
+        smallest gate of column block J (its last valid row: a chunk's cumulative log-gate does not increase, and
+        rows past the sequence's end read 0 and carry β = 0). Both exponents are ≤ 0 for every i in a later block,
+        clipped at 0 otherwise: each factor lies in [0, 1], nothing overflows whatever the decay (an underflowed
+        factor stands for a product below fp32's range anyway). Returns the column factors e^{min(s − g_j, 0)} and
+        s in the row layout ROW (one [W] value per tile)."""
+        s = gl.min(h, axis=1)
+        return gl.exp(gl.minimum(s[:, None] - h, 0.0)), gl.convert_layout(s, ROW)
+
+    @gluon.jit
+    def _row_factor(b, g, s):
+        """GF: β_i·e^{min(g_i − s, 0)} per row of a later block (see _gate_factors)."""
+        return b * gl.exp(gl.minimum(g - s[:, None], 0.0))
 
     @gluon.jit
     def _handover(empty, buf, j, NB: gl.constexpr, s_0, s_1, s_2, s_3, h_0, h_1, h_2, h_3):
@@ -418,7 +436,8 @@ if AVAILABLE:
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
                       full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr,
-                      MPO: gl.constexpr = -1, EP: gl.constexpr = False, HF: gl.constexpr = 0):
+                      MPO: gl.constexpr = -1, EP: gl.constexpr = False, HF: gl.constexpr = 0,
+                      GF: gl.constexpr = False):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -502,12 +521,23 @@ if AVAILABLE:
                 a11 = gl.where(low, r11 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_1[:, None, :]), 0.0)
                 a22 = gl.where(low, r22 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_2[:, None, :]), 0.0)
                 a33 = gl.where(low, r33 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_3[:, None, :]), 0.0)
-                a10 = r10 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_0[:, None, :])
-                a20 = r20 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_0[:, None, :])
-                a21 = r21 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_1[:, None, :])
-                a30 = r30 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_0[:, None, :])
-                a31 = r31 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_1[:, None, :])
-                a32 = r32 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_2[:, None, :])
+                if GF:  # the six blocks below the diagonal as rank-1 gate factors (see _gate_factors)
+                    c_0, q_0 = _gate_factors(h_0, gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
+                    c_1, q_1 = _gate_factors(h_1, gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
+                    c_2, q_2 = _gate_factors(h_2, gl.SliceLayout(1, gl.SliceLayout(2, MMA)))
+                    a10 = r10 * _row_factor(b_1, g_1, q_0)[:, :, None] * c_0[:, None, :]
+                    a20 = r20 * _row_factor(b_2, g_2, q_0)[:, :, None] * c_0[:, None, :]
+                    a21 = r21 * _row_factor(b_2, g_2, q_1)[:, :, None] * c_1[:, None, :]
+                    a30 = r30 * _row_factor(b_3, g_3, q_0)[:, :, None] * c_0[:, None, :]
+                    a31 = r31 * _row_factor(b_3, g_3, q_1)[:, :, None] * c_1[:, None, :]
+                    a32 = r32 * _row_factor(b_3, g_3, q_2)[:, :, None] * c_2[:, None, :]
+                else:
+                    a10 = r10 * b_1[:, :, None] * _safe_exp(g_1[:, :, None] - h_0[:, None, :])
+                    a20 = r20 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_0[:, None, :])
+                    a21 = r21 * b_2[:, :, None] * _safe_exp(g_2[:, :, None] - h_1[:, None, :])
+                    a30 = r30 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_0[:, None, :])
+                    a31 = r31 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_1[:, None, :])
+                    a32 = r32 * b_3[:, :, None] * _safe_exp(g_3[:, :, None] - h_2[:, None, :])
                 # the rows of the next batch: loads issued now, used in the next iteration
                 row, eos, head = _batch_rows(nxt, wb, T, NC, n_tiles, tab_ptr, G, IS_VARLEN, HF)
                 x00 = _inv_diag(a00, r, c, MMA, DP)
@@ -887,7 +917,7 @@ if AVAILABLE:
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
                            MP1: gl.constexpr = -1, MPO: gl.constexpr = -1, EP: gl.constexpr = False,
                            LD: gl.constexpr = False, ST: gl.constexpr = False, XREGS: gl.constexpr = 64,
-                           HF: gl.constexpr = 0):
+                           HF: gl.constexpr = 0, GF: gl.constexpr = False):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -967,7 +997,7 @@ if AVAILABLE:
             gl.warp_specialize(
                 [(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T,
                                   NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full,
-                                  empty, NB, KD, CS, MP1, MPO, EP, HF)),
+                                  empty, NB, KD, CS, MP1, MPO, EP, HF, GF)),
                  (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring,
                                ready, rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
                                NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
@@ -980,7 +1010,7 @@ if AVAILABLE:
             gl.warp_specialize(
                 [(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T,
                                   NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full,
-                                  empty, NB, KD, CS, MP1, MPO, EP, HF)),
+                                  empty, NB, KD, CS, MP1, MPO, EP, HF, GF)),
                  (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring,
                                ready, rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
                                NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF))],
@@ -1054,7 +1084,7 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=double_buffered(lc, H, Hg, store_A), KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
                  EP=(varlen or not store_A) if lc.EP is None else lc.EP, LD=lc.LD, ST=lc.ST, XREGS=lc.XREGS,
-                 HF=H if lc.HF else 0)
+                 HF=H if lc.HF else 0, GF=lc.GF)
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
