@@ -98,10 +98,11 @@ class GluonLaunch:
     registers. DM: bf16x3 diagonal tiles with the doubling levels' block masks on the products (see _inv_diag;
     sm_90 SASS 6504 → 6200 instructions, fewer splits and layout conversions, but more inverter spills; not yet
     timed on a GPU, so off). GF: the gate of the six blocks below the diagonal as rank-1 factors (_gate_factors;
-    48 → 24 exponentials per thread and tile; not yet timed, so off). HF: tiles heads fastest (all heads of a chunk, then the next chunk) instead of chunks fastest.
-    Defaults since session 15 (H200, bench/results/2026-11-28-s15): HF + LD + ST + PAIR (REGS 120, NSTG 2), at or
-    below the s14 launch (REGS 72, NSTG 1, no PAIR / LD / ST / HF) at all 8 shapes timed, −3 to −4 % at the large
-    ones; heads fastest alone took the streamers alone 82.4 → 77.9 µs at T=8192 H=32."""
+    48 → 24 exponentials per thread and tile; not yet timed, so off). HF: tiles heads fastest (all heads of a
+    chunk, then the next chunk) instead of chunks fastest. Defaults since session 15 (H200,
+    bench/results/2026-11-28-s15): HF + LD + ST + PAIR (REGS 120, NSTG 2), at or below the s14 launch (REGS 72,
+    NSTG 1, no PAIR / LD / ST / HF) at all 8 shapes timed, −3 to −4 % at the large ones (H100 T=8192 H=32: 121.8
+    vs 133.9 µs); heads fastest alone took the streamers alone 82.4 → 77.9 µs at T=8192 H=32."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -176,9 +177,9 @@ if AVAILABLE:
     @gluon.jit
     def _inv_diag(a, r, c, MMA: gl.constexpr, PREC: gl.constexpr):
         """(I + a)^{-1} of strictly-lower 16×16 tiles: exact 2×2 blocks, then X ← X − X·A_b·X (b = 2, 4, 8).
-        PREC 2 (bf16x3, GluonLaunch.DM): X ← X − (X·A·X) ⊙ M_b — X is block-diagonal in b-blocks, so block (I, J)
-        of X·A·X is X_II·A_IJ·X_JJ and masking the product equals masking A (the other terms are exact zeros):
-        A is split and converted to its operand layout once for the three levels, X once per level."""
+        PREC 2 (bf16x3, GluonLaunch.DM): X ← X − (X·A·X) ⊙ M_b — X is block-diagonal in b-blocks, so block
+        (I, J) of X·A·X is X_II·A_IJ·X_JJ and masking the product equals masking A (the other terms are exact
+        zeros): A is split and converted to its operand layout once for the three levels, X once per level."""
         eye = gl.where(r == c, 1.0, 0.0)
         x = eye - gl.where(r // 2 == c // 2, a, 0.0)
         if PREC == 2:
@@ -202,12 +203,12 @@ if AVAILABLE:
 
     @gluon.jit
     def _gate_factors(h, ROW: gl.constexpr):
-        """GF: for the blocks (I, J) below the diagonal block J, e^{g_i − g_j} = e^{g_i − s}·e^{s − g_j} with s = the
-        smallest gate of column block J (its last valid row: a chunk's cumulative log-gate does not increase, and
-        rows past the sequence's end read 0 and carry β = 0). Both exponents are ≤ 0 for every i in a later block,
-        clipped at 0 otherwise: each factor lies in [0, 1], nothing overflows whatever the decay (an underflowed
-        factor stands for a product below fp32's range anyway). Returns the column factors e^{min(s − g_j, 0)} and
-        s in the row layout ROW (one [W] value per tile)."""
+        """GF: for the blocks (I, J) below the diagonal block J, e^{g_i − g_j} = e^{g_i − s}·e^{s − g_j} with s =
+        the smallest gate of column block J (its last valid row: a chunk's cumulative log-gate does not increase,
+        and rows past the sequence's end read 0 and carry β = 0). Both exponents are ≤ 0 for every i in a later
+        block, clipped at 0 otherwise: each factor lies in [0, 1], nothing overflows whatever the decay (an
+        underflowed factor stands for a product below fp32's range anyway). Returns the column factors
+        e^{min(s − g_j, 0)} and s in the row layout ROW (one [W] value per tile)."""
         s = gl.min(h, axis=1)
         return gl.exp(gl.minimum(s[:, None] - h, 0.0)), gl.convert_layout(s, ROW)
 
