@@ -353,6 +353,33 @@ def test_heads_fastest_grid_is_bitwise_the_default():
     assert not ops.grid_order(ops.DEFAULT_TUNING_FUSED, 65536).heads_fastest
 
 
+@pytest.mark.parametrize("family", ["random", "identical_keys", "strong_decay"])
+def test_gate_factors_match_the_direct_gate(family):
+    """Tuning.gate_factors (the Triton twin of GluonLaunch.GF): the six tiles below the diagonal with the gate as
+    rank-1 factors e^{min(g_i − s, 0)}·e^{min(s − g_j, 0)} — fused (varlen with a 1-token sequence and partial
+    chunks, GQA) and inverse-only, against the direct gate and fp64: equal to a few fp32 roundings, finite at a
+    decay of up to −60 per token (e^{−g} alone would overflow within a 16-row block)."""
+    tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, gate_factors=True)
+    for c in CASES.values():
+        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"],
+                                    family="identical_keys" if family == "identical_keys" else "random")
+        if family == "strong_decay":
+            from importlib import import_module
+
+            g_raw = (-60 * torch.rand(g.shape, generator=torch.Generator().manual_seed(5))).to(DEVICE)
+            g = import_module(f"{FLA}.cumsum").chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu)
+        outs = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning)
+        refs = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)
+        # the factored path ran: with a gate it rounds differently (no gate, identical keys: factors exactly 1)
+        assert (family == "identical_keys") != any(not torch.equal(x, y) for x, y in zip(outs, refs, strict=True))
+        for x, y, x64 in zip(outs, refs, ref.fwd_intra(k, v, g, beta, cu), strict=True):
+            # as close to fp64 as the direct gate (identical keys: both at that family's ~1e-3)
+            assert torch.isfinite(x).all() and _rel(x, y) < 1e-5 and _rel(x, x64) <= 1.01 * _rel(y, x64) + 1e-7
+        Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=dataclasses.replace(ops.DEFAULT_TUNING,
+                                                                                      gate_factors=True))
+        assert _rel(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu)) < 1e-5
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_cumsum_fused_matches_sglang_cumsum_then_intra(case):
     """gdn_cumsum_fwd_intra(raw g) = SGLang's chunk_local_cumsum, then gdn_fwd_intra (varlen: per sequence)."""

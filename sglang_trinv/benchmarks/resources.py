@@ -45,7 +45,8 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
                  DIAG_PREC=dp, MERGE_PREC=mp, USE_G=True, IS_VARLEN=False, STORE_A=True, FUSE_WU=fused,
                  FROM_A=False, FOLD_SCALE=tu.fold_scale and fused, G_CUMSUM=False,
                  WU_MERGED=tu.wu_merged and fused and not tu.fold_scale, MERGE16_PREC=mp16, TABLE=False,
-                 MERGE_OUT_PREC=ops._merge_out_code(method, precision, fused), HEADS_FASTEST=tu.heads_fastest)
+                 MERGE_OUT_PREC=ops._merge_out_code(method, precision, fused), HEADS_FASTEST=tu.heads_fastest,
+                 GATE_FACTORS=tu.gate_factors)
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.

@@ -94,6 +94,7 @@ class Tuning:
     chunk_table: bool = True  # varlen: one int32 (row, end) load per program (gluon_intra.chunk_table) instead of
     # chunk_indices → cu_seqlens (two dependent loads before any work)
     heads_fastest: bool = False  # grid (heads, chunks): the programs running at once cover whole rows of k, v, w, u
+    gate_factors: bool = False  # the gate below the diagonal blocks as rank-1 factors (gdn_intra._col_factors)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -226,7 +227,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=_merge_out_code(method, precision, fuse_wu),
-                 HEADS_FASTEST=tuning.heads_fastest)
+                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

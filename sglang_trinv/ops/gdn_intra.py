@@ -366,6 +366,22 @@ def _gate(r, bi, gi, gj, BC: tl.constexpr, DIAG_TILE: tl.constexpr, USE_G: tl.co
 
 
 @triton.jit
+def _col_factors(gj):
+    """GATE_FACTORS, column block J: (e^{min(s − g_j, 0)}, s) with s = the smallest gate of the block. For a block
+    (I, J) below the diagonal block J, e^{g_i − g_j} = e^{min(g_i − s, 0)}·e^{min(s − g_j, 0)} (a chunk-local
+    cumulative log-gate does not increase; rows past the sequence read 0 and carry β = 0): both factors in [0, 1],
+    no overflow at any decay, 2·16 exponentials per block instead of 16·16 (gluon_intra._gate_factors)."""
+    s = tl.min(gj, 0)
+    return tl.exp(tl.minimum(s - gj, 0.0)), s
+
+
+@triton.jit
+def _gate_factored(r, bi, gi, cj, s):
+    """GATE_FACTORS: a tile below the diagonal from its raw k·kᵀ tile and column block J's factors."""
+    return r * (bi * tl.exp(tl.minimum(gi - s, 0.0)))[:, None] * cj[None, :]
+
+
+@triton.jit
 def _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexpr, TABLE: tl.constexpr = False):
     """(chunk index within its sequence, first token, sequence length) of program (i_t, batch i_b);
     varlen: ``chunk_indices[i_t] = (sequence, chunk)`` and ``cu_seqlens`` as in SGLang/FLA — two dependent loads
@@ -413,18 +429,29 @@ def _kkt10(k_base, t0, T, stride, K: tl.constexpr, BC: tl.constexpr, BK: tl.cons
 def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
                    BC: tl.constexpr, USE_G: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
                    DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1,
-                   MERGE_OUT_PREC: tl.constexpr = -1):
+                   MERGE_OUT_PREC: tl.constexpr = -1, GATE_FACTORS: tl.constexpr = False):
     """(I + A)^{-1} with A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower, from the raw K Kᵀ tiles."""
     a00 = _gate(r00, b0, g0, g0, BC, True, USE_G)
     a11 = _gate(r11, b1, g1, g1, BC, True, USE_G)
     a22 = _gate(r22, b2, g2, g2, BC, True, USE_G)
     a33 = _gate(r33, b3, g3, g3, BC, True, USE_G)
-    a10 = _gate(r10, b1, g1, g0, BC, False, USE_G)
-    a20 = _gate(r20, b2, g2, g0, BC, False, USE_G)
-    a21 = _gate(r21, b2, g2, g1, BC, False, USE_G)
-    a30 = _gate(r30, b3, g3, g0, BC, False, USE_G)
-    a31 = _gate(r31, b3, g3, g1, BC, False, USE_G)
-    a32 = _gate(r32, b3, g3, g2, BC, False, USE_G)
+    if GATE_FACTORS and USE_G:  # the six tiles below the diagonal as rank-1 gate factors (see _col_factors)
+        c0, s0 = _col_factors(g0)
+        c1, s1 = _col_factors(g1)
+        c2, s2 = _col_factors(g2)
+        a10 = _gate_factored(r10, b1, g1, c0, s0)
+        a20 = _gate_factored(r20, b2, g2, c0, s0)
+        a21 = _gate_factored(r21, b2, g2, c1, s1)
+        a30 = _gate_factored(r30, b3, g3, c0, s0)
+        a31 = _gate_factored(r31, b3, g3, c1, s1)
+        a32 = _gate_factored(r32, b3, g3, c2, s2)
+    else:
+        a10 = _gate(r10, b1, g1, g0, BC, False, USE_G)
+        a20 = _gate(r20, b2, g2, g0, BC, False, USE_G)
+        a21 = _gate(r21, b2, g2, g1, BC, False, USE_G)
+        a30 = _gate(r30, b3, g3, g0, BC, False, USE_G)
+        a31 = _gate(r31, b3, g3, g1, BC, False, USE_G)
+        a32 = _gate(r32, b3, g3, g2, BC, False, USE_G)
     return _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
                      MERGE16_PREC, MERGE_OUT_PREC)
 
@@ -447,6 +474,7 @@ def gdn_intra_kernel(
     TABLE: tl.constexpr = False,       # varlen: chunk_indices is the int32 chunk table (one load per program)
     MERGE_OUT_PREC: tl.constexpr = -1,  # ≥ 0: the 32 → 64 merges' outer products in this precision
     HEADS_FASTEST: tl.constexpr = False,  # grid (heads, chunks) instead of (chunks, heads)
+    GATE_FACTORS: tl.constexpr = False,  # the gate below the diagonal blocks as rank-1 factors (_col_factors)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
@@ -495,7 +523,7 @@ def gdn_intra_kernel(
             b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM)
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
-                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC)
+                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS)
 
         # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
         if STORE_A:
