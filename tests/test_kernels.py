@@ -353,6 +353,26 @@ def test_heads_fastest_grid_is_bitwise_the_default():
     assert not ops.grid_order(ops.DEFAULT_TUNING_FUSED, 65536).heads_fastest
 
 
+def test_diag_masks_on_products_are_bitwise_the_default():
+    """Tuning.diag_masks (the Triton twin of GluonLaunch.DM): the diagonal tiles' doubling as X ← X − (X·A·X) ⊙ M_b
+    instead of X ← X − X·(A ⊙ M_b)·X gives the same bits — fused (varlen, GQA, identical keys) and inverse-only."""
+    from sglang_trinv.ops import gdn_intra
+
+    tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, diag_masks=True)
+    const, _ = ops._template_constexprs(4, 2, 32, 16, 64, "blockdoubling", None, True, True, False, tuning, True,
+                                        False, False)
+    assert const["DIAG"] == gdn_intra.DOUBLING_MASKED  # the masked form is what runs below
+    for c in CASES.values():
+        for family in ("random", "identical_keys"):
+            k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"], family=family)
+            for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning),
+                            ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+                assert torch.equal(x, y)
+            Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu,
+                                     tuning=dataclasses.replace(ops.DEFAULT_TUNING, diag_masks=True))
+            assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
+
+
 @pytest.mark.parametrize("family", ["random", "identical_keys", "strong_decay"])
 def test_gate_factors_match_the_direct_gate(family):
     """Tuning.gate_factors (the Triton twin of GluonLaunch.GF): the six tiles below the diagonal with the gate as

@@ -39,6 +39,8 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     fn = gdn_intra.gdn_intra_kernel
     diag, whole, dp, mp, mp16 = ops._method_codes(method, precision, fused)
     tu = tuning or (ops.DEFAULT_TUNING_FUSED if fused else ops.DEFAULT_TUNING)
+    if tu.diag_masks and diag == gdn_intra.DOUBLING:
+        diag = gdn_intra.DOUBLING_MASKED
     sig = {n: "*bf16" for n in ("k", "v", "beta", "Ai", "w", "u")}
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=64, BC=16, BK=tu.BK, BV=tu.BV, GROUP=tu.group, DIAG=diag, WHOLE=whole,

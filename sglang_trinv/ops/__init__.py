@@ -95,6 +95,7 @@ class Tuning:
     # chunk_indices → cu_seqlens (two dependent loads before any work)
     heads_fastest: bool = False  # grid (heads, chunks): the programs running at once cover whole rows of k, v, w, u
     gate_factors: bool = False  # the gate below the diagonal blocks as rank-1 factors (gdn_intra._col_factors)
+    diag_masks: bool = False  # doubling diagonal tiles: the level masks on the products (gdn_intra.DOUBLING_MASKED)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -219,6 +220,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
     """(constexprs, launch options) of one launch kind of the Triton template. Cached: callers must not modify
     them."""
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
+    if tuning.diag_masks and diag == _k.DOUBLING:
+        diag = _k.DOUBLING_MASKED
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
                  BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,

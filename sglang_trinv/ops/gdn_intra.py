@@ -29,6 +29,7 @@ SUBST: tl.constexpr = tl.constexpr(0)
 SWEEP: tl.constexpr = tl.constexpr(1)
 DOUBLING: tl.constexpr = tl.constexpr(2)
 NEUMANN16: tl.constexpr = tl.constexpr(3)
+DOUBLING_MASKED: tl.constexpr = tl.constexpr(4)  # DOUBLING with the level masks on the products (Tuning.diag_masks)
 # whole-matrix methods (0 = doubling merges of the inverted diagonal tiles)
 MERGE: tl.constexpr = tl.constexpr(0)
 NEUMANN64: tl.constexpr = tl.constexpr(1)
@@ -106,16 +107,21 @@ def _inv_diag(a, BC: tl.constexpr, DIAG: tl.constexpr, PREC: tl.constexpr):
             col = tl.sum(tl.where((o_i == j)[None, :], a, 0.0), 1)
             row = tl.sum(tl.where((o_i == j)[:, None], x, 0.0), 0)
             x = x - col[:, None] * row[None, :]
-    elif DIAG == DOUBLING:
+    elif DIAG == DOUBLING or DIAG == DOUBLING_MASKED:
         # level 1 exactly: 2×2 blocks [[1,0],[−a,1]]; then b = 2, 4, …: X ← X − X·A_b·X, where A_b keeps
-        # the lower-left b×b quadrant of every 2b×2b diagonal block (X block-diagonal ⇒ X21 = −X22·A21·X11)
+        # the lower-left b×b quadrant of every 2b×2b diagonal block (X block-diagonal ⇒ X21 = −X22·A21·X11).
+        # DOUBLING_MASKED: X ← X − (X·A·X) ⊙ M_b, bitwise the same (block (I, J) of X·A·X is X_II·A_IJ·X_JJ, the
+        # other terms exact zeros) with one rounding/conversion of A for all levels (gluon_intra._inv_diag, DM)
         r = o_i[:, None]
         c = o_i[None, :]
         x = eye - tl.where((r // 2 == c // 2), a, 0.0)
         for lvl in tl.static_range(1, 4):
             b = 1 << lvl
-            a_b = tl.where((r // (2 * b) == c // (2 * b)) & ((r // b) % 2 == 1) & ((c // b) % 2 == 0), a, 0.0)
-            x = x - _mm(_mm(x, a_b, PREC), x, PREC)
+            m_b = (r // (2 * b) == c // (2 * b)) & ((r // b) % 2 == 1) & ((c // b) % 2 == 0)
+            if DIAG == DOUBLING_MASKED:
+                x = x - tl.where(m_b, _mm(_mm(x, a, PREC), x, PREC), 0.0)
+            else:
+                x = x - _mm(_mm(x, tl.where(m_b, a, 0.0), PREC), x, PREC)
     else:  # NEUMANN16: (I − a)(I + a²)(I + a⁴)(I + a⁸): exact for BC = 16 since a^16 = 0
         x = eye - a
         y = _mm(a, a, PREC)
