@@ -4,7 +4,10 @@ with the plugin at the default tiling and at the best variant. Errors are max-re
 
     python3 bench/bench_intra_variants.py DIR        # writes DIR/intra_variants.json, prints a table
     python3 bench/bench_intra_variants.py DIR --smoke  # CPU, Triton interpreter, tiny shapes (checks the script)
+
+INTRA_VARIANT_SHAPES="T,H,Hg;…" sets the kernel shapes (one sequence each; default 8192,32,16;32768,32,16).
 """
+import dataclasses
 import json
 import os
 import sys
@@ -26,22 +29,28 @@ out = sys.argv[1]
 if SMOKE:
     bk.DEV = "cpu"
 SHAPES = ((150, 4, 2),) if SMOKE else ((8192, 32, 16), (32768, 32, 16))
+if os.environ.get("INTRA_VARIANT_SHAPES") and not SMOKE:
+    SHAPES = tuple(tuple(int(x) for x in sh.split(",")) for sh in os.environ["INTRA_VARIANT_SHAPES"].split(";"))
 WHOLE = ((150, 4, 2, 1), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16, 1), (32768, 32, 16, 1), (32768, 8, 4, 8))
 os.makedirs(out, exist_ok=True)
 rows = []
-T_ = ops.Tuning
-FUSED = {  # name -> (tuning, store_A). Earlier runs (results/2026-11-27-h200-variants, -h200-maxnreg): BK=32,
-    # β-fold, BV 16/64, 2 warps and register caps 200/168/128 all lost (spills); see bench/NOTES.md
-    "default": (ops.DEFAULT_TUNING_FUSED, True),
-    "default noA": (ops.DEFAULT_TUNING_FUSED, False),
-    # u and w in one 8-iteration column-tile loop: the software pipeline stays full across the u→w boundary
-    # (sm_90 compile with Triton 3.6: 255 registers, 0 B stack, 16 KiB pipelined shared memory at 3 stages)
-    "merged": (T_(BV=32, num_stages=3, wu_merged=True), True),
-    "merged noA": (T_(BV=32, num_stages=3, wu_merged=True), False),
-    "merged st4": (T_(BV=32, num_stages=4, wu_merged=True), True),
-    "merged st4 noA": (T_(BV=32, num_stages=4, wu_merged=True), False),
+FT, IT = ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_TUNING
+_r = dataclasses.replace
+# name -> (tuning, store_A). Earlier runs (results/2026-11-27-h200-variants, -h200-maxnreg): BK=32, β-fold, BV 16/64,
+# 2 warps, register caps 200/168/128 (spills) and the merged u/w loop (s8) lost; see bench/NOTES.md. Session 15
+# prepared (sm_90 SASS fewer instructions, untimed): the diagonal tiles' level masks on the products (bitwise the
+# default) and the rank-1 gate factors below the diagonal blocks.
+FUSED = {
+    "default": (FT, True),
+    "default noA": (FT, False),
+    "chunks fastest": (_r(FT, heads_fastest=False), True),
+    "diag masks": (_r(FT, diag_masks=True), True),
+    "gate factors": (_r(FT, gate_factors=True), True),
+    "diag masks + gate factors": (_r(FT, diag_masks=True, gate_factors=True), True),
 }
-INVERSE = {"default": ops.DEFAULT_TUNING}
+INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "diag masks": _r(IT, diag_masks=True),
+           "gate factors": _r(IT, gate_factors=True), "diag masks + gate factors": _r(IT, diag_masks=True,
+                                                                                   gate_factors=True)}
 
 
 def err(x, x64):
