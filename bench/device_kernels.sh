@@ -24,7 +24,7 @@ if has kernelsquick; then  # issue 3: adversarial families (Triton and Gluon int
   echo "kernelsquick: $(( $(date +%s) - t0 )) s"
 fi
 if has variants; then
-  timeout 240 python3 bench/bench_intra_variants.py $kr/variants 2>&1 | tee $kr/variants.log | grep -v "^{'T'"
+  timeout ${VARIANTS_TIMEOUT:-240} python3 bench/bench_intra_variants.py $kr/variants 2>&1 | tee $kr/variants.log | grep -v "^{'T'"
   echo "variants: $(( $(date +%s) - t0 )) s"
 fi
 if has ncu; then
