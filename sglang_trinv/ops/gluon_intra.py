@@ -101,8 +101,9 @@ class GluonLaunch:
     48 → 24 exponentials per thread and tile; not yet timed, so off). HF: tiles heads fastest (all heads of a
     chunk, then the next chunk) instead of chunks fastest. Defaults since session 15 (H200,
     bench/results/2026-11-28-s15): HF + LD + ST + PAIR (REGS 120, NSTG 2), at or below the s14 launch (REGS 72,
-    NSTG 1, no PAIR / LD / ST / HF) at all 8 shapes timed, −3 to −4 % at the large ones (H100 T=8192 H=32: 121.8
-    vs 133.9 µs); heads fastest alone took the streamers alone 82.4 → 77.9 µs at T=8192 H=32."""
+    NSTG 1, no PAIR / LD / ST / HF) at all 8 shapes timed, −3 to −4 % at T=8192 H=32 and the one-sequence T=32768
+    shapes, −1 % at T=32768 H=8 8 sequences (H100 T=8192 H=32: 121.8 vs 133.9 µs); heads fastest alone took the
+    streamers alone 82.4 → 77.9 µs at T=8192 H=32."""
     W: int = 4
     BK: int = 32
     BN: int = 64
