@@ -37,27 +37,19 @@ def cubin_usage(cubin: bytes, sass: bool = False) -> dict:
 
 def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None, H=32, Hg=16, K=128, V=128):
     fn = gdn_intra.gdn_intra_kernel
-    diag, whole, dp, mp, mp16 = ops._method_codes(method, precision, fused)
     tu = tuning or (ops.DEFAULT_TUNING_FUSED if fused else ops.DEFAULT_TUNING)
-    if tu.diag_masks and diag == gdn_intra.DOUBLING:
-        diag = gdn_intra.DOUBLING_MASKED
     sig = {n: "*bf16" for n in ("k", "v", "beta", "Ai", "w", "u")}
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
-    const = dict(H=H, Hg=Hg, K=K, V=V, BT=64, BC=16, BK=tu.BK, BV=tu.BV, GROUP=tu.group, DIAG=diag, WHOLE=whole,
-                 DIAG_PREC=dp, MERGE_PREC=mp, USE_G=True, IS_VARLEN=False, STORE_A=True, FUSE_WU=fused,
-                 FROM_A=False, FOLD_SCALE=tu.fold_scale and fused, G_CUMSUM=False,
-                 WU_MERGED=tu.wu_merged and fused and not tu.fold_scale, MERGE16_PREC=mp16, TABLE=False,
-                 MERGE_OUT_PREC=ops._merge_out_code(method, precision, fused), HEADS_FASTEST=tu.heads_fastest,
-                 GATE_FACTORS=tu.gate_factors)
+    # the launch's own constexprs and options (one sequence, A written, gated, cumsum not fused)
+    const, options = ops._template_constexprs(H, Hg, K, V, 64, method, precision, fused, True, False, tu, True,
+                                              False, False)
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items() if t.startswith("*")}
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in const.items()},
                     attrs=attrs)
-    c = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": tu.num_warps, "num_stages": tu.num_stages,
-                                **({"maxnreg": tu.maxnreg} if tu.maxnreg else {})})
+    c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     use = cubin_usage(c.asm["cubin"])
     reg, stack, shared = use["regs"], use["stack"], use["shared"]
     # resident programs per SM: registers (64K per SM) and shared memory (up to 228 KiB per SM, 1 KiB per block

@@ -603,6 +603,15 @@ if AVAILABLE:
             j += 1
 
     @gluon.jit
+    def _cta_tiles(n_tiles, W: gl.constexpr):
+        """(batches, tiles) of this CTA: batches pid, pid + nprog, … of W tiles (grid ≤ number of batches; the
+        last batch may be partial). Every streaming partition walks the same list (see _stile)."""
+        pid = gl.program_id(0)
+        nprog = gl.num_programs(0)
+        my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)
+        return my_b, (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
+
+    @gluon.jit
     def _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W: gl.constexpr, G: gl.constexpr,
                IS_VARLEN: gl.constexpr, HF: gl.constexpr = 0):
         """(first row, sequence end, head) of this CTA's local tile ts (clamped to the last tile past the end)."""
@@ -754,8 +763,7 @@ if AVAILABLE:
         gl.static_assert(LD or (L + PAIR <= IPT), "the TMA ring may run at most one tile ahead")
         pid = gl.program_id(0)
         nprog = gl.num_programs(0)
-        my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)   # this CTA's batches (grid ≤ number of batches)
-        n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
+        my_b, n_my = _cta_tiles(n_tiles, W)
         if MODE == 1:
             for jb in range(my_b):
                 mbarrier.wait(full.index(jb % NB), (jb // NB) & 1)
@@ -838,8 +846,7 @@ if AVAILABLE:
             IPT: gl.constexpr = (V + K) // BN
             pid = gl.program_id(0)
             nprog = gl.num_programs(0)
-            my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)
-            n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
+            _, n_my = _cta_tiles(n_tiles, W)
             p = 0
             for ts in range(n_my):
                 row, _, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN, HF)
@@ -864,14 +871,13 @@ if AVAILABLE:
             IPT: gl.constexpr = (V + K) // BN
             pid = gl.program_id(0)
             nprog = gl.num_programs(0)
-            my_b = gl.cdiv(gl.cdiv(n_tiles, W) - pid, nprog)
+            my_b, n_my = _cta_tiles(n_tiles, W)
             if MODE == 1:
                 if STORE_A:
                     for jb in range(my_b):
                         mbarrier.wait(full.index(jb % NB), (jb // NB) & 1)
                         mbarrier.arrive(empty.index(jb % NB))
             else:
-                n_my = (my_b - 1) * W + gl.minimum(W, n_tiles - (pid + (my_b - 1) * nprog) * W)
                 q = 0
                 for ts in range(n_my):
                     row, eos, head = _stile(ts, pid, nprog, T, NC, n_tiles, tab_ptr, W, G, IS_VARLEN, HF)
