@@ -353,15 +353,18 @@ def test_heads_fastest_grid_is_bitwise_the_default():
     assert not ops.grid_order(ops.DEFAULT_TUNING_FUSED, 65536).heads_fastest
 
 
-def test_diag_masks_on_products_are_bitwise_the_default():
-    """Tuning.diag_masks (the Triton twin of GluonLaunch.DM): the diagonal tiles' doubling as X ← X − (X·A·X) ⊙ M_b
-    instead of X ← X − X·(A ⊙ M_b)·X gives the same bits — fused (varlen, GQA, identical keys) and inverse-only."""
+def test_diag_masks_on_products_are_bitwise_the_direct_form():
+    """Tuning.diag_masks (the Triton twin of GluonLaunch.DM; on by default): the diagonal tiles' doubling as
+    X ← X − (X·A·X) ⊙ M_b gives the same bits as X ← X − X·(A ⊙ M_b)·X — fused (varlen, GQA, identical keys) and
+    inverse-only."""
     from sglang_trinv.ops import gdn_intra
 
-    tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, diag_masks=True)
-    const, _ = ops._template_constexprs(4, 2, 32, 16, 64, "blockdoubling", None, True, True, False, tuning, True,
-                                        False, False)
-    assert const["DIAG"] == gdn_intra.DOUBLING_MASKED  # the masked form is what runs below
+    assert ops.DEFAULT_TUNING_FUSED.diag_masks and ops.DEFAULT_TUNING.diag_masks
+    tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, diag_masks=False)
+    for tu, form in ((ops.DEFAULT_TUNING_FUSED, gdn_intra.DOUBLING_MASKED), (tuning, gdn_intra.DOUBLING)):
+        const, _ = ops._template_constexprs(4, 2, 32, 16, 64, "blockdoubling", None, True, True, False, tu, True,
+                                            False, False)
+        assert const["DIAG"] == form  # the two forms compared below
     for c in CASES.values():
         for family in ("random", "identical_keys"):
             k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"], family=family)
@@ -369,17 +372,18 @@ def test_diag_masks_on_products_are_bitwise_the_default():
                             ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
                 assert torch.equal(x, y)
             Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu,
-                                     tuning=dataclasses.replace(ops.DEFAULT_TUNING, diag_masks=True))
+                                     tuning=dataclasses.replace(ops.DEFAULT_TUNING, diag_masks=False))
             assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
 
 
 @pytest.mark.parametrize("family", ["random", "identical_keys", "strong_decay"])
 def test_gate_factors_match_the_direct_gate(family):
-    """Tuning.gate_factors (the Triton twin of GluonLaunch.GF): the six tiles below the diagonal with the gate as
+    """Tuning.gate_factors (the Triton twin of GluonLaunch.GF; on by default): the six tiles below the diagonal with the gate as
     rank-1 factors e^{min(g_i − s, 0)}·e^{min(s − g_j, 0)} — fused (varlen with a 1-token sequence and partial
     chunks, GQA) and inverse-only, against the direct gate and fp64: equal to a few fp32 roundings, finite at a
     decay of up to −60 per token (e^{−g} alone would overflow within a 16-row block)."""
-    tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, gate_factors=True)
+    assert ops.DEFAULT_TUNING_FUSED.gate_factors and ops.DEFAULT_TUNING.gate_factors
+    direct = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, gate_factors=False)
     for c in CASES.values():
         k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"],
                                     family="identical_keys" if family == "identical_keys" else "random")
@@ -388,16 +392,16 @@ def test_gate_factors_match_the_direct_gate(family):
 
             g_raw = (-60 * torch.rand(g.shape, generator=torch.Generator().manual_seed(5))).to(DEVICE)
             g = import_module(f"{FLA}.cumsum").chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu)
-        outs = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning)
-        refs = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)
+        outs = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)
+        refs = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=direct)
         # the factored path ran: with a gate it rounds differently (no gate, identical keys: factors exactly 1)
         assert (family == "identical_keys") != any(not torch.equal(x, y) for x, y in zip(outs, refs, strict=True))
         for x, y, x64 in zip(outs, refs, ref.fwd_intra(k, v, g, beta, cu), strict=True):
             # as close to fp64 as the direct gate (identical keys: both at that family's ~1e-3)
             assert torch.isfinite(x).all() and _rel(x, y) < 1e-5 and _rel(x, x64) <= 1.01 * _rel(y, x64) + 1e-7
         Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=dataclasses.replace(ops.DEFAULT_TUNING,
-                                                                                      gate_factors=True))
-        assert _rel(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu)) < 1e-5
+                                                                                      gate_factors=False))
+        assert _rel(ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu), Ai) < 1e-5
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -465,9 +469,9 @@ kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_c
                              "store_A": False},
       "two-partitions": {"launch": gi.GluonLaunch(LD=False, ST=False, PAIR=False, REGS=72, NSTG=1, HF=False),
                          "varlen": True},
-      "diag-masks": {"launch": gi.GluonLaunch(DM=True), "varlen": True},
+      "direct-diag": {"launch": gi.GluonLaunch(DM=False), "varlen": True},
       "pipeline-no-gqa": {"varlen": True, "g_cumsum": True, "store_A": False, "H": 8, "Hg": 8},
-      "gate-factors": {"launch": gi.GluonLaunch(GF=True, DM=True), "varlen": True}}[case]
+      "direct-gate": {"launch": gi.GluonLaunch(GF=False, DM=False), "varlen": True}}[case]
 r = gi.compile_report(**kw)
 print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], r["bar_after_stsm"],
       r["scratch"], *r["setmaxnreg"])
@@ -475,8 +479,8 @@ print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["wa
 
 
 @pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
-                                  "device-descriptors", "two-partitions", "diag-masks", "pipeline-no-gqa",
-                                  "gate-factors"])
+                                  "device-descriptors", "two-partitions", "direct-diag", "pipeline-no-gqa",
+                                  "direct-gate"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
@@ -489,8 +493,9 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test). The default launch has
     the streamers' TMA loads and stores issued by two one-warp partitions (GluonLaunch.LD / ST; Triton pads the CTA
     to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps);
-    "diag-masks": the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM);
-    "gate-factors": GluonLaunch.GF with DM (rank-1 gates below the diagonal blocks); "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so the panels stay single-buffered
+    The default has the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM) and rank-1
+    gates below the diagonal blocks (GluonLaunch.GF); "direct-diag": the launch without DM, "direct-gate": without
+    either (the session-15 launch); "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so the panels stay single-buffered
     (double-buffered it needed 250 KiB and could not launch)."""
     import os
     import subprocess
@@ -664,14 +669,14 @@ def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
                                     {"LD": True, "ST": True, "DB": True},
                                     {"LD": True, "ST": True, "PAIR": True, "REGS": 120, "NSTG": 2},
                                     {"HF": True}, {"HF": True, "LD": True, "ST": True, "XREGS": 64},
-                                    {"HF": True, "DB": True}, {"DM": True}, {"G": 1, "no_A": True},
-                                    {"GF": True}, {"GF": True, "DM": True}],
+                                    {"HF": True, "DB": True}, {"DM": False}, {"G": 1, "no_A": True},
+                                    {"GF": False}, {"GF": False, "DM": False}],
                          ids=["default", "pair", "G1", "double-buffered-no-A", "cumsum-masked-sums",
                               "G1-ldmatrix-keys", "device-descriptors", "host-descriptors", "no-early-puts",
                               "loader-warp", "storer-warp", "loader-storer", "loader-storer-deep",
                               "loader-storer-no-A", "loader-storer-pair", "heads-fastest",
-                              "heads-fastest-loader-storer", "heads-fastest-no-A", "diag-masks-on-products",
-                              "G1-no-A-single-buffered", "gate-factors", "gate-factors-diag-masks"])
+                              "heads-fastest-loader-storer", "heads-fastest-no-A", "direct-diag",
+                              "G1-no-A-single-buffered", "direct-gate-masked-diag", "direct-gate-direct-diag"])
 def test_gluon_batches_and_barriers_on_few_ctas(launch):
     """Several batches per CTA (3 CTAs): both mbarrier parities turn over, the TMA ring runs across batches, a
     last batch has fewer tiles than inverter warps (19 chunks × 6 heads = 114 tiles in batches of 4 on 3 CTAs),

@@ -101,9 +101,12 @@ class Tuning:
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
 # kernels; the fused w/u stage streams 16×32 tiles best with a 3-stage pipeline (135.4 → 129.6 µs at T=8192,
 # 560.4 → 515.9 µs at T=32768, H=32, bf16x3/tf32), the inverse-only kernel keeps its swept best.
-DEFAULT_TUNING = Tuning()
+# Diagonal masks on the products + gate factors (session 16, H200, bench/results/2026-11-28-s16), inverse-only /
+# fused µs: T=4096 H=8 9.85 → 9.14 / 17.73 → 16.87, T=8192 H=8 12.23 → 11.48 / 32.28 → 31.39, T=8192 H=32 48.71 →
+# 45.56 / 119.35 → 115.63 (A bitwise; w, u errors vs fp64 unchanged).
+DEFAULT_TUNING = Tuning(diag_masks=True, gate_factors=True)
 # heads fastest (session 15, H200): T=8192 H=32 131.1 → 119.3 µs, T=32768 H=32 534.4 → 454.1, small shapes ±1 %
-DEFAULT_TUNING_FUSED = Tuning(BV=32, num_stages=3, heads_fastest=True)
+DEFAULT_TUNING_FUSED = Tuning(BV=32, num_stages=3, heads_fastest=True, diag_masks=True, gate_factors=True)
 
 
 def kernel_twin(method: str, precision: str | None = None):

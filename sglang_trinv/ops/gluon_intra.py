@@ -96,14 +96,14 @@ class GluonLaunch:
     stores from the staging buffers, so the streamer warpgroup neither issues single-thread TMA copies (Triton 3.6
     puts a partition barrier on each side of each) nor waits for a store to read its buffer; XREGS: their
     registers. DM: bf16x3 diagonal tiles with the doubling levels' block masks on the products (see _inv_diag;
-    sm_90 SASS 6504 → 6200 instructions, fewer splits and layout conversions, but more inverter spills; not yet
-    timed on a GPU, so off). GF: the gate of the six blocks below the diagonal as rank-1 factors (_gate_factors;
-    48 → 24 exponentials per thread and tile; not yet timed, so off). HF: tiles heads fastest (all heads of a
-    chunk, then the next chunk) instead of chunks fastest. Defaults since session 15 (H200,
-    bench/results/2026-11-28-s15): HF + LD + ST + PAIR (REGS 120, NSTG 2), at or below the s14 launch (REGS 72,
-    NSTG 1, no PAIR / LD / ST / HF) at all 8 shapes timed, −3 to −4 % at T=8192 H=32 and the one-sequence T=32768
-    shapes, −1 % at T=32768 H=8 8 sequences (H100 T=8192 H=32: 121.8 vs 133.9 µs); heads fastest alone took the
-    streamers alone 82.4 → 77.9 µs at T=8192 H=32."""
+    fewer splits and layout conversions, outputs bitwise the same). GF: the gate of the six blocks below the diagonal
+    as rank-1 factors (_gate_factors; 48 → 24 exponentials per thread and tile, both factors in [0, 1]). HF: tiles
+    heads fastest (all heads of a chunk, then the next chunk) instead of chunks fastest. Defaults since session 16
+    (H200, bench/results/2026-11-28-s16): HF + LD + ST + PAIR (REGS 120, NSTG 2; session 15: at or below the s14
+    launch at all 8 shapes timed, heads fastest alone took the streamers alone 82.4 → 77.9 µs at T=8192 H=32) + GF
+    + DM: T=8192 H=32 104.6 → 97.8 µs (one sequence), 110.6 → 101.9 (8 sequences), T=32768 H=8 8 sequences 112.6 →
+    102.9, T=4096 H=32 8 sequences 71.6 → 67.4; the inverters alone 89.8 → 75.3 µs at T=8192 H=32. Either alone
+    gains less or loses (DM alone 104.6 → 106.0)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -122,8 +122,8 @@ class GluonLaunch:
     ST: bool = True
     XREGS: int = 64
     HF: bool = True
-    DM: bool = False
-    GF: bool = False
+    DM: bool = True
+    GF: bool = True
 
 
 DEFAULT_LAUNCH = GluonLaunch()
