@@ -378,8 +378,8 @@ def test_diag_masks_on_products_are_bitwise_the_direct_form():
 
 @pytest.mark.parametrize("family", ["random", "identical_keys", "strong_decay"])
 def test_gate_factors_match_the_direct_gate(family):
-    """Tuning.gate_factors (the Triton twin of GluonLaunch.GF; on by default): the six tiles below the diagonal with the gate as
-    rank-1 factors e^{min(g_i − s, 0)}·e^{min(s − g_j, 0)} — fused (varlen with a 1-token sequence and partial
+    """Tuning.gate_factors (the Triton twin of GluonLaunch.GF; on by default): the six tiles below the diagonal
+    with the gate as rank-1 factors e^{min(g_i − s, 0)}·e^{min(s − g_j, 0)} — fused (varlen with a 1-token sequence and partial
     chunks, GQA) and inverse-only, against the direct gate and fp64: equal to a few fp32 roundings, finite at a
     decay of up to −60 per token (e^{−g} alone would overflow within a 16-row block)."""
     assert ops.DEFAULT_TUNING_FUSED.gate_factors and ops.DEFAULT_TUNING.gate_factors
@@ -486,17 +486,18 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
     default precision (bf16x3), and other merge precisions: 4 inverter warps + one streamer warpgroup in one CTA
     per SM, the streamers lowered to their REGS and the inverters raised to the 256-register maximum, spills of at
-    most 64 B (Triton 3.6, the device machines', default precision: 8 B with A, 0 B in the pipeline), shared memory within the 227 KiB a Hopper CTA may have, and few
+    most 64 B (Triton 3.6, the device machines', default launch and precision: 0 B one sequence, 8 B varlen with A,
+    32 B in the pipeline), shared memory within the 227 KiB a Hopper CTA may have, and few
     compiler barriers between the Ai panel stores (one allocation per panel, stores by diagonals: 12–18 on
     Triton 3.6, 6–12 on 3.8; 52 / 35 when the panels shared one allocation — that change was worth 2 µs of 104 on
     an H200). "device-descriptors": the pipeline with the TMA descriptors built in the kernel (GluonLaunch.DD, for
     the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test). The default launch has
     the streamers' TMA loads and stores issued by two one-warp partitions (GluonLaunch.LD / ST; Triton pads the CTA
-    to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps);
+    to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps).
     The default has the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM) and rank-1
     gates below the diagonal blocks (GluonLaunch.GF); "direct-diag": the launch without DM, "direct-gate": without
-    either (the session-15 launch); "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so the panels stay single-buffered
-    (double-buffered it needed 250 KiB and could not launch)."""
+    either (the session-15 launch); "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so
+    the panels stay single-buffered (double-buffered it needed 250 KiB and could not launch)."""
     import os
     import subprocess
     import sys
