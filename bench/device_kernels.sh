@@ -234,8 +234,11 @@ if has gluonncu; then  # issue 3: why the Gluon inverter partition is slower tha
   echo "gluonncu: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the GPU-marked eval and kernel tests (the server test needs the server carry: device_server.sh)
-  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -q -m gpu -p no:cacheprovider ${GPUTESTS_K:+-k "$GPUTESTS_K"} \
-    tests/test_evals.py tests/test_kernels.py > $kr/gputests.log 2>&1  # GPUTESTS_K: a pytest -k filter
+  # GPUTESTS_K: a pytest -k filter; commas stand for " or " (device_parallel.sh's VAR=x arguments hold no spaces)
+  gk=${GPUTESTS_K:-}
+  gk=${gk//,/ or }
+  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -q -m gpu -p no:cacheprovider ${gk:+-k "$gk"} \
+    tests/test_evals.py tests/test_kernels.py > $kr/gputests.log 2>&1
   tail -15 $kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"
 fi
