@@ -5,7 +5,9 @@ with the plugin at the default tiling and at the best variant. Errors are max-re
     python3 bench/bench_intra_variants.py DIR        # writes DIR/intra_variants.json, prints a table
     python3 bench/bench_intra_variants.py DIR --smoke  # CPU, Triton interpreter, tiny shapes (checks the script)
 
-INTRA_VARIANT_SHAPES="T,H,Hg;…" sets the kernel shapes (one sequence each; default 8192,32,16;32768,32,16).
+INTRA_VARIANT_SHAPES="T,H,Hg;…" sets the kernel shapes (one sequence each; default 8192,32,16;32768,32,16);
+INTRA_VARIANT_WHOLE=0 leaves out the whole forward and the stage breakdown. maxdiff: a variant's largest
+difference to the default (A for the inverse rows, w/u for the fused ones; 0 = bitwise).
 """
 import dataclasses
 import json
@@ -47,10 +49,13 @@ FUSED = {
     "no diag masks": (_r(FT, diag_masks=False), True),
     "no gate factors": (_r(FT, gate_factors=False), True),
     "neither (session 15)": (_r(FT, diag_masks=False, gate_factors=False), True),
+    "split packed": (_r(FT, split_packed=True), True),  # s16, untimed: inline-PTX hi/lo splits (same bits)
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),
-           "neither (session 15)": _r(IT, diag_masks=False, gate_factors=False)}
+           "neither (session 15)": _r(IT, diag_masks=False, gate_factors=False),
+           "split packed": _r(IT, split_packed=True), "heads fastest + split packed": _r(IT, heads_fastest=True,
+                                                                                         split_packed=True)}
 
 
 def err(x, x64):
@@ -65,21 +70,28 @@ for T, H, Hg in SHAPES:
     t = bk.bench(lambda: bk.stock_kkt_solve(k, g, beta, None, None))
     rows.append(dict(T=T, H=H, kernel="inverse", variant="stock", us=t, A=err(bk.stock_kkt_solve(k, g, beta, None, None), A64)))
     print(rows[-1], flush=True)
+    first = None  # maxdiff: largest difference to the default's output (0 = bitwise)
     for name, tu in INVERSE.items():
         f = lambda: ops.gdn_kkt_inverse(k, g, beta, method="blockdoubling", tuning=tu)  # noqa: E731
-        rows.append(dict(T=T, H=H, kernel="inverse", variant=name, us=bk.bench(f), A=err(f(), A64)))
+        Ai = f()
+        first = Ai if first is None else first
+        rows.append(dict(T=T, H=H, kernel="inverse", variant=name, us=bk.bench(f), A=err(Ai, A64),
+                         maxdiff=float((Ai.float() - first.float()).abs().max())))
         print(rows[-1], flush=True)
     # ---- fused intra
     t = bk.bench(lambda: bk.stock_intra(k, v, g, beta, None, None))
     w, u, A = bk.stock_intra(k, v, g, beta, None, None)
     rows.append(dict(T=T, H=H, kernel="intra", variant="stock", us=t, A=err(A, A64), w=err(w, w64), u=err(u, u64)))
     print(rows[-1], flush=True)
+    first = None
     for name, (tu, store_A) in FUSED.items():
         f = lambda: ops.gdn_fwd_intra(k, v, g, beta, method="blockdoubling", tuning=tu, store_A=store_A)  # noqa: E731
         try:
             w, u, A = f()
+            first = (w, u) if first is None else first
             rows.append(dict(T=T, H=H, kernel="intra", variant=name, us=bk.bench(f), A=err(A, A64), w=err(w, w64),
-                             u=err(u, u64)))
+                             u=err(u, u64), maxdiff=max(float((x.float() - y.float()).abs().max())
+                                                        for x, y in zip((w, u), first))))
         except Exception as e:  # noqa: BLE001 (a variant that does not compile is a result too)
             rows.append(dict(T=T, H=H, kernel="intra", variant=name, error=f"{type(e).__name__}: {e}"[:300]))
         print(rows[-1], flush=True)
@@ -88,6 +100,8 @@ for T, H, Hg in SHAPES:
         torch.cuda.empty_cache()
 
 # ---- whole SGLang chunk_gated_delta_rule_fwd: plugin at the default tiling, then at the fastest variant
+# (INTRA_VARIANT_WHOLE=0 skips it and the stage breakdown: the kernel rows alone)
+WHOLE = WHOLE if os.environ.get("INTRA_VARIANT_WHOLE", "1") != "0" else ()
 intra = [r for r in rows if r["kernel"] == "intra" and r["T"] == SHAPES[0][0] and "us" in r and r["variant"] != "stock"
          and not r["variant"].endswith("noA")]
 best = min(intra, key=lambda r: r["us"])["variant"]
@@ -115,6 +129,8 @@ for T, H, Hg, nseq in WHOLE:
 
 # ---- where the whole forward's time goes (stock stages, T=8192 H=32): cumsum, intra, h recurrence, output
 try:
+    if not WHOLE:
+        raise RuntimeError("skipped (INTRA_VARIANT_WHOLE=0)")
     from importlib import import_module
 
     chunk = import_module(f"{bk.FLA}.chunk")
@@ -146,5 +162,6 @@ json.dump(dict(meta=meta, rows=rows), open(os.path.join(out, "intra_variants.jso
 print(meta)
 for r in rows:
     if "us" in r:
-        errs = " ".join(f"{key} {r[key]:.2e}" for key in ("A", "w", "u", "o_rel_vs_fp64", "o_rel_vs_stock") if key in r)
+        errs = " ".join(f"{key} {r[key]:.2e}" for key in ("A", "w", "u", "o_rel_vs_fp64", "o_rel_vs_stock", "maxdiff")
+                        if key in r)
         print(f"{r['kernel']:8s} T={r['T']:6d} H={r['H']:3d} {r['variant']:24s} {r['us']:8.1f} us  {errs}")

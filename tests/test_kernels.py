@@ -5,6 +5,7 @@ tf32-aware tolerances. Shapes are small: the interpreter is slow.
 """
 
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -376,6 +377,39 @@ def test_diag_masks_on_products_are_bitwise_the_direct_form():
             assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
 
 
+def test_split_by_packed_conversions_gives_the_same_bits(monkeypatch):
+    """Tuning.split_packed: the bf16x3 products' hi/lo splits by inline cvt.rn.bf16x2.f32 (gdn_intra._hi_lo_packed)
+    round as ``x.to(bfloat16)`` does, so fused (varlen, GQA; random and identical keys) and inverse-only outputs are
+    bit for bit the default's. On a GPU this compares the inline-PTX build; under the interpreter (no PTX) the
+    launch maps to the plain branch — checked here too, with the codes a compiled launch gets."""
+    from sglang_trinv.ops import gdn_intra
+
+    packed = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_packed=True)
+    args = (4, 2, 32, 16, 64, "blockdoubling", None, True, True, False, packed, True, False, False)
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    ops._template_constexprs.cache_clear()
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    const, _ = ops._template_constexprs(*args)
+    assert const["DIAG_PREC"] == gdn_intra.P_BF16X3P and const["MERGE_PREC"] == gdn_intra.P_BF16X3P
+    ops._template_constexprs.cache_clear()
+    if interpreted:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        const, _ = ops._template_constexprs(*args)
+        assert const["DIAG_PREC"] == gdn_intra.P_BF16X3 and const["MERGE_PREC"] == gdn_intra.P_BF16X3
+    inv = dataclasses.replace(ops.DEFAULT_TUNING, split_packed=True)
+    try:
+        for c in CASES.values():
+            for family in ("random", "identical_keys"):
+                k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"], family=family)
+                for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=packed),
+                                ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+                    assert torch.equal(x, y)
+                Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=inv)
+                assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
+    finally:
+        ops._template_constexprs.cache_clear()
+
+
 @pytest.mark.parametrize("family", ["random", "identical_keys", "strong_decay"])
 def test_gate_factors_match_the_direct_gate(family):
     """Tuning.gate_factors (the Triton twin of GluonLaunch.GF; on by default): the six tiles below the diagonal
@@ -435,17 +469,23 @@ def test_register_cap_is_a_launch_option_only():
 
 
 _COMPILE_SM90 = """
+import dataclasses
+from sglang_trinv import ops
 from sglang_trinv.benchmarks.resources import compile_gdn
 fused = compile_gdn()
 inverse = compile_gdn(fused=False, method="forward_substitution")
-print("regs", fused["regs"], inverse["regs"])
+# the inline-PTX hi/lo splits (Tuning.split_packed) only ever compile on a GPU machine: build them here too
+packed = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_packed=True))
+packed_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, split_packed=True))
+print("regs", fused["regs"], inverse["regs"], packed["regs"], packed_inv["regs"])
 """
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="on a GPU the kernels above already ran compiled")
 def test_gdn_kernel_compiles_for_sm90():
     """The interpreter never runs Triton's compiler: build the fused and the inverse-only kernel for an H100
-    (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU."""
+    (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU — with the
+    inline-PTX splits (Tuning.split_packed) too, which the interpreter cannot run."""
     import os
     import subprocess
     import sys
@@ -454,7 +494,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-2:]]
+    regs = [int(x) for x in r.stdout.split()[-4:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -471,16 +511,17 @@ kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_c
                          "varlen": True},
       "direct-diag": {"launch": gi.GluonLaunch(DM=False), "varlen": True},
       "pipeline-no-gqa": {"varlen": True, "g_cumsum": True, "store_A": False, "H": 8, "Hg": 8},
-      "direct-gate": {"launch": gi.GluonLaunch(GF=False, DM=False), "varlen": True}}[case]
+      "direct-gate": {"launch": gi.GluonLaunch(GF=False, DM=False), "varlen": True},
+      "split-bits": {"launch": gi.GluonLaunch(SB=True), "varlen": True}}[case]
 r = gi.compile_report(**kw)
 print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], r["bar_after_stsm"],
-      r["scratch"], *r["setmaxnreg"])
+      r["scratch"], r["sass_ops"]["F2F"], *r["setmaxnreg"])
 """
 
 
 @pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
                                   "device-descriptors", "two-partitions", "direct-diag", "pipeline-no-gqa",
-                                  "direct-gate"])
+                                  "direct-gate", "split-bits"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
@@ -496,7 +537,8 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps).
     The default has the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM) and rank-1
     gates below the diagonal blocks (GluonLaunch.GF); "direct-diag": the launch without DM, "direct-gate": without
-    either (the session-15 launch); "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so
+    either (the session-15 launch); "split-bits": the bf16x3 splits by packed conversions in inline PTX
+    (GluonLaunch.SB, no F2F.BF16.F32 left); "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so
     the panels stay single-buffered (double-buffered it needed 250 KiB and could not launch)."""
     import os
     import subprocess
@@ -507,10 +549,14 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     r = subprocess.run([sys.executable, "-c", _COMPILE_GLUON, case], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs, launch, warps, stack, smem, bar_after_stsm, scratch, *setmax = (
+    regs, launch, warps, stack, smem, bar_after_stsm, scratch, f2f, *setmax = (
         int(x) for x in r.stdout.split("gluon")[-1].split())
     # host-built TMA descriptors need no global scratch; device-built ones (DD) one 128-byte slot each of six
     assert scratch == (6 * 128 if case == "device-descriptors" else 0)
+    if case == "split-bits":  # the packed conversions replaced every single-value one
+        assert f2f == 0
+    else:
+        assert f2f > 0
     assert warps == (8 if case == "two-partitions" else 12) and launch * warps * 32 <= 65536  # one CTA per SM
     assert stack <= 64
     assert smem <= 227 * 1024
@@ -700,6 +746,37 @@ def test_gluon_batches_and_barriers_on_few_ctas(launch):
     torch.testing.assert_close(g, g2, rtol=1e-5, atol=1e-5)
     for x, y in ((w, w2), (u, u2), (A, A2))[:2 if A is None else 3]:
         assert torch.isfinite(x.float()).all() and _rel(x, y) < 1.5e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("store_A", [True, False], ids=["A-written", "pipeline-no-A"])
+def test_gluon_split_by_packed_conversions_is_bitwise_the_default(store_A):
+    """GluonLaunch.SB: the bf16x3 hi/lo splits by inline cvt.rn.bf16x2.f32 (two values per conversion) round as the
+    per-value conversions do, so every output bit is the default launch's — on a few CTAs (several batches per
+    CTA, partial chunks, a 1-token sequence), cumsum fused; random inputs and identical keys without decay (the
+    family where the products' lo parts carry the most: a swapped pair or a lost lo part changes bits)."""
+    from sglang_trinv.ops import gluon_intra as gi
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernel is sm_90 only")
+    c = dict(GLUON_CASES["varlen"], H=6, Hg=3)
+    for family in ("random", "identical_keys"):
+        k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], 128, 128, c["cu"], family=family)
+        k, v, beta = k.bfloat16(), v.bfloat16(), beta.bfloat16()
+        g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(7))).to(DEVICE)
+        if family == "identical_keys":
+            g_raw = torch.zeros_like(g_raw)
+        ci = ops.prepare_chunk_indices(cu, 64)
+        outs = []
+        for lc in (gi.DEFAULT_LAUNCH, gi.GluonLaunch(SB=True)):
+            w, u = k.new_zeros(*k.shape[:2], c["H"], 128), torch.zeros_like(v)
+            A = k.new_zeros(*k.shape[:2], c["H"], 64) if store_A else None
+            g = torch.zeros(beta.shape, device=DEVICE)
+            gi.launch_intra(k, v, g_raw, beta, w, u, A, g, cu, ci, launch=lc, max_ctas=3)
+            outs.append([x for x in (g, w, u, A) if x is not None])
+        for x, y in zip(*outs, strict=True):
+            assert torch.isfinite(x.float()).all()
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
 @pytest.mark.gpu

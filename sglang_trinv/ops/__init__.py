@@ -96,6 +96,7 @@ class Tuning:
     heads_fastest: bool = False  # grid (heads, chunks): the programs running at once cover whole rows of k, v, w, u
     gate_factors: bool = False  # the gate below the diagonal blocks as rank-1 factors (gdn_intra._col_factors)
     diag_masks: bool = False  # doubling diagonal tiles: the level masks on the products (gdn_intra.DOUBLING_MASKED)
+    split_packed: bool = False  # bf16x3 hi/lo splits by packed conversions (gdn_intra._hi_lo_packed; same bits)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -223,8 +224,12 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
     """(constexprs, launch options) of one launch kind of the Triton template. Cached: callers must not modify
     them."""
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
+    mpo = _merge_out_code(method, precision, fuse_wu)
     if tuning.diag_masks and diag == _k.DOUBLING:
         diag = _k.DOUBLING_MASKED
+    if tuning.split_packed and os.environ.get("TRITON_INTERPRET") != "1":
+        # inline PTX: on a GPU only; the interpreter runs the plain bf16x3 branch, which gives the same bits
+        dp, mp, mp16, mpo = (_k.P_BF16X3P if p == _k.P_BF16X3 else p for p in (dp, mp, mp16, mpo))
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
                  BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
@@ -232,7 +237,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  USE_G=use_g, IS_VARLEN=varlen, STORE_A=store_A, FUSE_WU=fuse_wu,
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
-                 TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=_merge_out_code(method, precision, fuse_wu),
+                 TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
                  HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))

@@ -43,6 +43,7 @@ P_BF16: tl.constexpr = tl.constexpr(3)
 P_BF16X3: tl.constexpr = tl.constexpr(4)
 P_FP16: tl.constexpr = tl.constexpr(5)
 P_TF32R: tl.constexpr = tl.constexpr(6)
+P_BF16X3P: tl.constexpr = tl.constexpr(7)  # bf16x3, hi/lo by packed conversions (_hi_lo_packed; GPU only)
 
 
 # ------------------------------------------------------------------------------------------ tile algebra
@@ -52,6 +53,26 @@ def _round_tf32(x):
     add half an ulp of the 10-bit mantissa to the magnitude bits, clear the 13 dropped bits."""
     bits = x.to(tl.int32, bitcast=True)
     return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _hi_lo_packed(x):
+    """bf16 hi/lo of fp32 x (x ≈ hi + lo) as the bf16x3 branch of _mm computes them, bit for bit, with one packed
+    conversion cvt.rn.bf16x2.f32 per two values for each part and hi widened back by a shift / mask — where
+    ``x.to(bf16)`` compiles to a single-value F2F.BF16.F32 per value plus an IMAD and a PRMT. Inline PTX: GPU only
+    (ops maps Tuning.split_packed to the plain branch under the interpreter, which gives the same bits)."""
+    return tl.inline_asm_elementwise(
+        """{
+        .reg .b32 h0, h1;
+        .reg .f32 r0, r1;
+        cvt.rn.bf16x2.f32 $0, $3, $2;
+        shl.b32 h0, $0, 16;
+        and.b32 h1, $0, 0xffff0000;
+        sub.f32 r0, $2, h0;
+        sub.f32 r1, $3, h1;
+        cvt.rn.bf16x2.f32 $1, r1, r0;
+        }""",
+        "=r,=r,r,r", [x], dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=2)
 
 
 @triton.jit
@@ -69,6 +90,12 @@ def _mm(a, b, PREC: tl.constexpr):
         c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     elif PREC == P_FP16:
         c = tl.dot(a.to(tl.float16), b.to(tl.float16))
+    elif PREC == P_BF16X3P:  # bf16x3, the splits by packed conversions (same bits)
+        a_hi, a_lo = _hi_lo_packed(a)
+        b_hi, b_lo = _hi_lo_packed(b)
+        c = tl.dot(a_hi, b_lo)
+        c = tl.dot(a_lo, b_hi, c)
+        c = tl.dot(a_hi, b_hi, c)
     else:  # bf16x3: a·b ≈ hi·hi + hi·lo + lo·hi with x = hi + lo, hi = bf16(x), lo = bf16(x − hi)
         a_hi = a.to(tl.bfloat16)
         b_hi = b.to(tl.bfloat16)

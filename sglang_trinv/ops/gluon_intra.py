@@ -71,6 +71,8 @@ except Exception as e:  # noqa: BLE001 - any import failure means: no Gluon back
 # merge / diagonal-tile product precision codes of this kernel (_mm)
 P_TF32, P_BF16X3 = 0, 1
 PRECISIONS = {"tf32": P_TF32, "bf16x3": P_BF16X3}
+# added to a bf16x3 code (1, or 2: _inv_diag's DM form) by GluonLaunch.SB: the hi/lo split by integer rounding
+P_SPLIT_BITS = 4
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ class GluonLaunch:
     launch at all 8 shapes timed, heads fastest alone took the streamers alone 82.4 → 77.9 µs at T=8192 H=32) + GF
     + DM: T=8192 H=32 104.6 → 97.8 µs (one sequence), 110.6 → 101.9 (8 sequences), T=32768 H=8 8 sequences 112.6 →
     102.9, T=4096 H=32 8 sequences 71.6 → 67.4; the inverters alone 89.8 → 75.3 µs at T=8192 H=32. Either alone
-    gains less or loses (DM alone 104.6 → 106.0)."""
+    gains less or loses (DM alone 104.6 → 106.0). SB: the bf16x3 hi/lo splits by packed conversions (_hi_lo; same
+    bits, no F2F): sm_90 SASS (Triton 3.6) one sequence / varlen / pipeline 5960 / 6760 / 6560 → 5608 / 6320 / 6256
+    instructions, stacks 0 / 8 / 32 → 8 / 8 / 24 B; not yet timed on a GPU, so off."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -124,6 +128,7 @@ class GluonLaunch:
     HF: bool = True
     DM: bool = True
     GF: bool = True
+    SB: bool = False
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -135,20 +140,48 @@ if AVAILABLE:
     _partition_barrier = gl.thread_barrier if hasattr(gl, "thread_barrier") else gl.barrier
 
     @gluon.jit
+    def _hi_lo(x, BITS: gl.constexpr):
+        """bf16 hi/lo parts of fp32 x (x ≈ hi + lo; hi = x rounded to nearest even, lo = the rest rounded).
+        BITS (GluonLaunch.SB): both parts by the packed conversion cvt.rn.bf16x2.f32 (one F2FP per two values, the
+        same rounding), hi widened back to fp32 by a shift / mask. Without it ``x.to(bf16)`` compiles to one
+        F2F.BF16.F32 per value (288 per tile in the default build, on the slower conversion pipe), an IMAD to widen
+        it and a PRMT to pack it. (Written in plain Gluon the split is either not bitwise — Veltkamp's
+        c − (c − x) is contracted into FMAs, which makes lo = 0 — or longer: integer rounding 5960 → 6640
+        instructions.)"""
+        if BITS:
+            # per pair of neighbouring values: hi = cvt.rn.bf16x2 (one packed conversion, round to nearest even),
+            # widened back by shifts, lo = the two differences packed the same way
+            hi, lo = gl.inline_asm_elementwise(
+                """{
+                .reg .b32 h0, h1;
+                .reg .f32 r0, r1;
+                cvt.rn.bf16x2.f32 $0, $3, $2;
+                shl.b32 h0, $0, 16;
+                and.b32 h1, $0, 0xffff0000;
+                sub.f32 r0, $2, h0;
+                sub.f32 r1, $3, h1;
+                cvt.rn.bf16x2.f32 $1, r1, r0;
+                }""",
+                "=r,=r,r,r", [x], dtype=(gl.bfloat16, gl.bfloat16), is_pure=True, pack=2)
+        else:
+            hi = x.to(gl.bfloat16)
+            lo = (x - hi.to(gl.float32)).to(gl.bfloat16)
+        return hi, lo
+
+    @gluon.jit
     def _mm(a, b, MMA: gl.constexpr, PREC: gl.constexpr):
-        """fp32 a @ b of [W, 16, 16] tiles (one per warp): PREC 0 = tf32, 1 = bf16x3 (hi·lo + lo·hi + hi·hi)."""
+        """fp32 a @ b of [W, 16, 16] tiles (one per warp): PREC 0 = tf32, 1 = bf16x3 (hi·lo + lo·hi + hi·hi);
+        + P_SPLIT_BITS: the hi/lo split by integer rounding (_hi_lo)."""
         acc = gl.zeros(a.shape, gl.float32, MMA)
-        if PREC == 0:
+        if PREC % 4 == 0:
             A1: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=1)
             B1: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=1)
             c = mma_v2(gl.convert_layout(a, A1), gl.convert_layout(b, B1), acc, input_precision="tf32")
         else:
             A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
             B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
-            a_hi = a.to(gl.bfloat16)
-            b_hi = b.to(gl.bfloat16)
-            a_lo = (a - a_hi.to(gl.float32)).to(gl.bfloat16)
-            b_lo = (b - b_hi.to(gl.float32)).to(gl.bfloat16)
+            a_hi, a_lo = _hi_lo(a, PREC >= 4)
+            b_hi, b_lo = _hi_lo(b, PREC >= 4)
             ah = gl.convert_layout(a_hi, A2)
             bh = gl.convert_layout(b_hi, B2)
             c = mma_v2(ah, gl.convert_layout(b_lo, B2), acc)
@@ -162,10 +195,9 @@ if AVAILABLE:
         return gl.exp(gl.where(x <= 0, x, float("-inf")))
 
     @gluon.jit
-    def _split_ops(x, L: gl.constexpr):
-        """bf16 hi/lo parts of fp32 x (x ≈ hi + lo), both in layout L."""
-        hi = x.to(gl.bfloat16)
-        lo = (x - hi.to(gl.float32)).to(gl.bfloat16)
+    def _split_ops(x, L: gl.constexpr, BITS: gl.constexpr):
+        """bf16 hi/lo parts of fp32 x (x ≈ hi + lo, see _hi_lo), both in layout L."""
+        hi, lo = _hi_lo(x, BITS)
         return gl.convert_layout(hi, L), gl.convert_layout(lo, L)
 
     @gluon.jit
@@ -180,21 +212,21 @@ if AVAILABLE:
         """(I + a)^{-1} of strictly-lower 16×16 tiles: exact 2×2 blocks, then X ← X − X·A_b·X (b = 2, 4, 8).
         PREC 2 (bf16x3, GluonLaunch.DM): X ← X − (X·A·X) ⊙ M_b — X is block-diagonal in b-blocks, so block
         (I, J) of X·A·X is X_II·A_IJ·X_JJ and masking the product equals masking A (the other terms are exact
-        zeros): A is split and converted to its operand layout once for the three levels, X once per level."""
+        zeros): A is split and converted to its operand layout once for the three levels, X once per level.
+        + P_SPLIT_BITS: the hi/lo splits by integer rounding (_hi_lo)."""
         eye = gl.where(r == c, 1.0, 0.0)
         x = eye - gl.where(r // 2 == c // 2, a, 0.0)
-        if PREC == 2:
+        if PREC % 4 == 2:
             A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
             B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
-            abh, abl = _split_ops(a, B2)
+            abh, abl = _split_ops(a, B2, PREC >= 4)
         for lvl in gl.static_range(1, 4):
             blk = ((r // (2 << lvl) == c // (2 << lvl)) & ((r // (1 << lvl)) % 2 == 1)
                    & ((c // (1 << lvl)) % 2 == 0))
-            if PREC == 2:
-                x_hi = x.to(gl.bfloat16)
-                x_lo = (x - x_hi.to(gl.float32)).to(gl.bfloat16)
+            if PREC % 4 == 2:
+                x_hi, x_lo = _hi_lo(x, PREC >= 4)
                 t = _mm3(gl.convert_layout(x_hi, A2), gl.convert_layout(x_lo, A2), abh, abl, MMA)
-                tah, tal = _split_ops(t, A2)
+                tah, tal = _split_ops(t, A2, PREC >= 4)
                 p = _mm3(tah, tal, gl.convert_layout(x_hi, B2), gl.convert_layout(x_lo, B2), MMA)
                 x = x - gl.where(blk, p, 0.0)
             else:
@@ -1085,9 +1117,13 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
     m32_in, m32_out = product_pair(m32)  # "Pin*Pout": the 32 → 64 merges' inner / outer products
     kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
     dp = 2 if (lc.DM and diag_precision == "bf16x3") else PRECISIONS[diag_precision]  # 2: _inv_diag's DM form
-    const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=dp,
-                 MP=PRECISIONS[m32_in], MP1=PRECISIONS[m16] if m16 != m32 else -1,
-                 MPO=PRECISIONS[m32_out] if m32_out != m32_in else -1, REGS=lc.REGS, S=lc.S,
+
+    def code(p: int) -> int:  # SB: bf16x3 products split by integer rounding
+        return p + P_SPLIT_BITS if lc.SB and p > P_TF32 else p
+
+    const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=code(dp),
+                 MP=code(PRECISIONS[m32_in]), MP1=code(PRECISIONS[m16]) if m16 != m32 else -1,
+                 MPO=code(PRECISIONS[m32_out]) if m32_out != m32_in else -1, REGS=lc.REGS, S=lc.S,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=double_buffered(lc, H, Hg, store_A), KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
