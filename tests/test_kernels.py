@@ -512,7 +512,10 @@ kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_c
       "direct-diag": {"launch": gi.GluonLaunch(DM=False), "varlen": True},
       "pipeline-no-gqa": {"varlen": True, "g_cumsum": True, "store_A": False, "H": 8, "Hg": 8},
       "direct-gate": {"launch": gi.GluonLaunch(GF=False, DM=False), "varlen": True},
-      "split-bits": {"launch": gi.GluonLaunch(SB=True), "varlen": True}}[case]
+      "split-bits": {"launch": gi.GluonLaunch(SB=True), "varlen": True},
+      "key-split": {"launch": gi.GluonLaunch(KS=True), "varlen": True},
+      "key-split-pipeline": {"launch": gi.GluonLaunch(KS=True), "varlen": True, "g_cumsum": True,
+                             "store_A": False}}[case]
 r = gi.compile_report(**kw)
 print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["warps"], r["stack"], r["smem"], r["bar_after_stsm"],
       r["scratch"], r["sass_ops"]["F2F"], *r["setmaxnreg"])
@@ -521,7 +524,7 @@ print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["wa
 
 @pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
                                   "device-descriptors", "two-partitions", "direct-diag", "pipeline-no-gqa",
-                                  "direct-gate", "split-bits"])
+                                  "direct-gate", "split-bits", "key-split", "key-split-pipeline"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
     its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
@@ -538,7 +541,9 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     The default has the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM) and rank-1
     gates below the diagonal blocks (GluonLaunch.GF); "direct-diag": the launch without DM, "direct-gate": without
     either (the session-15 launch); "split-bits": the bf16x3 splits by packed conversions in inline PTX
-    (GluonLaunch.SB, no F2F.BF16.F32 left); "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so
+    (GluonLaunch.SB, no F2F.BF16.F32 left); "key-split": the two warps of a key tile compute five K Kᵀ blocks
+    each and exchange them (GluonLaunch.KS; the pipeline single-buffered then, 20 KiB for the exchange);
+    "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so
     the panels stay single-buffered (double-buffered it needed 250 KiB and could not launch)."""
     import os
     import subprocess
@@ -562,6 +567,22 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
     assert smem <= 227 * 1024
     assert bar_after_stsm <= 24
     assert regs in setmax and max(setmax) >= 248  # streamers lowered to REGS, inverters raised to the maximum
+
+
+def test_gluon_key_split_launch_constraints():
+    """GluonLaunch.KS: applies where two heads share a key tile (G = 2), keeps the panels single-buffered where it
+    chooses (its 20 KiB exchange buffer leaves no room for a second set), and refuses an explicit DB or KD."""
+    pytest.importorskip("triton.experimental.gluon")
+    from sglang_trinv.ops import gluon_intra as gi
+
+    ks = gi.GluonLaunch(KS=True)
+    const = gi._constexprs(ks, 4, 2, 128, 128, False, True, True, "bf16x3", "bf16x3", False)
+    assert const["KS"] and not const["DB"]  # the pipeline launch: single-buffered with KS
+    assert gi._constexprs(gi.DEFAULT_LAUNCH, 4, 2, 128, 128, False, True, True, "bf16x3", "bf16x3", False)["DB"]
+    assert not gi._constexprs(ks, 4, 4, 128, 128, True, True, False, "bf16x3", "bf16x3", False)["KS"]  # G = 1
+    for bad in (gi.GluonLaunch(KS=True, DB=True), gi.GluonLaunch(KS=True, KD=True, G=2)):
+        with pytest.raises(ValueError, match="KS"):
+            gi._constexprs(bad, 4, 2, 128, 128, False, True, True, "bf16x3", "bf16x3", False)
 
 
 def test_gluon_backend_choice_is_explicit():
@@ -750,11 +771,15 @@ def test_gluon_batches_and_barriers_on_few_ctas(launch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("store_A", [True, False], ids=["A-written", "pipeline-no-A"])
-def test_gluon_split_by_packed_conversions_is_bitwise_the_default(store_A):
+@pytest.mark.parametrize("launch", [{"SB": True}, {"KS": True}, {"KS": True, "SB": True}],
+                         ids=["split-bits", "key-split", "key-split-split-bits"])
+def test_gluon_launch_variants_are_bitwise_the_default(launch, store_A):
     """GluonLaunch.SB: the bf16x3 hi/lo splits by inline cvt.rn.bf16x2.f32 (two values per conversion) round as the
-    per-value conversions do, so every output bit is the default launch's — on a few CTAs (several batches per
-    CTA, partial chunks, a 1-token sequence), cumsum fused; random inputs and identical keys without decay (the
-    family where the products' lo parts carry the most: a swapped pair or a lost lo part changes bits)."""
+    per-value conversions do; GluonLaunch.KS: each K Kᵀ block is computed by one warp of the key tile's pair with
+    the default's products in the default's order (transposed blocks: the products commute) and exchanged — so
+    every output bit is the default launch's, on a few CTAs (several batches per CTA, partial chunks, a 1-token
+    sequence), cumsum fused; random inputs and identical keys without decay (the family where the products' lo
+    parts carry the most: a swapped pair, a lost lo part or a misplaced block changes bits)."""
     from sglang_trinv.ops import gluon_intra as gi
 
     if torch.cuda.get_device_capability() != (9, 0):
@@ -768,7 +793,7 @@ def test_gluon_split_by_packed_conversions_is_bitwise_the_default(store_A):
             g_raw = torch.zeros_like(g_raw)
         ci = ops.prepare_chunk_indices(cu, 64)
         outs = []
-        for lc in (gi.DEFAULT_LAUNCH, gi.GluonLaunch(SB=True)):
+        for lc in (gi.DEFAULT_LAUNCH, gi.GluonLaunch(**launch)):
             w, u = k.new_zeros(*k.shape[:2], c["H"], 128), torch.zeros_like(v)
             A = k.new_zeros(*k.shape[:2], c["H"], 64) if store_A else None
             g = torch.zeros(beta.shape, device=DEVICE)

@@ -107,7 +107,10 @@ class GluonLaunch:
     102.9, T=4096 H=32 8 sequences 71.6 → 67.4; the inverters alone 89.8 → 75.3 µs at T=8192 H=32. Either alone
     gains less or loses (DM alone 104.6 → 106.0). SB: the bf16x3 hi/lo splits by packed conversions (_hi_lo; same
     bits, no F2F): sm_90 SASS (Triton 3.6) one sequence / varlen / pipeline 5960 / 6760 / 6560 → 5608 / 6320 / 6256
-    instructions, stacks 0 / 8 / 32 → 8 / 8 / 24 B; not yet timed on a GPU, so off."""
+    instructions, stacks 0 / 8 / 32 → 8 / 8 / 24 B; not yet timed on a GPU, so off. KS: the two warps of a key tile
+    (G = 2: two heads of one key head, the same K Kᵀ) compute five of its ten 16×16 blocks each and exchange them
+    through 20 KiB of shared memory (_kkt_step_split; ignored where G = 1; single-buffered panels only) — the
+    chain's K Kᵀ products halve (160 → 80 HMMA per tile); not yet timed, so off."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -129,6 +132,7 @@ class GluonLaunch:
     DM: bool = True
     GF: bool = True
     SB: bool = False
+    KS: bool = False
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -465,13 +469,60 @@ if AVAILABLE:
         return r00, r10, r11, r20, r21, r22, r30, r31, r32, r33
 
     @gluon.jit
+    def _kkt_step_split(kb, p0, p1, p2, p3, p4, A2: gl.constexpr, B2: gl.constexpr, W: gl.constexpr,
+                        BK: gl.constexpr):
+        """KS: the two warps of a key tile (two heads of one key head: the same K Kᵀ) compute five of its ten lower
+        16×16 blocks each. ``kb``: the BK-column slice of the batch's key tiles as [tile, h, l, 16, BK] (row block
+        2h + l). Per-warp operands (even | odd warp of a tile) come straight from shared memory, the parity one of
+        the view's dimensions — T0 = (k0 | k2): h = parity, l = 0; U0 = (k0 | k1), U1 = (k2 | k3): l = parity —
+        and T0·k1ᵀ = r10ᵀ | r21, T0·k3ᵀ = r30ᵀ | r32ᵀ, U0·U0ᵀ = r00 | r11, U0·U1ᵀ = r20ᵀ | r31ᵀ, U1·U1ᵀ =
+        r22 | r33: each block by the same products in the same order as the default's (a transposed block's
+        products commute), exchanged through shared memory (_ks_put / _ks_get)."""
+        LH: gl.constexpr = gl.BlockedLayout([1, 1, 1, 1, 8], [1, 1, 1, 4, 8], [W // 2, 2, 1, 1, 1], [4, 3, 2, 1, 0])
+        LL: gl.constexpr = gl.BlockedLayout([1, 1, 1, 1, 8], [1, 1, 1, 4, 8], [W // 2, 1, 2, 1, 1], [4, 3, 2, 1, 0])
+        t0 = gl.reshape(kb.slice(0, 1, dim=2).load(LH), [W, 16, BK])
+        u0 = gl.reshape(kb.slice(0, 1, dim=1).load(LL), [W, 16, BK])
+        u1 = gl.reshape(kb.slice(1, 1, dim=1).load(LL), [W, 16, BK])
+        y1 = kb.slice(0, 1, dim=1).slice(1, 1, dim=2).load(LH)
+        y3 = kb.slice(1, 1, dim=1).slice(1, 1, dim=2).load(LH)
+        k1 = gl.reshape(gl.broadcast(y1, gl.zeros([W // 2, 2, 1, 16, BK], gl.bfloat16, LH))[0], [W, 16, BK])
+        k3 = gl.reshape(gl.broadcast(y3, gl.zeros([W // 2, 2, 1, 16, BK], gl.bfloat16, LH))[0], [W, 16, BK])
+        at0 = gl.convert_layout(t0, A2)
+        au0 = gl.convert_layout(u0, A2)
+        au1 = gl.convert_layout(u1, A2)
+        p0 = mma_v2(at0, gl.convert_layout(gl.permute(k1, [0, 2, 1]), B2), p0)
+        p1 = mma_v2(at0, gl.convert_layout(gl.permute(k3, [0, 2, 1]), B2), p1)
+        p2 = mma_v2(au0, gl.convert_layout(gl.permute(u0, [0, 2, 1]), B2), p2)
+        p3 = mma_v2(au0, gl.convert_layout(gl.permute(u1, [0, 2, 1]), B2), p3)
+        p4 = mma_v2(au1, gl.convert_layout(gl.permute(u1, [0, 2, 1]), B2), p4)
+        return p0, p1, p2, p3, p4
+
+    @gluon.jit
+    def _ks_put(xbuf, n: gl.constexpr, p, W: gl.constexpr):
+        """KS: warp w's product n into slot (n, parity w % 2) of xbuf (products 0–3, then 4: [(product, parity,
+        pair), 16, 16] fp32 each; power-of-two shapes)."""
+        x = gl.reshape(gl.permute(gl.reshape(p, [W // 2, 2, 16, 16]), [1, 0, 2, 3]), [W, 16, 16])
+        xbuf[n // 4].slice(2 * (n % 4) * (W // 2), W, dim=0).store(x)
+
+    @gluon.jit
+    def _ks_get(xbuf, n: gl.constexpr, q: gl.constexpr, TR: gl.constexpr, P4X: gl.constexpr, MMA: gl.constexpr,
+                W: gl.constexpr):
+        """KS: product n of the pair's warp of parity q (transposed: TR) for both warps of the pair."""
+        x = xbuf[n // 4].slice((2 * (n % 4) + q) * (W // 2), W // 2, dim=0)
+        if TR:
+            x = x.permute([0, 2, 1])
+        y = gl.expand_dims(x.load(gl.SliceLayout(1, P4X)), 1)
+        y, _ = gl.broadcast(y, gl.zeros([W // 2, 2, 16, 16], gl.float32, P4X))
+        return gl.convert_layout(gl.reshape(y, [W, 16, 16]), MMA)
+
+    @gluon.jit
     def _invert_tiles(beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T, NC,
                       n_tiles, H: gl.constexpr, Hg: gl.constexpr, K: gl.constexpr, W: gl.constexpr,
                       BK: gl.constexpr, DP: gl.constexpr, MP: gl.constexpr, STORE_A: gl.constexpr,
                       MODE: gl.constexpr, G: gl.constexpr, IS_VARLEN: gl.constexpr, G_CUMSUM: gl.constexpr,
                       full, empty, NB: gl.constexpr, KD: gl.constexpr, CS: gl.constexpr, MP1: gl.constexpr,
                       MPO: gl.constexpr = -1, EP: gl.constexpr = False, HF: gl.constexpr = 0,
-                      GF: gl.constexpr = False):
+                      GF: gl.constexpr = False, KS: gl.constexpr = False, xbuf=None):
         """Inverter partition: W warps, one (chunk, head) tile per warp: KKᵀ from the TMA-prefetched keys, gate,
         (I + A)^{-1} by doubling; then, scaled by β / β e^g per column (and plain, with STORE_A), into the
         shared panels the streamers multiply with."""
@@ -518,16 +569,43 @@ if AVAILABLE:
                 r0, c0, r1, c1, r2, c2, r3, c3 = _key_batch(nxt, T, NC, n_tiles, tab_ptr, H, Hg, K, G, NKT,
                                                             IS_VARLEN, HF)
                 z = gl.zeros([W, 16, 16], gl.float32, MMA)
-                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
                 # keys from shared memory (TMA-loaded while the previous batch was inverted), BK columns at a time
                 mbarrier.wait(kready, j & 1)
-                for i_k in gl.static_range(K // BK):
-                    r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt_step(
-                        kbuf.index(i_k * BK // KB).slice(i_k * BK % KB, BK, dim=2), r00, r10, r11, r20, r21, r22,
-                        r30, r31, r32, r33, LK, P4, A2, B2, W, G, BK, KD)
-                _partition_barrier()  # every warp has read its keys: load the next batch's
+                if KS:  # five blocks per warp, exchanged (see _kkt_step_split)
+                    KL5: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(2 * KB, 128), element_bitwidth=16,
+                                                             rank=5)
+                    kv = kbuf._reinterpret(gl.bfloat16, [K // KB, W // G, 2, 2, 16, KB], KL5)
+                    p0, p1, p2, p3, p4 = z, z, z, z, z
+                    for i_k in gl.static_range(K // BK):
+                        p0, p1, p2, p3, p4 = _kkt_step_split(
+                            kv.index(i_k * BK // KB).slice(i_k * BK % KB, BK, dim=4), p0, p1, p2, p3, p4, A2, B2,
+                            W, BK)
+                    _ks_put(xbuf, 0, p0, W)
+                    _ks_put(xbuf, 1, p1, W)
+                    _ks_put(xbuf, 2, p2, W)
+                    _ks_put(xbuf, 3, p3, W)
+                    _ks_put(xbuf, 4, p4, W)
+                else:
+                    r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
+                    for i_k in gl.static_range(K // BK):
+                        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt_step(
+                            kbuf.index(i_k * BK // KB).slice(i_k * BK % KB, BK, dim=2), r00, r10, r11, r20, r21,
+                            r22, r30, r31, r32, r33, LK, P4, A2, B2, W, G, BK, KD)
+                _partition_barrier()  # every warp has read its keys (KS: and put its blocks): load the next batch's
                 if nxt < n_tiles:
                     _load_k(kin_desc, kbuf2, kready, r0, c0, r1, c1, r2, c2, r3, c3, NKT, K)
+                if KS:
+                    P4X: gl.constexpr = gl.BlockedLayout([1, 1, 1, 2], [1, 1, 8, 4], [W // 2, 2, 1, 1], [3, 2, 1, 0])
+                    r00 = _ks_get(xbuf, 2, 0, False, P4X, MMA, W)
+                    r11 = _ks_get(xbuf, 2, 1, False, P4X, MMA, W)
+                    r22 = _ks_get(xbuf, 4, 0, False, P4X, MMA, W)
+                    r33 = _ks_get(xbuf, 4, 1, False, P4X, MMA, W)
+                    r10 = _ks_get(xbuf, 0, 0, True, P4X, MMA, W)
+                    r21 = _ks_get(xbuf, 0, 1, False, P4X, MMA, W)
+                    r30 = _ks_get(xbuf, 1, 0, True, P4X, MMA, W)
+                    r32 = _ks_get(xbuf, 1, 1, True, P4X, MMA, W)
+                    r20 = _ks_get(xbuf, 3, 0, True, P4X, MMA, W)
+                    r31 = _ks_get(xbuf, 3, 1, True, P4X, MMA, W)
                 # β and g per column: the row vectors in the column layout (no second load)
                 s_0, s_1, s_2, s_3 = (gl.convert_layout(b_0, COL), gl.convert_layout(b_1, COL),
                                       gl.convert_layout(b_2, COL), gl.convert_layout(b_3, COL))
@@ -957,7 +1035,7 @@ if AVAILABLE:
                            AL: gl.constexpr = None, KBW: gl.constexpr = 64, AW: gl.constexpr = 0,
                            MP1: gl.constexpr = -1, MPO: gl.constexpr = -1, EP: gl.constexpr = False,
                            LD: gl.constexpr = False, ST: gl.constexpr = False, XREGS: gl.constexpr = 64,
-                           HF: gl.constexpr = 0, GF: gl.constexpr = False):
+                           HF: gl.constexpr = 0, GF: gl.constexpr = False, KS: gl.constexpr = False):
         """Warp-specialized intra: W inverter warps hand batches of W tiles (the β-scaled Ai panels in shared
         memory) to one streamer warpgroup that computes w/u beside the next batch's inversion. T: rows of the
         (flattened) tensor; NC: chunks; n_tiles = NC·H. DD: the *_desc arguments are plain tensors (pointers) and
@@ -1002,6 +1080,13 @@ if AVAILABLE:
         kbuf2 = kbuf._reinterpret(gl.bfloat16, [K // KB * (W // G), 64, KB], kin_desc.layout)
         kready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         mbarrier.init(kready, count=1)
+        if KS:  # the K Kᵀ blocks the two warps of a key tile exchange: [(product, parity, pair), 16, 16] fp32
+            gl.static_assert(G == 2 and not KD, "KS: two heads per key tile, keys through registers")
+            XSL: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0])
+            xbuf = (gl.allocate_shared_memory(gl.float32, [4 * W, 16, 16], XSL),
+                    gl.allocate_shared_memory(gl.float32, [W, 16, 16], XSL))
+        else:
+            xbuf = (kbuf, kbuf)  # unused
         ring = gl.allocate_shared_memory(gl.bfloat16, [S, 64, BN], v_desc.layout)
         stg = gl.allocate_shared_memory(gl.bfloat16, [NSTG, 64, BN], u_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
@@ -1037,7 +1122,7 @@ if AVAILABLE:
             gl.warp_specialize(
                 [(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T,
                                   NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full,
-                                  empty, NB, KD, CS, MP1, MPO, EP, HF, GF)),
+                                  empty, NB, KD, CS, MP1, MPO, EP, HF, GF, KS, xbuf)),
                  (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring,
                                ready, rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
                                NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF)),
@@ -1050,7 +1135,7 @@ if AVAILABLE:
             gl.warp_specialize(
                 [(_invert_tiles, (beta_ptr, g_ptr, g_out_ptr, tab_ptr, pb, pe, pa, kin_desc, kbuf, kbuf2, kready, T,
                                   NC, n_tiles, H, Hg, K, W, BK, DP, MP, STORE_A, MODE, G, IS_VARLEN, G_CUMSUM, full,
-                                  empty, NB, KD, CS, MP1, MPO, EP, HF, GF)),
+                                  empty, NB, KD, CS, MP1, MPO, EP, HF, GF, KS, xbuf)),
                  (_stream_wu, (k_desc, v_desc, w_desc, u_desc, a_desc, u_ptr, w_ptr, a_ptr, tab_ptr, sb, se, sa, ring,
                                ready, rfree, stg, staged, sfree, T, NC, n_tiles, full, empty, H, Hg, K, V, W, BN, S,
                                NSTG, MODE, PAIR, STORE_A, G, IS_VARLEN, NB, LD, ST, HF))],
@@ -1128,7 +1213,10 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=double_buffered(lc, H, Hg, store_A), KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
                  EP=(varlen or not store_A) if lc.EP is None else lc.EP, LD=lc.LD, ST=lc.ST, XREGS=lc.XREGS,
-                 HF=H if lc.HF else 0, GF=lc.GF)
+                 HF=H if lc.HF else 0, GF=lc.GF, KS=lc.KS and pick_group(H, Hg, lc) == 2)
+    if const["KS"] and (lc.KD or const["DB"]):
+        raise ValueError("GluonLaunch.KS: keys through registers (not KD) and single-buffered panels (not DB): the "
+                         "exchange buffer (20 KiB) does not fit beside double-buffered panels")
     if dd:  # the layouts and the A row width of the descriptors the kernel builds
         const.update(BL=_block_layout(64, lc.BN), KBL=_block_layout(64, kb), AL=_block_layout(64, 16),
                      AW=H * (64 if store_A else K))
@@ -1141,7 +1229,7 @@ def double_buffered(lc: GluonLaunch, H: int, Hg: int, store_A: bool) -> bool:
     sm_90 compile of the default launch)."""
     if lc.DB is not None:
         return lc.DB
-    return not store_A and pick_group(H, Hg, lc) > 1
+    return not store_A and pick_group(H, Hg, lc) > 1 and not lc.KS  # KS's 20 KiB exchange buffer: no room
 
 
 def device_descriptors(lc: GluonLaunch) -> bool:
