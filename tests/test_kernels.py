@@ -366,14 +366,19 @@ def test_diag_masks_on_products_are_bitwise_the_direct_form():
         const, _ = ops._template_constexprs(4, 2, 32, 16, 64, "blockdoubling", None, True, True, False, tu, True,
                                             False, False)
         assert const["DIAG"] == form  # the two forms compared below
+    _assert_bitwise_the_default(tuning, dataclasses.replace(ops.DEFAULT_TUNING, diag_masks=False))
+
+
+def _assert_bitwise_the_default(fused: ops.Tuning, inverse: ops.Tuning):
+    """gdn_fwd_intra under ``fused`` and gdn_kkt_inverse under ``inverse`` give the default tunings' bits (every
+    case: fixed, varlen with a 1-token sequence and partial chunks, GQA; random and identical keys)."""
     for c in CASES.values():
         for family in ("random", "identical_keys"):
             k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"], family=family)
-            for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning),
+            for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=fused),
                             ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
                 assert torch.equal(x, y)
-            Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu,
-                                     tuning=dataclasses.replace(ops.DEFAULT_TUNING, diag_masks=False))
+            Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=inverse)
             assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
 
 
@@ -396,16 +401,8 @@ def test_split_by_packed_conversions_gives_the_same_bits(monkeypatch):
         monkeypatch.setenv("TRITON_INTERPRET", "1")
         const, _ = ops._template_constexprs(*args)
         assert const["DIAG_PREC"] == gdn_intra.P_BF16X3 and const["MERGE_PREC"] == gdn_intra.P_BF16X3
-    inv = dataclasses.replace(ops.DEFAULT_TUNING, split_packed=True)
     try:
-        for c in CASES.values():
-            for family in ("random", "identical_keys"):
-                k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"], family=family)
-                for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=packed),
-                                ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
-                    assert torch.equal(x, y)
-                Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=inv)
-                assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
+        _assert_bitwise_the_default(packed, dataclasses.replace(ops.DEFAULT_TUNING, split_packed=True))
     finally:
         ops._template_constexprs.cache_clear()
 

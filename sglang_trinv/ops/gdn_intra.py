@@ -55,24 +55,29 @@ def _round_tf32(x):
     return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
 
 
+# bf16 hi/lo of two fp32 values ($2, $3) into two packed registers ($0 = hi pair, $1 = lo pair): cvt.rn.bf16x2 puts
+# its first source in the upper half; hi widened back to fp32 by a shift / a mask for the subtraction. Shared with
+# the Gluon kernel (gluon_intra._hi_lo).
+HI_LO_PTX: tl.constexpr = tl.constexpr("""{
+    .reg .b32 h0, h1;
+    .reg .f32 r0, r1;
+    cvt.rn.bf16x2.f32 $0, $3, $2;
+    shl.b32 h0, $0, 16;
+    and.b32 h1, $0, 0xffff0000;
+    sub.f32 r0, $2, h0;
+    sub.f32 r1, $3, h1;
+    cvt.rn.bf16x2.f32 $1, r1, r0;
+    }""")
+
+
 @triton.jit
 def _hi_lo_packed(x):
     """bf16 hi/lo of fp32 x (x ≈ hi + lo) as the bf16x3 branch of _mm computes them, bit for bit, with one packed
     conversion cvt.rn.bf16x2.f32 per two values for each part and hi widened back by a shift / mask — where
     ``x.to(bf16)`` compiles to a single-value F2F.BF16.F32 per value plus an IMAD and a PRMT. Inline PTX: GPU only
     (ops maps Tuning.split_packed to the plain branch under the interpreter, which gives the same bits)."""
-    return tl.inline_asm_elementwise(
-        """{
-        .reg .b32 h0, h1;
-        .reg .f32 r0, r1;
-        cvt.rn.bf16x2.f32 $0, $3, $2;
-        shl.b32 h0, $0, 16;
-        and.b32 h1, $0, 0xffff0000;
-        sub.f32 r0, $2, h0;
-        sub.f32 r1, $3, h1;
-        cvt.rn.bf16x2.f32 $1, r1, r0;
-        }""",
-        "=r,=r,r,r", [x], dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=2)
+    return tl.inline_asm_elementwise(HI_LO_PTX, "=r,=r,r,r", [x], dtype=(tl.bfloat16, tl.bfloat16), is_pure=True,
+                                     pack=2)
 
 
 @triton.jit

@@ -55,6 +55,7 @@ import triton
 from ..reference.precision import product_pair
 from ..registry import merge_levels
 from . import direct_launch
+from . import gdn_intra as _k
 
 try:  # Gluon ships with Triton ≥ 3.5 (experimental); without it the Triton kernels serve every call
     from triton.experimental import gluon
@@ -154,19 +155,9 @@ if AVAILABLE:
         instructions.)"""
         if BITS:
             # per pair of neighbouring values: hi = cvt.rn.bf16x2 (one packed conversion, round to nearest even),
-            # widened back by shifts, lo = the two differences packed the same way
-            hi, lo = gl.inline_asm_elementwise(
-                """{
-                .reg .b32 h0, h1;
-                .reg .f32 r0, r1;
-                cvt.rn.bf16x2.f32 $0, $3, $2;
-                shl.b32 h0, $0, 16;
-                and.b32 h1, $0, 0xffff0000;
-                sub.f32 r0, $2, h0;
-                sub.f32 r1, $3, h1;
-                cvt.rn.bf16x2.f32 $1, r1, r0;
-                }""",
-                "=r,=r,r,r", [x], dtype=(gl.bfloat16, gl.bfloat16), is_pure=True, pack=2)
+            # widened back by shifts, lo = the two differences packed the same way (the Triton template's PTX)
+            hi, lo = gl.inline_asm_elementwise(_k.HI_LO_PTX, "=r,=r,r,r", [x], dtype=(gl.bfloat16, gl.bfloat16),
+                                               is_pure=True, pack=2)
         else:
             hi = x.to(gl.bfloat16)
             lo = (x - hi.to(gl.float32)).to(gl.bfloat16)
