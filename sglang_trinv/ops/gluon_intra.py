@@ -72,7 +72,7 @@ except Exception as e:  # noqa: BLE001 - any import failure means: no Gluon back
 # merge / diagonal-tile product precision codes of this kernel (_mm)
 P_TF32, P_BF16X3 = 0, 1
 PRECISIONS = {"tf32": P_TF32, "bf16x3": P_BF16X3}
-# added to a bf16x3 code (1, or 2: _inv_diag's DM form) by GluonLaunch.SB: the hi/lo split by integer rounding
+# added to a bf16x3 code (1, or 2: _inv_diag's DM form) by GluonLaunch.SB: the hi/lo split by packed conversions
 P_SPLIT_BITS = 4
 
 
@@ -166,7 +166,7 @@ if AVAILABLE:
     @gluon.jit
     def _mm(a, b, MMA: gl.constexpr, PREC: gl.constexpr):
         """fp32 a @ b of [W, 16, 16] tiles (one per warp): PREC 0 = tf32, 1 = bf16x3 (hi·lo + lo·hi + hi·hi);
-        + P_SPLIT_BITS: the hi/lo split by integer rounding (_hi_lo)."""
+        + P_SPLIT_BITS: the hi/lo split by packed conversions (_hi_lo)."""
         acc = gl.zeros(a.shape, gl.float32, MMA)
         if PREC % 4 == 0:
             A1: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=1)
@@ -208,7 +208,7 @@ if AVAILABLE:
         PREC 2 (bf16x3, GluonLaunch.DM): X ← X − (X·A·X) ⊙ M_b — X is block-diagonal in b-blocks, so block
         (I, J) of X·A·X is X_II·A_IJ·X_JJ and masking the product equals masking A (the other terms are exact
         zeros): A is split and converted to its operand layout once for the three levels, X once per level.
-        + P_SPLIT_BITS: the hi/lo splits by integer rounding (_hi_lo)."""
+        + P_SPLIT_BITS: the hi/lo splits by packed conversions (_hi_lo)."""
         eye = gl.where(r == c, 1.0, 0.0)
         x = eye - gl.where(r // 2 == c // 2, a, 0.0)
         if PREC % 4 == 2:
@@ -1194,7 +1194,7 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
     kb = lc.BK if lc.KD else 64  # key box width (KD: ldmatrix straight from a box as wide as its swizzle)
     dp = 2 if (lc.DM and diag_precision == "bf16x3") else PRECISIONS[diag_precision]  # 2: _inv_diag's DM form
 
-    def code(p: int) -> int:  # SB: bf16x3 products split by integer rounding
+    def code(p: int) -> int:  # SB: bf16x3 products split by packed conversions
         return p + P_SPLIT_BITS if lc.SB and p > P_TF32 else p
 
     const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=code(dp),
