@@ -50,12 +50,16 @@ FUSED = {
     "no gate factors": (_r(FT, gate_factors=False), True),
     "neither (session 15)": (_r(FT, diag_masks=False, gate_factors=False), True),
     "split packed": (_r(FT, split_packed=True), True),  # s16, untimed: inline-PTX hi/lo splits (same bits)
+    "full chunks": (_r(FT, full_chunks=True), True),  # s16, untimed: no row masks (one sequence, T % 64 == 0)
+    "full chunks + split packed": (_r(FT, full_chunks=True, split_packed=True), True),
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),
            "neither (session 15)": _r(IT, diag_masks=False, gate_factors=False),
            "split packed": _r(IT, split_packed=True), "heads fastest + split packed": _r(IT, heads_fastest=True,
-                                                                                         split_packed=True)}
+                                                                                         split_packed=True),
+           "full chunks": _r(IT, full_chunks=True), "full chunks + split packed": _r(IT, full_chunks=True,
+                                                                                       split_packed=True)}
 
 
 def err(x, x64):

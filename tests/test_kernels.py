@@ -382,6 +382,36 @@ def _assert_bitwise_the_default(fused: ops.Tuning, inverse: ops.Tuning):
             assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
 
 
+def test_full_chunks_drop_the_row_masks_with_the_same_bits():
+    """Tuning.full_chunks: one sequence of whole 64-token chunks (T % 64 == 0, not varlen) loads and stores without
+    row masks — the same bits (fused: w, u, A; inverse-only), GQA; elsewhere (a partial chunk, varlen) the launch
+    keeps its masks, checked by the constexpr the launch gets."""
+    full_f = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, full_chunks=True)
+    full_i = dataclasses.replace(ops.DEFAULT_TUNING, full_chunks=True)
+    for family in ("random", "identical_keys"):
+        k, v, g, beta, cu = _inputs(128, 4, 2, 32, 16, None, family=family)
+        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, tuning=full_f), ops.gdn_fwd_intra(k, v, g, beta),
+                        strict=True):
+            assert torch.equal(x, y)
+        assert torch.equal(ops.gdn_kkt_inverse(k, g, beta, tuning=full_i), ops.gdn_kkt_inverse(k, g, beta))
+    _assert_bitwise_the_default(full_f, full_i)  # the CASES: partial chunks and varlen, masks kept
+    seen = []
+    real = ops._template_constexprs
+
+    def spy(*kind):
+        seen.append(kind[-1])
+        return real(*kind)
+
+    k, v, g, beta, cu = _inputs(128, 4, 2, 32, 16, None)
+    ops._template_constexprs = spy
+    try:
+        ops.gdn_fwd_intra(k, v, g, beta, tuning=full_f)
+        ops.gdn_fwd_intra(k[:, :100], v[:, :100], g[:, :100], beta[:, :100], tuning=full_f)
+    finally:
+        ops._template_constexprs = real
+    assert seen == [True, False]
+
+
 def test_split_by_packed_conversions_gives_the_same_bits(monkeypatch):
     """Tuning.split_packed: the bf16x3 products' hi/lo splits by inline cvt.rn.bf16x2.f32 (gdn_intra._hi_lo_packed)
     round as ``x.to(bfloat16)`` does, so fused (varlen, GQA; random and identical keys) and inverse-only outputs are
@@ -474,7 +504,9 @@ inverse = compile_gdn(fused=False, method="forward_substitution")
 # the inline-PTX hi/lo splits (Tuning.split_packed) only ever compile on a GPU machine: build them here too
 packed = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_packed=True))
 packed_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, split_packed=True))
-print("regs", fused["regs"], inverse["regs"], packed["regs"], packed_inv["regs"])
+full = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, full_chunks=True, split_packed=True))
+full_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, full_chunks=True))
+print("regs", fused["regs"], inverse["regs"], packed["regs"], packed_inv["regs"], full["regs"], full_inv["regs"])
 """
 
 
@@ -482,7 +514,8 @@ print("regs", fused["regs"], inverse["regs"], packed["regs"], packed_inv["regs"]
 def test_gdn_kernel_compiles_for_sm90():
     """The interpreter never runs Triton's compiler: build the fused and the inverse-only kernel for an H100
     (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU — with the
-    inline-PTX splits (Tuning.split_packed) too, which the interpreter cannot run."""
+    inline-PTX splits (Tuning.split_packed) too, which the interpreter cannot run, and the whole-chunk launches
+    (Tuning.full_chunks)."""
     import os
     import subprocess
     import sys
@@ -491,7 +524,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-4:]]
+    regs = [int(x) for x in r.stdout.split()[-6:]]
     assert all(0 < x <= 255 for x in regs)
 
 

@@ -40,9 +40,10 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     tu = tuning or (ops.DEFAULT_TUNING_FUSED if fused else ops.DEFAULT_TUNING)
     sig = {n: "*bf16" for n in ("k", "v", "beta", "Ai", "w", "u")}
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
-    # the launch's own constexprs and options (one sequence, A written, gated, cumsum not fused)
+    # the launch's own constexprs and options (one sequence, A written, gated, cumsum not fused; whole chunks
+    # where the tuning asks for full_chunks)
     const, options = ops._template_constexprs(H, Hg, K, V, 64, method, precision, fused, True, False, tu, True,
-                                              False, False)
+                                              False, False, tu.full_chunks)
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.

@@ -97,6 +97,7 @@ class Tuning:
     gate_factors: bool = False  # the gate below the diagonal blocks as rank-1 factors (gdn_intra._col_factors)
     diag_masks: bool = False  # doubling diagonal tiles: the level masks on the products (gdn_intra.DOUBLING_MASKED)
     split_packed: bool = False  # bf16x3 hi/lo splits by packed conversions (gdn_intra._hi_lo_packed; same bits)
+    full_chunks: bool = False  # one sequence of whole chunks (T % 64 == 0, not varlen): loads/stores without row masks
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -201,8 +202,9 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     tuning = grid_order(tuning, NT)
+    full = tuning.full_chunks and cu_seqlens is None and T % BT == 0 and BT == 4 * SUB_CHUNK and not from_A
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
-            cu_seqlens is not None, g_out is not None)
+            cu_seqlens is not None, g_out is not None, full)
     const, options = _template_constexprs(*kind)
     grid = (NT, B * H // const["GROUP"])
     if const["HEADS_FASTEST"]:
@@ -220,9 +222,9 @@ DIRECT = _direct_launch.DirectLauncher("the Triton intra template", lambda: _k.g
 
 @functools.lru_cache(maxsize=256)  # on the launch path (eager serving launches per GDN layer)
 def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning: Tuning, use_g,
-                         varlen, g_cumsum) -> tuple[dict, dict]:
-    """(constexprs, launch options) of one launch kind of the Triton template. Cached: callers must not modify
-    them."""
+                         varlen, g_cumsum, full=False) -> tuple[dict, dict]:
+    """(constexprs, launch options) of one launch kind of the Triton template (``full``: every chunk whole, see
+    Tuning.full_chunks). Cached: callers must not modify them."""
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
     mpo = _merge_out_code(method, precision, fuse_wu)
     if tuning.diag_masks and diag == _k.DOUBLING:
@@ -238,7 +240,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
-                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors)
+                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, FULL=full)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options
