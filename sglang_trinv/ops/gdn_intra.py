@@ -313,12 +313,14 @@ def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, 
         else:
             s0 = (_load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX, FULL) * scale0[:, None]).to(x00.dtype)
             s1 = (_load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX, FULL) * scale1[:, None]).to(x00.dtype)
-            s2 = (_load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX, FULL) * scale2[:, None]).to(x00.dtype)
-            s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX, FULL) * scale3[:, None]).to(x00.dtype)
+            s2 = (_load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX, FULL)
+                  * scale2[:, None]).to(x00.dtype)
+            s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX, FULL)
+                  * scale3[:, None]).to(x00.dtype)
         _store_rows(out, tl.dot(x00, s0), t0, T, out_stride, c0, NCOL, BC, BX, FULL)
         _store_rows(out, tl.dot(x11, s1, tl.dot(x10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX, FULL)
         _store_rows(out, tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0))), t0 + 2 * BC, T, out_stride, c0,
-                    NCOL, BC, BX)
+                    NCOL, BC, BX, FULL)
         _store_rows(out, tl.dot(x33, s3, tl.dot(x32, s2, tl.dot(x31, s1, tl.dot(x30, s0)))), t0 + 3 * BC, T,
                     out_stride, c0, NCOL, BC, BX, FULL)
 
