@@ -739,6 +739,38 @@ def test_gluon_intra_matches_fp64_and_triton_on_gpu(case, precision):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("decay", [60.0, 300.0])
+def test_gluon_gate_factors_under_strong_decay_on_gpu(decay):
+    """The default Gluon launch (GF: the gate below the diagonal blocks as factors in [0, 1]) with a log-decay of
+    up to −decay per token — e^{−g} alone overflows fp32 within two tokens at 60 and a chunk's cumulative gate
+    reaches −19200 at 300 —: w, u, A finite, against fp64, against the direct gate (GluonLaunch(GF=False)) and the
+    Triton kernel; varlen with partial chunks and a 1-token sequence, A written, the default precision."""
+    from importlib import import_module
+
+    from sglang_trinv.ops import gluon_intra as gi
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon kernel is sm_90 only")
+    assert gi.DEFAULT_LAUNCH.GF
+    c = GLUON_CASES["varlen"]
+    k, v, _, beta, cu = _gluon_inputs(c)
+    g_raw = (-decay * torch.rand(beta.shape, generator=torch.Generator().manual_seed(11))).to(DEVICE)
+    g = import_module(f"{FLA}.cumsum").chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu)
+    ci = ops.prepare_chunk_indices(cu, 64)
+    diag, merge = ops.split_precision("blockdoubling", None)  # the default precision
+    outs = {}
+    for name, lc in (("factors", gi.DEFAULT_LAUNCH), ("direct", gi.GluonLaunch(GF=False))):
+        w, u = k.new_empty(*k.shape[:2], c["H"], 128), torch.empty_like(v)
+        A = k.new_empty(*k.shape[:2], c["H"], 64)
+        gi.launch_intra(k, v, g, beta, w, u, A, None, cu, ci, diag, merge, launch=lc)
+        outs[name] = (w, u, A)
+    tri = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend="triton")
+    for x, y, z, x64 in zip(outs["factors"], outs["direct"], tri, ref.fwd_intra(k, v, g, beta, cu), strict=True):
+        assert torch.isfinite(x.float()).all()
+        assert _rel(x, x64) < 1.5e-2 and _rel(x, y) < 1.5e-2 and _rel(x, z) < 1.5e-2
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("case", ["varlen", "batch2", "batch2-aligned"])
 def test_gluon_pipeline_cumsum_matches_triton_on_gpu(case):
     """gdn_cumsum_fwd_intra on the Gluon kernel (the plugin's path: raw gate in, its chunk-local cumsum out, no
