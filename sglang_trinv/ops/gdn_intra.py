@@ -261,17 +261,24 @@ def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
 
 # ------------------------------------------------------------------------------------------ memory
 @triton.jit
+def _tile_mask(o_r, o_c, T, NCOL: tl.constexpr, FULL: tl.constexpr):
+    """In-bounds mask of a [rows, columns] tile: rows below T (FULL: whole chunks, every row is), columns below
+    NCOL."""
+    if FULL:
+        m = (o_c < NCOL)[None, :]
+    else:
+        m = (o_r < T)[:, None] & (o_c < NCOL)[None, :]
+    return m
+
+
+@triton.jit
 def _load_rows(base, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr,
                FULL: tl.constexpr = False):
     """[BC, BX] tile of rows t0…t0+BC−1 (zero beyond T) and columns col0…col0+BX−1 (zero beyond NCOL).
     FULL: every row is below T (whole chunks): no row mask."""
     o_r = t0 + tl.arange(0, BC)
     o_c = col0 + tl.arange(0, BX)
-    if FULL:
-        m = (o_c < NCOL)[None, :]
-    else:
-        m = (o_r < T)[:, None] & (o_c < NCOL)[None, :]
-    return tl.load(base + o_r[:, None] * stride + o_c[None, :], mask=m, other=0.0)
+    return tl.load(base + o_r[:, None] * stride + o_c[None, :], mask=_tile_mask(o_r, o_c, T, NCOL, FULL), other=0.0)
 
 
 @triton.jit
@@ -279,11 +286,8 @@ def _store_rows(base, x, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constex
                 FULL: tl.constexpr = False):
     o_r = t0 + tl.arange(0, BC)
     o_c = col0 + tl.arange(0, BX)
-    if FULL:
-        m = (o_c < NCOL)[None, :]
-    else:
-        m = (o_r < T)[:, None] & (o_c < NCOL)[None, :]
-    tl.store(base + o_r[:, None] * stride + o_c[None, :], x.to(base.dtype.element_ty), mask=m)
+    tl.store(base + o_r[:, None] * stride + o_c[None, :], x.to(base.dtype.element_ty),
+             mask=_tile_mask(o_r, o_c, T, NCOL, FULL))
 
 
 @triton.jit
