@@ -5,7 +5,8 @@ with the plugin at the default tiling and at the best variant. Errors are max-re
     python3 bench/bench_intra_variants.py DIR        # writes DIR/intra_variants.json, prints a table
     python3 bench/bench_intra_variants.py DIR --smoke  # CPU, Triton interpreter, tiny shapes (checks the script)
 
-INTRA_VARIANT_SHAPES="T,H,Hg;…" sets the kernel shapes (one sequence each; default 8192,32,16;32768,32,16);
+INTRA_VARIANT_SHAPES="T,H,Hg[,nseq];…" sets the kernel shapes (one sequence unless nseq > 1: a varlen batch as
+`bench kernels` makes it, partial chunks and a 1-token sequence; default 8192,32,16;32768,32,16);
 INTRA_VARIANT_WHOLE=0 leaves out the whole forward and the stage breakdown. maxdiff: a variant's largest
 difference to the default (A for the inverse rows, w/u for the fused ones; 0 = bitwise).
 """
@@ -30,9 +31,10 @@ from sglang_trinv.reference import gdn as ref  # noqa: E402
 out = sys.argv[1]
 if SMOKE:
     bk.DEV = "cpu"
-SHAPES = ((150, 4, 2),) if SMOKE else ((8192, 32, 16), (32768, 32, 16))
+SHAPES = ((150, 4, 2), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16), (32768, 32, 16))
 if os.environ.get("INTRA_VARIANT_SHAPES") and not SMOKE:
     SHAPES = tuple(tuple(int(x) for x in sh.split(",")) for sh in os.environ["INTRA_VARIANT_SHAPES"].split(";"))
+SHAPES = tuple(sh if len(sh) == 4 else (*sh, 1) for sh in SHAPES)
 WHOLE = ((150, 4, 2, 1), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16, 1), (32768, 32, 16, 1), (32768, 8, 4, 8))
 os.makedirs(out, exist_ok=True)
 rows = []
@@ -41,7 +43,8 @@ _r = dataclasses.replace
 # name -> (tuning, store_A). Earlier runs (results/2026-11-27-h200-variants, -h200-maxnreg): BK=32, β-fold, BV 16/64,
 # 2 warps, register caps 200/168/128 (spills) and the merged u/w loop (s8) lost; see bench/NOTES.md. Session 16 made
 # the diagonal tiles' level masks on the products and the rank-1 gate factors the default (results/2026-11-28-s16);
-# the rows without them keep the comparison.
+# the rows without them keep the comparison. Session 17 made the packed hi/lo splits and the unmasked whole chunks
+# the default (results/2026-11-28-s17).
 FUSED = {
     "default": (FT, True),
     "default noA": (FT, False),
@@ -49,65 +52,71 @@ FUSED = {
     "no diag masks": (_r(FT, diag_masks=False), True),
     "no gate factors": (_r(FT, gate_factors=False), True),
     "neither (session 15)": (_r(FT, diag_masks=False, gate_factors=False), True),
-    "split packed": (_r(FT, split_packed=True), True),  # s16, untimed: inline-PTX hi/lo splits (same bits)
-    "full chunks": (_r(FT, full_chunks=True), True),  # s16, untimed: no row masks (one sequence, T % 64 == 0)
-    "full chunks + split packed": (_r(FT, full_chunks=True, split_packed=True), True),
+    "plain split": (_r(FT, split_packed=False), True),  # hi/lo by x.to(bf16) instead of inline PTX
+    "masked rows": (_r(FT, full_chunks=False), True),  # one sequence: row masks on whole chunks too
+    "session 16": (_r(FT, split_packed=False, full_chunks=False), True),
+    "varlen full": (_r(FT, varlen_full=True), True),  # s17, untimed: varlen whole chunks unmasked (per program)
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),
            "neither (session 15)": _r(IT, diag_masks=False, gate_factors=False),
-           "split packed": _r(IT, split_packed=True), "heads fastest + split packed": _r(IT, heads_fastest=True,
-                                                                                         split_packed=True),
-           "full chunks": _r(IT, full_chunks=True), "full chunks + split packed": _r(IT, full_chunks=True,
-                                                                                       split_packed=True)}
+           "plain split": _r(IT, split_packed=False), "masked rows": _r(IT, full_chunks=False),
+           "session 16": _r(IT, split_packed=False, full_chunks=False), "varlen full": _r(IT, varlen_full=True)}
 
 
 def err(x, x64):
     return bk.rel_err(x, x64)["max_rel"] if x is not None else float("nan")
 
 
-for T, H, Hg in SHAPES:
-    inp = bk.make_inputs(T, H, Hg, 128, 128, 1, 0)
-    k, v, g, beta = inp["k"], inp["v"], inp["g"], inp["beta"]
-    w64, u64, A64 = ref.fwd_intra(k, v, g, beta)
+for T, H, Hg, nseq in SHAPES:
+    inp = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
+    k, v, g, beta, cu = inp["k"], inp["v"], inp["g"], inp["beta"], inp["cu_seqlens"]
+    ci = None if cu is None else ops.prepare_chunk_indices(cu, 64)  # precomputed for stock and ours alike
+    w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+    sq = dict(T=T, H=H, nseq=nseq)
     # ---- inverse only
-    t = bk.bench(lambda: bk.stock_kkt_solve(k, g, beta, None, None))
-    rows.append(dict(T=T, H=H, kernel="inverse", variant="stock", us=t, A=err(bk.stock_kkt_solve(k, g, beta, None, None), A64)))
+    t = bk.bench(lambda: bk.stock_kkt_solve(k, g, beta, cu, ci))
+    rows.append(dict(**sq, kernel="inverse", variant="stock", us=t, A=err(bk.stock_kkt_solve(k, g, beta, cu, ci), A64)))
     print(rows[-1], flush=True)
     first = None  # maxdiff: largest difference to the default's output (0 = bitwise)
     for name, tu in INVERSE.items():
-        f = lambda: ops.gdn_kkt_inverse(k, g, beta, method="blockdoubling", tuning=tu)  # noqa: E731
-        Ai = f()
-        first = Ai if first is None else first
-        rows.append(dict(T=T, H=H, kernel="inverse", variant=name, us=bk.bench(f), A=err(Ai, A64),
-                         maxdiff=float((Ai.float() - first.float()).abs().max())))
+        f = lambda: ops.gdn_kkt_inverse(k, g, beta, cu, ci, method="blockdoubling", tuning=tu)  # noqa: E731
+        try:
+            Ai = f()
+            first = Ai if first is None else first
+            rows.append(dict(**sq, kernel="inverse", variant=name, us=bk.bench(f), A=err(Ai, A64),
+                             maxdiff=float((Ai.float() - first.float()).abs().max())))
+        except Exception as e:  # noqa: BLE001 (a variant that does not compile is a result too)
+            rows.append(dict(**sq, kernel="inverse", variant=name, error=f"{type(e).__name__}: {e}"[:300]))
         print(rows[-1], flush=True)
     # ---- fused intra
-    t = bk.bench(lambda: bk.stock_intra(k, v, g, beta, None, None))
-    w, u, A = bk.stock_intra(k, v, g, beta, None, None)
-    rows.append(dict(T=T, H=H, kernel="intra", variant="stock", us=t, A=err(A, A64), w=err(w, w64), u=err(u, u64)))
+    t = bk.bench(lambda: bk.stock_intra(k, v, g, beta, cu, ci))
+    w, u, A = bk.stock_intra(k, v, g, beta, cu, ci)
+    rows.append(dict(**sq, kernel="intra", variant="stock", us=t, A=err(A, A64), w=err(w, w64), u=err(u, u64)))
     print(rows[-1], flush=True)
     first = None
     for name, (tu, store_A) in FUSED.items():
-        f = lambda: ops.gdn_fwd_intra(k, v, g, beta, method="blockdoubling", tuning=tu, store_A=store_A)  # noqa: E731
+        f = lambda: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, method="blockdoubling", tuning=tu,  # noqa: E731
+                                      store_A=store_A)
         try:
             w, u, A = f()
             first = (w, u) if first is None else first
-            rows.append(dict(T=T, H=H, kernel="intra", variant=name, us=bk.bench(f), A=err(A, A64), w=err(w, w64),
+            rows.append(dict(**sq, kernel="intra", variant=name, us=bk.bench(f), A=err(A, A64), w=err(w, w64),
                              u=err(u, u64), maxdiff=max(float((x.float() - y.float()).abs().max())
                                                         for x, y in zip((w, u), first))))
         except Exception as e:  # noqa: BLE001 (a variant that does not compile is a result too)
-            rows.append(dict(T=T, H=H, kernel="intra", variant=name, error=f"{type(e).__name__}: {e}"[:300]))
+            rows.append(dict(**sq, kernel="intra", variant=name, error=f"{type(e).__name__}: {e}"[:300]))
         print(rows[-1], flush=True)
-    del inp, k, v, g, beta, w64, u64, A64
+    del inp, k, v, g, beta, cu, ci, w64, u64, A64
     if not SMOKE:
         torch.cuda.empty_cache()
 
 # ---- whole SGLang chunk_gated_delta_rule_fwd: plugin at the default tiling, then at the fastest variant
 # (INTRA_VARIANT_WHOLE=0 skips it and the stage breakdown: the kernel rows alone)
 WHOLE = WHOLE if os.environ.get("INTRA_VARIANT_WHOLE", "1") != "0" else ()
-intra = [r for r in rows if r["kernel"] == "intra" and r["T"] == SHAPES[0][0] and "us" in r and r["variant"] != "stock"
-         and not r["variant"].endswith("noA")]
+first_shape = (SHAPES[0][0], SHAPES[0][1], SHAPES[0][3])
+intra = [r for r in rows if r["kernel"] == "intra" and (r["T"], r["H"], r["nseq"]) == first_shape and "us" in r
+         and r["variant"] != "stock" and not r["variant"].endswith("noA")]
 best = min(intra, key=lambda r: r["us"])["variant"]
 for T, H, Hg, nseq in WHOLE:
     inp = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
@@ -168,4 +177,5 @@ for r in rows:
     if "us" in r:
         errs = " ".join(f"{key} {r[key]:.2e}" for key in ("A", "w", "u", "o_rel_vs_fp64", "o_rel_vs_stock", "maxdiff")
                         if key in r)
-        print(f"{r['kernel']:8s} T={r['T']:6d} H={r['H']:3d} {r['variant']:24s} {r['us']:8.1f} us  {errs}")
+        print(f"{r['kernel']:8s} T={r['T']:6d} H={r['H']:3d} seqs={r.get('nseq', 1):2d} {r['variant']:24s} "
+              f"{r['us']:8.1f} us  {errs}")

@@ -383,18 +383,27 @@ def _assert_bitwise_the_default(fused: ops.Tuning, inverse: ops.Tuning):
 
 
 def test_full_chunks_drop_the_row_masks_with_the_same_bits():
-    """Tuning.full_chunks: one sequence of whole 64-token chunks (T % 64 == 0, not varlen) loads and stores without
-    row masks — the same bits (fused: w, u, A; inverse-only), GQA; elsewhere (a partial chunk, varlen) the launch
-    keeps its masks, checked by the constexpr the launch gets."""
-    full_f = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, full_chunks=True)
-    full_i = dataclasses.replace(ops.DEFAULT_TUNING, full_chunks=True)
+    """Tuning.full_chunks (default): one sequence of whole 64-token chunks (T % 64 == 0, not varlen) loads and stores
+    without row masks — the same bits (fused: w, u, A; inverse-only), GQA; elsewhere (a partial chunk, varlen) the
+    launch keeps its masks, checked by the constexpr the launch gets. Tuning.varlen_full: varlen programs of whole
+    chunks take the unmasked build, the others the masked one (same bits)."""
+    full_f, full_i = ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_TUNING
+    assert full_f.full_chunks and full_i.full_chunks
+    masked_f = dataclasses.replace(full_f, full_chunks=False)
+    masked_i = dataclasses.replace(full_i, full_chunks=False)
     for family in ("random", "identical_keys"):
         k, v, g, beta, cu = _inputs(128, 4, 2, 32, 16, None, family=family)
-        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, tuning=full_f), ops.gdn_fwd_intra(k, v, g, beta),
+        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta), ops.gdn_fwd_intra(k, v, g, beta, tuning=masked_f),
                         strict=True):
             assert torch.equal(x, y)
-        assert torch.equal(ops.gdn_kkt_inverse(k, g, beta, tuning=full_i), ops.gdn_kkt_inverse(k, g, beta))
-    _assert_bitwise_the_default(full_f, full_i)  # the CASES: partial chunks and varlen, masks kept
+        assert torch.equal(ops.gdn_kkt_inverse(k, g, beta), ops.gdn_kkt_inverse(k, g, beta, tuning=masked_i))
+    _assert_bitwise_the_default(masked_f, masked_i)  # the CASES: partial chunks and varlen, masks kept
+    # Tuning.varlen_full: each varlen program checks its chunk; whole ones unmasked, partial ones masked — same bits
+    _assert_bitwise_the_default(dataclasses.replace(full_f, varlen_full=True),
+                                dataclasses.replace(full_i, varlen_full=True))
+    const, _ = ops._template_constexprs(4, 2, 32, 16, 64, "blockdoubling", None, True, True, False,
+                                        dataclasses.replace(full_f, varlen_full=True), True, True, False)
+    assert const["FULL_RUNTIME"] and not const["FULL"]
     seen = []
     real = ops._template_constexprs
 
@@ -412,15 +421,19 @@ def test_full_chunks_drop_the_row_masks_with_the_same_bits():
     assert seen == [True, False]
 
 
-def test_split_by_packed_conversions_gives_the_same_bits(monkeypatch):
-    """Tuning.split_packed: the bf16x3 products' hi/lo splits by inline cvt.rn.bf16x2.f32 (gdn_intra._hi_lo_packed)
-    round as ``x.to(bfloat16)`` does, so fused (varlen, GQA; random and identical keys) and inverse-only outputs are
-    bit for bit the default's. On a GPU this compares the inline-PTX build; under the interpreter (no PTX) the
-    launch maps to the plain branch — checked here too, with the codes a compiled launch gets."""
+def test_split_by_packed_conversions_matches_the_plain_split(monkeypatch):
+    """Tuning.split_packed (default): the bf16x3 products' hi/lo splits by inline cvt.rn.bf16x2.f32
+    (gdn_intra._hi_lo_packed) round as ``x.to(bfloat16)`` does, except where the compiler contracts the plain
+    form's x − hi with a product into one FMA (a few one-ulp differences, H200 s17) — fused (varlen, GQA; random and
+    identical keys) and inverse-only outputs within a few fp32 roundings of the plain split's and as close to fp64.
+    On a GPU this compares the inline-PTX build; under the interpreter (no PTX) the launch maps to the plain
+    branch (same bits) — checked here too, with the codes a compiled launch gets."""
     from sglang_trinv.ops import gdn_intra
 
-    packed = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_packed=True)
-    args = (4, 2, 32, 16, 64, "blockdoubling", None, True, True, False, packed, True, False, False)
+    assert ops.DEFAULT_TUNING_FUSED.split_packed and ops.DEFAULT_TUNING.split_packed
+    plain_f = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_packed=False)
+    plain_i = dataclasses.replace(ops.DEFAULT_TUNING, split_packed=False)
+    args = (4, 2, 32, 16, 64, "blockdoubling", None, True, True, False, ops.DEFAULT_TUNING_FUSED, True, False, False)
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     ops._template_constexprs.cache_clear()
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -432,7 +445,19 @@ def test_split_by_packed_conversions_gives_the_same_bits(monkeypatch):
         const, _ = ops._template_constexprs(*args)
         assert const["DIAG_PREC"] == gdn_intra.P_BF16X3 and const["MERGE_PREC"] == gdn_intra.P_BF16X3
     try:
-        _assert_bitwise_the_default(packed, dataclasses.replace(ops.DEFAULT_TUNING, split_packed=True))
+        if interpreted:
+            _assert_bitwise_the_default(plain_f, plain_i)
+            return
+        for c in CASES.values():
+            for family in ("random", "identical_keys"):
+                k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"], family=family)
+                outs = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)
+                refs = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=plain_f)
+                for x, y, x64 in zip(outs, refs, ref.fwd_intra(k, v, g, beta, cu), strict=True):
+                    assert torch.isfinite(x).all() and _rel(x, y) < 1e-5
+                    assert _rel(x, x64) <= 1.01 * _rel(y, x64) + 1e-7
+                Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu)
+                assert _rel(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=plain_i)) < 1e-5
     finally:
         ops._template_constexprs.cache_clear()
 
@@ -502,11 +527,12 @@ from sglang_trinv.benchmarks.resources import compile_gdn
 fused = compile_gdn()
 inverse = compile_gdn(fused=False, method="forward_substitution")
 # the inline-PTX hi/lo splits (Tuning.split_packed) only ever compile on a GPU machine: build them here too
-packed = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_packed=True))
-packed_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, split_packed=True))
-full = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, full_chunks=True, split_packed=True))
-full_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, full_chunks=True))
-print("regs", fused["regs"], inverse["regs"], packed["regs"], packed_inv["regs"], full["regs"], full_inv["regs"])
+# the defaults split by inline PTX (Tuning.split_packed) and drop the row masks (full_chunks): the other forms too
+plain = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_packed=False))
+plain_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, split_packed=False))
+masked = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, full_chunks=False))
+masked_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, full_chunks=False))
+print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"])
 """
 
 
@@ -514,8 +540,8 @@ print("regs", fused["regs"], inverse["regs"], packed["regs"], packed_inv["regs"]
 def test_gdn_kernel_compiles_for_sm90():
     """The interpreter never runs Triton's compiler: build the fused and the inverse-only kernel for an H100
     (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU — with the
-    inline-PTX splits (Tuning.split_packed) too, which the interpreter cannot run, and the whole-chunk launches
-    (Tuning.full_chunks)."""
+    default's inline-PTX splits (Tuning.split_packed), which the interpreter cannot run, and whole-chunk launches
+    (Tuning.full_chunks), and the plain-split and masked forms."""
     import os
     import subprocess
     import sys
@@ -542,7 +568,7 @@ kw = {"fixed": {}, "varlen": {"varlen": True}, "pipeline": {"varlen": True, "g_c
       "direct-diag": {"launch": gi.GluonLaunch(DM=False), "varlen": True},
       "pipeline-no-gqa": {"varlen": True, "g_cumsum": True, "store_A": False, "H": 8, "Hg": 8},
       "direct-gate": {"launch": gi.GluonLaunch(GF=False, DM=False), "varlen": True},
-      "split-bits": {"launch": gi.GluonLaunch(SB=True), "varlen": True},
+      "plain-split": {"launch": gi.GluonLaunch(SB=False), "varlen": True},
       "key-split": {"launch": gi.GluonLaunch(KS=True), "varlen": True},
       "key-split-pipeline": {"launch": gi.GluonLaunch(KS=True), "varlen": True, "g_cumsum": True,
                              "store_A": False}}[case]
@@ -554,27 +580,27 @@ print("gluon", kw.get("launch", gi.DEFAULT_LAUNCH).REGS, r["launch_regs"], r["wa
 
 @pytest.mark.parametrize("case", ["fixed", "varlen", "pipeline", "tf32-merges", "merge-levels", "split-merge",
                                   "device-descriptors", "two-partitions", "direct-diag", "pipeline-no-gqa",
-                                  "direct-gate", "split-bits", "key-split", "key-split-pipeline"])
+                                  "direct-gate", "plain-split", "key-split", "key-split-pipeline"])
 def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
-    """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is
-    its CPU check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the
-    default precision (bf16x3), and other merge precisions: 4 inverter warps + one streamer warpgroup in one CTA
-    per SM, the streamers lowered to their REGS and the inverters raised to the 256-register maximum, spills of at
-    most 64 B (Triton 3.6, the device machines', default launch and precision: 0 B one sequence, 8 B varlen with A,
-    32 B in the pipeline), shared memory within the 227 KiB a Hopper CTA may have, and few
-    compiler barriers between the Ai panel stores (one allocation per panel, stores by diagonals: 12–18 on
-    Triton 3.6, 6–12 on 3.8; 52 / 35 when the panels shared one allocation — that change was worth 2 µs of 104 on
-    an H200). "device-descriptors": the pipeline with the TMA descriptors built in the kernel (GluonLaunch.DD, for
-    the host launch cost; compile-checked here, correctness on the GPU by the few-CTA test). The default launch has
-    the streamers' TMA loads and stores issued by two one-warp partitions (GluonLaunch.LD / ST; Triton pads the CTA
-    to 12 warps, the extra warpgroup lowered to XREGS); "two-partitions": the launch without them (8 warps).
-    The default has the diagonal tiles' doubling with the level masks on the products (GluonLaunch.DM) and rank-1
-    gates below the diagonal blocks (GluonLaunch.GF); "direct-diag": the launch without DM, "direct-gate": without
-    either (the session-15 launch); "split-bits": the bf16x3 splits by packed conversions in inline PTX
-    (GluonLaunch.SB, no F2F.BF16.F32 left); "key-split": the two warps of a key tile compute five K Kᵀ blocks
-    each and exchange them (GluonLaunch.KS; the pipeline single-buffered then, 20 KiB for the exchange);
-    "pipeline-no-gqa": H = Hg, one head per key tile (G = 1): four key tiles, so
-    the panels stay single-buffered (double-buffered it needed 250 KiB and could not launch)."""
+    """The warp-specialized Gluon intra kernel (ops/gluon_intra.py; Gluon has no interpreter, so this compile is its CPU
+    check), for one sequence, varlen with A and the plugin's varlen pipeline (cumsum in, no A) at the default
+    precision (bf16x3), and other merge precisions: 4 inverter warps + one streamer warpgroup in one CTA per SM, the
+    streamers lowered to their REGS and the inverters raised to the 256-register maximum, spills of at most 64 B
+    (Triton 3.6, the device machines', default launch and precision: 8 B one sequence, 8 B varlen with A, 24 B in
+    the pipeline), shared memory within the 227 KiB a Hopper CTA may have, and few compiler barriers between the Ai
+    panel stores (one allocation per panel, stores by diagonals: 12–18 on Triton 3.6, 6–12 on 3.8; 52 / 35 when the
+    panels shared one allocation — that change was worth 2 µs of 104 on an H200). "device-descriptors": the pipeline
+    with the TMA descriptors built in the kernel (GluonLaunch.DD, for the host launch cost; compile-checked here,
+    correctness on the GPU by the few-CTA test). The default launch has the streamers' TMA loads and stores issued
+    by two one-warp partitions (GluonLaunch.LD / ST; Triton pads the CTA to 12 warps, the extra warpgroup lowered to
+    XREGS); "two-partitions": the launch without them (8 warps). The default has the diagonal tiles' doubling with
+    the level masks on the products (GluonLaunch.DM) and rank-1 gates below the diagonal blocks (GluonLaunch.GF);
+    "direct-diag": the launch without DM, "direct-gate": without either (the session-15 launch). The default splits
+    bf16x3 operands by packed conversions in inline PTX (GluonLaunch.SB, no F2F.BF16.F32 left); "plain-split": by
+    ``x.to(bf16)``, one F2F per value; "key-split": the two warps of a key tile compute five K Kᵀ blocks each and
+    exchange them (GluonLaunch.KS; the pipeline single-buffered then, 20 KiB for the exchange); "pipeline-no-gqa": H
+    = Hg, one head per key tile (G = 1): four key tiles, so the panels stay single-buffered (double-buffered it
+    needed 250 KiB and could not launch)."""
     import os
     import subprocess
     import sys
@@ -588,10 +614,10 @@ def test_gluon_intra_compiles_for_sm90_with_the_planned_register_split(case):
         int(x) for x in r.stdout.split("gluon")[-1].split())
     # host-built TMA descriptors need no global scratch; device-built ones (DD) one 128-byte slot each of six
     assert scratch == (6 * 128 if case == "device-descriptors" else 0)
-    if case == "split-bits":  # the packed conversions replaced every single-value one
-        assert f2f == 0
-    else:
+    if case == "plain-split":
         assert f2f > 0
+    else:  # the packed conversions replaced every single-value one
+        assert f2f == 0
     assert warps == (8 if case == "two-partitions" else 12) and launch * warps * 32 <= 65536  # one CTA per SM
     assert stack <= 64
     assert smem <= 227 * 1024
@@ -833,19 +859,22 @@ def test_gluon_batches_and_barriers_on_few_ctas(launch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("store_A", [True, False], ids=["A-written", "pipeline-no-A"])
-@pytest.mark.parametrize("launch", [{"SB": True}, {"KS": True}, {"KS": True, "SB": True}],
-                         ids=["split-bits", "key-split", "key-split-split-bits"])
-def test_gluon_launch_variants_are_bitwise_the_default(launch, store_A):
-    """GluonLaunch.SB: the bf16x3 hi/lo splits by inline cvt.rn.bf16x2.f32 (two values per conversion) round as the
-    per-value conversions do; GluonLaunch.KS: each K Kᵀ block is computed by one warp of the key tile's pair with
-    the default's products in the default's order (transposed blocks: the products commute) and exchanged — so
-    every output bit is the default launch's, on a few CTAs (several batches per CTA, partial chunks, a 1-token
-    sequence), cumsum fused; random inputs and identical keys without decay (the family where the products' lo
-    parts carry the most: a swapped pair, a lost lo part or a misplaced block changes bits)."""
+@pytest.mark.parametrize("launch", [{"KS": True}, {"SB": False}, {"KS": True, "SB": False}],
+                         ids=["key-split", "plain-split", "key-split-plain-split"])
+def test_gluon_launch_variants_against_the_default(launch, store_A):
+    """GluonLaunch.KS: each K Kᵀ block is computed by one warp of the key tile's pair with the default's products in
+    the default's order (transposed blocks: the products commute) and exchanged — every output bit is the default
+    launch's. GluonLaunch.SB (default) against the plain split ``x.to(bf16)``: the same roundings except where the
+    compiler contracts the plain form's x − hi with a product into one FMA (found on an H200 in s17: 2 of 384000
+    bf16 outputs one ulp apart) — so at most 0.1 % of the outputs may differ, each by at most one bf16 ulp, g
+    bitwise. On a few CTAs (several batches per CTA, partial chunks, a 1-token sequence), cumsum fused; random
+    inputs and identical keys without decay (the family where the products' lo parts carry the most: a swapped
+    pair, a lost lo part or a misplaced block changes far more than that)."""
     from sglang_trinv.ops import gluon_intra as gi
 
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon kernel is sm_90 only")
+    bitwise = launch.get("SB", gi.DEFAULT_LAUNCH.SB) == gi.DEFAULT_LAUNCH.SB
     c = dict(GLUON_CASES["varlen"], H=6, Hg=3)
     for family in ("random", "identical_keys"):
         k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], 128, 128, c["cu"], family=family)
@@ -861,9 +890,13 @@ def test_gluon_launch_variants_are_bitwise_the_default(launch, store_A):
             g = torch.zeros(beta.shape, device=DEVICE)
             gi.launch_intra(k, v, g_raw, beta, w, u, A, g, cu, ci, launch=lc, max_ctas=3)
             outs.append([x for x in (g, w, u, A) if x is not None])
-        for x, y in zip(*outs, strict=True):
+        for i, (x, y) in enumerate(zip(*outs, strict=True)):
             assert torch.isfinite(x.float()).all()
-            torch.testing.assert_close(x, y, rtol=0, atol=0)
+            if bitwise or i == 0:  # g: the cumsum does not split
+                torch.testing.assert_close(x, y, rtol=0, atol=0)
+            else:
+                diff = (x.float() - y.float()).abs()
+                assert (diff > 0).float().mean() <= 1e-3 and (diff <= 2 ** -7 * y.float().abs()).all()
 
 
 @pytest.mark.gpu

@@ -35,15 +35,18 @@ def cubin_usage(cubin: bytes, sass: bool = False) -> dict:
                 shared=int(re.search(r"SHARED:(\d+)", out).group(1)), sass=code)
 
 
-def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None, H=32, Hg=16, K=128, V=128):
+def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None, H=32, Hg=16, K=128, V=128,
+                varlen=False):
     fn = gdn_intra.gdn_intra_kernel
     tu = tuning or (ops.DEFAULT_TUNING_FUSED if fused else ops.DEFAULT_TUNING)
     sig = {n: "*bf16" for n in ("k", "v", "beta", "Ai", "w", "u")}
-    sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32"})
-    # the launch's own constexprs and options (one sequence, A written, gated, cumsum not fused; whole chunks
-    # where the tuning asks for full_chunks)
+    table = "*i32" if varlen and tu.chunk_table else "*i64"  # varlen: the int32 chunk table in chunk_indices' place
+    sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": table,
+                "T": "i32"})
+    # the launch's own constexprs and options (one sequence or varlen, A written, gated, cumsum not fused; whole
+    # chunks where the tuning asks for full_chunks, per program where it asks for varlen_full)
     const, options = ops._template_constexprs(H, Hg, K, V, 64, method, precision, fused, True, False, tu, True,
-                                              False, False, tu.full_chunks)
+                                              varlen, False, tu.full_chunks and not varlen)
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.

@@ -96,8 +96,11 @@ class Tuning:
     heads_fastest: bool = False  # grid (heads, chunks): the programs running at once cover whole rows of k, v, w, u
     gate_factors: bool = False  # the gate below the diagonal blocks as rank-1 factors (gdn_intra._col_factors)
     diag_masks: bool = False  # doubling diagonal tiles: the level masks on the products (gdn_intra.DOUBLING_MASKED)
-    split_packed: bool = False  # bf16x3 hi/lo splits by packed conversions (gdn_intra._hi_lo_packed; same bits)
+    split_packed: bool = False  # bf16x3 hi/lo splits by packed conversions (gdn_intra._hi_lo_packed; GPU only)
     full_chunks: bool = False  # one sequence of whole chunks (T % 64 == 0, not varlen): loads/stores without row masks
+    # (where the launch has a partial chunk or cu_seqlens it keeps its masks: the flag only allows the unmasked build)
+    varlen_full: bool = False  # varlen: each program checks its chunk — whole chunks run the unmasked build, partial
+    # ones (each sequence's last) the masked one (two copies of the body in one kernel; gdn_intra FULL_RUNTIME)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -106,9 +109,13 @@ class Tuning:
 # Diagonal masks on the products + gate factors (session 16, H200, bench/results/2026-11-28-s16), inverse-only /
 # fused µs: T=4096 H=8 9.85 → 9.14 / 17.73 → 16.87, T=8192 H=8 12.23 → 11.48 / 32.28 → 31.39, T=8192 H=32 48.71 →
 # 45.56 / 119.35 → 115.63 (A bitwise; w, u errors vs fp64 unchanged).
-DEFAULT_TUNING = Tuning(diag_masks=True, gate_factors=True)
+# Packed hi/lo splits + unmasked whole chunks (session 17, H200, bench/results/2026-11-28-s17), inverse-only / fused
+# µs, one sequence: T=4096 H=8 9.2 → 8.3 / 17.0 → 14.5, T=8192 H=8 11.4 → 10.0 / 31.0 → 28.7, T=8192 H=32 45.4 →
+# 41.1 / 114.5 → 104.4 (whole chunks alone: 8.6 / 14.9, 10.2 / 29.1, 42.5 / 106.7; A, w, u errors vs fp64 unchanged).
+DEFAULT_TUNING = Tuning(diag_masks=True, gate_factors=True, split_packed=True, full_chunks=True)
 # heads fastest (session 15, H200): T=8192 H=32 131.1 → 119.3 µs, T=32768 H=32 534.4 → 454.1, small shapes ±1 %
-DEFAULT_TUNING_FUSED = Tuning(BV=32, num_stages=3, heads_fastest=True, diag_masks=True, gate_factors=True)
+DEFAULT_TUNING_FUSED = Tuning(BV=32, num_stages=3, heads_fastest=True, diag_masks=True, gate_factors=True,
+                              split_packed=True, full_chunks=True)
 
 
 def kernel_twin(method: str, precision: str | None = None):
@@ -240,7 +247,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
-                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, FULL=full)
+                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, FULL=full,
+                 FULL_RUNTIME=tuning.varlen_full and varlen and BT == 4 * SUB_CHUNK and not from_A)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

@@ -106,12 +106,19 @@ class GluonLaunch:
     launch at all 8 shapes timed, heads fastest alone took the streamers alone 82.4 → 77.9 µs at T=8192 H=32) + GF
     + DM: T=8192 H=32 104.6 → 97.8 µs (one sequence), 110.6 → 101.9 (8 sequences), T=32768 H=8 8 sequences 112.6 →
     102.9, T=4096 H=32 8 sequences 71.6 → 67.4; the inverters alone 89.8 → 75.3 µs at T=8192 H=32. Either alone
-    gains less or loses (DM alone 104.6 → 106.0). SB: the bf16x3 hi/lo splits by packed conversions (_hi_lo; same
-    bits, no F2F): sm_90 SASS (Triton 3.6) one sequence / varlen / pipeline 5960 / 6760 / 6560 → 5608 / 6320 / 6256
-    instructions, stacks 0 / 8 / 32 → 8 / 8 / 24 B; not yet timed on a GPU, so off. KS: the two warps of a key tile
+    gains less or loses (DM alone 104.6 → 106.0). SB (default since session 17): the bf16x3 hi/lo splits by packed
+    conversions (_hi_lo; no F2F): sm_90 SASS (Triton 3.6) one sequence / varlen / pipeline 5960 / 6760 / 6560 →
+    5608 / 6320 / 6256 instructions, stacks 0 / 8 / 32 → 8 / 8 / 24 B; H200 (bench/results/2026-11-28-s17), A
+    written: T=4096 H=32 54.5 → 53.2 µs (one sequence), 67.8 → 62.8 (8 sequences), T=8192 H=32 96.6 → 96.0, T=8192
+    H=8 33.0 → 31.3, T=4096 H=8 17.9 → 17.2, T=32768 H=8 8 sequences 103.1 → 97.1. Not bitwise the plain split:
+    there the compiler contracts a product feeding the split into an FMA (lo from the unrounded product; 80
+    fma.rn.f32 in the Triton template's PTX, none with the packed split), so a few bf16 outputs differ by one ulp
+    (2 of 384000 in the GPU test); errors vs fp64 the same. KS: the two warps of a key tile
     (G = 2: two heads of one key head, the same K Kᵀ) compute five of its ten 16×16 blocks each and exchange them
     through 20 KiB of shared memory (_kkt_step_split; ignored where G = 1; single-buffered panels only) — the
-    chain's K Kᵀ products halve (160 → 80 HMMA per tile); not yet timed, so off."""
+    chain's K Kᵀ products halve (160 → 80 HMMA per tile); bitwise the default. Off: with SB, H200 s17, it gains
+    ≤ 1.2 % on one sequence (T=8192 H=32 96.0 → 94.8 µs) and loses at 8 sequences (T=4096 H=32 62.8 → 66.0,
+    T=32768 H=8 97.1 → 100.7; why not measured: the 20 KiB exchange and its barrier are the suspects)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
@@ -132,7 +139,7 @@ class GluonLaunch:
     HF: bool = True
     DM: bool = True
     GF: bool = True
-    SB: bool = False
+    SB: bool = True
     KS: bool = False
 
 
@@ -148,11 +155,12 @@ if AVAILABLE:
     def _hi_lo(x, BITS: gl.constexpr):
         """bf16 hi/lo parts of fp32 x (x ≈ hi + lo; hi = x rounded to nearest even, lo = the rest rounded).
         BITS (GluonLaunch.SB): both parts by the packed conversion cvt.rn.bf16x2.f32 (one F2FP per two values, the
-        same rounding), hi widened back to fp32 by a shift / mask. Without it ``x.to(bf16)`` compiles to one
-        F2F.BF16.F32 per value (288 per tile in the default build, on the slower conversion pipe), an IMAD to widen
-        it and a PRMT to pack it. (Written in plain Gluon the split is either not bitwise — Veltkamp's
-        c − (c − x) is contracted into FMAs, which makes lo = 0 — or longer: integer rounding 5960 → 6640
-        instructions.)"""
+        same rounding), hi widened back to fp32 by a shift / mask; lo is the difference of the rounded x (the
+        plain form's x − hi may be contracted with a product feeding x into one FMA: a one-ulp difference in a few
+        outputs). Without it ``x.to(bf16)`` compiles to one F2F.BF16.F32 per value (288 per tile, on the slower
+        conversion pipe), an IMAD to widen it and a PRMT to pack it. (Written in plain Gluon the split is either
+        wrong — Veltkamp's c − (c − x) is contracted into FMAs, which makes lo = 0 — or longer: integer rounding
+        5960 → 6640 instructions.)"""
         if BITS:
             # per pair of neighbouring values: hi = cvt.rn.bf16x2 (one packed conversion, round to nearest even),
             # widened back by shifts, lo = the two differences packed the same way (the Triton template's PTX)
