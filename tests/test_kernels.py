@@ -385,8 +385,7 @@ def _assert_bitwise_the_default(fused: ops.Tuning, inverse: ops.Tuning):
 def test_full_chunks_drop_the_row_masks_with_the_same_bits():
     """Tuning.full_chunks (default): one sequence of whole 64-token chunks (T % 64 == 0, not varlen) loads and stores
     without row masks — the same bits (fused: w, u, A; inverse-only), GQA; elsewhere (a partial chunk, varlen) the
-    launch keeps its masks, checked by the constexpr the launch gets. Tuning.varlen_full: varlen programs of whole
-    chunks take the unmasked build, the others the masked one (same bits)."""
+    launch keeps its masks, checked by the constexpr the launch gets."""
     full_f, full_i = ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_TUNING
     assert full_f.full_chunks and full_i.full_chunks
     masked_f = dataclasses.replace(full_f, full_chunks=False)
@@ -398,12 +397,6 @@ def test_full_chunks_drop_the_row_masks_with_the_same_bits():
             assert torch.equal(x, y)
         assert torch.equal(ops.gdn_kkt_inverse(k, g, beta), ops.gdn_kkt_inverse(k, g, beta, tuning=masked_i))
     _assert_bitwise_the_default(masked_f, masked_i)  # the CASES: partial chunks and varlen, masks kept
-    # Tuning.varlen_full: each varlen program checks its chunk; whole ones unmasked, partial ones masked — same bits
-    _assert_bitwise_the_default(dataclasses.replace(full_f, varlen_full=True),
-                                dataclasses.replace(full_i, varlen_full=True))
-    const, _ = ops._template_constexprs(4, 2, 32, 16, 64, "blockdoubling", None, True, True, False,
-                                        dataclasses.replace(full_f, varlen_full=True), True, True, False)
-    assert const["FULL_RUNTIME"] and not const["FULL"]
     seen = []
     real = ops._template_constexprs
 

@@ -44,7 +44,7 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": table,
                 "T": "i32"})
     # the launch's own constexprs and options (one sequence or varlen, A written, gated, cumsum not fused; whole
-    # chunks where the tuning asks for full_chunks, per program where it asks for varlen_full)
+    # chunks where the tuning asks for full_chunks)
     const, options = ops._template_constexprs(H, Hg, K, V, 64, method, precision, fused, True, False, tu, True,
                                               varlen, False, tu.full_chunks and not varlen)
     sig.update({n: "constexpr" for n in const})

@@ -99,8 +99,8 @@ class Tuning:
     split_packed: bool = False  # bf16x3 hi/lo splits by packed conversions (gdn_intra._hi_lo_packed; GPU only)
     full_chunks: bool = False  # one sequence of whole chunks (T % 64 == 0, not varlen): loads/stores without row masks
     # (where the launch has a partial chunk or cu_seqlens it keeps its masks: the flag only allows the unmasked build)
-    varlen_full: bool = False  # varlen: each program checks its chunk — whole chunks run the unmasked build, partial
-    # ones (each sequence's last) the masked one (two copies of the body in one kernel; gdn_intra FULL_RUNTIME)
+    # (varlen with a per-program choice between a masked and an unmasked copy of the body lost: T=8192 H=8 8
+    # sequences 31.4 → 52.9 µs fused, H200 s17, bench/results/2026-11-28-s17; removed)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -247,8 +247,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
-                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, FULL=full,
-                 FULL_RUNTIME=tuning.varlen_full and varlen and BT == 4 * SUB_CHUNK and not from_A)
+                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, FULL=full)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

@@ -515,17 +515,40 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
 
 
 # ------------------------------------------------------------------------------------------ the kernel
-@triton.jit
-def _intra_tile(k, v, g, beta, A_in, Ai, w, u, g_out, bos, T, t0, i_h0, i_hk,
-                H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, GROUP: tl.constexpr, DIAG: tl.constexpr,
-                WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, USE_G: tl.constexpr,
-                STORE_A: tl.constexpr, FUSE_WU: tl.constexpr, FROM_A: tl.constexpr, FOLD_SCALE: tl.constexpr,
-                G_CUMSUM: tl.constexpr, WU_MERGED: tl.constexpr, MERGE16_PREC: tl.constexpr,
-                MERGE_OUT_PREC: tl.constexpr, GATE_FACTORS: tl.constexpr, FULL: tl.constexpr):
-    """One (chunk, key head) program's work after its bounds: rows t0 … T − 1 of the sequence starting at row bos
-    (T already clipped to the chunk), value heads i_h0 … i_h0 + GROUP − 1 of key head i_hk. FULL: the chunk has
-    BT rows — loads and stores without row masks."""
+@triton.jit(do_not_specialize=["T"])
+def gdn_intra_kernel(
+    k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out,
+    T,
+    H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,  # BK: KKᵀ reduction, BV: w/u columns
+    GROUP: tl.constexpr,          # value heads per program (they share one key head: KKᵀ computed once)
+    DIAG: tl.constexpr, WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr,
+    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, STORE_A: tl.constexpr, FUSE_WU: tl.constexpr,
+    FROM_A: tl.constexpr,         # stand-alone solve_tril: read strictly-lower A [.., T, H, BT] instead of KKᵀ
+    FOLD_SCALE: tl.constexpr = False,  # w/u: fold β, β·e^g into Ai's columns instead of scaling the loaded rows
+    G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
+    WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
+    MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
+    TABLE: tl.constexpr = False,       # varlen: chunk_indices is the int32 chunk table (one load per program)
+    MERGE_OUT_PREC: tl.constexpr = -1,  # ≥ 0: the 32 → 64 merges' outer products in this precision
+    HEADS_FASTEST: tl.constexpr = False,  # grid (heads, chunks) instead of (chunks, heads)
+    GATE_FACTORS: tl.constexpr = False,  # the gate below the diagonal blocks as rank-1 factors (_col_factors)
+    FULL: tl.constexpr = False,        # every chunk has BT rows (one sequence, T % BT == 0): no row masks
+):
+    tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
+    if HEADS_FASTEST:
+        i_bg, i_t = tl.program_id(0), tl.program_id(1)
+    else:
+        i_t, i_bg = tl.program_id(0), tl.program_id(1)
+    NG: tl.constexpr = H // GROUP
+    i_b, i_g = i_bg // NG, i_bg % NG
+    i_h0 = i_g * GROUP
+    i_hk = i_h0 // (H // Hg)
+    i_t, bos, T = _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN, TABLE)
+    t0 = i_t * BT
+    if t0 >= T:
+        return
+    T = tl.minimum(T, t0 + BT)  # rows past the chunk (BT < 64: unused sub-chunks) are masked like padding
     o_i = tl.arange(0, BC)
     m_low = o_i[:, None] > o_i[None, :]
 
@@ -617,55 +640,3 @@ def _intra_tile(k, v, g, beta, A_in, Ai, w, u, g_out, bos, T, t0, i_h0, i_hk,
                     _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False,
                              FULL)
-
-
-@triton.jit(do_not_specialize=["T"])
-def gdn_intra_kernel(
-    k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out,
-    T,
-    H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,  # BK: KKᵀ reduction, BV: w/u columns
-    GROUP: tl.constexpr,          # value heads per program (they share one key head: KKᵀ computed once)
-    DIAG: tl.constexpr, WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr,
-    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, STORE_A: tl.constexpr, FUSE_WU: tl.constexpr,
-    FROM_A: tl.constexpr,         # stand-alone solve_tril: read strictly-lower A [.., T, H, BT] instead of KKᵀ
-    FOLD_SCALE: tl.constexpr = False,  # w/u: fold β, β·e^g into Ai's columns instead of scaling the loaded rows
-    G_CUMSUM: tl.constexpr = False,    # g is the raw log-gate: take its chunk-local cumsum here, write it to g_out
-    WU_MERGED: tl.constexpr = False,   # w/u in one column-tile loop (_wu_rows_merged) instead of two
-    MERGE16_PREC: tl.constexpr = -1,   # ≥ 0: the 16 → 32 merges in this precision (MERGE_PREC: the 32 → 64 ones)
-    TABLE: tl.constexpr = False,       # varlen: chunk_indices is the int32 chunk table (one load per program)
-    MERGE_OUT_PREC: tl.constexpr = -1,  # ≥ 0: the 32 → 64 merges' outer products in this precision
-    HEADS_FASTEST: tl.constexpr = False,  # grid (heads, chunks) instead of (chunks, heads)
-    GATE_FACTORS: tl.constexpr = False,  # the gate below the diagonal blocks as rank-1 factors (_col_factors)
-    FULL: tl.constexpr = False,        # every chunk has BT rows (one sequence, T % BT == 0): no row masks
-    FULL_RUNTIME: tl.constexpr = False,  # varlen: per program, a whole chunk runs the FULL build, a partial one not
-):
-    tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
-    if HEADS_FASTEST:
-        i_bg, i_t = tl.program_id(0), tl.program_id(1)
-    else:
-        i_t, i_bg = tl.program_id(0), tl.program_id(1)
-    NG: tl.constexpr = H // GROUP
-    i_b, i_g = i_bg // NG, i_bg % NG
-    i_h0 = i_g * GROUP
-    i_hk = i_h0 // (H // Hg)
-    i_t, bos, T = _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN, TABLE)
-    t0 = i_t * BT
-    if t0 >= T:
-        return
-    T = tl.minimum(T, t0 + BT)  # rows past the chunk (BT < 64: unused sub-chunks) are masked like padding
-    # one sequence of whole chunks: FULL for every program; varlen (FULL_RUNTIME): a whole chunk (all but each
-    # sequence's last) takes the unmasked build, a partial one the masked build — two copies of the body
-    if FULL_RUNTIME:
-        if T - t0 == BT:
-            _intra_tile(k, v, g, beta, A_in, Ai, w, u, g_out, bos, T, t0, i_h0, i_hk, H, Hg, K, V, BT, BC, BK, BV,
-                        GROUP, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, USE_G, STORE_A, FUSE_WU, FROM_A, FOLD_SCALE,
-                        G_CUMSUM, WU_MERGED, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS, True)
-        else:
-            _intra_tile(k, v, g, beta, A_in, Ai, w, u, g_out, bos, T, t0, i_h0, i_hk, H, Hg, K, V, BT, BC, BK, BV,
-                        GROUP, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, USE_G, STORE_A, FUSE_WU, FROM_A, FOLD_SCALE,
-                        G_CUMSUM, WU_MERGED, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS, False)
-    else:
-        _intra_tile(k, v, g, beta, A_in, Ai, w, u, g_out, bos, T, t0, i_h0, i_hk, H, Hg, K, V, BT, BC, BK, BV,
-                    GROUP, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, USE_G, STORE_A, FUSE_WU, FROM_A, FOLD_SCALE,
-                    G_CUMSUM, WU_MERGED, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS, FULL)
