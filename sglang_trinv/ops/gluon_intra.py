@@ -117,7 +117,7 @@ class GluonLaunch:
     (G = 2: two heads of one key head, the same K Kᵀ) compute five of its ten 16×16 blocks each and exchange them
     through 20 KiB of shared memory (_kkt_step_split; ignored where G = 1; single-buffered panels only) — the
     chain's K Kᵀ products halve (160 → 80 HMMA per tile); bitwise the default. Off: with SB, H200 s17, it gains
-    ≤ 1.2 % on one sequence (T=8192 H=32 96.0 → 94.8 µs) and loses at 8 sequences (T=4096 H=32 62.8 → 66.0,
+    ≤ 1.7 % on one sequence (T=8192 H=32 96.0 → 94.8 µs) and loses at 8 sequences (T=4096 H=32 62.8 → 66.0,
     T=32768 H=8 97.1 → 100.7; why not measured: the 20 KiB exchange and its barrier are the suspects)."""
     W: int = 4
     BK: int = 32
