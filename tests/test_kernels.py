@@ -414,6 +414,50 @@ def test_full_chunks_drop_the_row_masks_with_the_same_bits():
     assert seen == [True, False]
 
 
+def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
+    """SGLang passes cu_seqlens = [0, T] for one sequence: gdn_fwd_intra, gdn_cumsum_fwd_intra and gdn_kkt_inverse
+    run it as the one-sequence launch (not varlen; whole chunks unmasked where T % 64 == 0) with the same bits as
+    without cu_seqlens, for whole and partial last chunks; two or more sequences stay varlen."""
+    from importlib import import_module
+
+    seen = []
+    real = ops._template_constexprs
+
+    def spy(*kind):
+        seen.append((kind[12], kind[-1]))  # (varlen, full)
+        return real(*kind)
+
+    for T in (128, 100):
+        k, v, g, beta, _ = _inputs(T, 4, 2, 32, 16, None)
+        cu = torch.tensor([0, T], dtype=torch.int64, device=DEVICE)
+        g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(3))).to(DEVICE)
+        ops._template_constexprs = spy
+        try:
+            seen.clear()
+            outs = (ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu),
+                    ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True),
+                    ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
+            assert seen == [(False, T % 64 == 0)] * 3
+        finally:
+            ops._template_constexprs = real
+        refs = (ops.gdn_fwd_intra(k, v, g, beta), ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, store_A=True),
+                ops.gdn_kkt_inverse(k, g, beta))
+        for x, y in zip(outs[0] + outs[1] + (outs[2],), refs[0] + refs[1] + (refs[2],), strict=True):
+            assert torch.equal(x, y)
+        # and the same numbers as SGLang's own varlen reading of [0, T] (the cumsum per sequence)
+        g_ref = import_module(f"{FLA}.cumsum").chunk_local_cumsum(g_raw, chunk_size=64, cu_seqlens=cu)
+        torch.testing.assert_close(outs[1][0], g_ref, rtol=1e-5, atol=1e-5)
+    c = CASES["varlen"]
+    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    ops._template_constexprs = spy
+    try:
+        seen.clear()
+        ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)
+    finally:
+        ops._template_constexprs = real
+    assert seen == [(True, False)]
+
+
 def test_split_by_packed_conversions_matches_the_plain_split(monkeypatch):
     """Tuning.split_packed (default): the bf16x3 products' hi/lo splits by inline cvt.rn.bf16x2.f32
     (gdn_intra._hi_lo_packed) round as ``x.to(bfloat16)`` does, except where the compiler contracts the plain

@@ -412,10 +412,22 @@ def _check_varlen(k, cu_seqlens):
         raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={k.shape[0]}")
 
 
+def _one_sequence(cu_seqlens, chunk_indices):
+    """SGLang passes ``cu_seqlens = [0, T]`` for a prefill of one sequence: run it as one sequence (no cu_seqlens),
+    the launch `bench kernels` times as "one sequence" — whole chunks without row masks where T % 64 == 0
+    (Tuning.full_chunks), no chunk-table loads. Two entries are host metadata: no device sync. cu_seqlens starts
+    at 0 (FLA's convention), so the chunks are the same; rows past cu_seqlens[-1] (none in SGLang's prefill) get
+    outputs too, and no later row changes an earlier one (lower-triangular solve, per-chunk cumsum)."""
+    if cu_seqlens is not None and cu_seqlens.numel() == 2:
+        return None, None
+    return cu_seqlens, chunk_indices
+
+
 def gdn_kkt_inverse(k, g, beta, cu_seqlens=None, chunk_indices=None, method="blockdoubling", precision=None,
                     output_dtype=None, tuning: Tuning | None = None) -> torch.Tensor:
     """Fused ``A = tril(diag(β)(K Kᵀ ⊙ e^{gᵢ−gⱼ}), −1)`` and ``(I + A)^{-1}`` per 64-token chunk: ``[B, T, H, 64]``."""
     _check_varlen(k, cu_seqlens)
+    cu_seqlens, chunk_indices = _one_sequence(cu_seqlens, chunk_indices)
     B, T, Hg, K = k.shape
     H = beta.shape[-1]
     reason = supports(k, None, g, beta)
@@ -437,6 +449,7 @@ def gdn_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, method="bl
     :func:`gluon_auto_reason` has it measured faster, else Triton; env SGLANG_TRINV_GLUON), "triton" or "gluon"
     (raises where unsupported)."""
     _check_varlen(k, cu_seqlens)
+    cu_seqlens, chunk_indices = _one_sequence(cu_seqlens, chunk_indices)
     reason = supports(k, v, g, beta, chunk_size)
     if reason:
         raise ValueError(f"gdn_fwd_intra does not support these inputs: {reason}")
@@ -460,6 +473,7 @@ def gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=None, chunk_indices=None, met
     :func:`gdn_fwd_intra` on it. Returns ``(g_cumsum, w, u, A)``; ``A`` is None unless ``store_A`` (the
     prefill pipeline never reads it). ``backend`` as in :func:`gdn_fwd_intra`."""
     _check_varlen(k, cu_seqlens)
+    cu_seqlens, chunk_indices = _one_sequence(cu_seqlens, chunk_indices)
     reason = supports(k, v, g, beta)
     if reason or g is None:
         raise ValueError(f"gdn_cumsum_fwd_intra does not support these inputs: {reason or 'g is None'}")
