@@ -98,9 +98,8 @@ class Tuning:
     diag_masks: bool = False  # doubling diagonal tiles: the level masks on the products (gdn_intra.DOUBLING_MASKED)
     split_packed: bool = False  # bf16x3 hi/lo splits by packed conversions (gdn_intra._hi_lo_packed; GPU only)
     full_chunks: bool = False  # one sequence of whole chunks (T % 64 == 0, not varlen): loads/stores without row masks
-    # (where the launch has a partial chunk or cu_seqlens it keeps its masks: the flag only allows the unmasked build)
-    # (varlen with a per-program choice between a masked and an unmasked copy of the body lost: T=8192 H=8 8
-    # sequences 31.4 → 52.9 µs fused, H200 s17, bench/results/2026-11-28-s17; removed)
+    # (elsewhere the launch keeps its masks: the flag only allows the unmasked build. For varlen, a per-program choice
+    # between an unmasked and a masked copy of the body lost: T=8192 H=8 8 sequences fused 31.4 → 52.9 µs, H200 s17)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
