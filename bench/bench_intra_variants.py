@@ -55,12 +55,13 @@ FUSED = {
     "plain split": (_r(FT, split_packed=False), True),  # hi/lo by x.to(bf16) instead of inline PTX
     "masked rows": (_r(FT, full_chunks=False), True),  # one sequence: row masks on whole chunks too
     "session 16": (_r(FT, split_packed=False, full_chunks=False), True),
+    "clamped rows": (_r(FT, clamp_rows=True), True),  # s17, untimed: varlen / partial chunks, loads without row masks
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),
            "neither (session 15)": _r(IT, diag_masks=False, gate_factors=False),
            "plain split": _r(IT, split_packed=False), "masked rows": _r(IT, full_chunks=False),
-           "session 16": _r(IT, split_packed=False, full_chunks=False)}
+           "session 16": _r(IT, split_packed=False, full_chunks=False), "clamped rows": _r(IT, clamp_rows=True)}
 
 
 def err(x, x64):

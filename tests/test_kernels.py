@@ -414,6 +414,28 @@ def test_full_chunks_drop_the_row_masks_with_the_same_bits():
     assert seen == [True, False]
 
 
+def test_clamped_rows_give_the_masked_values():
+    """Tuning.clamp_rows: where chunks are not all whole (varlen with a 1-token sequence and partial chunks, one
+    sequence with a partial last chunk; GQA) the k / v / g loads read row min(r, T − 1) without a row mask, β and
+    the stores keep their masks — the same values as the masked build (fused, inverse-only, cumsum fused; random
+    and identical keys), checked with the row-bounds code each launch gets."""
+    clamp_f = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=True)
+    clamp_i = dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True)
+    _assert_bitwise_the_default(clamp_f, clamp_i)
+    c = CASES["varlen"]
+    k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(3))).to(DEVICE)
+    for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, tuning=clamp_f),
+                    ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True), strict=True):
+        assert torch.equal(x, y)
+    from sglang_trinv.ops import gdn_intra as gk
+
+    assert ops._row_bounds(clamp_f, False, 64, False) == gk.ROWS_CLAMPED.value
+    assert ops._row_bounds(clamp_f, True, 64, False) == gk.ROWS_WHOLE.value  # whole chunks: no row mask at all
+    assert ops._row_bounds(clamp_f, False, 64, True) == gk.ROWS_MASKED.value  # solve_tril reads A: masked
+    assert ops._row_bounds(ops.DEFAULT_TUNING_FUSED, False, 64, False) == gk.ROWS_MASKED.value
+
+
 def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
     """SGLang passes cu_seqlens = [0, T] for one sequence: gdn_fwd_intra, gdn_cumsum_fwd_intra and gdn_kkt_inverse
     run it as the one-sequence launch (not varlen; whole chunks unmasked where T % 64 == 0) with the same bits as
@@ -569,7 +591,12 @@ plain = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_p
 plain_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, split_packed=False))
 masked = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, full_chunks=False))
 masked_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, full_chunks=False))
-print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"])
+# varlen, masked (default) and with the clamped row loads (Tuning.clamp_rows)
+varlen = compile_gdn(varlen=True)
+clamped = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=True))
+clamped_inv = compile_gdn(fused=False, varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True))
+print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
+      varlen["regs"], clamped["regs"], clamped_inv["regs"])
 """
 
 
@@ -578,7 +605,8 @@ def test_gdn_kernel_compiles_for_sm90():
     """The interpreter never runs Triton's compiler: build the fused and the inverse-only kernel for an H100
     (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU — with the
     default's inline-PTX splits (Tuning.split_packed), which the interpreter cannot run, and whole-chunk launches
-    (Tuning.full_chunks), and the plain-split and masked forms."""
+    (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
+    (Tuning.clamp_rows)."""
     import os
     import subprocess
     import sys
@@ -587,7 +615,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-6:]]
+    regs = [int(x) for x in r.stdout.split()[-9:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -769,16 +797,35 @@ GLUON_CASES = {
 }
 
 
-def _gluon_inputs(c, seed=0):
-    k, v, g, beta, cu = _inputs(c["B"] * c["T"], c["H"], c["Hg"], 128, 128, c["cu"], seed=seed)
+def _gluon_inputs(c, seed=0, family="random"):
+    k, v, g, beta, cu = _inputs(c["B"] * c["T"], c["H"], c["Hg"], 128, 128, c["cu"], seed=seed, family=family)
     if c["B"] > 1:  # fixed-length rows: the gate's chunk-local cumsum per row
         from importlib import import_module
 
         cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
         g_raw = -F.softplus(torch.randn(beta.shape, generator=torch.Generator().manual_seed(seed)) - 2.0)
+        if family == "identical_keys":
+            g_raw = torch.zeros_like(g_raw)
         g = cumsum(g_raw.to(DEVICE).view(c["B"], c["T"], -1), chunk_size=64)
         k, v, beta = (x.view(c["B"], c["T"], *x.shape[2:]) for x in (k, v, beta))
     return k.bfloat16(), v.bfloat16(), g.contiguous(), beta.bfloat16(), cu
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", list(GLUON_CASES))
+def test_triton_clamped_rows_on_gpu(case):
+    """Tuning.clamp_rows compiled (bf16, K = V = 128): fused and inverse-only outputs equal the masked build's,
+    finite, on every case (a 1-token sequence, partial chunks, batch rows); identical keys without decay too."""
+    c = GLUON_CASES[case]
+    clamp_f = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=True)
+    clamp_i = dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True)
+    for family in ("random", "identical_keys"):
+        k, v, g, beta, cu = _gluon_inputs(c, family=family)
+        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=clamp_f),
+                        ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend="triton"), strict=True):
+            assert torch.isfinite(x.float()).all() and torch.equal(x, y)
+        Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=clamp_i)
+        assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
 
 
 @pytest.mark.gpu

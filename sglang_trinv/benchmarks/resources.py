@@ -43,10 +43,10 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     table = "*i32" if varlen and tu.chunk_table else "*i64"  # varlen: the int32 chunk table in chunk_indices' place
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": table,
                 "T": "i32"})
-    # the launch's own constexprs and options (one sequence or varlen, A written, gated, cumsum not fused; whole
-    # chunks where the tuning asks for full_chunks)
+    # the launch's own constexprs and options (one sequence of whole chunks or varlen, A written, gated, cumsum
+    # not fused; the row bounds the launch would take)
     const, options = ops._template_constexprs(H, Hg, K, V, 64, method, precision, fused, True, False, tu, True,
-                                              varlen, False, tu.full_chunks and not varlen)
+                                              varlen, False, ops._row_bounds(tu, not varlen, 64, False))
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.

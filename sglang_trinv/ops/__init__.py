@@ -100,6 +100,8 @@ class Tuning:
     full_chunks: bool = False  # one sequence of whole chunks (T % 64 == 0, not varlen): loads/stores without row masks
     # (elsewhere the launch keeps its masks: the flag only allows the unmasked build. For varlen, a per-program choice
     # between an unmasked and a masked copy of the body lost: T=8192 H=8 8 sequences fused 31.4 → 52.9 µs, H200 s17)
+    clamp_rows: bool = False  # where full_chunks does not apply (varlen, a partial last chunk): k / v / g loads read
+    # row min(r, T − 1) without a row mask, β and the stores keep theirs (gdn_intra.ROWS_CLAMPED; same values)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -208,7 +210,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     tuning = grid_order(tuning, NT)
-    full = tuning.full_chunks and cu_seqlens is None and T % BT == 0 and BT == 4 * SUB_CHUNK and not from_A
+    full = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
             cu_seqlens is not None, g_out is not None, full)
     const, options = _template_constexprs(*kind)
@@ -223,14 +225,24 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     _k.gdn_intra_kernel[grid](*args, **const, **options)
 
 
+def _row_bounds(tuning: Tuning, whole: bool, BT: int, from_A: bool) -> int:
+    """The template's FULL constexpr (gdn_intra.ROWS_*): no row masks where every chunk is ``whole`` and the tuning
+    allows it, clamped loads where it asks for them, else masked."""
+    if from_A or BT != 4 * SUB_CHUNK:
+        return _k.ROWS_MASKED.value
+    if tuning.full_chunks and whole:
+        return _k.ROWS_WHOLE.value
+    return (_k.ROWS_CLAMPED if tuning.clamp_rows else _k.ROWS_MASKED).value
+
+
 DIRECT = _direct_launch.DirectLauncher("the Triton intra template", lambda: _k.gdn_intra_kernel)
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path (eager serving launches per GDN layer)
 def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning: Tuning, use_g,
                          varlen, g_cumsum, full=False) -> tuple[dict, dict]:
-    """(constexprs, launch options) of one launch kind of the Triton template (``full``: every chunk whole, see
-    Tuning.full_chunks). Cached: callers must not modify them."""
+    """(constexprs, launch options) of one launch kind of the Triton template (``full``: the row bounds, 0 / 1 / 2 =
+    masked / every chunk whole / loads clamped, see _row_bounds). Cached: callers must not modify them."""
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
     mpo = _merge_out_code(method, precision, fuse_wu)
     if tuning.diag_masks and diag == _k.DOUBLING:

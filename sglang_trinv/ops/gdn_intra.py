@@ -263,11 +263,24 @@ def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
 
 
 # ------------------------------------------------------------------------------------------ memory
+# Row bounds of a chunk's loads and stores (the template's FULL constexpr): rows past T are masked (0), every chunk
+# is whole so no row is (1, Tuning.full_chunks), or the k / v / g loads read row min(r, T − 1) without a row mask
+# while β keeps its mask and the stores theirs (2, Tuning.clamp_rows). Why 2 gives the masked build's values: rows
+# past T then hold finite copies of the last row with β = 0, so their A rows are exactly 0 as in the masked build,
+# as are their w/u operands (β·v, β·e^g·k); a valid row meets a later one only through the zero triangle above the
+# diagonal; the fused cumsum is a prefix sum; and the gate factors' anchor (a column block's smallest cumulative
+# gate) is the last valid row's either way (for a non-increasing gate, as a cumulative log-decay is; and e^g of the
+# last row finite, else its own w is not either).
+ROWS_MASKED: tl.constexpr = tl.constexpr(0)
+ROWS_WHOLE: tl.constexpr = tl.constexpr(1)
+ROWS_CLAMPED: tl.constexpr = tl.constexpr(2)
+
+
 @triton.jit
 def _tile_mask(o_r, o_c, T, NCOL: tl.constexpr, FULL: tl.constexpr):
-    """In-bounds mask of a [rows, columns] tile: rows below T (FULL: whole chunks, every row is), columns below
-    NCOL."""
-    if FULL:
+    """In-bounds mask of a [rows, columns] tile: rows below T (FULL = ROWS_WHOLE: whole chunks, every row is),
+    columns below NCOL."""
+    if FULL == ROWS_WHOLE:
         m = (o_c < NCOL)[None, :]
     else:
         m = (o_r < T)[:, None] & (o_c < NCOL)[None, :]
@@ -277,10 +290,14 @@ def _tile_mask(o_r, o_c, T, NCOL: tl.constexpr, FULL: tl.constexpr):
 @triton.jit
 def _load_rows(base, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr,
                FULL: tl.constexpr = False):
-    """[BC, BX] tile of rows t0…t0+BC−1 (zero beyond T) and columns col0…col0+BX−1 (zero beyond NCOL).
-    FULL: every row is below T (whole chunks): no row mask."""
+    """[BC, BX] tile of rows t0…t0+BC−1 (zero beyond T; ROWS_CLAMPED: row T − 1 again) and columns col0…col0+BX−1
+    (zero beyond NCOL). FULL = ROWS_WHOLE: every row is below T (whole chunks): no row mask."""
     o_r = t0 + tl.arange(0, BC)
     o_c = col0 + tl.arange(0, BX)
+    if FULL == ROWS_CLAMPED:
+        o_r = tl.minimum(o_r, T - 1)
+        return tl.load(base + o_r[:, None] * stride + o_c[None, :],
+                       mask=_tile_mask(o_r, o_c, T, NCOL, ROWS_WHOLE), other=0.0)
     return tl.load(base + o_r[:, None] * stride + o_c[None, :], mask=_tile_mask(o_r, o_c, T, NCOL, FULL), other=0.0)
 
 
@@ -296,8 +313,10 @@ def _store_rows(base, x, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constex
 @triton.jit
 def _load_vec(base, t0, T, stride, BC: tl.constexpr, FULL: tl.constexpr = False):
     o_r = t0 + tl.arange(0, BC)
-    if FULL:
+    if FULL == ROWS_WHOLE:
         return tl.load(base + o_r * stride).to(tl.float32)
+    if FULL == ROWS_CLAMPED:
+        return tl.load(base + tl.minimum(o_r, T - 1) * stride).to(tl.float32)
     return tl.load(base + o_r * stride, mask=o_r < T, other=0.0).to(tl.float32)
 
 
@@ -387,8 +406,12 @@ def _load_gates(g, g_out, beta, bos, i_h, t0, T, H: tl.constexpr, BC: tl.constex
                 G_CUMSUM: tl.constexpr, FULL: tl.constexpr = False):
     """β and the (chunk-local cumulative) gate of the chunk's 4 sub-chunks, fp32 [BC] each (g = 0 without a gate).
     G_CUMSUM: ``g`` is the raw log-gate; its chunk-local cumsum (SGLang's chunk_local_cumsum, fused in) is taken
-    here and stored to ``g_out`` for the later pipeline stages (rows past T load as 0: valid prefix sums hold)."""
-    b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC, FULL)
+    here and stored to ``g_out`` for the later pipeline stages (rows past T load as 0, or as row T − 1 when
+    clamped: valid prefix sums hold either way)."""
+    if FULL == ROWS_CLAMPED:  # β = 0 past T keeps those rows out of A and of the w/u operands
+        b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC, ROWS_MASKED)
+    else:
+        b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC, FULL)
     if USE_G:
         g0, g1, g2, g3 = _load_vec4(g + bos * H + i_h, t0, T, H, BC, FULL)
         if G_CUMSUM:
@@ -427,8 +450,9 @@ def _gate(r, bi, gi, gj, BC: tl.constexpr, DIAG_TILE: tl.constexpr, USE_G: tl.co
 def _col_factors(gj):
     """GATE_FACTORS, column block J: (e^{min(s − g_j, 0)}, s) with s = the smallest gate of the block. For a block
     (I, J) below the diagonal block J, e^{g_i − g_j} = e^{min(g_i − s, 0)}·e^{min(s − g_j, 0)} (a chunk-local
-    cumulative log-gate does not increase; rows past the sequence read 0 and carry β = 0): both factors in [0, 1],
-    no overflow at any decay, 2·16 exponentials per block instead of 16·16 (gluon_intra._gate_factors)."""
+    cumulative log-gate does not increase; rows past the sequence read 0 or row T − 1's gate and carry β = 0):
+    both factors in [0, 1], no overflow at any decay, 2·16 exponentials per block instead of 16·16
+    (gluon_intra._gate_factors)."""
     s = tl.min(gj, 0)
     return tl.exp(tl.minimum(s - gj, 0.0)), s
 
@@ -533,7 +557,7 @@ def gdn_intra_kernel(
     MERGE_OUT_PREC: tl.constexpr = -1,  # ≥ 0: the 32 → 64 merges' outer products in this precision
     HEADS_FASTEST: tl.constexpr = False,  # grid (heads, chunks) instead of (chunks, heads)
     GATE_FACTORS: tl.constexpr = False,  # the gate below the diagonal blocks as rank-1 factors (_col_factors)
-    FULL: tl.constexpr = False,        # every chunk has BT rows (one sequence, T % BT == 0): no row masks
+    FULL: tl.constexpr = False,        # row bounds (ROWS_*): masked / whole chunks, no row masks / loads clamped
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
