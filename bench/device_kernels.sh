@@ -237,10 +237,8 @@ if has gputests; then  # the GPU-marked eval and kernel tests (the server test n
   # GPUTESTS_K: a pytest -k filter; commas stand for " or " (device_parallel.sh's VAR=x arguments hold no spaces)
   gk=${GPUTESTS_K:-}
   gk=${gk//,/ or }
-  # GPUTESTS_ALL=1: every kernel test (the CPU-interpreter ones too, compiled on the GPU in fp32), not only -m gpu
-  if [ "${GPUTESTS_ALL:-0}" = 1 ]; then sel=(tests/test_kernels.py); else sel=(-m gpu tests/test_evals.py tests/test_kernels.py); fi
-  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -q -p no:cacheprovider ${gk:+-k "$gk"} "${sel[@]}" \
-    > $kr/gputests.log 2>&1
+  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -q -m gpu -p no:cacheprovider ${gk:+-k "$gk"} \
+    tests/test_evals.py tests/test_kernels.py > $kr/gputests.log 2>&1
   tail -15 $kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"
 fi

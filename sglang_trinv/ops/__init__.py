@@ -210,9 +210,9 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     tuning = grid_order(tuning, NT)
-    full = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
+    rows = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
-            cu_seqlens is not None, g_out is not None, full)
+            cu_seqlens is not None, g_out is not None, rows)
     const, options = _template_constexprs(*kind)
     grid = (NT, B * H // const["GROUP"])
     if const["HEADS_FASTEST"]:
@@ -226,7 +226,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
 
 
 def _row_bounds(tuning: Tuning, whole: bool, BT: int, from_A: bool) -> int:
-    """The template's FULL constexpr (gdn_intra.ROWS_*): no row masks where every chunk is ``whole`` and the tuning
+    """The template's ROWS constexpr (gdn_intra.ROWS_*): no row masks where every chunk is ``whole`` and the tuning
     allows it, clamped loads where it asks for them, else masked."""
     if from_A or BT != 4 * SUB_CHUNK:
         return _k.ROWS_MASKED.value
@@ -240,15 +240,16 @@ DIRECT = _direct_launch.DirectLauncher("the Triton intra template", lambda: _k.g
 
 @functools.lru_cache(maxsize=256)  # on the launch path (eager serving launches per GDN layer)
 def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning: Tuning, use_g,
-                         varlen, g_cumsum, full=False) -> tuple[dict, dict]:
-    """(constexprs, launch options) of one launch kind of the Triton template (``full``: the row bounds, 0 / 1 / 2 =
+                         varlen, g_cumsum, rows=0) -> tuple[dict, dict]:
+    """(constexprs, launch options) of one launch kind of the Triton template (``rows``: the row bounds, 0 / 1 / 2 =
     masked / every chunk whole / loads clamped, see _row_bounds). Cached: callers must not modify them."""
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
     mpo = _merge_out_code(method, precision, fuse_wu)
     if tuning.diag_masks and diag == _k.DOUBLING:
         diag = _k.DOUBLING_MASKED
     if tuning.split_packed and os.environ.get("TRITON_INTERPRET") != "1":
-        # inline PTX: on a GPU only; the interpreter runs the plain bf16x3 branch, which gives the same bits
+        # inline PTX: on a GPU only; the interpreter runs the plain bf16x3 branch (the same roundings but where
+        # the compiler contracts the plain split into FMAs: gdn_intra._hi_lo_packed)
         dp, mp, mp16, mpo = (_k.P_BF16X3P if p == _k.P_BF16X3 else p for p in (dp, mp, mp16, mpo))
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
@@ -258,7 +259,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
-                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, FULL=full)
+                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

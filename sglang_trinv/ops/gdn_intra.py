@@ -263,7 +263,7 @@ def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
 
 
 # ------------------------------------------------------------------------------------------ memory
-# Row bounds of a chunk's loads and stores (the template's FULL constexpr): rows past T are masked (0), every chunk
+# Row bounds of a chunk's loads and stores (the template's ROWS constexpr): rows past T are masked (0), every chunk
 # is whole so no row is (1, Tuning.full_chunks), or the k / v / g loads read row min(r, T − 1) without a row mask
 # while β keeps its mask and the stores theirs (2, Tuning.clamp_rows). Why 2 gives the masked build's values: rows
 # past T then hold finite copies of the last row with β = 0, so their A rows are exactly 0 as in the masked build,
@@ -277,10 +277,10 @@ ROWS_CLAMPED: tl.constexpr = tl.constexpr(2)
 
 
 @triton.jit
-def _tile_mask(o_r, o_c, T, NCOL: tl.constexpr, FULL: tl.constexpr):
-    """In-bounds mask of a [rows, columns] tile: rows below T (FULL = ROWS_WHOLE: whole chunks, every row is),
+def _tile_mask(o_r, o_c, T, NCOL: tl.constexpr, ROWS: tl.constexpr):
+    """In-bounds mask of a [rows, columns] tile: rows below T (ROWS = ROWS_WHOLE: whole chunks, every row is),
     columns below NCOL."""
-    if FULL == ROWS_WHOLE:
+    if ROWS == ROWS_WHOLE:
         m = (o_c < NCOL)[None, :]
     else:
         m = (o_r < T)[:, None] & (o_c < NCOL)[None, :]
@@ -289,33 +289,33 @@ def _tile_mask(o_r, o_c, T, NCOL: tl.constexpr, FULL: tl.constexpr):
 
 @triton.jit
 def _load_rows(base, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr,
-               FULL: tl.constexpr = False):
+               ROWS: tl.constexpr = 0):
     """[BC, BX] tile of rows t0…t0+BC−1 (zero beyond T; ROWS_CLAMPED: row T − 1 again) and columns col0…col0+BX−1
-    (zero beyond NCOL). FULL = ROWS_WHOLE: every row is below T (whole chunks): no row mask."""
+    (zero beyond NCOL). ROWS = ROWS_WHOLE: every row is below T (whole chunks): no row mask."""
     o_r = t0 + tl.arange(0, BC)
     o_c = col0 + tl.arange(0, BX)
-    if FULL == ROWS_CLAMPED:
+    if ROWS == ROWS_CLAMPED:
         o_r = tl.minimum(o_r, T - 1)
         return tl.load(base + o_r[:, None] * stride + o_c[None, :],
                        mask=_tile_mask(o_r, o_c, T, NCOL, ROWS_WHOLE), other=0.0)
-    return tl.load(base + o_r[:, None] * stride + o_c[None, :], mask=_tile_mask(o_r, o_c, T, NCOL, FULL), other=0.0)
+    return tl.load(base + o_r[:, None] * stride + o_c[None, :], mask=_tile_mask(o_r, o_c, T, NCOL, ROWS), other=0.0)
 
 
 @triton.jit
 def _store_rows(base, x, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr,
-                FULL: tl.constexpr = False):
+                ROWS: tl.constexpr = 0):
     o_r = t0 + tl.arange(0, BC)
     o_c = col0 + tl.arange(0, BX)
     tl.store(base + o_r[:, None] * stride + o_c[None, :], x.to(base.dtype.element_ty),
-             mask=_tile_mask(o_r, o_c, T, NCOL, FULL))
+             mask=_tile_mask(o_r, o_c, T, NCOL, ROWS))
 
 
 @triton.jit
-def _load_vec(base, t0, T, stride, BC: tl.constexpr, FULL: tl.constexpr = False):
+def _load_vec(base, t0, T, stride, BC: tl.constexpr, ROWS: tl.constexpr = 0):
     o_r = t0 + tl.arange(0, BC)
-    if FULL == ROWS_WHOLE:
+    if ROWS == ROWS_WHOLE:
         return tl.load(base + o_r * stride).to(tl.float32)
-    if FULL == ROWS_CLAMPED:
+    if ROWS == ROWS_CLAMPED:
         return tl.load(base + tl.minimum(o_r, T - 1) * stride).to(tl.float32)
     return tl.load(base + o_r * stride, mask=o_r < T, other=0.0).to(tl.float32)
 
@@ -323,7 +323,7 @@ def _load_vec(base, t0, T, stride, BC: tl.constexpr, FULL: tl.constexpr = False)
 @triton.jit
 def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33,
              t0, T, src_stride, out_stride, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr,
-             FOLD: tl.constexpr, FULL: tl.constexpr = False):
+             FOLD: tl.constexpr, ROWS: tl.constexpr = 0):
     """out = X · (scale ⊙ src) for one chunk, in BX-column tiles; X in the operand dtype (as stock).
     Each 16-row block is stored as soon as it is complete: one [BC, BX] accumulator live instead of four
     (fewer registers per 1-warp program → more programs resident to hide memory latency).
@@ -332,23 +332,23 @@ def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, 
     for i_x in range(tl.cdiv(NCOL, BX)):
         c0 = i_x * BX
         if FOLD:
-            s0 = _load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX, FULL).to(x00.dtype)
-            s1 = _load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX, FULL).to(x00.dtype)
-            s2 = _load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX, FULL).to(x00.dtype)
-            s3 = _load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX, FULL).to(x00.dtype)
+            s0 = _load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX, ROWS).to(x00.dtype)
+            s1 = _load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX, ROWS).to(x00.dtype)
+            s2 = _load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX, ROWS).to(x00.dtype)
+            s3 = _load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX, ROWS).to(x00.dtype)
         else:
-            s0 = (_load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX, FULL) * scale0[:, None]).to(x00.dtype)
-            s1 = (_load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX, FULL) * scale1[:, None]).to(x00.dtype)
-            s2 = (_load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX, FULL)
+            s0 = (_load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX, ROWS) * scale0[:, None]).to(x00.dtype)
+            s1 = (_load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX, ROWS) * scale1[:, None]).to(x00.dtype)
+            s2 = (_load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX, ROWS)
                   * scale2[:, None]).to(x00.dtype)
-            s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX, FULL)
+            s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX, ROWS)
                   * scale3[:, None]).to(x00.dtype)
-        _store_rows(out, tl.dot(x00, s0), t0, T, out_stride, c0, NCOL, BC, BX, FULL)
-        _store_rows(out, tl.dot(x11, s1, tl.dot(x10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX, FULL)
+        _store_rows(out, tl.dot(x00, s0), t0, T, out_stride, c0, NCOL, BC, BX, ROWS)
+        _store_rows(out, tl.dot(x11, s1, tl.dot(x10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX, ROWS)
         _store_rows(out, tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0))), t0 + 2 * BC, T, out_stride, c0,
-                    NCOL, BC, BX, FULL)
+                    NCOL, BC, BX, ROWS)
         _store_rows(out, tl.dot(x33, s3, tl.dot(x32, s2, tl.dot(x31, s1, tl.dot(x30, s0)))), t0 + 3 * BC, T,
-                    out_stride, c0, NCOL, BC, BX, FULL)
+                    out_stride, c0, NCOL, BC, BX, ROWS)
 
 
 @triton.jit
@@ -395,25 +395,25 @@ def _wu_rows_merged(u, v, w, k, b0, b1, b2, b3, e0, e1, e2, e3, x00, x10, x11, x
 
 
 @triton.jit
-def _load_vec4(base, t0, T, stride, BC: tl.constexpr, FULL: tl.constexpr = False):
+def _load_vec4(base, t0, T, stride, BC: tl.constexpr, ROWS: tl.constexpr = 0):
     """A per-token scalar (β, g) of the chunk's 4 sub-chunks: 4 fp32 [BC] vectors, 0 past T."""
-    return (_load_vec(base, t0, T, stride, BC, FULL), _load_vec(base, t0 + BC, T, stride, BC, FULL),
-            _load_vec(base, t0 + 2 * BC, T, stride, BC, FULL), _load_vec(base, t0 + 3 * BC, T, stride, BC, FULL))
+    return (_load_vec(base, t0, T, stride, BC, ROWS), _load_vec(base, t0 + BC, T, stride, BC, ROWS),
+            _load_vec(base, t0 + 2 * BC, T, stride, BC, ROWS), _load_vec(base, t0 + 3 * BC, T, stride, BC, ROWS))
 
 
 @triton.jit
 def _load_gates(g, g_out, beta, bos, i_h, t0, T, H: tl.constexpr, BC: tl.constexpr, USE_G: tl.constexpr,
-                G_CUMSUM: tl.constexpr, FULL: tl.constexpr = False):
+                G_CUMSUM: tl.constexpr, ROWS: tl.constexpr = 0):
     """β and the (chunk-local cumulative) gate of the chunk's 4 sub-chunks, fp32 [BC] each (g = 0 without a gate).
     G_CUMSUM: ``g`` is the raw log-gate; its chunk-local cumsum (SGLang's chunk_local_cumsum, fused in) is taken
     here and stored to ``g_out`` for the later pipeline stages (rows past T load as 0, or as row T − 1 when
     clamped: valid prefix sums hold either way)."""
-    if FULL == ROWS_CLAMPED:  # β = 0 past T keeps those rows out of A and of the w/u operands
+    if ROWS == ROWS_CLAMPED:  # β = 0 past T keeps those rows out of A and of the w/u operands
         b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC, ROWS_MASKED)
     else:
-        b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC, FULL)
+        b0, b1, b2, b3 = _load_vec4(beta + bos * H + i_h, t0, T, H, BC, ROWS)
     if USE_G:
-        g0, g1, g2, g3 = _load_vec4(g + bos * H + i_h, t0, T, H, BC, FULL)
+        g0, g1, g2, g3 = _load_vec4(g + bos * H + i_h, t0, T, H, BC, ROWS)
         if G_CUMSUM:
             s0 = tl.sum(g0, 0)
             s1 = s0 + tl.sum(g1, 0)
@@ -485,15 +485,15 @@ def _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexp
 
 
 @triton.jit
-def _kkt10(k_base, t0, T, stride, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, FULL: tl.constexpr = False):
+def _kkt10(k_base, t0, T, stride, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, ROWS: tl.constexpr = 0):
     """Raw K Kᵀ of one chunk as its 10 lower 16×16 tiles (fp32), K reduced in BK-column steps."""
     z = tl.zeros([BC, BC], dtype=tl.float32)
     r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = z, z, z, z, z, z, z, z, z, z
     for i_k in range(tl.cdiv(K, BK)):
-        k0 = _load_rows(k_base, t0, T, stride, i_k * BK, K, BC, BK, FULL)
-        k1 = _load_rows(k_base, t0 + BC, T, stride, i_k * BK, K, BC, BK, FULL)
-        k2 = _load_rows(k_base, t0 + 2 * BC, T, stride, i_k * BK, K, BC, BK, FULL)
-        k3 = _load_rows(k_base, t0 + 3 * BC, T, stride, i_k * BK, K, BC, BK, FULL)
+        k0 = _load_rows(k_base, t0, T, stride, i_k * BK, K, BC, BK, ROWS)
+        k1 = _load_rows(k_base, t0 + BC, T, stride, i_k * BK, K, BC, BK, ROWS)
+        k2 = _load_rows(k_base, t0 + 2 * BC, T, stride, i_k * BK, K, BC, BK, ROWS)
+        k3 = _load_rows(k_base, t0 + 3 * BC, T, stride, i_k * BK, K, BC, BK, ROWS)
         r00 = tl.dot(k0, tl.trans(k0), r00)
         r10 = tl.dot(k1, tl.trans(k0), r10)
         r11 = tl.dot(k1, tl.trans(k1), r11)
@@ -557,7 +557,7 @@ def gdn_intra_kernel(
     MERGE_OUT_PREC: tl.constexpr = -1,  # ≥ 0: the 32 → 64 merges' outer products in this precision
     HEADS_FASTEST: tl.constexpr = False,  # grid (heads, chunks) instead of (chunks, heads)
     GATE_FACTORS: tl.constexpr = False,  # the gate below the diagonal blocks as rank-1 factors (_col_factors)
-    FULL: tl.constexpr = False,        # row bounds (ROWS_*): masked / whole chunks, no row masks / loads clamped
+    ROWS: tl.constexpr = 0,        # row bounds (ROWS_*): masked / whole chunks, no row masks / loads clamped
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
@@ -580,7 +580,7 @@ def gdn_intra_kernel(
         k_base = k + (bos * Hg + i_hk) * K
     # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
     if not FROM_A:
-        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK, FULL)
+        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK, ROWS)
 
     for i_hh in tl.static_range(GROUP):
         i_h = i_h0 + i_hh
@@ -604,7 +604,7 @@ def gdn_intra_kernel(
         else:
             # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
             b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM,
-                                                         FULL)
+                                                         ROWS)
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
                 BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS)
@@ -613,22 +613,22 @@ def gdn_intra_kernel(
         if STORE_A:
             a_base = Ai + (bos * H + i_h) * BT
             zero = tl.zeros([BC, BC], dtype=tl.float32)
-            _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC, FULL)
-            _store_rows(a_base, zero, t0, T, H * BT, BC, BT, BC, BC, FULL)
-            _store_rows(a_base, zero, t0, T, H * BT, 2 * BC, BT, BC, BC, FULL)
-            _store_rows(a_base, zero, t0, T, H * BT, 3 * BC, BT, BC, BC, FULL)
-            _store_rows(a_base, x10, t0 + BC, T, H * BT, 0, BT, BC, BC, FULL)
-            _store_rows(a_base, x11, t0 + BC, T, H * BT, BC, BT, BC, BC, FULL)
-            _store_rows(a_base, zero, t0 + BC, T, H * BT, 2 * BC, BT, BC, BC, FULL)
-            _store_rows(a_base, zero, t0 + BC, T, H * BT, 3 * BC, BT, BC, BC, FULL)
-            _store_rows(a_base, x20, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC, FULL)
-            _store_rows(a_base, x21, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC, FULL)
-            _store_rows(a_base, x22, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC, FULL)
-            _store_rows(a_base, zero, t0 + 2 * BC, T, H * BT, 3 * BC, BT, BC, BC, FULL)
-            _store_rows(a_base, x30, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC, FULL)
-            _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC, FULL)
-            _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC, FULL)
-            _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC, FULL)
+            _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC, ROWS)
+            _store_rows(a_base, zero, t0, T, H * BT, BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, zero, t0, T, H * BT, 2 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, zero, t0, T, H * BT, 3 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x10, t0 + BC, T, H * BT, 0, BT, BC, BC, ROWS)
+            _store_rows(a_base, x11, t0 + BC, T, H * BT, BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, zero, t0 + BC, T, H * BT, 2 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, zero, t0 + BC, T, H * BT, 3 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x20, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC, ROWS)
+            _store_rows(a_base, x21, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x22, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, zero, t0 + 2 * BC, T, H * BT, 3 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x30, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC, ROWS)
+            _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC, ROWS)
 
         # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
         if FUSE_WU:
@@ -643,12 +643,12 @@ def gdn_intra_kernel(
                          (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt),
                          (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt), (x22 * b2[None, :]).to(dt),
                          (x30 * b0[None, :]).to(dt), (x31 * b1[None, :]).to(dt), (x32 * b2[None, :]).to(dt),
-                         (x33 * b3[None, :]).to(dt), t0, T, H * V, H * V, V, BC, BV, True, FULL)
+                         (x33 * b3[None, :]).to(dt), t0, T, H * V, H * V, V, BC, BV, True, ROWS)
                 _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                          (x00 * e0[None, :]).to(dt), (x10 * e0[None, :]).to(dt), (x11 * e1[None, :]).to(dt),
                          (x20 * e0[None, :]).to(dt), (x21 * e1[None, :]).to(dt), (x22 * e2[None, :]).to(dt),
                          (x30 * e0[None, :]).to(dt), (x31 * e1[None, :]).to(dt), (x32 * e2[None, :]).to(dt),
-                         (x33 * e3[None, :]).to(dt), t0, T, Hg * K, H * K, K, BC, BV, True, FULL)
+                         (x33 * e3[None, :]).to(dt), t0, T, Hg * K, H * K, K, BC, BV, True, ROWS)
             else:
                 y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
                 y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
@@ -660,7 +660,7 @@ def gdn_intra_kernel(
                 else:
                     _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False,
-                             FULL)
+                             ROWS)
                     _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False,
-                             FULL)
+                             ROWS)
