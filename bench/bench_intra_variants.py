@@ -7,7 +7,8 @@ with the plugin at the default tiling and at the best variant. Errors are max-re
 
 INTRA_VARIANT_SHAPES="T,H,Hg[,nseq];…" sets the kernel shapes (one sequence unless nseq > 1: a varlen batch as
 `bench kernels` makes it, partial chunks and a 1-token sequence; default 8192,32,16;32768,32,16);
-INTRA_VARIANT_WHOLE=0 leaves out the whole forward and the stage breakdown. maxdiff: a variant's largest
+INTRA_VARIANT_WHOLE=0 leaves out the whole forward and the stage breakdown; INTRA_VARIANT_ROWS="a,b_c" keeps only
+those variant rows (and the default; underscores stand for spaces). maxdiff: a variant's largest
 difference to the default (A for the inverse rows, w/u for the fused ones; 0 = bitwise).
 """
 import dataclasses
@@ -61,7 +62,14 @@ INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag 
            "no gate factors": _r(IT, gate_factors=False),
            "neither (session 15)": _r(IT, diag_masks=False, gate_factors=False),
            "plain split": _r(IT, split_packed=False), "masked rows": _r(IT, full_chunks=False),
-           "session 16": _r(IT, split_packed=False, full_chunks=False), "clamped rows": _r(IT, clamp_rows=True)}
+           "session 16": _r(IT, split_packed=False, full_chunks=False), "clamped rows": _r(IT, clamp_rows=True),
+           "clamped+heads fastest": _r(IT, clamp_rows=True, heads_fastest=True)}
+# INTRA_VARIANT_ROWS="default,clamped_rows,…": only these rows (underscores stand for spaces; the default row is
+# always kept: maxdiff is measured against it)
+if os.environ.get("INTRA_VARIANT_ROWS"):
+    _keep = {"default"} | {x.replace("_", " ") for x in os.environ["INTRA_VARIANT_ROWS"].split(",")}
+    FUSED = {n: x for n, x in FUSED.items() if n in _keep}
+    INVERSE = {n: x for n, x in INVERSE.items() if n in _keep}
 
 
 def err(x, x64):
