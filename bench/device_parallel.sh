@@ -11,6 +11,7 @@ set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/trinv-parallel}
 par=/tmp/par
+rm -rf "$par"  # the machine may keep /tmp from an earlier session: only this run's results
 mkdir -p "$out" "$par"
 source bench/device_env.sh  # install once, before the children (each sources it again and finds it done)
 n=$(nvidia-smi -L | wc -l)

@@ -419,21 +419,25 @@ def test_clamped_rows_give_the_masked_values():
     sequence with a partial last chunk; GQA) the k / v / g loads read row min(r, T − 1) without a row mask, β and
     the stores keep their masks — the same values as the masked build (fused, inverse-only, cumsum fused; random
     and identical keys), checked with the row-bounds code each launch gets."""
-    clamp_f = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=True)
+    clamp_f = ops.DEFAULT_TUNING_FUSED  # clamped by default since session 18; the inverse-only kernel masked
+    assert clamp_f.clamp_rows and not ops.DEFAULT_TUNING.clamp_rows
+    masked_f = dataclasses.replace(clamp_f, clamp_rows=False)
     clamp_i = dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True)
-    _assert_bitwise_the_default(clamp_f, clamp_i)
+    _assert_bitwise_the_default(masked_f, clamp_i)  # each against the other form
     c = CASES["varlen"]
     k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
     g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(3))).to(DEVICE)
     for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, tuning=clamp_f),
-                    ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True), strict=True):
+                    ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, tuning=masked_f),
+                    strict=True):
         assert torch.equal(x, y)
     from sglang_trinv.ops import gdn_intra as gk
 
     assert ops._row_bounds(clamp_f, False, 64, False) == gk.ROWS_CLAMPED.value
     assert ops._row_bounds(clamp_f, True, 64, False) == gk.ROWS_WHOLE.value  # whole chunks: no row mask at all
     assert ops._row_bounds(clamp_f, False, 64, True) == gk.ROWS_MASKED.value  # solve_tril reads A: masked
-    assert ops._row_bounds(ops.DEFAULT_TUNING_FUSED, False, 64, False) == gk.ROWS_MASKED.value
+    assert ops._row_bounds(masked_f, False, 64, False) == gk.ROWS_MASKED.value
+    assert ops._row_bounds(ops.DEFAULT_TUNING, False, 64, False) == gk.ROWS_MASKED.value
 
 
 def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
@@ -591,9 +595,9 @@ plain = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, split_p
 plain_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, split_packed=False))
 masked = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, full_chunks=False))
 masked_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, full_chunks=False))
-# varlen, masked (default) and with the clamped row loads (Tuning.clamp_rows)
-varlen = compile_gdn(varlen=True)
-clamped = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=True))
+# varlen, masked and with the clamped row loads (Tuning.clamp_rows; the fused default since session 18)
+varlen = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=False))
+clamped = compile_gdn(varlen=True)
 clamped_inv = compile_gdn(fused=False, varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True))
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
       varlen["regs"], clamped["regs"], clamped_inv["regs"])
@@ -818,11 +822,12 @@ def test_triton_clamped_rows_on_gpu(case):
     finite, on every case (a 1-token sequence, partial chunks, batch rows); identical keys without decay too."""
     c = GLUON_CASES[case]
     clamp_f = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=True)
+    masked_f = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=False)
     clamp_i = dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True)
     for family in ("random", "identical_keys"):
         k, v, g, beta, cu = _gluon_inputs(c, family=family)
         for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=clamp_f),
-                        ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, backend="triton"), strict=True):
+                        ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=masked_f), strict=True):
             assert torch.isfinite(x.float()).all() and torch.equal(x, y)
         Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=clamp_i)
         assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))

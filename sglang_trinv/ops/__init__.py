@@ -115,8 +115,11 @@ class Tuning:
 # 41.1 / 114.5 → 104.4 (whole chunks alone: 8.6 / 14.9, 10.2 / 29.1, 42.5 / 106.7; A, w, u errors vs fp64 unchanged).
 DEFAULT_TUNING = Tuning(diag_masks=True, gate_factors=True, split_packed=True, full_chunks=True)
 # heads fastest (session 15, H200): T=8192 H=32 131.1 → 119.3 µs, T=32768 H=32 534.4 → 454.1, small shapes ±1 %
+# Clamped row loads where chunks are not all whole (session 18, H200, bench/results/2026-11-28-s18), fused µs, 8
+# sequences: T=8192 H=8 31.6 → 30.2, T=4096 H=8 18.6 → 17.5, T=8192 H=32 111.3 → 106.7, T=4096 H=32 68.1 → 66.7
+# (bitwise). The inverse-only kernel keeps its masks there (clamped: 11.1 → 10.9, 9.3 → 9.6, 44.4 → 43.8, 25.2 → 25.4).
 DEFAULT_TUNING_FUSED = Tuning(BV=32, num_stages=3, heads_fastest=True, diag_masks=True, gate_factors=True,
-                              split_packed=True, full_chunks=True)
+                              split_packed=True, full_chunks=True, clamp_rows=True)
 
 
 def kernel_twin(method: str, precision: str | None = None):
