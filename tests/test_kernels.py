@@ -708,6 +708,12 @@ def test_gluon_key_split_launch_constraints():
     for bad in (gi.GluonLaunch(KS=True, DB=True), gi.GluonLaunch(KS=True, KD=True, G=2)):
         with pytest.raises(ValueError, match="KS"):
             gi._constexprs(bad, 4, 2, 128, 128, False, True, True, "bf16x3", "bf16x3", False)
+    # the default (S, KS = None): a ring of 6 and the split for one sequence with A written, else 5 and no split
+    for store_A, varlen, want in ((True, False, (6, True)), (True, True, (5, False)), (False, False, (5, False)),
+                                  (False, True, (5, False))):
+        c = gi._constexprs(gi.DEFAULT_LAUNCH, 4, 2, 128, 128, store_A, varlen, not store_A, "bf16x3", "bf16x3", False)
+        assert (c["S"], c["KS"]) == want and c["DB"] == (not store_A)
+    assert gi.ring_and_split(gi.GluonLaunch(S=5, KS=False), True, False) == (5, False)  # explicit values win
 
 
 def test_gluon_backend_choice_is_explicit():
@@ -948,9 +954,10 @@ def test_gluon_batches_and_barriers_on_few_ctas(launch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("store_A", [True, False], ids=["A-written", "pipeline-no-A"])
-@pytest.mark.parametrize("launch", [{"KS": True}, {"SB": False}, {"KS": True, "SB": False}],
-                         ids=["key-split", "plain-split", "key-split-plain-split"])
-def test_gluon_launch_variants_against_the_default(launch, store_A):
+@pytest.mark.parametrize("seqs", ["varlen", "one-sequence"])
+@pytest.mark.parametrize("launch", [{"KS": True}, {"SB": False}, {"KS": True, "SB": False}, {"S": 5, "KS": False}],
+                         ids=["key-split", "plain-split", "key-split-plain-split", "ring-5-no-split"])
+def test_gluon_launch_variants_against_the_default(launch, store_A, seqs):
     """GluonLaunch.KS: each K Kᵀ block is computed by one warp of the key tile's pair with the default's products in
     the default's order (transposed blocks: the products commute) and exchanged — every output bit is the default
     launch's. GluonLaunch.SB (default) against the plain split ``x.to(bf16)``: the same roundings except where the
@@ -958,7 +965,9 @@ def test_gluon_launch_variants_against_the_default(launch, store_A):
     bf16 outputs one ulp apart) — so at most 0.1 % of the outputs may differ, each by at most one bf16 ulp, g
     bitwise. On a few CTAs (several batches per CTA, partial chunks, a 1-token sequence), cumsum fused; random
     inputs and identical keys without decay (the family where the products' lo parts carry the most: a swapped
-    pair, a lost lo part or a misplaced block changes far more than that)."""
+    pair, a lost lo part or a misplaced block changes far more than that). The ring depth S changes no value: S = 5
+    without the split (the launch before session 18) gives the bits of the one-sequence default (S = 6, KS); one
+    sequence here is the varlen case's 1000 tokens as one (a partial last chunk)."""
     from sglang_trinv.ops import gluon_intra as gi
 
     if torch.cuda.get_device_capability() != (9, 0):
@@ -972,6 +981,8 @@ def test_gluon_launch_variants_against_the_default(launch, store_A):
         if family == "identical_keys":
             g_raw = torch.zeros_like(g_raw)
         ci = ops.prepare_chunk_indices(cu, 64)
+        if seqs == "one-sequence":
+            cu = ci = None
         outs = []
         for lc in (gi.DEFAULT_LAUNCH, gi.GluonLaunch(**launch)):
             w, u = k.new_zeros(*k.shape[:2], c["H"], 128), torch.zeros_like(v)

@@ -118,12 +118,15 @@ class GluonLaunch:
     through 20 KiB of shared memory (_kkt_step_split; ignored where G = 1; single-buffered panels only) — the
     chain's K Kᵀ products halve (160 → 80 HMMA per tile); bitwise the default. Off: with SB, H200 s17, it gains
     ≤ 1.7 % on one sequence (T=8192 H=32 96.0 → 94.8 µs) and loses at 8 sequences (T=4096 H=32 62.8 → 66.0,
-    T=32768 H=8 97.1 → 100.7; why not measured: the 20 KiB exchange and its barrier are the suspects)."""
+    T=32768 H=8 97.1 → 100.7; why not measured: the 20 KiB exchange and its barrier are the suspects). S and KS
+    None (session 18): S = 6 and KS on for one sequence with A written, else S = 5 and KS off (ring_and_split; H200,
+    bench/results/2026-11-28-s18, µs S=5 → S=6 → S=6 + KS: T=4096 H=32 53.8 → 52.7 → 50.7, T=8192 H=32 96.0 → 94.2 →
+    90.5, T=32768 H=32 358.1 → 343.0 → 330.4; at 8 sequences S = 6 ±1 % and KS +4–6 %, without A S = 6 ±1–3 %)."""
     W: int = 4
     BK: int = 32
     BN: int = 64
     REGS: int = 120
-    S: int = 5
+    S: int | None = None
     NSTG: int = 2
     PAIR: bool = True
     G: int | None = None
@@ -140,7 +143,7 @@ class GluonLaunch:
     DM: bool = True
     GF: bool = True
     SB: bool = True
-    KS: bool = False
+    KS: bool | None = None
 
 
 DEFAULT_LAUNCH = GluonLaunch()
@@ -1205,14 +1208,15 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
     def code(p: int) -> int:  # SB: bf16x3 products split by packed conversions
         return p + P_SPLIT_BITS if lc.SB and p > P_TF32 else p
 
+    ring, ks = ring_and_split(lc, store_A, varlen)
     const = dict(H=H, Hg=Hg, K=K, V=V, W=lc.W, BK=lc.BK, BN=lc.BN, DP=code(dp),
                  MP=code(PRECISIONS[m32_in]), MP1=code(PRECISIONS[m16]) if m16 != m32 else -1,
-                 MPO=code(PRECISIONS[m32_out]) if m32_out != m32_in else -1, REGS=lc.REGS, S=lc.S,
+                 MPO=code(PRECISIONS[m32_out]) if m32_out != m32_in else -1, REGS=lc.REGS, S=ring,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
                  IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=double_buffered(lc, H, Hg, store_A), KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
                  EP=(varlen or not store_A) if lc.EP is None else lc.EP, LD=lc.LD, ST=lc.ST, XREGS=lc.XREGS,
-                 HF=H if lc.HF else 0, GF=lc.GF, KS=lc.KS and pick_group(H, Hg, lc) == 2)
+                 HF=H if lc.HF else 0, GF=lc.GF, KS=ks and pick_group(H, Hg, lc) == 2)
     if const["KS"] and (lc.KD or const["DB"]):
         raise ValueError("GluonLaunch.KS: keys through registers (not KD) and single-buffered panels (not DB): the "
                          "exchange buffer (20 KiB) does not fit beside double-buffered panels")
@@ -1222,13 +1226,22 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
     return const
 
 
+def ring_and_split(lc: GluonLaunch, store_A: bool, varlen: bool) -> tuple[int, bool]:
+    """The launch's (S, KS): None = measured per launch kind (H200, session 18) — one sequence with A written: a
+    ring of 6 and the key split (T=4096 H=32 53.8 → 50.7 µs, T=8192 H=32 96.0 → 90.5); varlen or without A: 5 and
+    no split (there KS lost 4–6 % and S = 6 gained nothing)."""
+    one_seq_A = store_A and not varlen
+    return (6 if one_seq_A else 5) if lc.S is None else lc.S, one_seq_A if lc.KS is None else lc.KS
+
+
 def double_buffered(lc: GluonLaunch, H: int, Hg: int, store_A: bool) -> bool:
     """The launch's DB: None = on where it fits in the 227 KiB of shared memory a CTA may have — without the A
     panels, and with two heads per key tile (G = 1 holds four key tiles instead of two: 250 KiB double-buffered,
     sm_90 compile of the default launch)."""
     if lc.DB is not None:
         return lc.DB
-    return not store_A and pick_group(H, Hg, lc) > 1 and not lc.KS  # KS's 20 KiB exchange buffer: no room
+    return not store_A and pick_group(H, Hg, lc) > 1 and not lc.KS  # KS (True; None is off without A): its 20 KiB
+    # exchange buffer leaves no room
 
 
 def device_descriptors(lc: GluonLaunch) -> bool:
