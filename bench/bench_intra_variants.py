@@ -56,7 +56,8 @@ FUSED = {
     "plain split": (_r(FT, split_packed=False), True),  # hi/lo by x.to(bf16) instead of inline PTX
     "masked rows": (_r(FT, full_chunks=False), True),  # one sequence: row masks on whole chunks too
     "session 16": (_r(FT, split_packed=False, full_chunks=False), True),
-    "clamped rows": (_r(FT, clamp_rows=True), True),  # s17, untimed: varlen / partial chunks, loads without row masks
+    "masked varlen rows": (_r(FT, clamp_rows=False), True),  # before s18: varlen / partial chunks with row masks
+    "late A": (_r(FT, late_A=True), True),  # s18, untimed: Ai stored after the w/u loops
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),

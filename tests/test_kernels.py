@@ -440,6 +440,24 @@ def test_clamped_rows_give_the_masked_values():
     assert ops._row_bounds(ops.DEFAULT_TUNING, False, 64, False) == gk.ROWS_MASKED.value
 
 
+def test_late_A_store_gives_the_same_bits():
+    """Tuning.late_A: the fused kernel stores Ai after the w/u loops, from the copies rounded to k's dtype (Ai's
+    dtype here) — the same bits as the default's early store (every case; random and identical keys, cumsum fused);
+    the constexpr is off where nothing is fused or A is not written."""
+    late = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, late_A=True)
+    _assert_bitwise_the_default(late, ops.DEFAULT_TUNING)
+    c = CASES["varlen"]
+    k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(3))).to(DEVICE)
+    for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, tuning=late),
+                    ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True), strict=True):
+        assert torch.equal(x, y)
+    args = (4, 2, 32, 16, 64, "blockdoubling", None)
+    assert ops._template_constexprs(*args, True, True, False, late, True, False, False)[0]["LATE_A"]
+    assert not ops._template_constexprs(*args, False, True, False, late, True, False, False)[0]["LATE_A"]
+    assert not ops._template_constexprs(*args, True, False, False, late, True, False, False)[0]["LATE_A"]
+
+
 def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
     """SGLang passes cu_seqlens = [0, T] for one sequence: gdn_fwd_intra, gdn_cumsum_fwd_intra and gdn_kkt_inverse
     run it as the one-sequence launch (not varlen; whole chunks unmasked where T % 64 == 0) with the same bits as
@@ -599,8 +617,9 @@ masked_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUN
 varlen = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=False))
 clamped = compile_gdn(varlen=True)
 clamped_inv = compile_gdn(fused=False, varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True))
+late = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, late_A=True))  # Tuning.late_A
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
-      varlen["regs"], clamped["regs"], clamped_inv["regs"])
+      varlen["regs"], clamped["regs"], clamped_inv["regs"], late["regs"])
 """
 
 
@@ -610,7 +629,7 @@ def test_gdn_kernel_compiles_for_sm90():
     (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU — with the
     default's inline-PTX splits (Tuning.split_packed), which the interpreter cannot run, and whole-chunk launches
     (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
-    (Tuning.clamp_rows)."""
+    (Tuning.clamp_rows) and with the late Ai store (Tuning.late_A)."""
     import os
     import subprocess
     import sys
@@ -619,7 +638,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-9:]]
+    regs = [int(x) for x in r.stdout.split()[-10:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -837,6 +856,21 @@ def test_triton_clamped_rows_on_gpu(case):
             assert torch.isfinite(x.float()).all() and torch.equal(x, y)
         Ai = ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu, tuning=clamp_i)
         assert torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", list(GLUON_CASES))
+def test_triton_late_A_on_gpu(case):
+    """Tuning.late_A compiled (bf16, K = V = 128): w, u and A bitwise the default's early store, finite, on every
+    case (a 1-token sequence, partial chunks, batch rows); identical keys without decay too."""
+    c = GLUON_CASES[case]
+    late = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, late_A=True)
+    for family in ("random", "identical_keys"):
+        k, v, g, beta, cu = _gluon_inputs(c, family=family)
+        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=late),
+                        ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ops.DEFAULT_TUNING_FUSED),
+                        strict=True):
+            assert torch.isfinite(x.float()).all() and torch.equal(x, y)
 
 
 @pytest.mark.gpu

@@ -102,6 +102,8 @@ class Tuning:
     # between an unmasked and a masked copy of the body lost: T=8192 H=8 8 sequences fused 31.4 → 52.9 µs, H200 s17)
     clamp_rows: bool = False  # where full_chunks does not apply (varlen, a partial last chunk): k / v / g loads read
     # row min(r, T − 1) without a row mask, β and the stores keep theirs (gdn_intra.ROWS_CLAMPED; same values)
+    late_A: bool = False  # fused: Ai stored after the w/u loops from their k-dtype copies (where Ai has k's dtype, the
+    # same values): the w/u stream starts before Ai's conversions and stores (one-wave shapes; untimed, session 18)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -213,6 +215,8 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     tuning = grid_order(tuning, NT)
+    if tuning.late_A and Ai is not None and Ai.dtype != k.dtype:  # the late store writes the k-dtype copies
+        tuning = dataclasses.replace(tuning, late_A=False)
     rows = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
             cu_seqlens is not None, g_out is not None, rows)
@@ -262,7 +266,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
-                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows)
+                 HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows,
+                 LATE_A=tuning.late_A and fuse_wu and store_A and not tuning.fold_scale)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

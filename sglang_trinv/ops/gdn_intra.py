@@ -539,6 +539,29 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
 
 
 # ------------------------------------------------------------------------------------------ the kernel
+@triton.jit
+def _store_ai(a_base, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, stride, BT: tl.constexpr,
+              BC: tl.constexpr, ROWS: tl.constexpr):
+    """Ai [BT, BT] of one chunk from its 10 lower 16×16 tiles, the zero upper tiles too (no memset pass needed)."""
+    zero = tl.zeros([BC, BC], dtype=tl.float32)
+    _store_rows(a_base, x00, t0, T, stride, 0, BT, BC, BC, ROWS)
+    _store_rows(a_base, zero, t0, T, stride, BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, zero, t0, T, stride, 2 * BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, zero, t0, T, stride, 3 * BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, x10, t0 + BC, T, stride, 0, BT, BC, BC, ROWS)
+    _store_rows(a_base, x11, t0 + BC, T, stride, BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, zero, t0 + BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, zero, t0 + BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, x20, t0 + 2 * BC, T, stride, 0, BT, BC, BC, ROWS)
+    _store_rows(a_base, x21, t0 + 2 * BC, T, stride, BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, x22, t0 + 2 * BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, zero, t0 + 2 * BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, x30, t0 + 3 * BC, T, stride, 0, BT, BC, BC, ROWS)
+    _store_rows(a_base, x31, t0 + 3 * BC, T, stride, BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, x32, t0 + 3 * BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
+    _store_rows(a_base, x33, t0 + 3 * BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
+
+
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_kernel(
     k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, g_out,
@@ -558,6 +581,7 @@ def gdn_intra_kernel(
     HEADS_FASTEST: tl.constexpr = False,  # grid (heads, chunks) instead of (chunks, heads)
     GATE_FACTORS: tl.constexpr = False,  # the gate below the diagonal blocks as rank-1 factors (_col_factors)
     ROWS: tl.constexpr = 0,        # row bounds (ROWS_*): masked / whole chunks, no row masks / loads clamped
+    LATE_A: tl.constexpr = False,  # fused, plain w/u loops: Ai stored after them (Tuning.late_A)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
@@ -609,26 +633,10 @@ def gdn_intra_kernel(
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
                 BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS)
 
-        # ---- store Ai [T, H, BT] (the zero upper tiles too: no memset pass needed)
-        if STORE_A:
-            a_base = Ai + (bos * H + i_h) * BT
-            zero = tl.zeros([BC, BC], dtype=tl.float32)
-            _store_rows(a_base, x00, t0, T, H * BT, 0, BT, BC, BC, ROWS)
-            _store_rows(a_base, zero, t0, T, H * BT, BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, zero, t0, T, H * BT, 2 * BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, zero, t0, T, H * BT, 3 * BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, x10, t0 + BC, T, H * BT, 0, BT, BC, BC, ROWS)
-            _store_rows(a_base, x11, t0 + BC, T, H * BT, BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, zero, t0 + BC, T, H * BT, 2 * BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, zero, t0 + BC, T, H * BT, 3 * BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, x20, t0 + 2 * BC, T, H * BT, 0, BT, BC, BC, ROWS)
-            _store_rows(a_base, x21, t0 + 2 * BC, T, H * BT, BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, x22, t0 + 2 * BC, T, H * BT, 2 * BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, zero, t0 + 2 * BC, T, H * BT, 3 * BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, x30, t0 + 3 * BC, T, H * BT, 0, BT, BC, BC, ROWS)
-            _store_rows(a_base, x31, t0 + 3 * BC, T, H * BT, BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, x32, t0 + 3 * BC, T, H * BT, 2 * BC, BT, BC, BC, ROWS)
-            _store_rows(a_base, x33, t0 + 3 * BC, T, H * BT, 3 * BC, BT, BC, BC, ROWS)
+        # ---- store Ai [T, H, BT] (LATE_A: after w/u, from their operand-dtype copies)
+        if STORE_A and not LATE_A:
+            _store_ai(Ai + (bos * H + i_h) * BT, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, H * BT,
+                      BT, BC, ROWS)
 
         # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
         if FUSE_WU:
@@ -664,3 +672,6 @@ def gdn_intra_kernel(
                     _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False,
                              ROWS)
+                if STORE_A and LATE_A:  # y = x rounded to k's dtype, which is Ai's here (ops._launch checks)
+                    _store_ai(Ai + (bos * H + i_h) * BT, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T,
+                              H * BT, BT, BC, ROWS)
