@@ -103,7 +103,8 @@ class Tuning:
     clamp_rows: bool = False  # where full_chunks does not apply (varlen, a partial last chunk): k / v / g loads read
     # row min(r, T − 1) without a row mask, β and the stores keep theirs (gdn_intra.ROWS_CLAMPED; same values)
     late_A: bool = False  # fused: Ai stored after the w/u loops from their k-dtype copies (where Ai has k's dtype, the
-    # same values): the w/u stream starts before Ai's conversions and stores (one-wave shapes; untimed, session 18)
+    # same values): the w/u stream starts before Ai's conversions and stores. H200 s18, T=8192 H=8: 28.6 → 27.4 µs (one
+    # sequence), 29.6 → 28.5 (8 sequences); off until timed at the other shapes (bench/NOTES.md "Next")
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both

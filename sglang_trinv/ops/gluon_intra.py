@@ -150,6 +150,8 @@ DEFAULT_LAUNCH = GluonLaunch()
 
 
 if AVAILABLE:
+    _SPLIT: gl.constexpr = gl.constexpr(P_SPLIT_BITS)  # P_SPLIT_BITS inside the kernel (globals must be constexpr)
+
     # every inverter warp's stores before the one-thread arrive: gl.thread_barrier (Triton 3.6) was renamed
     # gl.barrier (3.8); inside a warp-specialized partition it synchronises that partition's warps
     _partition_barrier = gl.thread_barrier if hasattr(gl, "thread_barrier") else gl.barrier
@@ -179,15 +181,15 @@ if AVAILABLE:
         """fp32 a @ b of [W, 16, 16] tiles (one per warp): PREC 0 = tf32, 1 = bf16x3 (hi·lo + lo·hi + hi·hi);
         + P_SPLIT_BITS: the hi/lo split by packed conversions (_hi_lo)."""
         acc = gl.zeros(a.shape, gl.float32, MMA)
-        if PREC % 4 == 0:
+        if PREC % _SPLIT == 0:
             A1: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=1)
             B1: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=1)
             c = mma_v2(gl.convert_layout(a, A1), gl.convert_layout(b, B1), acc, input_precision="tf32")
         else:
             A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
             B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
-            a_hi, a_lo = _hi_lo(a, PREC >= 4)
-            b_hi, b_lo = _hi_lo(b, PREC >= 4)
+            a_hi, a_lo = _hi_lo(a, PREC >= _SPLIT)
+            b_hi, b_lo = _hi_lo(b, PREC >= _SPLIT)
             ah = gl.convert_layout(a_hi, A2)
             bh = gl.convert_layout(b_hi, B2)
             c = mma_v2(ah, gl.convert_layout(b_lo, B2), acc)
@@ -222,17 +224,17 @@ if AVAILABLE:
         + P_SPLIT_BITS: the hi/lo splits by packed conversions (_hi_lo)."""
         eye = gl.where(r == c, 1.0, 0.0)
         x = eye - gl.where(r // 2 == c // 2, a, 0.0)
-        if PREC % 4 == 2:
+        if PREC % _SPLIT == 2:
             A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
             B2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
-            abh, abl = _split_ops(a, B2, PREC >= 4)
+            abh, abl = _split_ops(a, B2, PREC >= _SPLIT)
         for lvl in gl.static_range(1, 4):
             blk = ((r // (2 << lvl) == c // (2 << lvl)) & ((r // (1 << lvl)) % 2 == 1)
                    & ((c // (1 << lvl)) % 2 == 0))
-            if PREC % 4 == 2:
-                x_hi, x_lo = _hi_lo(x, PREC >= 4)
+            if PREC % _SPLIT == 2:
+                x_hi, x_lo = _hi_lo(x, PREC >= _SPLIT)
                 t = _mm3(gl.convert_layout(x_hi, A2), gl.convert_layout(x_lo, A2), abh, abl, MMA)
-                tah, tal = _split_ops(t, A2, PREC >= 4)
+                tah, tal = _split_ops(t, A2, PREC >= _SPLIT)
                 p = _mm3(tah, tal, gl.convert_layout(x_hi, B2), gl.convert_layout(x_lo, B2), MMA)
                 x = x - gl.where(blk, p, 0.0)
             else:
