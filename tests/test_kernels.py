@@ -440,22 +440,28 @@ def test_clamped_rows_give_the_masked_values():
     assert ops._row_bounds(ops.DEFAULT_TUNING, False, 64, False) == gk.ROWS_MASKED.value
 
 
-def test_late_A_store_gives_the_same_bits():
-    """Tuning.late_A: the fused kernel stores Ai after the w/u loops, from the copies rounded to k's dtype (Ai's
-    dtype here) — the same bits as the default's early store (every case; random and identical keys, cumsum fused);
-    the constexpr is off where nothing is fused or A is not written."""
-    late = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, late_A=True)
-    _assert_bitwise_the_default(late, ops.DEFAULT_TUNING)
+@pytest.mark.parametrize("where", ["mid", "late"])
+def test_later_A_store_gives_the_same_bits(where):
+    """Tuning.a_store: the fused kernel stores Ai after the u loop ("mid") or the w loop ("late"), from the copies
+    rounded to k's dtype (Ai's dtype here) — the same bits as the default's early store (every case; random and
+    identical keys, cumsum fused); the constexpr is 0 (early) where nothing is fused, A is not written, or ("mid")
+    the merged w/u loop has no point between u and w."""
+    later = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_store=where)
+    _assert_bitwise_the_default(later, ops.DEFAULT_TUNING)
     c = CASES["varlen"]
     k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
     g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(3))).to(DEVICE)
-    for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, tuning=late),
+    for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, tuning=later),
                     ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True), strict=True):
         assert torch.equal(x, y)
     args = (4, 2, 32, 16, 64, "blockdoubling", None)
-    assert ops._template_constexprs(*args, True, True, False, late, True, False, False)[0]["LATE_A"]
-    assert not ops._template_constexprs(*args, False, True, False, late, True, False, False)[0]["LATE_A"]
-    assert not ops._template_constexprs(*args, True, False, False, late, True, False, False)[0]["LATE_A"]
+    code = {"mid": 1, "late": 2}[where]
+    assert ops._template_constexprs(*args, True, True, False, later, True, False, False)[0]["A_STORE"] == code
+    assert ops._template_constexprs(*args, False, True, False, later, True, False, False)[0]["A_STORE"] == 0
+    assert ops._template_constexprs(*args, True, False, False, later, True, False, False)[0]["A_STORE"] == 0
+    merged = dataclasses.replace(later, wu_merged=True)
+    assert ops._template_constexprs(*args, True, True, False, merged, True, False, False)[0]["A_STORE"] == (
+        0 if where == "mid" else 2)
 
 
 def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
@@ -617,7 +623,7 @@ masked_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUN
 varlen = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, clamp_rows=False))
 clamped = compile_gdn(varlen=True)
 clamped_inv = compile_gdn(fused=False, varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True))
-late = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, late_A=True))  # Tuning.late_A
+late = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_store="late"))  # Tuning.a_store
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
       varlen["regs"], clamped["regs"], clamped_inv["regs"], late["regs"])
 """
@@ -629,7 +635,7 @@ def test_gdn_kernel_compiles_for_sm90():
     (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU — with the
     default's inline-PTX splits (Tuning.split_packed), which the interpreter cannot run, and whole-chunk launches
     (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
-    (Tuning.clamp_rows) and with the late Ai store (Tuning.late_A)."""
+    (Tuning.clamp_rows) and with the late Ai store (Tuning.a_store)."""
     import os
     import subprocess
     import sys
@@ -859,15 +865,16 @@ def test_triton_clamped_rows_on_gpu(case):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("where", ["mid", "late"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
-def test_triton_late_A_on_gpu(case):
-    """Tuning.late_A compiled (bf16, K = V = 128): w, u and A bitwise the default's early store, finite, on every
-    case (a 1-token sequence, partial chunks, batch rows); identical keys without decay too."""
+def test_triton_later_A_store_on_gpu(case, where):
+    """Tuning.a_store "mid" / "late" compiled (bf16, K = V = 128): w, u and A bitwise the default's early store,
+    finite, on every case (a 1-token sequence, partial chunks, batch rows); identical keys without decay too."""
     c = GLUON_CASES[case]
-    late = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, late_A=True)
+    later = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_store=where)
     for family in ("random", "identical_keys"):
         k, v, g, beta, cu = _gluon_inputs(c, family=family)
-        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=late),
+        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=later),
                         ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ops.DEFAULT_TUNING_FUSED),
                         strict=True):
             assert torch.isfinite(x.float()).all() and torch.equal(x, y)

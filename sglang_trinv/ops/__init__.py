@@ -102,9 +102,11 @@ class Tuning:
     # between an unmasked and a masked copy of the body lost: T=8192 H=8 8 sequences fused 31.4 → 52.9 µs, H200 s17)
     clamp_rows: bool = False  # where full_chunks does not apply (varlen, a partial last chunk): k / v / g loads read
     # row min(r, T − 1) without a row mask, β and the stores keep theirs (gdn_intra.ROWS_CLAMPED; same values)
-    late_A: bool = False  # fused: Ai stored after the w/u loops from their k-dtype copies (where Ai has k's dtype, the
-    # same values): the w/u stream starts before Ai's conversions and stores. H200 s18, T=8192 H=8: 28.6 → 27.4 µs (one
-    # sequence), 29.6 → 28.5 (8 sequences); off until timed at the other shapes (bench/NOTES.md "Next")
+    a_store: str = "early"  # fused, when A is written: "early" = Ai stored right after the inversion; "mid" = after the
+    # u loop, "late" = after the w loop, both from the k-dtype copies the loops use (where Ai has k's dtype: the same
+    # values; else early) — the w/u stream starts before Ai's conversions and stores. H200 s18, T=8192 H=8, late:
+    # 28.6 → 27.4 µs (one sequence), 29.6 → 28.5 (8 sequences); early until timed at the other shapes
+    # (bench/NOTES.md "Next"; "mid" untimed)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -216,8 +218,8 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     tuning = grid_order(tuning, NT)
-    if tuning.late_A and Ai is not None and Ai.dtype != k.dtype:  # the late store writes the k-dtype copies
-        tuning = dataclasses.replace(tuning, late_A=False)
+    if tuning.a_store != "early" and Ai is not None and Ai.dtype != k.dtype:  # mid / late store the k-dtype copies
+        tuning = dataclasses.replace(tuning, a_store="early")
     rows = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
             cu_seqlens is not None, g_out is not None, rows)
@@ -231,6 +233,10 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     if _direct_launch.enabled() and DIRECT(kind, grid, args, const, options):
         return
     _k.gdn_intra_kernel[grid](*args, **const, **options)
+
+
+_A_STORES = {"early": 0, "mid": 1, "late": 2}  # Tuning.a_store -> the template's A_STORE (the merged w/u loop has no
+# "mid": it stores early there)
 
 
 def _row_bounds(tuning: Tuning, whole: bool, BT: int, from_A: bool) -> int:
@@ -268,7 +274,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
                  HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows,
-                 LATE_A=tuning.late_A and fuse_wu and store_A and not tuning.fold_scale)
+                 A_STORE=(_A_STORES[tuning.a_store] if fuse_wu and store_A and not tuning.fold_scale
+                          and not (tuning.wu_merged and tuning.a_store == "mid") else 0))
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

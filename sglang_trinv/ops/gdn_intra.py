@@ -581,7 +581,7 @@ def gdn_intra_kernel(
     HEADS_FASTEST: tl.constexpr = False,  # grid (heads, chunks) instead of (chunks, heads)
     GATE_FACTORS: tl.constexpr = False,  # the gate below the diagonal blocks as rank-1 factors (_col_factors)
     ROWS: tl.constexpr = 0,        # row bounds (ROWS_*): masked / whole chunks, no row masks / loads clamped
-    LATE_A: tl.constexpr = False,  # fused, plain w/u loops: Ai stored after them (Tuning.late_A)
+    A_STORE: tl.constexpr = 0,     # fused: Ai stored after the inversion (0), the u loop (1) or the w loop (2)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
@@ -633,8 +633,8 @@ def gdn_intra_kernel(
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
                 BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS)
 
-        # ---- store Ai [T, H, BT] (LATE_A: after w/u, from their operand-dtype copies)
-        if STORE_A and not LATE_A:
+        # ---- store Ai [T, H, BT] (A_STORE 1 / 2: later, from the w/u operand-dtype copies; Tuning.a_store)
+        if STORE_A and A_STORE == 0:
             _store_ai(Ai + (bos * H + i_h) * BT, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, H * BT,
                       BT, BC, ROWS)
 
@@ -669,9 +669,12 @@ def gdn_intra_kernel(
                     _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False,
                              ROWS)
+                    if STORE_A and A_STORE == 1:  # y = x rounded to k's dtype, which is Ai's here (ops._launch checks)
+                        _store_ai(Ai + (bos * H + i_h) * BT, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T,
+                                  H * BT, BT, BC, ROWS)
                     _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False,
                              ROWS)
-                if STORE_A and LATE_A:  # y = x rounded to k's dtype, which is Ai's here (ops._launch checks)
+                if STORE_A and A_STORE == 2:
                     _store_ai(Ai + (bos * H + i_h) * BT, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T,
                               H * BT, BT, BC, ROWS)
