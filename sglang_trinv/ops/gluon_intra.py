@@ -116,7 +116,7 @@ class GluonLaunch:
     (2 of 384000 in the GPU test); errors vs fp64 the same. KS: the two warps of a key tile
     (G = 2: two heads of one key head, the same K Kᵀ) compute five of its ten 16×16 blocks each and exchange them
     through 20 KiB of shared memory (_kkt_step_split; ignored where G = 1; single-buffered panels only) — the
-    chain's K Kᵀ products halve (160 → 80 HMMA per tile); bitwise the default. Off: with SB, H200 s17, it gains
+    chain's K Kᵀ products halve (160 → 80 HMMA per tile); bitwise the default. At S = 5 (H200 s17, with SB) it gains
     ≤ 1.7 % on one sequence (T=8192 H=32 96.0 → 94.8 µs) and loses at 8 sequences (T=4096 H=32 62.8 → 66.0,
     T=32768 H=8 97.1 → 100.7; why not measured: the 20 KiB exchange and its barrier are the suspects). S and KS
     None (session 18): S = 6 and KS on for one sequence with A written, else S = 5 and KS off (ring_and_split; H200,
