@@ -59,6 +59,9 @@ FUSED = {
     "masked varlen rows": (_r(FT, clamp_rows=False), True),  # before s18: varlen / partial chunks with row masks
     "late A": (_r(FT, a_store="late"), True),  # s18: Ai stored after the w/u loops (T=8192 H=8: 28.6 → 27.4 µs)
     "mid A": (_r(FT, a_store="mid"), True),  # s18, untimed: Ai stored between the u and the w loop
+    "prefetch v": (_r(FT, prefetch_v=True), True),  # s18, untimed: v's rows prefetched into L2 at the start
+    "prefetch v late A": (_r(FT, prefetch_v=True, a_store="late"), True),
+    "prefetch v noA": (_r(FT, prefetch_v=True), False),  # the plugin's pipeline form (A not written)
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),

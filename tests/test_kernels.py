@@ -464,6 +464,21 @@ def test_later_A_store_gives_the_same_bits(where):
         0 if where == "mid" else 2)
 
 
+def test_prefetch_v_is_gpu_only_and_fused_only():
+    """Tuning.prefetch_v (inline PTX prefetches of v's rows into L2) compiles in only on a GPU and only into the fused
+    kernel; elsewhere the launch is the default's (the sm_90 compile test checks the prefetches themselves, the GPU
+    test the bits)."""
+    import os
+
+    pf = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v=True)
+    args = (4, 2, 32, 16, 64, "blockdoubling", None)
+    on_gpu = os.environ.get("TRITON_INTERPRET") != "1"
+    assert ops._template_constexprs(*args, True, True, False, pf, True, False, False)[0]["PREFETCH_V"] == on_gpu
+    assert not ops._template_constexprs(*args, False, True, False, pf, True, False, False)[0]["PREFETCH_V"]
+    assert not ops._template_constexprs(*args, True, True, False, ops.DEFAULT_TUNING_FUSED, True, False,
+                                        False)[0]["PREFETCH_V"]
+
+
 def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
     """SGLang passes cu_seqlens = [0, T] for one sequence: gdn_fwd_intra, gdn_cumsum_fwd_intra and gdn_kkt_inverse
     run it as the one-sequence launch (not varlen; whole chunks unmasked where T % 64 == 0) with the same bits as
@@ -624,8 +639,11 @@ varlen = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_
 clamped = compile_gdn(varlen=True)
 clamped_inv = compile_gdn(fused=False, varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING, clamp_rows=True))
 late = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_store="late"))  # Tuning.a_store
+# Tuning.prefetch_v (inline PTX, GPU only): the chunk's 64 v rows of 256 bytes, two 128-byte lines each, on 32 lanes
+pf = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v=True))
+assert pf["l2_prefetches"] == 4 and fused["l2_prefetches"] == 0, (pf["l2_prefetches"], fused["l2_prefetches"])
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
-      varlen["regs"], clamped["regs"], clamped_inv["regs"], late["regs"])
+      varlen["regs"], clamped["regs"], clamped_inv["regs"], late["regs"], pf["regs"])
 """
 
 
@@ -635,7 +653,8 @@ def test_gdn_kernel_compiles_for_sm90():
     (sm_90, Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU — with the
     default's inline-PTX splits (Tuning.split_packed), which the interpreter cannot run, and whole-chunk launches
     (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
-    (Tuning.clamp_rows) and with the late Ai store (Tuning.a_store)."""
+    (Tuning.clamp_rows) and with the late Ai store (Tuning.a_store), and the L2 prefetch of v (Tuning.prefetch_v:
+    four prefetch.global.L2 per thread in the PTX)."""
     import os
     import subprocess
     import sys
@@ -644,7 +663,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-10:]]
+    regs = [int(x) for x in r.stdout.split()[-11:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -865,19 +884,28 @@ def test_triton_clamped_rows_on_gpu(case):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("where", ["mid", "late"])
+@pytest.mark.parametrize("variant", [{"a_store": "mid"}, {"a_store": "late"}, {"prefetch_v": True},
+                                     {"prefetch_v": True, "a_store": "late"}],
+                         ids=["mid-A", "late-A", "prefetch-v", "prefetch-v-late-A"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
-def test_triton_later_A_store_on_gpu(case, where):
-    """Tuning.a_store "mid" / "late" compiled (bf16, K = V = 128): w, u and A bitwise the default's early store,
-    finite, on every case (a 1-token sequence, partial chunks, batch rows); identical keys without decay too."""
+def test_triton_same_bits_variants_on_gpu(case, variant):
+    """Fused launch forms that move work, not values, compiled (bf16, K = V = 128): Tuning.a_store "mid" / "late"
+    (Ai stored after the u / w loop) and Tuning.prefetch_v (v's rows prefetched into L2) give w, u and A bitwise the
+    default's, finite, on every case (a 1-token sequence, partial chunks, batch rows); identical keys without decay
+    too; the cumsum-fused launch without A as well."""
     c = GLUON_CASES[case]
-    later = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_store=where)
+    tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **variant)
     for family in ("random", "identical_keys"):
         k, v, g, beta, cu = _gluon_inputs(c, family=family)
-        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=later),
+        for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tu),
                         ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ops.DEFAULT_TUNING_FUSED),
                         strict=True):
             assert torch.isfinite(x.float()).all() and torch.equal(x, y)
+        if c["B"] == 1:
+            for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tu),
+                            ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ops.DEFAULT_TUNING_FUSED),
+                            strict=True):
+                assert torch.equal(x, y)
 
 
 @pytest.mark.gpu

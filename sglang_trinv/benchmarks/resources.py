@@ -61,7 +61,8 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     by_regs = 65536 // (max(reg, 1) * 32 * tu.num_warps)
     by_smem = (228 * 1024) // (c.metadata.shared + max(shared, 1024))
     return dict(regs=reg, stack=stack, shared=shared, dyn_shared=c.metadata.shared,
-                resident_programs=min(32, by_regs, by_smem))
+                resident_programs=min(32, by_regs, by_smem),
+                l2_prefetches=c.asm["ptx"].count("prefetch.global.L2"))  # Tuning.prefetch_v
 
 
 if __name__ == "__main__":

@@ -107,6 +107,8 @@ class Tuning:
     # values; else early) — the w/u stream starts before Ai's conversions and stores. H200 s18, T=8192 H=8, late:
     # 28.6 → 27.4 µs (one sequence), 29.6 → 28.5 (8 sequences); early until timed at the other shapes
     # (bench/NOTES.md "Next"; "mid" untimed)
+    prefetch_v: bool = False  # fused: the chunk's v rows prefetched into L2 at the program's start (one-wave shapes:
+    # the w/u loops then read v from L2; gdn_intra._prefetch_rows_l2; GPU only, same values; untimed, session 18)
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -275,7 +277,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
                  HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows,
                  A_STORE=(_A_STORES[tuning.a_store] if fuse_wu and store_A and not tuning.fold_scale
-                          and not (tuning.wu_merged and tuning.a_store == "mid") else 0))
+                          and not (tuning.wu_merged and tuning.a_store == "mid") else 0),
+                 PREFETCH_V=tuning.prefetch_v and fuse_wu and os.environ.get("TRITON_INTERPRET") != "1")
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options
