@@ -411,7 +411,10 @@ def test_full_chunks_drop_the_row_masks_with_the_same_bits():
         ops.gdn_fwd_intra(k[:, :100], v[:, :100], g[:, :100], beta[:, :100], tuning=full_f)
     finally:
         ops._template_constexprs = real
-    assert seen == [True, False]
+    from sglang_trinv.ops import gdn_intra as gk
+
+    # whole chunks: no row masks; a partial last chunk: the fused default's clamped loads (masked stores)
+    assert seen == [gk.ROWS_WHOLE.value, gk.ROWS_CLAMPED.value]
 
 
 def test_clamped_rows_give_the_masked_values():
@@ -485,11 +488,13 @@ def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
     without cu_seqlens, for whole and partial last chunks; two or more sequences stay varlen."""
     from importlib import import_module
 
+    from sglang_trinv.ops import gdn_intra as gk
+
     seen = []
     real = ops._template_constexprs
 
     def spy(*kind):
-        seen.append((kind[12], kind[-1]))  # (varlen, full)
+        seen.append((kind[12], kind[-1]))  # (varlen, row bounds)
         return real(*kind)
 
     for T in (128, 100):
@@ -502,7 +507,11 @@ def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
             outs = (ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu),
                     ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True),
                     ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
-            assert seen == [(False, T % 64 == 0)] * 3
+            # whole chunks: unmasked (all three); a partial last chunk: the fused kernels clamp their loads, the
+            # inverse-only kernel masks them
+            want = ([gk.ROWS_WHOLE.value] * 3 if T % 64 == 0 else
+                    [gk.ROWS_CLAMPED.value, gk.ROWS_CLAMPED.value, gk.ROWS_MASKED.value])
+            assert seen == [(False, r) for r in want]
         finally:
             ops._template_constexprs = real
         refs = (ops.gdn_fwd_intra(k, v, g, beta), ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, store_A=True),
@@ -520,7 +529,7 @@ def test_one_sequence_cu_seqlens_runs_the_one_sequence_launch():
         ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)
     finally:
         ops._template_constexprs = real
-    assert seen == [(True, False)]
+    assert seen == [(True, gk.ROWS_CLAMPED.value)]  # varlen: the fused default clamps its loads
 
 
 def test_split_by_packed_conversions_matches_the_plain_split(monkeypatch):
