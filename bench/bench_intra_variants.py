@@ -7,7 +7,8 @@ with the plugin at the default tiling and at the best variant. Errors are max-re
 
 INTRA_VARIANT_SHAPES="T,H,Hg[,nseq];…" sets the kernel shapes (one sequence unless nseq > 1: a varlen batch as
 `bench kernels` makes it, partial chunks and a 1-token sequence; default 8192,32,16;32768,32,16);
-INTRA_VARIANT_WHOLE=0 leaves out the whole forward and the stage breakdown; INTRA_VARIANT_ROWS="a,b_c" keeps only
+INTRA_VARIANT_WHOLE=0 leaves out the whole forward and the stage breakdown (INTRA_VARIANT_WHOLE_SHAPES="T,H,Hg,nseq;…"
+sets its shapes; it runs at the default and at the first kernel shape's fastest A-writing variant); INTRA_VARIANT_ROWS="a,b_c" keeps only
 those variant rows (and the default; underscores stand for spaces). maxdiff: a variant's largest
 difference to the default (A for the inverse rows, w/u for the fused ones; 0 = bitwise).
 """
@@ -37,6 +38,8 @@ if os.environ.get("INTRA_VARIANT_SHAPES") and not SMOKE:
     SHAPES = tuple(tuple(int(x) for x in sh.split(",")) for sh in os.environ["INTRA_VARIANT_SHAPES"].split(";"))
 SHAPES = tuple(sh if len(sh) == 4 else (*sh, 1) for sh in SHAPES)
 WHOLE = ((150, 4, 2, 1), (150, 4, 2, 3)) if SMOKE else ((8192, 32, 16, 1), (32768, 32, 16, 1), (32768, 8, 4, 8))
+if os.environ.get("INTRA_VARIANT_WHOLE_SHAPES") and not SMOKE:  # "T,H,Hg,nseq;…": the whole-forward shapes
+    WHOLE = tuple(tuple(int(x) for x in sh.split(",")) for sh in os.environ["INTRA_VARIANT_WHOLE_SHAPES"].split(";"))
 os.makedirs(out, exist_ok=True)
 rows = []
 FT, IT = ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_TUNING
@@ -160,7 +163,7 @@ try:
     from importlib import import_module
 
     chunk = import_module(f"{bk.FLA}.chunk")
-    T, H, Hg = SHAPES[0]
+    T, H, Hg = SHAPES[0][:3]
     inp = bk.make_inputs(T, H, Hg, 128, 128, 1, 0)
     k, v, beta, g_raw = inp["k"], inp["v"], inp["beta"], inp["g_raw"]
     q = k.clone()
