@@ -221,6 +221,10 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     tuning = grid_order(tuning, NT)
     if tuning.a_store != "early" and Ai is not None and Ai.dtype != k.dtype:  # mid / late store the k-dtype copies
+        if ("a_store", Ai.dtype) not in _LOGGED:
+            _LOGGED.add(("a_store", Ai.dtype))
+            log.info("sglang-trinv: Tuning.a_store=%r needs Ai in k's dtype (%s, Ai %s): Ai stored early",
+                     tuning.a_store, k.dtype, Ai.dtype)
         tuning = dataclasses.replace(tuning, a_store="early")
     rows = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,

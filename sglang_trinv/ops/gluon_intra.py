@@ -1215,7 +1215,7 @@ def _constexprs(lc: GluonLaunch, H: int, Hg: int, K: int, V: int, store_A: bool,
                  MP=code(PRECISIONS[m32_in]), MP1=code(PRECISIONS[m16]) if m16 != m32 else -1,
                  MPO=code(PRECISIONS[m32_out]) if m32_out != m32_in else -1, REGS=lc.REGS, S=ring,
                  NSTG=lc.NSTG, STORE_A=store_A, MODE=lc.MODE, PAIR=lc.PAIR, G=pick_group(H, Hg, lc),
-                 IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=double_buffered(lc, H, Hg, store_A), KD=lc.KD,
+                 IS_VARLEN=varlen, G_CUMSUM=g_cumsum, DB=double_buffered(lc, H, Hg, store_A, ks), KD=lc.KD,
                  CS=lc.CS, DD=dd, BL=None, KBL=None, AL=None, KBW=kb, AW=0,
                  EP=(varlen or not store_A) if lc.EP is None else lc.EP, LD=lc.LD, ST=lc.ST, XREGS=lc.XREGS,
                  HF=H if lc.HF else 0, GF=lc.GF, KS=ks and pick_group(H, Hg, lc) == 2)
@@ -1236,13 +1236,13 @@ def ring_and_split(lc: GluonLaunch, store_A: bool, varlen: bool) -> tuple[int, b
     return (6 if one_seq_A else 5) if lc.S is None else lc.S, one_seq_A if lc.KS is None else lc.KS
 
 
-def double_buffered(lc: GluonLaunch, H: int, Hg: int, store_A: bool) -> bool:
+def double_buffered(lc: GluonLaunch, H: int, Hg: int, store_A: bool, ks: bool) -> bool:
     """The launch's DB: None = on where it fits in the 227 KiB of shared memory a CTA may have — without the A
     panels, and with two heads per key tile (G = 1 holds four key tiles instead of two: 250 KiB double-buffered,
     sm_90 compile of the default launch)."""
     if lc.DB is not None:
         return lc.DB
-    return not store_A and pick_group(H, Hg, lc) > 1 and not lc.KS  # KS (True; None is off without A): its 20 KiB
+    return not store_A and pick_group(H, Hg, lc) > 1 and not ks  # ks: the launch's KS (ring_and_split); its 20 KiB
     # exchange buffer leaves no room
 
 
