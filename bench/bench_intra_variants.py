@@ -60,11 +60,12 @@ FUSED = {
     "masked rows": (_r(FT, full_chunks=False), True),  # one sequence: row masks on whole chunks too
     "session 16": (_r(FT, split_packed=False, full_chunks=False), True),
     "masked varlen rows": (_r(FT, clamp_rows=False), True),  # before s18: varlen / partial chunks with row masks
-    "late A": (_r(FT, a_store="late"), True),  # s18: Ai stored after the w/u loops (T=8192 H=8: 28.6 → 27.4 µs)
-    "mid A": (_r(FT, a_store="mid"), True),  # s18, untimed: Ai stored between the u and the w loop
-    "prefetch v": (_r(FT, prefetch_v=True), True),  # s18, untimed: v's rows prefetched into L2 at the start
-    "prefetch v late A": (_r(FT, prefetch_v=True, a_store="late"), True),
-    "prefetch v noA": (_r(FT, prefetch_v=True), False),  # the plugin's pipeline form (A not written)
+    "early A": (_r(FT, a_store="early"), True),  # before s19: Ai stored right after the inversion
+    "mid A": (_r(FT, a_store="mid"), True),  # s18: Ai stored between the u and the w loop (s19: ±0.6 µs of early)
+    "prefetch v": (_r(FT, prefetch_v="start"), True),  # s18: v's rows prefetched into L2 at the start (s19: lost)
+    "prefetch v noA": (_r(FT, prefetch_v="start"), False),  # the plugin's pipeline form (A not written)
+    "prefetch v kkt": (_r(FT, prefetch_v="kkt"), True),  # s19: the prefetch after K Kᵀ (keys in, inversion next)
+    "prefetch v kkt noA": (_r(FT, prefetch_v="kkt"), False),
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),

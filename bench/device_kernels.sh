@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
+#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels
 #                                            (default: variants,ncu,kda)
 set -u
@@ -218,6 +218,17 @@ if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton pat
   tar -czf "$out/eval-gpu.tar.gz" -C $kr eval-gpu eval-gpu.log 2>/dev/null
   echo "evalgpu: $(( $(date +%s) - t0 )) s"
 fi
+if has ncuvariants; then  # issue 3: the Triton fused kernel's launch forms under ncu at NCU_SHAPE (one wave)
+  timeout ${NCUV_TIMEOUT:-200} ncu --clock-control none --profile-from-start off --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
+      --kernel-name regex:'gdn_intra|recompute_w_u|kkt_solve' -o $kr/intra_variants -f \
+      python3 bench/profile_intra_variants.py > $kr/ncuvariants_run.log 2>&1
+  tail -3 $kr/ncuvariants_run.log
+  ncu -i $kr/intra_variants.ncu-rep --page details > "$out/ncu_variants_details.txt" 2>&1
+  grep -E "gdn_intra|recompute|kkt_solve|Duration|DRAM Throughput|L2 Hit Rate|Mem Busy|Max Bandwidth|Registers Per|Warp Cycles Per Issued|Issued Warp|Stall" \
+      "$out/ncu_variants_details.txt" | head -150
+  echo "ncuvariants: $(( $(date +%s) - t0 )) s"
+fi
 if has gluonncu; then  # issue 3: why the Gluon inverter partition is slower than the Triton inverse kernel
   # NCU_CACHE=none: caches not flushed between the profiled launches (warm instruction cache and L2, as in a
   # benchmark's replays); ncu's default flushes them (a cold launch)
@@ -234,10 +245,14 @@ if has gluonncu; then  # issue 3: why the Gluon inverter partition is slower tha
   echo "gluonncu: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the GPU-marked eval and kernel tests (the server test needs the server carry: device_server.sh)
-  # GPUTESTS_K: a pytest -k filter; commas stand for " or " (device_parallel.sh's VAR=x arguments hold no spaces)
+  # GPUTESTS_K: a pytest -k filter; "," stands for " or ", "+" for " and ", "!" for "not " (device_parallel.sh's
+  # VAR=x arguments hold no spaces), e.g. '!batches_and_barriers+!launch_variants'. -v: a run cut by its time limit
+  # still names each test that passed or failed
   gk=${GPUTESTS_K:-}
   gk=${gk//,/ or }
-  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -q -m gpu -p no:cacheprovider ${gk:+-k "$gk"} \
+  gk=${gk//+/ and }
+  gk=${gk//!/not }
+  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -v -m gpu -p no:cacheprovider ${gk:+-k "$gk"} \
     tests/test_evals.py tests/test_kernels.py > $kr/gputests.log 2>&1
   tail -15 $kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"

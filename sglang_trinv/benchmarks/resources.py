@@ -62,7 +62,9 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     by_smem = (228 * 1024) // (c.metadata.shared + max(shared, 1024))
     return dict(regs=reg, stack=stack, shared=shared, dyn_shared=c.metadata.shared,
                 resident_programs=min(32, by_regs, by_smem),
-                l2_prefetches=c.asm["ptx"].count("prefetch.global.L2"))  # Tuning.prefetch_v
+                l2_prefetches=c.asm["ptx"].count("prefetch.global.L2"),  # Tuning.prefetch_v
+                # tensor-core products issued before the first prefetch (PTX order): where it sits in the program
+                mma_before_prefetch=c.asm["ptx"].split("prefetch.global.L2")[0].count("mma.sync"))
 
 
 if __name__ == "__main__":

@@ -104,11 +104,17 @@ class Tuning:
     # row min(r, T − 1) without a row mask, β and the stores keep theirs (gdn_intra.ROWS_CLAMPED; same values)
     a_store: str = "early"  # fused, when A is written: "early" = Ai stored right after the inversion; "mid" = after the
     # u loop, "late" = after the w loop, both from the k-dtype copies the loops use (where Ai has k's dtype: the same
-    # values; else early) — the w/u stream starts before Ai's conversions and stores. H200 s18, T=8192 H=8, late:
-    # 28.6 → 27.4 µs (one sequence), 29.6 → 28.5 (8 sequences); early until timed at the other shapes
-    # (bench/NOTES.md "Next"; "mid" untimed)
-    prefetch_v: bool = False  # fused: the chunk's v rows prefetched into L2 at the program's start (one-wave shapes:
-    # the w/u loops then read v from L2; gdn_intra._prefetch_rows_l2; GPU only, same values; untimed, session 18)
+    # values; else early, with one log line) — the w/u stream starts before Ai's conversions and stores. "late" is
+    # the fused default since session 19 (DEFAULT_TUNING_FUSED)
+    prefetch_v: str = "off"  # fused: the chunk's v rows prefetched into L2 — "start": at the program's start, "kkt":
+    # right after K Kᵀ (the keys have arrived, the inversion's ~10 µs chain follows). One-wave shapes: every program
+    # inverts at once and then streams, so v read during the inversion leaves the stream the writes
+    # (gdn_intra._prefetch_rows_l2; GPU only, same values). "start" lost 0.5–5 µs at six shapes (H200 s19)
+
+    def __post_init__(self):
+        for name, allowed in (("a_store", ("early", "mid", "late")), ("prefetch_v", ("off", "start", "kkt"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Tuning.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -125,8 +131,11 @@ DEFAULT_TUNING = Tuning(diag_masks=True, gate_factors=True, split_packed=True, f
 # Clamped row loads where chunks are not all whole (session 18, H200, bench/results/2026-11-28-s18), fused µs, 8
 # sequences: T=8192 H=8 31.6 → 30.2, T=4096 H=8 18.6 → 17.5, T=8192 H=32 111.3 → 106.7, T=4096 H=32 68.1 → 66.7
 # (bitwise). The inverse-only kernel keeps its masks there (clamped: 11.1 → 10.9, 9.3 → 9.6, 44.4 → 43.8, 25.2 → 25.4).
+# The late Ai store (session 19, H200, bench/results/2026-11-28-s19), fused µs with A, early → late: T=8192 H=8 28.7 →
+# 27.8 (one sequence), 29.7 → 28.6 (8 sequences), T=4096 H=8 17.7 → 17.4 (8), T=8192 H=32 104.7 → 101.4 (one),
+# T=4096 H=32 65.9 → 64.0 (8), T=32768 H=8 103.3 → 100.4 (one); bitwise ("mid": within ±0.6 of early).
 DEFAULT_TUNING_FUSED = Tuning(BV=32, num_stages=3, heads_fastest=True, diag_masks=True, gate_factors=True,
-                              split_packed=True, full_chunks=True, clamp_rows=True)
+                              split_packed=True, full_chunks=True, clamp_rows=True, a_store="late")
 
 
 def kernel_twin(method: str, precision: str | None = None):
@@ -241,6 +250,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     _k.gdn_intra_kernel[grid](*args, **const, **options)
 
 
+_PREFETCH_V = {"off": 0, "start": 1, "kkt": 2}  # Tuning.prefetch_v -> the template's PREFETCH_V
 _A_STORES = {"early": 0, "mid": 1, "late": 2}  # Tuning.a_store -> the template's A_STORE (the merged w/u loop has no
 # "mid": it stores early there)
 
@@ -282,7 +292,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows,
                  A_STORE=(_A_STORES[tuning.a_store] if fuse_wu and store_A and not tuning.fold_scale
                           and not (tuning.wu_merged and tuning.a_store == "mid") else 0),
-                 PREFETCH_V=tuning.prefetch_v and fuse_wu and os.environ.get("TRITON_INTERPRET") != "1")
+                 PREFETCH_V=_PREFETCH_V[tuning.prefetch_v] if fuse_wu and os.environ.get("TRITON_INTERPRET") != "1"
+                 else 0)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

@@ -91,9 +91,10 @@ PREFETCH_L2_PTX: tl.constexpr = tl.constexpr("prefetch.global.L2 [$1]; mov.u32 $
 @triton.jit
 def _prefetch_rows_l2(base, t0, T, stride, NCOL: tl.constexpr, BT: tl.constexpr):
     """Ask L2 for BT rows of NCOL elements from row t0 (rows past T clamp to T − 1): one prefetch per 128-byte
-    line. The fused kernel issues it for the chunk's v rows at its start, so the w/u loops — which run after the
-    inversion, when every program of a one-wave launch streams at once — read v from L2 while the inversion
-    leaves DRAM idle. Inline PTX: GPU only (ops keeps it off under the interpreter); values unchanged."""
+    line. The fused kernel issues it for the chunk's v rows at its start or after K Kᵀ (Tuning.prefetch_v), so
+    the w/u loops — which run after the inversion, when every program of a one-wave launch streams at once — read
+    v from L2, fetched while the inversion left DRAM idle. Inline PTX: GPU only (ops keeps it off under the
+    interpreter); values unchanged."""
     LINE: tl.constexpr = 1024 // base.dtype.element_ty.primitive_bitwidth  # elements per 128 bytes
     NL: tl.constexpr = (NCOL + LINE - 1) // LINE
     r = tl.minimum(t0 + tl.arange(0, BT), T - 1)
@@ -600,7 +601,7 @@ def gdn_intra_kernel(
     GATE_FACTORS: tl.constexpr = False,  # the gate below the diagonal blocks as rank-1 factors (_col_factors)
     ROWS: tl.constexpr = 0,        # row bounds (ROWS_*): masked / whole chunks, no row masks / loads clamped
     A_STORE: tl.constexpr = 0,     # fused: Ai stored after the inversion (0), the u loop (1) or the w loop (2)
-    PREFETCH_V: tl.constexpr = False,  # fused: the chunk's v rows prefetched into L2 at the start (Tuning.prefetch_v)
+    PREFETCH_V: tl.constexpr = 0,  # fused: the chunk's v rows prefetched into L2 at the start (1) or after K Kᵀ (2)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
@@ -619,7 +620,7 @@ def gdn_intra_kernel(
     o_i = tl.arange(0, BC)
     m_low = o_i[:, None] > o_i[None, :]
 
-    if PREFETCH_V:  # before anything else: the lines arrive while K Kᵀ and the inversion run
+    if PREFETCH_V == 1:  # before anything else: the lines arrive while K Kᵀ and the inversion run
         for i_hh in tl.static_range(GROUP):
             _prefetch_rows_l2(v + (bos * H + i_h0 + i_hh) * V, t0, T, H * V, V, BT)
     if not FROM_A:
@@ -627,6 +628,9 @@ def gdn_intra_kernel(
     # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
     if not FROM_A:
         r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK, ROWS)
+    if PREFETCH_V == 2:  # the keys are in: v's lines arrive during the inversion without delaying them
+        for i_hh in tl.static_range(GROUP):
+            _prefetch_rows_l2(v + (bos * H + i_h0 + i_hh) * V, t0, T, H * V, V, BT)
 
     for i_hh in tl.static_range(GROUP):
         i_h = i_h0 + i_hh
