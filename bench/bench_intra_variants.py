@@ -66,6 +66,10 @@ FUSED = {
     "prefetch v noA": (_r(FT, prefetch_v="start"), False),  # the plugin's pipeline form (A not written)
     "prefetch v kkt": (_r(FT, prefetch_v="kkt"), True),  # s19: the prefetch after K Kᵀ (keys in, inversion next)
     "prefetch v kkt noA": (_r(FT, prefetch_v="kkt"), False),
+    # s19, untimed: the same lines by cp.async.bulk.prefetch.L2 (the TMA unit); ncu found the hint without effect
+    "prefetch v kkt bulk": (_r(FT, prefetch_v="kkt", prefetch_bulk=True), True),
+    "prefetch v kkt bulk noA": (_r(FT, prefetch_v="kkt", prefetch_bulk=True), False),
+    "prefetch v bulk": (_r(FT, prefetch_v="start", prefetch_bulk=True), True),
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),

@@ -443,28 +443,48 @@ def test_clamped_rows_give_the_masked_values():
     assert ops._row_bounds(ops.DEFAULT_TUNING, False, 64, False) == gk.ROWS_MASKED.value
 
 
-@pytest.mark.parametrize("where", ["mid", "late"])
-def test_later_A_store_gives_the_same_bits(where):
-    """Tuning.a_store: the fused kernel stores Ai after the u loop ("mid") or the w loop ("late"), from the copies
-    rounded to k's dtype (Ai's dtype here) — the same bits as the default's early store (every case; random and
-    identical keys, cumsum fused); the constexpr is 0 (early) where nothing is fused, A is not written, or ("mid")
-    the merged w/u loop has no point between u and w."""
-    later = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_store=where)
-    _assert_bitwise_the_default(later, ops.DEFAULT_TUNING)
+@pytest.mark.parametrize("where", ["early", "mid"])
+def test_A_store_place_gives_the_same_bits(where):
+    """Tuning.a_store: the fused default stores Ai after the w loop ("late"), from the copies rounded to k's dtype
+    (Ai's dtype here); right after the inversion ("early") or after the u loop ("mid") it is the same bits (every
+    case; random and identical keys, cumsum fused); the constexpr is 0 (early) where nothing is fused, A is not
+    written, or ("mid") the merged w/u loop has no point between u and w."""
+    assert ops.DEFAULT_TUNING_FUSED.a_store == "late"
+    other = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_store=where)
+    _assert_bitwise_the_default(other, ops.DEFAULT_TUNING)
     c = CASES["varlen"]
     k, v, _, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
     g_raw = F.logsigmoid(torch.randn(beta.shape, generator=torch.Generator().manual_seed(3))).to(DEVICE)
-    for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, tuning=later),
+    for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True, tuning=other),
                     ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu_seqlens=cu, store_A=True), strict=True):
         assert torch.equal(x, y)
     args = (4, 2, 32, 16, 64, "blockdoubling", None)
-    code = {"mid": 1, "late": 2}[where]
-    assert ops._template_constexprs(*args, True, True, False, later, True, False, False)[0]["A_STORE"] == code
-    assert ops._template_constexprs(*args, False, True, False, later, True, False, False)[0]["A_STORE"] == 0
-    assert ops._template_constexprs(*args, True, False, False, later, True, False, False)[0]["A_STORE"] == 0
-    merged = dataclasses.replace(later, wu_merged=True)
-    assert ops._template_constexprs(*args, True, True, False, merged, True, False, False)[0]["A_STORE"] == (
-        0 if where == "mid" else 2)
+    code = {"early": 0, "mid": 1}[where]
+    const = lambda tu, fuse_wu=True, store_A=True: ops._template_constexprs(  # noqa: E731
+        *args, fuse_wu, store_A, False, tu, True, False, False)[0]["A_STORE"]
+    assert const(ops.DEFAULT_TUNING_FUSED) == 2 and const(other) == code
+    assert const(other, fuse_wu=False) == 0 and const(other, store_A=False) == 0
+    assert const(dataclasses.replace(other, wu_merged=True)) == 0  # no "mid" point in the merged loop
+    assert const(dataclasses.replace(ops.DEFAULT_TUNING_FUSED, wu_merged=True)) == 2
+
+
+def test_unaligned_v_drops_the_bulk_prefetch_with_a_log_line(caplog):
+    """Tuning.prefetch_bulk needs v 16-byte aligned (cp.async.bulk): a v that is not keeps the plain L2 prefetch,
+    says so once in the log, and returns the same values as the aligned v."""
+    import logging
+
+    k, v, g, beta, _ = _inputs(128, 2, 2, 32, 16, None)
+    buf = torch.empty(v.numel() + 1, dtype=v.dtype, device=v.device)
+    v_odd = buf[1:].view_as(v)  # 4 (fp32) or 2 (bf16) bytes past an aligned allocation
+    v_odd.copy_(v)
+    assert v_odd.data_ptr() % 16
+    tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt", prefetch_bulk=True)
+    ops._LOGGED.discard("prefetch_bulk")
+    with caplog.at_level(logging.INFO, logger="sglang_trinv"):
+        got = ops.gdn_fwd_intra(k, v_odd, g, beta, tuning=tu)
+    assert "prefetch_bulk needs v 16-byte aligned" in caplog.text
+    for x, y in zip(got, ops.gdn_fwd_intra(k, v, g, beta), strict=True):
+        assert torch.equal(x, y)
 
 
 def test_prefetch_v_is_gpu_only_and_fused_only():
@@ -482,6 +502,11 @@ def test_prefetch_v_is_gpu_only_and_fused_only():
         assert ops._template_constexprs(*args, False, True, False, pf, True, False, False)[0]["PREFETCH_V"] == 0
     assert ops._template_constexprs(*args, True, True, False, ops.DEFAULT_TUNING_FUSED, True, False,
                                     False)[0]["PREFETCH_V"] == 0
+    # the bulk form (Tuning.prefetch_bulk) only where a prefetch is compiled in
+    bulk = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt", prefetch_bulk=True)
+    assert ops._template_constexprs(*args, True, True, False, bulk, True, False, False)[0]["PREFETCH_BULK"] == on_gpu
+    assert not ops._template_constexprs(*args, True, True, False, dataclasses.replace(bulk, prefetch_v="off"), True,
+                                        False, False)[0]["PREFETCH_BULK"]
     with pytest.raises(ValueError, match="prefetch_v"):
         ops.Tuning(prefetch_v="early")
     with pytest.raises(ValueError, match="a_store"):
@@ -664,8 +689,12 @@ assert pf["l2_prefetches"] == 4 and fused["l2_prefetches"] == 0, (pf["l2_prefetc
 assert pf["mma_before_prefetch"] == 0, pf["mma_before_prefetch"]
 pk = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt"))
 assert pk["l2_prefetches"] == 4 and pk["mma_before_prefetch"] == KKT_MMA, pk["mma_before_prefetch"]
+# Tuning.prefetch_bulk: the same four lines per thread as cp.async.bulk.prefetch.L2 (sm_90 ptxas accepts them)
+pb = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt",
+                                                         prefetch_bulk=True))
+assert pb["bulk_prefetches"] == 4 and pb["l2_prefetches"] == 0 and pb["mma_before_prefetch"] == KKT_MMA, pb
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
-      varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"])
+      varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"], pb["regs"])
 """
 
 
@@ -676,7 +705,8 @@ def test_gdn_kernel_compiles_for_sm90():
     default's inline-PTX splits (Tuning.split_packed), which the interpreter cannot run, and whole-chunk launches
     (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
     (Tuning.clamp_rows) and with the early Ai store (Tuning.a_store), and the L2 prefetch of v (Tuning.prefetch_v:
-    four prefetch.global.L2 per thread in the PTX, at the start or after K Kᵀ's products)."""
+    four prefetch.global.L2 per thread in the PTX, at the start or after K Kᵀ's products; Tuning.prefetch_bulk: as
+    cp.async.bulk.prefetch.L2)."""
     import os
     import subprocess
     import sys
@@ -685,7 +715,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-12:]]
+    regs = [int(x) for x in r.stdout.split()[-13:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -907,13 +937,15 @@ def test_triton_clamped_rows_on_gpu(case):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", [{"a_store": "mid"}, {"a_store": "early"}, {"prefetch_v": "start"},
-                                     {"prefetch_v": "kkt"}, {"prefetch_v": "kkt", "a_store": "early"}],
-                         ids=["mid-A", "early-A", "prefetch-v", "prefetch-v-kkt", "prefetch-v-kkt-early-A"])
+                                     {"prefetch_v": "kkt"}, {"prefetch_v": "kkt", "a_store": "early"},
+                                     {"prefetch_v": "kkt", "prefetch_bulk": True}],
+                         ids=["mid-A", "early-A", "prefetch-v", "prefetch-v-kkt", "prefetch-v-kkt-early-A",
+                              "prefetch-v-kkt-bulk"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
 def test_triton_same_bits_variants_on_gpu(case, variant):
     """Fused launch forms that move work, not values, compiled (bf16, K = V = 128): Tuning.a_store "mid" / "early"
     (Ai stored after the u loop / the inversion; the default "late": after the w loop) and Tuning.prefetch_v (v's
-    rows prefetched into L2 at the start / after K Kᵀ) give w, u and A bitwise the
+    rows prefetched into L2 at the start / after K Kᵀ, by the hint or the TMA unit) give w, u and A bitwise the
     default's, finite, on every case (a 1-token sequence, partial chunks, batch rows); identical keys without decay
     too; the cumsum-fused launch without A as well."""
     c = GLUON_CASES[case]

@@ -63,8 +63,10 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     return dict(regs=reg, stack=stack, shared=shared, dyn_shared=c.metadata.shared,
                 resident_programs=min(32, by_regs, by_smem),
                 l2_prefetches=c.asm["ptx"].count("prefetch.global.L2"),  # Tuning.prefetch_v
+                bulk_prefetches=c.asm["ptx"].count("cp.async.bulk.prefetch.L2"),  # Tuning.prefetch_bulk
                 # tensor-core products issued before the first prefetch (PTX order): where it sits in the program
-                mma_before_prefetch=c.asm["ptx"].split("prefetch.global.L2")[0].count("mma.sync"))
+                mma_before_prefetch=re.split(r"prefetch\.global\.L2|cp\.async\.bulk\.prefetch", c.asm["ptx"])[0]
+                .count("mma.sync"))
 
 
 if __name__ == "__main__":

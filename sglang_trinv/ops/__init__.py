@@ -109,7 +109,10 @@ class Tuning:
     prefetch_v: str = "off"  # fused: the chunk's v rows prefetched into L2 — "start": at the program's start, "kkt":
     # right after K Kᵀ (the keys have arrived, the inversion's ~10 µs chain follows). One-wave shapes: every program
     # inverts at once and then streams, so v read during the inversion leaves the stream the writes
-    # (gdn_intra._prefetch_rows_l2; GPU only, same values). "start" lost 0.5–5 µs at six shapes (H200 s19)
+    # (gdn_intra._prefetch_rows_l2; GPU only, same values). Off: H200 s19, "start" lost up to 5 µs at five of six
+    # shapes, "kkt" was within 0.2 µs at T=8192 H=8 one sequence (−1.0 at 8) and lost 1.5–3.7 µs at multi-wave ones
+    prefetch_bulk: bool = False  # that prefetch by cp.async.bulk.prefetch.L2 (the TMA unit, sm_90) instead of the
+    # prefetch.global.L2 hint, which ncu found without effect on the L2 hit rate (H200 s19); untimed
 
     def __post_init__(self):
         for name, allowed in (("a_store", ("early", "mid", "late")), ("prefetch_v", ("off", "start", "kkt"))):
@@ -235,6 +238,11 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
             log.info("sglang-trinv: Tuning.a_store=%r needs Ai in k's dtype (%s, Ai %s): Ai stored early",
                      tuning.a_store, k.dtype, Ai.dtype)
         tuning = dataclasses.replace(tuning, a_store="early")
+    if tuning.prefetch_bulk and v is not None and v.data_ptr() % 16:  # bulk copies need 16-byte aligned lines
+        if "prefetch_bulk" not in _LOGGED:
+            _LOGGED.add("prefetch_bulk")
+            log.info("sglang-trinv: Tuning.prefetch_bulk needs v 16-byte aligned: the plain L2 prefetch instead")
+        tuning = dataclasses.replace(tuning, prefetch_bulk=False)
     rows = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
             cu_seqlens is not None, g_out is not None, rows)
@@ -282,6 +290,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
         # the compiler contracts the plain split into FMAs: gdn_intra._hi_lo_packed)
         dp, mp, mp16, mpo = (_k.P_BF16X3P if p == _k.P_BF16X3 else p for p in (dp, mp, mp16, mpo))
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
+    # the L2 prefetch of v (inline PTX): fused launches on a GPU only
+    pv = _PREFETCH_V[tuning.prefetch_v] if fuse_wu and os.environ.get("TRITON_INTERPRET") != "1" else 0
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
                  BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
                  DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
@@ -292,8 +302,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows,
                  A_STORE=(_A_STORES[tuning.a_store] if fuse_wu and store_A and not tuning.fold_scale
                           and not (tuning.wu_merged and tuning.a_store == "mid") else 0),
-                 PREFETCH_V=_PREFETCH_V[tuning.prefetch_v] if fuse_wu and os.environ.get("TRITON_INTERPRET") != "1"
-                 else 0)
+                 PREFETCH_V=pv, PREFETCH_BULK=tuning.prefetch_bulk and pv > 0)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options
