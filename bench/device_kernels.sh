@@ -3,7 +3,7 @@
 # one call for the kernel work of a session. Every step has its own time limit; everything lands in $OUT
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
-#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
+#                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels
 #                                            (default: variants,ncu,kda)
 set -u
@@ -217,6 +217,13 @@ if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton pat
   tail -30 $kr/eval-gpu.log
   tar -czf "$out/eval-gpu.tar.gz" -C $kr eval-gpu eval-gpu.log 2>/dev/null
   echo "evalgpu: $(( $(date +%s) - t0 )) s"
+fi
+if has kdahf; then  # issue 3 (KDA): the default launch against the grid heads fastest (T=8192 H=32 tune), then --quick
+  timeout ${KDAHF_TIMEOUT:-300} python3 bench/bench_kda.py --quick --tune --tune-configs 2/32/32/3,2/32/32/3/hf \
+    --no-families --no-one-kernel --out $kr/kdahf > $kr/kdahf.log 2>&1
+  grep -E "tune|^\| " $kr/kdahf.log | head -40
+  cp $kr/kdahf/kda.md "$out/kdahf.md" 2>/dev/null
+  echo "kdahf: $(( $(date +%s) - t0 )) s"
 fi
 if has ncuvariants; then  # issue 3: the Triton fused kernel's launch forms under ncu at NCU_SHAPE (one wave)
   timeout ${NCUV_TIMEOUT:-200} ncu --clock-control none --profile-from-start off --section SpeedOfLight \

@@ -5,6 +5,7 @@ On a CPU these run under the Triton interpreter in fp32 (tests/conftest.py; SGLa
 widened to fp32 from the same bf16 operands, see sglang_trinv.testing). Shapes are tiny: the interpreter is slow.
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -87,6 +88,27 @@ def _ours(inputs, method, **kw):
     w, u, none, kg, Aqk, Akk = ops.kda_fwd_intra(q, k, v, g, beta, cu_seqlens=cu, method=method, **kw)
     assert none is None
     return w, u, kg, Aqk, Akk
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_heads_fastest_gives_the_same_bits(case):
+    """Tuning.heads_fastest (grid (B·H, chunks): the programs running at once cover whole rows) computes every
+    chunk exactly as the default grid: the same bits in every output, fixed length (B = 2, 2 heads) and varlen."""
+    inputs = _inputs(**CASES[case])
+    hf = dataclasses.replace(ops.KDA_DEFAULT_TUNING, heads_fastest=True)
+    for x, y in zip(_ours(inputs, "blockdoubling", tuning=hf), _ours(inputs, "blockdoubling"), strict=True):
+        assert (y is None) if x is None else torch.equal(x, y)
+
+
+@pytest.mark.gpu
+def test_heads_fastest_gives_the_same_bits_on_gpu():
+    """The same, compiled (bf16, K = V = 128, 4 heads, varlen with a 1-token sequence and partial chunks)."""
+    q, k, v, g, beta, cu = _inputs(1, 700, 4, 128, 128, cu=[0, 1, 64, 300, 700])
+    q, k, v, beta = (x.to(torch.bfloat16) for x in (q, k, v, beta))
+    hf = dataclasses.replace(ops.KDA_DEFAULT_TUNING, heads_fastest=True)
+    for x, y in zip(_ours((q, k, v, g, beta, cu), "blockdoubling", tuning=hf),
+                    _ours((q, k, v, g, beta, cu), "blockdoubling"), strict=True):
+        assert (y is None) if x is None else (torch.isfinite(x.float()).all() and torch.equal(x, y))
 
 
 # --------------------------------------------------------------------------- kernel vs fp64
@@ -400,7 +422,8 @@ from sglang_trinv import ops
 from sglang_trinv.ops import kda_intra
 
 fn = kda_intra.kda_intra_kernel
-DIAG_IN = sys.argv[1] == "sglang"
+DIAG_IN = sys.argv[1].startswith("sglang")
+HEADS_FASTEST = sys.argv[1].endswith("heads-fastest")  # Tuning.heads_fastest: the grid's order only
 diag, whole, dp, mp, _ = ops._method_codes("blockdoubling", None, True)
 gd, go = ops._gram_codes(None)
 tu = ops.KDA_DEFAULT_TUNING
@@ -409,7 +432,7 @@ sig = {**ptr, "g": "*fp32", "scale": "fp32", "cu_seqlens": "*i64", "chunk_indice
        "Akkd": "*fp32"}
 const = dict(Akk=None, H=32, K=128, V=128, BT=64, BC=16, BK=tu.BK, BV=tu.BV, DIAG=diag, WHOLE=whole,
              DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go, SAFE_GATE=False, IS_VARLEN=True,
-             STORE_AQK=True, STORE_AKK=False, FUSE_WU=True, DIAG_IN=DIAG_IN)
+             STORE_AQK=True, STORE_AKK=False, FUSE_WU=True, DIAG_IN=DIAG_IN, HEADS_FASTEST=HEADS_FASTEST)
 sig.update({n: "constexpr" for n in const})
 src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in const.items()})
 c = triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -420,7 +443,7 @@ print("ok")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="on a GPU the kernels above already ran compiled")
-@pytest.mark.parametrize("diag_gram", ["sglang", "fused"])
+@pytest.mark.parametrize("diag_gram", ["sglang", "fused", "sglang-heads-fastest"])
 def test_kernel_compiles_for_sm90(diag_gram):
     """The interpreter does not run Triton's compiler: compile the default KDA kernel for an H100 (sm_90, with
     Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU machine."""

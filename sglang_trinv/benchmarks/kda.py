@@ -243,6 +243,15 @@ def families(rows, methods):
             print(f"  family {fam:15s} {m} {label(p)} {e}", flush=True)
 
 
+def _tune_config(text: str) -> ops.Tuning:
+    """'WARPS/BK/BV/STAGES' or 'WARPS/BK/BV/STAGES/hf' (the grid heads fastest, Tuning.heads_fastest)."""
+    parts = text.split("/")
+    if len(parts) not in (4, 5) or (len(parts) == 5 and parts[4] != "hf"):
+        raise ValueError(text)
+    nw, bk, bv, st = map(int, parts[:4])
+    return ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st, heads_fastest=len(parts) == 5)
+
+
 def run_tuning(rows, candidates):
     inp = make_inputs(8192 if DEV == "cuda" else 70, 32 if DEV == "cuda" else 1, K_DIM, K_DIM, 1, 0)
     q, k, v, g, beta = (inp[n] for n in ("q", "k", "v", "g", "beta"))
@@ -317,7 +326,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--shapes", default=None,
                     help="T:H:SEQS:SAFE_GATE,... (e.g. 8192:32:1:0,8192:32:8:1) instead of the --quick/full plan")
     ap.add_argument("--tune-configs", default=None,
-                    help="--tune candidates as WARPS/BK/BV/STAGES,... (default: a 1/2/4-warp grid)")
+                    help="--tune candidates as WARPS/BK/BV/STAGES[/hf],... (hf: the grid heads fastest; default: a "
+                         "1/2/4-warp grid)")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
     ap.add_argument("--whole-methods", default=None,
                     help="methods for the whole chunk_kda_fwd rows, METHOD[:PRECISION],... (default: blockdoubling "
@@ -351,10 +361,10 @@ def run(args) -> int:
                  for nw in (1, 2, 4) for bk, bv in ((16, 16), (16, 32), (32, 32)) for st in (1, 2)]
         if args.tune_configs:
             try:
-                cands = [ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st) for nw, bk, bv, st in
-                         (map(int, c.split("/")) for c in args.tune_configs.split(","))]
+                cands = [_tune_config(c) for c in args.tune_configs.split(",")]
             except ValueError:
-                raise SystemExit(f"--tune-configs {args.tune_configs!r}: expected WARPS/BK/BV/STAGES,...") from None
+                raise SystemExit(f"--tune-configs {args.tune_configs!r}: expected WARPS/BK/BV/STAGES[/hf],...") \
+                    from None
         tuning = run_tuning(rows, cands[:2] if args.smoke else cands) or tuning
     meta = common.run_meta(DEV, K=K_DIM, tuning=tuning.__dict__, kda_gram_precision=ops.KDA_GRAM_PRECISION)
     print(meta, flush=True)

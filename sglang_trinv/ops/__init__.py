@@ -696,13 +696,15 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     if mode == "sglang" and not safe_gate:
         Akkd = torch.empty(B, T, H, SUB_CHUNK, device=k.device, dtype=torch.float32)
         _sglang_kda_diagonal(q, k, gk, beta, Aqk, Akkd, float(scale), cu_seqlens)
-    _kda.kda_intra_kernel[(NT, B * H)](
+    tuning = grid_order(tuning, NT)
+    grid = (B * H, NT) if tuning.heads_fastest else (NT, B * H)
+    _kda.kda_intra_kernel[grid](
         q, k, v, gk, beta, float(scale), Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices, Akkd, T,
         H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
         BV=min(tuning.BV, triton.next_power_of_2(V)),
         DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go,
         SAFE_GATE=bool(safe_gate), IS_VARLEN=cu_seqlens is not None, STORE_AQK=True,
-        STORE_AKK=Akk is not None, FUSE_WU=True, DIAG_IN=Akkd is not None,
+        STORE_AKK=Akk is not None, FUSE_WU=True, DIAG_IN=Akkd is not None, HEADS_FASTEST=tuning.heads_fastest,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
     )
     return w, u, None, kg, Aqk, Akk

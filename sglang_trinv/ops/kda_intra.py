@@ -192,9 +192,14 @@ def kda_intra_kernel(
     IS_VARLEN: tl.constexpr, STORE_AQK: tl.constexpr, STORE_AKK: tl.constexpr, FUSE_WU: tl.constexpr,
     DIAG_IN: tl.constexpr = False,  # diagonal tiles precomputed by SGLang's own kernel: β-scaled Akk tiles in
                                     # Akkd [B, T, H, BC] (fp32), Aqk's diagonal tiles already in Aqk
+    HEADS_FASTEST: tl.constexpr = False,  # grid (B·H, chunks) instead of (chunks, B·H): the programs running at
+                                          # once cover whole rows of q, k, g, v and the outputs (as gdn_intra)
 ):
     tl.static_assert(BT == 4 * BC, "the template works on 4 sub-chunks of BC rows")
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    if HEADS_FASTEST:
+        i_bh, i_t = tl.program_id(0), tl.program_id(1)
+    else:
+        i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, T = _chunk_bounds(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     t0 = i_t * BT
