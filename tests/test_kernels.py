@@ -469,8 +469,8 @@ def test_A_store_place_gives_the_same_bits(where):
 
 
 def test_unaligned_v_drops_the_bulk_prefetch_with_a_log_line(caplog):
-    """Tuning.prefetch_bulk needs v 16-byte aligned (cp.async.bulk): a v that is not keeps the plain L2 prefetch,
-    says so once in the log, and returns the same values as the aligned v."""
+    """Tuning.prefetch_bulk needs v 16-byte aligned (cp.async.bulk; and sm_90+): a v that is not keeps the plain L2
+    prefetch, says so once in the log, and returns the same values as the aligned v."""
     import logging
 
     k, v, g, beta, _ = _inputs(128, 2, 2, 32, 16, None)
@@ -482,7 +482,7 @@ def test_unaligned_v_drops_the_bulk_prefetch_with_a_log_line(caplog):
     ops._LOGGED.discard("prefetch_bulk")
     with caplog.at_level(logging.INFO, logger="sglang_trinv"):
         got = ops.gdn_fwd_intra(k, v_odd, g, beta, tuning=tu)
-    assert "prefetch_bulk needs v 16-byte aligned" in caplog.text
+    assert "prefetch_bulk needs v 16-byte aligned on sm_90+" in caplog.text
     for x, y in zip(got, ops.gdn_fwd_intra(k, v, g, beta), strict=True):
         assert torch.equal(x, y)
 

@@ -238,10 +238,13 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
             log.info("sglang-trinv: Tuning.a_store=%r needs Ai in k's dtype (%s, Ai %s): Ai stored early",
                      tuning.a_store, k.dtype, Ai.dtype)
         tuning = dataclasses.replace(tuning, a_store="early")
-    if tuning.prefetch_bulk and v is not None and v.data_ptr() % 16:  # bulk copies need 16-byte aligned lines
+    if tuning.prefetch_bulk and v is not None and (v.data_ptr() % 16 or (
+            v.is_cuda and torch.cuda.get_device_capability(v.device) < (9, 0))):
+        # cp.async.bulk needs sm_90 and 16-byte aligned lines
         if "prefetch_bulk" not in _LOGGED:
             _LOGGED.add("prefetch_bulk")
-            log.info("sglang-trinv: Tuning.prefetch_bulk needs v 16-byte aligned: the plain L2 prefetch instead")
+            log.info("sglang-trinv: Tuning.prefetch_bulk needs v 16-byte aligned on sm_90+: the plain L2 prefetch "
+                     "instead")
         tuning = dataclasses.replace(tuning, prefetch_bulk=False)
     rows = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
