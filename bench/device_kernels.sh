@@ -226,12 +226,25 @@ if has kdahf; then  # issue 3 (KDA): the default launch against the grid heads f
   echo "kdahf: $(( $(date +%s) - t0 )) s"
 fi
 if has ncuvariants; then  # issue 3: the Triton fused kernel's launch forms under ncu at NCU_SHAPE (one wave)
-  timeout ${NCUV_TIMEOUT:-200} ncu --clock-control none --profile-from-start off --section SpeedOfLight \
-      --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
+  # the full set (s19 ran four sections): the raw page then holds the L2 lookups by unit and the DRAM bytes, to
+  # see where a prefetch's lines went (NCUV_SET=basic etc. narrows it)
+  timeout ${NCUV_TIMEOUT:-200} ncu --clock-control none --profile-from-start off --set ${NCUV_SET:-full} \
       --kernel-name regex:'gdn_intra|recompute_w_u|kkt_solve' -o $kr/intra_variants -f \
       python3 bench/profile_intra_variants.py > $kr/ncuvariants_run.log 2>&1
   tail -3 $kr/ncuvariants_run.log
   ncu -i $kr/intra_variants.ncu-rep --page details > "$out/ncu_variants_details.txt" 2>&1
+  ncu -i $kr/intra_variants.ncu-rep --page raw --csv 2>&1 | gzip > "$out/ncu_variants_raw.csv.gz"
+  zcat "$out/ncu_variants_raw.csv.gz" | python3 -c "
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+keys = ('gpu__time_duration.sum', 'dram__bytes_read.sum', 'dram__bytes_write.sum',
+        'lts__t_sectors_srcunit_tex_op_read_lookup_hit.sum', 'lts__t_sectors_srcunit_tex_op_read_lookup_miss.sum')
+head = rows[0]
+idx = [head.index(k) for k in keys if k in head]
+print('kernel', *[head[i] for i in idx])
+for r in rows[2:]:
+    print(r[head.index('Kernel Name')][:40] if 'Kernel Name' in head else '?', *[r[i] for i in idx])
+" || true
   grep -E "gdn_intra|recompute|kkt_solve|Duration|DRAM Throughput|L2 Hit Rate|Mem Busy|Max Bandwidth|Registers Per|Warp Cycles Per Issued|Issued Warp|Stall" \
       "$out/ncu_variants_details.txt" | head -150
   echo "ncuvariants: $(( $(date +%s) - t0 )) s"
