@@ -232,13 +232,14 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
     NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     tuning = grid_order(tuning, NT)
-    if tuning.a_store != "early" and Ai is not None and Ai.dtype != k.dtype:  # mid / late store the k-dtype copies
+    # the fused launch's fallbacks (the inverse-only kernel has no A store to move and no v to prefetch)
+    if fuse_wu and store_A and tuning.a_store != "early" and Ai.dtype != k.dtype:  # mid/late store k-dtype copies
         if ("a_store", Ai.dtype) not in _LOGGED:
             _LOGGED.add(("a_store", Ai.dtype))
             log.info("sglang-trinv: Tuning.a_store=%r needs Ai in k's dtype (%s, Ai %s): Ai stored early",
                      tuning.a_store, k.dtype, Ai.dtype)
         tuning = dataclasses.replace(tuning, a_store="early")
-    if tuning.prefetch_bulk and v is not None and (v.data_ptr() % 16 or (
+    if fuse_wu and tuning.prefetch_bulk and tuning.prefetch_v != "off" and (v.data_ptr() % 16 or (
             v.is_cuda and torch.cuda.get_device_capability(v.device) < (9, 0))):
         # cp.async.bulk needs sm_90 and 16-byte aligned lines
         if "prefetch_bulk" not in _LOGGED:
