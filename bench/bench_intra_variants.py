@@ -69,14 +69,22 @@ FUSED = {
     # s19, untimed: the same lines by cp.async.bulk.prefetch.L2 (the TMA unit); ncu found the hint without effect
     "prefetch v kkt bulk": (_r(FT, prefetch_v="kkt", prefetch_bulk=True), True),
     "prefetch v kkt bulk noA": (_r(FT, prefetch_v="kkt", prefetch_bulk=True), False),
-    "prefetch v bulk": (_r(FT, prefetch_v="start", prefetch_bulk=True), True),
+    "prefetch v bulk": (_r(FT, prefetch_v="start", prefetch_bulk=True), True),  # s20: the bulk form lost everywhere
+    # s20: Ai tiles stored before the rest (Tuning.a_first): the zero tiles at the start, the diagonal ones once
+    # inverted, X10 / X32 after the 16 → 32 merges; the rest late as by default
+    "A zeros first": (_r(FT, a_first="zeros"), True),
+    "A diag first": (_r(FT, a_first="diag"), True),
+    "A merge16 first": (_r(FT, a_first="merge16"), True),
+    "A merge16 first early": (_r(FT, a_first="merge16", a_store="early"), True),
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),
            "neither (session 15)": _r(IT, diag_masks=False, gate_factors=False),
            "plain split": _r(IT, split_packed=False), "masked rows": _r(IT, full_chunks=False),
            "session 16": _r(IT, split_packed=False, full_chunks=False), "clamped rows": _r(IT, clamp_rows=True),
-           "clamped+heads fastest": _r(IT, clamp_rows=True, heads_fastest=True)}
+           "clamped+heads fastest": _r(IT, clamp_rows=True, heads_fastest=True),
+           "A zeros first": _r(IT, a_first="zeros"), "A diag first": _r(IT, a_first="diag"),
+           "A merge16 first": _r(IT, a_first="merge16")}
 # INTRA_VARIANT_ROWS="default,clamped_rows,…": only these rows (underscores stand for spaces; the default row is
 # always kept: maxdiff is measured against it)
 if os.environ.get("INTRA_VARIANT_ROWS"):

@@ -468,6 +468,47 @@ def test_A_store_place_gives_the_same_bits(where):
     assert const(dataclasses.replace(ops.DEFAULT_TUNING_FUSED, wu_merged=True)) == 2
 
 
+def _launch_into_nan(k, v, g, beta, cu, tuning, fuse_wu, method="blockdoubling"):
+    """(w, u, Ai) of one Triton launch into NaN-filled buffers: a tile the kernel does not store stays NaN."""
+    B, T, Hg, K = k.shape
+    H, V = beta.shape[-1], v.shape[-1]
+    nan = lambda *shape: torch.full(shape, float("nan"), dtype=k.dtype, device=k.device)  # noqa: E731
+    Ai, w, u = nan(B, T, H, 64), nan(B, T, H, K), nan(B, T, H, V)
+    cu, ci = ops._one_sequence(cu, None)
+    ops._launch(k, v if fuse_wu else None, g, beta, None, Ai, w if fuse_wu else None, u if fuse_wu else None, cu,
+                ci, T, B, H, Hg, K, V if fuse_wu else 0, 64, method, None, fuse_wu=fuse_wu, store_A=True,
+                from_A=False, tuning=tuning)
+    return (w, u, Ai) if fuse_wu else (Ai,)
+
+
+@pytest.mark.parametrize("first", ["zeros", "diag", "merge16"])
+def test_A_tiles_stored_first_give_the_same_bits(first):
+    """Tuning.a_first: Ai's zero tiles at the program's start, the diagonal ones once inverted, X10 / X32 after the
+    16 → 32 merges — every tile still stored once, with the default's bits (NaN-filled outputs: a tile left out
+    would show), fused with the late and the early store and inverse-only, every case; identical keys too. Methods
+    without a merge tree store the zeros first only (the constexpr the launch gets)."""
+    fused = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_first=first)
+    inverse = dataclasses.replace(ops.DEFAULT_TUNING, a_first=first)
+    for name, c in CASES.items():
+        for family in ("random", "identical_keys") if name == "varlen" else ("random",):
+            k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"], family=family)
+            for tu_f in (fused, dataclasses.replace(fused, a_store="early")):
+                for x, y in zip(_launch_into_nan(k, v, g, beta, cu, tu_f, True),
+                                _launch_into_nan(k, v, g, beta, cu, ops.DEFAULT_TUNING_FUSED, True), strict=True):
+                    assert not torch.isnan(x).any() and torch.equal(x, y)
+            Ai, = _launch_into_nan(k, v, g, beta, cu, inverse, False)
+            assert not torch.isnan(Ai).any() and torch.equal(Ai, ops.gdn_kkt_inverse(k, g, beta, cu_seqlens=cu))
+    args = (4, 2, 32, 16, 64)
+    const = lambda method, tu, store_A=True: ops._template_constexprs(  # noqa: E731
+        *args, method, None, True, store_A, False, tu, True, False, False)[0]["A_FIRST"]
+    code = ops._A_FIRST[first]
+    assert const("blockdoubling", fused) == code and const("column_sweep", fused) == code
+    assert const("blockdoubling", fused, store_A=False) == 0  # nothing to store
+    assert const("neumann", fused) == ops._A_FIRST["zeros"] and const("blockdoubling", ops.DEFAULT_TUNING_FUSED) == 0
+    with pytest.raises(ValueError, match="a_first"):
+        ops.Tuning(a_first="all")
+
+
 def test_unaligned_v_drops_the_bulk_prefetch_with_a_log_line(caplog):
     """Tuning.prefetch_bulk needs v 16-byte aligned (cp.async.bulk; and sm_90+): a v that is not keeps the plain L2
     prefetch, says so once in the log, and returns the same values as the aligned v."""
@@ -693,8 +734,12 @@ assert pk["l2_prefetches"] == 4 and pk["mma_before_prefetch"] == KKT_MMA, pk["mm
 pb = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt",
                                                          prefetch_bulk=True))
 assert pb["bulk_prefetches"] == 4 and pb["l2_prefetches"] == 0 and pb["mma_before_prefetch"] == KKT_MMA, pb
+# Tuning.a_first: Ai tiles stored from inside the inversion chain (fused varlen) and the zeros first (inverse-only)
+af = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_first="merge16"))
+af_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, a_first="zeros"))
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
-      varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"], pb["regs"])
+      varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"], pb["regs"],
+      af["regs"], af_inv["regs"])
 """
 
 
@@ -706,7 +751,7 @@ def test_gdn_kernel_compiles_for_sm90():
     (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
     (Tuning.clamp_rows) and with the early Ai store (Tuning.a_store), and the L2 prefetch of v (Tuning.prefetch_v:
     four prefetch.global.L2 per thread in the PTX, at the start or after K Kᵀ's products; Tuning.prefetch_bulk: as
-    cp.async.bulk.prefetch.L2)."""
+    cp.async.bulk.prefetch.L2), and Ai's tiles stored first (Tuning.a_first)."""
     import os
     import subprocess
     import sys
@@ -715,7 +760,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-13:]]
+    regs = [int(x) for x in r.stdout.split()[-15:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -961,6 +1006,26 @@ def test_triton_same_bits_variants_on_gpu(case, variant):
                             ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ops.DEFAULT_TUNING_FUSED),
                             strict=True):
                 assert (y is None) if x is None else torch.equal(x, y)  # A: None (not written)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("first", ["zeros", "diag", "merge16"])
+@pytest.mark.parametrize("case", list(GLUON_CASES))
+def test_triton_A_tiles_first_on_gpu(case, first):
+    """Tuning.a_first compiled (bf16, K = V = 128): Ai's zero / diagonal / 16 → 32 tiles stored before the rest give
+    w, u, A (fused, late store) and Ai (inverse-only) bitwise the default's, into NaN-filled buffers (a tile left
+    out would show), on every case; identical keys without decay too."""
+    c = GLUON_CASES[case]
+    fused = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_first=first)
+    inverse = dataclasses.replace(ops.DEFAULT_TUNING, a_first=first)
+    for family in ("random", "identical_keys"):
+        k, v, g, beta, cu = _gluon_inputs(c, family=family)
+        for x, y in zip(_launch_into_nan(k, v, g, beta, cu, fused, True),
+                        _launch_into_nan(k, v, g, beta, cu, ops.DEFAULT_TUNING_FUSED, True), strict=True):
+            assert not torch.isnan(x).any() and torch.equal(x, y)
+        Ai, = _launch_into_nan(k, v, g, beta, cu, inverse, False)
+        assert not torch.isnan(Ai).any() and torch.equal(Ai, _launch_into_nan(k, v, g, beta, cu, ops.DEFAULT_TUNING,
+                                                                                False)[0])
 
 
 @pytest.mark.gpu

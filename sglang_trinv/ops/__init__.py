@@ -79,6 +79,9 @@ SOLVE_TRIL_PRECISION = {**INVERSE_ONLY_PRECISION, "blockdoubling": "ieee"}
 KDA_DEFAULT_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3"}
 
 
+_A_FIRST = {"none": 0, "zeros": 1, "diag": 2, "merge16": 3}  # Tuning.a_first -> the template's A_FIRST
+
+
 @dataclass(frozen=True)
 class Tuning:
     """Launch parameters. ``group``: value heads per program sharing one key head (KKᵀ computed once);
@@ -112,10 +115,16 @@ class Tuning:
     # (gdn_intra._prefetch_rows_l2; GPU only, same values). Off: H200 s19, "start" lost up to 5 µs at five of six
     # shapes, "kkt" was within 0.2 µs at T=8192 H=8 one sequence (−1.0 at 8) and lost 1.5–3.7 µs at multi-wave ones
     prefetch_bulk: bool = False  # that prefetch by cp.async.bulk.prefetch.L2 (the TMA unit, sm_90) instead of the
-    # prefetch.global.L2 hint, which ncu found without effect on the L2 hit rate (H200 s19); untimed
+    # prefetch.global.L2 hint, which ncu found without effect on the L2 hit rate (H200 s19). Lost everywhere (H200
+    # s20: +1.1 to +8 µs, with and without A)
+    a_first: str = "none"  # launches writing A: Ai tiles stored before the rest — "zeros": the six zero tiles above
+    # the diagonal at the program's start; "diag": those and the four diagonal tiles once inverted; "merge16": those
+    # and X10, X32 after the 16 → 32 merges (merge trees; other methods store the zeros first only). One-wave
+    # shapes: every program inverts at once with the memory idle, then streams (gdn_intra.A_FIRST_*; same values)
 
     def __post_init__(self):
-        for name, allowed in (("a_store", ("early", "mid", "late")), ("prefetch_v", ("off", "start", "kkt"))):
+        for name, allowed in (("a_store", ("early", "mid", "late")), ("prefetch_v", ("off", "start", "kkt")),
+                              ("a_first", tuple(_A_FIRST))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Tuning.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
@@ -306,7 +315,10 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows,
                  A_STORE=(_A_STORES[tuning.a_store] if fuse_wu and store_A and not tuning.fold_scale
                           and not (tuning.wu_merged and tuning.a_store == "mid") else 0),
-                 PREFETCH_V=pv, PREFETCH_BULK=tuning.prefetch_bulk and pv > 0)
+                 PREFETCH_V=pv, PREFETCH_BULK=tuning.prefetch_bulk and pv > 0,
+                 # the diagonal / 16 → 32 tiles exist apart only in the merge trees: elsewhere the zeros alone
+                 A_FIRST=(0 if not store_A else _A_FIRST[tuning.a_first] if whole == _k.MERGE
+                          else min(_A_FIRST[tuning.a_first], _A_FIRST["zeros"])))
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

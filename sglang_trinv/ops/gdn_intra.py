@@ -236,10 +236,13 @@ def _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, PREC: tl.constexp
 def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
               BC: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
               DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1,
-              MERGE_OUT_PREC: tl.constexpr = -1):
+              MERGE_OUT_PREC: tl.constexpr = -1, a_base=None, t0=0, T=0, a_stride=0, BT: tl.constexpr = 64,
+              ROWS: tl.constexpr = 0, A_FIRST: tl.constexpr = 0):
     """(I + A)^{-1} of the 64×64 strictly-lower A given as 10 fp32 tiles; returns the 10 tiles of X.
     MERGE16_PREC ≥ 0: the 16 → 32 merges in that precision, the 32 → 64 ones in MERGE_PREC; MERGE_OUT_PREC ≥ 0:
-    the 32 → 64 merges' outer products (X22·(A·X)) in that one (reference.precision.product_pair)."""
+    the 32 → 64 merges' outer products (X22·(A·X)) in that one (reference.precision.product_pair).
+    A_FIRST (merge trees): ≥ 2 stores the diagonal tiles of X to ``a_base`` as soon as they are final, 3 also X10
+    and X32 after the 16 → 32 merges (A_FIRST_*: those tiles' bytes leave during the rest of the chain)."""
     o_i = tl.arange(0, BC)
     eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
     zero = tl.zeros([BC, BC], dtype=tl.float32)
@@ -248,9 +251,17 @@ def _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33,
         x11 = _inv_diag(a11, BC, DIAG, DIAG_PREC)
         x22 = _inv_diag(a22, BC, DIAG, DIAG_PREC)
         x33 = _inv_diag(a33, BC, DIAG, DIAG_PREC)
+        if A_FIRST >= A_FIRST_DIAG:
+            _store_rows(a_base, x00, t0, T, a_stride, 0, BT, BC, BC, ROWS)
+            _store_rows(a_base, x11, t0 + BC, T, a_stride, BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x22, t0 + 2 * BC, T, a_stride, 2 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x33, t0 + 3 * BC, T, a_stride, 3 * BC, BT, BC, BC, ROWS)
         M16: tl.constexpr = MERGE_PREC if MERGE16_PREC < 0 else MERGE16_PREC
         x10 = _merge16(x11, a10, x00, M16)
         x32 = _merge16(x33, a32, x22, M16)
+        if A_FIRST >= A_FIRST_MERGE16:
+            _store_rows(a_base, x10, t0 + BC, T, a_stride, 0, BT, BC, BC, ROWS)
+            _store_rows(a_base, x32, t0 + 3 * BC, T, a_stride, 2 * BC, BT, BC, BC, ROWS)
         x20, x21, x30, x31 = _merge32(x00, x10, x11, x22, x32, x33, a20, a21, a30, a31, MERGE_PREC, MERGE_OUT_PREC)
     elif WHOLE == NEUMANN64:
         # X = (I − A)(I + A²)(I + A⁴)…(I + A³²): 10 block products; intermediates grow like binomials
@@ -537,8 +548,10 @@ def _kkt10(k_base, t0, T, stride, K: tl.constexpr, BC: tl.constexpr, BK: tl.cons
 def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
                    BC: tl.constexpr, USE_G: tl.constexpr, DIAG: tl.constexpr, WHOLE: tl.constexpr,
                    DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr, MERGE16_PREC: tl.constexpr = -1,
-                   MERGE_OUT_PREC: tl.constexpr = -1, GATE_FACTORS: tl.constexpr = False):
-    """(I + A)^{-1} with A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower, from the raw K Kᵀ tiles."""
+                   MERGE_OUT_PREC: tl.constexpr = -1, GATE_FACTORS: tl.constexpr = False, a_base=None, t0=0, T=0,
+                   a_stride=0, BT: tl.constexpr = 64, ROWS: tl.constexpr = 0, A_FIRST: tl.constexpr = 0):
+    """(I + A)^{-1} with A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower, from the raw K Kᵀ tiles
+    (A_FIRST and the arguments after it: see _invert64)."""
     a00 = _gate(r00, b0, g0, g0, BC, True, USE_G)
     a11 = _gate(r11, b1, g1, g1, BC, True, USE_G)
     a22 = _gate(r22, b2, g2, g2, BC, True, USE_G)
@@ -561,31 +574,68 @@ def _gated_inverse(r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2,
         a31 = _gate(r31, b3, g3, g1, BC, False, USE_G)
         a32 = _gate(r32, b3, g3, g2, BC, False, USE_G)
     return _invert64(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
-                     MERGE16_PREC, MERGE_OUT_PREC)
+                     MERGE16_PREC, MERGE_OUT_PREC, a_base, t0, T, a_stride, BT, ROWS, A_FIRST)
 
 
 # ------------------------------------------------------------------------------------------ the kernel
+# Tiles of Ai stored before the rest (the template's A_FIRST, Tuning.a_first): none; the six zero tiles above the
+# diagonal, at the program's start (they depend on nothing); those and the four diagonal tiles once inverted; those
+# and X10, X32 after the 16 → 32 merges. Why: at one-wave shapes every program inverts at once (memory idle), then
+# streams; bytes that can leave earlier shorten the stream. Each 16-column tile row is one 32-byte sector.
+A_FIRST_NONE: tl.constexpr = tl.constexpr(0)
+A_FIRST_ZEROS: tl.constexpr = tl.constexpr(1)
+A_FIRST_DIAG: tl.constexpr = tl.constexpr(2)
+A_FIRST_MERGE16: tl.constexpr = tl.constexpr(3)
+
+
 @triton.jit
-def _store_ai(a_base, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, stride, BT: tl.constexpr,
-              BC: tl.constexpr, ROWS: tl.constexpr):
-    """Ai [BT, BT] of one chunk from its 10 lower 16×16 tiles, the zero upper tiles too (no memset pass needed)."""
+def _store_ai_zeros(a_base, t0, T, stride, BT: tl.constexpr, BC: tl.constexpr, ROWS: tl.constexpr):
+    """The six zero tiles above Ai's diagonal (no memset pass needed)."""
     zero = tl.zeros([BC, BC], dtype=tl.float32)
-    _store_rows(a_base, x00, t0, T, stride, 0, BT, BC, BC, ROWS)
     _store_rows(a_base, zero, t0, T, stride, BC, BT, BC, BC, ROWS)
     _store_rows(a_base, zero, t0, T, stride, 2 * BC, BT, BC, BC, ROWS)
     _store_rows(a_base, zero, t0, T, stride, 3 * BC, BT, BC, BC, ROWS)
-    _store_rows(a_base, x10, t0 + BC, T, stride, 0, BT, BC, BC, ROWS)
-    _store_rows(a_base, x11, t0 + BC, T, stride, BC, BT, BC, BC, ROWS)
     _store_rows(a_base, zero, t0 + BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
     _store_rows(a_base, zero, t0 + BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
-    _store_rows(a_base, x20, t0 + 2 * BC, T, stride, 0, BT, BC, BC, ROWS)
-    _store_rows(a_base, x21, t0 + 2 * BC, T, stride, BC, BT, BC, BC, ROWS)
-    _store_rows(a_base, x22, t0 + 2 * BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
     _store_rows(a_base, zero, t0 + 2 * BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
-    _store_rows(a_base, x30, t0 + 3 * BC, T, stride, 0, BT, BC, BC, ROWS)
-    _store_rows(a_base, x31, t0 + 3 * BC, T, stride, BC, BT, BC, BC, ROWS)
-    _store_rows(a_base, x32, t0 + 3 * BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
-    _store_rows(a_base, x33, t0 + 3 * BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
+
+
+@triton.jit
+def _store_ai(a_base, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, stride, BT: tl.constexpr,
+              BC: tl.constexpr, ROWS: tl.constexpr, A_FIRST: tl.constexpr = 0):
+    """Ai [BT, BT] of one chunk from its 10 lower 16×16 tiles and the zero upper ones (no memset pass needed), less
+    the tiles A_FIRST stored before."""
+    if A_FIRST == A_FIRST_NONE:  # row block by row block (the order every measurement before A_FIRST used)
+        zero = tl.zeros([BC, BC], dtype=tl.float32)
+        _store_rows(a_base, x00, t0, T, stride, 0, BT, BC, BC, ROWS)
+        _store_rows(a_base, zero, t0, T, stride, BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, zero, t0, T, stride, 2 * BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, zero, t0, T, stride, 3 * BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, x10, t0 + BC, T, stride, 0, BT, BC, BC, ROWS)
+        _store_rows(a_base, x11, t0 + BC, T, stride, BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, zero, t0 + BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, zero, t0 + BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, x20, t0 + 2 * BC, T, stride, 0, BT, BC, BC, ROWS)
+        _store_rows(a_base, x21, t0 + 2 * BC, T, stride, BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, x22, t0 + 2 * BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, zero, t0 + 2 * BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, x30, t0 + 3 * BC, T, stride, 0, BT, BC, BC, ROWS)
+        _store_rows(a_base, x31, t0 + 3 * BC, T, stride, BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, x32, t0 + 3 * BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, x33, t0 + 3 * BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
+    else:
+        if A_FIRST < A_FIRST_DIAG:
+            _store_rows(a_base, x00, t0, T, stride, 0, BT, BC, BC, ROWS)
+            _store_rows(a_base, x11, t0 + BC, T, stride, BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x22, t0 + 2 * BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
+            _store_rows(a_base, x33, t0 + 3 * BC, T, stride, 3 * BC, BT, BC, BC, ROWS)
+        if A_FIRST < A_FIRST_MERGE16:
+            _store_rows(a_base, x10, t0 + BC, T, stride, 0, BT, BC, BC, ROWS)
+            _store_rows(a_base, x32, t0 + 3 * BC, T, stride, 2 * BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, x20, t0 + 2 * BC, T, stride, 0, BT, BC, BC, ROWS)
+        _store_rows(a_base, x21, t0 + 2 * BC, T, stride, BC, BT, BC, BC, ROWS)
+        _store_rows(a_base, x30, t0 + 3 * BC, T, stride, 0, BT, BC, BC, ROWS)
+        _store_rows(a_base, x31, t0 + 3 * BC, T, stride, BC, BT, BC, BC, ROWS)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -610,6 +660,7 @@ def gdn_intra_kernel(
     A_STORE: tl.constexpr = 0,     # fused: Ai stored after the inversion (0), the u loop (1) or the w loop (2)
     PREFETCH_V: tl.constexpr = 0,  # fused: the chunk's v rows prefetched into L2 at the start (1) or after K Kᵀ (2)
     PREFETCH_BULK: tl.constexpr = False,  # that prefetch through the TMA unit (Tuning.prefetch_bulk)
+    A_FIRST: tl.constexpr = 0,     # Ai tiles stored before the rest (A_FIRST_*; STORE_A launches, Tuning.a_first)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
@@ -628,6 +679,9 @@ def gdn_intra_kernel(
     o_i = tl.arange(0, BC)
     m_low = o_i[:, None] > o_i[None, :]
 
+    if STORE_A and A_FIRST >= A_FIRST_ZEROS:  # the zero tiles above the diagonal depend on nothing: out first
+        for i_hh in tl.static_range(GROUP):
+            _store_ai_zeros(Ai + (bos * H + i_h0 + i_hh) * BT, t0, T, H * BT, BT, BC, ROWS)
     if PREFETCH_V == 1:  # before anything else: the lines arrive while K Kᵀ and the inversion run
         for i_hh in tl.static_range(GROUP):
             _prefetch_rows_l2(v + (bos * H + i_h0 + i_hh) * V, t0, T, H * V, V, BT, PREFETCH_BULK)
@@ -642,6 +696,9 @@ def gdn_intra_kernel(
 
     for i_hh in tl.static_range(GROUP):
         i_h = i_h0 + i_hh
+        a_base = Ai
+        if STORE_A:
+            a_base = Ai + (bos * H + i_h) * BT
         if FROM_A:
             # stand-alone solve: the strictly-lower A is given ([.., T, H, BT], only BT columns exist)
             ab = A_in + (bos * H + i_h) * BT
@@ -658,19 +715,20 @@ def gdn_intra_kernel(
 
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _invert64(
                 a00, a10, a11, a20, a21, a22, a30, a31, a32, a33, BC, DIAG, WHOLE, DIAG_PREC, MERGE_PREC,
-                MERGE16_PREC, MERGE_OUT_PREC)
+                MERGE16_PREC, MERGE_OUT_PREC, a_base, t0, T, H * BT, BT, ROWS, A_FIRST)
         else:
             # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
             b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM,
                                                          ROWS)
             x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
                 r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
-                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS)
+                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS,
+                a_base, t0, T, H * BT, BT, ROWS, A_FIRST)
 
         # ---- store Ai [T, H, BT] (A_STORE 1 / 2: later, from the w/u operand-dtype copies; Tuning.a_store)
         if STORE_A and A_STORE == 0:
-            _store_ai(Ai + (bos * H + i_h) * BT, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, H * BT,
-                      BT, BC, ROWS)
+            _store_ai(a_base, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, t0, T, H * BT, BT, BC, ROWS,
+                      A_FIRST)
 
         # ---- u = Ai·(β ⊙ v), w = Ai·(β·e^g ⊙ k), with Ai rounded to the input dtype as stock does
         if FUSE_WU:
@@ -704,11 +762,11 @@ def gdn_intra_kernel(
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False,
                              ROWS)
                     if STORE_A and A_STORE == 1:  # y = x rounded to k's dtype, which is Ai's here (ops._launch checks)
-                        _store_ai(Ai + (bos * H + i_h) * BT, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T,
-                                  H * BT, BT, BC, ROWS)
+                        _store_ai(a_base, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * BT, BT, BC, ROWS,
+                                  A_FIRST)
                     _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                              y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False,
                              ROWS)
                 if STORE_A and A_STORE == 2:
-                    _store_ai(Ai + (bos * H + i_h) * BT, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T,
-                              H * BT, BT, BC, ROWS)
+                    _store_ai(a_base, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * BT, BT, BC, ROWS,
+                              A_FIRST)
