@@ -219,7 +219,11 @@ if has evalgpu; then  # issue 6: in-process eval on the GPU (SGLang's Triton pat
   echo "evalgpu: $(( $(date +%s) - t0 )) s"
 fi
 if has kdahf; then  # issue 3 (KDA): the default launch against the grid heads fastest (T=8192 H=32 tune), then --quick
-  timeout ${KDAHF_TIMEOUT:-300} python3 bench/bench_kda.py --quick --tune --tune-configs 2/32/32/3,2/32/32/3/hf \
+  # KDAHF_CONFIGS: the tune candidates (repeat one to see the noise); KDAHF_SHAPES (T:H:SEQS:SAFE_GATE,…) instead of
+  # --quick; KDAHF_METHODS (default every method); KDAHF_TUNE_SHAPES (T:H,…; default 8192:32)
+  timeout ${KDAHF_TIMEOUT:-300} python3 bench/bench_kda.py --tune --tune-configs ${KDAHF_CONFIGS:-2/32/32/3,2/32/32/3/hf} \
+    $([ -n "${KDAHF_SHAPES:-}" ] && echo --shapes "$KDAHF_SHAPES" || echo --quick) \
+    ${KDAHF_METHODS:+--methods $KDAHF_METHODS} ${KDAHF_TUNE_SHAPES:+--tune-shapes $KDAHF_TUNE_SHAPES} \
     --no-families --no-one-kernel --out $kr/kdahf > $kr/kdahf.log 2>&1
   grep -E "tune|^\| " $kr/kdahf.log | head -40
   cp $kr/kdahf/kda.md "$out/kdahf.md" 2>/dev/null

@@ -252,18 +252,21 @@ def _tune_config(text: str) -> ops.Tuning:
     return ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st, heads_fastest=len(parts) == 5)
 
 
-def run_tuning(rows, candidates):
-    inp = make_inputs(8192 if DEV == "cuda" else 70, 32 if DEV == "cuda" else 1, K_DIM, K_DIM, 1, 0)
+def run_tuning(rows, candidates, T=8192, H=32):
+    """Time the KDA intra kernel (blockdoubling, one sequence of T tokens, H heads) under each candidate tuning;
+    returns the fastest."""
+    T, H = (T, H) if DEV == "cuda" else (70, 1)
+    inp = make_inputs(T, H, K_DIM, K_DIM, 1, 0)
     q, k, v, g, beta = (inp[n] for n in ("q", "k", "v", "g", "beta"))
     best = None
     for tu in candidates:
         try:
             t = bench(lambda: ops.kda_fwd_intra(q, k, v, g, beta, fuse_recompute=True, tuning=tu))
         except Exception as e:  # e.g. out of shared memory: reported, not fatal
-            rows.append(dict(kind="tune", tuning=tu.__dict__, error=repr(e)[:200]))
+            rows.append(dict(kind="tune", T=T, H=H, tuning=tu.__dict__, error=repr(e)[:200]))
             continue
-        rows.append(dict(kind="tune", tuning=tu.__dict__, us=t))
-        print(f"  tune {tu}: {t:.1f} us", flush=True)
+        rows.append(dict(kind="tune", T=T, H=H, tuning=tu.__dict__, us=t))
+        print(f"  tune T={T} H={H} {tu}: {t:.1f} us", flush=True)
         if best is None or t < best[0]:
             best = (t, tu)
     return best[1] if best else None
@@ -311,8 +314,10 @@ def to_markdown(meta, rows):
         out.append("")
     tune = [r for r in rows if r.get("kind") == "tune"]
     if tune:
-        out += ["## Launch configurations (default method, T=8192 H=32)", "", "| config | µs |", "|---|---|"]
-        out += [f"| {r['tuning']} | {r.get('us', r.get('error'))} |" for r in tune]
+        out += ["## Launch configurations (blockdoubling, one sequence)", "", "| T | H | config | µs |",
+                "|---|---|---|---|"]
+        out += [f"| {r.get('T', '')} | {r.get('H', '')} | {r['tuning']} | {r.get('us', r.get('error'))} |"
+                for r in tune]
     return "\n".join(out) + "\n"
 
 
@@ -325,6 +330,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-one-kernel", action="store_true", help="skip the diag_gram='fused' one-kernel rows")
     ap.add_argument("--shapes", default=None,
                     help="T:H:SEQS:SAFE_GATE,... (e.g. 8192:32:1:0,8192:32:8:1) instead of the --quick/full plan")
+    ap.add_argument("--tune-shapes", default="8192:32",
+                    help="T:H,... the --tune sweep's shapes (one sequence; the last one's best config runs the rest)")
     ap.add_argument("--tune-configs", default=None,
                     help="--tune candidates as WARPS/BK/BV/STAGES[/hf],... (hf: the grid heads fastest; default: a "
                          "1/2/4-warp grid)")
@@ -365,7 +372,12 @@ def run(args) -> int:
             except ValueError:
                 raise SystemExit(f"--tune-configs {args.tune_configs!r}: expected WARPS/BK/BV/STAGES[/hf],...") \
                     from None
-        tuning = run_tuning(rows, cands[:2] if args.smoke else cands) or tuning
+        try:
+            tune_shapes = [tuple(int(x) for x in sh.split(":")) for sh in args.tune_shapes.split(",")]
+        except ValueError:
+            raise SystemExit(f"--tune-shapes {args.tune_shapes!r}: expected T:H,...") from None
+        for T, H in tune_shapes:
+            tuning = run_tuning(rows, cands[:2] if args.smoke else cands, T, H) or tuning
     meta = common.run_meta(DEV, K=K_DIM, tuning=tuning.__dict__, kda_gram_precision=ops.KDA_GRAM_PRECISION)
     print(meta, flush=True)
     if args.shapes:
