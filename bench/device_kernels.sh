@@ -276,7 +276,8 @@ if has gputests; then  # the GPU-marked eval and kernel tests (the server test n
   gk=${gk//,/ or }
   gk=${gk//+/ and }
   gk=${gk//!/not }
-  timeout ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -v -m gpu -p no:cacheprovider ${gk:+-k "$gk"} \
+  # SIGINT at the limit: pytest then still prints the failures it has seen (a plain kill lost them in s20)
+  timeout -s INT -k 30 ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -v -m gpu -p no:cacheprovider ${gk:+-k "$gk"} \
     tests/test_evals.py tests/test_kda.py tests/test_kernels.py > $kr/gputests.log 2>&1
   tail -15 $kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"
