@@ -71,7 +71,7 @@ FUSED = {
     "prefetch v kkt bulk noA": (_r(FT, prefetch_v="kkt", prefetch_bulk=True), False),
     "prefetch v bulk": (_r(FT, prefetch_v="start", prefetch_bulk=True), True),  # s20: the bulk form lost everywhere
     # s20: Ai tiles stored before the rest (Tuning.a_first): the zero tiles at the start, the diagonal ones once
-    # inverted, X10 / X32 after the 16 → 32 merges; the rest late as by default
+    # inverted, X10 / X32 after the 16 → 32 merges; the rest late as by default. Lost at every shape (s20)
     "A zeros first": (_r(FT, a_first="zeros"), True),
     "A diag first": (_r(FT, a_first="diag"), True),
     "A merge16 first": (_r(FT, a_first="merge16"), True),

@@ -120,7 +120,8 @@ class Tuning:
     a_first: str = "none"  # launches writing A: Ai tiles stored before the rest — "zeros": the six zero tiles above
     # the diagonal at the program's start; "diag": those and the four diagonal tiles once inverted; "merge16": those
     # and X10, X32 after the 16 → 32 merges (merge trees; other methods store the zeros first only). One-wave
-    # shapes: every program inverts at once with the memory idle, then streams (gdn_intra.A_FIRST_*; same values)
+    # shapes: every program inverts at once with the memory idle, then streams (gdn_intra.A_FIRST_*; same values).
+    # Lost everywhere (H200 s20: fused +0.4 to +4.8 µs, inverse-only +0.5 to +2.4): "none"
 
     def __post_init__(self):
         for name, allowed in (("a_store", ("early", "mid", "late")), ("prefetch_v", ("off", "start", "kkt")),
@@ -591,6 +592,8 @@ KDA_GRAM_PRECISION = "tf32/bf16"
 # runs): 2 warps, BK=BV=32, 3 stages 525.2 µs; 2 stages 558.6–559.8; BV=64 544.9; BK=BV=64 678.0; the previous
 # default (1 warp, BK=BV=16, 1 stage: the one-kernel mode's H100 best) 798.4; every 1-stage configuration
 # ≥ 767 µs (the loads need the software pipeline).
+# The grid heads fastest (Tuning.heads_fastest, session 20, H200, bench/results/2026-11-28-s20 §3) took the KDA intra
+# kernel at T=8192 H=32 from 516.6–518.0 to 490.0–493.7 µs, but its GPU bit test failed there: off until it passes.
 KDA_DEFAULT_TUNING = Tuning(num_warps=2, BK=32, BV=32, num_stages=3)
 
 
