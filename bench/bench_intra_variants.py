@@ -139,6 +139,9 @@ for T, H, Hg, nseq in SHAPES:
     del inp, k, v, g, beta, cu, ci, w64, u64, A64
     if not SMOKE:
         torch.cuda.empty_cache()
+    # the rows so far, in case the step's time limit ends the run (s20 lost a whole call's JSON that way)
+    json.dump(dict(meta=common.run_meta("cpu" if SMOKE else "cuda", partial=True), rows=rows),
+              open(os.path.join(out, "intra_variants.json"), "w"), indent=1)
 
 # ---- whole SGLang chunk_gated_delta_rule_fwd: plugin at the default tiling, then at the fastest variant
 # (INTRA_VARIANT_WHOLE=0 skips it and the stage breakdown: the kernel rows alone)
