@@ -76,6 +76,14 @@ FUSED = {
     "A diag first": (_r(FT, a_first="diag"), True),
     "A merge16 first": (_r(FT, a_first="merge16"), True),
     "A merge16 first early": (_r(FT, a_first="merge16", a_store="early"), True),
+    # deeper w/u pipelines (more bytes in flight per warp: the one-wave shapes are latency-bound at 8 warps per SM).
+    # 2026-11-27 (T=8192 H=32, the pipeline kernel, before s16–s19's changes): BV=32 4 stages −1.5 %, the merged loop
+    # with 4 stages −3.5 % without A but slower with A; not rerun since. sm_90 (Triton 3.6, H=8): no spills
+    "BV32 st4": (_r(FT, num_stages=4), True),
+    "BV32 st4 noA": (_r(FT, num_stages=4), False),
+    "BV16 st4": (_r(FT, BV=16, num_stages=4), True),
+    "merged st4": (_r(FT, wu_merged=True, num_stages=4), True),
+    "merged st4 noA": (_r(FT, wu_merged=True, num_stages=4), False),
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),
