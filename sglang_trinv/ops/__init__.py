@@ -116,7 +116,7 @@ class Tuning:
     # shapes, "kkt" was within 0.2 µs at T=8192 H=8 one sequence (−1.0 at 8) and lost 1.5–3.7 µs at multi-wave ones
     prefetch_bulk: bool = False  # that prefetch by cp.async.bulk.prefetch.L2 (the TMA unit, sm_90) instead of the
     # prefetch.global.L2 hint, which ncu found without effect on the L2 hit rate (H200 s19). Lost everywhere (H200
-    # s20: +1.1 to +8 µs, with and without A)
+    # s20: +1.1 to +10.9 µs, with and without A)
     a_first: str = "none"  # launches writing A: Ai tiles stored before the rest — "zeros": the six zero tiles above
     # the diagonal at the program's start; "diag": those and the four diagonal tiles once inverted; "merge16": those
     # and X10, X32 after the 16 → 32 merges (merge trees; other methods store the zeros first only). One-wave
