@@ -84,6 +84,9 @@ FUSED = {
     "BV16 st4": (_r(FT, BV=16, num_stages=4), True),
     "merged st4": (_r(FT, wu_merged=True, num_stages=4), True),
     "merged st4 noA": (_r(FT, wu_merged=True, num_stages=4), False),
+    # s20, untimed: the w loop before the u loop (k's tiles, read for K Kᵀ just before, are likely still in L2)
+    "w first": (_r(FT, w_first=True), True),
+    "w first noA": (_r(FT, w_first=True), False),
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),

@@ -468,6 +468,24 @@ def test_A_store_place_gives_the_same_bits(where):
     assert const(dataclasses.replace(ops.DEFAULT_TUNING_FUSED, wu_merged=True)) == 2
 
 
+def test_w_loop_first_gives_the_same_bits():
+    """Tuning.w_first: the fused kernel's w loop before its u loop (k's tiles first) — the default's bits on every
+    case (random and identical keys), with Ai stored late or between the loops; the constexpr only where w/u are
+    fused."""
+    wf = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, w_first=True)
+    _assert_bitwise_the_default(wf, ops.DEFAULT_TUNING)
+    c = CASES["varlen"]
+    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=dataclasses.replace(wf, a_store="mid")),
+                    ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+        assert torch.equal(x, y)
+    args = (4, 2, 32, 16, 64, "blockdoubling", None)
+    assert ops._template_constexprs(*args, True, True, False, wf, True, False, False)[0]["W_FIRST"]
+    assert not ops._template_constexprs(*args, False, True, False, wf, True, False, False)[0]["W_FIRST"]
+    assert not ops._template_constexprs(*args, True, True, False, ops.DEFAULT_TUNING_FUSED, True, False,
+                                        False)[0]["W_FIRST"]
+
+
 def _launch_into_nan(k, v, g, beta, cu, tuning, fuse_wu, method="blockdoubling"):
     """(w, u, Ai) of one Triton launch into NaN-filled buffers: a tile the kernel does not store stays NaN."""
     B, T, Hg, K = k.shape
@@ -737,9 +755,11 @@ assert pb["bulk_prefetches"] == 4 and pb["l2_prefetches"] == 0 and pb["mma_befor
 # Tuning.a_first: Ai tiles stored from inside the inversion chain (fused varlen) and the zeros first (inverse-only)
 af = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_first="merge16"))
 af_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, a_first="zeros"))
+# Tuning.w_first: the w loop before the u loop
+wf = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, w_first=True))
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
       varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"], pb["regs"],
-      af["regs"], af_inv["regs"])
+      af["regs"], af_inv["regs"], wf["regs"])
 """
 
 
@@ -751,7 +771,7 @@ def test_gdn_kernel_compiles_for_sm90():
     (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
     (Tuning.clamp_rows) and with the early Ai store (Tuning.a_store), and the L2 prefetch of v (Tuning.prefetch_v:
     four prefetch.global.L2 per thread in the PTX, at the start or after K Kᵀ's products; Tuning.prefetch_bulk: as
-    cp.async.bulk.prefetch.L2), and Ai's tiles stored first (Tuning.a_first)."""
+    cp.async.bulk.prefetch.L2), and Ai's tiles stored first (Tuning.a_first), and the w loop first (Tuning.w_first)."""
     import os
     import subprocess
     import sys
@@ -760,7 +780,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-15:]]
+    regs = [int(x) for x in r.stdout.split()[-16:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -983,16 +1003,16 @@ def test_triton_clamped_rows_on_gpu(case):
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", [{"a_store": "mid"}, {"a_store": "early"}, {"prefetch_v": "start"},
                                      {"prefetch_v": "kkt"}, {"prefetch_v": "kkt", "a_store": "early"},
-                                     {"prefetch_v": "kkt", "prefetch_bulk": True}],
+                                     {"prefetch_v": "kkt", "prefetch_bulk": True}, {"w_first": True}],
                          ids=["mid-A", "early-A", "prefetch-v", "prefetch-v-kkt", "prefetch-v-kkt-early-A",
-                              "prefetch-v-kkt-bulk"])
+                              "prefetch-v-kkt-bulk", "w-first"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
 def test_triton_same_bits_variants_on_gpu(case, variant):
     """Fused launch forms that move work, not values, compiled (bf16, K = V = 128): Tuning.a_store "mid" / "early"
-    (Ai stored after the u loop / the inversion; the default "late": after the w loop) and Tuning.prefetch_v (v's
-    rows prefetched into L2 at the start / after K Kᵀ, by the hint or the TMA unit) give w, u and A bitwise the
-    default's, finite, on every case (a 1-token sequence, partial chunks, batch rows); identical keys without decay
-    too; the cumsum-fused launch without A as well."""
+    (Ai stored after the u loop / the inversion; the default "late": after the w loop), Tuning.prefetch_v (v's
+    rows prefetched into L2 at the start / after K Kᵀ, by the hint or the TMA unit) and Tuning.w_first (the w loop
+    before the u loop) give w, u and A bitwise the default's, finite, on every case (a 1-token sequence, partial
+    chunks, batch rows); identical keys without decay too; the cumsum-fused launch without A as well."""
     c = GLUON_CASES[case]
     tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **variant)
     for family in ("random", "identical_keys"):

@@ -122,6 +122,8 @@ class Tuning:
     # and X10, X32 after the 16 → 32 merges (merge trees; other methods store the zeros first only). One-wave
     # shapes: every program inverts at once with the memory idle, then streams (gdn_intra.A_FIRST_*; same values).
     # Lost everywhere (H200 s20: fused +0.4 to +4.8 µs, inverse-only +0.5 to +2.4): "none"
+    w_first: bool = False  # fused, two w/u loops: w's loop (k's tiles, read for K Kᵀ just before: likely still in L2)
+    # before u's (v from DRAM); same values ("mid" then stores Ai between w and u). Untimed (s20)
 
     def __post_init__(self):
         for name, allowed in (("a_store", ("early", "mid", "late")), ("prefetch_v", ("off", "start", "kkt")),
@@ -319,7 +321,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  PREFETCH_V=pv, PREFETCH_BULK=tuning.prefetch_bulk and pv > 0,
                  # the diagonal / 16 → 32 tiles exist apart only in the merge trees: elsewhere the zeros alone
                  A_FIRST=(0 if not store_A else _A_FIRST[tuning.a_first] if whole == _k.MERGE
-                          else min(_A_FIRST[tuning.a_first], _A_FIRST["zeros"])))
+                          else min(_A_FIRST[tuning.a_first], _A_FIRST["zeros"])),
+                 W_FIRST=tuning.w_first and fuse_wu)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

@@ -661,6 +661,7 @@ def gdn_intra_kernel(
     PREFETCH_V: tl.constexpr = 0,  # fused: the chunk's v rows prefetched into L2 at the start (1) or after K Kᵀ (2)
     PREFETCH_BULK: tl.constexpr = False,  # that prefetch through the TMA unit (Tuning.prefetch_bulk)
     A_FIRST: tl.constexpr = 0,     # Ai tiles stored before the rest (A_FIRST_*; STORE_A launches, Tuning.a_first)
+    W_FIRST: tl.constexpr = False,  # fused, two loops: w's before u's (k's tiles, just read for K Kᵀ, first)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
@@ -758,15 +759,18 @@ def gdn_intra_kernel(
                                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33,
                                     t0, T, H * V, H * V, Hg * K, H * K, V, K, BC, BV)
                 else:
-                    _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV, False,
-                             ROWS)
-                    if STORE_A and A_STORE == 1:  # y = x rounded to k's dtype, which is Ai's here (ops._launch checks)
-                        _store_ai(a_base, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * BT, BT, BC, ROWS,
-                                  A_FIRST)
-                    _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
-                             y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV, False,
-                             ROWS)
+                    for p in tl.static_range(2):  # u then w, or (W_FIRST) w then u
+                        if (p == 0) != W_FIRST:
+                            _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV,
+                                     False, ROWS)
+                        else:
+                            _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
+                                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV,
+                                     False, ROWS)
+                        if p == 0 and STORE_A and A_STORE == 1:  # y = x rounded to k's dtype, Ai's (ops._launch checks)
+                            _store_ai(a_base, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * BT, BT, BC,
+                                      ROWS, A_FIRST)
                 if STORE_A and A_STORE == 2:
                     _store_ai(a_base, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * BT, BT, BC, ROWS,
                               A_FIRST)
