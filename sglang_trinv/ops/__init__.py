@@ -79,7 +79,11 @@ SOLVE_TRIL_PRECISION = {**INVERSE_ONLY_PRECISION, "blockdoubling": "ieee"}
 KDA_DEFAULT_PRECISION = {**DEFAULT_PRECISION, "blockdoubling": "bf16x3"}
 
 
-_A_FIRST = {"none": 0, "zeros": 1, "diag": 2, "merge16": 3}  # Tuning.a_first -> the template's A_FIRST
+# The string fields of Tuning -> the template's constexprs (also the values Tuning accepts)
+_A_STORES = {"early": 0, "mid": 1, "late": 2}  # Tuning.a_store -> A_STORE (the merged w/u loop has no "mid": it stores
+# early there)
+_PREFETCH_V = {"off": 0, "start": 1, "kkt": 2}  # Tuning.prefetch_v -> PREFETCH_V
+_A_FIRST = {"none": 0, "zeros": 1, "diag": 2, "merge16": 3}  # Tuning.a_first -> A_FIRST
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,9 @@ class Tuning:
     # before u's (v from DRAM); same values ("mid" then stores Ai between w and u). Untimed (s20)
 
     def __post_init__(self):
-        for name, allowed in (("a_store", ("early", "mid", "late")), ("prefetch_v", ("off", "start", "kkt")),
-                              ("a_first", tuple(_A_FIRST))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"Tuning.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST)):
+            if getattr(self, name) not in codes:
+                raise ValueError(f"Tuning.{name} must be one of {tuple(codes)}, got {getattr(self, name)!r}")
 
 
 # Measured on an H200 (bench/results/2026-11-26-h200): one warp per (chunk, head) program is best for both
@@ -274,9 +277,6 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     _k.gdn_intra_kernel[grid](*args, **const, **options)
 
 
-_PREFETCH_V = {"off": 0, "start": 1, "kkt": 2}  # Tuning.prefetch_v -> the template's PREFETCH_V
-_A_STORES = {"early": 0, "mid": 1, "late": 2}  # Tuning.a_store -> the template's A_STORE (the merged w/u loop has no
-# "mid": it stores early there)
 
 
 def _row_bounds(tuning: Tuning, whole: bool, BT: int, from_A: bool) -> int:
