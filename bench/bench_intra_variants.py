@@ -8,7 +8,8 @@ with the plugin at the default tiling and at the best variant. Errors are max-re
 INTRA_VARIANT_SHAPES="T,H,Hg[,nseq];…" sets the kernel shapes (one sequence unless nseq > 1: a varlen batch as
 `bench kernels` makes it, partial chunks and a 1-token sequence; default 8192,32,16;32768,32,16);
 INTRA_VARIANT_WHOLE=0 leaves out the whole forward and the stage breakdown (INTRA_VARIANT_WHOLE_SHAPES="T,H,Hg,nseq;…"
-sets its shapes; it runs at the default and at the first kernel shape's fastest A-writing variant); INTRA_VARIANT_ROWS="a,b_c" keeps only
+sets its shapes; it runs at the default and at the first kernel shape's fastest A-writing variant, or at the row
+INTRA_VARIANT_WHOLE_ROW names); INTRA_VARIANT_ROWS="a,b_c" keeps only
 those variant rows (and the default; underscores stand for spaces). maxdiff: a variant's largest
 difference to the default (A for the inverse rows, w/u for the fused ones; 0 = bitwise).
 """
@@ -87,6 +88,12 @@ FUSED = {
     # s20, untimed: the w loop before the u loop (k's tiles, read for K Kᵀ just before, are likely still in L2)
     "w first": (_r(FT, w_first=True), True),
     "w first noA": (_r(FT, w_first=True), False),
+    # s21: one folded copy Ai·diag(β) for both loops (v's tiles straight into the dots; Ai stored early, so "early A"
+    # is its baseline where A is written). sm_90 (Triton 3.6, H=8): no spills one sequence, 8–16 B varlen
+    "early A": (_r(FT, a_store="early"), True),
+    "fold beta": (_r(FT, fold_beta=True), True),
+    "fold beta noA": (_r(FT, fold_beta=True), False),
+    "fold beta w first noA": (_r(FT, fold_beta=True, w_first=True), False),
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),
@@ -161,6 +168,9 @@ first_shape = (SHAPES[0][0], SHAPES[0][1], SHAPES[0][3])
 intra = [r for r in rows if r["kernel"] == "intra" and (r["T"], r["H"], r["nseq"]) == first_shape and "us" in r
          and r["variant"] != "stock" and not r["variant"].endswith("noA")]
 best = min(intra, key=lambda r: r["us"])["variant"]
+# INTRA_VARIANT_WHOLE_ROW="fold_beta": the whole forward's second run at that row's tiling instead (the plugin's
+# pipeline writes no A: a row that wins only without A is picked by name)
+best = os.environ.get("INTRA_VARIANT_WHOLE_ROW", best.replace(" ", "_")).replace("_", " ")
 for T, H, Hg, nseq in WHOLE:
     inp = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
     tag = dict(T=T, H=H, nseq=nseq)

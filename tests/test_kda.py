@@ -53,11 +53,13 @@ def _inputs(B, T, H, K, V, cu=None, seed=0, gate="random"):
         k = k[:, :1].expand(B, T, H, K).contiguous()
         beta = 1 + beta
         g_raw = torch.zeros(B, T, H, K)
-    cu_t = None if cu is None else torch.tensor(cu, dtype=torch.int64)
-    cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
-    g = cumsum(g_raw, chunk_size=64, scale=RCP_LN2, cu_seqlens=cu_t)
     to = lambda x: x.to(DEVICE)  # noqa: E731
-    return to(q), to(k), to(v), to(g), to(beta), (None if cu_t is None else to(cu_t))
+    cu_t = None if cu is None else to(torch.tensor(cu, dtype=torch.int64))
+    cumsum = import_module(f"{FLA}.cumsum").chunk_local_cumsum
+    # SGLang's Triton cumsum on the test device (on a GPU it cannot read CPU tensors: the s20/s21 "failures" of the
+    # heads-fastest bit test were this, raised before any kernel under test ran)
+    g = cumsum(to(g_raw), chunk_size=64, scale=RCP_LN2, cu_seqlens=cu_t)
+    return to(q), to(k), to(v), g, to(beta), cu_t
 
 
 def _lower(A, cu=None):
@@ -92,26 +94,31 @@ def _ours(inputs, method, **kw):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_heads_fastest_gives_the_same_bits(case):
-    """Tuning.heads_fastest (grid (B·H, chunks): the programs running at once cover whole rows) computes every
-    chunk exactly as the default grid: the same bits in every output, fixed length (B = 2, 2 heads) and varlen."""
+    """Tuning.heads_fastest (grid (B·H, chunks): the programs running at once cover whole rows; the default since
+    s21) computes every chunk exactly as the grid chunks fastest: the same bits in every output, fixed length (B = 2,
+    2 heads) and varlen."""
     inputs = _inputs(**CASES[case])
-    hf = dataclasses.replace(ops.KDA_DEFAULT_TUNING, heads_fastest=True)
-    for x, y in zip(_ours(inputs, "blockdoubling", tuning=hf), _ours(inputs, "blockdoubling"), strict=True):
+    assert ops.KDA_DEFAULT_TUNING.heads_fastest
+    cf = dataclasses.replace(ops.KDA_DEFAULT_TUNING, heads_fastest=False)
+    for x, y in zip(_ours(inputs, "blockdoubling", tuning=cf), _ours(inputs, "blockdoubling"), strict=True):
         assert (y is None) if x is None else torch.equal(x, y)
 
 
 @pytest.mark.gpu
 def test_heads_fastest_gives_the_same_bits_on_gpu():
-    """The same, compiled (bf16, K = V = 128, 4 heads, varlen with a 1-token sequence and partial chunks); the default
-    run twice first, as a control. (Failed once on an H200 in s20 with its traceback lost: this names the output.)"""
+    """The same, compiled (bf16, K = V = 128, 4 heads, varlen with a 1-token sequence and partial chunks); the
+    chunks-fastest grid run twice first, as a control. (Its s20 and s21 failures were this test's own inputs: SGLang's
+    Triton cumsum was called on CPU tensors; a difference now names the output, count and first place.)"""
     q, k, v, g, beta, cu = _inputs(1, 700, 4, 128, 128, cu=[0, 1, 64, 300, 700])
     q, k, v, beta = (x.to(torch.bfloat16) for x in (q, k, v, beta))
     hf = dataclasses.replace(ops.KDA_DEFAULT_TUNING, heads_fastest=True)
+    cf = dataclasses.replace(ops.KDA_DEFAULT_TUNING, heads_fastest=False)
     inputs = (q, k, v, g, beta, cu)
-    default = _ours(inputs, "blockdoubling")  # first: SGLang's autotuned diagonal kernel settles here
-    # control: the default twice gives the same bits (else a difference below is not the grid order's)
-    for name, x, y in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling"), default, strict=True):
-        assert (x is None and y is None) or torch.equal(x, y), f"{name}: the default differs from itself"
+    default = _ours(inputs, "blockdoubling", tuning=cf)  # first: SGLang's autotuned diagonal kernel settles here
+    # control: the chunks-fastest grid twice gives the same bits (else a difference below is not the grid order's)
+    for name, x, y in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling", tuning=cf), default,
+                          strict=True):
+        assert (x is None and y is None) or torch.equal(x, y), f"{name}: the chunks-fastest grid differs from itself"
     for name, x, y in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling", tuning=hf), default,
                           strict=True):
         if x is None:

@@ -326,6 +326,27 @@ def test_fold_scale_matches_fp64(tuning):
         assert _rel(A, A64) < TOL and _rel(w, w64) < TOL and _rel(u, u64) < TOL
 
 
+@pytest.mark.parametrize("tuning", [dataclasses.replace(ops.DEFAULT_TUNING_FUSED, fold_beta=True),
+                                    dataclasses.replace(ops.DEFAULT_TUNING_FUSED, fold_beta=True, w_first=True)],
+                         ids=["fold-beta", "fold-beta-w-first"])
+@pytest.mark.parametrize("gate", [True, False], ids=["gate", "no-gate"])
+def test_fold_beta_matches_fp64(tuning, gate):
+    """One folded copy Ai·diag(β) for both loops (u = Y·v, w = Y·(e^g ⊙ k)): the same product, varlen and GQA, with
+    and without a gate (without one k's tiles also enter the dots unscaled). A is Ai itself, stored before the loops:
+    the same bits as the default's."""
+    for c in CASES.values():
+        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+        g = g if gate else None
+        w, u, A = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tuning)
+        w2, u2, A2 = ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu)
+        w64, u64, A64 = ref.fwd_intra(k, v, g, beta, cu)
+        assert torch.equal(A, A2)
+        # without decay the inversion itself is less accurate (the default's A: 2.5e-5 in fp32 here): the fold's
+        # products within TOL of fp64 or of the default's own error, whichever is larger
+        assert _rel(w, w64) < max(TOL, 1.5 * _rel(w2, w64)) and _rel(u, u64) < max(TOL, 1.5 * _rel(u2, u64))
+        assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
+
+
 @pytest.mark.parametrize("tuning", [ops.Tuning(BV=32, num_stages=3, wu_merged=True),
                                     ops.Tuning(BK=16, BV=16, num_stages=2, wu_merged=True)])
 def test_wu_merged_loop_matches_fp64(tuning):

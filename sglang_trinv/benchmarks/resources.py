@@ -36,17 +36,17 @@ def cubin_usage(cubin: bytes, sass: bool = False) -> dict:
 
 
 def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None, H=32, Hg=16, K=128, V=128,
-                varlen=False):
+                varlen=False, store_A=True, g_cumsum=False, sass=False):
     fn = gdn_intra.gdn_intra_kernel
     tu = tuning or (ops.DEFAULT_TUNING_FUSED if fused else ops.DEFAULT_TUNING)
     sig = {n: "*bf16" for n in ("k", "v", "beta", "Ai", "w", "u")}
     table = "*i32" if varlen and tu.chunk_table else "*i64"  # varlen: the int32 chunk table in chunk_indices' place
     sig.update({"g": "*fp32", "g_out": "*fp32", "A_in": "*fp32", "cu_seqlens": "*i64", "chunk_indices": table,
                 "T": "i32"})
-    # the launch's own constexprs and options (one sequence of whole chunks or varlen, A written, gated, cumsum
-    # not fused; the row bounds the launch would take)
-    const, options = ops._template_constexprs(H, Hg, K, V, 64, method, precision, fused, True, False, tu, True,
-                                              varlen, False, ops._row_bounds(tu, not varlen, 64, False))
+    # the launch's own constexprs and options (one sequence of whole chunks or varlen, A written or not, gated,
+    # cumsum fused or not — the plugin's pipeline: no A, cumsum fused; the row bounds the launch would take)
+    const, options = ops._template_constexprs(H, Hg, K, V, 64, method, precision, fused, store_A, False, tu, True,
+                                              varlen, g_cumsum, ops._row_bounds(tu, not varlen, 64, False))
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.
@@ -60,7 +60,11 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     # reserved by the driver: cuobjdump's SHARED) both bound it
     by_regs = 65536 // (max(reg, 1) * 32 * tu.num_warps)
     by_smem = (228 * 1024) // (c.metadata.shared + max(shared, 1024))
-    return dict(regs=reg, stack=stack, shared=shared, dyn_shared=c.metadata.shared,
+    extra = {}
+    if sass:  # static instruction count of the SASS (cuobjdump -sass), for comparing builds
+        code = cubin_usage(c.asm["cubin"], sass=True)["sass"]
+        extra["sass_instructions"] = len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+\S", code, flags=re.M))
+    return dict(**extra, regs=reg, stack=stack, shared=shared, dyn_shared=c.metadata.shared,
                 resident_programs=min(32, by_regs, by_smem),
                 l2_prefetches=c.asm["ptx"].count("prefetch.global.L2"),  # Tuning.prefetch_v
                 bulk_prefetches=c.asm["ptx"].count("cp.async.bulk.prefetch.L2"),  # Tuning.prefetch_bulk

@@ -127,7 +127,12 @@ class Tuning:
     # shapes: every program inverts at once with the memory idle, then streams (gdn_intra.A_FIRST_*; same values).
     # Lost everywhere (H200 s20: fused +0.4 to +4.8 µs, inverse-only +0.5 to +2.4): "none"
     w_first: bool = False  # fused, two w/u loops: w's loop (k's tiles, read for K Kᵀ just before: likely still in L2)
-    # before u's (v from DRAM); same values ("mid" then stores Ai between w and u). Untimed (s20)
+    # before u's (v from DRAM); same values ("mid" then stores Ai between w and u). H200 s21, T=8192 H=8 one / 8
+    # sequences: +0.9 / +0.7 µs with A, +0.6 / −0.3 without: off
+    fold_beta: bool = False  # fused: one copy Y = Ai·diag(β) feeds both loops — u = Y·v (v's tiles straight into
+    # the dots), w = Y·(e^g ⊙ k) — instead of scaling every loaded row by β (u) and β·e^g (w). Not the same bits:
+    # u rounds Ai·β once instead of β·v (fold_scale's u error), w moves β from k's rounding to Ai's. Where A is
+    # written, Ai is stored right after the inversion (the late store needs the unscaled copy)
 
     def __post_init__(self):
         for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST)):
@@ -254,6 +259,12 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
             log.info("sglang-trinv: Tuning.a_store=%r needs Ai in k's dtype (%s, Ai %s): Ai stored early",
                      tuning.a_store, k.dtype, Ai.dtype)
         tuning = dataclasses.replace(tuning, a_store="early")
+    if fuse_wu and store_A and tuning.a_store != "early" and (tuning.fold_beta or tuning.fold_scale):
+        if "a_store_fold" not in _LOGGED:  # the folded copies are not Ai: it leaves before the w/u loops
+            _LOGGED.add("a_store_fold")
+            log.info("sglang-trinv: Tuning.a_store=%r with β folded into Ai's columns: Ai stored early",
+                     tuning.a_store)
+        tuning = dataclasses.replace(tuning, a_store="early")
     if fuse_wu and tuning.prefetch_bulk and tuning.prefetch_v != "off" and (v.data_ptr() % 16 or (
             v.is_cuda and torch.cuda.get_device_capability(v.device) < (9, 0))):
         # cp.async.bulk needs sm_90 and 16-byte aligned lines
@@ -313,16 +324,19 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
                  USE_G=use_g, IS_VARLEN=varlen, STORE_A=store_A, FUSE_WU=fuse_wu,
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
-                 WU_MERGED=tuning.wu_merged and fuse_wu and not tuning.fold_scale, MERGE16_PREC=mp16,
+                 WU_MERGED=tuning.wu_merged and fuse_wu and not (tuning.fold_scale or tuning.fold_beta),
+                 MERGE16_PREC=mp16,
                  TABLE=varlen and tuning.chunk_table, MERGE_OUT_PREC=mpo,
                  HEADS_FASTEST=tuning.heads_fastest, GATE_FACTORS=tuning.gate_factors, ROWS=rows,
-                 A_STORE=(_A_STORES[tuning.a_store] if fuse_wu and store_A and not tuning.fold_scale
+                 A_STORE=(_A_STORES[tuning.a_store] if fuse_wu and store_A
+                          and not (tuning.fold_scale or tuning.fold_beta)
                           and not (tuning.wu_merged and tuning.a_store == "mid") else 0),
                  PREFETCH_V=pv, PREFETCH_BULK=tuning.prefetch_bulk and pv > 0,
                  # the diagonal / 16 → 32 tiles exist apart only in the merge trees: elsewhere the zeros alone
                  A_FIRST=(0 if not store_A else _A_FIRST[tuning.a_first] if whole == _k.MERGE
                           else min(_A_FIRST[tuning.a_first], _A_FIRST["zeros"])),
-                 W_FIRST=tuning.w_first and fuse_wu)
+                 W_FIRST=tuning.w_first and fuse_wu,
+                 FOLD_BETA=tuning.fold_beta and fuse_wu and not tuning.fold_scale)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options
@@ -595,9 +609,11 @@ KDA_GRAM_PRECISION = "tf32/bf16"
 # runs): 2 warps, BK=BV=32, 3 stages 525.2 µs; 2 stages 558.6–559.8; BV=64 544.9; BK=BV=64 678.0; the previous
 # default (1 warp, BK=BV=16, 1 stage: the one-kernel mode's H100 best) 798.4; every 1-stage configuration
 # ≥ 767 µs (the loads need the software pipeline).
-# The grid heads fastest (Tuning.heads_fastest, session 20, H200, bench/results/2026-11-28-s20 §3) took the KDA intra
-# kernel at T=8192 H=32 from 516.6–518.0 to 490.0–493.7 µs, but its GPU bit test failed there: off until it passes.
-KDA_DEFAULT_TUNING = Tuning(num_warps=2, BK=32, BV=32, num_stages=3)
+# The grid heads fastest (Tuning.heads_fastest; H200, bench/results/2026-11-28-s20 §3 and -s21): the KDA intra kernel
+# at T=8192 H=32 516.0–518.0 → 490.0–493.7 µs (five pairs, three calls), at H=8 with warm clocks 140.1–140.6 → 136.8–
+# 137.2 (s21). Its GPU bit test "failed" in s20 and s21 before any KDA kernel ran (the test's inputs went through
+# SGLang's Triton cumsum on the CPU); fixed, it decides this default (bench/results/2026-11-28-s21).
+KDA_DEFAULT_TUNING = Tuning(num_warps=2, BK=32, BV=32, num_stages=3, heads_fastest=True)
 
 
 @functools.lru_cache(maxsize=64)

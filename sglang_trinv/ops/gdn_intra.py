@@ -662,6 +662,7 @@ def gdn_intra_kernel(
     PREFETCH_BULK: tl.constexpr = False,  # that prefetch through the TMA unit (Tuning.prefetch_bulk)
     A_FIRST: tl.constexpr = 0,     # Ai tiles stored before the rest (A_FIRST_*; STORE_A launches, Tuning.a_first)
     W_FIRST: tl.constexpr = False,  # fused, two loops: w's before u's (k's tiles, just read for K Kᵀ, first)
+    FOLD_BETA: tl.constexpr = False,  # fused: Y = Ai·diag(β) once; u = Y·v (raw tiles), w = Y·(e^g ⊙ k)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     if HEADS_FASTEST:
@@ -750,6 +751,27 @@ def gdn_intra_kernel(
                          (x20 * e0[None, :]).to(dt), (x21 * e1[None, :]).to(dt), (x22 * e2[None, :]).to(dt),
                          (x30 * e0[None, :]).to(dt), (x31 * e1[None, :]).to(dt), (x32 * e2[None, :]).to(dt),
                          (x33 * e3[None, :]).to(dt), t0, T, Hg * K, H * K, K, BC, BV, True, ROWS)
+            elif FOLD_BETA:
+                # u = Ai·diag(β)·v, w = Ai·diag(β)·diag(e^g)·k: one folded copy Y = Ai·diag(β) (tile IJ's columns
+                # scaled by β of sub-chunk J) serves both loops, so v's tiles enter the dots unscaled (as do k's
+                # without a gate) and no second copy is live (Tuning.fold_beta; Ai itself was stored above)
+                z00, z10, z11 = (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt)
+                z20, z21, z22 = (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt), (x22 * b2[None, :]).to(dt)
+                z30, z31 = (x30 * b0[None, :]).to(dt), (x31 * b1[None, :]).to(dt)
+                z32, z33 = (x32 * b2[None, :]).to(dt), (x33 * b3[None, :]).to(dt)
+                for p in tl.static_range(2):  # u then w, or (W_FIRST) w then u
+                    if (p == 0) != W_FIRST:
+                        _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                                 z00, z10, z11, z20, z21, z22, z30, z31, z32, z33, t0, T, H * V, H * V, V, BC, BV,
+                                 True, ROWS)
+                    elif USE_G:
+                        _wu_rows(w + (bos * H + i_h) * K, k_base, tl.exp(g0), tl.exp(g1), tl.exp(g2), tl.exp(g3),
+                                 z00, z10, z11, z20, z21, z22, z30, z31, z32, z33, t0, T, Hg * K, H * K, K, BC, BV,
+                                 False, ROWS)
+                    else:
+                        _wu_rows(w + (bos * H + i_h) * K, k_base, b0, b1, b2, b3,
+                                 z00, z10, z11, z20, z21, z22, z30, z31, z32, z33, t0, T, Hg * K, H * K, K, BC, BV,
+                                 True, ROWS)
             else:
                 y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
                 y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
