@@ -48,7 +48,7 @@ if has whole; then
   echo "whole: $(( $(date +%s) - t0 )) s"
 fi
 if has kdaquick; then
-  timeout 200 python3 bench/bench_kda.py --quick --no-families --out $kr/kda > $kr/kda.log 2>&1
+  timeout ${KDAQUICK_TIMEOUT:-200} python3 bench/bench_kda.py --quick --no-families --out $kr/kda > $kr/kda.log 2>&1
   tail -40 $kr/kda.log
   echo "kdaquick: $(( $(date +%s) - t0 )) s"
 fi
@@ -99,6 +99,8 @@ if has host; then  # issue 3: host cost of a launch vs GPU time (small/varlen sh
   echo "host: $(( $(date +%s) - t0 )) s"
 fi
 if has layer; then  # issue 3: whole GDN forward, stock vs plugin, 12 shapes, errors vs the fp64 twin
+  # LAYER_SHAPES="T,H,Hg,SEQS;…" adds one --shape per entry (device_parallel.sh's VAR=x values hold no spaces)
+  shapes=${LAYER_SHAPES:-}; for s in ${shapes//;/ }; do LAYER_ARGS="${LAYER_ARGS:-} --shape $s"; done
   timeout ${LAYER_TIMEOUT:-420} python3 -m sglang_trinv.cli bench layer ${LAYER_ARGS:-} --out "$out/layer" \
     > "$out/layer.log" 2>&1  # LAYER_ARGS: e.g. "--shape 8192,32,16,1 --shape …" for a part of the 12 shapes
   grep -E "^\| " "$out/layer.log" | tail -60
