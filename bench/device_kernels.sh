@@ -48,7 +48,7 @@ if has whole; then
   echo "whole: $(( $(date +%s) - t0 )) s"
 fi
 if has kdaquick; then
-  # without the one-kernel rows (the old single-kernel design: > 380 s of do_bench at 2.2 ms a row, s21)
+  # without the one-kernel rows (the old single-kernel design: with them the step outlasted 390 s in s21)
   timeout ${KDAQUICK_TIMEOUT:-200} python3 bench/bench_kda.py --quick --no-families --no-one-kernel --out $kr/kda \
     > $kr/kda.log 2>&1
   tail -40 $kr/kda.log
