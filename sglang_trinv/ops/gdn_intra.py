@@ -751,30 +751,22 @@ def gdn_intra_kernel(
                          (x20 * e0[None, :]).to(dt), (x21 * e1[None, :]).to(dt), (x22 * e2[None, :]).to(dt),
                          (x30 * e0[None, :]).to(dt), (x31 * e1[None, :]).to(dt), (x32 * e2[None, :]).to(dt),
                          (x33 * e3[None, :]).to(dt), t0, T, Hg * K, H * K, K, BC, BV, True, ROWS)
-            elif FOLD_BETA:
-                # u = Ai·diag(β)·v, w = Ai·diag(β)·diag(e^g)·k: one folded copy Y = Ai·diag(β) (tile IJ's columns
-                # scaled by β of sub-chunk J) serves both loops, so v's tiles enter the dots unscaled (as do k's
-                # without a gate) and no second copy is live (Tuning.fold_beta; Ai itself was stored above)
-                z00, z10, z11 = (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt)
-                z20, z21, z22 = (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt), (x22 * b2[None, :]).to(dt)
-                z30, z31 = (x30 * b0[None, :]).to(dt), (x31 * b1[None, :]).to(dt)
-                z32, z33 = (x32 * b2[None, :]).to(dt), (x33 * b3[None, :]).to(dt)
-                for p in tl.static_range(2):  # u then w, or (W_FIRST) w then u
-                    if (p == 0) != W_FIRST:
-                        _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                                 z00, z10, z11, z20, z21, z22, z30, z31, z32, z33, t0, T, H * V, H * V, V, BC, BV,
-                                 True, ROWS)
-                    elif USE_G:
-                        _wu_rows(w + (bos * H + i_h) * K, k_base, tl.exp(g0), tl.exp(g1), tl.exp(g2), tl.exp(g3),
-                                 z00, z10, z11, z20, z21, z22, z30, z31, z32, z33, t0, T, Hg * K, H * K, K, BC, BV,
-                                 False, ROWS)
-                    else:
-                        _wu_rows(w + (bos * H + i_h) * K, k_base, b0, b1, b2, b3,
-                                 z00, z10, z11, z20, z21, z22, z30, z31, z32, z33, t0, T, Hg * K, H * K, K, BC, BV,
-                                 True, ROWS)
             else:
-                y00, y10, y11, y20, y21, y22 = x00.to(dt), x10.to(dt), x11.to(dt), x20.to(dt), x21.to(dt), x22.to(dt)
-                y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
+                # y: Ai rounded to k's dtype (as stock), or (FOLD_BETA, Tuning.fold_beta) Y = Ai·diag(β) — tile IJ's
+                # columns scaled by β of sub-chunk J — so that u = Y·v takes v's tiles unscaled and w = Y·(e^g ⊙ k)
+                # (without a gate k's tiles unscaled too); Ai itself was then stored above (ops forces A_STORE 0)
+                tl.static_assert(not FOLD_BETA or (A_STORE == 0 and not WU_MERGED), "fold_beta: early A, two loops")
+                if FOLD_BETA:
+                    y00, y10, y11 = (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt)
+                    y20, y21 = (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt)
+                    y22, y30 = (x22 * b2[None, :]).to(dt), (x30 * b0[None, :]).to(dt)
+                    y31, y32, y33 = (x31 * b1[None, :]).to(dt), (x32 * b2[None, :]).to(dt), (x33 * b3[None, :]).to(dt)
+                    if USE_G:
+                        e0, e1, e2, e3 = tl.exp(g0), tl.exp(g1), tl.exp(g2), tl.exp(g3)
+                else:
+                    y00, y10, y11 = x00.to(dt), x10.to(dt), x11.to(dt)
+                    y20, y21, y22 = x20.to(dt), x21.to(dt), x22.to(dt)
+                    y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
                 if WU_MERGED:
                     _wu_rows_merged(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, w + (bos * H + i_h) * K,
                                     k_base, b0, b1, b2, b3, e0, e1, e2, e3,
@@ -785,11 +777,11 @@ def gdn_intra_kernel(
                         if (p == 0) != W_FIRST:
                             _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
                                      y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV,
-                                     False, ROWS)
+                                     FOLD_BETA, ROWS)
                         else:
                             _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                                      y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV,
-                                     False, ROWS)
+                                     FOLD_BETA and not USE_G, ROWS)
                         if p == 0 and STORE_A and A_STORE == 1:  # y = x rounded to k's dtype, Ai's (ops._launch checks)
                             _store_ai(a_base, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * BT, BT, BC,
                                       ROWS, A_FIRST)
