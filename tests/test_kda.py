@@ -104,6 +104,30 @@ def test_heads_fastest_gives_the_same_bits(case):
         assert (y is None) if x is None else torch.equal(x, y)
 
 
+def test_diag_masks_give_the_same_bits():
+    """Tuning.diag_masks in the KDA launch (the shared inversion's doubling with the level masks on the products, as
+    the GDN default has it): the same bits in every output. split_packed is inline PTX: the sm_90 compile test below
+    builds it, the interpreter runs the plain split."""
+    inputs = _inputs(**CASES["varlen"])
+    dm = dataclasses.replace(ops.KDA_DEFAULT_TUNING, diag_masks=True)
+    assert not ops.KDA_DEFAULT_TUNING.diag_masks
+    for x, y in zip(_ours(inputs, "blockdoubling", tuning=dm), _ours(inputs, "blockdoubling"), strict=True):
+        assert (y is None) if x is None else torch.equal(x, y)
+
+
+def test_tune_config_flags():
+    """`bench kda --tune-configs` strings: WARPS/BK/BV/STAGES, then flags (hf, dm, sp) in any order, each once."""
+    from sglang_trinv.benchmarks.kda import _tune_config
+
+    t = _tune_config("2/32/32/3/dm/hf")
+    assert (t.num_warps, t.BK, t.BV, t.num_stages) == (2, 32, 32, 3)
+    assert t.heads_fastest and t.diag_masks and not t.split_packed
+    assert not _tune_config("2/32/32/3").heads_fastest
+    for bad in ("2/32/32", "2/32/32/3/xx", "2/32/32/3/hf/hf"):
+        with pytest.raises(ValueError):
+            _tune_config(bad)
+
+
 @pytest.mark.gpu
 def test_heads_fastest_gives_the_same_bits_on_gpu():
     """The same, compiled (bf16, K = V = 128, 4 heads, varlen with a 1-token sequence and partial chunks); the
@@ -433,6 +457,7 @@ def test_plugin_falls_back_to_stock_logged_once(clean_selection, caplog, monkeyp
 # --------------------------------------------------------------------------- the real (non-interpreted) compile
 
 _COMPILE_SM90 = r"""
+import dataclasses
 import sys
 import triton
 from triton.backends.compiler import GPUTarget
@@ -443,9 +468,12 @@ from sglang_trinv.ops import kda_intra
 fn = kda_intra.kda_intra_kernel
 DIAG_IN = sys.argv[1].startswith("sglang")
 HEADS_FASTEST = sys.argv[1].endswith("heads-fastest")  # Tuning.heads_fastest: the grid's order only
-diag, whole, dp, mp, _ = ops._method_codes("blockdoubling", None, True)
-gd, go = ops._gram_codes(None)
 tu = ops.KDA_DEFAULT_TUNING
+if sys.argv[1].endswith("masks-packed"):  # Tuning.diag_masks + split_packed (the packed splits' inline PTX)
+    tu = dataclasses.replace(tu, diag_masks=True, split_packed=True)
+diag, whole, dp, mp, _ = ops._method_codes("blockdoubling", None, True)
+diag, dp, mp = ops.tuned_inversion(tu, diag, dp, mp)
+gd, go = ops._gram_codes(None)
 ptr = {n: "*bf16" for n in ("q", "k", "v", "beta", "Aqk", "w", "u", "kg")}
 sig = {**ptr, "g": "*fp32", "scale": "fp32", "cu_seqlens": "*i64", "chunk_indices": "*i64", "T": "i32",
        "Akkd": "*fp32"}
@@ -462,7 +490,7 @@ print("ok")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="on a GPU the kernels above already ran compiled")
-@pytest.mark.parametrize("diag_gram", ["sglang", "fused", "sglang-heads-fastest"])
+@pytest.mark.parametrize("diag_gram", ["sglang", "fused", "sglang-heads-fastest", "sglang-masks-packed"])
 def test_kernel_compiles_for_sm90(diag_gram):
     """The interpreter does not run Triton's compiler: compile the default KDA kernel for an H100 (sm_90, with
     Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU machine."""

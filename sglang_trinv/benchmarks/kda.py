@@ -243,13 +243,20 @@ def families(rows, methods):
             print(f"  family {fam:15s} {m} {label(p)} {e}", flush=True)
 
 
+# --tune-configs flags after WARPS/BK/BV/STAGES -> Tuning fields (each flag at most once, any order)
+TUNE_FLAGS = {"hf": "heads_fastest",  # the grid heads fastest
+              "dm": "diag_masks",  # the diagonal tiles' doubling with the level masks on the products (bitwise)
+              "sp": "split_packed"}  # bf16x3 hi/lo splits by packed conversions (inline PTX)
+
+
 def _tune_config(text: str) -> ops.Tuning:
-    """'WARPS/BK/BV/STAGES' or 'WARPS/BK/BV/STAGES/hf' (the grid heads fastest, Tuning.heads_fastest)."""
+    """'WARPS/BK/BV/STAGES[/FLAG...]' with FLAG in TUNE_FLAGS, e.g. '2/32/32/3/hf/dm'."""
     parts = text.split("/")
-    if len(parts) not in (4, 5) or (len(parts) == 5 and parts[4] != "hf"):
+    flags = parts[4:]
+    if len(parts) < 4 or any(f not in TUNE_FLAGS for f in flags) or len(set(flags)) != len(flags):
         raise ValueError(text)
     nw, bk, bv, st = map(int, parts[:4])
-    return ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st, heads_fastest=len(parts) == 5)
+    return ops.Tuning(num_warps=nw, BK=bk, BV=bv, num_stages=st, **{TUNE_FLAGS[f]: True for f in flags})
 
 
 def run_tuning(rows, candidates, T=8192, H=32):
@@ -333,8 +340,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tune-shapes", default="8192:32",
                     help="T:H,... the --tune sweep's shapes (one sequence; the last one's best config runs the rest)")
     ap.add_argument("--tune-configs", default=None,
-                    help="--tune candidates as WARPS/BK/BV/STAGES[/hf],... (hf: the grid heads fastest; default: a "
-                         "1/2/4-warp grid)")
+                    help="--tune candidates as WARPS/BK/BV/STAGES[/hf][/dm][/sp],... (hf: the grid heads fastest; "
+                         "dm: masked doubling products; sp: packed bf16x3 splits; default: a 1/2/4-warp grid)")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes (checks the script)")
     ap.add_argument("--whole-methods", default=None,
                     help="methods for the whole chunk_kda_fwd rows, METHOD[:PRECISION],... (default: blockdoubling "
@@ -370,7 +377,7 @@ def run(args) -> int:
             try:
                 cands = [_tune_config(c) for c in args.tune_configs.split(",")]
             except ValueError:
-                raise SystemExit(f"--tune-configs {args.tune_configs!r}: expected WARPS/BK/BV/STAGES[/hf],...") \
+                raise SystemExit(f"--tune-configs {args.tune_configs!r}: expected WARPS/BK/BV/STAGES[/hf][/dm][/sp],...") \
                     from None
         try:
             tune_shapes = [tuple(int(x) for x in sh.split(":")) for sh in args.tune_shapes.split(",")]

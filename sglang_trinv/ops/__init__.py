@@ -291,6 +291,19 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
 
 
 
+def tuned_inversion(tuning: Tuning, diag: int, *precisions: int) -> tuple[int, ...]:
+    """A Tuning's options for the shared inversion (gdn_intra._invert64; the GDN and KDA kernels) on the template's
+    codes: ``diag_masks`` — the doubling diagonal tiles with the level masks on the products (bitwise);
+    ``split_packed`` — bf16x3 hi/lo splits by packed conversions, inline PTX, so on a GPU only: the interpreter runs
+    the plain branch (the same roundings but where the compiler contracts the plain split into FMAs:
+    gdn_intra._hi_lo_packed). Returns ``(diag, *precisions)``."""
+    if tuning.diag_masks and diag == _k.DOUBLING:
+        diag = _k.DOUBLING_MASKED
+    if tuning.split_packed and os.environ.get("TRITON_INTERPRET") != "1":
+        precisions = tuple(_k.P_BF16X3P if p == _k.P_BF16X3 else p for p in precisions)
+    return (diag, *precisions)
+
+
 def _row_bounds(tuning: Tuning, whole: bool, BT: int, from_A: bool) -> int:
     """The template's ROWS constexpr (gdn_intra.ROWS_*): no row masks where every chunk is ``whole`` and the tuning
     allows it, clamped loads where it asks for them, else masked."""
@@ -311,12 +324,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
     masked / every chunk whole / loads clamped, see _row_bounds). Cached: callers must not modify them."""
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
     mpo = _merge_out_code(method, precision, fuse_wu)
-    if tuning.diag_masks and diag == _k.DOUBLING:
-        diag = _k.DOUBLING_MASKED
-    if tuning.split_packed and os.environ.get("TRITON_INTERPRET") != "1":
-        # inline PTX: on a GPU only; the interpreter runs the plain bf16x3 branch (the same roundings but where
-        # the compiler contracts the plain split into FMAs: gdn_intra._hi_lo_packed)
-        dp, mp, mp16, mpo = (_k.P_BF16X3P if p == _k.P_BF16X3 else p for p in (dp, mp, mp16, mpo))
+    diag, dp, mp, mp16, mpo = tuned_inversion(tuning, diag, dp, mp, mp16, mpo)
     group = tuning.group if (H // Hg) % tuning.group == 0 else 1
     # the L2 prefetch of v (inline PTX): fused launches on a GPU only
     pv = _PREFETCH_V[tuning.prefetch_v] if fuse_wu and os.environ.get("TRITON_INTERPRET") != "1" else 0
@@ -719,6 +727,7 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     diag, whole, dp, mp, mp16 = _method_codes(method, precision or KDA_DEFAULT_PRECISION.get(method), True)
     if mp16 >= 0:
         raise ValueError(f"precision {precision!r}: per-level merge precision ('M16+M32') is for the GDN kernels")
+    diag, dp, mp = tuned_inversion(tuning, diag, dp, mp)
     gd, go = _gram_codes(gram_precision)
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
