@@ -67,7 +67,8 @@ def test_bench_kda_smoke_chosen_shapes(tmp_path):
     assert ours["w_max_rel"] <= 1.1 * stock["w_max_rel"] + 1e-6 and ours["u_max_rel"] < 1e-2
     whole = {r["method"]: r for r in rows if r["kind"] == "kda_fwd"}
     assert set(whole) == {"stock", "blockdoubling"} and whole["blockdoubling"]["o_rel_vs_stock"] < 1e-4
-    # vs the fp64 token recurrence: bf16-rounded Gram operands (SGLang's, and ours by default) set the level
+    # vs the fp64 whole-forward twin (reference.kda.chunk_fwd): bf16-rounded Gram operands (SGLang's, and ours by
+    # default) set the level
     assert all(0 < r["o_rel_vs_fp64"] < 2e-2 and 0 < r["state_rel_vs_fp64"] < 2e-2 for r in whole.values())
     assert (tmp_path / "kda.png").stat().st_size > 1000
     with pytest.raises(SystemExit):

@@ -206,6 +206,34 @@ def test_chunk_forward_twin_equals_the_token_recurrence(varlen):
     assert not torch.equal(s_r, h0.double())
 
 
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+def test_kda_chunk_forward_twin_equals_the_token_recurrence(varlen):
+    """KDA's fp64 chunked twin (reference.kda.chunk_fwd: per-channel gates, one state update per chunk — the
+    benchmarks' reference) reproduces its token recurrence: a 1-token sequence and partial chunks, channels without
+    decay and channels decaying 20–30 nats per token (Γ's exponents stay ≤ 0: nothing overflows)."""
+    import torch.nn.functional as F
+
+    from sglang_trinv.reference import kda
+
+    gen = torch.Generator().manual_seed(12)
+    T, H, K, V = 150, 2, 8, 6
+    q = torch.randn(1, T, H, K, generator=gen)
+    k = F.normalize(torch.randn(1, T, H, K, generator=gen), dim=-1)
+    v = torch.randn(1, T, H, V, generator=gen)
+    g = F.logsigmoid(torch.randn(1, T, H, K, generator=gen) * 3)
+    g[..., 0] = 0.0  # a channel without decay
+    g[..., 1] = -(20 + 10 * torch.rand(1, T, H, generator=gen))  # one decaying far past fp32's range per chunk
+    beta = torch.rand(1, T, H, generator=gen) * 2
+    cu = torch.tensor([0, 1, 70, 150]) if varlen else None
+    h0 = torch.randn(3 if varlen else 1, H, V, K, generator=gen)
+    o_r, s_r = kda.recurrent_fwd(q, k, v, g, beta, 0.3, h0, cu)
+    o_c, s_c = kda.chunk_fwd(q, k, v, g, beta, 0.3, h0, cu)
+    assert torch.isfinite(o_c).all() and torch.isfinite(s_c).all()
+    torch.testing.assert_close(o_c, o_r, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s_c, s_r, rtol=1e-10, atol=1e-10)
+    assert not torch.equal(s_r, h0.double())
+
+
 def _inv_diag_emulated(a: torch.Tensor, masks_on_products: bool) -> torch.Tensor:
     """The Gluon kernel's 16×16 diagonal-tile doubling (ops/gluon_intra._inv_diag) with bf16x3 products emulated:
     X ← X − X·A_b·X per level (A_b = A on the level's blocks), or with the mask on the product (GluonLaunch.DM)."""

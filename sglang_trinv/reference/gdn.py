@@ -134,32 +134,41 @@ def delta_rule_tokens(q, k, v, gk, beta, scale, initial_state, cu_seqlens=None, 
 def chunk_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
     """Twin of SGLang's whole ``chunk_gated_delta_rule_fwd`` (cumsum → intra → state recurrence → output), in
     ``dtype`` with the exact ``(I + A)^{-1}``: same inputs/returns as :func:`recurrent_fwd`, one chunk at a time
-    (fast enough for benchmark shapes on a GPU). Per chunk, gᶜ the chunk-local cumsum, S ``[V, K]``:
-
-        u = Ai(β⊙v),  w = Ai(β e^{gᶜ}⊙k),  v' = u − w Sᵀ,
-        o = scale·((q⊙e^{gᶜ}) Sᵀ + (q kᵀ ⊙ e^{gᶜᵢ−gᶜⱼ}, j ≤ i) v'),   S ← e^{gᶜ_last} S + v'ᵀ (k ⊙ e^{gᶜ_last − gᶜ})"""
+    (:func:`delta_rule_chunks` with the head's gate on every channel; fast enough for benchmark shapes on a GPU)."""
     q, k, v, g, beta = _gdn_inputs(q, k, v, g, beta, dtype)
+    return delta_rule_chunks(q, k, v, g[..., None].expand(k.shape), beta, scale, initial_state, cu_seqlens, BT, dtype)
+
+
+def delta_rule_chunks(q, k, v, gk, beta, scale, initial_state, cu_seqlens=None, BT: int = 64,
+                      dtype=torch.float64):
+    """:func:`delta_rule_tokens` (per-channel log-gate ``gk [B, T, H, K]``, not cumulated; same layouts) one chunk
+    at a time, SGLang's chunked algorithm with the exact ``(I + A)^{-1}``. Per chunk, gᶜ the chunk-local cumsum
+    ``[n, K]``, S ``[V, K]``, Γ_ijc = e^{gᶜ_ic − gᶜ_jc} for j ≤ i (every exponent ≤ 0: no overflow for any gate):
+
+        A_ij = β_i Σ_c k_ic k_jc Γ_ijc (j < i),   u = Ai(β⊙v),   w = Ai(β⊙k⊙e^{gᶜ}),   v' = u − w Sᵀ,
+        o_i = scale·((q_i⊙e^{gᶜ_i}) Sᵀ + Σ_{j≤i} (Σ_c q_ic k_jc Γ_ijc) v'_j),
+        S ← S·diag(e^{gᶜ_last}) + v'ᵀ (k ⊙ e^{gᶜ_last − gᶜ})"""
+    q, k, v, gk, beta = (x.to(dtype) for x in (q, k, v, gk, beta))
     o = torch.zeros_like(v)
     states = initial_state.to(dtype).clone()
     for n, (b, s, e) in enumerate(_sequences(v.shape[1], v.shape[0], cu_seqlens)):
         S = states[n]  # [H, V, K]
         for c0 in range(s, e, BT):
             c1 = min(c0 + BT, e)
-            qc, kc, vc = (x[b, c0:c1].transpose(0, 1) for x in (q, k, v))  # [H, n, D]
-            gc = g[b, c0:c1].T.cumsum(-1)  # [H, n]
-            bc = beta[b, c0:c1].T
-            causal = torch.ones(c1 - c0, c1 - c0, dtype=torch.bool, device=v.device).tril()
-            decay = torch.exp(torch.where(causal, gc[:, :, None] - gc[:, None, :], float("-inf")))
-            A = torch.tril(kc @ kc.transpose(-1, -2) * decay * bc[:, :, None], -1)
+            qc, kc, vc, gc = (x[b, c0:c1].transpose(0, 1) for x in (q, k, v, gk))  # [H, n, D]
+            gc = gc.cumsum(1)
+            bc = beta[b, c0:c1].T  # [H, n]
+            causal = torch.ones(c1 - c0, c1 - c0, dtype=torch.bool, device=v.device).tril()[None, :, :, None]
+            decay = torch.exp(torch.where(causal, gc[:, :, None, :] - gc[:, None, :, :], float("-inf")))  # Γ
+            A = torch.tril(torch.einsum("hic,hjc,hijc->hij", kc, kc, decay) * bc[:, :, None], -1)
             Ai = exact_inverse(A)
             u = Ai @ (vc * bc[..., None])
-            w = Ai @ (kc * (bc * torch.exp(gc))[..., None])
+            w = Ai @ (kc * bc[..., None] * torch.exp(gc))
             v_new = u - w @ S.transpose(-1, -2)
-            o[b, c0:c1] = (scale * ((qc * torch.exp(gc)[..., None]) @ S.transpose(-1, -2)
-                                    + (qc @ kc.transpose(-1, -2) * decay) @ v_new)).transpose(0, 1)
-            g_last = gc[:, -1:]
-            S = (S * torch.exp(g_last)[..., None]
-                 + v_new.transpose(-1, -2) @ (kc * torch.exp(g_last - gc)[..., None]))
+            o[b, c0:c1] = (scale * ((qc * torch.exp(gc)) @ S.transpose(-1, -2)
+                                    + torch.einsum("hic,hjc,hijc->hij", qc, kc, decay) @ v_new)).transpose(0, 1)
+            g_last = gc[:, -1:]  # [H, 1, K]
+            S = S * torch.exp(g_last) + v_new.transpose(-1, -2) @ (kc * torch.exp(g_last - gc))
         states[n] = S
     return o, states
 

@@ -5,8 +5,8 @@ Layouts as SGLang: q, k, gk ``[B, T, H, K]`` (``gk`` the chunk-local cumulative 
 ``chunk_kda_fwd`` passes it), v ``[B, T, H, V]``, β ``[B, T, H]``; varlen: B = 1 and ``cu_seqlens``. Each
 sequence is cut into chunks of BT tokens. The gated KKᵀ is :func:`families.kda_A` (one sequence at a time);
 outputs use the kernel's row layout ``[B, T, H, BT]`` (row t of its chunk, column c of that chunk).
-:func:`recurrent_fwd` is the token-by-token definition of SGLang's whole ``chunk_kda_fwd`` (benchmark and test
-reference for the whole forward).
+:func:`recurrent_fwd` is the token-by-token definition of SGLang's whole ``chunk_kda_fwd`` (test reference for the
+whole forward); :func:`chunk_fwd` the same per chunk (the benchmarks' reference: fast on a GPU).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 import torch
 
 from .families import _gate_factor, kda_A, to_token_layout
-from .gdn import _sequences, chunk_apply, chunk_matmul, delta_rule_tokens
+from .gdn import _sequences, chunk_apply, chunk_matmul, delta_rule_chunks, delta_rule_tokens
 from .inverse import exact_inverse
 
 
@@ -81,3 +81,10 @@ def recurrent_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, dtype
 
     Returns ``(o [B, T, H, V], final states [N, H, V, K])`` in ``dtype``."""
     return delta_rule_tokens(q, k, v, g, beta, scale, initial_state, cu_seqlens, dtype)
+
+
+def chunk_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
+    """The same as :func:`recurrent_fwd` one chunk at a time (:func:`gdn.delta_rule_chunks`, the exact inverse): per
+    chunk one state update instead of one per token, so the benchmarks can take the fp64 reference at T=8192 H=32
+    on a GPU (the token recurrence moves the whole fp64 state ~5 times per token there)."""
+    return delta_rule_chunks(q, k, v, g, beta, scale, initial_state, cu_seqlens, BT, dtype)
