@@ -170,7 +170,7 @@ intra = [r for r in rows if r["kernel"] == "intra" and (r["T"], r["H"], r["nseq"
 best = min(intra, key=lambda r: r["us"])["variant"]
 # INTRA_VARIANT_WHOLE_ROW="fold_beta": the whole forward's second run at that row's tiling instead (the plugin's
 # pipeline writes no A: a row that wins only without A is picked by name)
-best = os.environ.get("INTRA_VARIANT_WHOLE_ROW", best.replace(" ", "_")).replace("_", " ")
+best = os.environ.get("INTRA_VARIANT_WHOLE_ROW", best).replace("_", " ")
 for T, H, Hg, nseq in WHOLE:
     inp = bk.make_inputs(T, H, Hg, 128, 128, nseq, 0)
     tag = dict(T=T, H=H, nseq=nseq)

@@ -134,16 +134,24 @@ def delta_rule_tokens(q, k, v, gk, beta, scale, initial_state, cu_seqlens=None, 
 def chunk_fwd(q, k, v, g, beta, scale, initial_state, cu_seqlens=None, BT: int = 64, dtype=torch.float64):
     """Twin of SGLang's whole ``chunk_gated_delta_rule_fwd`` (cumsum → intra → state recurrence → output), in
     ``dtype`` with the exact ``(I + A)^{-1}``: same inputs/returns as :func:`recurrent_fwd`, one chunk at a time
-    (:func:`delta_rule_chunks` with the head's gate on every channel; fast enough for benchmark shapes on a GPU)."""
+    (:func:`delta_rule_chunks` with one gate per head; fast enough for benchmark shapes on a GPU)."""
     q, k, v, g, beta = _gdn_inputs(q, k, v, g, beta, dtype)
-    return delta_rule_chunks(q, k, v, g[..., None].expand(k.shape), beta, scale, initial_state, cu_seqlens, BT, dtype)
+    return delta_rule_chunks(q, k, v, g[..., None], beta, scale, initial_state, cu_seqlens, BT, dtype)
+
+
+def _gated_gram(a, b, decay):
+    """Σ_c a_ic b_jc Γ_ijc per head; a head-wide gate (Γ's channel dimension 1) factors out of the channel sum."""
+    if decay.shape[-1] == 1:
+        return (a @ b.transpose(-1, -2)) * decay[..., 0]
+    return torch.einsum("hic,hjc,hijc->hij", a, b, decay)
 
 
 def delta_rule_chunks(q, k, v, gk, beta, scale, initial_state, cu_seqlens=None, BT: int = 64,
                       dtype=torch.float64):
-    """:func:`delta_rule_tokens` (per-channel log-gate ``gk [B, T, H, K]``, not cumulated; same layouts) one chunk
-    at a time, SGLang's chunked algorithm with the exact ``(I + A)^{-1}``. Per chunk, gᶜ the chunk-local cumsum
-    ``[n, K]``, S ``[V, K]``, Γ_ijc = e^{gᶜ_ic − gᶜ_jc} for j ≤ i (every exponent ≤ 0: no overflow for any gate):
+    """:func:`delta_rule_tokens` (log-gate ``gk [B, T, H, K]`` per channel, or ``[B, T, H, 1]`` one per head as GDN
+    has it; not cumulated; same layouts) one chunk at a time, SGLang's chunked algorithm with the exact
+    ``(I + A)^{-1}``. Per chunk, gᶜ the chunk-local cumsum ``[n, K]`` (or ``[n, 1]``), S ``[V, K]``,
+    Γ_ijc = e^{gᶜ_ic − gᶜ_jc} for j ≤ i (every exponent ≤ 0: no overflow for any gate):
 
         A_ij = β_i Σ_c k_ic k_jc Γ_ijc (j < i),   u = Ai(β⊙v),   w = Ai(β⊙k⊙e^{gᶜ}),   v' = u − w Sᵀ,
         o_i = scale·((q_i⊙e^{gᶜ_i}) Sᵀ + Σ_{j≤i} (Σ_c q_ic k_jc Γ_ijc) v'_j),
@@ -160,14 +168,14 @@ def delta_rule_chunks(q, k, v, gk, beta, scale, initial_state, cu_seqlens=None, 
             bc = beta[b, c0:c1].T  # [H, n]
             causal = torch.ones(c1 - c0, c1 - c0, dtype=torch.bool, device=v.device).tril()[None, :, :, None]
             decay = torch.exp(torch.where(causal, gc[:, :, None, :] - gc[:, None, :, :], float("-inf")))  # Γ
-            A = torch.tril(torch.einsum("hic,hjc,hijc->hij", kc, kc, decay) * bc[:, :, None], -1)
+            A = torch.tril(_gated_gram(kc, kc, decay) * bc[:, :, None], -1)
             Ai = exact_inverse(A)
             u = Ai @ (vc * bc[..., None])
             w = Ai @ (kc * bc[..., None] * torch.exp(gc))
             v_new = u - w @ S.transpose(-1, -2)
             o[b, c0:c1] = (scale * ((qc * torch.exp(gc)) @ S.transpose(-1, -2)
-                                    + torch.einsum("hic,hjc,hijc->hij", qc, kc, decay) @ v_new)).transpose(0, 1)
-            g_last = gc[:, -1:]  # [H, 1, K]
+                                    + _gated_gram(qc, kc, decay) @ v_new)).transpose(0, 1)
+            g_last = gc[:, -1:]  # [H, 1, K] (or [H, 1, 1])
             S = S * torch.exp(g_last) + v_new.transpose(-1, -2) @ (kc * torch.exp(g_last - gc))
         states[n] = S
     return o, states
