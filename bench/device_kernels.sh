@@ -4,7 +4,8 @@
 # (kernels.tar.gz with every log/JSON/report + the main logs as plain files).
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
-#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels
+#                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
+#                                            streamdiag
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -126,6 +127,13 @@ if has fwdhoverlap; then  # whole forward with our stages overlapped with fwd_h 
   timeout ${FWDH_TIMEOUT:-400} python3 bench/bench_fwd_h_overlap.py "$out/fwdhoverlap" > "$out/fwdhoverlap.log" 2>&1
   grep -E "^\| " "$out/fwdhoverlap.log" | tail -40
   echo "fwdhoverlap: $(( $(date +%s) - t0 )) s"
+fi
+if has streamdiag; then  # the one-wave fused kernel's stream: its loads / stores kept on one row (diagnostic)
+  sd=${STREAMDIAG_SHAPES:-}  # "T,H,Hg;…" (default in the script: 8192,8,4 and 8192,32,16)
+  timeout ${STREAMDIAG_TIMEOUT:-200} python3 bench/diag_stream_reads.py "$out/streamdiag" ${sd//;/ } \
+    > "$out/streamdiag.log" 2>&1
+  tail -12 "$out/streamdiag.log"
+  echo "streamdiag: $(( $(date +%s) - t0 )) s"
 fi
 if has overlap; then  # issue 3: does the inversion hide behind the w/u stream on two streams?
   timeout 170 python3 bench/bench_overlap.py "$out/overlap" > "$out/overlap.log" 2>&1

@@ -154,6 +154,34 @@ def test_heads_fastest_gives_the_same_bits_on_gpu():
                                f"{tuple(bad.nonzero()[0].tolist())}: {x[bad][:4].tolist()} vs {y[bad][:4].tolist()}")
 
 
+@pytest.mark.gpu
+def test_masks_and_packed_splits_on_gpu():
+    """Tuning.diag_masks + split_packed in the KDA launch, compiled (bf16, K = V = 128, 4 heads, varlen with a
+    1-token sequence and partial chunks): the masks alone give the default's bits; with the packed hi/lo splits
+    (inline PTX) an output may differ from the default's by one bf16 rounding where the compiler contracted the
+    plain split into an FMA (as in the GDN kernels), never more, and the errors vs fp64 stay the default's."""
+    q, k, v, g, beta, cu = _inputs(1, 700, 4, 128, 128, cu=[0, 1, 64, 300, 700])
+    q, k, v, beta = (x.to(torch.bfloat16) for x in (q, k, v, beta))
+    inputs = (q, k, v, g, beta, cu)
+    default = _ours(inputs, "blockdoubling")
+    dm = dataclasses.replace(ops.KDA_DEFAULT_TUNING, diag_masks=True)
+    for name, x, y in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling", tuning=dm), default,
+                          strict=True):
+        assert (x is None and y is None) or torch.equal(x, y), f"{name}: diag_masks changed the bits"
+    both = dataclasses.replace(dm, split_packed=True)
+    refs = ref.fwd_intra(*(t.cpu() for t in (q, k, v, g, beta)), cu_seqlens=cu.cpu())
+    for name, x, y, r in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling", tuning=both), default,
+                             refs, strict=True):
+        if x is None:
+            assert y is None, name
+            continue
+        assert torch.isfinite(x.float()).all(), name
+        # one bf16 ulp of the larger of the two (2^-7 relative: an upper bound)
+        ulp = torch.maximum(x.float().abs(), y.float().abs()).clamp_min(2.0 ** -126) * 2.0 ** -7
+        assert ((x.float() - y.float()).abs() <= ulp).all(), f"{name}: packed splits moved an entry by more than an ulp"
+        assert _rel(x.cpu(), r) <= 1.05 * _rel(y.cpu(), r) + 1e-6, f"{name}: error vs fp64 above the default's"
+
+
 # --------------------------------------------------------------------------- kernel vs fp64
 
 

@@ -1,0 +1,99 @@
+"""Where does the one-wave fused intra kernel's stream phase spend its time? (GPU diagnostic, not a product path.)
+
+At T=8192 H=8 (1024 (chunk, head) tiles: one wave of one-warp programs) every program inverts first (~10 µs,
+memory idle) and then streams u = Ai·(β v), w = Ai·(β e^g k). If the stream is bound by its DRAM reads, a kernel
+that holds v in shared memory from the start (loaded during the inversion) would take those reads off the stream;
+if not, that design cannot pay. This script answers it by timing patched copies of the Triton template in which
+the stream's loads or stores stay on one row per tile (row stride 0: the bytes come from / go to L1/L2, the
+arithmetic and instruction stream are unchanged; outputs are garbage and not checked):
+
+- ``v one row``: u's loads of v;  ``v+k one row``: also w's loads of k (the keys, read for K Kᵀ just before);
+- ``stores one row``: the w/u stores;  ``all one row``: both.
+
+    python3 bench/diag_stream_reads.py OUT_DIR [T,H,Hg ...]    # default 8192,8,4 8192,32,16 (one sequence)
+
+Per shape and variant: CUDA-graph µs with A written (late store, the default) and without, alternating rounds.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch  # noqa: E402
+
+from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import common  # noqa: E402
+from sglang_trinv.ops import gdn_intra  # noqa: E402
+
+U_ARGS = "t0, T, H * V, H * V, V, BC, BV,\n"  # u's _wu_rows call in the two-loop branch: src stride, out stride
+W_ARGS = "t0, T, Hg * K, H * K, K, BC, BV,\n"
+VARIANTS = {
+    "default": (),
+    "v one row": ((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"),),
+    "v+k one row": ((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, H * K, K, BC, BV,\n")),
+    "stores one row": ((U_ARGS, "t0, T, H * V, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, Hg * K, 0, K, BC, BV,\n")),
+    "all one row": ((U_ARGS, "t0, T, 0, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, 0, K, BC, BV,\n")),
+}
+
+
+def patched_module(name: str, edits, tmp: str):
+    """A copy of gdn_intra with ``edits`` applied (each old text must occur exactly once), imported from ``tmp``."""
+    src = open(gdn_intra.__file__).read()
+    for old, new in edits:
+        n = src.count(old)
+        if n != 1:
+            raise RuntimeError(f"{name}: {old!r} occurs {n} times in gdn_intra.py (expected once)")
+        src = src.replace(old, new)
+    mod_name = "diag_gdn_intra_" + "".join(c if c.isalnum() else "_" for c in name)
+    path = os.path.join(tmp, mod_name + ".py")
+    with open(path, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main() -> int:
+    out = sys.argv[1]
+    shapes = [tuple(int(x) for x in s.split(",")) for s in sys.argv[2:]] or [(8192, 8, 4), (8192, 32, 16)]
+    os.makedirs(out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="diag_stream_")
+    mods = {name: (gdn_intra if not edits else patched_module(name, edits, tmp)) for name, edits in VARIANTS.items()}
+    rows = []
+    torch.manual_seed(0)
+    for T, H, Hg in shapes:
+        K = V = 128
+        k = torch.nn.functional.normalize(torch.randn(1, T, Hg, K, device="cuda"), dim=-1).to(torch.bfloat16)
+        v = torch.randn(1, T, H, V, device="cuda", dtype=torch.bfloat16)
+        g = torch.nn.functional.logsigmoid(torch.randn(1, T, H, device="cuda")).reshape(1, T // 64, 64, H)
+        g = g.cumsum(2).reshape(1, T, H).float()
+        beta = torch.rand(1, T, H, device="cuda").sigmoid().to(torch.bfloat16)
+        times = {(name, a): [] for name in VARIANTS for a in (True, False)}
+        for _ in range(2):  # alternating rounds
+            for name, mod in mods.items():
+                for store_A in (True, False):
+                    saved = ops._k
+                    ops._k = mod
+                    try:
+                        fn = lambda: ops.gdn_fwd_intra(k, v, g, beta, store_A=store_A, backend="triton")  # noqa: E731
+                        times[(name, store_A)].append(common.graph_us(fn, "cuda"))
+                    finally:
+                        ops._k = saved
+        for name in VARIANTS:
+            row = dict(T=T, H=H, Hg=Hg, variant=name, us_A=times[(name, True)], us_noA=times[(name, False)])
+            rows.append(row)
+            print(f"T={T} H={H} {name:16s} A {', '.join(f'{t:.1f}' for t in row['us_A'])} µs   "
+                  f"no A {', '.join(f'{t:.1f}' for t in row['us_noA'])} µs", flush=True)
+    meta = common.run_meta("cuda")
+    with open(os.path.join(out, "diag_stream_reads.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
