@@ -30,13 +30,34 @@ from sglang_trinv.ops import gdn_intra  # noqa: E402
 
 U_ARGS = "t0, T, H * V, H * V, V, BC, BV,\n"  # u's _wu_rows call in the two-loop branch: src stride, out stride
 W_ARGS = "t0, T, Hg * K, H * K, K, BC, BV,\n"
+U_CALL = "_wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,\n                                     y00"
+W_CALL = "_wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,\n                                     y00"
+
+
+def _hot(call: str, which: str, rows: int) -> tuple[str, str]:
+    """The edit that shifts ``which`` ("src" or "out") of that call so that a chunk's rows t0… map to rows
+    t0 % rows…: every program reads / writes the same few chunks' rows (L2-resident), addresses and code unchanged."""
+    ptr = {"src": "v + (bos * H + i_h) * V", "out": "u + (bos * H + i_h) * V"} if call is U_CALL else \
+        {"src": "k_base", "out": "w + (bos * H + i_h) * K"}
+    stride = {"src": "H * V", "out": "H * V"} if call is U_CALL else {"src": "Hg * K", "out": "H * K"}
+    return call, call.replace(ptr[which], f"{ptr[which]} + (t0 % {rows} - t0) * ({stride[which]})", 1)
+
+
 VARIANTS = {
     "default": (),
+    # row stride 0: every row of a tile is the tile's first row (the compiler may merge the four 16-row loads)
     "v one row": ((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"),),
     "v+k one row": ((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, H * K, K, BC, BV,\n")),
     "stores one row": ((U_ARGS, "t0, T, H * V, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, Hg * K, 0, K, BC, BV,\n")),
     "all one row": ((U_ARGS, "t0, T, 0, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, 0, K, BC, BV,\n")),
+    # the same code with v's rows from the first 4 chunks / the first chunk of the sequence (hot in L2)
+    "v hot 4 chunks": (_hot(U_CALL, "src", 256),),
+    "v hot 1 chunk": (_hot(U_CALL, "src", 64),),
+    "stores hot 4 chunks": (_hot(U_CALL, "out", 256), _hot(W_CALL, "out", 256)),
 }
+if os.environ.get("STREAMDIAG_VARIANTS"):  # "a,b_c": only those rows (and the default; underscores for spaces)
+    keep = {x.replace("_", " ") for x in os.environ["STREAMDIAG_VARIANTS"].split(",")} | {"default"}
+    VARIANTS = {name: edits for name, edits in VARIANTS.items() if name in keep}
 
 
 def patched_module(name: str, edits, tmp: str):
@@ -74,7 +95,7 @@ def main() -> int:
         g = g.cumsum(2).reshape(1, T, H).float()
         beta = torch.rand(1, T, H, device="cuda").sigmoid().to(torch.bfloat16)
         times = {(name, a): [] for name in VARIANTS for a in (True, False)}
-        for _ in range(2):  # alternating rounds
+        for _ in range(3):  # alternating rounds
             for name, mod in mods.items():
                 for store_A in (True, False):
                     saved = ops._k
