@@ -8,13 +8,20 @@ the stream's loads or stores stay on one row per tile (row stride 0: the bytes c
 arithmetic and instruction stream are unchanged; outputs are garbage and not checked):
 
 - ``v one row``: u's loads of v;  ``v+k one row``: also w's loads of k (the keys, read for K Kᵀ just before);
-- ``stores one row``: the w/u stores;  ``all one row``: both.
+- ``stores one row``: the w/u stores;  ``all one row``: both (the compiler may merge a tile's identical loads);
+- ``v hot …`` / ``stores hot …``: the same code with v's rows / the w, u stores on the sequence's first chunks
+  (L2-resident: the DRAM traffic of that stream gone, the instructions unchanged);
+- real forms: the stores with an L2 evict-first policy, v prefetched into L2 after K Kᵀ (TMA bulk or the plain
+  hint) with an evict-last policy (``Tuning.prefetch_v`` / ``prefetch_bulk`` with the PTX patched).
 
     python3 bench/diag_stream_reads.py OUT_DIR [T,H,Hg ...]    # default 8192,8,4 8192,32,16 (one sequence)
+
+STREAMDIAG_VARIANTS="a,b_c" keeps only those rows (and the default; underscores for spaces).
 
 Per shape and variant: CUDA-graph µs with A written (late store, the default) and without, alternating rounds.
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -43,21 +50,39 @@ def _hot(call: str, which: str, rows: int) -> tuple[str, str]:
     return call, call.replace(ptr[which], f"{ptr[which]} + (t0 % {rows} - t0) * ({stride[which]})", 1)
 
 
+STORE = ("x.to(base.dtype.element_ty),\n             mask=_tile_mask(o_r, o_c, T, NCOL, ROWS))")
+STORE_EF = (STORE, STORE[:-1] + ', eviction_policy="evict_first")')  # every _store_rows: L2 evict-first hint
+BULK = 'tl.constexpr("cp.async.bulk.prefetch.L2.global [$1], 128; mov.u32 $0, 0;")'
+BULK_EL = (BULK, 'tl.constexpr("{ .reg .b64 %pol; createpolicy.fractional.L2::evict_last.b64 %pol, 1.0; '
+           'cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], 128, %pol; } mov.u32 $0, 0;")')
+HINT = 'tl.constexpr("prefetch.global.L2 [$1]; mov.u32 $0, 0;")'
+HINT_EL = (HINT, 'tl.constexpr("prefetch.global.L2::evict_last [$1]; mov.u32 $0, 0;")')
+PF_BULK = dict(prefetch_v="kkt", prefetch_bulk=True)  # v's rows prefetched into L2 right after K Kᵀ (Tuning)
+PF_HINT = dict(prefetch_v="kkt")
+
+# name -> (edits of the template's source, Tuning fields over the fused default)
 VARIANTS = {
-    "default": (),
+    "default": ((), {}),
     # row stride 0: every row of a tile is the tile's first row (the compiler may merge the four 16-row loads)
-    "v one row": ((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"),),
-    "v+k one row": ((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, H * K, K, BC, BV,\n")),
-    "stores one row": ((U_ARGS, "t0, T, H * V, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, Hg * K, 0, K, BC, BV,\n")),
-    "all one row": ((U_ARGS, "t0, T, 0, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, 0, K, BC, BV,\n")),
+    "v one row": (((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"),), {}),
+    "v+k one row": (((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, H * K, K, BC, BV,\n")), {}),
+    "stores one row": (((U_ARGS, "t0, T, H * V, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, Hg * K, 0, K, BC, BV,\n")), {}),
+    "all one row": (((U_ARGS, "t0, T, 0, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, 0, K, BC, BV,\n")), {}),
     # the same code with v's rows from the first 4 chunks / the first chunk of the sequence (hot in L2)
-    "v hot 4 chunks": (_hot(U_CALL, "src", 256),),
-    "v hot 1 chunk": (_hot(U_CALL, "src", 64),),
-    "stores hot 4 chunks": (_hot(U_CALL, "out", 256), _hot(W_CALL, "out", 256)),
+    "v hot 4 chunks": ((_hot(U_CALL, "src", 256),), {}),
+    "v hot 1 chunk": ((_hot(U_CALL, "src", 64),), {}),
+    "stores hot 4 chunks": ((_hot(U_CALL, "out", 256), _hot(W_CALL, "out", 256)), {}),
+    # real forms: the stores with an L2 evict-first policy; v prefetched after K Kᵀ (TMA bulk or the plain hint),
+    # with an L2 evict-last policy so that the stream's writes do not push it out before the u loop reads it
+    "stores evict_first": ((STORE_EF,), {}),
+    "pf bulk": ((), PF_BULK),
+    "pf bulk evict_last": ((BULK_EL,), PF_BULK),
+    "pf bulk evict_last + stores ef": ((BULK_EL, STORE_EF), PF_BULK),
+    "pf hint evict_last + stores ef": ((HINT_EL, STORE_EF), PF_HINT),
 }
 if os.environ.get("STREAMDIAG_VARIANTS"):  # "a,b_c": only those rows (and the default; underscores for spaces)
     keep = {x.replace("_", " ") for x in os.environ["STREAMDIAG_VARIANTS"].split(",")} | {"default"}
-    VARIANTS = {name: edits for name, edits in VARIANTS.items() if name in keep}
+    VARIANTS = {name: spec for name, spec in VARIANTS.items() if name in keep}
 
 
 def patched_module(name: str, edits, tmp: str):
@@ -84,7 +109,8 @@ def main() -> int:
     shapes = [tuple(int(x) for x in s.split(",")) for s in sys.argv[2:]] or [(8192, 8, 4), (8192, 32, 16)]
     os.makedirs(out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="diag_stream_")
-    mods = {name: (gdn_intra if not edits else patched_module(name, edits, tmp)) for name, edits in VARIANTS.items()}
+    mods = {name: (gdn_intra if not edits else patched_module(name, edits, tmp))
+            for name, (edits, _) in VARIANTS.items()}
     rows = []
     torch.manual_seed(0)
     for T, H, Hg in shapes:
@@ -101,7 +127,8 @@ def main() -> int:
                     saved = ops._k
                     ops._k = mod
                     try:
-                        fn = lambda: ops.gdn_fwd_intra(k, v, g, beta, store_A=store_A, backend="triton")  # noqa: E731
+                        tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **VARIANTS[name][1])
+                        fn = lambda: ops.gdn_fwd_intra(k, v, g, beta, store_A=store_A, tuning=tuning)  # noqa: E731
                         times[(name, store_A)].append(common.graph_us(fn, "cuda"))
                     finally:
                         ops._k = saved
