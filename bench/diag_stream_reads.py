@@ -74,11 +74,11 @@ VARIANTS = {
     "stores hot 4 chunks": ((_hot(U_CALL, "out", 256), _hot(W_CALL, "out", 256)), {}),
     # real forms: the stores with an L2 evict-first policy; v prefetched after K Kᵀ (TMA bulk or the plain hint),
     # with an L2 evict-last policy so that the stream's writes do not push it out before the u loop reads it
-    "stores evict_first": ((STORE_EF,), {}),
+    "stores evict-first": ((STORE_EF,), {}),
     "pf bulk": ((), PF_BULK),
-    "pf bulk evict_last": ((BULK_EL,), PF_BULK),
-    "pf bulk evict_last + stores ef": ((BULK_EL, STORE_EF), PF_BULK),
-    "pf hint evict_last + stores ef": ((HINT_EL, STORE_EF), PF_HINT),
+    "pf bulk evict-last": ((BULK_EL,), PF_BULK),
+    "pf bulk evict-last + stores ef": ((BULK_EL, STORE_EF), PF_BULK),
+    "pf hint evict-last + stores ef": ((HINT_EL, STORE_EF), PF_HINT),
 }
 if os.environ.get("STREAMDIAG_VARIANTS"):  # "a,b_c": only those rows (and the default; underscores for spaces)
     keep = {x.replace("_", " ") for x in os.environ["STREAMDIAG_VARIANTS"].split(",")} | {"default"}
