@@ -18,7 +18,9 @@ arithmetic and instruction stream are unchanged; outputs are garbage and not che
 
 STREAMDIAG_VARIANTS="a,b_c" keeps only those rows (and the default; underscores for spaces).
 
-Per shape and variant: CUDA-graph µs with A written (late store, the default) and without, alternating rounds.
+Per shape and variant: CUDA-graph µs per launch with A written (late store, the default) and without, alternating
+rounds; each timed call runs STREAMDIAG_ROTATE (4) launches on as many input sets (no launch finds its inputs in L2
+from the one before) and 1 GiB is written and read before each (the previous variant's evict-last lines out).
 """
 
 import dataclasses
@@ -57,6 +59,18 @@ BULK_EL = (BULK, 'tl.constexpr("{ .reg .b64 %pol; createpolicy.fractional.L2::ev
            'cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], 128, %pol; } mov.u32 $0, 0;")')
 HINT = 'tl.constexpr("prefetch.global.L2 [$1]; mov.u32 $0, 0;")'
 HINT_EL = (HINT, 'tl.constexpr("prefetch.global.L2::evict_last [$1]; mov.u32 $0, 0;")')
+# _load_rows takes an eviction policy; the w/u loops' loads (v for u, k for w: their last use) pass evict-first, so
+# lines a prefetch marked evict-last are demoted once read (else they would hold L2 for every later kernel)
+LOAD_DEF = ("               ROWS: tl.constexpr = 0):\n    \"\"\"[BC, BX] tile of rows",
+            "               ROWS: tl.constexpr = 0, EVICT: tl.constexpr = \"\"):\n    \"\"\"[BC, BX] tile of rows")
+LOAD_CLAMPED = ("mask=_tile_mask(o_r, o_c, T, NCOL, ROWS_WHOLE), other=0.0)",
+                "mask=_tile_mask(o_r, o_c, T, NCOL, ROWS_WHOLE), other=0.0, eviction_policy=EVICT)")
+LOAD_PLAIN = ("mask=_tile_mask(o_r, o_c, T, NCOL, ROWS), other=0.0)\n\n\n@triton.jit\ndef _store_rows",
+              "mask=_tile_mask(o_r, o_c, T, NCOL, ROWS), other=0.0, eviction_policy=EVICT)\n\n\n"
+              "@triton.jit\ndef _store_rows")
+STREAM_LOADS = ("src_stride, c0, NCOL, BC, BX, ROWS)", 'src_stride, c0, NCOL, BC, BX, ROWS, "evict_first")', 8)
+LOADS_EF = (LOAD_DEF, LOAD_CLAMPED, LOAD_PLAIN, STREAM_LOADS)
+ROTATE = int(os.environ.get("STREAMDIAG_ROTATE", "4"))  # input sets per timed call (see main)
 PF_BULK = dict(prefetch_v="kkt", prefetch_bulk=True)  # v's rows prefetched into L2 right after K Kᵀ (Tuning)
 PF_HINT = dict(prefetch_v="kkt")
 
@@ -76,9 +90,15 @@ VARIANTS = {
     # with an L2 evict-last policy so that the stream's writes do not push it out before the u loop reads it
     "stores evict-first": ((STORE_EF,), {}),
     "pf bulk": ((), PF_BULK),
+    "pf hint": ((), PF_HINT),
     "pf bulk evict-last": ((BULK_EL,), PF_BULK),
     "pf bulk evict-last + stores ef": ((BULK_EL, STORE_EF), PF_BULK),
     "pf hint evict-last + stores ef": ((HINT_EL, STORE_EF), PF_HINT),
+    # the same, with the stream's loads demoting what they read (evict-first)
+    "pf hint evict-last + loads ef": ((HINT_EL, *LOADS_EF), PF_HINT),
+    "pf hint evict-last + loads ef + stores ef": ((HINT_EL, *LOADS_EF, STORE_EF), PF_HINT),
+    "pf bulk evict-last + loads ef + stores ef": ((BULK_EL, *LOADS_EF, STORE_EF), PF_BULK),
+    "pf hint + stores ef": ((STORE_EF,), PF_HINT),
 }
 if os.environ.get("STREAMDIAG_VARIANTS"):  # "a,b_c": only those rows (and the default; underscores for spaces)
     keep = {x.replace("_", " ") for x in os.environ["STREAMDIAG_VARIANTS"].split(",")} | {"default"}
@@ -86,12 +106,13 @@ if os.environ.get("STREAMDIAG_VARIANTS"):  # "a,b_c": only those rows (and the d
 
 
 def patched_module(name: str, edits, tmp: str):
-    """A copy of gdn_intra with ``edits`` applied (each old text must occur exactly once), imported from ``tmp``."""
+    """A copy of gdn_intra with ``edits`` (old, new[, count]) applied (each old text must occur count times, default
+    once), imported from ``tmp``."""
     src = open(gdn_intra.__file__).read()
-    for old, new in edits:
-        n = src.count(old)
-        if n != 1:
-            raise RuntimeError(f"{name}: {old!r} occurs {n} times in gdn_intra.py (expected once)")
+    for old, new, *count in edits:
+        n, want = src.count(old), (count[0] if count else 1)
+        if n != want:
+            raise RuntimeError(f"{name}: {old!r} occurs {n} times in gdn_intra.py (expected {want})")
         src = src.replace(old, new)
     mod_name = "diag_gdn_intra_" + "".join(c if c.isalnum() else "_" for c in name)
     path = os.path.join(tmp, mod_name + ".py")
@@ -113,13 +134,22 @@ def main() -> int:
             for name, (edits, _) in VARIANTS.items()}
     rows = []
     torch.manual_seed(0)
+    flush = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     for T, H, Hg in shapes:
         K = V = 128
-        k = torch.nn.functional.normalize(torch.randn(1, T, Hg, K, device="cuda"), dim=-1).to(torch.bfloat16)
-        v = torch.randn(1, T, H, V, device="cuda", dtype=torch.bfloat16)
-        g = torch.nn.functional.logsigmoid(torch.randn(1, T, H, device="cuda")).reshape(1, T // 64, 64, H)
-        g = g.cumsum(2).reshape(1, T, H).float()
-        beta = torch.rand(1, T, H, device="cuda").sigmoid().to(torch.bfloat16)
+
+        def inputs():
+            k = torch.nn.functional.normalize(torch.randn(1, T, Hg, K, device="cuda"), dim=-1).to(torch.bfloat16)
+            v = torch.randn(1, T, H, V, device="cuda", dtype=torch.bfloat16)
+            g = torch.nn.functional.logsigmoid(torch.randn(1, T, H, device="cuda")).reshape(1, T // 64, 64, H)
+            g = g.cumsum(2).reshape(1, T, H).float()
+            beta = torch.rand(1, T, H, device="cuda").sigmoid().to(torch.bfloat16)
+            return k, v, g, beta
+
+        # ROTATE input sets per timed call (one launch each; their bytes several times the L2): no launch finds its
+        # v in L2 from the launch before, as a real layer would not — an evict-last prefetch left without demotion
+        # would otherwise keep one v resident across the replays and look like a gain
+        sets = [inputs() for _ in range(ROTATE)]
         times = {(name, a): [] for name in VARIANTS for a in (True, False)}
         for _ in range(3):  # alternating rounds
             for name, mod in mods.items():
@@ -128,12 +158,19 @@ def main() -> int:
                     ops._k = mod
                     try:
                         tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **VARIANTS[name][1])
-                        fn = lambda: ops.gdn_fwd_intra(k, v, g, beta, store_A=store_A, tuning=tuning)  # noqa: E731
-                        times[(name, store_A)].append(common.graph_us(fn, "cuda"))
+
+                        def fn():
+                            for k, v, g, beta in sets:
+                                ops.gdn_fwd_intra(k, v, g, beta, store_A=store_A, tuning=tuning)
+
+                        flush.fill_(1)  # another variant's evict-last lines out of L2 (a 1 GiB write, then read)
+                        flush.max()
+                        times[(name, store_A)].append(common.graph_us(fn, "cuda") / ROTATE)
                     finally:
                         ops._k = saved
         for name in VARIANTS:
-            row = dict(T=T, H=H, Hg=Hg, variant=name, us_A=times[(name, True)], us_noA=times[(name, False)])
+            row = dict(T=T, H=H, Hg=Hg, variant=name, rotate=ROTATE, us_A=times[(name, True)],
+                       us_noA=times[(name, False)])
             rows.append(row)
             print(f"T={T} H={H} {name:16s} A {', '.join(f'{t:.1f}' for t in row['us_A'])} µs   "
                   f"no A {', '.join(f'{t:.1f}' for t in row['us_noA'])} µs", flush=True)
