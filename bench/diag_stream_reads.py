@@ -59,18 +59,48 @@ BULK_EL = (BULK, 'tl.constexpr("{ .reg .b64 %pol; createpolicy.fractional.L2::ev
            'cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], 128, %pol; } mov.u32 $0, 0;")')
 HINT = 'tl.constexpr("prefetch.global.L2 [$1]; mov.u32 $0, 0;")'
 HINT_EL = (HINT, 'tl.constexpr("prefetch.global.L2::evict_last [$1]; mov.u32 $0, 0;")')
-# _load_rows takes an eviction policy; the w/u loops' loads (v for u, k for w: their last use) pass evict-first, so
-# lines a prefetch marked evict-last are demoted once read (else they would hold L2 for every later kernel)
-LOAD_DEF = ("               ROWS: tl.constexpr = 0):\n    \"\"\"[BC, BX] tile of rows",
-            "               ROWS: tl.constexpr = 0, EVICT: tl.constexpr = \"\"):\n    \"\"\"[BC, BX] tile of rows")
-LOAD_CLAMPED = ("mask=_tile_mask(o_r, o_c, T, NCOL, ROWS_WHOLE), other=0.0)",
-                "mask=_tile_mask(o_r, o_c, T, NCOL, ROWS_WHOLE), other=0.0, eviction_policy=EVICT)")
-LOAD_PLAIN = ("mask=_tile_mask(o_r, o_c, T, NCOL, ROWS), other=0.0)\n\n\n@triton.jit\ndef _store_rows",
-              "mask=_tile_mask(o_r, o_c, T, NCOL, ROWS), other=0.0, eviction_policy=EVICT)\n\n\n"
-              "@triton.jit\ndef _store_rows")
-STREAM_LOADS = ("src_stride, c0, NCOL, BC, BX, ROWS)", 'src_stride, c0, NCOL, BC, BX, ROWS, "evict_first")', 8)
-LOADS_EF = (LOAD_DEF, LOAD_CLAMPED, LOAD_PLAIN, STREAM_LOADS)
+# the w/u loops' loads (v for u, k for w: their last use) through a copy of _load_rows with the evict-first policy,
+# so lines a prefetch marked evict-last are demoted once read (else they would hold L2 for every later kernel)
+LOAD_EF_DEF = ("\n\n@triton.jit\ndef _store_rows(", '''
+
+@triton.jit
+def _load_rows_ef(base, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr,
+                  ROWS: tl.constexpr = 0):
+    o_r = t0 + tl.arange(0, BC)
+    o_c = col0 + tl.arange(0, BX)
+    if ROWS == ROWS_CLAMPED:
+        o_r = tl.minimum(o_r, T - 1)
+        return tl.load(base + o_r[:, None] * stride + o_c[None, :],
+                       mask=_tile_mask(o_r, o_c, T, NCOL, ROWS_WHOLE), other=0.0, eviction_policy="evict_first")
+    return tl.load(base + o_r[:, None] * stride + o_c[None, :], mask=_tile_mask(o_r, o_c, T, NCOL, ROWS), other=0.0,
+                   eviction_policy="evict_first")
+
+
+@triton.jit
+def _store_rows(''')
+STREAM_LOADS = ("_load_rows(src, ", "_load_rows_ef(src, ", 8)
+LOADS_EF = (LOAD_EF_DEF, STREAM_LOADS)
 ROTATE = int(os.environ.get("STREAMDIAG_ROTATE", "4"))  # input sets per timed call (see main)
+# after u's loop: v's lines back to the normal L2 priority (applypriority; the pipelined loads' cp.async carry no
+# cache hint, so they cannot demote what an evict-last prefetch marked)
+DEMOTE_DEF = ("\n\n@triton.jit\ndef _mm(", '''
+
+@triton.jit
+def _demote_rows_l2(base, t0, T, stride, NCOL: tl.constexpr, BT: tl.constexpr):
+    LINE: tl.constexpr = 1024 // base.dtype.element_ty.primitive_bitwidth
+    NL: tl.constexpr = (NCOL + LINE - 1) // LINE
+    r = tl.minimum(t0 + tl.arange(0, BT), T - 1)
+    p = base + r[:, None] * stride + (tl.arange(0, NL) * LINE)[None, :]
+    tl.inline_asm_elementwise("applypriority.global.L2::evict_normal [$1], 128; mov.u32 $0, 0;", "=r,l", [p],
+                              dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _mm(''')
+DEMOTE_CALL = ("FOLD_BETA, ROWS)\n                        else:",
+               "FOLD_BETA, ROWS)\n                            _demote_rows_l2(v + (bos * H + i_h) * V, t0, T, H * V, V, BT)"
+               "\n                        else:")
+DEMOTE = (DEMOTE_DEF, DEMOTE_CALL)
 PF_BULK = dict(prefetch_v="kkt", prefetch_bulk=True)  # v's rows prefetched into L2 right after K Kᵀ (Tuning)
 PF_HINT = dict(prefetch_v="kkt")
 
@@ -99,6 +129,9 @@ VARIANTS = {
     "pf hint evict-last + loads ef + stores ef": ((HINT_EL, *LOADS_EF, STORE_EF), PF_HINT),
     "pf bulk evict-last + loads ef + stores ef": ((BULK_EL, *LOADS_EF, STORE_EF), PF_BULK),
     "pf hint + stores ef": ((STORE_EF,), PF_HINT),
+    "pf hint evict-last + demote": ((HINT_EL, *DEMOTE), PF_HINT),
+    "pf hint evict-last + demote + stores ef": ((HINT_EL, *DEMOTE, STORE_EF), PF_HINT),
+    "pf bulk evict-last + demote + stores ef": ((BULK_EL, *DEMOTE, STORE_EF), PF_BULK),
 }
 if os.environ.get("STREAMDIAG_VARIANTS"):  # "a,b_c": only those rows (and the default; underscores for spaces)
     keep = {x.replace("_", " ") for x in os.environ["STREAMDIAG_VARIANTS"].split(",")} | {"default"}
