@@ -106,12 +106,12 @@ def test_heads_fastest_gives_the_same_bits(case):
 
 def test_diag_masks_give_the_same_bits():
     """Tuning.diag_masks in the KDA launch (the shared inversion's doubling with the level masks on the products, as
-    the GDN default has it): the same bits in every output. split_packed is inline PTX: the sm_90 compile test below
-    builds it, the interpreter runs the plain split."""
+    the GDN default has it; the KDA default since s22): the same bits in every output as without. split_packed is
+    inline PTX: the sm_90 compile test below builds it, the interpreter runs the plain split."""
     inputs = _inputs(**CASES["varlen"])
-    dm = dataclasses.replace(ops.KDA_DEFAULT_TUNING, diag_masks=True)
-    assert not ops.KDA_DEFAULT_TUNING.diag_masks
-    for x, y in zip(_ours(inputs, "blockdoubling", tuning=dm), _ours(inputs, "blockdoubling"), strict=True):
+    assert ops.KDA_DEFAULT_TUNING.diag_masks and ops.KDA_DEFAULT_TUNING.split_packed
+    plain = dataclasses.replace(ops.KDA_DEFAULT_TUNING, diag_masks=False)
+    for x, y in zip(_ours(inputs, "blockdoubling", tuning=plain), _ours(inputs, "blockdoubling"), strict=True):
         assert (y is None) if x is None else torch.equal(x, y)
 
 
@@ -156,24 +156,24 @@ def test_heads_fastest_gives_the_same_bits_on_gpu():
 
 @pytest.mark.gpu
 def test_masks_and_packed_splits_on_gpu():
-    """Tuning.diag_masks + split_packed in the KDA launch, compiled (bf16, K = V = 128, 4 heads, varlen with a
-    1-token sequence and partial chunks): the masks alone give the default's bits. The packed hi/lo splits (inline
-    PTX) are not bitwise: where the compiler contracted the plain split into an FMA an entry of Akk = (I + A)^{-1}
-    may round one bf16 ulp apart, and w / u (sums over a row of Akk, with cancellation) move by more than their own
-    entries' ulps — so the check is at each output's scale (at most two ulps of its largest entry) and against fp64
-    (max-rel error not above 1.1× the default's)."""
+    """Tuning.diag_masks + split_packed (the KDA default since s22) against the plain build, compiled (bf16, K = V =
+    128, 4 heads, varlen with a 1-token sequence and partial chunks): the masks alone give the plain build's bits.
+    The packed hi/lo splits (inline PTX) are not bitwise: where the compiler contracted the plain split into an FMA
+    an entry of Akk = (I + A)^{-1} may round one bf16 ulp apart, and w / u (sums over a row of Akk, with
+    cancellation) move by more than their own entries' ulps — so the check is at each output's scale (at most two
+    ulps of its largest entry) and against fp64 (max-rel error not above 1.1× the plain build's)."""
     q, k, v, g, beta, cu = _inputs(1, 700, 4, 128, 128, cu=[0, 1, 64, 300, 700])
     q, k, v, beta = (x.to(torch.bfloat16) for x in (q, k, v, beta))
     inputs = (q, k, v, g, beta, cu)
-    default = _ours(inputs, "blockdoubling")
-    dm = dataclasses.replace(ops.KDA_DEFAULT_TUNING, diag_masks=True)
-    for name, x, y in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling", tuning=dm), default,
+    assert ops.KDA_DEFAULT_TUNING.diag_masks and ops.KDA_DEFAULT_TUNING.split_packed
+    plain = dataclasses.replace(ops.KDA_DEFAULT_TUNING, diag_masks=False, split_packed=False)
+    base = _ours(inputs, "blockdoubling", tuning=plain)
+    dm = dataclasses.replace(plain, diag_masks=True)
+    for name, x, y in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling", tuning=dm), base,
                           strict=True):
         assert (x is None and y is None) or torch.equal(x, y), f"{name}: diag_masks changed the bits"
-    both = dataclasses.replace(dm, split_packed=True)
     refs = ref.fwd_intra(*(t.cpu() for t in (q, k, v, g, beta)), cu_seqlens=cu.cpu())
-    for name, x, y, r in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling", tuning=both), default,
-                             refs, strict=True):
+    for name, x, y, r in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling"), base, refs, strict=True):
         if x is None:
             assert y is None, name
             continue
@@ -181,7 +181,7 @@ def test_masks_and_packed_splits_on_gpu():
         diff, scale = float((x.float() - y.float()).abs().max()), float(y.float().abs().max())
         assert diff <= scale * 2.0 ** -6, f"{name}: packed splits moved an entry by {diff:.3g} (largest entry {scale:.3g})"
         e_x, e_y = _rel(x.cpu(), r), _rel(y.cpu(), r)
-        assert e_x <= 1.1 * e_y + 1e-6, f"{name}: error vs fp64 {e_x:.3g} above the default's {e_y:.3g}"
+        assert e_x <= 1.1 * e_y + 1e-6, f"{name}: error vs fp64 {e_x:.3g} above the plain build's {e_y:.3g}"
 
 
 # --------------------------------------------------------------------------- kernel vs fp64
@@ -499,8 +499,8 @@ fn = kda_intra.kda_intra_kernel
 DIAG_IN = sys.argv[1].startswith("sglang")
 HEADS_FASTEST = sys.argv[1].endswith("heads-fastest")  # Tuning.heads_fastest: the grid's order only
 tu = ops.KDA_DEFAULT_TUNING
-if sys.argv[1].endswith("masks-packed"):  # Tuning.diag_masks + split_packed (the packed splits' inline PTX)
-    tu = dataclasses.replace(tu, diag_masks=True, split_packed=True)
+if sys.argv[1].endswith("plain"):  # without Tuning.diag_masks + split_packed (the default's packed splits: inline PTX)
+    tu = dataclasses.replace(tu, diag_masks=False, split_packed=False)
 diag, whole, dp, mp, _ = ops._method_codes("blockdoubling", None, True)
 diag, dp, mp = ops.tuned_inversion(tu, diag, dp, mp)
 gd, go = ops._gram_codes(None)
@@ -520,7 +520,7 @@ print("ok")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="on a GPU the kernels above already ran compiled")
-@pytest.mark.parametrize("diag_gram", ["sglang", "fused", "sglang-heads-fastest", "sglang-masks-packed"])
+@pytest.mark.parametrize("diag_gram", ["sglang", "fused", "sglang-heads-fastest", "sglang-plain"])
 def test_kernel_compiles_for_sm90(diag_gram):
     """The interpreter does not run Triton's compiler: compile the default KDA kernel for an H100 (sm_90, with
     Triton's bundled ptxas) in a clean process, so a GPU-only compile error shows up on a CPU machine."""

@@ -622,7 +622,13 @@ KDA_GRAM_PRECISION = "tf32/bf16"
 # at T=8192 H=32 516.0–518.0 → 490.0–493.7 µs (five pairs, three calls), at H=8 with warm clocks 140.1–140.6 → 136.8–
 # 137.2 (s21). Its GPU bit test "failed" in s20 and s21 before any KDA kernel ran (the test's inputs went through
 # SGLang's Triton cumsum on the CPU); fixed, it decides this default (bench/results/2026-11-28-s21).
-KDA_DEFAULT_TUNING = Tuning(num_warps=2, BK=32, BV=32, num_stages=3, heads_fastest=True)
+# The shared inversion's doubling with level masks + packed hi/lo splits (Tuning.diag_masks / split_packed, as the GDN
+# default; H200, bench/results/2026-11-28-s22 §2): T=8192 H=32 tune pairs (same process, alternating) 493.5 → 484.0
+# and 500.9 → 491.6 µs; masks alone 487.0, splits alone 487.2 (Triton 3.6 sm_90: 5920 → 5216 SASS instructions). The
+# masks give the same bits; the packed splits may move Akk by a bf16 rounding (GPU test: every output within two ulps
+# of its largest entry, errors vs fp64 not above the plain build's).
+KDA_DEFAULT_TUNING = Tuning(num_warps=2, BK=32, BV=32, num_stages=3, heads_fastest=True, diag_masks=True,
+                            split_packed=True)
 
 
 @functools.lru_cache(maxsize=64)
