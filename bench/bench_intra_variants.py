@@ -94,6 +94,12 @@ FUSED = {
     "fold beta": (_r(FT, fold_beta=True), True),
     "fold beta noA": (_r(FT, fold_beta=True), False),
     "fold beta w first noA": (_r(FT, fold_beta=True, w_first=True), False),
+    # s22: the inversion inside u's pipelined column loop, so its prologue requests v (2 / 4 column tiles) before the
+    # inversion (Tuning.v_early_stages; the stream's v reads cost ~4.5 µs at T=8192 H=8, diag_stream_reads.py)
+    "v early 3": (_r(FT, v_early_stages=3), True),
+    "v early 3 noA": (_r(FT, v_early_stages=3), False),
+    "v early 5": (_r(FT, v_early_stages=5), True),
+    "v early 5 noA": (_r(FT, v_early_stages=5), False),
 }
 INVERSE = {"default": IT, "heads fastest": _r(IT, heads_fastest=True), "no diag masks": _r(IT, diag_masks=False),
            "no gate factors": _r(IT, gate_factors=False),

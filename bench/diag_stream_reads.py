@@ -37,9 +37,9 @@ from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.benchmarks import common  # noqa: E402
 from sglang_trinv.ops import gdn_intra  # noqa: E402
 
-U_ARGS = "t0, T, H * V, H * V, V, BC, BV,\n"  # u's _wu_rows call in the two-loop branch: src stride, out stride
+U_ARGS = "y33, t0, T, H * V, H * V, V, BC,\n"  # u's _wu_rows call in the two-loop branch: src stride, out stride
 W_ARGS = "t0, T, Hg * K, H * K, K, BC, BV,\n"
-U_CALL = "_wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,\n                                     y00"
+U_CALL = "_wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,\n                                         y00"
 W_CALL = "_wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,\n                                     y00"
 
 
@@ -78,7 +78,7 @@ def _load_rows_ef(base, t0, T, stride, col0, NCOL: tl.constexpr, BC: tl.constexp
 
 @triton.jit
 def _store_rows(''')
-STREAM_LOADS = ("_load_rows(src, ", "_load_rows_ef(src, ", 8)
+STREAM_LOADS = ("_load_rows(src, ", "_load_rows_ef(src, ", 12)  # _wu_rows, _u_rows_with_inversion
 LOADS_EF = (LOAD_EF_DEF, STREAM_LOADS)
 ROTATE = int(os.environ.get("STREAMDIAG_ROTATE", "4"))  # input sets per timed call (see main)
 # after u's loop: v's lines back to the normal L2 priority (applypriority; the pipelined loads' cp.async carry no
@@ -101,6 +101,29 @@ DEMOTE_CALL = ("FOLD_BETA, ROWS)\n                        else:",
                "FOLD_BETA, ROWS)\n                            _demote_rows_l2(v + (bos * H + i_h) * V, t0, T, H * V, V, BT)"
                "\n                        else:")
 DEMOTE = (DEMOTE_DEF, DEMOTE_CALL)
+# v's chunk loaded (β-scaled, in k's dtype) right after the gates — before the inversion — as four [16, V] tiles, and
+# u's products taken from them after it (no u loop): does the compiler keep them in shared memory (conversion to the
+# dot operand at the load) or in registers? sm_90 (Triton 3.6, H=8): registers — 255 and 904 B of stack.
+GATES = ("            b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM,\n"
+         "                                                         ROWS)\n")
+V_EARLY_LOAD = (GATES, GATES + '''            ve = v + (bos * H + i_h) * V
+            pv0 = (_load_rows(ve, t0, T, H * V, 0, V, BC, V, ROWS) * b0[:, None]).to(k.dtype.element_ty)
+            pv1 = (_load_rows(ve, t0 + BC, T, H * V, 0, V, BC, V, ROWS) * b1[:, None]).to(k.dtype.element_ty)
+            pv2 = (_load_rows(ve, t0 + 2 * BC, T, H * V, 0, V, BC, V, ROWS) * b2[:, None]).to(k.dtype.element_ty)
+            pv3 = (_load_rows(ve, t0 + 3 * BC, T, H * V, 0, V, BC, V, ROWS) * b3[:, None]).to(k.dtype.element_ty)
+''')
+U_FROM_EARLY = (U_CALL + ", y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC,\n"
+                "                                         BV, FOLD_BETA, ROWS)", '''uo = u + (bos * H + i_h) * V
+                                _store_rows(uo, tl.dot(y00, pv0), t0, T, H * V, 0, V, BC, V, ROWS)
+                                _store_rows(uo, tl.dot(y11, pv1, tl.dot(y10, pv0)), t0 + BC, T, H * V, 0, V, BC, V,
+                                            ROWS)
+                                _store_rows(uo, tl.dot(y22, pv2, tl.dot(y21, pv1, tl.dot(y20, pv0))), t0 + 2 * BC, T,
+                                            H * V, 0, V, BC, V, ROWS)
+                                _store_rows(uo, tl.dot(y33, pv3, tl.dot(y32, pv2, tl.dot(y31, pv1, tl.dot(y30, pv0)))),
+                                            t0 + 3 * BC, T, H * V, 0, V, BC, V, ROWS)''')
+V_EARLY = (V_EARLY_LOAD, U_FROM_EARLY)
+
+
 PF_BULK = dict(prefetch_v="kkt", prefetch_bulk=True)  # v's rows prefetched into L2 right after K Kᵀ (Tuning)
 PF_HINT = dict(prefetch_v="kkt")
 
@@ -108,10 +131,10 @@ PF_HINT = dict(prefetch_v="kkt")
 VARIANTS = {
     "default": ((), {}),
     # row stride 0: every row of a tile is the tile's first row (the compiler may merge the four 16-row loads)
-    "v one row": (((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"),), {}),
-    "v+k one row": (((U_ARGS, "t0, T, 0, H * V, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, H * K, K, BC, BV,\n")), {}),
-    "stores one row": (((U_ARGS, "t0, T, H * V, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, Hg * K, 0, K, BC, BV,\n")), {}),
-    "all one row": (((U_ARGS, "t0, T, 0, 0, V, BC, BV,\n"), (W_ARGS, "t0, T, 0, 0, K, BC, BV,\n")), {}),
+    "v one row": (((U_ARGS, "y33, t0, T, 0, H * V, V, BC,\n"),), {}),
+    "v+k one row": (((U_ARGS, "y33, t0, T, 0, H * V, V, BC,\n"), (W_ARGS, "t0, T, 0, H * K, K, BC, BV,\n")), {}),
+    "stores one row": (((U_ARGS, "y33, t0, T, H * V, 0, V, BC,\n"), (W_ARGS, "t0, T, Hg * K, 0, K, BC, BV,\n")), {}),
+    "all one row": (((U_ARGS, "y33, t0, T, 0, 0, V, BC,\n"), (W_ARGS, "t0, T, 0, 0, K, BC, BV,\n")), {}),
     # the same code with v's rows from the first 4 chunks / the first chunk of the sequence (hot in L2)
     "v hot 4 chunks": ((_hot(U_CALL, "src", 256),), {}),
     "v hot 1 chunk": ((_hot(U_CALL, "src", 64),), {}),
@@ -129,6 +152,10 @@ VARIANTS = {
     "pf hint evict-last + loads ef + stores ef": ((HINT_EL, *LOADS_EF, STORE_EF), PF_HINT),
     "pf bulk evict-last + loads ef + stores ef": ((BULK_EL, *LOADS_EF, STORE_EF), PF_BULK),
     "pf hint + stores ef": ((STORE_EF,), PF_HINT),
+    "v loaded early": (V_EARLY, {}),
+    # the product's form of "v on chip before the stream": the inversion inside u's pipelined loop (Tuning)
+    "v early 3": ((), dict(v_early_stages=3)),
+    "v early 5": ((), dict(v_early_stages=5)),
     "pf hint evict-last + demote": ((HINT_EL, *DEMOTE), PF_HINT),
     "pf hint evict-last + demote + stores ef": ((HINT_EL, *DEMOTE, STORE_EF), PF_HINT),
     "pf bulk evict-last + demote + stores ef": ((BULK_EL, *DEMOTE, STORE_EF), PF_BULK),

@@ -154,3 +154,49 @@ def test_traffic_kernel_gqa_and_partial_chunk():
     we, ue, Ae = roofline.traffic_expected(k, v)
     assert torch.equal(w, we) and torch.equal(u, ue) and torch.allclose(A, Ae)
     assert torch.equal(w[0, :, 1], k[0, :, 0]) and torch.equal(w[0, :, 2], k[0, :, 1])
+
+
+def test_stream_diagnostic_patches_apply_and_keep_values(tmp_path):
+    """bench/diag_stream_reads.py times patched copies of the Triton template: every patch must still find its text
+    (each edit once, or as often as it says) after template changes; the patches meant to move bytes or cache
+    policies, not values (L2 policies, prefetches — off under the interpreter —, v loaded before the inversion;
+    not the applypriority demotions: inline PTX) give the template's bits under the interpreter (tiny fused launch, A written and not)."""
+    import dataclasses
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from sglang_trinv import ops
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "diag_stream_reads.py"
+    spec = importlib.util.spec_from_file_location("diag_stream_reads", path)
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    torch.manual_seed(0)
+    T, H, Hg, K = 128, 2, 1, 32
+    k = torch.nn.functional.normalize(torch.randn(1, T, Hg, K), dim=-1)
+    v = torch.randn(1, T, H, K)
+    g = torch.nn.functional.logsigmoid(torch.randn(1, T, H)).reshape(1, 2, 64, H).cumsum(2).reshape(1, T, H)
+    beta = torch.rand(1, T, H)
+    # (the demotions are inline PTX, which the interpreter cannot run: they only have to apply)
+    same = [n for n in diag.VARIANTS if n.startswith(("stores evict", "pf ", "v loaded early")) and "demote" not in n]
+    assert len(same) >= 8
+    for name, (edits, fields) in diag.VARIANTS.items():
+        if not edits:
+            continue
+        mod = diag.patched_module(name, edits, str(tmp_path))
+        if name not in same:
+            continue
+        tuning = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **fields)
+        for store_A in (True, False):
+            ref = ops.gdn_fwd_intra(k, v, g, beta, tuning=tuning, store_A=store_A)
+            saved, ops._k = ops._k, mod
+            try:
+                out = ops.gdn_fwd_intra(k, v, g, beta, tuning=tuning, store_A=store_A)
+            finally:
+                ops._k = saved
+            for x, y in zip(out, ref, strict=True):
+                assert (x is None and y is None) or torch.equal(x, y), name
+        sys.modules.pop(mod.__name__, None)

@@ -507,6 +507,32 @@ def test_w_loop_first_gives_the_same_bits():
                                         False)[0]["W_FIRST"]
 
 
+@pytest.mark.parametrize("stages", [3, 5])
+def test_inversion_inside_u_loop_gives_the_same_bits(stages):
+    """Tuning.v_early_stages: the inversion inside the first iteration of u's column loop (so the loop's prologue
+    requests v before it) — the default's bits on every case (random and identical keys; A stored late, mid or not
+    at all; the cumsum-fused launch), and the constexpr only where the form applies (else off, logged)."""
+    ve = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, v_early_stages=stages)
+    _assert_bitwise_the_default(ve, ops.DEFAULT_TUNING)
+    c = CASES["varlen"]
+    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=dataclasses.replace(ve, a_store="mid")),
+                    ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+        assert torch.equal(x, y)
+    for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ve),
+                    ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+        assert (y is None) if x is None else torch.equal(x, y)
+    args = (4, 2, 32, 16, 64, "blockdoubling", None)
+    const = lambda tu, fuse_wu=True, store_A=True: ops._template_constexprs(  # noqa: E731
+        *args, fuse_wu, store_A, False, tu, True, False, False)[0]["V_EARLY"]
+    assert const(ve) == stages and const(ops.DEFAULT_TUNING_FUSED) == 0
+    assert const(ve, fuse_wu=False) == 0  # the inverse-only kernel has no u loop
+    for other in ({"a_store": "early"}, {"w_first": True}, {"wu_merged": True}, {"fold_beta": True},
+                  {"a_first": "diag"}):
+        assert const(dataclasses.replace(ve, **other)) == 0, other
+    assert const(dataclasses.replace(ve, a_store="early"), store_A=False) == stages  # no A: where it goes is moot
+
+
 def _launch_into_nan(k, v, g, beta, cu, tuning, fuse_wu, method="blockdoubling"):
     """(w, u, Ai) of one Triton launch into NaN-filled buffers: a tile the kernel does not store stays NaN."""
     B, T, Hg, K = k.shape
@@ -778,9 +804,13 @@ af = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSE
 af_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, a_first="zeros"))
 # Tuning.w_first: the w loop before the u loop
 wf = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, w_first=True))
+# Tuning.v_early_stages: the inversion inside u's pipelined loop (one sequence; the plugin's pipeline: no A, cumsum)
+ve = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, v_early_stages=3))
+ve_pipe = compile_gdn(store_A=False, g_cumsum=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED,
+                                                                                v_early_stages=5))
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
       varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"], pb["regs"],
-      af["regs"], af_inv["regs"], wf["regs"])
+      af["regs"], af_inv["regs"], wf["regs"], ve["regs"], ve_pipe["regs"])
 """
 
 
@@ -792,7 +822,8 @@ def test_gdn_kernel_compiles_for_sm90():
     (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
     (Tuning.clamp_rows) and with the early Ai store (Tuning.a_store), and the L2 prefetch of v (Tuning.prefetch_v:
     four prefetch.global.L2 per thread in the PTX, at the start or after K Kᵀ's products; Tuning.prefetch_bulk: as
-    cp.async.bulk.prefetch.L2), and Ai's tiles stored first (Tuning.a_first), and the w loop first (Tuning.w_first)."""
+    cp.async.bulk.prefetch.L2), and Ai's tiles stored first (Tuning.a_first), and the w loop first (Tuning.w_first),
+    and the inversion inside u's loop (Tuning.v_early_stages)."""
     import os
     import subprocess
     import sys
@@ -1024,15 +1055,17 @@ def test_triton_clamped_rows_on_gpu(case):
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", [{"a_store": "mid"}, {"a_store": "early"}, {"prefetch_v": "start"},
                                      {"prefetch_v": "kkt"}, {"prefetch_v": "kkt", "a_store": "early"},
-                                     {"prefetch_v": "kkt", "prefetch_bulk": True}, {"w_first": True}],
+                                     {"prefetch_v": "kkt", "prefetch_bulk": True}, {"w_first": True},
+                                     {"v_early_stages": 3}, {"v_early_stages": 5}],
                          ids=["mid-A", "early-A", "prefetch-v", "prefetch-v-kkt", "prefetch-v-kkt-early-A",
-                              "prefetch-v-kkt-bulk", "w-first"])
+                              "prefetch-v-kkt-bulk", "w-first", "v-early-3", "v-early-5"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
 def test_triton_same_bits_variants_on_gpu(case, variant):
     """Fused launch forms that move work, not values, compiled (bf16, K = V = 128): Tuning.a_store "mid" / "early"
     (Ai stored after the u loop / the inversion; the default "late": after the w loop), Tuning.prefetch_v (v's
-    rows prefetched into L2 at the start / after K Kᵀ, by the hint or the TMA unit) and Tuning.w_first (the w loop
-    before the u loop) give w, u and A bitwise the default's, finite, on every case (a 1-token sequence, partial
+    rows prefetched into L2 at the start / after K Kᵀ, by the hint or the TMA unit), Tuning.w_first (the w loop
+    before the u loop) and Tuning.v_early_stages (the inversion inside u's pipelined loop) give w, u and A bitwise
+    the default's, finite, on every case (a 1-token sequence, partial
     chunks, batch rows); identical keys without decay too; the cumsum-fused launch without A as well."""
     c = GLUON_CASES[case]
     tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **variant)

@@ -134,6 +134,14 @@ class Tuning:
     # u rounds Ai·β once instead of β·v (fold_scale's u error), w moves β from k's rounding to Ai's. Where A is
     # written, Ai is stored right after the inversion (the late store needs the unscaled copy). H200 s21: ±0.8 µs at
     # four shapes, u's error halved but w's above stock's at T=8192 H=32 (5.37e-3 vs 4.28e-3): off
+    v_early_stages: int = 0  # fused, > 0: the inversion runs inside the first iteration of u's column loop, pipelined
+    # with this many stages, so the loop's prologue requests v's first (stages − 1) column tiles (cp.async into shared
+    # memory) BEFORE the inversion (gdn_intra._u_rows_with_inversion). Why: at one-wave shapes every program inverts
+    # with DRAM idle and then streams, and the stream waits on v's DRAM reads (s22: with v L2-resident the same code
+    # takes 23.0 instead of 27.5 µs at T=8192 H=8, 90 instead of 102 at T=8192 H=32), which no L2 prefetch delivered.
+    # The same values (interpreter bit test); sm_90 (Triton 3.6, H=8 one sequence): 3 stages 255 registers + 192 B of
+    # stack, 5 stages + 128 B (the default: 244, none). Only with u then w in two loops, Ai stored from their copies
+    # (a_store "mid" / "late") or not at all, a_first "none" / "zeros", no folds (else off, with a log line). Untimed
 
     def __post_init__(self):
         for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST)):
@@ -274,6 +282,12 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
             log.info("sglang-trinv: Tuning.prefetch_bulk needs v 16-byte aligned on sm_90+: the plain L2 prefetch "
                      "instead")
         tuning = dataclasses.replace(tuning, prefetch_bulk=False)
+    if tuning.v_early_stages and not _v_early_fits(tuning, fuse_wu, store_A, from_A):
+        if fuse_wu and "v_early" not in _LOGGED:  # (the inverse-only kernel has no u loop: nothing to say)
+            _LOGGED.add("v_early")
+            log.info("sglang-trinv: Tuning.v_early_stages needs u then w in two plain loops and Ai stored late / mid or "
+                     "not at all: off for this launch")
+        tuning = dataclasses.replace(tuning, v_early_stages=0)
     rows = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
             cu_seqlens is not None, g_out is not None, rows)
@@ -317,6 +331,14 @@ def _row_bounds(tuning: Tuning, whole: bool, BT: int, from_A: bool) -> int:
 DIRECT = _direct_launch.DirectLauncher("the Triton intra template", lambda: _k.gdn_intra_kernel)
 
 
+def _v_early_fits(tuning: Tuning, fuse_wu: bool, store_A: bool, from_A: bool) -> bool:
+    """Tuning.v_early_stages applies: a fused launch from K Kᵀ with u then w in two plain loops and Ai, if written,
+    stored from their k-dtype copies (after a loop) — not with the folds, the merged loop, the w loop first, the early
+    Ai store or Ai's tiles stored from inside the inversion."""
+    return (fuse_wu and not from_A and not (tuning.fold_scale or tuning.fold_beta or tuning.wu_merged or tuning.w_first)
+            and not (store_A and tuning.a_store == "early") and tuning.a_first in ("none", "zeros"))
+
+
 @functools.lru_cache(maxsize=256)  # on the launch path (eager serving launches per GDN layer)
 def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning: Tuning, use_g,
                          varlen, g_cumsum, rows=0) -> tuple[dict, dict]:
@@ -345,7 +367,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  A_FIRST=(0 if not store_A else _A_FIRST[tuning.a_first] if whole == _k.MERGE
                           else min(_A_FIRST[tuning.a_first], _A_FIRST["zeros"])),
                  W_FIRST=tuning.w_first and fuse_wu,
-                 FOLD_BETA=tuning.fold_beta and fuse_wu and not tuning.fold_scale)
+                 FOLD_BETA=tuning.fold_beta and fuse_wu and not tuning.fold_scale,
+                 V_EARLY=tuning.v_early_stages if _v_early_fits(tuning, fuse_wu, store_A, from_A) else 0)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

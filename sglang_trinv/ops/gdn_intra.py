@@ -432,6 +432,47 @@ def _wu_rows_merged(u, v, w, k, b0, b1, b2, b3, e0, e1, e2, e3, x00, x10, x11, x
 
 
 @triton.jit
+def _u_rows_with_inversion(out, src, b0, b1, b2, b3, r00, r10, r11, r20, r21, r22, r30, r31, r32, r33,
+                           g0, g1, g2, g3, t0, T, src_stride, out_stride, NCOL: tl.constexpr, BC: tl.constexpr,
+                           BX: tl.constexpr, STAGES: tl.constexpr, USE_G: tl.constexpr, DIAG: tl.constexpr,
+                           WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr,
+                           MERGE16_PREC: tl.constexpr, MERGE_OUT_PREC: tl.constexpr, GATE_FACTORS: tl.constexpr,
+                           ROWS: tl.constexpr):
+    """u = X·(β ⊙ v) as _wu_rows computes it, with X = (I + A)^{-1} computed INSIDE the first iteration of the
+    column loop (Tuning.v_early_stages): the loop's software pipeline (STAGES stages) issues its prologue — v's
+    first STAGES − 1 column tiles, cp.async into shared memory — before that iteration, i.e. before the inversion,
+    so those reads arrive while the chain runs instead of after it (one-wave launches: every program inverts with
+    DRAM idle, then streams; s22 measured the stream waiting on v's DRAM reads). The loaded tiles' first use sits
+    below the inversion, so the pipeline's wait does too. Returns X rounded to the operand dtype (the w loop and
+    the late A store take it); the same values as the default's two-step form."""
+    dt = src.dtype.element_ty
+    zy = tl.zeros([BC, BC], dtype=dt)
+    y00, y10, y11, y20, y21, y22, y30, y31, y32, y33 = zy, zy, zy, zy, zy, zy, zy, zy, zy, zy
+    for i_x in tl.range(0, tl.cdiv(NCOL, BX), num_stages=STAGES):
+        c0 = i_x * BX
+        v0 = _load_rows(src, t0, T, src_stride, c0, NCOL, BC, BX, ROWS)
+        v1 = _load_rows(src, t0 + BC, T, src_stride, c0, NCOL, BC, BX, ROWS)
+        v2 = _load_rows(src, t0 + 2 * BC, T, src_stride, c0, NCOL, BC, BX, ROWS)
+        v3 = _load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX, ROWS)
+        if i_x == 0:
+            x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
+                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
+                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS)
+            y00, y10, y11 = x00.to(dt), x10.to(dt), x11.to(dt)
+            y20, y21, y22 = x20.to(dt), x21.to(dt), x22.to(dt)
+            y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
+        s0, s1 = (v0 * b0[:, None]).to(dt), (v1 * b1[:, None]).to(dt)
+        s2, s3 = (v2 * b2[:, None]).to(dt), (v3 * b3[:, None]).to(dt)
+        _store_rows(out, tl.dot(y00, s0), t0, T, out_stride, c0, NCOL, BC, BX, ROWS)
+        _store_rows(out, tl.dot(y11, s1, tl.dot(y10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX, ROWS)
+        _store_rows(out, tl.dot(y22, s2, tl.dot(y21, s1, tl.dot(y20, s0))), t0 + 2 * BC, T, out_stride, c0,
+                    NCOL, BC, BX, ROWS)
+        _store_rows(out, tl.dot(y33, s3, tl.dot(y32, s2, tl.dot(y31, s1, tl.dot(y30, s0)))), t0 + 3 * BC, T,
+                    out_stride, c0, NCOL, BC, BX, ROWS)
+    return y00, y10, y11, y20, y21, y22, y30, y31, y32, y33
+
+
+@triton.jit
 def _load_vec4(base, t0, T, stride, BC: tl.constexpr, ROWS: tl.constexpr = 0):
     """A per-token scalar (β, g) of the chunk's 4 sub-chunks: 4 fp32 [BC] vectors, 0 past T."""
     return (_load_vec(base, t0, T, stride, BC, ROWS), _load_vec(base, t0 + BC, T, stride, BC, ROWS),
@@ -663,8 +704,11 @@ def gdn_intra_kernel(
     A_FIRST: tl.constexpr = 0,     # Ai tiles stored before the rest (A_FIRST_*; STORE_A launches, Tuning.a_first)
     W_FIRST: tl.constexpr = False,  # fused, two loops: w's before u's (k's tiles, just read for K Kᵀ, first)
     FOLD_BETA: tl.constexpr = False,  # fused: Y = Ai·diag(β) once; u = Y·v (raw tiles), w = Y·(e^g ⊙ k)
+    V_EARLY: tl.constexpr = 0,     # fused, > 0: the inversion inside u's loop of V_EARLY stages (_u_rows_with_inversion)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
+    tl.static_assert(V_EARLY == 0 or (FUSE_WU and not FROM_A and not FOLD_SCALE and A_FIRST <= A_FIRST_ZEROS),
+                     "v_early_stages: the fused launch from K Kᵀ, Ai's tiles not stored from inside the inversion")
     if HEADS_FASTEST:
         i_bg, i_t = tl.program_id(0), tl.program_id(1)
     else:
@@ -722,10 +766,11 @@ def gdn_intra_kernel(
             # ---- gate and β: A_ij = β_i·(k_i·k_j)·exp(g_i − g_j), strictly lower; then (I + A)^{-1}
             b0, b1, b2, b3, g0, g1, g2, g3 = _load_gates(g, g_out, beta, bos, i_h, t0, T, H, BC, USE_G, G_CUMSUM,
                                                          ROWS)
-            x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
-                r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
-                BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS,
-                a_base, t0, T, H * BT, BT, ROWS, A_FIRST)
+            if V_EARLY == 0:  # else inside u's loop, below (ops: V_EARLY only with the two-loop default forms)
+                x00, x10, x11, x20, x21, x22, x30, x31, x32, x33 = _gated_inverse(
+                    r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, b0, b1, b2, b3, g0, g1, g2, g3,
+                    BC, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC, GATE_FACTORS,
+                    a_base, t0, T, H * BT, BT, ROWS, A_FIRST)
 
         # ---- store Ai [T, H, BT] (A_STORE 1 / 2: later, from the w/u operand-dtype copies; Tuning.a_store)
         if STORE_A and A_STORE == 0:
@@ -756,7 +801,16 @@ def gdn_intra_kernel(
                 # columns scaled by β of sub-chunk J — so that u = Y·v takes v's tiles unscaled and w = Y·(e^g ⊙ k)
                 # (without a gate k's tiles unscaled too); Ai itself was then stored above (ops forces A_STORE 0)
                 tl.static_assert(not FOLD_BETA or (A_STORE == 0 and not WU_MERGED), "fold_beta: early A, two loops")
-                if FOLD_BETA:
+                tl.static_assert(V_EARLY == 0 or not (FOLD_BETA or WU_MERGED or W_FIRST or FROM_A
+                                                      or (STORE_A and A_STORE == 0)),
+                                 "v_early_stages: u then w in two loops, Ai stored from their copies or not at all")
+                if V_EARLY > 0:  # u's loop with the inversion in its first iteration: y = Ai in k's dtype
+                    y00, y10, y11, y20, y21, y22, y30, y31, y32, y33 = _u_rows_with_inversion(
+                        u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                        r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, g0, g1, g2, g3, t0, T, H * V, H * V, V, BC,
+                        BV, V_EARLY, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC,
+                        GATE_FACTORS, ROWS)
+                elif FOLD_BETA:
                     y00, y10, y11 = (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt)
                     y20, y21 = (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt)
                     y22, y30 = (x22 * b2[None, :]).to(dt), (x30 * b0[None, :]).to(dt)
@@ -775,9 +829,10 @@ def gdn_intra_kernel(
                 else:
                     for p in tl.static_range(2):  # u then w, or (W_FIRST) w then u
                         if (p == 0) != W_FIRST:
-                            _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
-                                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC, BV,
-                                     FOLD_BETA, ROWS)
+                            if V_EARLY == 0:  # (else u is already out)
+                                _wu_rows(u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
+                                         y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC,
+                                         BV, FOLD_BETA, ROWS)
                         else:
                             _wu_rows(w + (bos * H + i_h) * K, k_base, e0, e1, e2, e3,
                                      y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, Hg * K, H * K, K, BC, BV,
