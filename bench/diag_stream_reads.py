@@ -113,14 +113,9 @@ V_EARLY_LOAD = (GATES, GATES + '''            ve = v + (bos * H + i_h) * V
             pv3 = (_load_rows(ve, t0 + 3 * BC, T, H * V, 0, V, BC, V, ROWS) * b3[:, None]).to(k.dtype.element_ty)
 ''')
 U_FROM_EARLY = (U_CALL + ", y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, H * V, H * V, V, BC,\n"
-                "                                         BV, FOLD_BETA, ROWS)", '''uo = u + (bos * H + i_h) * V
-                                _store_rows(uo, tl.dot(y00, pv0), t0, T, H * V, 0, V, BC, V, ROWS)
-                                _store_rows(uo, tl.dot(y11, pv1, tl.dot(y10, pv0)), t0 + BC, T, H * V, 0, V, BC, V,
-                                            ROWS)
-                                _store_rows(uo, tl.dot(y22, pv2, tl.dot(y21, pv1, tl.dot(y20, pv0))), t0 + 2 * BC, T,
-                                            H * V, 0, V, BC, V, ROWS)
-                                _store_rows(uo, tl.dot(y33, pv3, tl.dot(y32, pv2, tl.dot(y31, pv1, tl.dot(y30, pv0)))),
-                                            t0 + 3 * BC, T, H * V, 0, V, BC, V, ROWS)''')
+                "                                         BV, FOLD_BETA, ROWS)",
+                "_x_times_tiles(u + (bos * H + i_h) * V, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, pv0, pv1,"
+                " pv2, pv3, t0, T, H * V, 0, V, BC, V, ROWS)")
 V_EARLY = (V_EARLY_LOAD, U_FROM_EARLY)
 
 

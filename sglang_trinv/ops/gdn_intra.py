@@ -358,6 +358,19 @@ def _load_vec(base, t0, T, stride, BC: tl.constexpr, ROWS: tl.constexpr = 0):
 
 
 @triton.jit
+def _x_times_tiles(out, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, s0, s1, s2, s3, t0, T, out_stride, c0,
+                   NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr, ROWS: tl.constexpr = 0):
+    """Columns c0…c0+BX−1 of out = X·[s0; s1; s2; s3] for one chunk, X lower block-triangular (its 10 16×16 tiles in
+    the operand dtype), s_J the [BC, BX] tile of sub-chunk J: each 16-row block stored as soon as it is complete."""
+    _store_rows(out, tl.dot(x00, s0), t0, T, out_stride, c0, NCOL, BC, BX, ROWS)
+    _store_rows(out, tl.dot(x11, s1, tl.dot(x10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX, ROWS)
+    _store_rows(out, tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0))), t0 + 2 * BC, T, out_stride, c0,
+                NCOL, BC, BX, ROWS)
+    _store_rows(out, tl.dot(x33, s3, tl.dot(x32, s2, tl.dot(x31, s1, tl.dot(x30, s0)))), t0 + 3 * BC, T,
+                out_stride, c0, NCOL, BC, BX, ROWS)
+
+
+@triton.jit
 def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33,
              t0, T, src_stride, out_stride, NCOL: tl.constexpr, BC: tl.constexpr, BX: tl.constexpr,
              FOLD: tl.constexpr, ROWS: tl.constexpr = 0):
@@ -380,12 +393,8 @@ def _wu_rows(out, src, scale0, scale1, scale2, scale3, x00, x10, x11, x20, x21, 
                   * scale2[:, None]).to(x00.dtype)
             s3 = (_load_rows(src, t0 + 3 * BC, T, src_stride, c0, NCOL, BC, BX, ROWS)
                   * scale3[:, None]).to(x00.dtype)
-        _store_rows(out, tl.dot(x00, s0), t0, T, out_stride, c0, NCOL, BC, BX, ROWS)
-        _store_rows(out, tl.dot(x11, s1, tl.dot(x10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX, ROWS)
-        _store_rows(out, tl.dot(x22, s2, tl.dot(x21, s1, tl.dot(x20, s0))), t0 + 2 * BC, T, out_stride, c0,
-                    NCOL, BC, BX, ROWS)
-        _store_rows(out, tl.dot(x33, s3, tl.dot(x32, s2, tl.dot(x31, s1, tl.dot(x30, s0)))), t0 + 3 * BC, T,
-                    out_stride, c0, NCOL, BC, BX, ROWS)
+        _x_times_tiles(out, x00, x10, x11, x20, x21, x22, x30, x31, x32, x33, s0, s1, s2, s3, t0, T, out_stride, c0,
+                       NCOL, BC, BX, ROWS)
 
 
 @triton.jit
@@ -463,12 +472,8 @@ def _u_rows_with_inversion(out, src, b0, b1, b2, b3, r00, r10, r11, r20, r21, r2
             y30, y31, y32, y33 = x30.to(dt), x31.to(dt), x32.to(dt), x33.to(dt)
         s0, s1 = (v0 * b0[:, None]).to(dt), (v1 * b1[:, None]).to(dt)
         s2, s3 = (v2 * b2[:, None]).to(dt), (v3 * b3[:, None]).to(dt)
-        _store_rows(out, tl.dot(y00, s0), t0, T, out_stride, c0, NCOL, BC, BX, ROWS)
-        _store_rows(out, tl.dot(y11, s1, tl.dot(y10, s0)), t0 + BC, T, out_stride, c0, NCOL, BC, BX, ROWS)
-        _store_rows(out, tl.dot(y22, s2, tl.dot(y21, s1, tl.dot(y20, s0))), t0 + 2 * BC, T, out_stride, c0,
-                    NCOL, BC, BX, ROWS)
-        _store_rows(out, tl.dot(y33, s3, tl.dot(y32, s2, tl.dot(y31, s1, tl.dot(y30, s0)))), t0 + 3 * BC, T,
-                    out_stride, c0, NCOL, BC, BX, ROWS)
+        _x_times_tiles(out, y00, y10, y11, y20, y21, y22, y30, y31, y32, y33, s0, s1, s2, s3, t0, T, out_stride, c0,
+                       NCOL, BC, BX, ROWS)
     return y00, y10, y11, y20, y21, y22, y30, y31, y32, y33
 
 
