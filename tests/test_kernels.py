@@ -489,17 +489,24 @@ def test_A_store_place_gives_the_same_bits(where):
     assert const(dataclasses.replace(ops.DEFAULT_TUNING_FUSED, wu_merged=True)) == 2
 
 
+def _assert_fused_form_bitwise(tuning: ops.Tuning):
+    """A fused launch form that moves work, not values: the default's bits on every case (_assert_bitwise_the_default)
+    and on the varlen case with Ai stored between the loops (a_store "mid"). Returns that case's inputs."""
+    _assert_bitwise_the_default(tuning, ops.DEFAULT_TUNING)
+    c = CASES["varlen"]
+    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+    for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=dataclasses.replace(tuning, a_store="mid")),
+                    ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+        assert torch.equal(x, y)
+    return k, v, g, beta, cu
+
+
 def test_w_loop_first_gives_the_same_bits():
     """Tuning.w_first: the fused kernel's w loop before its u loop (k's tiles first) — the default's bits on every
     case (random and identical keys), with Ai stored late or between the loops; the constexpr only where w/u are
     fused."""
     wf = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, w_first=True)
-    _assert_bitwise_the_default(wf, ops.DEFAULT_TUNING)
-    c = CASES["varlen"]
-    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
-    for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=dataclasses.replace(wf, a_store="mid")),
-                    ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
-        assert torch.equal(x, y)
+    _assert_fused_form_bitwise(wf)
     args = (4, 2, 32, 16, 64, "blockdoubling", None)
     assert ops._template_constexprs(*args, True, True, False, wf, True, False, False)[0]["W_FIRST"]
     assert not ops._template_constexprs(*args, False, True, False, wf, True, False, False)[0]["W_FIRST"]
@@ -513,12 +520,7 @@ def test_inversion_inside_u_loop_gives_the_same_bits(stages):
     requests v before it) — the default's bits on every case (random and identical keys; A stored late, mid or not
     at all; the cumsum-fused launch), and the constexpr only where the form applies (else off, logged)."""
     ve = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, v_early_stages=stages)
-    _assert_bitwise_the_default(ve, ops.DEFAULT_TUNING)
-    c = CASES["varlen"]
-    k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
-    for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=dataclasses.replace(ve, a_store="mid")),
-                    ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
-        assert torch.equal(x, y)
+    k, v, g, beta, cu = _assert_fused_form_bitwise(ve)
     for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ve),
                     ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
         assert (y is None) if x is None else torch.equal(x, y)
