@@ -12,7 +12,12 @@ arithmetic and instruction stream are unchanged; outputs are garbage and not che
 - ``v hot …`` / ``stores hot …``: the same code with v's rows / the w, u stores on the sequence's first chunks
   (L2-resident: the DRAM traffic of that stream gone, the instructions unchanged);
 - real forms: the stores with an L2 evict-first policy, v prefetched into L2 after K Kᵀ (TMA bulk or the plain
-  hint) with an evict-last policy (``Tuning.prefetch_v`` / ``prefetch_bulk`` with the PTX patched).
+  hint) with an evict-last policy and a demotion after use (``Tuning.prefetch_v`` / ``prefetch_bulk`` with the PTX
+  patched); ``v loaded early`` (v into registers before the inversion: it spills); ``v early 3`` / ``v early 5``
+  (``Tuning.v_early_stages``: the inversion inside u's pipelined loop, v requested into shared memory before it).
+
+H200, s22 (bench/results/2026-11-28-s22 §1): v L2-resident 27.5 → 23.0 µs at T=8192 H=8 and 102 → 90 at T=8192
+H=32 — the stream waits on v's DRAM reads; none of the L2 policies gets it.
 
     python3 bench/diag_stream_reads.py OUT_DIR [T,H,Hg ...]    # default 8192,8,4 8192,32,16 (one sequence)
 
