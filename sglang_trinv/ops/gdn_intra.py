@@ -446,15 +446,15 @@ def _u_rows_with_inversion(out, src, b0, b1, b2, b3, r00, r10, r11, r20, r21, r2
                            BX: tl.constexpr, STAGES: tl.constexpr, USE_G: tl.constexpr, DIAG: tl.constexpr,
                            WHOLE: tl.constexpr, DIAG_PREC: tl.constexpr, MERGE_PREC: tl.constexpr,
                            MERGE16_PREC: tl.constexpr, MERGE_OUT_PREC: tl.constexpr, GATE_FACTORS: tl.constexpr,
-                           ROWS: tl.constexpr):
+                           ROWS: tl.constexpr, DT: tl.constexpr):
     """u = X·(β ⊙ v) as _wu_rows computes it, with X = (I + A)^{-1} computed INSIDE the first iteration of the
     column loop (Tuning.v_early_stages): the loop's software pipeline (STAGES stages) issues its prologue — v's
     first STAGES − 1 column tiles, cp.async into shared memory — before that iteration, i.e. before the inversion,
     so those reads arrive while the chain runs instead of after it (one-wave launches: every program inverts with
     DRAM idle, then streams; s22 measured the stream waiting on v's DRAM reads). The loaded tiles' first use sits
-    below the inversion, so the pipeline's wait does too. Returns X rounded to the operand dtype (the w loop and
-    the late A store take it); the same values as the default's two-step form."""
-    dt = src.dtype.element_ty
+    below the inversion, so the pipeline's wait does too. Returns X rounded to the operand dtype DT (k's, as the
+    default's copies; the w loop and the late A store take it); the same values as the default's two-step form."""
+    dt: tl.constexpr = DT
     zy = tl.zeros([BC, BC], dtype=dt)
     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33 = zy, zy, zy, zy, zy, zy, zy, zy, zy, zy
     for i_x in tl.range(0, tl.cdiv(NCOL, BX), num_stages=STAGES):
@@ -712,8 +712,10 @@ def gdn_intra_kernel(
     V_EARLY: tl.constexpr = 0,     # fused, > 0: the inversion inside u's loop of V_EARLY stages (_u_rows_with_inversion)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
-    tl.static_assert(V_EARLY == 0 or (FUSE_WU and not FROM_A and not FOLD_SCALE and A_FIRST <= A_FIRST_ZEROS),
-                     "v_early_stages: the fused launch from K Kᵀ, Ai's tiles not stored from inside the inversion")
+    tl.static_assert(V_EARLY == 0 or (FUSE_WU and not FROM_A and not (FOLD_SCALE or FOLD_BETA or WU_MERGED or W_FIRST)
+                                      and not (STORE_A and A_STORE == 0) and A_FIRST <= A_FIRST_ZEROS),
+                     "v_early_stages: u then w in two plain loops, Ai stored from their copies or not at all "
+                     "(ops._v_early_fits)")
     if HEADS_FASTEST:
         i_bg, i_t = tl.program_id(0), tl.program_id(1)
     else:
@@ -806,15 +808,12 @@ def gdn_intra_kernel(
                 # columns scaled by β of sub-chunk J — so that u = Y·v takes v's tiles unscaled and w = Y·(e^g ⊙ k)
                 # (without a gate k's tiles unscaled too); Ai itself was then stored above (ops forces A_STORE 0)
                 tl.static_assert(not FOLD_BETA or (A_STORE == 0 and not WU_MERGED), "fold_beta: early A, two loops")
-                tl.static_assert(V_EARLY == 0 or not (FOLD_BETA or WU_MERGED or W_FIRST or FROM_A
-                                                      or (STORE_A and A_STORE == 0)),
-                                 "v_early_stages: u then w in two loops, Ai stored from their copies or not at all")
                 if V_EARLY > 0:  # u's loop with the inversion in its first iteration: y = Ai in k's dtype
                     y00, y10, y11, y20, y21, y22, y30, y31, y32, y33 = _u_rows_with_inversion(
                         u + (bos * H + i_h) * V, v + (bos * H + i_h) * V, b0, b1, b2, b3,
                         r00, r10, r11, r20, r21, r22, r30, r31, r32, r33, g0, g1, g2, g3, t0, T, H * V, H * V, V, BC,
                         BV, V_EARLY, USE_G, DIAG, WHOLE, DIAG_PREC, MERGE_PREC, MERGE16_PREC, MERGE_OUT_PREC,
-                        GATE_FACTORS, ROWS)
+                        GATE_FACTORS, ROWS, dt)
                 elif FOLD_BETA:
                     y00, y10, y11 = (x00 * b0[None, :]).to(dt), (x10 * b0[None, :]).to(dt), (x11 * b1[None, :]).to(dt)
                     y20, y21 = (x20 * b0[None, :]).to(dt), (x21 * b1[None, :]).to(dt)
