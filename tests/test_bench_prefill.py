@@ -345,3 +345,28 @@ def test_bench_dispatcher_lists_prefill():
     out = subprocess.run([sys.executable, "-m", "sglang_trinv.cli", "bench", "prefill", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--server-url" in out.stdout and "--max-batch-tokens" in out.stdout
+
+
+def test_every_measured_point_is_warmed_up_before_any_timed_call(monkeypatch):
+    """A batch is one varlen launch, so each (length, batch) is a new kernel shape: Triton compiles (and SGLang's
+    autotuners re-tune) on first use. Each measured point gets its own warm-up call before the first timed one;
+    points over --max-batch-tokens get neither."""
+    import random
+    from types import SimpleNamespace
+
+    calls = []
+
+    def fake_generate(url, ids, timeout):
+        calls.append((len(ids[0]), len(ids)))
+        return 0.01, [{"e2e_latency": 0.01}] * len(ids)
+
+    monkeypatch.setattr(prefill, "generate_batch", fake_generate)
+    args = SimpleNamespace(request_timeout=5.0, warmup=1, max_batch_tokens=3000, repeats=2, quiet=True)
+    rows, warm = prefill.bench_server("http://x", "m", [256, 1024], [1, 4], args, random.Random(0), 100)
+    measured = [(r["length"], r["batch"]) for r in rows if "tok_s" in r]
+    assert measured == [(256, 1), (256, 4), (1024, 1)]
+    assert [r for r in rows if "skipped" in r][0]["batch"] == 4  # 1024 × 4 > 3000 tokens
+    first_timed = len(calls) - len(measured) * args.repeats
+    assert calls[0] == (128, 1) and sorted(calls[1:first_timed]) == sorted(measured)
+    assert calls[first_timed:] == [p for p in measured for _ in range(args.repeats)]
+    assert warm["first_request_s"] == 0.01

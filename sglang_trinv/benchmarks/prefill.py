@@ -377,13 +377,16 @@ def bench_server(url: str, label: str, lengths: list[int], batches: list[int], a
 
     t0 = time.time()
     first = generate_batch(url, random_batch(rng, 1, min(128, min(lengths)), vocab), args.request_timeout)[0]
-    for length in lengths:  # one request per length: shape-specialised kernels compile here, not in the timing
-        for _ in range(args.warmup):
-            generate_batch(url, random_batch(rng, min(batches), length, vocab), args.request_timeout)
-    warm = {"first_request_s": first, "warmup_s": time.time() - t0}
     points = [(L, b) for L in lengths for b in batches]
-    rows = []
     todo = [(L, b) for L, b in points if L * b <= args.max_batch_tokens]
+    # every measured (length, batch) point once before any timing: a batch packs its prompts into one varlen
+    # launch, so a new batch size is a new shape — Triton specialises (and SGLang's autotuners re-tune) on it,
+    # and a warm-up at one batch size left those compiles inside the timed calls (up to 10 s at batch 8)
+    for L, b in todo:
+        for _ in range(args.warmup):
+            generate_batch(url, random_batch(rng, b, L, vocab), args.request_timeout)
+    warm = {"first_request_s": first, "warmup_s": time.time() - t0}
+    rows = []
     with tqdm(total=len(todo) * args.repeats, desc=f"prefill {label}", unit="req", disable=args.quiet) as bar:
         for L, b in points:
             if L * b > args.max_batch_tokens:
@@ -444,7 +447,8 @@ def to_markdown(meta: dict, rows: list[dict], servers: list[dict]) -> str:
            f"(client: sglang {v.get('sglang')}, sglang-trinv {v.get('sglang-trinv')}, torch {v.get('torch')}, "
            f"triton {v.get('triton')}, Python {v.get('python')}).",
            f"Server args: `{meta['server_args'] or '(none)'}`. `/generate` with batched `input_ids` (random, "
-           f"fresh per request), `max_new_tokens=1`; {meta['warmup']} warm-up request(s) per length; tokens/s = "
+           f"fresh per request), `max_new_tokens=1`; {meta['warmup']} warm-up request(s) per (length, batch) "
+           f"point; tokens/s = "
            f"median over {meta['repeats']} repeats of prompt tokens / wall time of the call; TTFT = mean of "
            "SGLang's per-request `e2e_latency`. Ratios against "
            f"`{base}` measured in this run (>1: faster).", ""]
@@ -564,7 +568,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-batch-tokens", type=int, default=262144,
                     help="skip (length, batch) points with more prompt tokens than this (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per point; the median counts")
-    ap.add_argument("--warmup", type=int, default=1, help="warm-up calls per input length (after one short one)")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up calls per (input length, batch) point (after one short one)")
     ap.add_argument("--vocab-size", type=int, default=None,
                     help="token ids are drawn below this (default: the model's config.json, else 2048)")
     ap.add_argument("--seed", type=int, default=0)
