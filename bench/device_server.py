@@ -354,7 +354,7 @@ class Run:
         a = self.args
         urls = [f"--server-url={STOCK}={pair[STOCK].url}", f"--server-url={a.method}={pair[a.method].url}"]
         r = sh([a.python, "-m", "sglang_trinv.cli", "bench", "prefill", *urls, "--model-path", str(a.model),
-                "--lengths", a.tiny_lengths, "--batches", a.tiny_batches, "--repeats", "2", "--out", str(out),
+                "--lengths", a.tiny_lengths, "--batches", a.tiny_batches, "--repeats", "5", "--out", str(out),
                 "--quiet"], timeout=min(240.0, self.left() - 20), cwd=str(self.out))
         r["report"] = (out / "prefill.md").read_text() if (out / "prefill.md").is_file() else None
         res["prefill_tiny"] = r

@@ -370,3 +370,39 @@ def test_every_measured_point_is_warmed_up_before_any_timed_call(monkeypatch):
     assert calls[0] == (128, 1) and sorted(calls[1:first_timed]) == sorted(measured)
     assert calls[first_timed:] == [p for p in measured for _ in range(args.repeats)]
     assert warm["first_request_s"] == 0.01
+
+
+def test_server_url_mode_interleaves_the_servers_timed_calls(tmp_path, monkeypatch):
+    """Servers given by URL are all up at once: each is warmed up, then every repeat of a point calls each server
+    once, the order rotating; a server failing in the middle leaves the rotation with its error reported."""
+    calls = []
+
+    def fake_generate(url, ids, timeout):
+        calls.append((url, len(ids[0]), len(ids)))
+        if url == "http://c" and sum(1 for c in calls if c[0] == url) > 4:  # c dies after its warm-up + 1 call
+            raise prefill.BenchError("c: connection refused")
+        wall = {"http://a": 0.02, "http://b": 0.01, "http://c": 0.04}[url]
+        return wall, [{"e2e_latency": wall}] * len(ids)
+
+    monkeypatch.setattr(prefill, "generate_batch", fake_generate)
+    monkeypatch.setattr(prefill, "is_ready", lambda url: True)
+    monkeypatch.setattr(prefill, "server_info", lambda url: {"version": "test"})
+    rc = main(["bench", "prefill", "--server-url", "stock=http://a", "--server-url", "blockdoubling=http://b",
+               "--server-url", "hybrid=http://c", "--lengths", "64", "--batches", "1,2", "--repeats", "3",
+               "--vocab-size", "100", "--out", str(tmp_path), "--quiet"])
+    assert rc == 1  # one server failed
+    n_warm = 3 * (1 + 2)  # per server: one short request + one per point
+    assert [c[0] for c in calls[:n_warm]] == ["http://a"] * 3 + ["http://b"] * 3 + ["http://c"] * 3
+    timed = [c for c in calls[n_warm:]]
+    # the order rotates over the three given servers: repeat r starts at the (r mod 3)-th. Point (64, 1): a b c,
+    # b c (fails) a, (c is out) a b; point (64, 2): a b, b a, a b
+    assert "".join(u[-1] for u, _, _ in timed) == "abc" + "bca" + "ab" + "ab" + "ba" + "ab"
+    data = json.loads((tmp_path / "prefill.json").read_text())
+    assert data["meta"]["interleaved"] is True
+    got = {(r["method"], r["batch"]): r for r in data["rows"] if "tok_s" in r}
+    assert set(got) == {("stock", 1), ("stock", 2), ("blockdoubling", 1), ("blockdoubling", 2)}
+    assert got[("blockdoubling", 2)]["wall_s"] == [0.01] * 3 and got[("stock", 1)]["tok_s"] == 64 / 0.02
+    bad = [s for s in data["servers"] if s.get("error")]
+    assert [s["label"] for s in bad] == ["hybrid"] and "connection refused" in bad[0]["error"]
+    md = (tmp_path / "prefill.md").read_text()
+    assert "interleaved" in md and "FAILED" in md

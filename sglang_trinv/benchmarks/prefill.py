@@ -17,8 +17,10 @@ and checks its log: the plugin's start-up line, "first GDN chunk prefill served 
 (proof that our kernel ran in the scheduler process), no line of it for ``stock``, and no fallback to stock.
 
 With ``--server-url LABEL=URL`` the servers are already running (launched by you with ``--linear-attn-inv``):
-nothing is started or stopped and the logs are not checked. The baseline of every ratio is ``stock`` (or the
-first label), measured in the same run.
+nothing is started or stopped and the logs are not checked. All of them are up at once, so each is warmed up
+first and then the timed calls interleave: every repeat of a point calls each server once, the order rotating by
+one per repeat (a drift during the run falls on every method alike, not on whichever was measured last). The
+baseline of every ratio is ``stock`` (or the first label), measured in the same run.
 
 Writes ``DIR/prefill.json``, ``DIR/prefill.md`` and ``DIR/prefill.png`` (throughput vs input length per method,
 one panel per batch size, ratio to stock below) with the GPU name, date and versions.
@@ -351,23 +353,60 @@ def random_batch(rng: random.Random, batch: int, length: int, vocab: int) -> lis
     return [[rng.randrange(lo, vocab) for _ in range(length)] for _ in range(batch)]
 
 
+def one_call(url: str, length: int, batch: int, rng: random.Random, vocab: int, timeout: float
+             ) -> tuple[float, list[float], bool]:
+    """One timed batch: (wall s, per-prompt TTFT s, whether the TTFTs are the server's own)."""
+    wall, metas = generate_batch(url, random_batch(rng, batch, length, vocab), timeout)
+    lat = [float(m["e2e_latency"]) for m in metas if isinstance(m.get("e2e_latency"), (int, float))]
+    if len(lat) != batch:  # no per-request latency from this server: the call's wall time for each prompt
+        return wall, [wall] * batch, False
+    return wall, lat, True
+
+
+def point_row(length: int, batch: int, walls: list[float], ttfts: list[float], from_server: bool) -> dict:
+    wall = statistics.median(walls)
+    return {"length": length, "batch": batch, "tokens": length * batch, "repeats": len(walls),
+            "wall_s": walls, "tok_s": length * batch / wall,
+            "ttft_mean_s": statistics.fmean(ttfts), "ttft_median_s": statistics.median(ttfts),
+            "ttft_max_s": max(ttfts), "ttft_source": "server e2e_latency" if from_server else "client wall"}
+
+
 def measure_point(url: str, length: int, batch: int, repeats: int, rng: random.Random, vocab: int,
                   timeout: float, progress=None) -> dict:
     walls, ttfts, from_server = [], [], True
     for _ in range(repeats):
-        wall, metas = generate_batch(url, random_batch(rng, batch, length, vocab), timeout)
+        wall, lat, own = one_call(url, length, batch, rng, vocab, timeout)
         walls.append(wall)
-        lat = [float(m["e2e_latency"]) for m in metas if isinstance(m.get("e2e_latency"), (int, float))]
-        if len(lat) != batch:  # no per-request latency from this server: the call's wall time for each prompt
-            lat, from_server = [wall] * batch, False
         ttfts.extend(lat)
+        from_server &= own
         if progress is not None:
             progress.update(1)
-    wall = statistics.median(walls)
-    return {"length": length, "batch": batch, "tokens": length * batch, "repeats": repeats,
-            "wall_s": walls, "tok_s": length * batch / wall,
-            "ttft_mean_s": statistics.fmean(ttfts), "ttft_median_s": statistics.median(ttfts),
-            "ttft_max_s": max(ttfts), "ttft_source": "server e2e_latency" if from_server else "client wall"}
+    return point_row(length, batch, walls, ttfts, from_server)
+
+
+def plan(lengths: list[int], batches: list[int], args) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(every (length, batch) point, those within --max-batch-tokens)."""
+    points = [(L, b) for L in lengths for b in batches]
+    return points, [(L, b) for L, b in points if L * b <= args.max_batch_tokens]
+
+
+def skipped_row(label: str, L: int, b: int, args) -> dict:
+    return {"method": label, "length": L, "batch": b,
+            "skipped": f"{L * b} tokens > --max-batch-tokens {args.max_batch_tokens}"}
+
+
+def warm_up(url: str, todo: list[tuple[int, int]], args, rng: random.Random, vocab: int) -> dict:
+    """One short request, then every measured (length, batch) point ``--warmup`` times, before any timing: a
+    batch packs its prompts into one varlen launch, so a new batch size is a new shape — Triton specialises (and
+    SGLang's autotuners re-tune) on it, and a warm-up at one batch size left those compiles inside the timed
+    calls (up to 10 s at batch 8)."""
+    t0 = time.time()
+    first = generate_batch(url, random_batch(rng, 1, min([128, *(L for L, _ in todo)]), vocab),
+                           args.request_timeout)[0]
+    for L, b in todo:
+        for _ in range(args.warmup):
+            generate_batch(url, random_batch(rng, b, L, vocab), args.request_timeout)
+    return {"first_request_s": first, "warmup_s": time.time() - t0}
 
 
 def bench_server(url: str, label: str, lengths: list[int], batches: list[int], args, rng: random.Random,
@@ -375,28 +414,58 @@ def bench_server(url: str, label: str, lengths: list[int], batches: list[int], a
     """Warm up, then every (length, batch) point; returns (rows, timings of the warm-up)."""
     from tqdm.auto import tqdm
 
-    t0 = time.time()
-    first = generate_batch(url, random_batch(rng, 1, min(128, min(lengths)), vocab), args.request_timeout)[0]
-    points = [(L, b) for L in lengths for b in batches]
-    todo = [(L, b) for L, b in points if L * b <= args.max_batch_tokens]
-    # every measured (length, batch) point once before any timing: a batch packs its prompts into one varlen
-    # launch, so a new batch size is a new shape — Triton specialises (and SGLang's autotuners re-tune) on it,
-    # and a warm-up at one batch size left those compiles inside the timed calls (up to 10 s at batch 8)
-    for L, b in todo:
-        for _ in range(args.warmup):
-            generate_batch(url, random_batch(rng, b, L, vocab), args.request_timeout)
-    warm = {"first_request_s": first, "warmup_s": time.time() - t0}
+    points, todo = plan(lengths, batches, args)
+    warm = warm_up(url, todo, args, rng, vocab)
     rows = []
     with tqdm(total=len(todo) * args.repeats, desc=f"prefill {label}", unit="req", disable=args.quiet) as bar:
         for L, b in points:
             if L * b > args.max_batch_tokens:
-                rows.append({"method": label, "length": L, "batch": b, "skipped": f"{L * b} tokens > "
-                             f"--max-batch-tokens {args.max_batch_tokens}"})
+                rows.append(skipped_row(label, L, b, args))
                 continue
             row = measure_point(url, L, b, args.repeats, rng, vocab, args.request_timeout, bar)
             row["method"] = label
             rows.append(row)
     return rows, warm
+
+
+def bench_interleaved(servers: list[tuple[str, str, random.Random]], lengths: list[int], batches: list[int],
+                      args, vocab: int) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Running servers (``--server-url``), ``(label, url, rng)`` each, already warmed up: every point's repeats
+    alternate between the servers, the order rotating by one each repeat, so a drift during the run (clocks,
+    the host's other processes, an idle server's polling) falls on every method alike rather than on whichever
+    was measured last. Returns (rows per label, error per label that failed: it leaves the rotation)."""
+    from tqdm.auto import tqdm
+
+    points, todo = plan(lengths, batches, args)
+    rows: dict[str, list[dict]] = {label: [] for label, _, _ in servers}
+    errors: dict[str, str] = {}
+    with tqdm(total=len(todo) * args.repeats * len(servers), desc="prefill (interleaved)", unit="req",
+              disable=args.quiet) as bar:
+        for L, b in points:
+            if L * b > args.max_batch_tokens:
+                for label in rows:
+                    rows[label].append(skipped_row(label, L, b, args))
+                continue
+            acc = {label: ([], [], True) for label, _, _ in servers}
+            for r in range(args.repeats):
+                for j in range(len(servers)):
+                    label, url, rng = servers[(j + r) % len(servers)]
+                    if label in errors:
+                        continue
+                    try:
+                        wall, lat, own = one_call(url, L, b, rng, vocab, args.request_timeout)
+                    except BenchError as e:
+                        errors[label] = str(e)
+                        continue
+                    walls, ttfts, _ = acc[label]
+                    walls.append(wall)
+                    ttfts.extend(lat)
+                    acc[label] = (walls, ttfts, acc[label][2] and own)
+                    bar.update(1)
+            for label, (walls, ttfts, own) in acc.items():
+                if label not in errors and walls:
+                    rows[label].append({**point_row(L, b, walls, ttfts, own), "method": label})
+    return rows, errors
 
 
 # ------------------------------------------------------------------------------------------------ reports
@@ -448,9 +517,10 @@ def to_markdown(meta: dict, rows: list[dict], servers: list[dict]) -> str:
            f"triton {v.get('triton')}, Python {v.get('python')}).",
            f"Server args: `{meta['server_args'] or '(none)'}`. `/generate` with batched `input_ids` (random, "
            f"fresh per request), `max_new_tokens=1`; {meta['warmup']} warm-up request(s) per (length, batch) "
-           f"point; tokens/s = "
-           f"median over {meta['repeats']} repeats of prompt tokens / wall time of the call; TTFT = mean of "
-           "SGLang's per-request `e2e_latency`. Ratios against "
+           f"point; tokens/s = median over {meta['repeats']} repeats of prompt tokens / wall time of the call"
+           + ("; the servers' timed calls interleaved (each repeat calls every server, the order rotating)"
+              if meta.get("interleaved") else "")
+           + "; TTFT = mean of SGLang's per-request `e2e_latency`. Ratios against "
            f"`{base}` measured in this run (>1: faster).", ""]
     out += ["## Servers", "", "| method | url | ready after | first request | log check |", "|---|---|---|---|---|"]
     for s in servers:
@@ -633,8 +703,34 @@ def run(args) -> int:
     servers: list[dict] = []
     old = signal.signal(signal.SIGTERM, _raise_interrupt) if hasattr(signal, "SIGTERM") else None
     interrupted = False
+    def failed(rec: dict, label: str, e: Exception) -> None:
+        rec["error"] = str(e)
+        meta["failed"].append(f"{label}: {str(e).splitlines()[0]}")
+        print(f"[{label}] FAILED: {e}", file=sys.stderr, flush=True)
+
     try:
-        for i, (label, method, precision, url) in enumerate(targets):
+        if args.server_url and len(targets) > 1:  # all up at once: warm each, then interleave the timed calls
+            meta["interleaved"] = True
+            ready = []
+            for i, (label, _, _, url) in enumerate(targets):
+                rng = random.Random(args.seed * 1000 + i)
+                rec = {"label": label, "method": label, "url": url}
+                servers.append(rec)
+                try:
+                    if not is_ready(url):
+                        raise BenchError(f"{url} is not ready (no 200 from /health; is the server running?)")
+                    rec["info"] = server_info(url)
+                    rec["warm"] = warm_up(url, plan(lengths, batches, args)[1], args, rng, vocab)
+                    ready.append((label, url, rng))
+                except BenchError as e:
+                    failed(rec, label, e)
+            by_label, errors = bench_interleaved(ready, lengths, batches, args, vocab)
+            for rec in servers:
+                if rec["label"] in errors:
+                    failed(rec, rec["label"], BenchError(errors[rec["label"]]))
+            for label, _, _ in ready:
+                rows.extend(by_label[label])
+        for i, (label, method, precision, url) in enumerate(targets if not meta.get("interleaved") else []):
             rng = random.Random(args.seed * 1000 + i)
             rec: dict = {"label": label, "method": method or label}
             servers.append(rec)
@@ -660,9 +756,7 @@ def run(args) -> int:
                 method_rows, rec["warm"] = bench_server(url, label, lengths, batches, args, rng, vocab)
                 rows.extend(method_rows)
             except BenchError as e:
-                rec["error"] = str(e)
-                meta["failed"].append(f"{label}: {str(e).splitlines()[0]}")
-                print(f"[{label}] FAILED: {e}", file=sys.stderr, flush=True)
+                failed(rec, label, e)
             finally:
                 if server is not None:
                     rec["exit_code"] = server.stop()
