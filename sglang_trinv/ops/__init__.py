@@ -141,7 +141,9 @@ class Tuning:
     # takes 23.0 instead of 27.5 µs at T=8192 H=8, 90 instead of 102 at T=8192 H=32), which no L2 prefetch delivered.
     # The same values (interpreter bit test); sm_90 (Triton 3.6, H=8 one sequence): 3 stages 255 registers + 192 B of
     # stack, 5 stages + 128 B (the default: 244, none). Only with u then w in two loops, Ai stored from their copies
-    # (a_store "mid" / "late") or not at all, a_first "none" / "zeros", no folds (else off, with a log line). Untimed
+    # (a_store "mid" / "late") or not at all, a_first "none" / "zeros", no folds (else off, with a log line). Lost
+    # (H200 s23, bench/results/2026-11-28-s23): T=8192 H=8 27.5 → 30.1 µs (5 stages), T=8192 H=32 101.5 → 111.2,
+    # T=32768 H=8 100.2 → 111.1 with A; slower at every shape and stage count but one (8 sequences, no A: −0.5): 0
 
     def __post_init__(self):
         for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST)):
