@@ -71,6 +71,12 @@ FUSED = {
     "prefetch v kkt bulk": (_r(FT, prefetch_v="kkt", prefetch_bulk=True), True),
     "prefetch v kkt bulk noA": (_r(FT, prefetch_v="kkt", prefetch_bulk=True), False),
     "prefetch v bulk": (_r(FT, prefetch_v="start", prefetch_bulk=True), True),  # s20: the bulk form lost everywhere
+    # s23, untimed: the prefetch by real loads (volatile, L2::256B hint), words unused / kept to the end
+    "touch kkt": (_r(FT, prefetch_v="kkt", prefetch_touch=1), True),
+    "touch kkt noA": (_r(FT, prefetch_v="kkt", prefetch_touch=1), False),
+    "touch kkt kept": (_r(FT, prefetch_v="kkt", prefetch_touch=2), True),
+    "touch kkt kept noA": (_r(FT, prefetch_v="kkt", prefetch_touch=2), False),
+    "touch start kept": (_r(FT, prefetch_v="start", prefetch_touch=2), True),
     # s20: Ai tiles stored before the rest (Tuning.a_first): the zero tiles at the start, the diagonal ones once
     # inverted, X10 / X32 after the 16 → 32 merges; the rest late as by default. Lost at every shape (s20)
     "A zeros first": (_r(FT, a_first="zeros"), True),

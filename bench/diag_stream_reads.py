@@ -156,6 +156,11 @@ VARIANTS = {
     # the product's form of "v on chip before the stream": the inversion inside u's pipelined loop (Tuning)
     "v early 3": ((), dict(v_early_stages=3)),
     "v early 5": ((), dict(v_early_stages=5)),
+    # v prefetched into L2 by real loads (Tuning.prefetch_touch, s23): the hint may be dropped, a load is not; its
+    # words unused ("touch") or kept in their registers to the end ("touch kept": no wait to reuse one)
+    "touch kkt": ((), dict(prefetch_v="kkt", prefetch_touch=1)),
+    "touch kkt kept": ((), dict(prefetch_v="kkt", prefetch_touch=2)),
+    "touch start kept": ((), dict(prefetch_v="start", prefetch_touch=2)),
     "pf hint evict-last + demote": ((HINT_EL, *DEMOTE), PF_HINT),
     "pf hint evict-last + demote + stores ef": ((HINT_EL, *DEMOTE, STORE_EF), PF_HINT),
     "pf bulk evict-last + demote + stores ef": ((BULK_EL, *DEMOTE, STORE_EF), PF_BULK),

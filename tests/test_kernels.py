@@ -801,6 +801,13 @@ assert pk["l2_prefetches"] == 4 and pk["mma_before_prefetch"] == KKT_MMA, pk["mm
 pb = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt",
                                                          prefetch_bulk=True))
 assert pb["bulk_prefetches"] == 4 and pb["l2_prefetches"] == 0 and pb["mma_before_prefetch"] == KKT_MMA, pb
+# Tuning.prefetch_touch: the prefetch by volatile loads with the L2::256B hint, one per 256-byte v row: two per lane
+# (64 rows on 32 lanes), after K Kᵀ; their words unused (1) or kept to the program's end (2, one sequence and varlen)
+pt = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt", prefetch_touch=1))
+assert pt["touch_loads"] == 2 and pt["l2_prefetches"] == 0 and pt["mma_before_prefetch"] == KKT_MMA, pt
+ptk = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt",
+                                                          prefetch_touch=2))
+assert ptk["touch_loads"] == 2 and ptk["mma_before_prefetch"] == KKT_MMA and fused["touch_loads"] == 0, ptk
 # Tuning.a_first: Ai tiles stored from inside the inversion chain (fused varlen) and the zeros first (inverse-only)
 af = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, a_first="merge16"))
 af_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, a_first="zeros"))
@@ -812,7 +819,7 @@ ve_pipe = compile_gdn(store_A=False, g_cumsum=True, tuning=dataclasses.replace(o
                                                                                 v_early_stages=5))
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
       varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"], pb["regs"],
-      af["regs"], af_inv["regs"], wf["regs"], ve["regs"], ve_pipe["regs"])
+      af["regs"], af_inv["regs"], wf["regs"], ve["regs"], ve_pipe["regs"], pt["regs"], ptk["regs"])
 """
 
 
@@ -824,8 +831,9 @@ def test_gdn_kernel_compiles_for_sm90():
     (Tuning.full_chunks), and the plain-split and masked forms, and varlen with the clamped row loads
     (Tuning.clamp_rows) and with the early Ai store (Tuning.a_store), and the L2 prefetch of v (Tuning.prefetch_v:
     four prefetch.global.L2 per thread in the PTX, at the start or after K Kᵀ's products; Tuning.prefetch_bulk: as
-    cp.async.bulk.prefetch.L2), and Ai's tiles stored first (Tuning.a_first), and the w loop first (Tuning.w_first),
-    and the inversion inside u's loop (Tuning.v_early_stages)."""
+    cp.async.bulk.prefetch.L2; Tuning.prefetch_touch: as two volatile loads per thread), and Ai's tiles stored
+    first (Tuning.a_first), and the w loop first (Tuning.w_first), and the inversion inside u's loop
+    (Tuning.v_early_stages)."""
     import os
     import subprocess
     import sys
@@ -834,7 +842,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-16:]]
+    regs = [int(x) for x in r.stdout.split()[-20:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -1058,14 +1066,18 @@ def test_triton_clamped_rows_on_gpu(case):
 @pytest.mark.parametrize("variant", [{"a_store": "mid"}, {"a_store": "early"}, {"prefetch_v": "start"},
                                      {"prefetch_v": "kkt"}, {"prefetch_v": "kkt", "a_store": "early"},
                                      {"prefetch_v": "kkt", "prefetch_bulk": True}, {"w_first": True},
-                                     {"v_early_stages": 3}, {"v_early_stages": 5}],
+                                     {"v_early_stages": 3}, {"v_early_stages": 5},
+                                     {"prefetch_v": "kkt", "prefetch_touch": 1},
+                                     {"prefetch_v": "kkt", "prefetch_touch": 2}],
                          ids=["mid-A", "early-A", "prefetch-v", "prefetch-v-kkt", "prefetch-v-kkt-early-A",
-                              "prefetch-v-kkt-bulk", "w-first", "v-early-3", "v-early-5"])
+                              "prefetch-v-kkt-bulk", "w-first", "v-early-3", "v-early-5", "touch-kkt",
+                              "touch-kkt-kept"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
 def test_triton_same_bits_variants_on_gpu(case, variant):
     """Fused launch forms that move work, not values, compiled (bf16, K = V = 128): Tuning.a_store "mid" / "early"
     (Ai stored after the u loop / the inversion; the default "late": after the w loop), Tuning.prefetch_v (v's
-    rows prefetched into L2 at the start / after K Kᵀ, by the hint or the TMA unit), Tuning.w_first (the w loop
+    rows prefetched into L2 at the start / after K Kᵀ, by the hint, the TMA unit or loads — Tuning.prefetch_touch,
+    whose kept words are stored back only where they hold one NaN pattern), Tuning.w_first (the w loop
     before the u loop) and Tuning.v_early_stages (the inversion inside u's pipelined loop) give w, u and A bitwise
     the default's, finite, on every case (a 1-token sequence, partial
     chunks, batch rows); identical keys without decay too; the cumsum-fused launch without A as well."""
@@ -1497,3 +1509,26 @@ def test_zero_tail_writes_only_the_rows_past_the_last_sequence():
         o.fill_(7.0)
         gdn_output.zero_tail(o, torch.tensor([0, end // 2, end], device=DEVICE, dtype=torch.int32))
         assert (o[0, :end] == 7).all() and (o[0, end:] == 0).all(), end
+
+
+def test_prefetch_touch_applies_to_one_head_per_program_on_a_gpu_only(monkeypatch):
+    """Tuning.prefetch_touch reaches the template (PREFETCH_TOUCH) only with the prefetch on, in a fused launch, on a
+    GPU (inline PTX: the interpreter runs without it) and with one head per program; an unknown mode is refused."""
+    base = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, prefetch_v="kkt", prefetch_touch=2)
+    args = (8, 4, 128, 128, 64, "blockdoubling", None, True, True, False)
+
+    def touch(tuning, fused=True):
+        ops._template_constexprs.cache_clear()
+        a = list(args)
+        a[7] = fused
+        return ops._template_constexprs(*a, tuning, True, False, False)[0]["PREFETCH_TOUCH"]
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert touch(base) == 2 and touch(dataclasses.replace(base, prefetch_touch=1)) == 1
+    assert touch(dataclasses.replace(base, group=2)) == 0  # two heads of a key head per program
+    assert touch(dataclasses.replace(base, prefetch_v="off")) == 0 and touch(base, fused=False) == 0
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert touch(base) == 0
+    ops._template_constexprs.cache_clear()
+    with pytest.raises(ValueError, match="prefetch_touch"):
+        ops.Tuning(prefetch_touch=3)

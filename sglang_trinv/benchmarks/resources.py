@@ -68,9 +68,10 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
                 resident_programs=min(32, by_regs, by_smem),
                 l2_prefetches=c.asm["ptx"].count("prefetch.global.L2"),  # Tuning.prefetch_v
                 bulk_prefetches=c.asm["ptx"].count("cp.async.bulk.prefetch.L2"),  # Tuning.prefetch_bulk
+                touch_loads=c.asm["ptx"].count("ld.volatile.global.L2::256B"),  # Tuning.prefetch_touch
                 # tensor-core products issued before the first prefetch (PTX order): where it sits in the program
-                mma_before_prefetch=re.split(r"prefetch\.global\.L2|cp\.async\.bulk\.prefetch", c.asm["ptx"])[0]
-                .count("mma.sync"))
+                mma_before_prefetch=re.split(r"prefetch\.global\.L2|cp\.async\.bulk\.prefetch|ld\.volatile\.global",
+                                             c.asm["ptx"])[0].count("mma.sync"))
 
 
 if __name__ == "__main__":

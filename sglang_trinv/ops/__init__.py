@@ -121,6 +121,11 @@ class Tuning:
     prefetch_bulk: bool = False  # that prefetch by cp.async.bulk.prefetch.L2 (the TMA unit, sm_90) instead of the
     # prefetch.global.L2 hint, which ncu found without effect on the L2 hit rate (H200 s19). Lost everywhere (H200
     # s20: +1.1 to +10.9 µs, with and without A)
+    prefetch_touch: int = 0  # that prefetch by real loads: one volatile 4-byte load per 256-byte span of a v row with
+    # the L2::256B prefetch-size hint (gdn_intra._touch_rows_l2) — a load is not a hint the memory system may drop;
+    # 1: the loaded words unused, 2: kept in their registers to the program's end (_keep_alive), so no instruction
+    # waits on a load in flight to reuse its register. One head per program (group 1), v 4-byte aligned (else the
+    # hint, with a log line). Same values. Prepared in s23 after the device time: untimed
     a_first: str = "none"  # launches writing A: Ai tiles stored before the rest — "zeros": the six zero tiles above
     # the diagonal at the program's start; "diag": those and the four diagonal tiles once inverted; "merge16": those
     # and X10, X32 after the 16 → 32 merges (merge trees; other methods store the zeros first only). One-wave
@@ -146,7 +151,8 @@ class Tuning:
     # T=32768 H=8 100.2 → 111.1 with A; slower at every shape and stage count but one (8 sequences, no A: −0.5): 0
 
     def __post_init__(self):
-        for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST)):
+        for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST),
+                            ("prefetch_touch", (0, 1, 2))):
             if getattr(self, name) not in codes:
                 raise ValueError(f"Tuning.{name} must be one of {tuple(codes)}, got {getattr(self, name)!r}")
 
@@ -284,6 +290,14 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
             log.info("sglang-trinv: Tuning.prefetch_bulk needs v 16-byte aligned on sm_90+: the plain L2 prefetch "
                      "instead")
         tuning = dataclasses.replace(tuning, prefetch_bulk=False)
+    several_heads = tuning.group > 1 and (H // Hg) % tuning.group == 0  # (_template_constexprs: the group used)
+    if fuse_wu and tuning.prefetch_touch and tuning.prefetch_v != "off" and (v.data_ptr() % 4 or several_heads):
+        # 4-byte loads at each row's start, one head's rows per program
+        if "prefetch_touch" not in _LOGGED:
+            _LOGGED.add("prefetch_touch")
+            log.info("sglang-trinv: Tuning.prefetch_touch needs v 4-byte aligned and one head per program: the "
+                     "plain L2 prefetch instead")
+        tuning = dataclasses.replace(tuning, prefetch_touch=0)
     if tuning.v_early_stages and not _v_early_fits(tuning, fuse_wu, store_A, from_A):
         if fuse_wu and "v_early" not in _LOGGED:  # (the inverse-only kernel has no u loop: nothing to say)
             _LOGGED.add("v_early")
@@ -365,6 +379,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                           and not (tuning.fold_scale or tuning.fold_beta)
                           and not (tuning.wu_merged and tuning.a_store == "mid") else 0),
                  PREFETCH_V=pv, PREFETCH_BULK=tuning.prefetch_bulk and pv > 0,
+                 PREFETCH_TOUCH=tuning.prefetch_touch if pv > 0 and group == 1 else 0,
                  # the diagonal / 16 → 32 tiles exist apart only in the merge trees: elsewhere the zeros alone
                  A_FIRST=(0 if not store_A else _A_FIRST[tuning.a_first] if whole == _k.MERGE
                           else min(_A_FIRST[tuning.a_first], _A_FIRST["zeros"])),
