@@ -638,7 +638,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-batch-tokens", type=int, default=262144,
                     help="skip (length, batch) points with more prompt tokens than this (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per point; the median counts")
-    ap.add_argument("--warmup", type=int, default=1, help="warm-up calls per (input length, batch) point (after one short one)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="warm-up calls per (input length, batch) point (after one short one)")
     ap.add_argument("--vocab-size", type=int, default=None,
                     help="token ids are drawn below this (default: the model's config.json, else 2048)")
     ap.add_argument("--seed", type=int, default=0)
