@@ -1,8 +1,8 @@
 """One launch each of the fused intra kernel's launch forms at one shape, for ncu: why T=8192 H=8 (one wave of
 one-warp Triton programs) stays short of 1.8×. Launches: SGLang's stock kkt+solve and w/u kernels, our fused kernel
 at the default (Ai stored late), with Ai stored early, with v prefetched into L2 after K Kᵀ, without A (the plugin's
-pipeline form) with and without that prefetch, with the prefetch by the TMA unit (cp.async.bulk), and the
-inverse-only kernel. Warm-up launches compile first; only the second round is profiled (NCU_SHAPE="T,H,Hg,nseq",
+pipeline form) with and without that prefetch, with the prefetch by the TMA unit (cp.async.bulk) and by volatile
+loads (Tuning.prefetch_touch), and the inverse-only kernel. Warm-up launches compile first; only the second round is profiled (NCU_SHAPE="T,H,Hg,nseq",
 default 8192,8,4,1).
 
     ncu --profile-from-start off --section SpeedOfLight --section MemoryWorkloadAnalysis \
@@ -25,7 +25,10 @@ FT = ops.DEFAULT_TUNING_FUSED
 FORMS = [("default (late A)", FT, True), ("early A", dataclasses.replace(FT, a_store="early"), True),
          ("prefetch v kkt", dataclasses.replace(FT, prefetch_v="kkt"), True), ("no A", FT, False),
          ("no A, prefetch v kkt", dataclasses.replace(FT, prefetch_v="kkt"), False),
-         ("prefetch v kkt bulk", dataclasses.replace(FT, prefetch_v="kkt", prefetch_bulk=True), True)]
+         ("prefetch v kkt bulk", dataclasses.replace(FT, prefetch_v="kkt", prefetch_bulk=True), True),
+         # s23: the prefetch by volatile loads (L2::256B hint), words unused / kept: do v's reads then hit L2?
+         ("touch kkt", dataclasses.replace(FT, prefetch_v="kkt", prefetch_touch=1), True),
+         ("touch kkt kept", dataclasses.replace(FT, prefetch_v="kkt", prefetch_touch=2), True)]
 
 
 def launches():
