@@ -316,6 +316,49 @@ def test_gdn_prefill_runs_our_kernel_and_matches_stock(stock_outputs, varlen, fu
     assert chunk.chunk_gated_delta_rule_fwd is stock_fwd
 
 
+def _kernel_launches(monkeypatch) -> list[str]:
+    """Record every Triton launch (``kernel[grid](…)``) by the name of its function, without running it."""
+    from triton.runtime import autotuner, interpreter, jit
+
+    names: list[str] = []
+
+    def launch(self, grid):
+        fn = self
+        while not hasattr(fn, "__name__") and hasattr(fn, "fn"):
+            fn = fn.fn
+        return lambda *a, **kw: names.append(fn.__name__)
+
+    for cls in (jit.KernelInterface, jit.JITFunction, interpreter.InterpretedFunction, autotuner.Autotuner,
+                autotuner.Heuristics):
+        if "__getitem__" in vars(cls):
+            monkeypatch.setattr(cls, "__getitem__", launch)
+    return names
+
+
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+def test_fused_pipeline_launches_fewer_kernels_than_stock(varlen, monkeypatch):
+    """Eager prefill pays the host per launch (SGLang runs the GDN chunk forward eagerly per layer): the fused
+    pipeline launches one kernel for the cumsum and the whole intra stage (stock: three), SGLang's fwd_h and fwd_o,
+    and — varlen only — the zeroing of o's rows past the last sequence that replaces stock's memset of all of o."""
+    monkeypatch.setenv(ENV_FUSE_PIPELINE, "1")
+    plugin.unpatch()
+    names = _kernel_launches(monkeypatch)
+    _run_gdn(varlen)
+    stock = list(names)
+    names.clear()
+    sglang_trinv.patch("blockdoubling")
+    try:
+        _run_gdn(varlen)
+    finally:
+        plugin.unpatch()
+    ours = list(names)
+    assert stock == ["chunk_local_cumsum_scalar_kernel", "chunk_gated_delta_rule_fwd_kkt_solve_kernel",
+                     "recompute_w_u_fwd_kernel", "chunk_gated_delta_rule_fwd_kernel_h_blockdim64",
+                     "chunk_fwd_kernel_o"], stock
+    assert ours == ["gdn_intra_kernel", "chunk_gated_delta_rule_fwd_kernel_h_blockdim64",
+                    *(["zero_tail_kernel"] if varlen else []), "chunk_fwd_kernel_o"], ours
+
+
 def _fake_fwd(q, k, v, g, beta, scale, initial_state, initial_state_indices, cu_seqlens=None, chunk_indices=None):
     g = chunk_local_cumsum(g)  # noqa: F821 (only its source is read)
     w, u, A = chunk_gated_delta_rule_fwd_intra(k, v, g, beta)  # noqa: F821
