@@ -468,31 +468,37 @@ def plot(meta, rows, path, kinds=PLOT_KINDS):
     kinds = [(k, t) for k, t in kinds if any(r.get("kind") == k and "us" in r for r in rows)]
     n_shapes = max([len({shape(r) for r in rows if r.get("kind") == k and "us" in r}) for k, _ in kinds] or [1])
     panel_w = max(6.0, 0.8 * n_shapes + 1.5)
-    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(panel_w * max(len(kinds), 1), 4.8), squeeze=False)
+    n_var = max([len({(r["method"], r["precision"]) for r in rows if r.get("kind") == k and "us" in r})
+                 for k, _ in kinds] or [1])
+    # the legends go under the panels (inside, they covered the bars): room for two columns of labels
+    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(panel_w * max(len(kinds), 1), 4.8 + 0.09 * n_var),
+                             squeeze=False)
     for ax, (kind, title) in zip(axes[0], kinds):
         sel = [r for r in rows if r.get("kind") == kind and "us" in r]
         shapes = list(dict.fromkeys(shape(r) for r in sel))
         variants = list(dict.fromkeys((r["method"], r["precision"]) for r in sel if r["method"] != "stock"))
         width = 0.8 / max(len(variants), 1)
+        colors = plt.cm.tab20.colors if len(variants) > 10 else plt.cm.tab10.colors  # one colour per bar kind
+        us = lambda r: r.get("graph_us") or r["us"]  # noqa: E731  (whole forward: GPU time, as the tables quote)
         for j, (m, p) in enumerate(variants):
             ys = []
             for sh in shapes:
-                base = next((r["us"] for r in sel if shape(r) == sh and r["method"] == "stock"), None)
-                mine = next((r["us"] for r in sel if shape(r) == sh and (r["method"], r["precision"]) == (m, p)), None)
+                base = next((us(r) for r in sel if shape(r) == sh and r["method"] == "stock"), None)
+                mine = next((us(r) for r in sel if shape(r) == sh and (r["method"], r["precision"]) == (m, p)), None)
                 ys.append(base / mine if base and mine else 0.0)
             label = f"{m} {'plugin default' if p == 'sglang' else p}"  # runs before 2026-11-27 wrote "sglang"
-            ax.bar([i + j * width for i in range(len(shapes))], ys, width, label=label)
+            ax.bar([i + j * width for i in range(len(shapes))], ys, width, label=label, color=colors[j % len(colors)])
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))])
         ax.set_xticklabels([f"T={t}\nH={h}\n{'x' + str(n) if n > 1 else '1 seq'}{chr(10) + 'safe_gate' if sg else ''}"
                             for t, h, n, sg in shapes], fontsize=7)
         ax.set_ylabel("speed-up over SGLang stock (same run)")
         ax.set_title(title)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.suptitle(f"{meta['gpu']}, {meta['date'][:10]}: stock SGLang {meta.get('sglang')} kernels vs sglang-trinv",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
