@@ -446,25 +446,26 @@ def bench_interleaved(servers: list[tuple[str, str, random.Random]], lengths: li
                 for label in rows:
                     rows[label].append(skipped_row(label, L, b, args))
                 continue
-            acc = {label: ([], [], True) for label, _, _ in servers}
+            walls = {label: [] for label in rows}
+            ttfts = {label: [] for label in rows}
+            own = dict.fromkeys(rows, True)
             for r in range(args.repeats):
                 for j in range(len(servers)):
                     label, url, rng = servers[(j + r) % len(servers)]
                     if label in errors:
                         continue
                     try:
-                        wall, lat, own = one_call(url, L, b, rng, vocab, args.request_timeout)
+                        wall, lat, from_server = one_call(url, L, b, rng, vocab, args.request_timeout)
                     except BenchError as e:
                         errors[label] = str(e)
                         continue
-                    walls, ttfts, _ = acc[label]
-                    walls.append(wall)
-                    ttfts.extend(lat)
-                    acc[label] = (walls, ttfts, acc[label][2] and own)
+                    walls[label].append(wall)
+                    ttfts[label].extend(lat)
+                    own[label] &= from_server
                     bar.update(1)
-            for label, (walls, ttfts, own) in acc.items():
-                if label not in errors and walls:
-                    rows[label].append({**point_row(L, b, walls, ttfts, own), "method": label})
+            for label in rows:
+                if label not in errors and walls[label]:
+                    rows[label].append({**point_row(L, b, walls[label], ttfts[label], own[label]), "method": label})
     return rows, errors
 
 

@@ -290,8 +290,8 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
             log.info("sglang-trinv: Tuning.prefetch_bulk needs v 16-byte aligned on sm_90+: the plain L2 prefetch "
                      "instead")
         tuning = dataclasses.replace(tuning, prefetch_bulk=False)
-    several_heads = tuning.group > 1 and (H // Hg) % tuning.group == 0  # (_template_constexprs: the group used)
-    if fuse_wu and tuning.prefetch_touch and tuning.prefetch_v != "off" and (v.data_ptr() % 4 or several_heads):
+    if fuse_wu and tuning.prefetch_touch and tuning.prefetch_v != "off" and (
+            v.data_ptr() % 4 or _heads_per_program(tuning, H, Hg) > 1):
         # 4-byte loads at each row's start, one head's rows per program
         if "prefetch_touch" not in _LOGGED:
             _LOGGED.add("prefetch_touch")
@@ -347,6 +347,11 @@ def _row_bounds(tuning: Tuning, whole: bool, BT: int, from_A: bool) -> int:
 DIRECT = _direct_launch.DirectLauncher("the Triton intra template", lambda: _k.gdn_intra_kernel)
 
 
+def _heads_per_program(tuning: Tuning, H: int, Hg: int) -> int:
+    """The template's GROUP: Tuning.group value heads per program where it divides the heads per key head, else 1."""
+    return tuning.group if (H // Hg) % tuning.group == 0 else 1
+
+
 def _v_early_fits(tuning: Tuning, fuse_wu: bool, store_A: bool, from_A: bool) -> bool:
     """Tuning.v_early_stages applies: a fused launch from K Kᵀ with u then w in two plain loops and Ai, if written,
     stored from their k-dtype copies (after a loop) — not with the folds, the merged loop, the w loop first, the early
@@ -363,7 +368,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
     mpo = _merge_out_code(method, precision, fuse_wu)
     diag, dp, mp, mp16, mpo = tuned_inversion(tuning, diag, dp, mp, mp16, mpo)
-    group = tuning.group if (H // Hg) % tuning.group == 0 else 1
+    group = _heads_per_program(tuning, H, Hg)
     # the L2 prefetch of v (inline PTX): fused launches on a GPU only
     pv = _PREFETCH_V[tuning.prefetch_v] if fuse_wu and os.environ.get("TRITON_INTERPRET") != "1" else 0
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),

@@ -129,6 +129,21 @@ def _keep_alive(words, base, t0, T, stride, NCOL: tl.constexpr, BT: tl.constexpr
 
 
 @triton.jit
+def _prefetch_v(v_head0, t0, T, stride, V: tl.constexpr, BT: tl.constexpr, GROUP: tl.constexpr,
+                BULK: tl.constexpr, TOUCH: tl.constexpr):
+    """The chunk's v rows of the program's GROUP heads (from ``v_head0``, the first head's row 0) into L2
+    (Tuning.prefetch_v): by real loads (TOUCH; one head: returns the loaded words for _keep_alive), else by the
+    hint or the TMA unit (BULK; returns a placeholder nothing uses)."""
+    words = 0
+    if TOUCH:  # (a compile-time branch: one return, whichever value it holds)
+        words = _touch_rows_l2(v_head0, t0, T, stride, V, BT)
+    else:
+        for i_hh in tl.static_range(GROUP):
+            _prefetch_rows_l2(v_head0 + i_hh * V, t0, T, stride, V, BT, BULK)
+    return words
+
+
+@triton.jit
 def _prefetch_rows_l2(base, t0, T, stride, NCOL: tl.constexpr, BT: tl.constexpr, BULK: tl.constexpr = False):
     """Ask L2 for BT rows of NCOL elements from row t0 (rows past T clamp to T − 1): one prefetch per 128-byte
     line. The fused kernel issues it for the chunk's v rows at its start or after K Kᵀ (Tuning.prefetch_v), so
@@ -775,22 +790,14 @@ def gdn_intra_kernel(
         for i_hh in tl.static_range(GROUP):
             _store_ai_zeros(Ai + (bos * H + i_h0 + i_hh) * BT, t0, T, H * BT, BT, BC, ROWS)
     if PREFETCH_V == 1:  # before anything else: the lines arrive while K Kᵀ and the inversion run
-        if PREFETCH_TOUCH:
-            touched = _touch_rows_l2(v + (bos * H + i_h0) * V, t0, T, H * V, V, BT)
-        else:
-            for i_hh in tl.static_range(GROUP):
-                _prefetch_rows_l2(v + (bos * H + i_h0 + i_hh) * V, t0, T, H * V, V, BT, PREFETCH_BULK)
+        touched = _prefetch_v(v + (bos * H + i_h0) * V, t0, T, H * V, V, BT, GROUP, PREFETCH_BULK, PREFETCH_TOUCH)
     if not FROM_A:
         k_base = k + (bos * Hg + i_hk) * K
     # ---- raw K Kᵀ, 10 lower 16×16 tiles, shared by the GROUP value heads of this key head
     if not FROM_A:
         r00, r10, r11, r20, r21, r22, r30, r31, r32, r33 = _kkt10(k_base, t0, T, Hg * K, K, BC, BK, ROWS)
     if PREFETCH_V == 2:  # the keys are in: v's lines arrive during the inversion without delaying them
-        if PREFETCH_TOUCH:
-            touched = _touch_rows_l2(v + (bos * H + i_h0) * V, t0, T, H * V, V, BT)
-        else:
-            for i_hh in tl.static_range(GROUP):
-                _prefetch_rows_l2(v + (bos * H + i_h0 + i_hh) * V, t0, T, H * V, V, BT, PREFETCH_BULK)
+        touched = _prefetch_v(v + (bos * H + i_h0) * V, t0, T, H * V, V, BT, GROUP, PREFETCH_BULK, PREFETCH_TOUCH)
 
     for i_hh in tl.static_range(GROUP):
         i_h = i_h0 + i_hh
