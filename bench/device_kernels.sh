@@ -97,7 +97,8 @@ if has stages; then  # issue 3: the whole GDN forward by stage, Amdahl bound for
   echo "stages: $(( $(date +%s) - t0 )) s"
 fi
 if has host; then  # issue 3: host cost of a launch vs GPU time (small/varlen shapes), stock vs ours
-  timeout 200 python3 bench/bench_host.py --out "$out/host" > "$out/host.log" 2>&1
+  # HOST_ARGS e.g. "--head-dim 64 --shape 1024,4,2,8" (the shipped tiny model's layer)
+  timeout ${HOST_TIMEOUT:-200} python3 bench/bench_host.py --out "$out/host" ${HOST_ARGS:-} > "$out/host.log" 2>&1
   grep -E "^\| " "$out/host.log" | tail -40
   echo "host: $(( $(date +%s) - t0 )) s"
 fi

@@ -13,6 +13,7 @@ pipeline, and with the intra kernel swapped only.
 
     sglang-trinv bench host --out DIR            # GPU: DIR/host.json + host.md
     sglang-trinv bench host --out DIR --smoke    # CPU, Triton interpreter (checks the script; times mean nothing)
+    sglang-trinv bench host --out DIR --head-dim 64 --shape 1024,4,2,1 --shape 8192,4,2,8   # a small model's layer
 """
 
 from __future__ import annotations
@@ -65,12 +66,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--gluon", action="store_true",
                     help="shapes where the Gluon kernel is faster in GPU time: each of our paths forced to Gluon, "
                          "then to Triton")
+    ap.add_argument("--shape", action="append", type=common.shape_arg, default=[], metavar="T,H,Hg,SEQS",
+                    help="only this shape (repeatable; overrides the default list), e.g. 1024,4,2,8")
+    ap.add_argument("--head-dim", type=int, default=128, metavar="D",
+                    help="K = V = D (default 128; the shipped tiny Qwen3-Next has 64)")
 
 
 def run(args) -> int:
     if args.smoke:
         bk.DEV = "cpu"
-    shapes, D, N = (SMOKE_SHAPES, 16, 3) if args.smoke else (GLUON_SHAPES if args.gluon else SHAPES, 128, 50)
+    if args.smoke:
+        shapes, D, N = SMOKE_SHAPES, 16, 3
+    else:
+        shapes, D, N = args.shape or (GLUON_SHAPES if args.gluon else SHAPES), args.head_dim, 50
     out = args.out
     chunk = import_module(f"{bk.FLA}.chunk")
     os.makedirs(out, exist_ok=True)
