@@ -77,6 +77,11 @@ FUSED = {
     "touch kkt kept": (_r(FT, prefetch_v="kkt", prefetch_touch=2), True),
     "touch kkt kept noA": (_r(FT, prefetch_v="kkt", prefetch_touch=2), False),
     "touch start kept": (_r(FT, prefetch_v="start", prefetch_touch=2), True),
+    # s24: warm-up programs loading v into L2 beside the chunk programs (Tuning.l2_warm; one-wave launches only)
+    "l2 warm 32": (_r(FT, l2_warm=32), True),
+    "l2 warm 32 noA": (_r(FT, l2_warm=32), False),
+    "l2 warm 128": (_r(FT, l2_warm=128), True),
+    "l2 warm 128 noA": (_r(FT, l2_warm=128), False),
     # s20: Ai tiles stored before the rest (Tuning.a_first): the zero tiles at the start, the diagonal ones once
     # inverted, X10 / X32 after the 16 → 32 merges; the rest late as by default. Lost at every shape (s20)
     "A zeros first": (_r(FT, a_first="zeros"), True),

@@ -124,6 +124,7 @@ U_FROM_EARLY = (U_CALL + ", y10, y11, y20, y21, y22, y30, y31, y32, y33, t0, T, 
 V_EARLY = (V_EARLY_LOAD, U_FROM_EARLY)
 
 
+WARM_IDLE = ("_warm_l2(v, i_t * n_bg + i_bg, L2_WARM * n_bg, T * (n_bg // NG) * H, V, WARM_ASM)", "pass")
 PF_BULK = dict(prefetch_v="kkt", prefetch_bulk=True)  # v's rows prefetched into L2 right after K Kᵀ (Tuning)
 PF_HINT = dict(prefetch_v="kkt")
 
@@ -161,6 +162,13 @@ VARIANTS = {
     "touch kkt": ((), dict(prefetch_v="kkt", prefetch_touch=1)),
     "touch kkt kept": ((), dict(prefetch_v="kkt", prefetch_touch=2)),
     "touch start kept": ((), dict(prefetch_v="start", prefetch_touch=2)),
+    # s24: warm-up programs ahead of the chunk programs load v into L2 (Tuning.l2_warm; one wave only: at T=8192 H=8
+    # 32 programs fit beside the 1024 tiles, at T=4096 H=8 up to 544) — the inverting warps issue nothing for it
+    "l2 warm 32": ((), dict(l2_warm=32)),
+    "l2 warm 128": ((), dict(l2_warm=128)),
+    # the control: the same build and grid, the warm-up programs returning at once (what the extra branch and the
+    # 254 registers cost the chunk programs, apart from v's loads)
+    "l2 warm 32 idle": ((WARM_IDLE,), dict(l2_warm=32)),
     "pf hint evict-last + demote": ((HINT_EL, *DEMOTE), PF_HINT),
     "pf hint evict-last + demote + stores ef": ((HINT_EL, *DEMOTE, STORE_EF), PF_HINT),
     "pf bulk evict-last + demote + stores ef": ((BULK_EL, *DEMOTE, STORE_EF), PF_BULK),

@@ -112,7 +112,7 @@ def test_bench_stages_smoke(tmp_path):
 def test_bench_host_smoke(tmp_path):
     """`python3 bench/bench_host.py --smoke` (a checkout wrapper, own process: it patches and unpatches SGLang):
     every path (stock/ours intra, pipeline kernel, whole forward stock and through the plugin) runs per shape and
-    reports its enqueue time."""
+    reports its enqueue time; then at a chosen shape and head dim (--shape, --head-dim: a small model's layer)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -123,6 +123,13 @@ def test_bench_host_smoke(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "host.json").read_text())["rows"]
     assert len(rows) == 12 and len({x["path"] for x in rows}) == 6 and all(x["enqueue"] > 0 for x in rows)
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_host.py"), "--out", str(tmp_path / "one"),
+                        "--smoke", "--shape", "70,2,1,2", "--head-dim", "32"],
+                       capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "one" / "host.json").read_text())["rows"]
+    assert len(rows) == 6 and all((x["T"], x["H"], x["Hg"], x["nseq"]) == (70, 2, 1, 2) for x in rows)
+    assert "K=V=32" in (tmp_path / "one" / "host.md").read_text()
 
 
 def test_bench_roofline_smoke(tmp_path):
@@ -159,8 +166,9 @@ def test_traffic_kernel_gqa_and_partial_chunk():
 def test_stream_diagnostic_patches_apply_and_keep_values(tmp_path):
     """bench/diag_stream_reads.py times patched copies of the Triton template: every patch must still find its text
     (each edit once, or as often as it says) after template changes; the patches meant to move bytes or cache
-    policies, not values (L2 policies, prefetches — off under the interpreter —, v loaded before the inversion;
-    not the applypriority demotions: inline PTX) give the template's bits under the interpreter (tiny fused launch, A written and not)."""
+    policies, not values (L2 policies, prefetches — off under the interpreter —, v loaded before the inversion, the
+    L2 warm-up programs left idle; not the applypriority demotions: inline PTX) give the template's bits under the
+    interpreter (tiny fused launch, A written and not)."""
     import dataclasses
     import importlib.util
     import sys
@@ -181,8 +189,9 @@ def test_stream_diagnostic_patches_apply_and_keep_values(tmp_path):
     g = torch.nn.functional.logsigmoid(torch.randn(1, T, H)).reshape(1, 2, 64, H).cumsum(2).reshape(1, T, H)
     beta = torch.rand(1, T, H)
     # (the demotions are inline PTX, which the interpreter cannot run: they only have to apply)
-    same = [n for n in diag.VARIANTS if n.startswith(("stores evict", "pf ", "v loaded early")) and "demote" not in n]
-    assert len(same) >= 8
+    same = [n for n in diag.VARIANTS if n.startswith(("stores evict", "pf ", "v loaded early", "l2 warm"))
+            and "demote" not in n]
+    assert len(same) >= 9 and "l2 warm 32 idle" in same
     for name, (edits, fields) in diag.VARIANTS.items():
         if not edits:
             continue

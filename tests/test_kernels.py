@@ -347,6 +347,61 @@ def test_fold_beta_matches_fp64(tuning, gate):
         assert _rel(w, w2) < TOL and _rel(u, u2) < TOL
 
 
+def test_l2_warm_programs_leave_the_outputs_bitwise():
+    """Tuning.l2_warm: warm-up programs ahead of the chunk programs (they read v, store nothing unless a word holds
+    one NaN pattern, and then the same bits) shift the chunk programs' grid rows: w, u, A, the fused cumsum's g and
+    v itself equal the default launch's bit for bit — varlen (the chunk table), GQA with batch rows, more warm-up
+    programs than chunks. Under the interpreter the warm-up loads are plain loads."""
+    cases = [*CASES.values(), dict(T=130, H=2, Hg=1, K=16, V=32, cu=None, B=2)]
+    for c in cases:
+        for warm in (1, 5, 64):
+            k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+            if c.get("B", 1) > 1:  # batch rows: two sequences of T tokens
+                k, v, g, beta = (torch.cat([x, x.flip(1)]) for x in (k, v, g, beta))
+            NT = -(-c["T"] // 64) if cu is None else len(ops.prepare_chunk_indices(cu, 64))
+            tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=warm)
+            n_bg = v.shape[0] * c["H"]
+            assert ops._warm_rows(tu, True, False, NT, n_bg, v) == -(-warm // n_bg) > 0
+            v0 = v.clone()
+            for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tu),
+                            ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+                assert torch.equal(x, y)
+            if v.shape[0] == 1:
+                for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tu),
+                                ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+                    assert (y is None) if x is None else torch.equal(x, y)
+            assert torch.equal(v, v0)
+
+
+def test_l2_warm_only_where_one_wave_holds_every_program(monkeypatch):
+    """Tuning.l2_warm adds warm-up rows only to fused launches from K Kᵀ with v contiguous, and on a GPU only where
+    chunk and warm-up programs all fit in one wave (SMs × ops.PROGRAMS_PER_SM); the rows round up per grid row."""
+    tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32)
+    v = torch.zeros(1, 64, 8, 16)
+    assert ops._warm_rows(tu, True, False, 128, 8, v) == 4
+    assert ops._warm_rows(tu, True, False, 128, 6, v) == 6  # ceil(32 / 6)
+    assert ops._warm_rows(ops.DEFAULT_TUNING_FUSED, True, False, 128, 8, v) == 0  # off by default
+    assert ops._warm_rows(tu, False, False, 128, 8, v) == 0 and ops._warm_rows(tu, True, True, 128, 8, v) == 0
+    assert ops._warm_rows(tu, True, False, 128, 8, v[..., ::2]) == 0  # not contiguous
+
+    class FakeCuda:  # a v on a 132-SM GPU: 1056 resident programs
+        is_cuda = True
+        device = torch.device("cuda", 0)
+
+        @staticmethod
+        def is_contiguous():
+            return True
+
+        @staticmethod
+        def data_ptr():
+            return 1 << 20
+
+    monkeypatch.setattr(ops._gluon, "_sm_count", lambda index: 132)
+    assert ops._warm_rows(tu, True, False, 128, 8, FakeCuda) == 4  # T=8192 H=8: 1024 + 32 programs = one wave
+    assert ops._warm_rows(tu, True, False, 129, 8, FakeCuda) == 0  # 1032 + 32 > 1056
+    assert ops._warm_rows(tu, True, False, 512, 8, FakeCuda) == 0  # four waves
+
+
 @pytest.mark.parametrize("tuning", [ops.Tuning(BV=32, num_stages=3, wu_merged=True),
                                     ops.Tuning(BK=16, BV=16, num_stages=2, wu_merged=True)])
 def test_wu_merged_loop_matches_fp64(tuning):
@@ -817,9 +872,16 @@ wf = compile_gdn(varlen=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSE
 ve = compile_gdn(tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, v_early_stages=3))
 ve_pipe = compile_gdn(store_A=False, g_cumsum=True, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED,
                                                                                 v_early_stages=5))
+# Tuning.l2_warm: four warm-up rows (32 programs at H = 8), each lane's 32 loads of a step with the L2::256B hint; the
+# chunk programs' own code issues none (one sequence, and the plugin's pipeline varlen)
+lw = compile_gdn(H=8, Hg=4, warm=4, tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32))
+lw_pipe = compile_gdn(H=8, Hg=4, warm=4, varlen=True, store_A=False, g_cumsum=True,
+                      tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32))
+assert lw["touch_loads"] == 32 and lw_pipe["touch_loads"] == 32 and lw["stack"] == 0 == lw_pipe["stack"], lw
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
       varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"], pb["regs"],
-      af["regs"], af_inv["regs"], wf["regs"], ve["regs"], ve_pipe["regs"], pt["regs"], ptk["regs"])
+      af["regs"], af_inv["regs"], wf["regs"], ve["regs"], ve_pipe["regs"], pt["regs"], ptk["regs"], lw["regs"],
+      lw_pipe["regs"])
 """
 
 
@@ -833,7 +895,8 @@ def test_gdn_kernel_compiles_for_sm90():
     four prefetch.global.L2 per thread in the PTX, at the start or after K Kᵀ's products; Tuning.prefetch_bulk: as
     cp.async.bulk.prefetch.L2; Tuning.prefetch_touch: as two volatile loads per thread), and Ai's tiles stored
     first (Tuning.a_first), and the w loop first (Tuning.w_first), and the inversion inside u's loop
-    (Tuning.v_early_stages)."""
+    (Tuning.v_early_stages), and warm-up programs loading v into L2 (Tuning.l2_warm: 32 hinted loads per lane, no
+    stack)."""
     import os
     import subprocess
     import sys
@@ -842,7 +905,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-20:]]
+    regs = [int(x) for x in r.stdout.split()[-22:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -1068,10 +1131,10 @@ def test_triton_clamped_rows_on_gpu(case):
                                      {"prefetch_v": "kkt", "prefetch_bulk": True}, {"w_first": True},
                                      {"v_early_stages": 3}, {"v_early_stages": 5},
                                      {"prefetch_v": "kkt", "prefetch_touch": 1},
-                                     {"prefetch_v": "kkt", "prefetch_touch": 2}],
+                                     {"prefetch_v": "kkt", "prefetch_touch": 2}, {"l2_warm": 32}],
                          ids=["mid-A", "early-A", "prefetch-v", "prefetch-v-kkt", "prefetch-v-kkt-early-A",
                               "prefetch-v-kkt-bulk", "w-first", "v-early-3", "v-early-5", "touch-kkt",
-                              "touch-kkt-kept"])
+                              "touch-kkt-kept", "l2-warm"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
 def test_triton_same_bits_variants_on_gpu(case, variant):
     """Fused launch forms that move work, not values, compiled (bf16, K = V = 128): Tuning.a_store "mid" / "early"

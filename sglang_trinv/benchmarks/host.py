@@ -68,17 +68,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "then to Triton")
     ap.add_argument("--shape", action="append", type=common.shape_arg, default=[], metavar="T,H,Hg,SEQS",
                     help="only this shape (repeatable; overrides the default list), e.g. 1024,4,2,8")
-    ap.add_argument("--head-dim", type=int, default=128, metavar="D",
-                    help="K = V = D (default 128; the shipped tiny Qwen3-Next has 64)")
+    ap.add_argument("--head-dim", type=int, default=None, metavar="D",
+                    help="K = V = D (default 128, --smoke 16; the shipped tiny Qwen3-Next has 64)")
 
 
 def run(args) -> int:
     if args.smoke:
         bk.DEV = "cpu"
-    if args.smoke:
-        shapes, D, N = SMOKE_SHAPES, 16, 3
-    else:
-        shapes, D, N = args.shape or (GLUON_SHAPES if args.gluon else SHAPES), args.head_dim, 50
+    default_shapes = SMOKE_SHAPES if args.smoke else GLUON_SHAPES if args.gluon else SHAPES
+    shapes, D, N = args.shape or default_shapes, args.head_dim or (16 if args.smoke else 128), 3 if args.smoke else 50
     out = args.out
     chunk = import_module(f"{bk.FLA}.chunk")
     os.makedirs(out, exist_ok=True)

@@ -36,7 +36,7 @@ def cubin_usage(cubin: bytes, sass: bool = False) -> dict:
 
 
 def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None, H=32, Hg=16, K=128, V=128,
-                varlen=False, store_A=True, g_cumsum=False, sass=False):
+                varlen=False, store_A=True, g_cumsum=False, sass=False, warm=0):
     fn = gdn_intra.gdn_intra_kernel
     tu = tuning or (ops.DEFAULT_TUNING_FUSED if fused else ops.DEFAULT_TUNING)
     sig = {n: "*bf16" for n in ("k", "v", "beta", "Ai", "w", "u")}
@@ -46,7 +46,7 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
     # the launch's own constexprs and options (one sequence of whole chunks or varlen, A written or not, gated,
     # cumsum fused or not — the plugin's pipeline: no A, cumsum fused; the row bounds the launch would take)
     const, options = ops._template_constexprs(H, Hg, K, V, 64, method, precision, fused, store_A, False, tu, True,
-                                              varlen, g_cumsum, ops._row_bounds(tu, not varlen, 64, False))
+                                              varlen, g_cumsum, ops._row_bounds(tu, not varlen, 64, False), warm)
     sig.update({n: "constexpr" for n in const})
     # as the JIT specialises a launch: every tensor pointer 16-byte aligned ("D"). Without it Triton neither
     # vectorises the loads nor pipelines them through shared memory, and the registers/spills differ.

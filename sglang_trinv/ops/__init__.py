@@ -125,7 +125,8 @@ class Tuning:
     # the L2::256B prefetch-size hint (gdn_intra._touch_rows_l2) — a load is not a hint the memory system may drop;
     # 1: the loaded words unused, 2: kept in their registers to the program's end (_keep_alive), so no instruction
     # waits on a load in flight to reuse its register. One head per program (group 1), v 4-byte aligned (else the
-    # hint, with a log line). Same values. Prepared in s23 after the device time: untimed
+    # hint, with a log line). Same values. H200 s24 (bench/results/2026-11-29-s24): with A −0.3 / −1.3 µs at T=8192
+    # H=8 one / 8 sequences, without A +0.9 to +2.0 (the inverting warps wait on their own loads): 0. See l2_warm
     a_first: str = "none"  # launches writing A: Ai tiles stored before the rest — "zeros": the six zero tiles above
     # the diagonal at the program's start; "diag": those and the four diagonal tiles once inverted; "merge16": those
     # and X10, X32 after the 16 → 32 merges (merge trees; other methods store the zeros first only). One-wave
@@ -149,6 +150,14 @@ class Tuning:
     # (a_store "mid" / "late") or not at all, a_first "none" / "zeros", no folds (else off, with a log line). Lost
     # (H200 s23, bench/results/2026-11-28-s23): T=8192 H=8 27.5 → 30.1 µs (5 stages), T=8192 H=32 101.5 → 111.2,
     # T=32768 H=8 100.2 → 111.1 with A; slower at every shape and stage count but one (8 sequences, no A: −0.5): 0
+    l2_warm: int = 0  # fused, > 0: about this many extra one-warp programs ahead of the chunk programs, each loading
+    # its share of v into L2 (one 4-byte load per 256-byte span, the L2::256B hint: gdn_intra._warm_l2) while the chunk
+    # programs run K Kᵀ and the inversion. Only where chunk and warm-up programs fit in one wave of resident programs
+    # (ops._warm_rows; else none): there every program inverts at once with DRAM idle, then streams and waits on v's
+    # DRAM reads (s22: with v L2-resident 23.0 instead of 27.5 µs at T=8192 H=8), and slots are left over (1024 tiles
+    # in 132 SMs × 8). Unlike prefetch_touch the inverting warps issue nothing. Same values. H200 s24 (stream diag,
+    # rotating inputs, T=8192 H=8 one sequence, 32 programs): 27.5 → 25.4 µs with A, 25.1 → 24.8 without; off until
+    # timed at the other one-wave shapes (T=4096 H=8) and side by side with stock in `bench kernels`
 
     def __post_init__(self):
         for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST),
@@ -305,10 +314,12 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
                      "not at all: off for this launch")
         tuning = dataclasses.replace(tuning, v_early_stages=0)
     rows = _row_bounds(tuning, cu_seqlens is None and T % BT == 0, BT, from_A)
+    n_bg = B * H // _heads_per_program(tuning, H, Hg)
+    warm = _warm_rows(tuning, fuse_wu, from_A, NT, n_bg, v)
     kind = (H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning, g is not None,
-            cu_seqlens is not None, g_out is not None, rows)
+            cu_seqlens is not None, g_out is not None, rows, warm)
     const, options = _template_constexprs(*kind)
-    grid = (NT, B * H // const["GROUP"])
+    grid = (NT + warm, n_bg)
     if const["HEADS_FASTEST"]:
         grid = grid[::-1]
     if const["TABLE"]:  # the table in chunk_indices' place (cached across the layers of a forward)
@@ -352,6 +363,25 @@ def _heads_per_program(tuning: Tuning, H: int, Hg: int) -> int:
     return tuning.group if (H // Hg) % tuning.group == 0 else 1
 
 
+# resident one-warp programs per SM of the fused template (≥ 225 registers per thread: 65536 / (32 · 256))
+PROGRAMS_PER_SM = 8
+
+
+def _warm_rows(tuning: Tuning, fuse_wu: bool, from_A: bool, NT: int, n_bg: int, v) -> int:
+    """Chunk rows of warm-up programs ahead of a fused launch's NT × n_bg chunk programs (Tuning.l2_warm; the
+    template's L2_WARM): about ``tuning.l2_warm`` programs where all of them fit in one wave of resident programs on
+    this GPU, else 0 (past one wave the chunk programs would wait for slots the warm-up takes). The interpreter has
+    no waves: the rows are added as asked (the CPU tests check the remapped grid)."""
+    if not (tuning.l2_warm > 0 and fuse_wu and not from_A and v is not None and v.is_contiguous()
+            and v.data_ptr() % 4 == 0):
+        return 0
+    rows = triton.cdiv(tuning.l2_warm, n_bg)
+    index = v.device.index if v.device.index is not None else torch.cuda.current_device() if v.is_cuda else None
+    if v.is_cuda and (NT + rows) * n_bg > _gluon._sm_count(index) * PROGRAMS_PER_SM:
+        return 0
+    return rows
+
+
 def _v_early_fits(tuning: Tuning, fuse_wu: bool, store_A: bool, from_A: bool) -> bool:
     """Tuning.v_early_stages applies: a fused launch from K Kᵀ with u then w in two plain loops and Ai, if written,
     stored from their k-dtype copies (after a loop) — not with the folds, the merged loop, the w loop first, the early
@@ -362,7 +392,7 @@ def _v_early_fits(tuning: Tuning, fuse_wu: bool, store_A: bool, from_A: bool) ->
 
 @functools.lru_cache(maxsize=256)  # on the launch path (eager serving launches per GDN layer)
 def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, from_A, tuning: Tuning, use_g,
-                         varlen, g_cumsum, rows=0) -> tuple[dict, dict]:
+                         varlen, g_cumsum, rows=0, warm=0) -> tuple[dict, dict]:
     """(constexprs, launch options) of one launch kind of the Triton template (``rows``: the row bounds, 0 / 1 / 2 =
     masked / every chunk whole / loads clamped, see _row_bounds). Cached: callers must not modify them."""
     diag, whole, dp, mp, mp16 = _method_codes(method, precision, fuse_wu)
@@ -390,7 +420,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                           else min(_A_FIRST[tuning.a_first], _A_FIRST["zeros"])),
                  W_FIRST=tuning.w_first and fuse_wu,
                  FOLD_BETA=tuning.fold_beta and fuse_wu and not tuning.fold_scale,
-                 V_EARLY=tuning.v_early_stages if _v_early_fits(tuning, fuse_wu, store_A, from_A) else 0)
+                 V_EARLY=tuning.v_early_stages if _v_early_fits(tuning, fuse_wu, store_A, from_A) else 0,
+                 L2_WARM=warm, WARM_ASM=warm > 0 and os.environ.get("TRITON_INTERPRET") != "1")
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
     return const, options

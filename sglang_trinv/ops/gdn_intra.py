@@ -129,6 +129,32 @@ def _keep_alive(words, base, t0, T, stride, NCOL: tl.constexpr, BT: tl.constexpr
 
 
 @triton.jit
+def _warm_l2(v, wi, NW, NROWS, V: tl.constexpr, ASM: tl.constexpr):
+    """Warm-up program ``wi`` of ``NW`` (Tuning.l2_warm): its share of v's bytes — v seen as one flat tensor of NROWS
+    rows of V elements — into L2 while the chunk programs of the same wave run K Kᵀ and the inversion. One 4-byte
+    load per 256-byte span with the L2::256B prefetch-size hint (ASM, TOUCH_L2_PTX; the interpreter: a plain load),
+    1024 spans per step (32 loads in flight per lane). The loads' words are stored back where they hold one NaN
+    pattern: a store that cannot be folded away (so neither can the loads) and, if it ever runs, writes the same bits.
+    The chunk programs never wait for this: at one-wave shapes the warm-up programs fill resident slots that would
+    otherwise stay empty (ops._warm_rows), and the inverting warps issue no loads for it (prefetch_touch did)."""
+    WPS: tl.constexpr = 64  # int32 words per 256-byte span
+    WB: tl.constexpr = 1024
+    words = NROWS.to(tl.int64) * (V * v.dtype.element_ty.primitive_bitwidth // 32)
+    spans = (words + WPS - 1) // WPS
+    per = (spans + NW - 1) // NW
+    s0 = wi * per
+    base = v.to(tl.pointer_type(tl.int32))
+    for j in range(0, per, WB):
+        sp = s0 + j + tl.arange(0, WB)
+        p = base + tl.minimum(sp * WPS, words - 1)
+        if ASM:
+            w = tl.inline_asm_elementwise(TOUCH_L2_PTX, "=r,l", [p], dtype=tl.int32, is_pure=False, pack=1)
+        else:
+            w = tl.load(p)
+        tl.store(p, w, mask=(sp < s0 + per) & (w == 0x7FC17FC1))
+
+
+@triton.jit
 def _prefetch_v(v_head0, t0, T, stride, V: tl.constexpr, BT: tl.constexpr, GROUP: tl.constexpr,
                 BULK: tl.constexpr, TOUCH: tl.constexpr):
     """The chunk's v rows of the program's GROUP heads (from ``v_head0``, the first head's row 0) into L2
@@ -763,6 +789,8 @@ def gdn_intra_kernel(
     W_FIRST: tl.constexpr = False,  # fused, two loops: w's before u's (k's tiles, just read for K Kᵀ, first)
     FOLD_BETA: tl.constexpr = False,  # fused: Y = Ai·diag(β) once; u = Y·v (raw tiles), w = Y·(e^g ⊙ k)
     V_EARLY: tl.constexpr = 0,     # fused, > 0: the inversion inside u's loop of V_EARLY stages (_u_rows_with_inversion)
+    L2_WARM: tl.constexpr = 0,     # fused, > 0: the grid's first L2_WARM chunk rows are warm-up programs (_warm_l2)
+    WARM_ASM: tl.constexpr = False,  # their loads with the L2::256B hint (inline PTX: GPU only)
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
     tl.static_assert(PREFETCH_TOUCH == 0 or (GROUP == 1 and PREFETCH_V > 0), "prefetch_touch: one head per program")
@@ -775,6 +803,12 @@ def gdn_intra_kernel(
     else:
         i_t, i_bg = tl.program_id(0), tl.program_id(1)
     NG: tl.constexpr = H // GROUP
+    if L2_WARM > 0:  # chunk rows [0, L2_WARM) of the grid: v into L2 for the others (Tuning.l2_warm)
+        n_bg = tl.num_programs(0) if HEADS_FASTEST else tl.num_programs(1)
+        if i_t < L2_WARM:
+            _warm_l2(v, i_t * n_bg + i_bg, L2_WARM * n_bg, T * (n_bg // NG) * H, V, WARM_ASM)
+            return
+        i_t -= L2_WARM
     i_b, i_g = i_bg // NG, i_bg % NG
     i_h0 = i_g * GROUP
     i_hk = i_h0 // (H // Hg)
