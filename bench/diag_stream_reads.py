@@ -125,6 +125,15 @@ V_EARLY = (V_EARLY_LOAD, U_FROM_EARLY)
 
 
 WARM_IDLE = ("_warm_l2(v, i_t * n_bg + i_bg, L2_WARM * n_bg, T * (n_bg // NG) * H, V, WARM_ASM)", "pass")
+# the warm-up's loads 64 per lane in flight instead of 32 (one step of 2048 spans)
+WARM_WIDE = ("    WB: tl.constexpr = 1024\n", "    WB: tl.constexpr = 2048\n")
+# the warm-up programs sleep ~2 µs first, so the chunk programs' key loads (K Kᵀ) do not queue behind v's
+WARM_LATE = (("@triton.jit\ndef _warm_l2(",
+              "@triton.jit\ndef _sleep_2us(x):\n"
+              "    return tl.inline_asm_elementwise(\"nanosleep.u32 2000; mov.u32 $0, $1;\", \"=r,r\", [x], "
+              "dtype=tl.int32, is_pure=False, pack=1)\n\n\n@triton.jit\ndef _warm_l2("),
+             ("            _warm_l2(v, i_t * n_bg + i_bg,", "            i_t = _sleep_2us(i_t)\n"
+              "            _warm_l2(v, i_t * n_bg + i_bg,"))
 PF_BULK = dict(prefetch_v="kkt", prefetch_bulk=True)  # v's rows prefetched into L2 right after K Kᵀ (Tuning)
 PF_HINT = dict(prefetch_v="kkt")
 
@@ -169,6 +178,8 @@ VARIANTS = {
     # the control: the same build and grid, the warm-up programs returning at once (what the extra branch and the
     # 254 registers cost the chunk programs, apart from v's loads)
     "l2 warm 32 idle": ((WARM_IDLE,), dict(l2_warm=32)),
+    "l2 warm 32 wide": ((WARM_WIDE,), dict(l2_warm=32)),
+    "l2 warm 32 late": (WARM_LATE, dict(l2_warm=32)),  # (inline PTX: GPU only)
     "pf hint evict-last + demote": ((HINT_EL, *DEMOTE), PF_HINT),
     "pf hint evict-last + demote + stores ef": ((HINT_EL, *DEMOTE, STORE_EF), PF_HINT),
     "pf bulk evict-last + demote + stores ef": ((BULK_EL, *DEMOTE, STORE_EF), PF_BULK),
