@@ -82,6 +82,12 @@ FUSED = {
     "l2 warm 32 noA": (_r(FT, l2_warm=32), False),
     "l2 warm 128": (_r(FT, l2_warm=128), True),
     "l2 warm 128 noA": (_r(FT, l2_warm=128), False),
+    # s24, untimed: a 224-register cap — 9 programs per SM, so T=8192 H=8 with 8 sequences (~1080 tiles) fits one
+    # wave (1188 slots) instead of two; sm_90 (Triton 3.6, H=8, varlen): no stack with A or without, 24 B with the
+    # warm-up (one sequence with A: 40 B)
+    "cap 224": (_r(FT, maxnreg=224), True),
+    "cap 224 noA": (_r(FT, maxnreg=224), False),
+    "cap 224 l2 warm 32": (_r(FT, maxnreg=224, l2_warm=32), True),
     # s20: Ai tiles stored before the rest (Tuning.a_first): the zero tiles at the start, the diagonal ones once
     # inverted, X10 / X32 after the 16 → 32 merges; the rest late as by default. Lost at every shape (s20)
     "A zeros first": (_r(FT, a_first="zeros"), True),

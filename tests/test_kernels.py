@@ -375,7 +375,8 @@ def test_l2_warm_programs_leave_the_outputs_bitwise():
 
 def test_l2_warm_only_where_one_wave_holds_every_program(monkeypatch):
     """Tuning.l2_warm adds warm-up rows only to fused launches from K Kᵀ with v contiguous, and on a GPU only where
-    chunk and warm-up programs all fit in one wave (SMs × ops.PROGRAMS_PER_SM); the rows round up per grid row."""
+    chunk and warm-up programs all fit in one wave (SMs × resident programs per SM: 8, or more under a register cap);
+    the rows round up per grid row."""
     tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32)
     v = torch.zeros(1, 64, 8, 16)
     assert ops._warm_rows(tu, True, False, 128, 8, v) == 4
@@ -400,6 +401,10 @@ def test_l2_warm_only_where_one_wave_holds_every_program(monkeypatch):
     assert ops._warm_rows(tu, True, False, 128, 8, FakeCuda) == 4  # T=8192 H=8: 1024 + 32 programs = one wave
     assert ops._warm_rows(tu, True, False, 129, 8, FakeCuda) == 0  # 1032 + 32 > 1056
     assert ops._warm_rows(tu, True, False, 512, 8, FakeCuda) == 0  # four waves
+    capped = dataclasses.replace(tu, maxnreg=224)  # 9 programs per SM: 1188 slots
+    assert ops._programs_per_sm(capped) == 9 and ops._programs_per_sm(tu) == ops.PROGRAMS_PER_SM == 8
+    assert ops._warm_rows(capped, True, False, 144, 8, FakeCuda) == 4 and ops._warm_rows(capped, True, False, 145, 8,
+                                                                                           FakeCuda) == 0
 
 
 @pytest.mark.parametrize("tuning", [ops.Tuning(BV=32, num_stages=3, wu_merged=True),

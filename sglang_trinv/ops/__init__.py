@@ -363,8 +363,17 @@ def _heads_per_program(tuning: Tuning, H: int, Hg: int) -> int:
     return tuning.group if (H // Hg) % tuning.group == 0 else 1
 
 
-# resident one-warp programs per SM of the fused template (≥ 225 registers per thread: 65536 / (32 · 256))
+# resident one-warp programs per SM of the fused template (≥ 225 registers per thread: 65536 / (32 · 256)); under a
+# register cap (Tuning.maxnreg) 65536 / (32 · cap rounded up to 8). Some builds need fewer without a cap (sm_90,
+# Triton 3.6, H=8: the pipeline kernel, no A, cumsum fused, 224 registers one sequence, 190 varlen): the rule then
+# errs on the side of fewer warm-up programs
 PROGRAMS_PER_SM = 8
+
+
+def _programs_per_sm(tuning: Tuning) -> int:
+    if tuning.maxnreg and tuning.num_warps == 1:
+        return max(PROGRAMS_PER_SM, 65536 // (32 * -(-tuning.maxnreg // 8) * 8))
+    return PROGRAMS_PER_SM
 
 
 def _warm_rows(tuning: Tuning, fuse_wu: bool, from_A: bool, NT: int, n_bg: int, v) -> int:
@@ -377,7 +386,7 @@ def _warm_rows(tuning: Tuning, fuse_wu: bool, from_A: bool, NT: int, n_bg: int, 
         return 0
     rows = triton.cdiv(tuning.l2_warm, n_bg)
     index = v.device.index if v.device.index is not None else torch.cuda.current_device() if v.is_cuda else None
-    if v.is_cuda and (NT + rows) * n_bg > _gluon._sm_count(index) * PROGRAMS_PER_SM:
+    if v.is_cuda and (NT + rows) * n_bg > _gluon._sm_count(index) * _programs_per_sm(tuning):
         return 0
     return rows
 
