@@ -96,6 +96,16 @@ PREFETCH_BULK_L2_PTX: tl.constexpr = tl.constexpr("cp.async.bulk.prefetch.L2.glo
 # A load is not a hint the memory system may drop; volatile keeps ptxas from deleting it although its word is
 # never used (or used only by _keep_alive's never-taken store)
 TOUCH_L2_PTX: tl.constexpr = tl.constexpr("ld.volatile.global.L2::256B.b32 $0, [$1];")
+# the one word pattern (two bf16 NaNs) a touched word is stored back under: a store the compiler cannot fold away,
+# so neither can the loads, and one that, if it ever runs, rewrites the same bits
+KEEP_PATTERN: tl.constexpr = tl.constexpr(0x7FC17FC1)
+
+
+@triton.jit
+def _touch_l2(ptrs):
+    """One TOUCH_L2_PTX load per int32 pointer; returns the words (nothing waits for them unless they are used).
+    Inline PTX: GPU only."""
+    return tl.inline_asm_elementwise(TOUCH_L2_PTX, "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -115,17 +125,16 @@ def _touch_ptrs(base, t0, T, stride, NCOL: tl.constexpr, BT: tl.constexpr):
 def _touch_rows_l2(base, t0, T, stride, NCOL: tl.constexpr, BT: tl.constexpr):
     """The prefetch of _prefetch_rows_l2 by loads (TOUCH_L2_PTX), one per 256-byte span. Returns the loaded words
     ([BT · spans] int32): nothing waits for them unless they are used (_keep_alive). Inline PTX: GPU only."""
-    return tl.inline_asm_elementwise(TOUCH_L2_PTX, "=r,l", [_touch_ptrs(base, t0, T, stride, NCOL, BT)],
-                                     dtype=tl.int32, is_pure=False, pack=1)
+    return _touch_l2(_touch_ptrs(base, t0, T, stride, NCOL, BT))
 
 
 @triton.jit
 def _keep_alive(words, base, t0, T, stride, NCOL: tl.constexpr, BT: tl.constexpr):
     """Use the words _touch_rows_l2 loaded, last thing in the program, so their registers stay allocated until
     here and no instruction in between reuses one while its load is in flight (a write-after-write wait). The use
-    cannot be folded away: each word is stored back where it came from where it holds one NaN pattern — a store
-    that, if it ever runs, rewrites the same bits (v unchanged; this program alone reads those rows)."""
-    tl.store(_touch_ptrs(base, t0, T, stride, NCOL, BT), words, mask=words == 0x7FC17FC1)
+    cannot be folded away: each word is stored back where it came from where it holds KEEP_PATTERN (v unchanged;
+    this program alone reads those rows)."""
+    tl.store(_touch_ptrs(base, t0, T, stride, NCOL, BT), words, mask=words == KEEP_PATTERN)
 
 
 @triton.jit
@@ -133,8 +142,8 @@ def _warm_l2(v, wi, NW, NROWS, V: tl.constexpr, ASM: tl.constexpr):
     """Warm-up program ``wi`` of ``NW`` (Tuning.l2_warm): its share of v's bytes — v seen as one flat tensor of NROWS
     rows of V elements — into L2 while the chunk programs of the same wave run K Kᵀ and the inversion. One 4-byte
     load per 256-byte span with the L2::256B prefetch-size hint (ASM, TOUCH_L2_PTX; the interpreter: a plain load),
-    1024 spans per step (32 loads in flight per lane). The loads' words are stored back where they hold one NaN
-    pattern: a store that cannot be folded away (so neither can the loads) and, if it ever runs, writes the same bits.
+    1024 spans per step (32 loads in flight per lane). The loads' words are stored back where they hold
+    KEEP_PATTERN, so the loads cannot be dropped.
     The chunk programs never wait for this: at one-wave shapes the warm-up programs fill resident slots that would
     otherwise stay empty (ops._warm_rows), and the inverting warps issue no loads for it (prefetch_touch did)."""
     WPS: tl.constexpr = 64  # int32 words per 256-byte span
@@ -148,10 +157,10 @@ def _warm_l2(v, wi, NW, NROWS, V: tl.constexpr, ASM: tl.constexpr):
         sp = s0 + j + tl.arange(0, WB)
         p = base + tl.minimum(sp * WPS, words - 1)
         if ASM:
-            w = tl.inline_asm_elementwise(TOUCH_L2_PTX, "=r,l", [p], dtype=tl.int32, is_pure=False, pack=1)
+            w = _touch_l2(p)
         else:
             w = tl.load(p)
-        tl.store(p, w, mask=(sp < s0 + per) & (w == 0x7FC17FC1))
+        tl.store(p, w, mask=(sp < s0 + per) & (w == KEEP_PATTERN))
 
 
 @triton.jit
