@@ -136,6 +136,17 @@ if has streamdiag; then  # the one-wave fused kernel's stream: its loads / store
   tail -12 "$out/streamdiag.log"
   echo "streamdiag: $(( $(date +%s) - t0 )) s"
 fi
+if has abwarm; then  # issue 3: Tuning.l2_warm on / off interleaved (intra graph / L2 evicted, pipeline, whole forward)
+  AB_SHAPES="${AB_SHAPES:-8192,8,4,1;8192,8,4,8}" timeout ${ABWARM_TIMEOUT:-300} python3 bench/ab_l2_warm.py \
+    "$out/abwarm" > "$out/abwarm.log" 2>&1
+  grep -E "^\| " "$out/abwarm.log" | tail -20
+  echo "abwarm: $(( $(date +%s) - t0 )) s"
+fi
+if has fwdo; then  # issue 3: the output stage's launch constants (bitwise vs stock's), whole forward at the best
+  timeout ${FWDO_TIMEOUT:-300} python3 bench/sweep_fwd_o.py "$out/fwdo" > "$out/fwdo.log" 2>&1
+  grep -E "^\| " "$out/fwdo.log" | tail -40
+  echo "fwdo: $(( $(date +%s) - t0 )) s"
+fi
 if has overlap; then  # issue 3: does the inversion hide behind the w/u stream on two streams?
   timeout 170 python3 bench/bench_overlap.py "$out/overlap" > "$out/overlap.log" 2>&1
   tail -12 "$out/overlap.log"

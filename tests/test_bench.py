@@ -96,6 +96,46 @@ def test_bench_pipeline_tuning_smoke(tmp_path):
     assert "Best with w/u errors" in (tmp_path / "pipeline_tuning.md").read_text()
 
 
+def test_ab_l2_warm_smoke(tmp_path):
+    """bench/ab_l2_warm.py end to end on CPU: stock, Tuning.l2_warm on and off for the intra kernel with A, the
+    pipeline launch and the whole forward both ways (fused pipeline, intra only), errors vs fp64, the table and JSON."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "ab_l2_warm.py"), str(tmp_path), "--smoke"],
+                       capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "ab_l2_warm.json").read_text())["rows"]
+    forms = {(x["measure"], x["form"]) for x in rows}
+    assert {("intra with A", f) for f in ("stock", "warm", "cold")} <= forms
+    assert {("whole forward", f) for f in ("stock", "warm", "cold")} <= forms
+    assert {("whole forward, intra kernel only", "warm"), ("pipeline launch (cumsum in, no A)", "cold")} <= forms
+    assert all(x["us"] > 0 and x["warm_rows"] > 0 and x["w"] < 1e-4 and x["u"] < 1e-4 and x["o"] < 1e-4
+               for x in rows)
+    assert "| warm vs cold |" in r.stdout
+
+
+def test_sweep_fwd_o_smoke(tmp_path):
+    """bench/sweep_fwd_o.py on CPU: stock's launch and other launch constants of the output stage, each checked
+    against stock's o (bitwise flag, largest difference), then the whole forward with the fastest bitwise form."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "sweep_fwd_o.py"), str(tmp_path), "--smoke"],
+                       capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((tmp_path / "sweep_fwd_o.json").read_text())
+    rows = data["rows"]
+    assert sum(x["stock"] for x in rows) == 2 and all(x["us"] > 0 and x["maxdiff"] < 1e-5 for x in rows)
+    assert data["best"] and {x["output_launch"] for x in data["whole"]} >= {"stock launch"}
+    assert all(x["o_rel_vs_fp64"] < 1e-4 for x in data["whole"])
+    assert "| fastest bitwise launch |" in r.stdout
+
+
 def test_bench_stages_smoke(tmp_path):
     """`sglang-trinv bench stages --smoke`: every stock stage and our pipeline kernel timed per shape (fixed and
     varlen), stage outputs checked against fp64, Amdahl columns consistent (expected ≤ bound)."""

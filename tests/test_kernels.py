@@ -375,8 +375,8 @@ def test_l2_warm_programs_leave_the_outputs_bitwise():
 
 def test_l2_warm_only_where_one_wave_holds_every_program(monkeypatch):
     """Tuning.l2_warm adds warm-up rows only to fused launches from K Kᵀ with v contiguous, and on a GPU only where
-    chunk and warm-up programs all fit in one wave (SMs × resident programs per SM: 8, or more under a register cap);
-    the rows round up per grid row."""
+    chunk and warm-up programs all fit in one wave (SMs × resident programs per SM: 8, or more under a register cap)
+    and the chunk programs alone fill at least L2_WARM_MIN_FILL of it; the rows round up per grid row."""
     tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32)
     v = torch.zeros(1, 64, 8, 16)
     assert ops._warm_rows(tu, True, False, 128, 8, v) == 4
@@ -401,6 +401,10 @@ def test_l2_warm_only_where_one_wave_holds_every_program(monkeypatch):
     assert ops._warm_rows(tu, True, False, 128, 8, FakeCuda) == 4  # T=8192 H=8: 1024 + 32 programs = one wave
     assert ops._warm_rows(tu, True, False, 129, 8, FakeCuda) == 0  # 1032 + 32 > 1056
     assert ops._warm_rows(tu, True, False, 512, 8, FakeCuda) == 0  # four waves
+    assert ops.L2_WARM_MIN_FILL == 0.9  # 950.4 of the 1056 slots
+    assert ops._warm_rows(tu, True, False, 119, 8, FakeCuda) == 4  # 952 chunk programs
+    assert ops._warm_rows(tu, True, False, 118, 8, FakeCuda) == 0  # 944: the wave part-filled
+    assert ops._warm_rows(tu, True, False, 64, 8, FakeCuda) == 0  # T=4096 H=8: half a wave
     capped = dataclasses.replace(tu, maxnreg=224)  # 9 programs per SM: 1188 slots
     assert ops._programs_per_sm(capped) == 9 and ops._programs_per_sm(tu) == ops.PROGRAMS_PER_SM == 8
     assert ops._warm_rows(capped, True, False, 144, 8, FakeCuda) == 4  # 1152 + 32 ≤ 1188
@@ -1141,16 +1145,19 @@ def test_triton_clamped_rows_on_gpu(case):
                               "prefetch-v-kkt-bulk", "w-first", "v-early-3", "v-early-5", "touch-kkt",
                               "touch-kkt-kept", "l2-warm"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
-def test_triton_same_bits_variants_on_gpu(case, variant):
+def test_triton_same_bits_variants_on_gpu(case, variant, monkeypatch):
     """Fused launch forms that move work, not values, compiled (bf16, K = V = 128): Tuning.a_store "mid" / "early"
     (Ai stored after the u loop / the inversion; the default "late": after the w loop), Tuning.prefetch_v (v's
     rows prefetched into L2 at the start / after K Kᵀ, by the hint, the TMA unit or loads — Tuning.prefetch_touch,
     whose kept words are stored back only where they hold one NaN pattern), Tuning.w_first (the w loop
     before the u loop) and Tuning.v_early_stages (the inversion inside u's pipelined loop) give w, u and A bitwise
     the default's, finite, on every case (a 1-token sequence, partial
-    chunks, batch rows); identical keys without decay too; the cumsum-fused launch without A as well."""
+    chunks, batch rows); identical keys without decay too; the cumsum-fused launch without A as well. Tuning.l2_warm
+    too: these cases fill a small part of a wave, so its fill rule is lifted."""
     c = GLUON_CASES[case]
     tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **variant)
+    if "l2_warm" in variant:
+        monkeypatch.setattr(ops, "L2_WARM_MIN_FILL", 0.0)
     for family in ("random", "identical_keys"):
         k, v, g, beta, cu = _gluon_inputs(c, family=family)
         for x, y in zip(ops.gdn_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tu),
@@ -1162,6 +1169,31 @@ def test_triton_same_bits_variants_on_gpu(case, variant):
                             ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=ops.DEFAULT_TUNING_FUSED),
                             strict=True):
                 assert (y is None) if x is None else torch.equal(x, y)  # A: None (not written)
+
+
+@pytest.mark.gpu
+def test_l2_warm_at_a_one_wave_shape_on_gpu():
+    """Tuning.l2_warm = 32 at T=8192 H=8 Hg=4 (bf16, K = V = 128, one sequence; 1024 chunk programs) adds the
+    warm-up programs on a GPU whose wave they fill (132 SMs: 4 rows), and w, u, A and the cumsum-fused launch's
+    outputs are bitwise those of the default launch without them."""
+    torch.manual_seed(0)
+    T, H, Hg, D = 8192, 8, 4, 128
+    dev = torch.device("cuda")
+    k = torch.nn.functional.normalize(torch.randn(1, T, Hg, D, device=dev), dim=-1).bfloat16()
+    v = torch.randn(1, T, H, D, device=dev).bfloat16()
+    g = -torch.rand(1, T, H, device=dev) * 0.1  # per-token log gates; the chunk-local cumsum below
+    beta = torch.rand(1, T, H, device=dev).bfloat16()
+    gc = g.view(1, T // 64, 64, H).cumsum(2).view(1, T, H)
+    warm = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32)
+    rows = ops._warm_rows(warm, True, False, T // 64, H, v)
+    if ops._gluon._sm_count(0) == 132:
+        assert rows == 4
+    for x, y in zip(ops.gdn_fwd_intra(k, v, gc, beta, tuning=warm),
+                    ops.gdn_fwd_intra(k, v, gc, beta, backend="triton"), strict=True):
+        assert torch.isfinite(x.float()).all() and torch.equal(x, y)
+    for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g, beta, tuning=warm),
+                    ops.gdn_cumsum_fwd_intra(k, v, g, beta, backend="triton"), strict=True):
+        assert (y is None) if x is None else torch.equal(x, y)
 
 
 @pytest.mark.gpu
@@ -1559,6 +1591,10 @@ def test_gdn_fwd_o_matches_stock_without_the_memset(case, monkeypatch):
         mp.setattr(torch, "empty_like", lambda x, **kw: full_like(x, float("nan"), **kw))
         got = ops.gdn_fwd_o(q, k, v_new, h, g, K ** -0.5, cu_seqlens=cu_t, chunk_indices=ci)
     assert torch.equal(got, want)
+    # launch= (bench/sweep_fwd_o.py): other launch constants of the same kernel, here BV = 16 (two column tiles)
+    other = ops.gdn_fwd_o(q, k, v_new, h, g, K ** -0.5, cu_seqlens=cu_t, chunk_indices=ci,
+                          launch=dict(BK=32, BV=16, num_warps=4, num_stages=2))
+    assert torch.allclose(other, want, rtol=1e-5, atol=1e-6)
     buf = torch.full((1, T + 10, H, V), float("nan"), device=DEVICE)  # out=: a time slice of a larger tensor
     assert ops.gdn_fwd_o(q, k, v_new, h, g, K ** -0.5, cu_seqlens=cu_t, chunk_indices=ci, out=buf[:, 5:T + 5]) \
         .data_ptr() == buf[:, 5:].data_ptr()

@@ -155,9 +155,13 @@ class Tuning:
     # programs run K Kᵀ and the inversion. Only where chunk and warm-up programs fit in one wave of resident programs
     # (ops._warm_rows; else none): there every program inverts at once with DRAM idle, then streams and waits on v's
     # DRAM reads (s22: with v L2-resident 23.0 instead of 27.5 µs at T=8192 H=8), and slots are left over (1024 tiles
-    # in 132 SMs × 8). Unlike prefetch_touch the inverting warps issue nothing. Same values. H200 s24 (stream diag,
-    # rotating inputs, T=8192 H=8 one sequence, 32 programs): 27.5 → 25.4 µs with A, 25.1 → 24.8 without; off until
-    # timed at the other one-wave shapes (T=4096 H=8) and side by side with stock in `bench kernels`
+    # in 132 SMs × 8). Unlike prefetch_touch the inverting warps issue nothing. Same values. And only where the chunk
+    # programs fill at least L2_WARM_MIN_FILL of that wave: H200 s25 (variants bench, stock in the same process, 32
+    # programs), with A / without, µs: T=8192 H=8 one sequence (0.97 of a wave) 27.8 → 24.7 / 25.1 → 23.3; T=4096 H=8
+    # one sequence (0.48) 14.6 → 16.3 / 13.7 → 15.5, 8 sequences (0.52) 17.4 → 17.6 / 16.6 → 16.6; 128 programs
+    # worse than 32 at all three. Off (0): the gain stays in the kernel timed alone. Interleaved A/B at T=8192 H=8
+    # (bench/ab_l2_warm.py, 7 rounds, graph µs, warm / cold): intra with A 24.8 / 27.6, the pipeline launch 24.1 /
+    # 25.4, but the whole forward through the plugin 262.9 / 262.0 (fused pipeline) and 275.6 / 275.1 (intra only)
 
     def __post_init__(self):
         for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST),
@@ -368,6 +372,9 @@ def _heads_per_program(tuning: Tuning, H: int, Hg: int) -> int:
 # Triton 3.6, H=8: the pipeline kernel, no A, cumsum fused, 224 registers one sequence, 190 varlen): the rule then
 # errs on the side of fewer warm-up programs
 PROGRAMS_PER_SM = 8
+# Tuning.l2_warm only where the chunk programs fill at least this share of the one wave: a conservative line between
+# the measured shapes (H200 s25: 0.97 gained 3.1 µs; 0.48 and 0.52 lost 1.7 and 0.2)
+L2_WARM_MIN_FILL = 0.9
 
 
 def _programs_per_sm(tuning: Tuning) -> int:
@@ -379,15 +386,18 @@ def _programs_per_sm(tuning: Tuning) -> int:
 def _warm_rows(tuning: Tuning, fuse_wu: bool, from_A: bool, NT: int, n_bg: int, v) -> int:
     """Chunk rows of warm-up programs ahead of a fused launch's NT × n_bg chunk programs (Tuning.l2_warm; the
     template's L2_WARM): about ``tuning.l2_warm`` programs where all of them fit in one wave of resident programs on
-    this GPU, else 0 (past one wave the chunk programs would wait for slots the warm-up takes). The interpreter has
-    no waves: the rows are added as asked (the CPU tests check the remapped grid)."""
+    this GPU and the chunk programs alone fill most of it (L2_WARM_MIN_FILL), else 0 (past one wave the chunk
+    programs would wait for slots the warm-up takes; in a part-filled wave the warm-up measured slower). The
+    interpreter has no waves: the rows are added as asked (the CPU tests check the remapped grid)."""
     if not (tuning.l2_warm > 0 and fuse_wu and not from_A and v is not None and v.is_contiguous()
             and v.data_ptr() % 4 == 0):
         return 0
     rows = triton.cdiv(tuning.l2_warm, n_bg)
     index = v.device.index if v.device.index is not None else torch.cuda.current_device() if v.is_cuda else None
-    if v.is_cuda and (NT + rows) * n_bg > _gluon._sm_count(index) * _programs_per_sm(tuning):
-        return 0
+    if v.is_cuda:
+        slots = _gluon._sm_count(index) * _programs_per_sm(tuning)
+        if (NT + rows) * n_bg > slots or NT * n_bg < L2_WARM_MIN_FILL * slots:
+            return 0
     return rows
 
 

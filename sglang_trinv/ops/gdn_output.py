@@ -55,10 +55,12 @@ def zero_tail(o: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
 
 
 def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_size: int = 64,
-              out: torch.Tensor | None = None) -> torch.Tensor:
+              out: torch.Tensor | None = None, launch: dict | None = None) -> torch.Tensor:
     """SGLang's ``chunk_fwd_o`` (same kernel, same launch parameters) with ``o`` not memset: rows past the last
     sequence are zeroed on the device instead. ``chunk_indices``: the forward's precomputed ones, if any;
-    ``out``: a contiguous tensor shaped like v to write o into (e.g. a time slice of a larger o)."""
+    ``out``: a contiguous tensor shaped like v to write o into (e.g. a time slice of a larger o); ``launch``: other
+    launch constants than stock's LAUNCH (BK, BV, num_warps, num_stages; benchmarks)."""
+    launch = LAUNCH if launch is None else launch
     mod = sys.modules.get(CHUNK_O) or import_module(CHUNK_O)
     B, T, Hg, K, V = *q.shape, v.shape[-1]
     H = v.shape[-2]
@@ -75,7 +77,7 @@ def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_s
         if B != 1:
             raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={B}")
         zero_tail(o, cu_seqlens)
-    mod.chunk_fwd_kernel_o[(triton.cdiv(V, LAUNCH["BV"]), NT, B * H)](
+    mod.chunk_fwd_kernel_o[(triton.cdiv(V, launch["BV"]), NT, B * H)](
         q, k, v, h, g, o, cu_seqlens, chunk_indices, scale, T=T, H=H, Hg=Hg, K=K, V=V, BT=BT,
-        USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, **LAUNCH)
+        USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, **launch)
     return o

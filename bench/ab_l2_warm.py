@@ -1,0 +1,131 @@
+"""Tuning.l2_warm on and off, interleaved round by round in one process, next to SGLang's stock kernels (GPU time:
+CUDA-graph replays): the fused intra kernel with A, the pipeline launch the plugin runs (cumsum in, no A), and the
+whole ``chunk_gated_delta_rule_fwd`` through the plugin, with the fused pipeline (its default) and with the intra
+kernel alone swapped in (SGLANG_TRINV_FUSE_PIPELINE=0). Medians over AB_ROUNDS rounds (default 5); the per-round
+values are in the JSON. Errors: w / u / o max-rel vs the fp64 twin. (s25's first run also timed single calls after a
+256 MB write evicting L2, by CUDA events around eager launches: the host's launch time entered those, identical
+builds differed by up to 12 %, so they are gone.)
+
+    python3 bench/ab_l2_warm.py DIR           # AB_SHAPES="T,H,Hg,nseq;…" (default 8192,8,4,1;8192,8,4,8)
+    python3 bench/ab_l2_warm.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)
+"""
+import dataclasses
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+SMOKE = "--smoke" in sys.argv
+if SMOKE:  # the interpreter must be on before Triton (and any kernel) is imported
+    from sglang_trinv.testing import enable_interpreter
+
+    enable_interpreter()
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import common  # noqa: E402
+from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
+from sglang_trinv.reference import gdn as ref  # noqa: E402
+
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+if SMOKE:
+    bk.DEV = "cpu"
+DEV = bk.DEV
+ROUNDS = 1 if SMOKE else int(os.environ.get("AB_ROUNDS", "5"))
+SHAPES = ((130, 2, 1, 1),) if SMOKE else tuple(
+    tuple(int(x) for x in s.split(",")) for s in os.environ.get("AB_SHAPES", "8192,8,4,1;8192,8,4,8").split(";"))
+WARM = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32)
+COLD = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=0)
+
+
+rows = []
+for T, H, Hg, nseq in SHAPES:
+    inp = bk.make_inputs(T, H, Hg, 128 if not SMOKE else 16, 128 if not SMOKE else 32, nseq, 0)
+    k, v, g, beta, cu, g_raw = inp["k"], inp["v"], inp["g"], inp["beta"], inp["cu_seqlens"], inp["g_raw"]
+    ci = None if cu is None else ops.prepare_chunk_indices(cu, 64)
+    n_bg = H  # one head per program (the fused default)
+    NT = len(ci) if ci is not None else -(-T // 64)
+    warm_rows = ops._warm_rows(WARM, True, False, NT, n_bg, v)
+    w64, u64, _ = ref.fwd_intra(k, v, g, beta, cu)
+    err = {}
+    for name, tu in (("warm", WARM), ("cold", COLD)):
+        w, u, _ = ops.gdn_fwd_intra(k, v, g, beta, cu, ci, tuning=tu)
+        err[name] = dict(w=bk.rel_err(w, w64)["max_rel"], u=bk.rel_err(u, u64)["max_rel"])
+    w, u, _ = bk.stock_intra(k, v, g, beta, cu, ci)
+    err["stock"] = dict(w=bk.rel_err(w, w64)["max_rel"], u=bk.rel_err(u, u64)["max_rel"])
+    # the whole forward, as bk.run_whole drives it (plugin patched in; fused pipeline, Triton)
+    from importlib import import_module
+
+    import sglang_trinv
+    from sglang_trinv.plugin._state import ENV_FUSE_PIPELINE
+
+    chunk = import_module(f"{bk.FLA}.chunk")
+    N = 1 if cu is None else len(cu) - 1
+    gen = torch.Generator(device=DEV).manual_seed(1)
+    q = F.normalize(torch.randn(1, T, Hg, k.shape[-1], device=DEV, generator=gen), dim=-1).to(k.dtype)
+    h0 = torch.randn(N, H, v.shape[-1], k.shape[-1], device=DEV, generator=gen) * 0.1
+    idx = torch.arange(N, device=DEV)
+    o64, _ = ref.chunk_fwd(q, k, v, g_raw, beta, k.shape[-1] ** -0.5, h0, cu)
+    scratch = h0.clone()
+
+    def whole():
+        return chunk.chunk_gated_delta_rule_fwd(q=q, k=k, v=v, g=g_raw, beta=beta, scale=k.shape[-1] ** -0.5,
+                                                initial_state=scratch, initial_state_indices=idx, cu_seqlens=cu,
+                                                chunk_indices=ci, inplace_update=True)
+
+    def o_err():
+        scratch.copy_(h0)
+        o = whole()[1].double()
+        return float((o - o64).abs().max() / o64.abs().max())
+
+    per = {}  # (measure, form) -> [µs per round]
+    with common.env_var(ops.ENV_GLUON, "0"):
+        for r in range(ROUNDS):
+            for form, tu in (("stock", None), ("warm", WARM), ("cold", COLD)):
+                if tu is None:
+                    intra = lambda: bk.stock_intra(k, v, g, beta, cu, ci)  # noqa: E731
+                    per.setdefault(("intra with A", form), []).append(bk.bench(intra))
+                    sglang_trinv.unpatch()
+                    per.setdefault(("whole forward", form), []).append(bk.bench(whole))
+                    if r == 0:
+                        err[form]["o"] = o_err()
+                    continue
+                intra = lambda tu=tu: ops.gdn_fwd_intra(k, v, g, beta, cu, ci, tuning=tu)  # noqa: E731
+                pipe = lambda tu=tu: ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci, tuning=tu)  # noqa: E731
+                per.setdefault(("intra with A", form), []).append(bk.bench(intra))
+                per.setdefault(("pipeline launch (cumsum in, no A)", form), []).append(bk.bench(pipe))
+                for fused, measure in (("1", "whole forward"), ("0", "whole forward, intra kernel only")):
+                    with common.fused_defaults(tuning=tu), common.env_var(ENV_FUSE_PIPELINE, fused):
+                        sglang_trinv.patch(method="blockdoubling")
+                        try:
+                            per.setdefault((measure, form), []).append(bk.bench(whole))
+                            if r == 0 and fused == "1":
+                                err[form]["o"] = o_err()
+                        finally:
+                            sglang_trinv.unpatch()
+            print(f"round {r + 1}/{ROUNDS} T={T} H={H} nseq={nseq}", flush=True)
+    for (measure, form), ts in per.items():
+        rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, warm_rows=warm_rows, measure=measure, form=form,
+                         us=statistics.median(ts), rounds=ts, **err[form]))
+    del inp, k, v, g, beta, cu, ci, q, h0
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+
+print("| T | H | seqs | warm rows | measure | stock µs | l2_warm 32 µs | l2_warm 0 µs | warm vs cold | warm vs stock "
+      "| cold vs stock | w / u / o err (warm) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for T, H, Hg, nseq in SHAPES:
+    sel = [r for r in rows if (r["T"], r["H"], r["nseq"]) == (T, H, nseq)]
+    for measure in dict.fromkeys(r["measure"] for r in sel):
+        m = {r["form"]: r for r in sel if r["measure"] == measure}
+        st = m.get("stock", {}).get("us")
+        wa, co = m["warm"]["us"], m["cold"]["us"]
+        e = m["warm"]
+        print(f"| {T} | {H} | {nseq} | {e['warm_rows']} | {measure} | {st and f'{st:.1f}' or '—'} | {wa:.1f} | "
+              f"{co:.1f} | {co / wa:.3f}× | {st and f'{st / wa:.2f}×' or '—'} | {st and f'{st / co:.2f}×' or '—'} | "
+              f"{e['w']:.2e} / {e['u']:.2e} / {e.get('o', float('nan')):.2e} |")
+json.dump(dict(meta=common.run_meta("cpu" if SMOKE else "cuda"), rows=rows), open(os.path.join(out, "ab_l2_warm.json"),
+                                                                                   "w"), indent=1)
