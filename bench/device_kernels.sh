@@ -136,11 +136,12 @@ if has streamdiag; then  # the one-wave fused kernel's stream: its loads / store
   tail -12 "$out/streamdiag.log"
   echo "streamdiag: $(( $(date +%s) - t0 )) s"
 fi
-if has abwarm; then  # issue 3: Tuning.l2_warm on / off interleaved (intra graph / L2 evicted, pipeline, whole forward)
-  AB_SHAPES="${AB_SHAPES:-8192,8,4,1;8192,8,4,8}" timeout ${ABWARM_TIMEOUT:-300} python3 bench/ab_l2_warm.py \
-    "$out/abwarm" > "$out/abwarm.log" 2>&1
-  grep -E "^\| " "$out/abwarm.log" | tail -20
-  echo "abwarm: $(( $(date +%s) - t0 )) s"
+if has ab; then  # issue 3: a Tuning change (AB_TUNING="l2_warm=32", "pdl=1", …) on / off interleaved: intra,
+  # pipeline launch, whole forward (fused pipeline and intra only) next to stock
+  AB_SHAPES="${AB_SHAPES:-8192,8,4,1;8192,8,4,8}" timeout ${AB_TIMEOUT:-300} python3 bench/ab_tuning.py \
+    "$out/ab" > "$out/ab.log" 2>&1
+  grep -E "^on: |^\| " "$out/ab.log" | tail -20
+  echo "ab: $(( $(date +%s) - t0 )) s"
 fi
 if has fwdo; then  # issue 3: the output stage's launch constants (bitwise vs stock's), whole forward at the best
   timeout ${FWDO_TIMEOUT:-300} python3 bench/sweep_fwd_o.py "$out/fwdo" > "$out/fwdo.log" 2>&1

@@ -96,25 +96,33 @@ def test_bench_pipeline_tuning_smoke(tmp_path):
     assert "Best with w/u errors" in (tmp_path / "pipeline_tuning.md").read_text()
 
 
-def test_ab_l2_warm_smoke(tmp_path):
-    """bench/ab_l2_warm.py end to end on CPU: stock, Tuning.l2_warm on and off for the intra kernel with A, the
-    pipeline launch and the whole forward both ways (fused pipeline, intra only), errors vs fp64, the table and JSON."""
+def test_ab_tuning_smoke(tmp_path):
+    """bench/ab_tuning.py end to end on CPU: stock, the fused default with AB_TUNING's fields ("on", here two fields
+    of two types) and without ("off") for the intra kernel with A, the pipeline launch and the whole forward both
+    ways (fused pipeline, intra only), errors vs fp64, the table and JSON."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(root / "bench" / "ab_l2_warm.py"), str(tmp_path), "--smoke"],
-                       capture_output=True, text=True, timeout=900, cwd=root)
+    env = dict(os.environ, AB_TUNING="l2_warm=32,pdl=1")
+    r = subprocess.run([sys.executable, str(root / "bench" / "ab_tuning.py"), str(tmp_path), "--smoke"],
+                       capture_output=True, text=True, timeout=900, cwd=root, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = json.loads((tmp_path / "ab_l2_warm.json").read_text())["rows"]
+    data = json.loads((tmp_path / "ab_tuning.json").read_text())
+    assert data["change"] == {"l2_warm": 32, "pdl": True}
+    rows = data["rows"]
     forms = {(x["measure"], x["form"]) for x in rows}
-    assert {("intra with A", f) for f in ("stock", "warm", "cold")} <= forms
-    assert {("whole forward", f) for f in ("stock", "warm", "cold")} <= forms
-    assert {("whole forward, intra kernel only", "warm"), ("pipeline launch (cumsum in, no A)", "cold")} <= forms
+    assert {("intra with A", f) for f in ("stock", "on", "off")} <= forms
+    assert {("whole forward", f) for f in ("stock", "on", "off")} <= forms
+    assert {("whole forward, intra kernel only", "on"), ("pipeline launch (cumsum in, no A)", "off")} <= forms
     assert all(x["us"] > 0 and x["warm_rows"] > 0 and x["w"] < 1e-4 and x["u"] < 1e-4 and x["o"] < 1e-4
                for x in rows)
-    assert "| warm vs cold |" in r.stdout
+    assert "| on vs off |" in r.stdout and "l2_warm=32, pdl=True" in r.stdout
+    bad = subprocess.run([sys.executable, str(root / "bench" / "ab_tuning.py"), str(tmp_path), "--smoke"],
+                         capture_output=True, text=True, timeout=300, cwd=root, env=dict(env, AB_TUNING="nope=1"))
+    assert bad.returncode != 0 and "no field 'nope'" in bad.stderr
 
 
 def test_sweep_fwd_o_smoke(tmp_path):

@@ -411,6 +411,33 @@ def test_l2_warm_only_where_one_wave_holds_every_program(monkeypatch):
     assert ops._warm_rows(capped, True, False, 145, 8, FakeCuda) == 0
 
 
+def test_pdl_launch_only_on_a_gpu(monkeypatch):
+    """Tuning.pdl asks Triton for a programmatic-dependent launch (launch_pdl) and builds the template's wait
+    (PDL) — on a GPU only: under the interpreter the launch is a plain one, and its outputs are the default's."""
+    tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, pdl=True)
+    args = (8, 4, 128, 128, 64, "blockdoubling", None, True, False, False, tu, True, True, True, 2, 0)
+    ops._template_constexprs.cache_clear()  # (cached per launch kind; the environment is not part of the key)
+    try:
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        const, options = ops._template_constexprs(*args)
+        assert const["PDL"] and options["launch_pdl"] is True
+        const, options = ops._template_constexprs(*args[:10], ops.DEFAULT_TUNING_FUSED, *args[11:])
+        assert not const["PDL"] and "launch_pdl" not in options
+        ops._template_constexprs.cache_clear()
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        const, options = ops._template_constexprs(*args)
+        assert not const["PDL"] and "launch_pdl" not in options
+    finally:
+        ops._template_constexprs.cache_clear()
+        monkeypatch.undo()
+    if not HAS_CUDA:
+        c = CASES["varlen"]
+        k, v, g, beta, cu = _inputs(c["T"], c["H"], c["Hg"], c["K"], c["V"], c["cu"])
+        for x, y in zip(ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu, tuning=tu),
+                        ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu), strict=True):
+            assert (y is None) if x is None else torch.equal(x, y)
+
+
 @pytest.mark.parametrize("tuning", [ops.Tuning(BV=32, num_stages=3, wu_merged=True),
                                     ops.Tuning(BK=16, BV=16, num_stages=2, wu_merged=True)])
 def test_wu_merged_loop_matches_fp64(tuning):
@@ -888,10 +915,17 @@ lw = compile_gdn(H=8, Hg=4, warm=4, tuning=dataclasses.replace(ops.DEFAULT_TUNIN
 lw_pipe = compile_gdn(H=8, Hg=4, warm=4, varlen=True, store_A=False, g_cumsum=True,
                       tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32))
 assert lw["touch_loads"] == 32 and lw_pipe["touch_loads"] == 32, (lw, lw_pipe)
+# Tuning.pdl: a programmatic-dependent launch, one griddepcontrol.wait before anything else (the plugin's pipeline
+# and the inverse-only kernel); the default builds neither wait nor ask for it
+pdl_pipe = compile_gdn(H=8, Hg=4, varlen=True, store_A=False, g_cumsum=True,
+                       tuning=dataclasses.replace(ops.DEFAULT_TUNING_FUSED, pdl=True))
+pdl_inv = compile_gdn(fused=False, tuning=dataclasses.replace(ops.DEFAULT_TUNING, pdl=True))
+assert pdl_pipe["pdl_waits"] == 1 and pdl_pipe["launch_pdl"] and pdl_inv["pdl_waits"] == 1, (pdl_pipe, pdl_inv)
+assert fused["pdl_waits"] == 0 and not fused["launch_pdl"] and inverse["pdl_waits"] == 0, (fused, inverse)
 print("regs", fused["regs"], inverse["regs"], plain["regs"], plain_inv["regs"], masked["regs"], masked_inv["regs"],
       varlen["regs"], clamped["regs"], clamped_inv["regs"], early["regs"], pf["regs"], pk["regs"], pb["regs"],
       af["regs"], af_inv["regs"], wf["regs"], ve["regs"], ve_pipe["regs"], pt["regs"], ptk["regs"], lw["regs"],
-      lw_pipe["regs"])
+      lw_pipe["regs"], pdl_pipe["regs"], pdl_inv["regs"])
 """
 
 
@@ -905,7 +939,8 @@ def test_gdn_kernel_compiles_for_sm90():
     four prefetch.global.L2 per thread in the PTX, at the start or after K Kᵀ's products; Tuning.prefetch_bulk: as
     cp.async.bulk.prefetch.L2; Tuning.prefetch_touch: as two volatile loads per thread), and Ai's tiles stored
     first (Tuning.a_first), and the w loop first (Tuning.w_first), and the inversion inside u's loop
-    (Tuning.v_early_stages), and warm-up programs loading v into L2 (Tuning.l2_warm: 32 hinted loads per lane)."""
+    (Tuning.v_early_stages), and warm-up programs loading v into L2 (Tuning.l2_warm: 32 hinted loads per lane), and
+    the programmatic-dependent launch (Tuning.pdl: one griddepcontrol.wait)."""
     import os
     import subprocess
     import sys
@@ -914,7 +949,7 @@ def test_gdn_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    regs = [int(x) for x in r.stdout.split()[-22:]]
+    regs = [int(x) for x in r.stdout.split()[-24:]]
     assert all(0 < x <= 255 for x in regs)
 
 
@@ -1140,10 +1175,10 @@ def test_triton_clamped_rows_on_gpu(case):
                                      {"prefetch_v": "kkt", "prefetch_bulk": True}, {"w_first": True},
                                      {"v_early_stages": 3}, {"v_early_stages": 5},
                                      {"prefetch_v": "kkt", "prefetch_touch": 1},
-                                     {"prefetch_v": "kkt", "prefetch_touch": 2}, {"l2_warm": 32}],
+                                     {"prefetch_v": "kkt", "prefetch_touch": 2}, {"l2_warm": 32}, {"pdl": True}],
                          ids=["mid-A", "early-A", "prefetch-v", "prefetch-v-kkt", "prefetch-v-kkt-early-A",
                               "prefetch-v-kkt-bulk", "w-first", "v-early-3", "v-early-5", "touch-kkt",
-                              "touch-kkt-kept", "l2-warm"])
+                              "touch-kkt-kept", "l2-warm", "pdl"])
 @pytest.mark.parametrize("case", list(GLUON_CASES))
 def test_triton_same_bits_variants_on_gpu(case, variant, monkeypatch):
     """Fused launch forms that move work, not values, compiled (bf16, K = V = 128): Tuning.a_store "mid" / "early"
@@ -1153,7 +1188,8 @@ def test_triton_same_bits_variants_on_gpu(case, variant, monkeypatch):
     before the u loop) and Tuning.v_early_stages (the inversion inside u's pipelined loop) give w, u and A bitwise
     the default's, finite, on every case (a 1-token sequence, partial
     chunks, batch rows); identical keys without decay too; the cumsum-fused launch without A as well. Tuning.l2_warm
-    too: these cases fill a small part of a wave, so its fill rule is lifted."""
+    too: these cases fill a small part of a wave, so its fill rule is lifted. Tuning.pdl: each launch waits for the
+    previous kernel (the input preparation just before it) before its first load."""
     c = GLUON_CASES[case]
     tu = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **variant)
     if "l2_warm" in variant:

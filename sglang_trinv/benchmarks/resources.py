@@ -69,6 +69,8 @@ def compile_gdn(method="blockdoubling", precision=None, fused=True, tuning=None,
                 l2_prefetches=c.asm["ptx"].count("prefetch.global.L2"),  # Tuning.prefetch_v
                 bulk_prefetches=c.asm["ptx"].count("cp.async.bulk.prefetch.L2"),  # Tuning.prefetch_bulk
                 touch_loads=c.asm["ptx"].count("ld.volatile.global.L2::256B"),  # Tuning.prefetch_touch
+                pdl_waits=c.asm["ptx"].count("griddepcontrol.wait"),  # Tuning.pdl
+                launch_pdl=bool(getattr(c.metadata, "launch_pdl", False)),
                 # tensor-core products issued before the first prefetch (PTX order): where it sits in the program
                 mma_before_prefetch=re.split(r"prefetch\.global\.L2|cp\.async\.bulk\.prefetch|ld\.volatile\.global",
                                              c.asm["ptx"])[0].count("mma.sync"))

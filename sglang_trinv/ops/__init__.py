@@ -160,8 +160,14 @@ class Tuning:
     # programs), with A / without, µs: T=8192 H=8 one sequence (0.97 of a wave) 27.8 → 24.7 / 25.1 → 23.3; T=4096 H=8
     # one sequence (0.48) 14.6 → 16.3 / 13.7 → 15.5, 8 sequences (0.52) 17.4 → 17.6 / 16.6 → 16.6; 128 programs
     # worse than 32 at all three. Off (0): the gain stays in the kernel timed alone. Interleaved A/B at T=8192 H=8
-    # (bench/ab_l2_warm.py, 7 rounds, graph µs, warm / cold): intra with A 24.8 / 27.6, the pipeline launch 24.1 /
+    # (bench/ab_tuning.py, 7 rounds, graph µs, on / off): intra with A 24.8 / 27.6, the pipeline launch 24.1 /
     # 25.4, but the whole forward through the plugin 262.9 / 262.0 (fused pipeline) and 275.6 / 275.1 (intra only)
+    pdl: bool = False  # launched as a programmatic dependent (Triton's launch_pdl: CUDA's programmatic stream
+    # serialization, kept as such in a CUDA graph): the programs may become resident while the previous kernel in the
+    # stream finishes, and wait for it (griddepcontrol.wait) before their first load or store — its launch and ramp
+    # hidden behind that kernel's tail. GPU only (sm_90+; the interpreter launches plainly). Same values. Unmeasured:
+    # judge it by the whole forward (bench/ab_tuning.py), not by the kernel replayed alone, where it would overlap
+    # with its own previous launch
 
     def __post_init__(self):
         for name, codes in (("a_store", _A_STORES), ("prefetch_v", _PREFETCH_V), ("a_first", _A_FIRST),
@@ -440,9 +446,11 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  W_FIRST=tuning.w_first and fuse_wu,
                  FOLD_BETA=tuning.fold_beta and fuse_wu and not tuning.fold_scale,
                  V_EARLY=tuning.v_early_stages if _v_early_fits(tuning, fuse_wu, store_A, from_A) else 0,
-                 L2_WARM=warm, WARM_ASM=warm > 0 and os.environ.get("TRITON_INTERPRET") != "1")
+                 L2_WARM=warm, WARM_ASM=warm > 0 and os.environ.get("TRITON_INTERPRET") != "1",
+                 PDL=tuning.pdl and os.environ.get("TRITON_INTERPRET") != "1")
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
-                   **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}))
+                   **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
+                   **({"launch_pdl": True} if const["PDL"] else {}))
     return const, options
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_wait
 
 # diagonal-tile methods
 SUBST: tl.constexpr = tl.constexpr(0)
@@ -800,8 +801,11 @@ def gdn_intra_kernel(
     V_EARLY: tl.constexpr = 0,     # fused, > 0: the inversion inside u's loop of V_EARLY stages (_u_rows_with_inversion)
     L2_WARM: tl.constexpr = 0,     # fused, > 0: the grid's first L2_WARM chunk rows are warm-up programs (_warm_l2)
     WARM_ASM: tl.constexpr = False,  # their loads with the L2::256B hint (inline PTX: GPU only)
+    PDL: tl.constexpr = False,     # launched as a programmatic dependent (Tuning.pdl): wait for the previous kernel
 ):
     tl.static_assert(BT <= 4 * BC, "the template works on (up to) 4 sub-chunks of BC rows")
+    if PDL:  # before any load or store: the previous kernel in the stream may still run (griddepcontrol.wait)
+        gdc_wait()
     tl.static_assert(PREFETCH_TOUCH == 0 or (GROUP == 1 and PREFETCH_V > 0), "prefetch_touch: one head per program")
     tl.static_assert(V_EARLY == 0 or (FUSE_WU and not FROM_A and not (FOLD_SCALE or FOLD_BETA or WU_MERGED or W_FIRST)
                                       and not (STORE_A and A_STORE == 0) and A_FIRST <= A_FIRST_ZEROS),

@@ -1,13 +1,15 @@
-"""Tuning.l2_warm on and off, interleaved round by round in one process, next to SGLang's stock kernels (GPU time:
+"""A fused-kernel Tuning change ("on": the fused default with AB_TUNING's fields, e.g. "l2_warm=32" or "pdl=1";
+"off": the fused default) interleaved round by round in one process, next to SGLang's stock kernels (GPU time:
 CUDA-graph replays): the fused intra kernel with A, the pipeline launch the plugin runs (cumsum in, no A), and the
 whole ``chunk_gated_delta_rule_fwd`` through the plugin, with the fused pipeline (its default) and with the intra
-kernel alone swapped in (SGLANG_TRINV_FUSE_PIPELINE=0). Medians over AB_ROUNDS rounds (default 5); the per-round
-values are in the JSON. Errors: w / u / o max-rel vs the fp64 twin. (s25's first run also timed single calls after a
-256 MB write evicting L2, by CUDA events around eager launches: the host's launch time entered those, identical
-builds differed by up to 12 %, so they are gone.)
+kernel alone swapped in (SGLANG_TRINV_FUSE_PIPELINE=0). The whole forward decides: s25's l2_warm gained 3 µs in the
+kernel replayed alone and nothing in the forward. Medians over AB_ROUNDS rounds (default 5); the per-round values
+are in the JSON. Errors: w / u / o max-rel vs the fp64 twin. (s25's first run, as ab_l2_warm.py, also timed single
+calls after a 256 MB write evicting L2, by CUDA events around eager launches: the host's launch time entered those,
+identical builds differed by up to 12 %, so they are gone.)
 
-    python3 bench/ab_l2_warm.py DIR           # AB_SHAPES="T,H,Hg,nseq;…" (default 8192,8,4,1;8192,8,4,8)
-    python3 bench/ab_l2_warm.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)
+    python3 bench/ab_tuning.py DIR           # AB_SHAPES="T,H,Hg,nseq;…" (default 8192,8,4,1;8192,8,4,8)
+    python3 bench/ab_tuning.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)
 """
 import dataclasses
 import json
@@ -37,8 +39,24 @@ DEV = bk.DEV
 ROUNDS = 1 if SMOKE else int(os.environ.get("AB_ROUNDS", "5"))
 SHAPES = ((130, 2, 1, 1),) if SMOKE else tuple(
     tuple(int(x) for x in s.split(",")) for s in os.environ.get("AB_SHAPES", "8192,8,4,1;8192,8,4,8").split(";"))
-WARM = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=32)
-COLD = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, l2_warm=0)
+
+
+def tuning_change(text: str) -> dict:
+    """AB_TUNING's text, e.g. 'l2_warm=32,pdl=1', as Tuning fields ({"l2_warm": 32, "pdl": True}): each value cast
+    to the field's type."""
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, _, raw = item.partition("=")
+        if not hasattr(ops.DEFAULT_TUNING_FUSED, name):
+            raise SystemExit(f"AB_TUNING: Tuning has no field {name!r}")
+        kind = type(getattr(ops.DEFAULT_TUNING_FUSED, name))
+        out[name] = raw.strip().lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+    return out
+
+
+CHANGE = tuning_change(os.environ.get("AB_TUNING", "l2_warm=32"))
+ON = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **CHANGE)
+OFF = ops.DEFAULT_TUNING_FUSED
 
 
 rows = []
@@ -48,10 +66,10 @@ for T, H, Hg, nseq in SHAPES:
     ci = None if cu is None else ops.prepare_chunk_indices(cu, 64)
     n_bg = H  # one head per program (the fused default)
     NT = len(ci) if ci is not None else -(-T // 64)
-    warm_rows = ops._warm_rows(WARM, True, False, NT, n_bg, v)
+    warm_rows = ops._warm_rows(ON, True, False, NT, n_bg, v)  # Tuning.l2_warm's rows, if any
     w64, u64, _ = ref.fwd_intra(k, v, g, beta, cu)
     err = {}
-    for name, tu in (("warm", WARM), ("cold", COLD)):
+    for name, tu in (("on", ON), ("off", OFF)):
         w, u, _ = ops.gdn_fwd_intra(k, v, g, beta, cu, ci, tuning=tu)
         err[name] = dict(w=bk.rel_err(w, w64)["max_rel"], u=bk.rel_err(u, u64)["max_rel"])
     w, u, _ = bk.stock_intra(k, v, g, beta, cu, ci)
@@ -84,7 +102,7 @@ for T, H, Hg, nseq in SHAPES:
     per = {}  # (measure, form) -> [µs per round]
     with common.env_var(ops.ENV_GLUON, "0"):
         for r in range(ROUNDS):
-            for form, tu in (("stock", None), ("warm", WARM), ("cold", COLD)):
+            for form, tu in (("stock", None), ("on", ON), ("off", OFF)):
                 if tu is None:
                     intra = lambda: bk.stock_intra(k, v, g, beta, cu, ci)  # noqa: E731
                     per.setdefault(("intra with A", form), []).append(bk.bench(intra))
@@ -114,18 +132,20 @@ for T, H, Hg, nseq in SHAPES:
     if DEV == "cuda":
         torch.cuda.empty_cache()
 
-print("| T | H | seqs | warm rows | measure | stock µs | l2_warm 32 µs | l2_warm 0 µs | warm vs cold | warm vs stock "
-      "| cold vs stock | w / u / o err (warm) |")
+on = ", ".join(f"{k}={v}" for k, v in CHANGE.items())
+print(f"on: the fused default with {on}; off: the fused default")
+print("| T | H | seqs | warm rows | measure | stock µs | on µs | off µs | on vs off | on vs stock "
+      "| off vs stock | w / u / o err (on) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for T, H, Hg, nseq in SHAPES:
     sel = [r for r in rows if (r["T"], r["H"], r["nseq"]) == (T, H, nseq)]
     for measure in dict.fromkeys(r["measure"] for r in sel):
         m = {r["form"]: r for r in sel if r["measure"] == measure}
         st = m.get("stock", {}).get("us")
-        wa, co = m["warm"]["us"], m["cold"]["us"]
-        e = m["warm"]
+        wa, co = m["on"]["us"], m["off"]["us"]
+        e = m["on"]
         print(f"| {T} | {H} | {nseq} | {e['warm_rows']} | {measure} | {st and f'{st:.1f}' or '—'} | {wa:.1f} | "
               f"{co:.1f} | {co / wa:.3f}× | {st and f'{st / wa:.2f}×' or '—'} | {st and f'{st / co:.2f}×' or '—'} | "
               f"{e['w']:.2e} / {e['u']:.2e} / {e.get('o', float('nan')):.2e} |")
-json.dump(dict(meta=common.run_meta("cpu" if SMOKE else "cuda"), rows=rows), open(os.path.join(out, "ab_l2_warm.json"),
-                                                                                   "w"), indent=1)
+json.dump(dict(meta=common.run_meta("cpu" if SMOKE else "cuda"), change=CHANGE, rows=rows),
+          open(os.path.join(out, "ab_tuning.json"), "w"), indent=1)
