@@ -15,26 +15,16 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-SMOKE = "--smoke" in sys.argv
-if SMOKE:  # the interpreter must be on before Triton (and any kernel) is imported
-    from sglang_trinv.testing import enable_interpreter
-
-    enable_interpreter()
+import _prelude  # first: the checkout on sys.path, the interpreter for --smoke (before Triton is imported)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.benchmarks import common  # noqa: E402
-from sglang_trinv.benchmarks import kernels as bk  # noqa: E402
 from sglang_trinv.reference import gdn as ref  # noqa: E402
 
-out = sys.argv[1]
-os.makedirs(out, exist_ok=True)
-if SMOKE:
-    bk.DEV = "cpu"
+SMOKE, out, bk = _prelude.SMOKE, _prelude.out_dir(), _prelude.kernels_bench()
 DEV = bk.DEV
 ROUNDS = 1 if SMOKE else int(os.environ.get("AB_ROUNDS", "5"))
 SHAPES = ((130, 2, 1, 1),) if SMOKE else tuple(
