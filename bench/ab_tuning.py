@@ -11,6 +11,7 @@ identical builds differed by up to 12 %, so they are gone.)
     python3 bench/ab_tuning.py DIR           # AB_SHAPES="T,H,Hg,nseq;…" (default 8192,8,4,1;8192,8,4,8)
     python3 bench/ab_tuning.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -45,6 +46,9 @@ def tuning_change(text: str) -> dict:
 
 
 CHANGE = tuning_change(os.environ.get("AB_TUNING", "l2_warm=32"))
+# AB_ENV="NAME=value,…": environment of the "on" whole forwards too (read when the plugin is patched in), e.g.
+# SGLANG_TRINV_OVERLAP_O=1 (with AB_TUNING="" the kernels are the same build both ways)
+ENV_ON = dict(x.split("=", 1) for x in filter(None, (y.strip() for y in os.environ.get("AB_ENV", "").split(","))))
 ON = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **CHANGE)
 OFF = ops.DEFAULT_TUNING_FUSED
 
@@ -106,7 +110,10 @@ for T, H, Hg, nseq in SHAPES:
                 per.setdefault(("intra with A", form), []).append(bk.bench(intra))
                 per.setdefault(("pipeline launch (cumsum in, no A)", form), []).append(bk.bench(pipe))
                 for fused, measure in (("1", "whole forward"), ("0", "whole forward, intra kernel only")):
-                    with common.fused_defaults(tuning=tu), common.env_var(ENV_FUSE_PIPELINE, fused):
+                    env = contextlib.ExitStack()
+                    for name, value in (ENV_ON.items() if form == "on" else ()):
+                        env.enter_context(common.env_var(name, value))
+                    with env, common.fused_defaults(tuning=tu), common.env_var(ENV_FUSE_PIPELINE, fused):
                         sglang_trinv.patch(method="blockdoubling")
                         try:
                             per.setdefault((measure, form), []).append(bk.bench(whole))
@@ -122,7 +129,7 @@ for T, H, Hg, nseq in SHAPES:
     if DEV == "cuda":
         torch.cuda.empty_cache()
 
-on = ", ".join(f"{k}={v}" for k, v in CHANGE.items())
+on = ", ".join([f"{k}={v}" for k, v in CHANGE.items()] + [f"env {k}={v}" for k, v in ENV_ON.items()])
 print(f"on: the fused default with {on}; off: the fused default")
 print("| T | H | seqs | warm rows | measure | stock µs | on µs | off µs | on vs off | on vs stock "
       "| off vs stock | w / u / o err (on) |")
@@ -137,5 +144,8 @@ for T, H, Hg, nseq in SHAPES:
         print(f"| {T} | {H} | {nseq} | {e['warm_rows']} | {measure} | {st and f'{st:.1f}' or '—'} | {wa:.1f} | "
               f"{co:.1f} | {co / wa:.3f}× | {st and f'{st / wa:.2f}×' or '—'} | {st and f'{st / co:.2f}×' or '—'} | "
               f"{e['w']:.2e} / {e['u']:.2e} / {e.get('o', float('nan')):.2e} |")
-json.dump(dict(meta=common.run_meta("cpu" if SMOKE else "cuda"), change=CHANGE, rows=rows),
+from sglang_trinv.plugin._state import STATE  # noqa: E402 (how often each plugin path served: the env took effect)
+
+json.dump(dict(meta=common.run_meta("cpu" if SMOKE else "cuda"), change=CHANGE, env=ENV_ON, rows=rows,
+               plugin_counts=dict(STATE.counts)),
           open(os.path.join(out, "ab_tuning.json"), "w"), indent=1)

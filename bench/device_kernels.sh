@@ -5,7 +5,7 @@
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
-#                                            streamdiag
+#                                            streamdiag,ab,fwdo
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -303,7 +303,7 @@ if has gputests; then  # the GPU-marked eval and kernel tests (the server test n
   gk=${gk//!/not }
   # SIGINT at the limit: pytest then still prints the failures it has seen (a plain kill lost them in s20)
   timeout -s INT -k 30 ${GPUTESTS_TIMEOUT:-500} python3 -m pytest -v -m gpu -p no:cacheprovider ${gk:+-k "$gk"} \
-    tests/test_evals.py tests/test_kda.py tests/test_kernels.py > $kr/gputests.log 2>&1
+    tests/test_evals.py tests/test_kda.py tests/test_kernels.py tests/test_state.py > $kr/gputests.log 2>&1
   tail -15 $kr/gputests.log
   echo "gputests: $(( $(date +%s) - t0 )) s"
 fi

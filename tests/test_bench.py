@@ -98,7 +98,7 @@ def test_bench_pipeline_tuning_smoke(tmp_path):
 
 def test_ab_tuning_smoke(tmp_path):
     """bench/ab_tuning.py end to end on CPU: stock, the fused default with AB_TUNING's fields ("on", here two fields
-    of two types) and without ("off") for the intra kernel with A, the pipeline launch and the whole forward both
+    of two types, and AB_ENV's environment for its whole forwards) and without ("off") for the intra kernel with A, the pipeline launch and the whole forward both
     ways (fused pipeline, intra only), errors vs fp64, the table and JSON."""
     import os
     import subprocess
@@ -106,12 +106,13 @@ def test_ab_tuning_smoke(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, AB_TUNING="l2_warm=32,pdl=1")
+    env = dict(os.environ, AB_TUNING="l2_warm=32,pdl=1", AB_ENV="SGLANG_TRINV_OVERLAP_O=1")
     r = subprocess.run([sys.executable, str(root / "bench" / "ab_tuning.py"), str(tmp_path), "--smoke"],
                        capture_output=True, text=True, timeout=900, cwd=root, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads((tmp_path / "ab_tuning.json").read_text())
-    assert data["change"] == {"l2_warm": 32, "pdl": True}
+    assert data["change"] == {"l2_warm": 32, "pdl": True} and data["env"] == {"SGLANG_TRINV_OVERLAP_O": "1"}
+    assert data["plugin_counts"]["gdn_overlap"] >= 1  # the "on" fused-pipeline forwards (timed and checked)
     rows = data["rows"]
     forms = {(x["measure"], x["form"]) for x in rows}
     assert {("intra with A", f) for f in ("stock", "on", "off")} <= forms
@@ -119,7 +120,7 @@ def test_ab_tuning_smoke(tmp_path):
     assert {("whole forward, intra kernel only", "on"), ("pipeline launch (cumsum in, no A)", "off")} <= forms
     assert all(x["us"] > 0 and x["warm_rows"] > 0 and x["w"] < 1e-4 and x["u"] < 1e-4 and x["o"] < 1e-4
                for x in rows)
-    assert "| on vs off |" in r.stdout and "l2_warm=32, pdl=True" in r.stdout
+    assert "| on vs off |" in r.stdout and "l2_warm=32, pdl=True, env SGLANG_TRINV_OVERLAP_O=1" in r.stdout
     bad = subprocess.run([sys.executable, str(root / "bench" / "ab_tuning.py"), str(tmp_path), "--smoke"],
                          capture_output=True, text=True, timeout=300, cwd=root, env=dict(env, AB_TUNING="nope=1"))
     assert bad.returncode != 0 and "no field 'nope'" in bad.stderr

@@ -559,6 +559,45 @@ def test_fwd_o_check_mirrors_the_stock_source(monkeypatch):
     assert "chunk_fwd_o" in gdn.fwd_o_check(SimpleNamespace())
 
 
+@pytest.mark.interpreter
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+def test_overlap_env_runs_state_and_output_at_once(varlen, monkeypatch, caplog):
+    """SGLANG_TRINV_OVERLAP_O=1 (experimental): the fused pipeline runs SGLang's state recurrence and output stage
+    as ops.gdn_state's copies, side by side (said in the log); o and the final state are bit for bit those of the
+    same pipeline without it. SGLANG_TRINV_O_MEMSET=1 refuses it, with the reason in the log."""
+    from sglang_trinv.ops import gdn_state
+    from sglang_trinv.plugin import gdn
+
+    monkeypatch.setenv(ENV_FUSE_PIPELINE, "1")
+    sglang_trinv.patch("blockdoubling")
+    try:
+        plain = _run_gdn(varlen)
+    finally:
+        plugin.unpatch()
+    monkeypatch.setenv(gdn.ENV_OVERLAP_O, "1")
+    calls = []
+    real = gdn_state.gdn_fwd_h_o
+    monkeypatch.setattr(gdn_state, "gdn_fwd_h_o", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sglang_trinv"):
+        sglang_trinv.patch("blockdoubling")
+    try:
+        before = plugin.active().counts.get("gdn_overlap", 0)
+        ours = _run_gdn(varlen)
+        assert plugin.active().counts.get("gdn_overlap", 0) == before + 1 and len(calls) == 1
+        assert "output stage run at once" in caplog.text
+    finally:
+        plugin.unpatch()
+    for name, x, y in (("o", ours[0], plain[0]), ("final state", ours[2], plain[2])):
+        assert torch.equal(x, y), name
+    monkeypatch.setenv(gdn.ENV_O_MEMSET, "1")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sglang_trinv"):
+        sglang_trinv.patch("blockdoubling")
+    plugin.unpatch()
+    assert "SGLANG_TRINV_OVERLAP_O=1 ignored: the output stage is stock's chunk_fwd_o" in caplog.text
+
+
 def test_o_memset_env_keeps_stocks_output_stage(monkeypatch, caplog):
     """SGLANG_TRINV_O_MEMSET=1: the fused pipeline calls SGLang's own chunk_fwd_o (and says so in its log line)."""
     from sglang_trinv.plugin import gdn

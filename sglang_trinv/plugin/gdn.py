@@ -47,6 +47,7 @@ FWD_PARAMS = ("q", "k", "v", "g", "beta", "scale", "initial_state", "initial_sta
 FWD_EXTRA_PARAMS = {"inplace_update"}  # 0.5.19+: passed through to chunk_gated_delta_rule_fwd_h
 FWD_STAGES = ("chunk_local_cumsum", NAME, "chunk_gated_delta_rule_fwd_h", "chunk_fwd_o")
 ENV_O_MEMSET = "SGLANG_TRINV_O_MEMSET"  # "1": keep stock's chunk_fwd_o (o zero-filled) in the fused pipeline
+ENV_OVERLAP_O = "SGLANG_TRINV_OVERLAP_O"  # "1": the output stage beside the state recurrence (ops.gdn_state; untimed)
 
 _warned_fallbacks: set[tuple] = set()
 
@@ -218,8 +219,21 @@ def output_stage_reason(chunk_module) -> str | None:
     return fwd_o_check(chunk_module)
 
 
-def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = True):
-    """The fused pipeline; ``o_memset=False``: the output stage through ops.gdn_fwd_o (no memset of o)."""
+def overlap_reason(chunk_module, o_memset: bool) -> str | None:
+    """None if the fused pipeline runs SGLang's state recurrence and output stage at once (ops.gdn_state, asked for
+    by ``SGLANG_TRINV_OVERLAP_O=1``), else why not; None is never the default."""
+    if os.environ.get(ENV_OVERLAP_O, "0").strip() != "1":
+        return f"{ENV_OVERLAP_O} is not 1"
+    if o_memset:
+        return "the output stage is stock's chunk_fwd_o (with the memset)"
+    from ..ops import gdn_state
+
+    return gdn_state.stock_reason()
+
+
+def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = True, overlap: bool = False):
+    """The fused pipeline; ``o_memset=False``: the output stage through ops.gdn_fwd_o (no memset of o);
+    ``overlap``: the state recurrence and the output stage at once (ops.gdn_state.gdn_fwd_h_o)."""
     from .. import ops
 
     @functools.wraps(stock_fwd)
@@ -239,6 +253,17 @@ def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = Tr
         STATE.counts["gdn_pipeline"] += 1
         g, w, u, A = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
                                               method=method, precision=precision, store_A=store_A)
+        if overlap and set(kwargs) <= FWD_EXTRA_PARAMS and initial_state is not None \
+                and initial_state_indices is not None:
+            from ..ops import gdn_state
+
+            STATE.counts["gdn_overlap"] += 1
+            h, v_new, o = gdn_state.gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices,
+                                                cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
+                                                inplace_update=kwargs.get("inplace_update", True))
+            if getattr(chunk_module, "SUPPRESS_LEVEL", 0) < 3:
+                return g, o, A, None, h, None
+            return g, o, A, w, h, v_new
         h, v_new = chunk_module.chunk_gated_delta_rule_fwd_h(
             k=k, w=w, u=u, g=g, initial_state=initial_state, initial_state_indices=initial_state_indices,
             cu_seqlens=cu_seqlens, chunk_indices=chunk_indices, **kwargs)
@@ -268,7 +293,14 @@ def apply_pipeline(chunk_module) -> None:
             return
         o_reason = output_stage_reason(chunk_module)
         stock = getattr(chunk_module, FWD_NAME)
-        n = rebind(stock, make_fwd_wrapper(stock, chunk_module, store_A, o_memset=o_reason is not None))
+        ov_reason = overlap_reason(chunk_module, o_memset=o_reason is not None)
+        if ov_reason and os.environ.get(ENV_OVERLAP_O, "0").strip() == "1":
+            logger.info("sglang-trinv: %s=1 ignored: %s", ENV_OVERLAP_O, ov_reason)
+        elif not ov_reason:
+            logger.info("sglang-trinv: GDN state recurrence and output stage run at once (%s=1, experimental)",
+                        ENV_OVERLAP_O)
+        n = rebind(stock, make_fwd_wrapper(stock, chunk_module, store_A, o_memset=o_reason is not None,
+                                           overlap=ov_reason is None))
         STATE.patched.add("gdn_pipeline")
         logger.info("sglang-trinv: GDN %s fused: gate cumsum in our kernel, A %s, output %s [%d bindings]",
                     FWD_NAME, "written (a caller may read it)" if store_A else "not written (SGLang drops it)",

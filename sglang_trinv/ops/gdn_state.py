@@ -1,0 +1,332 @@
+"""The GDN state recurrence and the output stage run at once (experimental, off by default; untimed).
+
+At few heads, SGLang's ``chunk_gated_delta_rule_fwd_h`` (``fwd_h``) is most of the whole forward. At T=8192 H=8 it
+takes 214 µs on 32 CTAs of a 132-SM H200: one CTA per (sequence, head, 32 value columns), each walking the chunks
+in order. The output stage ``chunk_fwd_o`` (30 µs there, 117 at T=32768 H=8) then starts only when the last chunk
+is done, although chunk t's output needs just that chunk's state ``h_t`` and new values ``v_new_t``.
+
+Here both run at the same time:
+- ``fwd_h_kernel`` is SGLang's kernel, copied with the features the plugin's forward uses (gate g, initial state
+  with indices, in-place final state, v_new saved; no per-key gate, no state tracking). The copy adds two things:
+  - after storing ``v_new_t`` (``h_t`` is stored earlier in the same step) it sets one flag per (chunk, head,
+    value block) with release semantics;
+  - on a GPU it lets the next kernel launch once all its CTAs have started (``griddepcontrol.launch_dependents``).
+- ``fwd_o_kernel`` is SGLang's ``chunk_fwd_kernel_o``, copied. Each program first waits for the flags of its chunk
+  (acquire semantics), then sets them back to 0. The flags are then zero for the next forward without a memset,
+  even inside a CUDA graph. The grid runs chunk-major, so programs start in the order the chunks become ready. It is
+  launched as a programmatic dependent of ``fwd_h``, so every ``fwd_h`` CTA is resident before any of it waits: no
+  deadlock. It ends with ``griddepcontrol.wait``, so its completion implies ``fwd_h``'s (the final state included).
+
+Both kernels are adapted from SGLang's ``chunk_delta_h.py`` and ``chunk_o.py`` (0.5.23), themselves adapted from
+flash-linear-attention (Copyright (c) 2023-2025, Songlin Yang, Yu Zhang). The values are SGLang's: the same
+operations in the same order (tests: bitwise against SGLang's two stages under
+the interpreter, where the launches run one after the other, and on the GPU). ``overlap=False`` launches the same
+two kernels one after the other, without flags.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+FLA = "sglang.kernels.ops.attention.fla"
+_op = import_module(f"{FLA}.op")
+exp, safe_exp = _op.exp, _op.safe_exp  # SGLang's (FLA_USE_FAST_OPS, the interpreter shim): bitwise its stages
+
+NANOSLEEP_PTX = tl.constexpr("nanosleep.u32 200; mov.u32 $0, $1;")
+
+
+@triton.jit
+def _pause(x, ASM: tl.constexpr):
+    """A short sleep between two polls of a flag (GPU; the interpreter never waits)."""
+    if ASM:
+        x = tl.inline_asm_elementwise(NANOSLEEP_PTX, "=r,r", [x], dtype=tl.int32, is_pure=False, pack=1)
+    return x
+
+
+@triton.jit(do_not_specialize=["T"])
+def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, stride_init_state, cu_seqlens,
+                 chunk_offsets, flags, T, H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                 BT: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_INITIAL_STATE: tl.constexpr,
+                 INPLACE_UPDATE: tl.constexpr, IS_VARLEN: tl.constexpr, FLAGS: tl.constexpr,
+                 PDL: tl.constexpr):
+    """SGLang's chunk_gated_delta_rule_fwd_kernel_h_blockdim64 (0.5.17–0.5.23) for USE_GK, USE_EXP2, TRACK_STATE
+    off and SAVE_NEW_VALUE on; FLAGS: flag (chunk, head, value block) set once h_t and v_new_t are stored."""
+    if PDL:  # the output kernel may launch once every CTA of this one has started
+        gdc_launch_dependents()
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos, eos = tl.load(cu_seqlens + i_n).to(tl.int32), tl.load(cu_seqlens + i_n + 1).to(tl.int32)
+        T = eos - bos
+        NT = tl.cdiv(T, BT)
+        boh = tl.load(chunk_offsets + i_n).to(tl.int32)
+    else:
+        bos, eos = i_n * T, i_n * T + T
+        NT = tl.cdiv(T, BT)
+        boh = i_n * NT
+    b_h1 = tl.zeros([BV, 64], dtype=tl.float32)
+    if K > 64:
+        b_h2 = tl.zeros([BV, 64], dtype=tl.float32)
+    if K > 128:
+        b_h3 = tl.zeros([BV, 64], dtype=tl.float32)
+    if K > 192:
+        b_h4 = tl.zeros([BV, 64], dtype=tl.float32)
+    h += ((boh * H + i_h) * V * K).to(tl.int64)
+    v += ((bos * H + i_h) * V).to(tl.int64)
+    k += ((bos * Hg + i_h // (H // Hg)) * K).to(tl.int64)
+    w += ((bos * H + i_h) * K).to(tl.int64)
+    v_new += ((bos * H + i_h) * V).to(tl.int64)
+    stride_v = H * V
+    stride_h = H * V * K
+    stride_k = Hg * K
+    stride_w = H * K
+    index = tl.load(initial_state_indices + i_n).to(tl.int64)
+    valid_state = index >= 0  # padded rows carry the -1 sentinel
+    h0 = initial_state + index * stride_init_state
+    ht = initial_state + index * stride_init_state
+    if USE_INITIAL_STATE:
+        h0 = h0 + i_h * V * K
+    if INPLACE_UPDATE:
+        ht = ht + i_h * V * K
+    if USE_INITIAL_STATE and valid_state:
+        p_h0_1 = tl.make_block_ptr(h0, (V, K), (K, 1), (i_v * BV, 0), (BV, 64), (1, 0))
+        b_h1 += tl.load(p_h0_1, boundary_check=(0, 1)).to(tl.float32)
+        if K > 64:
+            p_h0_2 = tl.make_block_ptr(h0, (V, K), (K, 1), (i_v * BV, 64), (BV, 64), (1, 0))
+            b_h2 += tl.load(p_h0_2, boundary_check=(0, 1)).to(tl.float32)
+        if K > 128:
+            p_h0_3 = tl.make_block_ptr(h0, (V, K), (K, 1), (i_v * BV, 128), (BV, 64), (1, 0))
+            b_h3 += tl.load(p_h0_3, boundary_check=(0, 1)).to(tl.float32)
+        if K > 192:
+            p_h0_4 = tl.make_block_ptr(h0, (V, K), (K, 1), (i_v * BV, 192), (BV, 64), (1, 0))
+            b_h4 += tl.load(p_h0_4, boundary_check=(0, 1)).to(tl.float32)
+    NV: tl.constexpr = (V + BV - 1) // BV
+    for i_t in range(NT):
+        p_h1 = tl.make_block_ptr(h + i_t * stride_h, (V, K), (K, 1), (i_v * BV, 0), (BV, 64), (1, 0))
+        tl.store(p_h1, b_h1.to(p_h1.dtype.element_ty), boundary_check=(0, 1))
+        if K > 64:
+            p_h2 = tl.make_block_ptr(h + i_t * stride_h, (V, K), (K, 1), (i_v * BV, 64), (BV, 64), (1, 0))
+            tl.store(p_h2, b_h2.to(p_h2.dtype.element_ty), boundary_check=(0, 1))
+        if K > 128:
+            p_h3 = tl.make_block_ptr(h + i_t * stride_h, (V, K), (K, 1), (i_v * BV, 128), (BV, 64), (1, 0))
+            tl.store(p_h3, b_h3.to(p_h3.dtype.element_ty), boundary_check=(0, 1))
+        if K > 192:
+            p_h4 = tl.make_block_ptr(h + i_t * stride_h, (V, K), (K, 1), (i_v * BV, 192), (BV, 64), (1, 0))
+            tl.store(p_h4, b_h4.to(p_h4.dtype.element_ty), boundary_check=(0, 1))
+        p_w = tl.make_block_ptr(w, (T, K), (stride_w, 1), (i_t * BT, 0), (BT, 64), (1, 0))
+        b_w = tl.load(p_w, boundary_check=(0, 1))
+        b_v = tl.dot(b_w, tl.trans(b_h1).to(b_w.dtype))
+        if K > 64:
+            p_w = tl.make_block_ptr(w, (T, K), (stride_w, 1), (i_t * BT, 64), (BT, 64), (1, 0))
+            b_w = tl.load(p_w, boundary_check=(0, 1))
+            b_v += tl.dot(b_w, tl.trans(b_h2).to(b_w.dtype))
+        if K > 128:
+            p_w = tl.make_block_ptr(w, (T, K), (stride_w, 1), (i_t * BT, 128), (BT, 64), (1, 0))
+            b_w = tl.load(p_w, boundary_check=(0, 1))
+            b_v += tl.dot(b_w, tl.trans(b_h3).to(b_w.dtype))
+        if K > 192:
+            p_w = tl.make_block_ptr(w, (T, K), (stride_w, 1), (i_t * BT, 192), (BT, 64), (1, 0))
+            b_w = tl.load(p_w, boundary_check=(0, 1))
+            b_v += tl.dot(b_w, tl.trans(b_h4).to(b_w.dtype))
+        p_v = tl.make_block_ptr(v, (T, V), (stride_v, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_v = tl.load(p_v, boundary_check=(0, 1)) - b_v
+        p_v = tl.make_block_ptr(v_new, (T, V), (stride_v, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        tl.store(p_v, b_v.to(p_v.dtype.element_ty), boundary_check=(0, 1))
+        if FLAGS:  # h_t and v_new_t of this block are in memory: every thread's stores, then one release
+            tl.debug_barrier()
+            tl.atomic_xchg(flags + ((boh + i_t) * H + i_h) * NV + i_v, 1, sem="release", scope="gpu")
+        last_idx = min((i_t + 1) * BT, T) - 1
+        if USE_G:
+            b_g_last = tl.load(g + bos * H + last_idx * H + i_h)
+            p_g = tl.make_block_ptr(g + bos * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+            b_g = tl.load(p_g, boundary_check=(0,))
+            b_v = b_v * safe_exp(b_g_last - b_g)[:, None]
+            b_g_last = exp(b_g_last)
+            b_h1 = b_h1 * b_g_last
+            if K > 64:
+                b_h2 = b_h2 * b_g_last
+            if K > 128:
+                b_h3 = b_h3 * b_g_last
+            if K > 192:
+                b_h4 = b_h4 * b_g_last
+        b_v = b_v.to(k.dtype.element_ty)
+        p_k = tl.make_block_ptr(k, (K, T), (1, stride_k), (0, i_t * BT), (64, BT), (0, 1))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        b_h1 += tl.trans(tl.dot(b_k, b_v))
+        if K > 64:
+            p_k = tl.make_block_ptr(k, (K, T), (1, stride_k), (64, i_t * BT), (64, BT), (0, 1))
+            b_k = tl.load(p_k, boundary_check=(0, 1))
+            b_h2 += tl.trans(tl.dot(b_k, b_v))
+        if K > 128:
+            p_k = tl.make_block_ptr(k, (K, T), (1, stride_k), (128, i_t * BT), (64, BT), (0, 1))
+            b_k = tl.load(p_k, boundary_check=(0, 1))
+            b_h3 += tl.trans(tl.dot(b_k, b_v))
+        if K > 192:
+            p_k = tl.make_block_ptr(k, (K, T), (1, stride_k), (192, i_t * BT), (64, BT), (0, 1))
+            b_k = tl.load(p_k, boundary_check=(0, 1))
+            b_h4 += tl.trans(tl.dot(b_k, b_v))
+    if INPLACE_UPDATE and valid_state:
+        p_ht = tl.make_block_ptr(ht, (V, K), (K, 1), (i_v * BV, 0), (BV, 64), (1, 0))
+        tl.store(p_ht, b_h1.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+        if K > 64:
+            p_ht = tl.make_block_ptr(ht, (V, K), (K, 1), (i_v * BV, 64), (BV, 64), (1, 0))
+            tl.store(p_ht, b_h2.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+        if K > 128:
+            p_ht = tl.make_block_ptr(ht, (V, K), (K, 1), (i_v * BV, 128), (BV, 64), (1, 0))
+            tl.store(p_ht, b_h3.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+        if K > 192:
+            p_ht = tl.make_block_ptr(ht, (V, K), (K, 1), (i_v * BV, 192), (BV, 64), (1, 0))
+            tl.store(p_ht, b_h4.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit(do_not_specialize=["T"])
+def fwd_o_kernel(q, k, v, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H: tl.constexpr, Hg: tl.constexpr,
+                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                 BV_H: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, FLAGS: tl.constexpr,
+                 PDL: tl.constexpr):
+    """SGLang's chunk_fwd_kernel_o on a chunk-major grid (value block, batch·head, chunk); FLAGS: first wait until
+    fwd_h_kernel has stored this chunk's h and v_new for the BV // BV_H state blocks of its BV columns."""
+    i_v, i_bh, i_t = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    if IS_VARLEN:
+        i_tg = i_t
+        i_n, i_t = tl.load(chunk_indices + i_t * 2).to(tl.int32), tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos, eos = tl.load(cu_seqlens + i_n).to(tl.int32), tl.load(cu_seqlens + i_n + 1).to(tl.int32)
+        T = eos - bos
+        NT = tl.cdiv(T, BT)
+    else:
+        NT = tl.cdiv(T, BT)
+        i_tg = i_b * NT + i_t
+        bos, eos = i_b * T, i_b * T + T
+    if FLAGS:  # wait for each flag (acquire: h_t, v_new_t then visible), then set it back to 0 for the next forward
+        NV_H: tl.constexpr = (V + BV_H - 1) // BV_H
+        for j in tl.static_range(BV // BV_H):
+            if i_v * (BV // BV_H) + j < NV_H:  # (V < BV: fewer state blocks than the output block spans)
+                f = flags + (i_tg * H + i_h) * NV_H + i_v * (BV // BV_H) + j
+                poll = 0
+                seen = tl.atomic_add(f, 0, sem="acquire", scope="gpu")
+                while seen == 0:
+                    poll = _pause(poll, PDL)
+                    seen = tl.atomic_add(f, 0, sem="acquire", scope="gpu")
+                tl.store(f, 0)  # (read by no one before the next forward's fwd_h_kernel, a later kernel)
+    q += (bos * Hg + i_h // (H // Hg)) * K
+    k += (bos * Hg + i_h // (H // Hg)) * K
+    v += (bos * H + i_h) * V
+    o += (bos * H + i_h) * V
+    h += (i_tg * H + i_h).to(tl.int64) * V * K
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        p_q = tl.make_block_ptr(q, (T, K), (Hg * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_k = tl.make_block_ptr(k, (K, T), (1, Hg * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_h = tl.make_block_ptr(h, (V, K), (K, 1), (i_v * BV, i_k * BK), (BV, BK), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        b_h = tl.load(p_h, boundary_check=(0, 1))
+        b_o += tl.dot(b_q, tl.trans(b_h))
+        b_A += tl.dot(b_q, b_k)
+    if USE_G:
+        g += bos * H + i_h
+        p_g = tl.make_block_ptr(g, (T,), (H,), (i_t * BT,), (BT,), (0,))
+        b_g = tl.load(p_g, boundary_check=(0,))
+        b_o = b_o * exp(b_g)[:, None]
+        b_A = b_A * safe_exp(b_g[:, None] - b_g[None, :])
+    o_i = tl.arange(0, BT)
+    m_A = o_i[:, None] >= o_i[None, :]
+    b_A = tl.where(m_A, b_A, 0)
+    p_v = tl.make_block_ptr(v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    p_o = tl.make_block_ptr(o, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    b_v = tl.load(p_v, boundary_check=(0, 1))
+    b_o = b_o * scale + tl.dot(b_A.to(b_v.dtype), b_v) * scale
+    tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+    if PDL:  # this kernel completes only after fwd_h_kernel has (its final-state stores included)
+        gdc_wait()
+
+
+# What fwd_h_kernel copies of SGLang's state kernel (0.5.23): its parameters. stock_reason() checks them against
+# the installed SGLang before the plugin uses the copy.
+STOCK_KERNEL = "chunk_gated_delta_rule_fwd_kernel_h_blockdim64"
+STOCK_PARAMS = ("k", "v", "w", "v_new", "g", "gk", "h", "initial_state", "initial_state_indices",
+                "stride_init_state", "cu_seqlens", "chunk_offsets", "track_state", "track_chunk_idx",
+                "stride_track_state", "T", "H", "Hg", "K", "V", "BT", "BV", "USE_G", "USE_GK", "USE_INITIAL_STATE",
+                "INPLACE_UPDATE", "SAVE_NEW_VALUE", "IS_VARLEN", "NT_BUCKET", "USE_EXP2", "TRACK_STATE")
+
+
+def stock_reason() -> str | None:
+    """None if the installed SGLang's state kernel has the parameters this copy was made from, else why not."""
+    try:
+        chunk_h = sys.modules.get(f"{FLA}.chunk_delta_h") or import_module(f"{FLA}.chunk_delta_h")
+        kernel = getattr(chunk_h, STOCK_KERNEL)
+    except (ImportError, AttributeError) as e:
+        return f"{STOCK_KERNEL} not found ({type(e).__name__}: {e})"
+    fn = getattr(kernel, "fn", kernel)  # (the autotuner wraps the JIT function)
+    params = tuple(getattr(fn, "arg_names", ()))
+    return None if params == STOCK_PARAMS else f"{STOCK_KERNEL}{params} is not the copied signature"
+
+
+_FLAGS: dict = {}  # device -> int32 flags, all 0 between forwards (each waiter takes its flag back to 0)
+
+
+def _flags(device: torch.device, n: int) -> torch.Tensor:
+    buf = _FLAGS.get(device)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 1 << 14), dtype=torch.int32, device=device)
+        _FLAGS[device] = buf
+    return buf
+
+
+def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_seqlens=None, chunk_indices=None,
+                inplace_update: bool = True, overlap: bool = True):
+    """SGLang's ``chunk_gated_delta_rule_fwd_h`` then ``chunk_fwd_o`` (no memset of o: every row is written, rows
+    past ``cu_seqlens[-1]`` zeroed as in :func:`gdn_output.gdn_fwd_o`), with the output stage running beside the
+    recurrence (``overlap``; module doc). Returns ``(h, v_new, o)``; the final state goes into ``initial_state``'s
+    slots (``inplace_update``), as SGLang's."""
+    from . import gdn_output
+
+    chunk_h = sys.modules.get(f"{FLA}.chunk_delta_h") or import_module(f"{FLA}.chunk_delta_h")
+    B, T, Hg, K = k.shape
+    H, V = u.shape[-2], u.shape[-1]
+    BT = 64
+    if cu_seqlens is not None and chunk_indices is None:
+        chunk_indices = chunk_h.prepare_chunk_indices(cu_seqlens, BT)
+    if cu_seqlens is None:
+        N, NT, chunk_offsets = B, triton.cdiv(T, BT), None
+    else:
+        N, NT = len(cu_seqlens) - 1, len(chunk_indices)
+        chunk_offsets = chunk_h.prepare_chunk_offsets(cu_seqlens, BT)
+    if K > 256:
+        raise ValueError(f"head dimension K={K} > 256")
+    BV_H = getattr(chunk_h, "GDN_CHUNK_H_BV", 32)  # SGLang's own launch constants (its env knobs)
+    warps_h = getattr(chunk_h, "GDN_CHUNK_H_NUM_WARPS", 4)
+    stages_h = getattr(chunk_h, "GDN_CHUNK_H_NUM_STAGES", 2)
+    LO = gdn_output.LAUNCH
+    if LO["BV"] % BV_H:
+        raise ValueError(f"the output's BV={LO['BV']} must be a multiple of the state's BV={BV_H}")
+    gpu = k.is_cuda and __import__("os").environ.get("TRITON_INTERPRET") != "1"
+    pdl = overlap and gpu
+    n_tiles = B * NT if cu_seqlens is None else NT
+    flags = _flags(k.device, n_tiles * H * triton.cdiv(V, BV_H)) if overlap else k.new_empty(1, dtype=torch.int32)
+    h = k.new_empty(B, NT, H, V, K)
+    v_new = torch.empty_like(u)
+    o = torch.empty_like(u)
+    if cu_seqlens is not None:
+        if B != 1:
+            raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={B}")
+        gdn_output.zero_tail(o, cu_seqlens)
+    fwd_h_kernel[(triton.cdiv(V, BV_H), N * H)](
+        k, u, w, v_new, g, h, initial_state, initial_state_indices,
+        initial_state.stride(0) if initial_state is not None else 0, cu_seqlens, chunk_offsets, flags, T,
+        H=H, Hg=Hg, K=K, V=V, BT=BT, BV=BV_H, USE_G=g is not None, USE_INITIAL_STATE=initial_state is not None,
+        INPLACE_UPDATE=inplace_update, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap, PDL=pdl,
+        num_warps=warps_h, num_stages=stages_h)
+    fwd_o_kernel[(triton.cdiv(V, LO["BV"]), B * H, NT)](
+        q, k, v_new, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H=H, Hg=Hg, K=K, V=V, BT=BT,
+        BK=LO["BK"], BV=LO["BV"], BV_H=BV_H, USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap,
+        PDL=pdl, num_warps=LO["num_warps"], num_stages=LO["num_stages"], **({"launch_pdl": True} if pdl else {}))
+    return h, v_new, o
