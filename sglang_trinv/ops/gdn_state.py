@@ -26,6 +26,7 @@ two kernels one after the other, without flags.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import import_module
 
@@ -270,7 +271,9 @@ def stock_reason() -> str | None:
     return None if params == STOCK_PARAMS else f"{STOCK_KERNEL}{params} is not the copied signature"
 
 
-_FLAGS: dict = {}  # device -> int32 flags, all 0 between forwards (each waiter takes its flag back to 0)
+# device -> int32 flags, all 0 between forwards (each waiter sets its flags back to 0). One set per device: forwards
+# on two streams of one GPU at once would share them (SGLang runs a GPU's forwards on one stream)
+_FLAGS: dict = {}
 
 
 def _flags(device: torch.device, n: int) -> torch.Tensor:
@@ -308,7 +311,7 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
     LO = gdn_output.LAUNCH
     if LO["BV"] % BV_H:
         raise ValueError(f"the output's BV={LO['BV']} must be a multiple of the state's BV={BV_H}")
-    gpu = k.is_cuda and __import__("os").environ.get("TRITON_INTERPRET") != "1"
+    gpu = k.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
     pdl = overlap and gpu
     n_tiles = B * NT if cu_seqlens is None else NT
     flags = _flags(k.device, n_tiles * H * triton.cdiv(V, BV_H)) if overlap else k.new_empty(1, dtype=torch.int32)
