@@ -220,8 +220,8 @@ def output_stage_reason(chunk_module) -> str | None:
 
 
 def overlap_reason(chunk_module, o_memset: bool) -> str | None:
-    """None if the fused pipeline runs SGLang's state recurrence and output stage at once (ops.gdn_state, asked for
-    by ``SGLANG_TRINV_OVERLAP_O=1``), else why not; None is never the default."""
+    """None if the fused pipeline runs SGLang's state recurrence and output stage at once (ops.gdn_state; off
+    unless ``SGLANG_TRINV_OVERLAP_O=1``), else why not."""
     if os.environ.get(ENV_OVERLAP_O, "0").strip() != "1":
         return f"{ENV_OVERLAP_O} is not 1"
     if o_memset:
@@ -253,6 +253,11 @@ def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = Tr
         STATE.counts["gdn_pipeline"] += 1
         g, w, u, A = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
                                               method=method, precision=precision, store_A=store_A)
+        if overlap and not (set(kwargs) <= FWD_EXTRA_PARAMS and initial_state is not None
+                            and initial_state_indices is not None) and ("overlap",) not in _warned_fallbacks:
+            _warned_fallbacks.add(("overlap",))
+            logger.info("sglang-trinv: %s=1: a call without an initial state or with arguments %s runs SGLang's "
+                        "state and output stages one after the other", ENV_OVERLAP_O, sorted(kwargs))
         if overlap and set(kwargs) <= FWD_EXTRA_PARAMS and initial_state is not None \
                 and initial_state_indices is not None:
             from ..ops import gdn_state
