@@ -30,6 +30,12 @@ log = logging.getLogger("sglang_trinv")
 CHUNK_SIZE = 64
 SUB_CHUNK = 16
 
+
+def compiled() -> bool:
+    """Kernels are compiled for a GPU (False under the Triton interpreter): inline PTX and launch attributes only
+    then."""
+    return os.environ.get("TRITON_INTERPRET") != "1"
+
 # kernel constexprs for each registry method: (diagonal 16×16 tiles, whole-matrix stage)
 KERNEL_METHODS = {
     "forward_substitution": (_k.SUBST, _k.MERGE),
@@ -350,7 +356,7 @@ def tuned_inversion(tuning: Tuning, diag: int, *precisions: int) -> tuple[int, .
     gdn_intra._hi_lo_packed). Returns ``(diag, *precisions)``."""
     if tuning.diag_masks and diag == _k.DOUBLING:
         diag = _k.DOUBLING_MASKED
-    if tuning.split_packed and os.environ.get("TRITON_INTERPRET") != "1":
+    if tuning.split_packed and compiled():
         precisions = tuple(_k.P_BF16X3P if p == _k.P_BF16X3 else p for p in precisions)
     return (diag, *precisions)
 
@@ -424,8 +430,9 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
     mpo = _merge_out_code(method, precision, fuse_wu)
     diag, dp, mp, mp16, mpo = tuned_inversion(tuning, diag, dp, mp, mp16, mpo)
     group = _heads_per_program(tuning, H, Hg)
+    gpu = compiled()  # (inline PTX, launch attributes)
     # the L2 prefetch of v (inline PTX): fused launches on a GPU only
-    pv = _PREFETCH_V[tuning.prefetch_v] if fuse_wu and os.environ.get("TRITON_INTERPRET") != "1" else 0
+    pv = _PREFETCH_V[tuning.prefetch_v] if fuse_wu and gpu else 0
     const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
                  BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
                  DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
@@ -446,8 +453,7 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
                  W_FIRST=tuning.w_first and fuse_wu,
                  FOLD_BETA=tuning.fold_beta and fuse_wu and not tuning.fold_scale,
                  V_EARLY=tuning.v_early_stages if _v_early_fits(tuning, fuse_wu, store_A, from_A) else 0,
-                 L2_WARM=warm, WARM_ASM=warm > 0 and os.environ.get("TRITON_INTERPRET") != "1",
-                 PDL=tuning.pdl and os.environ.get("TRITON_INTERPRET") != "1")
+                 L2_WARM=warm, WARM_ASM=warm > 0 and gpu, PDL=tuning.pdl and gpu)
     options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages,
                    **({"maxnreg": tuning.maxnreg} if tuning.maxnreg else {}),
                    **({"launch_pdl": True} if const["PDL"] else {}))

@@ -26,7 +26,6 @@ two kernels one after the other, without flags.
 
 from __future__ import annotations
 
-import os
 import sys
 from importlib import import_module
 
@@ -311,7 +310,9 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
     LO = gdn_output.LAUNCH
     if LO["BV"] % BV_H:
         raise ValueError(f"the output's BV={LO['BV']} must be a multiple of the state's BV={BV_H}")
-    gpu = k.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+    from . import compiled
+
+    gpu = k.is_cuda and compiled()
     pdl = overlap and gpu
     n_tiles = B * NT if cu_seqlens is None else NT
     flags = _flags(k.device, n_tiles * H * triton.cdiv(V, BV_H)) if overlap else k.new_empty(1, dtype=torch.int32)

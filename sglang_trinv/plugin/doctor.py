@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -67,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
                 (f"stock ({o_reason})" if o_reason else f"without the memset of o ({gdn.ENV_O_MEMSET}=1 keeps "
                  "stock's)"))
             ov = gdn.overlap_reason(chunk, o_memset=o_reason is not None)
-            asked = os.environ.get(gdn.ENV_OVERLAP_O, "0").strip() == "1"
             add("GDN state / output overlap", None, "on (experimental)" if ov is None else
-                f"off: {ov}" if asked else f"off ({gdn.ENV_OVERLAP_O}=1 turns it on: experimental, untimed)")
+                f"off: {ov}" if gdn.overlap_asked() else
+                f"off ({gdn.ENV_OVERLAP_O}=1 turns it on: experimental, untimed)")
     except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
         add("GDN pipeline fusion", None, f"not checked ({type(e).__name__}: {e})")
     try:  # the warp-specialized Hopper kernel behind ops.gdn_fwd_intra (information only)

@@ -219,10 +219,15 @@ def output_stage_reason(chunk_module) -> str | None:
     return fwd_o_check(chunk_module)
 
 
+def overlap_asked() -> bool:
+    """``SGLANG_TRINV_OVERLAP_O=1``: the state recurrence and output stage at once, where overlap_reason allows."""
+    return os.environ.get(ENV_OVERLAP_O, "0").strip() == "1"
+
+
 def overlap_reason(chunk_module, o_memset: bool) -> str | None:
     """None if the fused pipeline runs SGLang's state recurrence and output stage at once (ops.gdn_state; off
     unless ``SGLANG_TRINV_OVERLAP_O=1``), else why not."""
-    if os.environ.get(ENV_OVERLAP_O, "0").strip() != "1":
+    if not overlap_asked():
         return f"{ENV_OVERLAP_O} is not 1"
     if o_memset:
         return "the output stage is stock's chunk_fwd_o (with the memset)"
@@ -253,13 +258,13 @@ def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = Tr
         STATE.counts["gdn_pipeline"] += 1
         g, w, u, A = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
                                               method=method, precision=precision, store_A=store_A)
-        if overlap and not (set(kwargs) <= FWD_EXTRA_PARAMS and initial_state is not None
-                            and initial_state_indices is not None) and ("overlap",) not in _warned_fallbacks:
+        overlap_here = overlap and set(kwargs) <= FWD_EXTRA_PARAMS and initial_state is not None \
+            and initial_state_indices is not None
+        if overlap and not overlap_here and ("overlap",) not in _warned_fallbacks:
             _warned_fallbacks.add(("overlap",))
             logger.info("sglang-trinv: %s=1: a call without an initial state or with arguments %s runs SGLang's "
                         "state and output stages one after the other", ENV_OVERLAP_O, sorted(kwargs))
-        if overlap and set(kwargs) <= FWD_EXTRA_PARAMS and initial_state is not None \
-                and initial_state_indices is not None:
+        if overlap_here:
             from ..ops import gdn_state
 
             STATE.counts["gdn_overlap"] += 1
@@ -299,7 +304,7 @@ def apply_pipeline(chunk_module) -> None:
         o_reason = output_stage_reason(chunk_module)
         stock = getattr(chunk_module, FWD_NAME)
         ov_reason = overlap_reason(chunk_module, o_memset=o_reason is not None)
-        if ov_reason and os.environ.get(ENV_OVERLAP_O, "0").strip() == "1":
+        if ov_reason and overlap_asked():
             logger.info("sglang-trinv: %s=1 ignored: %s", ENV_OVERLAP_O, ov_reason)
         elif not ov_reason:
             logger.info("sglang-trinv: GDN state recurrence and output stage run at once (%s=1, experimental)",
