@@ -38,15 +38,42 @@ FLA = "sglang.kernels.ops.attention.fla"
 _op = import_module(f"{FLA}.op")
 exp, safe_exp = _op.exp, _op.safe_exp  # SGLang's (FLA_USE_FAST_OPS, the interpreter shim): bitwise its stages
 
-NANOSLEEP_PTX = tl.constexpr("nanosleep.u32 200; mov.u32 $0, $1;")
+# How the two kernels signal (gdn_fwd_h_o's ``signal``; s26 measured them, bench/diag_overlap.py):
+# - lag: the state kernel releases chunk t's flag at the start of step t+1 instead of right after its stores. A
+#   release (a gpu-scope fence) waits until the CTA's earlier stores are visible; a step later they are.
+# - poll: "atomic" polls with an atomic add of 0 (acquire), "load" with ld.acquire (no atomic unit).
+# - sleep_ns: the pause between two polls.
+# - stride: int32 elements between two flags (32: one 128-byte line each, spread over L2's slices).
+SIGNAL = dict(lag=0, poll="atomic", sleep_ns=200, stride=1)
 
 
 @triton.jit
-def _pause(x, ASM: tl.constexpr):
-    """A short sleep between two polls of a flag (GPU; the interpreter never waits)."""
-    if ASM:
-        x = tl.inline_asm_elementwise(NANOSLEEP_PTX, "=r,r", [x], dtype=tl.int32, is_pure=False, pack=1)
+def _release(f):
+    """Set flag ``f`` once every thread's earlier stores are in memory (all threads' stores, then one release)."""
+    tl.debug_barrier()
+    tl.atomic_xchg(f, 1, sem="release", scope="gpu")
+
+
+@triton.jit
+def _seen(f, LOAD_PTX: tl.constexpr):
+    """Flag ``f`` read with acquire semantics: ld.acquire (LOAD_PTX, GPU) or an atomic add of 0."""
+    if LOAD_PTX != "":
+        x = tl.inline_asm_elementwise(LOAD_PTX, "=r,l", [f], dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        x = tl.atomic_add(f, 0, sem="acquire", scope="gpu")
     return x
+
+
+@triton.jit
+def _wait(f, SLEEP_PTX: tl.constexpr, LOAD_PTX: tl.constexpr):
+    """Poll flag ``f`` until it is set (acquire: what was stored before its release is then visible), sleeping
+    between polls (SLEEP_PTX, GPU; the interpreter runs the kernels in order and never waits)."""
+    poll = 0
+    seen = _seen(f, LOAD_PTX)
+    while seen == 0:
+        if SLEEP_PTX != "":
+            poll = tl.inline_asm_elementwise(SLEEP_PTX, "=r,r", [poll], dtype=tl.int32, is_pure=False, pack=1)
+        seen = _seen(f, LOAD_PTX)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -54,9 +81,10 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
                  chunk_offsets, flags, T, H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                  BT: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_INITIAL_STATE: tl.constexpr,
                  INPLACE_UPDATE: tl.constexpr, IS_VARLEN: tl.constexpr, FLAGS: tl.constexpr,
-                 PDL: tl.constexpr):
+                 PDL: tl.constexpr, LAG: tl.constexpr = 0, FSTRIDE: tl.constexpr = 1):
     """SGLang's chunk_gated_delta_rule_fwd_kernel_h_blockdim64 (0.5.17–0.5.23) for USE_GK, USE_EXP2, TRACK_STATE
-    off and SAVE_NEW_VALUE on; FLAGS: flag (chunk, head, value block) set once h_t and v_new_t are stored."""
+    off and SAVE_NEW_VALUE on; FLAGS: flag (chunk, head, value block) set once h_t and v_new_t are stored (LAG:
+    at the start of the next step, the last chunk's after the loop); FSTRIDE: int32 elements between two flags."""
     if PDL:  # the output kernel may launch once every CTA of this one has started
         gdc_launch_dependents()
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
@@ -82,6 +110,7 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
     k += ((bos * Hg + i_h // (H // Hg)) * K).to(tl.int64)
     w += ((bos * H + i_h) * K).to(tl.int64)
     v_new += ((bos * H + i_h) * V).to(tl.int64)
+    NV: tl.constexpr = (V + BV - 1) // BV
     stride_v = H * V
     stride_h = H * V * K
     stride_k = Hg * K
@@ -106,8 +135,11 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
         if K > 192:
             p_h0_4 = tl.make_block_ptr(h0, (V, K), (K, 1), (i_v * BV, 192), (BV, 64), (1, 0))
             b_h4 += tl.load(p_h0_4, boundary_check=(0, 1)).to(tl.float32)
-    NV: tl.constexpr = (V + BV - 1) // BV
+    f = flags + ((boh * H + i_h) * NV + i_v) * FSTRIDE  # this CTA's flag of chunk 0 (chunk t's: t·H·NV flags on)
     for i_t in range(NT):
+        if FLAGS and LAG:
+            if i_t > 0:
+                _release(f + ((i_t - 1) * H * NV) * FSTRIDE)
         p_h1 = tl.make_block_ptr(h + i_t * stride_h, (V, K), (K, 1), (i_v * BV, 0), (BV, 64), (1, 0))
         tl.store(p_h1, b_h1.to(p_h1.dtype.element_ty), boundary_check=(0, 1))
         if K > 64:
@@ -138,9 +170,8 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
         b_v = tl.load(p_v, boundary_check=(0, 1)) - b_v
         p_v = tl.make_block_ptr(v_new, (T, V), (stride_v, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         tl.store(p_v, b_v.to(p_v.dtype.element_ty), boundary_check=(0, 1))
-        if FLAGS:  # h_t and v_new_t of this block are in memory: every thread's stores, then one release
-            tl.debug_barrier()
-            tl.atomic_xchg(flags + ((boh + i_t) * H + i_h) * NV + i_v, 1, sem="release", scope="gpu")
+        if FLAGS and not LAG:  # h_t and v_new_t of this block are stored
+            _release(f + (i_t * H * NV) * FSTRIDE)
         last_idx = min((i_t + 1) * BT, T) - 1
         if USE_G:
             b_g_last = tl.load(g + bos * H + last_idx * H + i_h)
@@ -171,6 +202,9 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
             p_k = tl.make_block_ptr(k, (K, T), (1, stride_k), (192, i_t * BT), (64, BT), (0, 1))
             b_k = tl.load(p_k, boundary_check=(0, 1))
             b_h4 += tl.trans(tl.dot(b_k, b_v))
+    if FLAGS and LAG:
+        if NT > 0:
+            _release(f + ((NT - 1) * H * NV) * FSTRIDE)
     if INPLACE_UPDATE and valid_state:
         p_ht = tl.make_block_ptr(ht, (V, K), (K, 1), (i_v * BV, 0), (BV, 64), (1, 0))
         tl.store(p_ht, b_h1.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
@@ -189,7 +223,8 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
 def fwd_o_kernel(q, k, v, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H: tl.constexpr, Hg: tl.constexpr,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                  BV_H: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, FLAGS: tl.constexpr,
-                 PDL: tl.constexpr):
+                 PDL: tl.constexpr, FSTRIDE: tl.constexpr = 1, SLEEP_PTX: tl.constexpr = "",
+                 LOAD_PTX: tl.constexpr = ""):
     """SGLang's chunk_fwd_kernel_o on a chunk-major grid (value block, batch·head, chunk); FLAGS: first wait until
     fwd_h_kernel has stored this chunk's h and v_new for the BV // BV_H state blocks of its BV columns."""
     i_v, i_bh, i_t = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -208,12 +243,8 @@ def fwd_o_kernel(q, k, v, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H
         NV_H: tl.constexpr = (V + BV_H - 1) // BV_H
         for j in tl.static_range(BV // BV_H):
             if i_v * (BV // BV_H) + j < NV_H:  # (V < BV: fewer state blocks than the output block spans)
-                f = flags + (i_tg * H + i_h) * NV_H + i_v * (BV // BV_H) + j
-                poll = 0
-                seen = tl.atomic_add(f, 0, sem="acquire", scope="gpu")
-                while seen == 0:
-                    poll = _pause(poll, PDL)
-                    seen = tl.atomic_add(f, 0, sem="acquire", scope="gpu")
+                f = flags + ((i_tg * H + i_h) * NV_H + i_v * (BV // BV_H) + j) * FSTRIDE
+                _wait(f, SLEEP_PTX, LOAD_PTX)
                 tl.store(f, 0)  # (read by no one before the next forward's fwd_h_kernel, a later kernel)
     q += (bos * Hg + i_h // (H // Hg)) * K
     k += (bos * Hg + i_h // (H // Hg)) * K
@@ -284,11 +315,13 @@ def _flags(device: torch.device, n: int) -> torch.Tensor:
 
 
 def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_seqlens=None, chunk_indices=None,
-                inplace_update: bool = True, overlap: bool = True):
+                inplace_update: bool = True, overlap: bool = True, signal: dict | None = None,
+                output: bool = True):
     """SGLang's ``chunk_gated_delta_rule_fwd_h`` then ``chunk_fwd_o`` (no memset of o: every row is written, rows
     past ``cu_seqlens[-1]`` zeroed as in :func:`gdn_output.gdn_fwd_o`), with the output stage running beside the
-    recurrence (``overlap``; module doc). Returns ``(h, v_new, o)``; the final state goes into ``initial_state``'s
-    slots (``inplace_update``), as SGLang's."""
+    recurrence (``overlap``; module doc; ``signal``: how, :data:`SIGNAL`'s fields). Returns ``(h, v_new, o)``; the
+    final state goes into ``initial_state``'s slots (``inplace_update``), as SGLang's. ``output=False`` (timing the
+    signal's cost): the state kernel alone, its flags left set (``o`` None; zero them with :func:`clear_flags`)."""
     from . import gdn_output
 
     chunk_h = sys.modules.get(f"{FLA}.chunk_delta_h") or import_module(f"{FLA}.chunk_delta_h")
@@ -313,9 +346,15 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
     from . import compiled
 
     gpu = k.is_cuda and compiled()
-    pdl = overlap and gpu
+    pdl = overlap and gpu and output
+    sig = dict(SIGNAL, **(signal or {}))
+    if set(sig) != set(SIGNAL) or sig["poll"] not in ("atomic", "load") or sig["stride"] < 1:
+        raise ValueError(f"signal {signal}: fields {sorted(SIGNAL)}, poll 'atomic' or 'load', stride >= 1")
+    sleep_ptx = f"nanosleep.u32 {int(sig['sleep_ns'])}; mov.u32 $0, $1;" if gpu and sig["sleep_ns"] > 0 else ""
+    load_ptx = "ld.acquire.gpu.global.b32 $0, [$1];" if gpu and sig["poll"] == "load" else ""
     n_tiles = B * NT if cu_seqlens is None else NT
-    flags = _flags(k.device, n_tiles * H * triton.cdiv(V, BV_H)) if overlap else k.new_empty(1, dtype=torch.int32)
+    n_flags = n_tiles * H * triton.cdiv(V, BV_H) * sig["stride"]
+    flags = _flags(k.device, n_flags) if overlap else k.new_empty(1, dtype=torch.int32)
     h = k.new_empty(B, NT, H, V, K)
     v_new = torch.empty_like(u)
     o = torch.empty_like(u)
@@ -328,9 +367,18 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
         initial_state.stride(0) if initial_state is not None else 0, cu_seqlens, chunk_offsets, flags, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BV=BV_H, USE_G=g is not None, USE_INITIAL_STATE=initial_state is not None,
         INPLACE_UPDATE=inplace_update, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap, PDL=pdl,
-        num_warps=warps_h, num_stages=stages_h)
+        LAG=int(bool(sig["lag"])), FSTRIDE=sig["stride"], num_warps=warps_h, num_stages=stages_h)
+    if not output:
+        return h, v_new, None
     fwd_o_kernel[(triton.cdiv(V, LO["BV"]), B * H, NT)](
         q, k, v_new, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H=H, Hg=Hg, K=K, V=V, BT=BT,
         BK=LO["BK"], BV=LO["BV"], BV_H=BV_H, USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap,
-        PDL=pdl, num_warps=LO["num_warps"], num_stages=LO["num_stages"], **({"launch_pdl": True} if pdl else {}))
+        PDL=pdl, FSTRIDE=sig["stride"], SLEEP_PTX=sleep_ptx, LOAD_PTX=load_ptx, num_warps=LO["num_warps"],
+        num_stages=LO["num_stages"], **({"launch_pdl": True} if pdl else {}))
     return h, v_new, o
+
+
+def clear_flags() -> None:
+    """Every device's flags back to 0 (after ``gdn_fwd_h_o(output=False)``, which sets them and waits on none)."""
+    for buf in _FLAGS.values():
+        buf.zero_()

@@ -1,0 +1,110 @@
+"""Where the state / output overlap (ops.gdn_state, SGLANG_TRINV_OVERLAP_O=1) spends its time. s26's first A/B: the
+whole forward with it took 548.6 µs against 261.3 without (T=8192 H=8), ~2.4 µs more per chunk step at every shape.
+Times (CUDA-graph replays, median µs) of SGLang's state kernel and output stage, our copies one after the other,
+the state kernel alone with its flags released (no waiter: the signal's own cost), and the two side by side under
+each signal form (gdn_state.SIGNAL's fields); o, h and the final state checked bit for bit against SGLang's stages.
+
+    python3 bench/diag_overlap.py DIR           # DIAG_SHAPES="T,H,Hg,nseq;…"
+    python3 bench/diag_overlap.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)
+"""
+import json
+import os
+from importlib import import_module
+
+import _prelude  # first: the checkout on sys.path, the interpreter for --smoke (before Triton is imported)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import common  # noqa: E402
+from sglang_trinv.ops import gdn_state  # noqa: E402
+
+SMOKE, out, bk = _prelude.SMOKE, _prelude.out_dir(), _prelude.kernels_bench()
+DEV = bk.DEV
+D = 16 if SMOKE else 128
+SHAPES = ((130, 2, 1, 1), (130, 2, 1, 3)) if SMOKE else tuple(
+    tuple(int(x) for x in s.split(",")) for s in
+    os.environ.get("DIAG_SHAPES", "8192,8,4,1;32768,8,4,1;8192,32,16,1;8192,8,4,8").split(";"))
+SIGNALS = {  # the s25 form first, then one change at a time, then together
+    "atomic poll, release now": dict(lag=0, poll="atomic", sleep_ns=200, stride=1),
+    "atomic poll, release a step later": dict(lag=1, poll="atomic", sleep_ns=200, stride=1),
+    "ld.acquire poll, release now": dict(lag=0, poll="load", sleep_ns=200, stride=1),
+    "atomic poll, release now, flags 128 B apart": dict(lag=0, poll="atomic", sleep_ns=200, stride=32),
+    "atomic poll, release now, 2 µs sleep": dict(lag=0, poll="atomic", sleep_ns=2000, stride=1),
+    "ld.acquire, a step later, 128 B apart": dict(lag=1, poll="load", sleep_ns=200, stride=32),
+    "ld.acquire, a step later, 128 B apart, 1 µs sleep": dict(lag=1, poll="load", sleep_ns=1000, stride=32),
+}
+chunk = import_module(f"{bk.FLA}.chunk")
+
+rows = []
+for T, H, Hg, nseq in SHAPES:
+    inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
+    k, v, g_raw, beta, cu = inp["k"], inp["v"], inp["g_raw"], inp["beta"], inp["cu_seqlens"]
+    ci = None if cu is None else ops.prepare_chunk_indices(cu, 64)
+    g, w, u, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci)
+    gen = torch.Generator(device=DEV).manual_seed(1)
+    q = F.normalize(torch.randn(1, T, Hg, D, device=DEV, generator=gen), dim=-1).to(k.dtype)
+    N = 1 if cu is None else len(cu) - 1
+    h0 = torch.randn(N, H, D, D, device=DEV, generator=gen) * 0.1
+    idx = torch.arange(N, device=DEV)
+    state = h0.clone()
+    scale = D ** -0.5
+
+    def stock_h():
+        return chunk.chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=g, initial_state=state,
+                                                  initial_state_indices=idx, cu_seqlens=cu, chunk_indices=ci)
+
+    def stock():
+        h, v_new = stock_h()
+        return h, v_new, chunk.chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g, scale=scale, cu_seqlens=cu)
+
+    state.copy_(h0)
+    h_ref, _, o_ref = stock()
+    state_ref = state.clone()
+
+    def ours(**kw):
+        return lambda: gdn_state.gdn_fwd_h_o(q, k, w, u, g, scale, state, idx, cu_seqlens=cu, chunk_indices=ci, **kw)
+
+    def same(fn):
+        """fn's h, o and final state bit for bit SGLang's (from h0); the flags all 0 afterwards."""
+        state.copy_(h0)
+        h, _, o = fn()
+        ok = torch.equal(h, h_ref) and torch.equal(o, o_ref) and torch.equal(state, state_ref)
+        return ok and not any(bool(b.any()) for b in gdn_state._FLAGS.values())
+
+    forms = [("SGLang: state then output", stock, None), ("SGLang: state kernel alone", stock_h, None),
+             ("ours: state then output (no flags)", ours(overlap=False), True)]
+    for lag, stride in ((0, 1), (1, 1), (0, 32), (1, 32)):  # (the poll and sleep are the waiters')
+        name = f"release {'a step later' if lag else 'now'}{', flags 128 B apart' if stride > 1 else ''}"
+        sig = dict(gdn_state.SIGNAL, lag=lag, stride=stride)
+        forms.append((f"state kernel alone, flags released ({name})", ours(signal=sig, output=False), None))
+    for name, sig in SIGNALS.items():
+        forms.append((f"side by side ({name})", ours(signal=sig), True))
+    for name, fn, check in forms:
+        bitwise = same(fn) if check else None
+        us = bk.bench(fn)
+        if "flags released" in name:  # (no waiter reset them)
+            gdn_state.clear_flags()
+        if check:  # again after the timed replays (a lost flag would show here)
+            bitwise = bitwise and same(fn)
+        rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, form=name, us=us, bitwise=bitwise))
+        print(rows[-1], flush=True)
+    del inp, k, v, w, u, g, q, h_ref, o_ref
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+
+meta = common.run_meta(DEV, script="bench/diag_overlap.py")
+shapes = [f"T={T} H={H} seqs={n}" for T, H, _, n in SHAPES]
+lines = ["| form | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
+for form in dict.fromkeys(r["form"] for r in rows):
+    cells = []
+    for T, H, _, n in SHAPES:
+        r = next(x for x in rows if (x["T"], x["H"], x["nseq"], x["form"]) == (T, H, n, form))
+        mark = "" if r["bitwise"] is None else (" ✓" if r["bitwise"] else " ✗ NOT BITWISE")
+        cells.append(f"{r['us']:.1f}{mark}")
+    lines.append(f"| {form} | " + " | ".join(cells) + " |")
+print("\n".join(lines))
+with open(os.path.join(out, "diag_overlap.json"), "w") as f:
+    json.dump(dict(meta=meta, rows=rows), f, indent=1)
+with open(os.path.join(out, "diag_overlap.md"), "w") as f:
+    f.write("µs (CUDA-graph replays); ✓: h, o, final state bit for bit SGLang's, flags 0 after\n\n" + "\n".join(lines))
