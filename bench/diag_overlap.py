@@ -1,5 +1,6 @@
 """Where the state / output overlap (ops.gdn_state, SGLANG_TRINV_OVERLAP_O=1) spends its time. s26's first A/B: the
-whole forward with it took 548.6 µs against 261.3 without (T=8192 H=8), ~2.4 µs more per chunk step at every shape.
+whole forward with it took 548.6 µs against 261.3 without (T=8192 H=8), ~2.4 µs more per chunk step at every shape;
+this script's first run found the state kernel alone as slow with its flags (the CTA barrier, see gdn_state.SIGNAL).
 Times (CUDA-graph replays, median µs) of SGLang's state kernel and output stage, our copies one after the other,
 the state kernel alone with its flags released (no waiter: the signal's own cost), and the two side by side under
 each signal form (gdn_state.SIGNAL's fields); o, h and the final state checked bit for bit against SGLang's stages.
@@ -25,14 +26,13 @@ D = 16 if SMOKE else 128
 SHAPES = ((130, 2, 1, 1), (130, 2, 1, 3)) if SMOKE else tuple(
     tuple(int(x) for x in s.split(",")) for s in
     os.environ.get("DIAG_SHAPES", "8192,8,4,1;32768,8,4,1;8192,32,16,1;8192,8,4,8").split(";"))
-SIGNALS = {  # the s25 form first, then one change at a time, then together
-    "atomic poll, release now": dict(lag=0, poll="atomic", sleep_ns=200, stride=1),
-    "atomic poll, release a step later": dict(lag=1, poll="atomic", sleep_ns=200, stride=1),
-    "ld.acquire poll, release now": dict(lag=0, poll="load", sleep_ns=200, stride=1),
-    "atomic poll, release now, flags 128 B apart": dict(lag=0, poll="atomic", sleep_ns=200, stride=32),
-    "atomic poll, release now, 2 µs sleep": dict(lag=0, poll="atomic", sleep_ns=2000, stride=1),
-    "ld.acquire, a step later, 128 B apart": dict(lag=1, poll="load", sleep_ns=200, stride=32),
-    "ld.acquire, a step later, 128 B apart, 1 µs sleep": dict(lag=1, poll="load", sleep_ns=1000, stride=32),
+SIGNALS = {  # s25's form (one release per CTA after a barrier), then per-thread releases, one change at a time
+    "CTA barrier + one release": dict(release="cta", lag=0, sleep_ns=200, stride=1),
+    "per-thread releases": dict(release="thread", lag=0, sleep_ns=200, stride=1),
+    "per-thread, a step later": dict(release="thread", lag=1, sleep_ns=200, stride=1),
+    "per-thread, flags 128 B apart": dict(release="thread", lag=0, sleep_ns=200, stride=32),
+    "per-thread, 1 µs sleep": dict(release="thread", lag=0, sleep_ns=1000, stride=1),
+    "per-thread, a step later, 128 B apart": dict(release="thread", lag=1, sleep_ns=200, stride=32),
 }
 chunk = import_module(f"{bk.FLA}.chunk")
 
@@ -74,10 +74,9 @@ for T, H, Hg, nseq in SHAPES:
 
     forms = [("SGLang: state then output", stock, None), ("SGLang: state kernel alone", stock_h, None),
              ("ours: state then output (no flags)", ours(overlap=False), True)]
-    for lag, stride in ((0, 1), (1, 1), (0, 32), (1, 32)):  # (the poll and sleep are the waiters')
-        name = f"release {'a step later' if lag else 'now'}{', flags 128 B apart' if stride > 1 else ''}"
-        sig = dict(gdn_state.SIGNAL, lag=lag, stride=stride)
-        forms.append((f"state kernel alone, flags released ({name})", ours(signal=sig, output=False), None))
+    for name, sig in SIGNALS.items():
+        if sig["sleep_ns"] == 200:  # (the sleep is the waiter's)
+            forms.append((f"state kernel alone, flags released ({name})", ours(signal=sig, output=False), None))
     for name, sig in SIGNALS.items():
         forms.append((f"side by side ({name})", ours(signal=sig), True))
     for name, fn, check in forms:

@@ -57,7 +57,7 @@ def test_state_and_output_at_once_equal_sglangs_stages(case):
     x, (h, v_new, o, state) = _stages(**c)
     end = c["T"] if c["cu"] is None else c["cu"][-1]
     K = x["k"].shape[-1]
-    for overlap, signal in ((False, None), (True, None), (True, dict(lag=1, stride=32))):
+    for overlap, signal in ((False, None), (True, None), (True, dict(release="cta", lag=1, stride=32))):
         s = x["h0"].clone()
         h2, v_new2, o2 = gdn_state.gdn_fwd_h_o(x["q"], x["k"], x["w"], x["u"], x["g"], K ** -0.5, s, x["idx"],
                                                cu_seqlens=x["cu"], chunk_indices=x["ci"], overlap=overlap,
@@ -98,29 +98,31 @@ def build(fn, sig, const, **opts):
     return dict(stack=cubin_usage(c.asm["cubin"])["stack"], launch_pdl=bool(getattr(c.metadata, "launch_pdl", 0)),
                 waits=ptx.count("griddepcontrol.wait"), triggers=ptx.count("griddepcontrol.launch_dependents"),
                 releases=len(re.findall(r"atom[.a-z]*release", ptx)), acquires=ptx.count("acquire"),
-                ld_acquires=ptx.count("ld.acquire"),
+                reds=ptx.count("red.release"), cp_async=ptx.count("cp.async.cg") + ptx.count("cp.async.ca"),
                 sleeps=ptx.count("nanosleep"))
 
 SLEEP = "nanosleep.u32 200; mov.u32 $0, $1;"
-LOAD = "ld.acquire.gpu.global.b32 $0, [$1];"
-for varlen, lag, load in ((False, 0, ""), (True, 0, ""), (False, 1, LOAD), (True, 1, LOAD)):
+for varlen, lag, release in ((False, 0, S.RED_RELEASE_PTX), (True, 1, S.RED_RELEASE_PTX), (False, 0, ""),
+                             (True, 1, "")):
     sig_h = dict(k="*bf16", v="*bf16", w="*bf16", v_new="*bf16", h="*bf16", g="*fp32", initial_state="*fp32",
                  initial_state_indices="*i64", stride_init_state="i64", cu_seqlens="*i64", chunk_offsets="*i64",
                  flags="*i32", T="i32")
     fh = build(S.fwd_h_kernel, sig_h, dict(H=8, Hg=4, K=128, V=128, BT=64, BV=32, USE_G=True, USE_INITIAL_STATE=True,
                                            INPLACE_UPDATE=True, IS_VARLEN=varlen, FLAGS=True, PDL=True, LAG=lag,
-                                           FSTRIDE=32),
+                                           FSTRIDE=32, RELEASE_PTX=release),
                num_warps=4, num_stages=2)
     sig_o = dict(q="*bf16", k="*bf16", v="*bf16", h="*bf16", o="*bf16", g="*fp32", cu_seqlens="*i64",
                  chunk_indices="*i64", flags="*i32", scale="fp32", T="i32")
     fo = build(S.fwd_o_kernel, sig_o, dict(H=8, Hg=4, K=128, V=128, BT=64, BK=128, BV=64, BV_H=32, USE_G=True,
-                                           IS_VARLEN=varlen, FLAGS=True, PDL=True, FSTRIDE=32, SLEEP_PTX=SLEEP,
-                                           LOAD_PTX=load),
+                                           IS_VARLEN=varlen, FLAGS=True, PDL=True, FSTRIDE=32, COUNT=128,
+                                           SLEEP_PTX=SLEEP),
                num_warps=4, num_stages=2, launch_pdl=True)
-    # lag: chunk t's release in step t+1, the last one's after the loop
-    assert fh["triggers"] == 1 and fh["releases"] == 1 + lag and fh["waits"] == 0 and fh["stack"] == 0, fh
-    assert fo["launch_pdl"] and fo["waits"] == 1 and fo["sleeps"] == 2, fo
-    assert fo["acquires"] >= 2 and fo["ld_acquires"] == (4 if load else 0), fo  # 2 flags: a poll before, one in
+    # one release per step (lag: chunk t's in step t+1, the last one's after the loop); per-thread releases keep
+    # the loop's cp.async prefetches, the CTA barrier of the other form removes them
+    assert fh["triggers"] == 1 and fh["waits"] == 0 and fh["stack"] == 0, fh
+    assert fh["releases"] == (0 if release else 1 + lag) and fh["reds"] == (1 + lag if release else 0), fh
+    assert (fh["cp_async"] > 0) == bool(release), fh
+    assert fo["launch_pdl"] and fo["waits"] == 1 and fo["acquires"] >= 2 and fo["sleeps"] == 2, fo
     assert fo["stack"] == 0, fo
 print("ok")
 """
@@ -129,9 +131,10 @@ print("ok")
 @pytest.mark.skipif(HAS_CUDA, reason="on a GPU the kernels run compiled")
 def test_state_kernels_compile_for_sm90():
     """Both copies built for an H100 (sm_90) with the flags and the programmatic-dependent launch, under both
-    signal forms (atomic polls, releases right after the stores; ld.acquire polls, releases a step later): the
-    state kernel triggers its dependent once and releases one flag per step; the output kernel is launched as a
-    dependent, acquires its two flags (polling with a sleep) and ends with griddepcontrol.wait."""
+    release forms (per thread; a CTA barrier and one exchange), right after the stores and a step later: the state
+    kernel triggers its dependent once, releases one flag per step and keeps its cp.async prefetches only in the
+    per-thread form; the output kernel is launched as a dependent, acquires its two flags (polling with a sleep)
+    and ends with griddepcontrol.wait."""
     import os
     import subprocess
     import sys
@@ -143,13 +146,14 @@ def test_state_kernels_compile_for_sm90():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("signal", [None, dict(lag=1, poll="load", stride=32)], ids=["default", "lag-load-spread"])
+@pytest.mark.parametrize("signal", [None, dict(release="thread", lag=1, stride=32), dict(release="cta")],
+                         ids=["default", "thread-lag-spread", "cta"])
 @pytest.mark.parametrize("shape", [(8192, 8, 4, None), (4096, 8, 4, [0, 1, 700, 2000, 4096])],
                          ids=["T8192-H8", "varlen"])
 def test_state_and_output_at_once_on_gpu(shape, signal):
     """Compiled (bf16, K = V = 128): the two kernels side by side give SGLang's h, v_new, o and final state bit for
     bit, eagerly and replayed twice from a CUDA graph (the flags go back to 0 each time), under the default signal
-    form and the other one (ld.acquire polls, releases a step later, flags 128 B apart)."""
+    and two other forms (releases a step later, flags 128 B apart; one release per CTA after a barrier)."""
     from sglang_trinv.ops import gdn_state
 
     T, H, Hg, cu = shape

@@ -38,42 +38,38 @@ FLA = "sglang.kernels.ops.attention.fla"
 _op = import_module(f"{FLA}.op")
 exp, safe_exp = _op.exp, _op.safe_exp  # SGLang's (FLA_USE_FAST_OPS, the interpreter shim): bitwise its stages
 
-# How the two kernels signal (gdn_fwd_h_o's ``signal``; s26 measured them, bench/diag_overlap.py):
-# - lag: the state kernel releases chunk t's flag at the start of step t+1 instead of right after its stores. A
-#   release (a gpu-scope fence) waits until the CTA's earlier stores are visible; a step later they are.
-# - poll: "atomic" polls with an atomic add of 0 (acquire), "load" with ld.acquire (no atomic unit).
-# - sleep_ns: the pause between two polls.
-# - stride: int32 elements between two flags (32: one 128-byte line each, spread over L2's slices).
-SIGNAL = dict(lag=0, poll="atomic", sleep_ns=200, stride=1)
+# How the two kernels signal (gdn_fwd_h_o's ``signal``; s26 measured the forms, bench/diag_overlap.py):
+# - release "cta": a CTA barrier (every thread's stores issued), then one atomic exchange with release semantics.
+#   The barrier inside the state kernel's loop stops Triton's pipeliner (no cp.async prefetch of w, v, k): s26
+#   measured the state kernel 218 -> 553 µs at T=8192 H=8 from that alone. The interpreter's form.
+# - release "thread": no barrier; every thread adds 1 with release semantics (red.release: its own stores are
+#   visible first), and the waiter waits for the count of one CTA's threads. The loop stays pipelined.
+# - lag: the release of chunk t at the start of step t+1 (its stores a step old), the last chunk's after the loop.
+# - sleep_ns: the waiter's pause between two polls; stride: int32 elements between two flags (32: 128 B apart).
+SIGNAL = dict(release="thread", lag=0, sleep_ns=200, stride=1)
+RED_RELEASE_PTX = "red.release.gpu.global.add.s32 [$1], 1; mov.u32 $0, 0;"
 
 
 @triton.jit
-def _release(f):
-    """Set flag ``f`` once every thread's earlier stores are in memory (all threads' stores, then one release)."""
-    tl.debug_barrier()
-    tl.atomic_xchg(f, 1, sem="release", scope="gpu")
+def _release(f, RELEASE_PTX: tl.constexpr):
+    """Signal flag ``f``: every thread's earlier stores are in memory (module comment: the two forms)."""
+    if RELEASE_PTX != "":  # each thread: its own stores, then +1
+        tl.inline_asm_elementwise(RELEASE_PTX, "=r,l", [f], dtype=tl.int32, is_pure=False, pack=1)
+    else:  # every thread's stores, then one release
+        tl.debug_barrier()
+        tl.atomic_xchg(f, 1, sem="release", scope="gpu")
 
 
 @triton.jit
-def _seen(f, LOAD_PTX: tl.constexpr):
-    """Flag ``f`` read with acquire semantics: ld.acquire (LOAD_PTX, GPU) or an atomic add of 0."""
-    if LOAD_PTX != "":
-        x = tl.inline_asm_elementwise(LOAD_PTX, "=r,l", [f], dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        x = tl.atomic_add(f, 0, sem="acquire", scope="gpu")
-    return x
-
-
-@triton.jit
-def _wait(f, SLEEP_PTX: tl.constexpr, LOAD_PTX: tl.constexpr):
-    """Poll flag ``f`` until it is set (acquire: what was stored before its release is then visible), sleeping
-    between polls (SLEEP_PTX, GPU; the interpreter runs the kernels in order and never waits)."""
+def _wait(f, COUNT: tl.constexpr, SLEEP_PTX: tl.constexpr):
+    """Poll flag ``f`` until it reaches COUNT (acquire: what was stored before its releases is then visible),
+    sleeping between polls (SLEEP_PTX, GPU; the interpreter runs the kernels in order and never waits)."""
     poll = 0
-    seen = _seen(f, LOAD_PTX)
-    while seen == 0:
+    seen = tl.atomic_add(f, 0, sem="acquire", scope="gpu")
+    while seen < COUNT:
         if SLEEP_PTX != "":
             poll = tl.inline_asm_elementwise(SLEEP_PTX, "=r,r", [poll], dtype=tl.int32, is_pure=False, pack=1)
-        seen = _seen(f, LOAD_PTX)
+        seen = tl.atomic_add(f, 0, sem="acquire", scope="gpu")
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -81,7 +77,8 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
                  chunk_offsets, flags, T, H: tl.constexpr, Hg: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                  BT: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_INITIAL_STATE: tl.constexpr,
                  INPLACE_UPDATE: tl.constexpr, IS_VARLEN: tl.constexpr, FLAGS: tl.constexpr,
-                 PDL: tl.constexpr, LAG: tl.constexpr = 0, FSTRIDE: tl.constexpr = 1):
+                 PDL: tl.constexpr, LAG: tl.constexpr = 0, FSTRIDE: tl.constexpr = 1,
+                 RELEASE_PTX: tl.constexpr = ""):
     """SGLang's chunk_gated_delta_rule_fwd_kernel_h_blockdim64 (0.5.17–0.5.23) for USE_GK, USE_EXP2, TRACK_STATE
     off and SAVE_NEW_VALUE on; FLAGS: flag (chunk, head, value block) set once h_t and v_new_t are stored (LAG:
     at the start of the next step, the last chunk's after the loop); FSTRIDE: int32 elements between two flags."""
@@ -139,7 +136,7 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
     for i_t in range(NT):
         if FLAGS and LAG:
             if i_t > 0:
-                _release(f + ((i_t - 1) * H * NV) * FSTRIDE)
+                _release(f + ((i_t - 1) * H * NV) * FSTRIDE, RELEASE_PTX)
         p_h1 = tl.make_block_ptr(h + i_t * stride_h, (V, K), (K, 1), (i_v * BV, 0), (BV, 64), (1, 0))
         tl.store(p_h1, b_h1.to(p_h1.dtype.element_ty), boundary_check=(0, 1))
         if K > 64:
@@ -171,7 +168,7 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
         p_v = tl.make_block_ptr(v_new, (T, V), (stride_v, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         tl.store(p_v, b_v.to(p_v.dtype.element_ty), boundary_check=(0, 1))
         if FLAGS and not LAG:  # h_t and v_new_t of this block are stored
-            _release(f + (i_t * H * NV) * FSTRIDE)
+            _release(f + (i_t * H * NV) * FSTRIDE, RELEASE_PTX)
         last_idx = min((i_t + 1) * BT, T) - 1
         if USE_G:
             b_g_last = tl.load(g + bos * H + last_idx * H + i_h)
@@ -204,7 +201,7 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
             b_h4 += tl.trans(tl.dot(b_k, b_v))
     if FLAGS and LAG:
         if NT > 0:
-            _release(f + ((NT - 1) * H * NV) * FSTRIDE)
+            _release(f + ((NT - 1) * H * NV) * FSTRIDE, RELEASE_PTX)
     if INPLACE_UPDATE and valid_state:
         p_ht = tl.make_block_ptr(ht, (V, K), (K, 1), (i_v * BV, 0), (BV, 64), (1, 0))
         tl.store(p_ht, b_h1.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
@@ -223,8 +220,8 @@ def fwd_h_kernel(k, v, w, v_new, g, h, initial_state, initial_state_indices, str
 def fwd_o_kernel(q, k, v, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H: tl.constexpr, Hg: tl.constexpr,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                  BV_H: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, FLAGS: tl.constexpr,
-                 PDL: tl.constexpr, FSTRIDE: tl.constexpr = 1, SLEEP_PTX: tl.constexpr = "",
-                 LOAD_PTX: tl.constexpr = ""):
+                 PDL: tl.constexpr, FSTRIDE: tl.constexpr = 1, COUNT: tl.constexpr = 1,
+                 SLEEP_PTX: tl.constexpr = ""):
     """SGLang's chunk_fwd_kernel_o on a chunk-major grid (value block, batch·head, chunk); FLAGS: first wait until
     fwd_h_kernel has stored this chunk's h and v_new for the BV // BV_H state blocks of its BV columns."""
     i_v, i_bh, i_t = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -244,7 +241,7 @@ def fwd_o_kernel(q, k, v, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H
         for j in tl.static_range(BV // BV_H):
             if i_v * (BV // BV_H) + j < NV_H:  # (V < BV: fewer state blocks than the output block spans)
                 f = flags + ((i_tg * H + i_h) * NV_H + i_v * (BV // BV_H) + j) * FSTRIDE
-                _wait(f, SLEEP_PTX, LOAD_PTX)
+                _wait(f, COUNT, SLEEP_PTX)
                 tl.store(f, 0)  # (read by no one before the next forward's fwd_h_kernel, a later kernel)
     q += (bos * Hg + i_h // (H // Hg)) * K
     k += (bos * Hg + i_h // (H // Hg)) * K
@@ -348,10 +345,11 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
     gpu = k.is_cuda and compiled()
     pdl = overlap and gpu and output
     sig = dict(SIGNAL, **(signal or {}))
-    if set(sig) != set(SIGNAL) or sig["poll"] not in ("atomic", "load") or sig["stride"] < 1:
-        raise ValueError(f"signal {signal}: fields {sorted(SIGNAL)}, poll 'atomic' or 'load', stride >= 1")
+    if set(sig) != set(SIGNAL) or sig["release"] not in ("cta", "thread") or sig["stride"] < 1:
+        raise ValueError(f"signal {signal}: fields {sorted(SIGNAL)}, release 'cta' or 'thread', stride >= 1")
     sleep_ptx = f"nanosleep.u32 {int(sig['sleep_ns'])}; mov.u32 $0, $1;" if gpu and sig["sleep_ns"] > 0 else ""
-    load_ptx = "ld.acquire.gpu.global.b32 $0, [$1];" if gpu and sig["poll"] == "load" else ""
+    release_ptx = RED_RELEASE_PTX if gpu and sig["release"] == "thread" else ""
+    count = 32 * warps_h if release_ptx else 1  # (per thread: one CTA's threads; else the one exchange's 1)
     n_tiles = B * NT if cu_seqlens is None else NT
     n_flags = n_tiles * H * triton.cdiv(V, BV_H) * sig["stride"]
     flags = _flags(k.device, n_flags) if overlap else k.new_empty(1, dtype=torch.int32)
@@ -367,13 +365,13 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
         initial_state.stride(0) if initial_state is not None else 0, cu_seqlens, chunk_offsets, flags, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BV=BV_H, USE_G=g is not None, USE_INITIAL_STATE=initial_state is not None,
         INPLACE_UPDATE=inplace_update, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap, PDL=pdl,
-        LAG=int(bool(sig["lag"])), FSTRIDE=sig["stride"], num_warps=warps_h, num_stages=stages_h)
+        LAG=int(bool(sig["lag"])), FSTRIDE=sig["stride"], RELEASE_PTX=release_ptx, num_warps=warps_h, num_stages=stages_h)
     if not output:
         return h, v_new, None
     fwd_o_kernel[(triton.cdiv(V, LO["BV"]), B * H, NT)](
         q, k, v_new, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H=H, Hg=Hg, K=K, V=V, BT=BT,
         BK=LO["BK"], BV=LO["BV"], BV_H=BV_H, USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap,
-        PDL=pdl, FSTRIDE=sig["stride"], SLEEP_PTX=sleep_ptx, LOAD_PTX=load_ptx, num_warps=LO["num_warps"],
+        PDL=pdl, FSTRIDE=sig["stride"], COUNT=count, SLEEP_PTX=sleep_ptx, num_warps=LO["num_warps"],
         num_stages=LO["num_stages"], **({"launch_pdl": True} if pdl else {}))
     return h, v_new, o
 
