@@ -5,7 +5,7 @@
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
-#                                            streamdiag,ab,fwdo,diagoverlap
+#                                            streamdiag,ab,fwdo,diagoverlap,fwdh
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -147,6 +147,11 @@ if has fwdo; then  # issue 3: the output stage's launch constants (bitwise vs st
   timeout ${FWDO_TIMEOUT:-300} python3 bench/sweep_fwd_o.py "$out/fwdo" > "$out/fwdo.log" 2>&1
   grep -E "^\| " "$out/fwdo.log" | tail -40
   echo "fwdo: $(( $(date +%s) - t0 )) s"
+fi
+if has fwdh; then  # issue 3: the state recurrence's launch constants (bitwise vs SGLang's defaults)
+  timeout ${FWDH_TIMEOUT:-300} python3 bench/sweep_fwd_h.py "$out/fwdh" > "$out/fwdh.log" 2>&1
+  grep -E "^\| |rror" "$out/fwdh.log" | tail -40
+  echo "fwdh: $(( $(date +%s) - t0 )) s"
 fi
 if has diagoverlap; then  # issue 3: the state / output overlap's time, by part and signal form (bitwise checked)
   timeout ${DIAG_TIMEOUT:-300} python3 bench/diag_overlap.py "$out/diagoverlap" > "$out/diagoverlap.log" 2>&1

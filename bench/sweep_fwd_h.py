@@ -1,0 +1,101 @@
+"""SGLang's state recurrence (``fwd_h``, most of the whole forward at few heads: 216 of ~264 µs at T=8192 H=8) under
+other launch constants than its defaults (SGLANG_GDN_CHUNK_H_BV=32, _NUM_WARPS=4, _NUM_STAGES=2, read at import):
+time (CUDA-graph replays, median µs) and whether h, v_new and the final state are bit for bit the defaults', per
+shape. Launched through ops.gdn_state's copy of the kernel (no flags, no output stage), which reads the constants
+at call time; the SGLang kernel itself is timed at its defaults in the same process.
+
+    python3 bench/sweep_fwd_h.py DIR           # FWDH_SHAPES="T,H,Hg,nseq;…"
+    python3 bench/sweep_fwd_h.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)
+"""
+import itertools
+import json
+import os
+from importlib import import_module
+
+import _prelude  # first: the checkout on sys.path, the interpreter for --smoke (before Triton is imported)
+import torch  # noqa: E402
+
+from sglang_trinv import ops  # noqa: E402
+from sglang_trinv.benchmarks import common  # noqa: E402
+from sglang_trinv.ops import gdn_state  # noqa: E402
+
+SMOKE, out, bk = _prelude.SMOKE, _prelude.out_dir(), _prelude.kernels_bench()
+DEV = bk.DEV
+D = 16 if SMOKE else 128
+SHAPES = ((130, 2, 1, 1), (130, 2, 1, 3)) if SMOKE else tuple(
+    tuple(int(x) for x in s.split(",")) for s in
+    os.environ.get("FWDH_SHAPES", "8192,8,4,1;32768,8,4,1;8192,8,4,8;8192,32,16,1").split(";"))
+chunk_h = import_module(f"{bk.FLA}.chunk_delta_h")
+chunk = import_module(f"{bk.FLA}.chunk")
+NAMES = ("GDN_CHUNK_H_BV", "GDN_CHUNK_H_NUM_WARPS", "GDN_CHUNK_H_NUM_STAGES")
+DEFAULT = tuple(getattr(chunk_h, n) for n in NAMES)
+CONFIGS = [DEFAULT] + [c for c in itertools.product((16, 32, 64), (2, 4, 8), (1, 2, 3)) if c != DEFAULT]
+if SMOKE:
+    CONFIGS = [DEFAULT, (16, 4, 2)]
+
+rows = []
+for T, H, Hg, nseq in SHAPES:
+    inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
+    k, v, g_raw, beta, cu = inp["k"], inp["v"], inp["g_raw"], inp["beta"], inp["cu_seqlens"]
+    ci = None if cu is None else ops.prepare_chunk_indices(cu, 64)
+    g, w, u, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci)
+    N = 1 if cu is None else len(cu) - 1
+    gen = torch.Generator(device=DEV).manual_seed(1)
+    h0 = torch.randn(N, H, D, D, device=DEV, generator=gen) * 0.1
+    idx = torch.arange(N, device=DEV)
+    state = h0.clone()
+
+    def stock():
+        return chunk.chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=g, initial_state=state,
+                                                  initial_state_indices=idx, cu_seqlens=cu, chunk_indices=ci)
+
+    state.copy_(h0)
+    h_ref, v_ref = stock()
+    s_ref = state.clone()
+    end = T if cu is None else int(cu[-1])
+    rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, config="SGLang's kernel " + "/".join(map(str, DEFAULT)),
+                     us=bk.bench(stock), bitwise=None))
+    print(rows[-1], flush=True)
+
+    def ours():
+        return gdn_state.gdn_fwd_h_o(None, k, w, u, g, None, state, idx, cu_seqlens=cu, chunk_indices=ci,
+                                     overlap=False, output=False)
+
+    for cfg in CONFIGS:
+        for name, value in zip(NAMES, cfg):
+            setattr(chunk_h, name, value)
+        label = f"BV{cfg[0]} w{cfg[1]} s{cfg[2]}"
+        try:
+            state.copy_(h0)
+            h, v_new, _ = ours()
+            same = torch.equal(h, h_ref) and torch.equal(v_new[:, :end], v_ref[:, :end]) and torch.equal(state, s_ref)
+            rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, config=label, us=bk.bench(ours), bitwise=same))
+        except Exception as e:  # noqa: BLE001 (a form that does not build or run is a row)
+            rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, config=label, us=None, error=f"{type(e).__name__}: "
+                             f"{str(e)[:200]}"))
+            if "illegal" in str(e).lower():
+                raise
+        print(rows[-1], flush=True)
+    for name, value in zip(NAMES, DEFAULT):
+        setattr(chunk_h, name, value)
+    del inp, k, v, w, u, g, h_ref, v_ref
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+
+meta = common.run_meta(DEV, script="bench/sweep_fwd_h.py")
+shapes = [f"T={T} H={H} seqs={n}" for T, H, _, n in SHAPES]
+lines = ["| launch | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
+for cfg in dict.fromkeys(r["config"] for r in rows):
+    cells = []
+    for T, H, _, n in SHAPES:
+        r = next((x for x in rows if (x["T"], x["H"], x["nseq"], x["config"]) == (T, H, n, cfg)), None)
+        if r is None or r.get("us") is None:
+            cells.append("—" if r is None else "error")
+        else:
+            cells.append(f"{r['us']:.1f}" + ("" if r["bitwise"] is None else (" ✓" if r["bitwise"] else " ✗")))
+    lines.append(f"| {cfg} | " + " | ".join(cells) + " |")
+print("\n".join(lines))
+with open(os.path.join(out, "sweep_fwd_h.json"), "w") as f:
+    json.dump(dict(meta=meta, rows=rows), f, indent=1)
+with open(os.path.join(out, "sweep_fwd_h.md"), "w") as f:
+    f.write("µs (CUDA-graph replays); ✓: h, v_new, final state bit for bit SGLang's defaults\n\n" + "\n".join(lines))
