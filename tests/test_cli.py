@@ -24,8 +24,8 @@ def test_unknown_subcommand_exits_nonzero_with_the_choices(capsys):
 
 def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
     """`sglang-trinv check` against the installed SGLang: hooks present, pipeline fusable, KDA ours for the exact
-    gate by default (safe_gate stock), whether the Gluon intra kernel can serve here, the experimental state /
-    output overlap off unless asked for;
+    gate by default (safe_gate stock), whether the Gluon intra kernel can serve here, how the state recurrence runs
+    (tuned copies by default; SGLang's own, the overlap, SGLang's launch variables and a bad value as asked);
     exit 1 with the reason for a method that has no kernel, a warning for an unstable one."""
     monkeypatch.delenv("SGLANG_TRINV_KDA", raising=False)
     assert main(["check"]) == 0
@@ -36,11 +36,19 @@ def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
     assert "skipped in chunk_kda_fwd (SGLang drops Akk)" in out
     assert "Gluon intra kernel" in out and "SGLANG_TRINV_GLUON=0|1" in out
     assert "direct kernel launch" in out and "off (SGLANG_TRINV_DIRECT_LAUNCH=1" in out
-    assert "GDN state / output overlap  off (SGLANG_TRINV_OVERLAP_O=1 turns it on" in out
-    monkeypatch.setenv("SGLANG_TRINV_OVERLAP_O", "1")
-    assert main(["check"]) == 0
-    assert "GDN state / output overlap  on (experimental)" in capsys.readouterr().out
-    monkeypatch.delenv("SGLANG_TRINV_OVERLAP_O")
+    line = next(x for x in out.splitlines() if "GDN state recurrence" in x)
+    assert "SGLang's kernels (copies), the state kernel's launch constants picked per shape" in line
+    assert "SGLANG_TRINV_STATE_LAUNCH=sglang keeps SGLang's own" in line
+    for name, value, expected in (("SGLANG_TRINV_OVERLAP_O", "1", "side by side (SGLANG_TRINV_OVERLAP_O=1"),
+                                  ("SGLANG_TRINV_STATE_LAUNCH", "sglang", "SGLang's own state kernel, then the output stage"),
+                                  ("SGLANG_GDN_CHUNK_H_NUM_STAGES", "2", "constants SGLang's "
+                                   "(SGLANG_GDN_CHUNK_H_NUM_STAGES set)"),
+                                  ("SGLANG_TRINV_STATE_LAUNCH", "fast", "not as asked: SGLANG_TRINV_STATE_LAUNCH="
+                                   "'fast' is not 'tuned' or 'sglang'")):
+        monkeypatch.setenv(name, value)
+        assert main(["check"]) == 0
+        assert expected in capsys.readouterr().out, (name, value)
+        monkeypatch.delenv(name)
     assert "--linear-attn-inv blockdoubling would patch GDN prefill here" in out
     assert main(["check", "--method", "gauss_jordan"]) == 1
     out = capsys.readouterr().out

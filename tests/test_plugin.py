@@ -290,13 +290,16 @@ def test_gdn_prefill_runs_our_kernel_and_matches_stock(stock_outputs, varlen, fu
     assert getattr(chunk.chunk_gated_delta_rule_fwd, "__sglang_trinv__", False) is fused
     assert ("gdn_pipeline" in plugin.active().patched) is fused
     before = plugin.active().counts
-    fwd_o_calls = []
-    real_fwd_o = ops.gdn_fwd_o
-    monkeypatch.setattr(ops, "gdn_fwd_o", lambda *a, **kw: fwd_o_calls.append(1) or real_fwd_o(*a, **kw))
+    from sglang_trinv.ops import gdn_state
+
+    fwd_o_calls = []  # the fused pipeline's output stage, without the memset of o: gdn_state's copies (default)
+    for mod, name in ((ops, "gdn_fwd_o"), (gdn_state, "gdn_fwd_h_o")):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _r=real, _n=name, **kw: fwd_o_calls.append(_n) or _r(*a, **kw))
     ours = _run_gdn(varlen)
     after = plugin.active().counts
     assert after.get("gdn", 0) == before.get("gdn", 0) + 1 and after.get("gdn_fallback", 0) == 0
-    assert len(fwd_o_calls) == int(fused)  # the fused pipeline's output stage: no memset of o
+    assert fwd_o_calls == (["gdn_fwd_h_o"] if fused else [])
     assert after.get("gdn_pipeline", 0) == before.get("gdn_pipeline", 0) + int(fused)
     for name, x, ref in zip(("o", "A", "final state"), ours, stock_outputs[varlen]):
         if name == "A" and fused:
@@ -338,8 +341,9 @@ def _kernel_launches(monkeypatch) -> list[str]:
 @pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
 def test_fused_pipeline_launches_fewer_kernels_than_stock(varlen, monkeypatch):
     """Eager prefill pays the host per launch (SGLang runs the GDN chunk forward eagerly per layer): the fused
-    pipeline launches one kernel for the cumsum and the whole intra stage (stock: three), SGLang's fwd_h and fwd_o,
-    and — varlen only — the zeroing of o's rows past the last sequence that replaces stock's memset of all of o."""
+    pipeline launches one kernel for the cumsum and the whole intra stage (stock: three), SGLang's fwd_h and fwd_o
+    (ops.gdn_state's copies, the default), and — varlen only — the zeroing of o's rows past the last sequence that
+    replaces stock's memset of all of o."""
     monkeypatch.setenv(ENV_FUSE_PIPELINE, "1")
     plugin.unpatch()
     names = _kernel_launches(monkeypatch)
@@ -355,8 +359,8 @@ def test_fused_pipeline_launches_fewer_kernels_than_stock(varlen, monkeypatch):
     assert stock == ["chunk_local_cumsum_scalar_kernel", "chunk_gated_delta_rule_fwd_kkt_solve_kernel",
                      "recompute_w_u_fwd_kernel", "chunk_gated_delta_rule_fwd_kernel_h_blockdim64",
                      "chunk_fwd_kernel_o"], stock
-    assert ours == ["gdn_intra_kernel", "chunk_gated_delta_rule_fwd_kernel_h_blockdim64",
-                    *(["zero_tail_kernel"] if varlen else []), "chunk_fwd_kernel_o"], ours
+    assert ours == ["gdn_intra_kernel", *(["zero_tail_kernel"] if varlen else []), "fwd_h_kernel",
+                    "fwd_o_kernel"], ours
 
 
 def _fake_fwd(q, k, v, g, beta, scale, initial_state, initial_state_indices, cu_seqlens=None, chunk_indices=None):
@@ -569,11 +573,13 @@ def test_overlap_env_runs_state_and_output_at_once(varlen, monkeypatch, caplog):
     from sglang_trinv.plugin import gdn
 
     monkeypatch.setenv(ENV_FUSE_PIPELINE, "1")
+    monkeypatch.setenv(gdn.ENV_STATE_LAUNCH, "sglang")  # (the overlap's launch constants: the tuned ones)
     sglang_trinv.patch("blockdoubling")
     try:
         plain = _run_gdn(varlen)
     finally:
         plugin.unpatch()
+    monkeypatch.delenv(gdn.ENV_STATE_LAUNCH)
     monkeypatch.setenv(gdn.ENV_OVERLAP_O, "1")
     calls = []
     real = gdn_state.gdn_fwd_h_o
@@ -585,17 +591,54 @@ def test_overlap_env_runs_state_and_output_at_once(varlen, monkeypatch, caplog):
         before = plugin.active().counts.get("gdn_overlap", 0)
         ours = _run_gdn(varlen)
         assert plugin.active().counts.get("gdn_overlap", 0) == before + 1 and len(calls) == 1
-        assert "output stage run at once" in caplog.text
+        assert "output stage: state recurrence and output stage side by side" in caplog.text
     finally:
         plugin.unpatch()
     for name, x, y in (("o", ours[0], plain[0]), ("final state", ours[2], plain[2])):
-        assert torch.equal(x, y), name
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)  # (BV 16: numpy products)
     monkeypatch.setenv(gdn.ENV_O_MEMSET, "1")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="sglang_trinv"):
         sglang_trinv.patch("blockdoubling")
     plugin.unpatch()
     assert "SGLANG_TRINV_OVERLAP_O=1 ignored: the output stage is stock's chunk_fwd_o" in caplog.text
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+def test_state_stage_tuned_by_default(varlen, monkeypatch, caplog):
+    """The fused pipeline runs SGLang's state recurrence and output stage as ops.gdn_state's copies, the state
+    kernel at launch constants picked per shape (said in the log; counted), o and the final state those of SGLang's
+    own stages (SGLANG_TRINV_STATE_LAUNCH=sglang: its own kernel, not counted). Under the interpreter the BV=16
+    blocks' products differ from BV=32's in the last bits (numpy); on a GPU they are bit for bit (test_state)."""
+    from sglang_trinv.ops import gdn_state
+    from sglang_trinv.plugin import gdn
+
+    monkeypatch.setenv(ENV_FUSE_PIPELINE, "1")
+    launches = []
+    real = gdn_state.gdn_fwd_h_o
+    monkeypatch.setattr(gdn_state, "gdn_fwd_h_o", lambda *a, **kw: launches.append(kw) or real(*a, **kw))
+    runs = {}
+    for value in ("sglang", None):
+        if value:
+            monkeypatch.setenv(gdn.ENV_STATE_LAUNCH, value)
+        else:
+            monkeypatch.delenv(gdn.ENV_STATE_LAUNCH, raising=False)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sglang_trinv"):
+            sglang_trinv.patch("blockdoubling")
+        try:
+            before = plugin.active().counts.get("gdn_state_tuned", 0)
+            runs[value] = _run_gdn(varlen)
+            assert plugin.active().counts.get("gdn_state_tuned", 0) == before + (value is None), value
+        finally:
+            plugin.unpatch()
+        expected = "SGLang's own state kernel" if value else "SGLang's kernels (copies), the state kernel's " \
+            "launch constants picked per shape"
+        assert f"state recurrence and output stage: {expected}" in caplog.text, value
+    assert len(launches) == 1 and launches[0]["launch"] == "tuned" and not launches[0]["overlap"]
+    for name, i in (("o", 0), ("final state", 2)):
+        torch.testing.assert_close(runs[None][i], runs["sglang"][i], rtol=1e-6, atol=1e-6, msg=name)
 
 
 def test_o_memset_env_keeps_stocks_output_stage(monkeypatch, caplog):

@@ -68,6 +68,39 @@ def test_state_and_output_at_once_equal_sglangs_stages(case):
             assert not gdn_state._FLAGS[x["k"].device].any()
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="interpreter form; the GPU test below covers the device")
+def test_tuned_state_launch_under_the_interpreter():
+    """launch="tuned" (BV=16 here: 1 sequence x 4 heads x 4 blocks of 16 value columns fit in a wave): h, o and
+    the final state those of SGLang's stages, to the last bits of numpy's products in other blocks."""
+    from sglang_trinv.ops import gdn_state
+
+    c = CASES["varlen"]
+    x, (h, v_new, o, state) = _stages(**c)
+    assert gdn_state.tuned_launch(3, 4, 64, x["k"].device)[0] == 16
+    s = x["h0"].clone()
+    h2, _, o2 = gdn_state.gdn_fwd_h_o(x["q"], x["k"], x["w"], x["u"], x["g"], 32 ** -0.5, s, x["idx"],
+                                      cu_seqlens=x["cu"], chunk_indices=x["ci"], overlap=False, launch="tuned")
+    for name, a, b in (("h", h2, h), ("o", o2, o), ("final state", s, state)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_tuned_state_launch_rule(monkeypatch):
+    """BV=16 (2 warps, 3 stages) while its programs fit in one wave of 132 SMs, else BV=32 (4 warps, 3 stages);
+    SGLang's launch variables set in the environment are the user's choice and win."""
+    from sglang_trinv.ops import gdn_state
+
+    cpu = torch.device("cpu")
+    assert gdn_state.tuned_launch(1, 8, 128, cpu) == (16, 2, 3)  # 64 programs
+    assert gdn_state.tuned_launch(2, 8, 128, cpu) == (16, 2, 3)  # 128
+    assert gdn_state.tuned_launch(1, 32, 128, cpu) == (32, 4, 3)  # 256 at BV=16
+    assert gdn_state.tuned_launch(8, 8, 128, cpu) == (32, 4, 3)
+    for name in gdn_state.SGLANG_LAUNCH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert gdn_state.sglang_launch_set() == []
+    monkeypatch.setenv("SGLANG_GDN_CHUNK_H_BV", "64")
+    assert gdn_state.sglang_launch_set() == ["SGLANG_GDN_CHUNK_H_BV"]
+
+
 def test_state_copy_checks_the_installed_kernel(monkeypatch):
     """The copy is used only where SGLang's state kernel has the parameters it was made from."""
     from types import SimpleNamespace
@@ -124,6 +157,12 @@ for varlen, lag, release in ((False, 0, S.RED_RELEASE_PTX), (True, 1, S.RED_RELE
     assert (fh["cp_async"] > 0) == bool(release), fh
     assert fo["launch_pdl"] and fo["waits"] == 1 and fo["acquires"] >= 2 and fo["sleeps"] == 2, fo
     assert fo["stack"] == 0, fo
+for bv, (warps, stages) in S.TUNED_LAUNCH.items():  # the tuned launches, without flags: no spills
+    fh = build(S.fwd_h_kernel, sig_h, dict(H=8, Hg=4, K=128, V=128, BT=64, BV=bv, USE_G=True, USE_INITIAL_STATE=True,
+                                           INPLACE_UPDATE=True, IS_VARLEN=True, FLAGS=False, PDL=False, LAG=0,
+                                           FSTRIDE=1, RELEASE_PTX=""),
+               num_warps=warps, num_stages=stages)
+    assert fh["stack"] == 0 and fh["releases"] == fh["reds"] == 0 and fh["cp_async"] > 0, (bv, fh)
 print("ok")
 """
 
@@ -175,3 +214,19 @@ def test_state_and_output_at_once_on_gpu(shape, signal):
         torch.cuda.synchronize()
         assert torch.equal(out[0], h) and torch.equal(out[2], o) and torch.equal(s, state)
     assert not gdn_state._FLAGS[x["k"].device].any()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(8192, 8, 4, None), (4096, 8, 4, [0, 1, 700, 2000, 4096])],
+                         ids=["T8192-H8-BV16", "varlen-BV32"])
+def test_tuned_state_launch_on_gpu(shape):
+    """Compiled (bf16, K = V = 128): the state kernel at the tuned launch constants (BV=16 for one sequence at 8
+    heads; BV=32 for 4 sequences) and the output stage give SGLang's h, v_new, o and final state bit for bit."""
+    from sglang_trinv.ops import gdn_state
+
+    T, H, Hg, cu = shape
+    x, (h, v_new, o, state) = _stages(T, H, Hg, 128, 128, cu, dtype=torch.bfloat16)
+    s = x["h0"].clone()
+    h2, v_new2, o2 = gdn_state.gdn_fwd_h_o(x["q"], x["k"], x["w"], x["u"], x["g"], 128 ** -0.5, s, x["idx"],
+                                           cu_seqlens=x["cu"], chunk_indices=x["ci"], overlap=False, launch="tuned")
+    assert torch.equal(h2, h) and torch.equal(v_new2, v_new) and torch.equal(o2, o) and torch.equal(s, state)

@@ -26,6 +26,7 @@ two kernels one after the other, without flags.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import import_module
 
@@ -298,6 +299,37 @@ def stock_reason() -> str | None:
     return None if params == STOCK_PARAMS else f"{STOCK_KERNEL}{params} is not the copied signature"
 
 
+# The state kernel's launch constants where gdn_fwd_h_o(launch="tuned") picks them (s26, bench/sweep_fwd_h.py on an
+# H200: 27 forms at 4 shapes, every one bit for bit SGLang's defaults BV=32, 4 warps, 2 stages, since each value
+# column's recurrence is the same arithmetic whatever the block). A third pipeline stage paid at every shape (BV=32,
+# 4 warps: 212.7 -> 166.0 µs at T=8192 H=8; 269.1 -> 169.8 at T=8192 H=32; 70.8 -> 59.5 with 8 sequences). Where
+# BV=16 programs still fit in one wave (one sequence, 8 heads: 64 CTAs), BV=16 with 2 warps and 3 stages is faster
+# again (139.5 µs; T=32768 H=8: 840.8 -> 550.2). More programs than SMs at BV=16 (T=8192 H=32: 256): BV=32 won.
+TUNED_LAUNCH = {16: (2, 3), 32: (4, 3)}  # BV -> (num_warps, num_stages)
+SGLANG_LAUNCH_ENV = ("SGLANG_GDN_CHUNK_H_BV", "SGLANG_GDN_CHUNK_H_NUM_WARPS", "SGLANG_GDN_CHUNK_H_NUM_STAGES")
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (132, an H100 / H200 SXM's, off a GPU: the interpreter's runs)."""
+    if device.type != "cuda":
+        return 132
+    from .gluon_intra import _sm_count  # (cached per device)
+
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def tuned_launch(n_seqs: int, H: int, V: int, device: torch.device) -> tuple[int, int, int]:
+    """(BV, num_warps, num_stages) of the state kernel (TUNED_LAUNCH's comment): BV=16 while its programs
+    (sequence, head, 16 value columns) fit in one wave of the GPU's SMs, else BV=32."""
+    bv = 16 if n_seqs * H * triton.cdiv(V, 16) <= sm_count(device) else 32
+    return (bv, *TUNED_LAUNCH[bv])
+
+
+def sglang_launch_set() -> list[str]:
+    """SGLang's state-kernel launch variables set in the environment (the user's choice: "tuned" then keeps it)."""
+    return [name for name in SGLANG_LAUNCH_ENV if os.environ.get(name, "").strip()]
+
+
 # device -> int32 flags, all 0 between forwards (each waiter sets its flags back to 0). One set per device: forwards
 # on two streams of one GPU at once would share them (SGLang runs a GPU's forwards on one stream)
 _FLAGS: dict = {}
@@ -313,11 +345,13 @@ def _flags(device: torch.device, n: int) -> torch.Tensor:
 
 def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_seqlens=None, chunk_indices=None,
                 inplace_update: bool = True, overlap: bool = True, signal: dict | None = None,
-                output: bool = True):
+                output: bool = True, launch: str = "sglang"):
     """SGLang's ``chunk_gated_delta_rule_fwd_h`` then ``chunk_fwd_o`` (no memset of o: every row is written, rows
     past ``cu_seqlens[-1]`` zeroed as in :func:`gdn_output.gdn_fwd_o`), with the output stage running beside the
     recurrence (``overlap``; module doc; ``signal``: how, :data:`SIGNAL`'s fields). Returns ``(h, v_new, o)``; the
-    final state goes into ``initial_state``'s slots (``inplace_update``), as SGLang's. ``output=False`` (timing the
+    final state goes into ``initial_state``'s slots (``inplace_update``), as SGLang's. The state kernel's launch
+    constants: SGLang's (``launch="sglang"``, its module's values), or ``"tuned"``: :func:`tuned_launch`'s, unless
+    SGLang's launch variables are set in the environment (:func:`sglang_launch_set`). ``output=False`` (timing the
     signal's cost): the state kernel alone, its flags left set (``o`` None; zero them with :func:`clear_flags`)."""
     from . import gdn_output
 
@@ -334,9 +368,14 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
         chunk_offsets = chunk_h.prepare_chunk_offsets(cu_seqlens, BT)
     if K > 256:
         raise ValueError(f"head dimension K={K} > 256")
-    BV_H = getattr(chunk_h, "GDN_CHUNK_H_BV", 32)  # SGLang's own launch constants (its env knobs)
-    warps_h = getattr(chunk_h, "GDN_CHUNK_H_NUM_WARPS", 4)
-    stages_h = getattr(chunk_h, "GDN_CHUNK_H_NUM_STAGES", 2)
+    if launch == "tuned" and not sglang_launch_set():
+        BV_H, warps_h, stages_h = tuned_launch(N, H, V, k.device)
+    elif launch in ("tuned", "sglang"):
+        BV_H = getattr(chunk_h, "GDN_CHUNK_H_BV", 32)  # SGLang's own launch constants (its env knobs)
+        warps_h = getattr(chunk_h, "GDN_CHUNK_H_NUM_WARPS", 4)
+        stages_h = getattr(chunk_h, "GDN_CHUNK_H_NUM_STAGES", 2)
+    else:
+        raise ValueError(f"launch {launch!r}: 'sglang' or 'tuned'")
     LO = gdn_output.LAUNCH
     if LO["BV"] % BV_H:
         raise ValueError(f"the output's BV={LO['BV']} must be a multiple of the state's BV={BV_H}")

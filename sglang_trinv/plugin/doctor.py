@@ -65,10 +65,11 @@ def run(args: argparse.Namespace) -> int:
                 f"; {ENV_FUSE_PIPELINE}=0 disables it; output stage " +
                 (f"stock ({o_reason})" if o_reason else f"without the memset of o ({gdn.ENV_O_MEMSET}=1 keeps "
                  "stock's)"))
-            ov = gdn.overlap_reason(chunk, o_memset=o_reason is not None)
-            add("GDN state / output overlap", None, "on (experimental)" if ov is None else
-                f"off: {ov}" if gdn.overlap_asked() else
-                f"off ({gdn.ENV_OVERLAP_O}=1 turns it on: experimental, untimed)")
+            stage, st_reason = gdn.state_stage(chunk, o_memset=o_reason is not None)
+            add("GDN state recurrence", None, gdn.state_stage_label(stage) +
+                (f" (not as asked: {st_reason})" if st_reason else "") +
+                f"; {gdn.ENV_STATE_LAUNCH}=sglang keeps SGLang's own, {gdn.ENV_OVERLAP_O}=1 runs the output stage "
+                "beside it (experimental, measured slower)")
     except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
         add("GDN pipeline fusion", None, f"not checked ({type(e).__name__}: {e})")
     try:  # the warp-specialized Hopper kernel behind ops.gdn_fwd_intra (information only)

@@ -47,7 +47,8 @@ FWD_PARAMS = ("q", "k", "v", "g", "beta", "scale", "initial_state", "initial_sta
 FWD_EXTRA_PARAMS = {"inplace_update"}  # 0.5.19+: passed through to chunk_gated_delta_rule_fwd_h
 FWD_STAGES = ("chunk_local_cumsum", NAME, "chunk_gated_delta_rule_fwd_h", "chunk_fwd_o")
 ENV_O_MEMSET = "SGLANG_TRINV_O_MEMSET"  # "1": keep stock's chunk_fwd_o (o zero-filled) in the fused pipeline
-ENV_OVERLAP_O = "SGLANG_TRINV_OVERLAP_O"  # "1": the output stage beside the state recurrence (ops.gdn_state; untimed)
+ENV_OVERLAP_O = "SGLANG_TRINV_OVERLAP_O"  # "1": the output stage beside the state recurrence (measured slower)
+ENV_STATE_LAUNCH = "SGLANG_TRINV_STATE_LAUNCH"  # "tuned" (default) or "sglang": the state kernel's launch constants
 
 _warned_fallbacks: set[tuple] = set()
 
@@ -220,25 +221,45 @@ def output_stage_reason(chunk_module) -> str | None:
 
 
 def overlap_asked() -> bool:
-    """``SGLANG_TRINV_OVERLAP_O=1``: the state recurrence and output stage at once, where overlap_reason allows."""
+    """``SGLANG_TRINV_OVERLAP_O=1``: the state recurrence and output stage at once, where state_stage allows."""
     return os.environ.get(ENV_OVERLAP_O, "0").strip() == "1"
 
 
-def overlap_reason(chunk_module, o_memset: bool) -> str | None:
-    """None if the fused pipeline runs SGLang's state recurrence and output stage at once (ops.gdn_state; off
-    unless ``SGLANG_TRINV_OVERLAP_O=1``), else why not."""
-    if not overlap_asked():
-        return f"{ENV_OVERLAP_O} is not 1"
+def state_stage(chunk_module, o_memset: bool) -> tuple[str, str | None]:
+    """How the fused pipeline runs SGLang's state recurrence and output stage, and why not as asked (or None):
+    - "tuned" (the default): ops.gdn_state's copies of both kernels, the state kernel at launch constants picked
+      per shape (gdn_state.tuned_launch; bit for bit SGLang's values, measured faster at every shape);
+    - "overlap" (``SGLANG_TRINV_OVERLAP_O=1``, experimental, measured slower): the same copies side by side;
+    - "sglang" (``SGLANG_TRINV_STATE_LAUNCH=sglang``, or where the copies cannot run): SGLang's own state kernel,
+      then the output stage."""
+    asked = "overlap" if overlap_asked() else os.environ.get(ENV_STATE_LAUNCH, "tuned").strip().lower() or "tuned"
+    if asked not in ("overlap", "tuned", "sglang"):
+        return "sglang", f"{ENV_STATE_LAUNCH}={asked!r} is not 'tuned' or 'sglang'"
+    if asked == "sglang":
+        return "sglang", None
     if o_memset:
-        return "the output stage is stock's chunk_fwd_o (with the memset)"
+        return "sglang", "the output stage is stock's chunk_fwd_o (with the memset)"
     from ..ops import gdn_state
 
-    return gdn_state.stock_reason()
+    reason = gdn_state.stock_reason()
+    return ("sglang", reason) if reason else (asked, None)
 
 
-def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = True, overlap: bool = False):
+def state_stage_label(stage: str) -> str:
+    """The start-up log's / ``sglang-trinv check``'s words for a state_stage mode."""
+    from ..ops import gdn_state
+
+    set_ = gdn_state.sglang_launch_set()
+    return {"tuned": "SGLang's kernels (copies), the state kernel's launch constants " +
+                     (f"SGLang's ({', '.join(set_)} set)" if set_ else "picked per shape (BV 16 or 32, 3 stages)"),
+            "overlap": f"state recurrence and output stage side by side ({ENV_OVERLAP_O}=1, experimental, measured "
+                       "slower)",
+            "sglang": "SGLang's own state kernel, then the output stage"}[stage]
+
+
+def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = True, stage: str = "sglang"):
     """The fused pipeline; ``o_memset=False``: the output stage through ops.gdn_fwd_o (no memset of o);
-    ``overlap``: the state recurrence and the output stage at once (ops.gdn_state.gdn_fwd_h_o)."""
+    ``stage``: how the state recurrence and the output stage run (:func:`state_stage`)."""
     from .. import ops
 
     @functools.wraps(stock_fwd)
@@ -258,19 +279,20 @@ def make_fwd_wrapper(stock_fwd, chunk_module, store_A: bool, o_memset: bool = Tr
         STATE.counts["gdn_pipeline"] += 1
         g, w, u, A = ops.gdn_cumsum_fwd_intra(k, v, g, beta, cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
                                               method=method, precision=precision, store_A=store_A)
-        overlap_here = overlap and set(kwargs) <= FWD_EXTRA_PARAMS and initial_state is not None \
+        copies_here = stage != "sglang" and set(kwargs) <= FWD_EXTRA_PARAMS and initial_state is not None \
             and initial_state_indices is not None
-        if overlap and not overlap_here and ("overlap",) not in _warned_fallbacks:
-            _warned_fallbacks.add(("overlap",))
-            logger.info("sglang-trinv: %s=1: a call without an initial state or with arguments %s runs SGLang's "
-                        "state and output stages one after the other", ENV_OVERLAP_O, sorted(kwargs))
-        if overlap_here:
+        if stage != "sglang" and not copies_here and ("state_stage",) not in _warned_fallbacks:
+            _warned_fallbacks.add(("state_stage",))
+            logger.info("sglang-trinv: a call without an initial state or with arguments %s runs SGLang's own "
+                        "state and output stages (not %s)", sorted(kwargs), state_stage_label(stage))
+        if copies_here:
             from ..ops import gdn_state
 
-            STATE.counts["gdn_overlap"] += 1
+            STATE.counts["gdn_overlap" if stage == "overlap" else "gdn_state_tuned"] += 1
             h, v_new, o = gdn_state.gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices,
                                                 cu_seqlens=cu_seqlens, chunk_indices=chunk_indices,
-                                                inplace_update=kwargs.get("inplace_update", True))
+                                                inplace_update=kwargs.get("inplace_update", True),
+                                                overlap=stage == "overlap", launch="tuned")
             if getattr(chunk_module, "SUPPRESS_LEVEL", 0) < 3:
                 return g, o, A, None, h, None
             return g, o, A, w, h, v_new
@@ -303,16 +325,16 @@ def apply_pipeline(chunk_module) -> None:
             return
         o_reason = output_stage_reason(chunk_module)
         stock = getattr(chunk_module, FWD_NAME)
-        ov_reason = overlap_reason(chunk_module, o_memset=o_reason is not None)
-        if ov_reason and overlap_asked():
-            logger.info("sglang-trinv: %s=1 ignored: %s", ENV_OVERLAP_O, ov_reason)
-        elif not ov_reason:
-            logger.info("sglang-trinv: GDN state recurrence and output stage run at once (%s=1, experimental)",
-                        ENV_OVERLAP_O)
+        stage, st_reason = state_stage(chunk_module, o_memset=o_reason is not None)
+        if st_reason:
+            logger.info("sglang-trinv: %s ignored: %s", f"{ENV_OVERLAP_O}=1" if overlap_asked() else
+                        "the tuned state launch", st_reason)
+        logger.info("sglang-trinv: GDN state recurrence and output stage: %s", state_stage_label(stage))
         n = rebind(stock, make_fwd_wrapper(stock, chunk_module, store_A, o_memset=o_reason is not None,
-                                           overlap=ov_reason is None))
+                                           stage=stage))
         STATE.patched.add("gdn_pipeline")
         logger.info("sglang-trinv: GDN %s fused: gate cumsum in our kernel, A %s, output %s [%d bindings]",
                     FWD_NAME, "written (a caller may read it)" if store_A else "not written (SGLang drops it)",
-                    f"by stock chunk_fwd_o ({o_reason})" if o_reason else "without the memset of o (ops.gdn_fwd_o)",
+                    f"by stock chunk_fwd_o ({o_reason})" if o_reason else "without the memset of o" +
+                    (" (ops.gdn_fwd_o)" if stage == "sglang" else ""),
                     n)
