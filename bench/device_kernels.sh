@@ -5,7 +5,7 @@
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
-#                                            streamdiag,ab,fwdo,diagoverlap,fwdh
+#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -142,6 +142,19 @@ if has ab; then  # issue 3: a Tuning change (AB_TUNING="l2_warm=32", "pdl=1", â€
     "$out/ab" > "$out/ab.log" 2>&1
   grep -E "^on: |^\| " "$out/ab.log" | tail -20
   echo "ab: $(( $(date +%s) - t0 )) s"
+fi
+if has abvars; then  # issue 3: stock and ours with SGLang's state-kernel variables set alike (the fair reference for
+  # the tuned state launch: stock can be given the same constants); ABVARS="BV,warps,stages;â€¦"
+  IFS=';' read -ra forms <<< "${ABVARS:-16,2,3;32,4,3}"
+  for f in "${forms[@]}"; do
+    IFS=',' read -r bv nw ns <<< "$f"
+    SGLANG_GDN_CHUNK_H_BV=$bv SGLANG_GDN_CHUNK_H_NUM_WARPS=$nw SGLANG_GDN_CHUNK_H_NUM_STAGES=$ns AB_TUNING= AB_ENV= \
+      AB_SHAPES="${AB_SHAPES:-8192,8,4,1;8192,8,4,8}" timeout ${AB_TIMEOUT:-300} python3 bench/ab_tuning.py \
+      "$out/abvars_${bv}_${nw}_${ns}" > "$out/abvars_${bv}_${nw}_${ns}.log" 2>&1
+    echo "SGLang's state kernel at BV=$bv, $nw warps, $ns stages (stock and ours):"
+    grep -E "^\| " "$out/abvars_${bv}_${nw}_${ns}.log" | grep "whole forward |" | tail -20
+  done
+  echo "abvars: $(( $(date +%s) - t0 )) s"
 fi
 if has fwdo; then  # issue 3: the output stage's launch constants (bitwise vs stock's), whole forward at the best
   timeout ${FWDO_TIMEOUT:-300} python3 bench/sweep_fwd_o.py "$out/fwdo" > "$out/fwdo.log" 2>&1
