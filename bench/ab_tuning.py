@@ -28,8 +28,7 @@ from sglang_trinv.reference import gdn as ref  # noqa: E402
 SMOKE, out, bk = _prelude.SMOKE, _prelude.out_dir(), _prelude.kernels_bench()
 DEV = bk.DEV
 ROUNDS = 1 if SMOKE else int(os.environ.get("AB_ROUNDS", "5"))
-SHAPES = ((130, 2, 1, 1),) if SMOKE else tuple(
-    tuple(int(x) for x in s.split(",")) for s in os.environ.get("AB_SHAPES", "8192,8,4,1;8192,8,4,8").split(";"))
+SHAPES = _prelude.shapes("AB_SHAPES", "8192,8,4,1;8192,8,4,8", smoke=((130, 2, 1, 1),))
 
 
 def tuning_change(text: str) -> dict:

@@ -14,18 +14,14 @@ from importlib import import_module
 
 import _prelude  # first: the checkout on sys.path, the interpreter for --smoke (before Triton is imported)
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.benchmarks import common  # noqa: E402
 from sglang_trinv.ops import gdn_state  # noqa: E402
 
 SMOKE, out, bk = _prelude.SMOKE, _prelude.out_dir(), _prelude.kernels_bench()
 DEV = bk.DEV
 D = 16 if SMOKE else 128
-SHAPES = ((130, 2, 1, 1), (130, 2, 1, 3)) if SMOKE else tuple(
-    tuple(int(x) for x in s.split(",")) for s in
-    os.environ.get("DIAG_SHAPES", "8192,8,4,1;32768,8,4,1;8192,32,16,1;8192,8,4,8").split(";"))
+SHAPES = _prelude.shapes("DIAG_SHAPES", "8192,8,4,1;32768,8,4,1;8192,32,16,1;8192,8,4,8")
 SIGNALS = {  # s25's form (one release per CTA after a barrier), then per-thread releases, one change at a time
     "CTA barrier + one release": dict(release="cta", lag=0, sleep_ns=200, stride=1),
     "per-thread releases": dict(release="thread", lag=0, sleep_ns=200, stride=1),
@@ -38,15 +34,8 @@ chunk = import_module(f"{bk.FLA}.chunk")
 
 rows = []
 for T, H, Hg, nseq in SHAPES:
-    inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
-    k, v, g_raw, beta, cu = inp["k"], inp["v"], inp["g_raw"], inp["beta"], inp["cu_seqlens"]
-    ci = None if cu is None else ops.prepare_chunk_indices(cu, 64)
-    g, w, u, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci)
-    gen = torch.Generator(device=DEV).manual_seed(1)
-    q = F.normalize(torch.randn(1, T, Hg, D, device=DEV, generator=gen), dim=-1).to(k.dtype)
-    N = 1 if cu is None else len(cu) - 1
-    h0 = torch.randn(N, H, D, D, device=DEV, generator=gen) * 0.1
-    idx = torch.arange(N, device=DEV)
+    x = _prelude.state_inputs(bk, T, H, Hg, nseq, D)
+    k, w, u, g, q, h0, idx, cu, ci = (x[n] for n in ("k", "w", "u", "g", "q", "h0", "idx", "cu", "ci"))
     state = h0.clone()
     scale = D ** -0.5
 
@@ -88,20 +77,13 @@ for T, H, Hg, nseq in SHAPES:
             bitwise = bitwise and same(fn)
         rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, form=name, us=us, bitwise=bitwise))
         print(rows[-1], flush=True)
-    del inp, k, v, w, u, g, q, h_ref, o_ref
+    del x, k, w, u, g, q, h_ref, o_ref
     if DEV == "cuda":
         torch.cuda.empty_cache()
 
 meta = common.run_meta(DEV, script="bench/diag_overlap.py")
-shapes = [f"T={T} H={H} seqs={n}" for T, H, _, n in SHAPES]
-lines = ["| form | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
-for form in dict.fromkeys(r["form"] for r in rows):
-    cells = []
-    for T, H, _, n in SHAPES:
-        r = next(x for x in rows if (x["T"], x["H"], x["nseq"], x["form"]) == (T, H, n, form))
-        mark = "" if r["bitwise"] is None else (" ✓" if r["bitwise"] else " ✗ NOT BITWISE")
-        cells.append(f"{r['us']:.1f}{mark}")
-    lines.append(f"| {form} | " + " | ".join(cells) + " |")
+lines = _prelude.shape_table(rows, SHAPES, "form", "form", lambda r: f"{r['us']:.1f}" + (
+    "" if r["bitwise"] is None else (" ✓" if r["bitwise"] else " ✗ NOT BITWISE")))
 print("\n".join(lines))
 with open(os.path.join(out, "diag_overlap.json"), "w") as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=1)

@@ -15,16 +15,13 @@ from importlib import import_module
 import _prelude  # first: the checkout on sys.path, the interpreter for --smoke (before Triton is imported)
 import torch  # noqa: E402
 
-from sglang_trinv import ops  # noqa: E402
 from sglang_trinv.benchmarks import common  # noqa: E402
 from sglang_trinv.ops import gdn_state  # noqa: E402
 
 SMOKE, out, bk = _prelude.SMOKE, _prelude.out_dir(), _prelude.kernels_bench()
 DEV = bk.DEV
 D = 16 if SMOKE else 128
-SHAPES = ((130, 2, 1, 1), (130, 2, 1, 3)) if SMOKE else tuple(
-    tuple(int(x) for x in s.split(",")) for s in
-    os.environ.get("FWDH_SHAPES", "8192,8,4,1;32768,8,4,1;8192,8,4,8;8192,32,16,1").split(";"))
+SHAPES = _prelude.shapes("FWDH_SHAPES", "8192,8,4,1;32768,8,4,1;8192,8,4,8;8192,32,16,1")
 chunk_h = import_module(f"{bk.FLA}.chunk_delta_h")
 chunk = import_module(f"{bk.FLA}.chunk")
 NAMES = ("GDN_CHUNK_H_BV", "GDN_CHUNK_H_NUM_WARPS", "GDN_CHUNK_H_NUM_STAGES")
@@ -35,14 +32,8 @@ if SMOKE:
 
 rows = []
 for T, H, Hg, nseq in SHAPES:
-    inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
-    k, v, g_raw, beta, cu = inp["k"], inp["v"], inp["g_raw"], inp["beta"], inp["cu_seqlens"]
-    ci = None if cu is None else ops.prepare_chunk_indices(cu, 64)
-    g, w, u, _ = ops.gdn_cumsum_fwd_intra(k, v, g_raw, beta, cu, ci)
-    N = 1 if cu is None else len(cu) - 1
-    gen = torch.Generator(device=DEV).manual_seed(1)
-    h0 = torch.randn(N, H, D, D, device=DEV, generator=gen) * 0.1
-    idx = torch.arange(N, device=DEV)
+    x = _prelude.state_inputs(bk, T, H, Hg, nseq, D)
+    k, w, u, g, h0, idx, cu, ci = (x[n] for n in ("k", "w", "u", "g", "h0", "idx", "cu", "ci"))
     state = h0.clone()
 
     def stock():
@@ -80,23 +71,21 @@ for T, H, Hg, nseq in SHAPES:
         print(rows[-1], flush=True)
     for name, value in zip(NAMES, DEFAULT):
         setattr(chunk_h, name, value)
-    del inp, k, v, w, u, g, h_ref, v_ref
+    del x, k, w, u, g, h_ref, v_ref
     if DEV == "cuda":
         torch.cuda.empty_cache()
 
 meta = common.run_meta(DEV, script="bench/sweep_fwd_h.py")
-shapes = [f"T={T} H={H} seqs={n}" for T, H, _, n in SHAPES]
-lines = ["| launch | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
-for cfg in dict.fromkeys(r["config"] for r in rows):
-    cells = []
-    for T, H, _, n in SHAPES:
-        r = next((x for x in rows if (x["T"], x["H"], x["nseq"], x["config"]) == (T, H, n, cfg)), None)
-        if r is None or r.get("us") is None:
-            cells.append("—" if r is None else "error")
-        else:
-            mark = "" if r["bitwise"] is None else (" ✓" if r["bitwise"] else f" ✗ {r['h_max_rel_diff']:.0e}")
-            cells.append(f"{r['us']:.1f}{mark}")
-    lines.append(f"| {cfg} | " + " | ".join(cells) + " |")
+
+
+def cell(r):
+    if r.get("us") is None:
+        return "error"
+    mark = "" if r["bitwise"] is None else (" ✓" if r["bitwise"] else f" ✗ {r['h_max_rel_diff']:.0e}")
+    return f"{r['us']:.1f}{mark}"
+
+
+lines = _prelude.shape_table(rows, SHAPES, "launch", "config", cell)
 print("\n".join(lines))
 with open(os.path.join(out, "sweep_fwd_h.json"), "w") as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=1)

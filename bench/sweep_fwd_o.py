@@ -26,14 +26,8 @@ DEV = bk.DEV
 D = 16 if SMOKE else 128
 
 
-def _shapes(env, default):
-    raw = os.environ.get(env, default)
-    return tuple(tuple(int(x) for x in s.split(",")) for s in raw.split(";") if s)
-
-
-SHAPES = ((130, 2, 1, 1), (130, 2, 1, 3)) if SMOKE else _shapes(
-    "FWDO_SHAPES", "8192,32,16,1;8192,32,16,8;8192,8,4,1;8192,8,4,8;32768,32,16,1;32768,8,4,1")
-WHOLE = ((130, 2, 1, 1),) if SMOKE else _shapes("FWDO_WHOLE", "8192,8,4,1;32768,8,4,1")
+SHAPES = _prelude.shapes("FWDO_SHAPES", "8192,32,16,1;8192,32,16,8;8192,8,4,1;8192,8,4,8;32768,32,16,1;32768,8,4,1")
+WHOLE = _prelude.shapes("FWDO_WHOLE", "8192,8,4,1;32768,8,4,1", smoke=((130, 2, 1, 1),))
 STOCK = dict(gdn_output.LAUNCH)
 CONFIGS = [dict(BK=128, BV=bv, num_warps=nw, num_stages=st)
            for bv, nw, st in itertools.product((32, 64, 128), (4, 8), (2, 3))]
