@@ -1,15 +1,17 @@
-"""The GDN state recurrence and the output stage run at once (experimental, off by default; untimed).
+"""SGLang's GDN state recurrence and output stage, from copies: at launch constants tuned per shape (the plugin's
+default since s26: the state kernel 1.19-1.58x faster on an H200, bit for bit SGLang's values; :func:`tuned_launch`),
+and optionally side by side (``overlap``; experimental, measured slower at every shape in s26, off by default).
 
-At few heads, SGLang's ``chunk_gated_delta_rule_fwd_h`` (``fwd_h``) is most of the whole forward. At T=8192 H=8 it
-takes 214 µs on 32 CTAs of a 132-SM H200: one CTA per (sequence, head, 32 value columns), each walking the chunks
+The overlap's reasoning, as designed in s25: at few heads, SGLang's ``chunk_gated_delta_rule_fwd_h`` (``fwd_h``) is
+most of the whole forward. At T=8192 H=8 it takes 214 µs on 32 CTAs of a 132-SM H200: one CTA per (sequence, head, 32 value columns), each walking the chunks
 in order. The output stage ``chunk_fwd_o`` (30 µs there, 117 at T=32768 H=8) then starts only when the last chunk
 is done, although chunk t's output needs just that chunk's state ``h_t`` and new values ``v_new_t``.
 
 Here both run at the same time:
 - ``fwd_h_kernel`` is SGLang's kernel, copied with the features the plugin's forward uses (gate g, initial state
   with indices, in-place final state, v_new saved; no per-key gate, no state tracking). The copy adds two things:
-  - after storing ``v_new_t`` (``h_t`` is stored earlier in the same step) it sets one flag per (chunk, head,
-    value block) with release semantics;
+  - after storing ``v_new_t`` (``h_t`` is stored earlier in the same step) it signals one flag per (chunk, head,
+    value block) with release semantics (SIGNAL: how; s26 measured the forms);
   - on a GPU it lets the next kernel launch once all its CTAs have started (``griddepcontrol.launch_dependents``).
 - ``fwd_o_kernel`` is SGLang's ``chunk_fwd_kernel_o``, copied. Each program first waits for the flags of its chunk
   (acquire semantics), then sets them back to 0. The flags are then zero for the next forward without a memset,
