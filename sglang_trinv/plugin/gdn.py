@@ -12,7 +12,8 @@ Pipeline fusion (default; ``SGLANG_TRINV_FUSE_PIPELINE=0`` turns it off): chunk.
 ``chunk_gated_delta_rule_fwd`` is ``g = chunk_local_cumsum(g)`` → intra → ``chunk_gated_delta_rule_fwd_h`` →
 ``chunk_fwd_o``, and its only caller (``ChunkGatedDeltaRuleFunction.forward``) drops the returned A. We replace
 it by the same pipeline with the cumsum done inside our intra kernel and A not written
-(:func:`sglang_trinv.ops.gdn_cumsum_fwd_intra`), calling SGLang's own ``fwd_h`` / ``fwd_o``. Installed only
+(:func:`sglang_trinv.ops.gdn_cumsum_fwd_intra`), then SGLang's ``fwd_h`` / ``fwd_o`` (by default from
+``ops.gdn_state``'s copies, the state kernel at launch constants tuned per shape: :func:`state_stage`). Installed only
 after checking, from the source, that the stock function still has exactly that shape and that the caller
 still ignores A (else A is written); otherwise only the intra kernel is swapped, with a log line.
 
