@@ -26,7 +26,8 @@ def test_bench_kernels_smoke(tmp_path):
 
 def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
     """`sglang-trinv bench layer`: SGLang's chunk_gated_delta_rule_fwd stock (and stock with only its output
-    stage's memset of o removed), through the fused pipeline (without that memset, and with it kept) and with only
+    stage's memset of o removed), through the fused pipeline (without that memset, and with it kept; with SGLang's
+    own state kernel instead of the tuned launch) and with only
     the intra kernel swapped — each timed and compared with stock and with the fp64 twin of the whole
     forward (fp32 under the interpreter); ``--precision`` adds blockdoubling's fused pipeline at that precision."""
     import os
@@ -41,7 +42,9 @@ def test_bench_layer_rows_cover_fused_pipeline_and_intra_only(tmp_path):
     assert [(r["method"], r["pipeline"], r["o_memset"]) for r in rows] == [
         ("stock", "stock", True), ("stock", "o not memset", False), ("blockdoubling", "fused pipeline", False),
         ("blockdoubling", "intra only", True), ("blockdoubling", "fused pipeline, o memset kept", True),
+        ("blockdoubling", "fused pipeline, SGLang's state launch", False),
         ("column_sweep", "fused pipeline", False), ("blockdoubling", "fused pipeline", False)]
+    assert [r["state_launch"] for r in rows] == ["sglang"] * 2 + ["tuned"] + ["sglang"] * 3 + ["tuned"] * 2
     assert rows[-1]["precision"].startswith("bf16x3,") and not rows[-1]["auto_pick"]
     assert rows[1]["o_rel_vs_stock"] == 0 and rows[1]["state_rel_vs_stock"] == 0  # the same output kernel
     for r in rows:

@@ -311,24 +311,29 @@ def run_whole(inp, tag, rows, tune_intra, precisions=()):
             for fused in (True, False)}
     # the fifth field: the output stage without the memset of o (ops.gdn_fwd_o; the plugin's fused pipeline uses
     # it by default). "stock, o not memset" is stock with only that change: the baseline of the inversion's share
-    variants = [("stock", None, True, "auto", True), ("stock", None, True, "auto", False)]
+    # the sixth: SGLANG_TRINV_STATE_LAUNCH ("tuned", the plugin's default since s26: SGLang's state kernel from
+    # ops.gdn_state's copy at launch constants tuned per shape; "sglang": its own, as before)
+    variants = [("stock", None, True, "auto", True, "tuned"), ("stock", None, True, "auto", False, "tuned")]
     for fused in (True, False):
-        variants += [("blockdoubling", None, fused, e, not fused) for e in (("1", "0") if can else ("auto",))]
-    variants.append(("blockdoubling", None, True, auto[True], True))
-    variants.append(("column_sweep", None, True, "auto", False))
+        variants += [("blockdoubling", None, fused, e, not fused, "tuned")
+                     for e in (("1", "0") if can else ("auto",))]
+    variants.append(("blockdoubling", None, True, auto[True], True, "tuned"))
+    variants.append(("blockdoubling", None, True, auto[True], False, "sglang"))
+    variants.append(("column_sweep", None, True, "auto", False, "tuned"))
     for p in precisions:
         can_p = ops.gluon_reason(k, v, inp["g"], beta, "blockdoubling", p, cu) is None
-        variants += [("blockdoubling", p, True, e, False) for e in (("1", "0") if can_p else ("0",))]
-    from sglang_trinv.plugin.gdn import ENV_O_MEMSET
+        variants += [("blockdoubling", p, True, e, False, "tuned") for e in (("1", "0") if can_p else ("0",))]
+    from sglang_trinv.plugin.gdn import ENV_O_MEMSET, ENV_STATE_LAUNCH
 
     stock_fwd_o = chunk.chunk_fwd_o
 
     def fwd_o_no_memset(q, k, v, h, g=None, scale=None, cu_seqlens=None, chunk_size=64):
         return ops.gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=cu_seqlens, chunk_indices=ci, chunk_size=chunk_size)
 
-    for name, p, fused, gl_env, memset in variants:
+    for name, p, fused, gl_env, memset, state_launch in variants:
         with common.env_var(ENV_FUSE_PIPELINE, "1" if fused else "0"), common.env_var(ops.ENV_GLUON, gl_env), \
-                common.env_var(ENV_O_MEMSET, "1" if memset else "0"):
+                common.env_var(ENV_O_MEMSET, "1" if memset else "0"), \
+                common.env_var(ENV_STATE_LAUNCH, state_launch):
             sglang_trinv.patch(method=name, precision=p) if name != "stock" else sglang_trinv.unpatch()
             if name == "stock" and not memset:
                 chunk.chunk_fwd_o = fwd_o_no_memset
@@ -353,14 +358,20 @@ def run_whole(inp, tag, rows, tune_intra, precisions=()):
             pipeline += " [triton]" if gl_env == "0" else " [gluon]"
         if fused and name != "stock" and memset:
             pipeline += ", o memset kept"
+        elif fused and name != "stock" and state_launch == "sglang":
+            pipeline += ", SGLang's state launch"
         if name == "stock" and not memset:
             pipeline = " o not memset"
         label = p or ("sglang" if name == "stock" else f"default {ops.DEFAULT_PRECISION[name]}")
         # the kernel `auto` serves this call with, as the plugin runs it by default
-        picked = gl_env in ("auto", auto[fused]) and memset == (name == "stock" or not fused) and p is None
+        picked = gl_env in ("auto", auto[fused]) and memset == (name == "stock" or not fused) and p is None \
+            and state_launch == "tuned"
         rows.append(dict(kind="gdn_fwd", method=name, precision=label + ("," + pipeline if pipeline else ""), us=t,
                          graph_us=t_graph, o_rel_vs_stock=d_o, state_rel_vs_stock=d_s, o_rel_vs_fp64=e_o,
                          state_rel_vs_fp64=e_s, o_memset=memset,
+                         # the state kernel that ran: ours at the tuned launch only on the fused pipeline without
+                         # the memset (plugin.gdn.state_stage), else SGLang's own
+                         state_launch=state_launch if fused and name != "stock" and not memset else "sglang",
                          pipeline=pipeline.strip() or "stock", auto_pick=picked, **tag))
         g_txt = f" (graph {t_graph:.1f})" if t_graph else ""
         print(f"  gdn_fwd    {name + pipeline:36s} {str(p):12s} {t:8.1f} us{g_txt}{' (auto)' if picked else ''}  o vs fp64 "
