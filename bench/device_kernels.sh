@@ -162,8 +162,9 @@ if has fwdo; then  # issue 3: the output stage's launch constants (bitwise vs st
   echo "fwdo: $(( $(date +%s) - t0 )) s"
 fi
 if has fwdh; then  # issue 3: the state recurrence's launch constants (bitwise vs SGLang's defaults)
-  timeout ${FWDH_TIMEOUT:-300} python3 bench/sweep_fwd_h.py "$out/fwdh" > "$out/fwdh.log" 2>&1
-  grep -E "^\| |rror" "$out/fwdh.log" | tail -40
+  fwdh=fwdh${FWDH_GATE:+_$FWDH_GATE}  # FWDH_GATE=gk: KDA's per-key gate, SGLang's own kernel
+  timeout ${FWDH_TIMEOUT:-300} python3 bench/sweep_fwd_h.py "$out/$fwdh" > "$out/$fwdh.log" 2>&1
+  grep -E "^\| |rror" "$out/$fwdh.log" | tail -40
   echo "fwdh: $(( $(date +%s) - t0 )) s"
 fi
 if has diagoverlap; then  # issue 3: the state / output overlap's time, by part and signal form (bitwise checked)
