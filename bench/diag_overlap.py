@@ -88,4 +88,5 @@ print("\n".join(lines))
 with open(os.path.join(out, "diag_overlap.json"), "w") as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=1)
 with open(os.path.join(out, "diag_overlap.md"), "w") as f:
-    f.write("µs (CUDA-graph replays); ✓: h, o, final state bit for bit SGLang's, flags 0 after\n\n" + "\n".join(lines))
+    f.write("µs (CUDA-graph replays); ✓: h, o, final state bit for bit SGLang's, flags 0 after\n\n"
+            + "\n".join(lines))

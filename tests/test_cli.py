@@ -40,7 +40,8 @@ def test_check_reports_what_the_plugin_will_do(capsys, monkeypatch):
     assert "SGLang's kernels (copies), the state kernel's launch constants picked per shape" in line
     assert "SGLANG_TRINV_STATE_LAUNCH=sglang keeps SGLang's own" in line
     for name, value, expected in (("SGLANG_TRINV_OVERLAP_O", "1", "side by side (SGLANG_TRINV_OVERLAP_O=1"),
-                                  ("SGLANG_TRINV_STATE_LAUNCH", "sglang", "SGLang's own state kernel, then the output stage"),
+                                  ("SGLANG_TRINV_STATE_LAUNCH", "sglang",
+                                   "SGLang's own state kernel, then the output stage"),
                                   ("SGLANG_GDN_CHUNK_H_NUM_STAGES", "2", "constants SGLang's "
                                    "(SGLANG_GDN_CHUNK_H_NUM_STAGES set)"),
                                   ("SGLANG_TRINV_STATE_LAUNCH", "fast", "not as asked: SGLANG_TRINV_STATE_LAUNCH="

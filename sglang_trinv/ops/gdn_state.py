@@ -3,9 +3,10 @@ default since s26: the state kernel 1.19-1.58x faster on an H200, bit for bit SG
 and optionally side by side (``overlap``; experimental, measured slower at every shape in s26, off by default).
 
 The overlap's reasoning, as designed in s25: at few heads, SGLang's ``chunk_gated_delta_rule_fwd_h`` (``fwd_h``) is
-most of the whole forward. At T=8192 H=8 it takes 214 µs on 32 CTAs of a 132-SM H200: one CTA per (sequence, head, 32 value columns), each walking the chunks
-in order. The output stage ``chunk_fwd_o`` (30 µs there, 117 at T=32768 H=8) then starts only when the last chunk
-is done, although chunk t's output needs just that chunk's state ``h_t`` and new values ``v_new_t``.
+most of the whole forward. At T=8192 H=8 it takes 214 µs on 32 CTAs of a 132-SM H200: one CTA per (sequence,
+head, 32 value columns), each walking the chunks in order. The output stage ``chunk_fwd_o`` (30 µs there, 117 at
+T=32768 H=8) then starts only when the last chunk is done, although chunk t's output needs just that chunk's state
+``h_t`` and new values ``v_new_t``.
 
 Here both run at the same time:
 - ``fwd_h_kernel`` is SGLang's kernel, copied with the features the plugin's forward uses (gate g, initial state
@@ -406,7 +407,8 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
         initial_state.stride(0) if initial_state is not None else 0, cu_seqlens, chunk_offsets, flags, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BV=BV_H, USE_G=g is not None, USE_INITIAL_STATE=initial_state is not None,
         INPLACE_UPDATE=inplace_update, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap, PDL=pdl,
-        LAG=int(bool(sig["lag"])), FSTRIDE=sig["stride"], RELEASE_PTX=release_ptx, num_warps=warps_h, num_stages=stages_h)
+        LAG=int(bool(sig["lag"])), FSTRIDE=sig["stride"], RELEASE_PTX=release_ptx, num_warps=warps_h,
+        num_stages=stages_h)
     if not output:
         return h, v_new, None
     fwd_o_kernel[(triton.cdiv(V, LO["BV"]), B * H, NT)](
