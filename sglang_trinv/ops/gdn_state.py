@@ -386,15 +386,19 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
 
     gpu = k.is_cuda and compiled()
     pdl = overlap and gpu and output
-    sig = dict(SIGNAL, **(signal or {}))
-    if set(sig) != set(SIGNAL) or sig["release"] not in ("cta", "thread") or sig["stride"] < 1:
-        raise ValueError(f"signal {signal}: fields {sorted(SIGNAL)}, release 'cta' or 'thread', stride >= 1")
-    sleep_ptx = f"nanosleep.u32 {int(sig['sleep_ns'])}; mov.u32 $0, $1;" if gpu and sig["sleep_ns"] > 0 else ""
-    release_ptx = RED_RELEASE_PTX if gpu and sig["release"] == "thread" else ""
-    count = 32 * warps_h if release_ptx else 1  # (per thread: one CTA's threads; else the one exchange's 1)
-    n_tiles = B * NT if cu_seqlens is None else NT
-    n_flags = n_tiles * H * triton.cdiv(V, BV_H) * sig["stride"]
-    flags = _flags(k.device, n_flags) if overlap else k.new_empty(1, dtype=torch.int32)
+    if overlap:
+        sig = dict(SIGNAL, **(signal or {}))
+        if set(sig) != set(SIGNAL) or sig["release"] not in ("cta", "thread") or sig["stride"] < 1:
+            raise ValueError(f"signal {signal}: fields {sorted(SIGNAL)}, release 'cta' or 'thread', stride >= 1")
+        lag, stride = int(bool(sig["lag"])), sig["stride"]
+        sleep_ptx = f"nanosleep.u32 {int(sig['sleep_ns'])}; mov.u32 $0, $1;" if gpu and sig["sleep_ns"] > 0 else ""
+        release_ptx = RED_RELEASE_PTX if gpu and sig["release"] == "thread" else ""
+        count = 32 * warps_h if release_ptx else 1  # (per thread: one CTA's threads; else the one exchange's 1)
+        n_tiles = B * NT if cu_seqlens is None else NT
+        flags = _flags(k.device, n_tiles * H * triton.cdiv(V, BV_H) * stride)
+    else:  # no flags: the neutral constexprs (one build whatever ``signal``), the device's buffer never touched
+        lag, stride, sleep_ptx, release_ptx, count = 0, 1, "", "", 1
+        flags = _flags(k.device, 1)
     h = k.new_empty(B, NT, H, V, K)
     v_new = torch.empty_like(u)
     o = torch.empty_like(u)
@@ -407,14 +411,14 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
         initial_state.stride(0) if initial_state is not None else 0, cu_seqlens, chunk_offsets, flags, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BV=BV_H, USE_G=g is not None, USE_INITIAL_STATE=initial_state is not None,
         INPLACE_UPDATE=inplace_update, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap, PDL=pdl,
-        LAG=int(bool(sig["lag"])), FSTRIDE=sig["stride"], RELEASE_PTX=release_ptx, num_warps=warps_h,
+        LAG=lag, FSTRIDE=stride, RELEASE_PTX=release_ptx, num_warps=warps_h,
         num_stages=stages_h)
     if not output:
         return h, v_new, None
     fwd_o_kernel[(triton.cdiv(V, LO["BV"]), B * H, NT)](
         q, k, v_new, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H=H, Hg=Hg, K=K, V=V, BT=BT,
         BK=LO["BK"], BV=LO["BV"], BV_H=BV_H, USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap,
-        PDL=pdl, FSTRIDE=sig["stride"], COUNT=count, SLEEP_PTX=sleep_ptx, num_warps=LO["num_warps"],
+        PDL=pdl, FSTRIDE=stride, COUNT=count, SLEEP_PTX=sleep_ptx, num_warps=LO["num_warps"],
         num_stages=LO["num_stages"], **({"launch_pdl": True} if pdl else {}))
     return h, v_new, o
 
