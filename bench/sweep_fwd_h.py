@@ -5,7 +5,7 @@ shape; SGLang's kernel itself is timed at its defaults in the same process.
 - FWDH_GATE=g (default; GDN's scalar gate): through ops.gdn_state's copy of the kernel (no flags, no output stage),
   which reads the constants at call time. s26's sweep; the plugin's tuned launch comes from it.
 - FWDH_GATE=gk (KDA's per-key gate, inputs from SGLang's own KDA intra stage, as chunk_kda_fwd calls it): SGLang's
-  own kernel, its one autotune config swapped per form (untimed so far).
+  own kernel, its one autotune config swapped per form (s27: the plugin's KDA rule, gdn_state.TUNED_LAUNCH_GK).
 
     python3 bench/sweep_fwd_h.py DIR           # FWDH_SHAPES="T,H,Hg,nseq;…" (Hg unused for gk: KDA has H key heads)
     python3 bench/sweep_fwd_h.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)

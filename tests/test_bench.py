@@ -70,6 +70,10 @@ def test_bench_kda_smoke_chosen_shapes(tmp_path):
     assert ours["w_max_rel"] <= 1.1 * stock["w_max_rel"] + 1e-6 and ours["u_max_rel"] < 1e-2
     whole = {r["method"]: r for r in rows if r["kind"] == "kda_fwd"}
     assert set(whole) == {"stock", "blockdoubling"} and whole["blockdoubling"]["o_rel_vs_stock"] < 1e-4
+    # blockdoubling twice: the plugin's tuned launch of SGLang's state kernel, and SGLang's own (the same values)
+    ours_whole = [r for r in rows if r["kind"] == "kda_fwd" and r["method"] == "blockdoubling"]
+    assert sorted(r["state_launch"] for r in ours_whole) == ["sglang", "tuned"]
+    assert abs(ours_whole[0]["o_rel_vs_stock"] - ours_whole[1]["o_rel_vs_stock"]) < 1e-6
     # vs the fp64 whole-forward twin (reference.kda.chunk_fwd): bf16-rounded Gram operands (SGLang's, and ours by
     # default) set the level
     assert all(0 < r["o_rel_vs_fp64"] < 2e-2 and 0 < r["state_rel_vs_fp64"] < 2e-2 for r in whole.values())

@@ -440,6 +440,80 @@ def test_plugin_routes_chunk_kda_fwd_through_our_kernel(clean_selection, lower_b
     assert ENV_METHOD not in os.environ or not os.environ[ENV_METHOD]
 
 
+@pytest.mark.parametrize("setting", ["default", "tuned", "sglang_vars"])
+def test_kda_state_launch(clean_selection, caplog, monkeypatch, setting):
+    """The plugin's default runs chunk_kda_fwd's state recurrence (SGLang's kernel, per-key gate) at
+    gdn_state.tuned_launch(gk=True)'s constants: BV=16, 4 warps, 3 stages here (2 sequences x 2 heads x 1 block
+    fit in a wave). Same o and final state as SGLang's own launch; SGLang's autotuner gets its one config back after
+    each call; kda.py's binding only; a safe_gate call, whose intra stays stock (auto), keeps SGLang's launch. SGLang's
+    launch variables set: they stand (the wrapper passes the call on). SGLANG_TRINV_STATE_LAUNCH=sglang: no wrapper,
+    said in the log."""
+    from sglang_trinv.ops import gdn_state
+
+    monkeypatch.delenv(ENV_KDA, raising=False)
+    for name in gdn_state.SGLANG_LAUNCH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    kda = import_module(f"{FLA}.kda")
+    chunk_h = import_module(f"{FLA}.chunk_delta_h")
+    kernel = getattr(chunk_h, gdn_state.STOCK_KERNEL)
+    stock_fwd_h, sglang_configs = kda.chunk_gated_delta_rule_fwd_h, list(kernel.configs)
+    monkeypatch.setenv("SGLANG_TRINV_STATE_LAUNCH", "sglang")
+    with caplog.at_level(logging.INFO, logger="sglang_trinv.plugin"):
+        plugin.patch("blockdoubling")
+    assert kda.chunk_gated_delta_rule_fwd_h is stock_fwd_h
+    assert any("KDA state recurrence: SGLang's own kernel and launch (SGLANG_TRINV_STATE_LAUNCH=sglang)"
+               in r.getMessage() for r in caplog.records)
+    reference = _run_chunk_kda_fwd(None)  # our intra kernel, SGLang's state launch
+    assert kernel.best_config is sglang_configs[0]
+    plugin.unpatch()
+
+    if setting == "default":
+        monkeypatch.delenv("SGLANG_TRINV_STATE_LAUNCH")
+    else:
+        monkeypatch.setenv("SGLANG_TRINV_STATE_LAUNCH", "tuned")
+    if setting == "sglang_vars":
+        monkeypatch.setenv("SGLANG_GDN_CHUNK_H_BV", "32")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sglang_trinv.plugin"):
+        plugin.patch("blockdoubling")
+    wrapper = kda.chunk_gated_delta_rule_fwd_h
+    assert wrapper.__sglang_trinv__ and wrapper.__wrapped__ is stock_fwd_h
+    assert chunk_h.chunk_gated_delta_rule_fwd_h is stock_fwd_h  # (GDN's stays as it is)
+    assert any("KDA state recurrence: SGLang's own kernel at launch constants" in r.getMessage()
+               for r in caplog.records)
+    before = plugin.active().counts.get("kda_state_tuned", 0)
+    with caplog.at_level(logging.INFO, logger="sglang_trinv.plugin"):
+        o, state = _run_chunk_kda_fwd(None)
+    assert kernel.configs == sglang_configs
+    used = kernel.best_config
+    if setting != "sglang_vars":
+        assert plugin.active().counts["kda_state_tuned"] == before + 1
+        assert (used.kwargs["BV"], used.num_warps, used.num_stages) == (16, 4, 3), used
+        assert before or any("first KDA state recurrence at BV=16, 4 warps, 3 stages" in r.getMessage()
+                             for r in caplog.records)  # (once a process)
+    else:
+        assert plugin.active().counts.get("kda_state_tuned", 0) == before and used is sglang_configs[0]
+    for name, x, r in zip(("o", "final state"), (o, state), reference):
+        if HAS_CUDA:  # each value column's recurrence: the same arithmetic whatever the block
+            assert torch.equal(x, r), name
+        else:  # (the interpreter's numpy products over other blocks: the last bits)
+            torch.testing.assert_close(x, r, rtol=1e-6, atol=1e-6, msg=name)
+    plugin.unpatch()
+    assert kda.chunk_gated_delta_rule_fwd_h is stock_fwd_h
+
+
+def test_kda_state_launch_rule():
+    """KDA's launch (s27 H200 sweep): BV=16 with 4 warps, 3 stages in one wave of 132 SMs, else BV=32, 4 warps, 3
+    stages; GDN's rule (2 warps at BV=16) unchanged."""
+    from sglang_trinv.ops import gdn_state
+
+    cpu = torch.device("cpu")
+    assert gdn_state.tuned_launch(1, 8, 128, cpu, gk=True) == (16, 4, 3)  # 64 programs
+    assert gdn_state.tuned_launch(1, 32, 128, cpu, gk=True) == (32, 4, 3)  # 256 at BV=16
+    assert gdn_state.tuned_launch(8, 32, 128, cpu, gk=True) == (32, 4, 3)
+    assert gdn_state.tuned_launch(1, 8, 128, cpu) == (16, 2, 3)
+
+
 def test_auto_keeps_safe_gate_stock_logged_once(clean_selection, caplog, monkeypatch):
     monkeypatch.delenv(ENV_KDA, raising=False)
     stock = _run_chunk_kda_fwd(-5.0)
@@ -452,6 +526,8 @@ def test_auto_keeps_safe_gate_stock_logged_once(clean_selection, caplog, monkeyp
     after = plugin.active().counts
     assert after.get("kda", 0) == before.get("kda", 0)
     assert after["kda_safe_gate_stock"] - before.get("kda_safe_gate_stock", 0) == 2
+    # its state recurrence keeps SGLang's launch too (the tuned one follows our intra kernel only)
+    assert after.get("kda_state_tuned", 0) == before.get("kda_state_tuned", 0)
     assert sum("KDA safe_gate prefill stays stock" in r.getMessage() for r in caplog.records) == 1
     for x, r in zip(ours, stock):
         assert torch.equal(x, r)  # the stock kernel itself

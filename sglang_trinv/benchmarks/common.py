@@ -141,10 +141,14 @@ def try_plot(plot_fn, *args) -> bool:
 
 
 @contextlib.contextmanager
-def env_var(name: str, value: str):
-    """``os.environ[name] = value`` for the block, the previous value (or its absence) restored after."""
+def env_var(name: str, value: str | None):
+    """``os.environ[name] = value`` (None: unset) for the block, the previous value (or its absence) restored
+    after."""
     saved = os.environ.get(name)
-    os.environ[name] = value
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
     try:
         yield
     finally:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from importlib import import_module
 
 import torch
@@ -309,6 +310,12 @@ def stock_reason() -> str | None:
 # BV=16 programs still fit in one wave (one sequence, 8 heads: 64 CTAs), BV=16 with 2 warps and 3 stages is faster
 # again (139.5 µs; T=32768 H=8: 840.8 -> 550.2). More programs than SMs at BV=16 (T=8192 H=32: 256): BV=32 won.
 TUNED_LAUNCH = {16: (2, 3), 32: (4, 3)}  # BV -> (num_warps, num_stages)
+# KDA's per-key gate (``gk``, SGLang's own kernel: the copy here leaves gk out; :func:`sglang_fwd_h`). s27, the same
+# sweep with gk (FWDH_GATE=gk) on an H200, again every form bit for bit SGLang's: its 32/4/2 took 254.9 µs at T=8192
+# H=8, 1008.8 at T=32768 H=8, 283.2 at T=8192 H=32, 206.0 at T=8192 H=32 with 8 sequences. One wave at BV=16: BV=16
+# with 4 warps (the heavier gk step wants them) and 3 stages, 166.5 and 651.3 µs; else BV=32, 4 warps, 3 stages,
+# 206.5 and 177.5 µs (BV=64 w4 s2 took 168.4 at the 8 sequences: not taken, one shape).
+TUNED_LAUNCH_GK = {16: (4, 3), 32: (4, 3)}
 SGLANG_LAUNCH_ENV = ("SGLANG_GDN_CHUNK_H_BV", "SGLANG_GDN_CHUNK_H_NUM_WARPS", "SGLANG_GDN_CHUNK_H_NUM_STAGES")
 
 
@@ -321,16 +328,50 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def tuned_launch(n_seqs: int, H: int, V: int, device: torch.device) -> tuple[int, int, int]:
-    """(BV, num_warps, num_stages) of the state kernel (TUNED_LAUNCH's comment): BV=16 while its programs
-    (sequence, head, 16 value columns) fit in one wave of the GPU's SMs, else BV=32."""
+def tuned_launch(n_seqs: int, H: int, V: int, device: torch.device, gk: bool = False) -> tuple[int, int, int]:
+    """(BV, num_warps, num_stages) of the state kernel (TUNED_LAUNCH's comment; ``gk``: KDA's, TUNED_LAUNCH_GK's):
+    BV=16 while its programs (sequence, head, 16 value columns) fit in one wave of the GPU's SMs, else BV=32."""
     bv = 16 if n_seqs * H * triton.cdiv(V, 16) <= sm_count(device) else 32
-    return (bv, *TUNED_LAUNCH[bv])
+    return (bv, *(TUNED_LAUNCH_GK if gk else TUNED_LAUNCH)[bv])
 
 
 def sglang_launch_set() -> list[str]:
     """SGLang's state-kernel launch variables set in the environment (the user's choice: "tuned" then keeps it)."""
     return [name for name in SGLANG_LAUNCH_ENV if os.environ.get(name, "").strip()]
+
+
+def stock_kernel_reason() -> str | None:
+    """None if SGLang's state kernel is an autotuner of one config (:func:`sglang_fwd_h` can swap it), else why not."""
+    try:
+        chunk_h = sys.modules.get(f"{FLA}.chunk_delta_h") or import_module(f"{FLA}.chunk_delta_h")
+        kernel = getattr(chunk_h, STOCK_KERNEL)
+    except (ImportError, AttributeError) as e:
+        return f"{STOCK_KERNEL} not found ({type(e).__name__}: {e})"
+    configs = getattr(kernel, "configs", None)
+    if not isinstance(configs, list) or len(configs) != 1:
+        return f"{STOCK_KERNEL} is not an autotuner of one config ({type(kernel).__name__})"
+    return None
+
+
+_LAUNCH_LOCK = threading.Lock()
+
+
+def sglang_fwd_h(fwd_h, launch: tuple[int, int, int], **kwargs):
+    """``fwd_h(**kwargs)``: SGLang's own ``chunk_gated_delta_rule_fwd_h`` (its launcher, its kernel) with the kernel
+    launched at ``launch`` = (BV, num_warps, num_stages). SGLang's kernel is an autotuner holding one config (its
+    launch variables, read at import; one so that autotuning never runs it twice on the in-place state pool): that
+    config is swapped for this call and put back. The values stay SGLang's bit for bit (each value column's
+    recurrence is the same arithmetic whatever the block; s26 / s27 sweeps)."""
+    chunk_h = sys.modules.get(f"{FLA}.chunk_delta_h") or import_module(f"{FLA}.chunk_delta_h")
+    kernel = getattr(chunk_h, STOCK_KERNEL)
+    bv, num_warps, num_stages = launch
+    with _LAUNCH_LOCK:  # (one launch at a time; the swap lasts the host side of one launch)
+        saved = kernel.configs
+        kernel.configs = [triton.Config({"BV": bv}, num_warps=num_warps, num_stages=num_stages)]
+        try:
+            return fwd_h(**kwargs)
+        finally:
+            kernel.configs = saved
 
 
 # device -> int32 flags, all 0 between forwards (each waiter sets its flags back to 0). One set per device: forwards

@@ -96,6 +96,16 @@ def run(args: argparse.Namespace) -> int:
             f"kept ({why_not})")
     except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
         add("KDA Akk store", None, f"not checked ({type(e).__name__}: {e})")
+    try:
+        if kda.mode() == "0" or not kda.kernel_available():
+            detail = "SGLang's own kernel and launch (KDA stays stock)"
+        else:
+            st_reason = kda.state_launch_reason(importlib.import_module(kda.KDA))
+            detail = (f"SGLang's own kernel and launch ({st_reason})" if st_reason else kda.state_launch_label() +
+                      f"; {gdn.ENV_STATE_LAUNCH}=sglang keeps SGLang's own")
+        add("KDA state recurrence", None, detail)
+    except Exception as e:  # noqa: BLE001 (report, do not crash a diagnostic)
+        add("KDA state recurrence", None, f"not checked ({type(e).__name__}: {e})")
 
     width = max(len(r[0]) for r in rows)
     for item, ok, detail in rows:

@@ -49,7 +49,7 @@ FWD_EXTRA_PARAMS = {"inplace_update"}  # 0.5.19+: passed through to chunk_gated_
 FWD_STAGES = ("chunk_local_cumsum", NAME, "chunk_gated_delta_rule_fwd_h", "chunk_fwd_o")
 ENV_O_MEMSET = "SGLANG_TRINV_O_MEMSET"  # "1": keep stock's chunk_fwd_o (o zero-filled) in the fused pipeline
 ENV_OVERLAP_O = "SGLANG_TRINV_OVERLAP_O"  # "1": the output stage beside the state recurrence (measured slower)
-ENV_STATE_LAUNCH = "SGLANG_TRINV_STATE_LAUNCH"  # "tuned" (default) or "sglang": the state kernel's launch constants
+ENV_STATE_LAUNCH = "SGLANG_TRINV_STATE_LAUNCH"  # "tuned" (default) or "sglang": the state kernel's launch (GDN, KDA)
 
 _warned_fallbacks: set[tuple] = set()
 

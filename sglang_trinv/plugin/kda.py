@@ -20,6 +20,12 @@ at 8, error ≤ stock; bench/results/2026-11-27-h200-kda-all), while ``safe_gate
 KDA gate lower bound) stay stock, said once in the log: there ours measured 0.58× (stock's safe_gate schedule is
 faster than its exact one; ours computes the diagonal Gram tiles in-kernel under safe_gate); ``1`` — ours for
 both; ``0`` — KDA stays stock.
+
+State recurrence (since s27): where our kernel serves a call's intra stage, kda.py's own binding of SGLang's
+``chunk_gated_delta_rule_fwd_h`` (GDN's stays as it is) launches SGLang's kernel at constants picked per shape
+(``gdn_state.tuned_launch(gk=True)``: SGLang's one autotune config swapped for the call; the same bits, the kernel
+1.16-1.55x faster on an H200). ``SGLANG_TRINV_STATE_LAUNCH=sglang`` keeps SGLang's launch; SGLang's own launch
+variables, when set, stand.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import importlib
 import inspect
 import os
 import re
+import sys
+import threading
 
 from ._state import ENV_KDA, STATE, check_signature, logger, rebind, sglang_version, stock_function, warn_not_triton
 from .gdn import check_ops as _check_method, precision_label
@@ -40,6 +48,10 @@ STOCK_PARAMS = ("q", "k", "v", "gk", "beta", "scale", "cu_seqlens", "chunk_size"
                 "fuse_recompute", "fuse_diagonal")
 
 _warned_fallbacks: set[tuple] = set()
+# whether our kernel served this thread's last chunk_kda_fwd_intra call: chunk_kda_fwd's state recurrence (called
+# right after it) takes the tuned launch only then, so a call left stock (safe_gate under auto, a fallback) stays
+# stock entirely
+_SERVED = threading.local()
 
 
 def kernel_available() -> bool:
@@ -110,6 +122,7 @@ def make_wrapper(stock, skip_akk: bool = False, safe_gate_ours: bool = False):
                 logger.info("sglang-trinv: KDA safe_gate prefill stays stock (SGLang's safe_gate kernels are faster "
                             "there: ours measured 0.58x on an H200; %s=1 to use %s there too)", ENV_KDA, method)
             STATE.counts["kda_safe_gate_stock"] += 1
+            _SERVED.ours = False
             return stock(q, k, v, gk=gk, beta=beta, scale=scale, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
                          chunk_indices=chunk_indices, safe_gate=safe_gate, fuse_recompute=fuse_recompute,
                          fuse_diagonal=fuse_diagonal)
@@ -119,11 +132,13 @@ def make_wrapper(stock, skip_akk: bool = False, safe_gate_ours: bool = False):
                             method, precision_label(method, precision, kda=True), tuple(k.shape), tuple(v.shape),
                             str(k.dtype).replace("torch.", ""))
             STATE.counts["kda"] += 1
+            _SERVED.ours = True
             return ops.kda_fwd_intra(q, k, v, gk, beta, scale=scale, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
                                      chunk_indices=chunk_indices, safe_gate=safe_gate,
                                      fuse_recompute=fuse_recompute or skip_akk, fuse_diagonal=fuse_diagonal,
                                      method=method, precision=precision)
         STATE.counts["kda_fallback"] += 1
+        _SERVED.ours = False
         _note_fallback(reason, k, v, chunk_size)
         return stock(q, k, v, gk=gk, beta=beta, scale=scale, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
                      chunk_indices=chunk_indices, safe_gate=safe_gate, fuse_recompute=fuse_recompute,
@@ -131,6 +146,77 @@ def make_wrapper(stock, skip_akk: bool = False, safe_gate_ours: bool = False):
 
     chunk_kda_fwd_intra.__sglang_trinv__ = True
     return chunk_kda_fwd_intra
+
+
+FWD_H = "chunk_gated_delta_rule_fwd_h"  # chunk_kda_fwd's state recurrence (SGLang's chunk_delta_h.py), gk given
+FWD_H_NEEDS = ("k", "w", "u", "gk", "cu_seqlens")
+
+
+def state_launch_reason(kda_module) -> str | None:
+    """None if chunk_kda_fwd's state recurrence can run at the tuned launch constants (the default), else why it
+    keeps SGLang's: ``SGLANG_TRINV_STATE_LAUNCH=sglang``, or SGLang's kernel / launcher not as measured."""
+    from ..ops import gdn_state
+    from .gdn import ENV_STATE_LAUNCH
+
+    asked = os.environ.get(ENV_STATE_LAUNCH, "tuned").strip().lower() or "tuned"
+    if asked != "tuned":
+        return f"{ENV_STATE_LAUNCH}={asked}" + ("" if asked == "sglang" else " (not 'tuned' or 'sglang')")
+    fwd_h = getattr(kda_module, FWD_H, None)
+    chunk_h = sys.modules.get(f"{gdn_state.FLA}.chunk_delta_h")
+    if fwd_h is None or chunk_h is None or fwd_h is not getattr(chunk_h, FWD_H, None):
+        return f"{KDA}.{FWD_H} is not SGLang's chunk_delta_h.{FWD_H}"
+    missing = [p for p in FWD_H_NEEDS if p not in inspect.signature(fwd_h).parameters]
+    if missing:
+        return f"{FWD_H} has no parameter(s) {missing}"
+    return gdn_state.stock_kernel_reason()
+
+
+def state_launch_label() -> str:
+    """The start-up log's / ``sglang-trinv check``'s words for the tuned KDA state launch."""
+    from ..ops import gdn_state
+
+    set_ = gdn_state.sglang_launch_set()
+    return "SGLang's own kernel at launch constants " + (f"SGLang's ({', '.join(set_)} set)" if set_ else
+                                                         "picked per shape (BV 16 or 32, 4 warps, 3 stages)")
+
+
+def make_fwd_h_wrapper(stock_fwd_h):
+    """chunk_kda_fwd's ``chunk_gated_delta_rule_fwd_h``: SGLang's, its kernel at gdn_state.tuned_launch(gk=True)'s
+    constants (bit for bit its values) where our kernel served the intra stage just before (``_SERVED``); SGLang's
+    launch where it did not, or where SGLang's launch variables are set."""
+    from ..ops import gdn_state
+
+    sig = inspect.signature(stock_fwd_h)
+
+    @functools.wraps(stock_fwd_h)
+    def chunk_gated_delta_rule_fwd_h(*args, **kwargs):
+        ours, _SERVED.ours = getattr(_SERVED, "ours", False), False
+        a = sig.bind_partial(*args, **kwargs).arguments
+        k, u, gk, cu = a.get("k"), a.get("u"), a.get("gk"), a.get("cu_seqlens")
+        if not ours or gk is None or u is None or k is None or gdn_state.sglang_launch_set():
+            return stock_fwd_h(*args, **kwargs)
+        n_seqs = k.shape[0] if cu is None else len(cu) - 1
+        launch = gdn_state.tuned_launch(n_seqs, u.shape[-2], u.shape[-1], u.device, gk=True)
+        if not STATE.counts["kda_state_tuned"]:
+            logger.info("sglang-trinv: first KDA state recurrence at BV=%d, %d warps, %d stages (SGLang's kernel; "
+                        "%s=sglang keeps its own launch)", *launch, "SGLANG_TRINV_STATE_LAUNCH")
+        STATE.counts["kda_state_tuned"] += 1
+        return gdn_state.sglang_fwd_h(stock_fwd_h, launch, **a)
+
+    chunk_gated_delta_rule_fwd_h.__sglang_trinv__ = True
+    return chunk_gated_delta_rule_fwd_h
+
+
+def apply_state_launch(kda_module) -> None:
+    """chunk_kda_fwd's state recurrence at the tuned launch (kda.py's own binding only: GDN's stays as it is)."""
+    reason = state_launch_reason(kda_module)
+    if reason:
+        logger.info("sglang-trinv: KDA state recurrence: SGLang's own kernel and launch (%s)", reason)
+        return
+    stock_fwd_h = getattr(kda_module, FWD_H)
+    setattr(kda_module, FWD_H, make_fwd_h_wrapper(stock_fwd_h))
+    STATE.bindings.append((kda_module, FWD_H, stock_fwd_h))  # restored by unpatch with the rest
+    logger.info("sglang-trinv: KDA state recurrence: %s", state_launch_label())
 
 
 def apply(kda_module) -> None:
@@ -163,6 +249,7 @@ def apply(kda_module) -> None:
         if why_not is None and getattr(kda_module, NAME) is ours:  # restored by unpatch with the rest
             setattr(kda_module, NAME, make_wrapper(stock, skip_akk=True, safe_gate_ours=routing == "1"))
         STATE.patched.add("kda")
+        apply_state_launch(kda_module)
         logger.info(
             "sglang-trinv: KDA chunk prefill (I+A)^-1 -> %s (precision %s) on SGLang %s [%d bindings of %s; "
             "chunk_kda_fwd: %s; %s]", STATE.method, precision_label(STATE.method, STATE.precision, kda=True),
