@@ -5,7 +5,7 @@
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
-#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars
+#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -155,6 +155,13 @@ if has abvars; then  # issue 3: stock and ours with SGLang's state-kernel variab
     grep -E "^\| " "$out/abvars_${bv}_${nw}_${ns}.log" | grep "whole forward |" | tail -20
   done
   echo "abvars: $(( $(date +%s) - t0 )) s"
+fi
+if has kdawhole; then  # issue 3: the whole chunk_kda_fwd, stock vs the plugin with the tuned state launch and with
+  # SGLang's (one row each), at KDA_SHAPES (T:H:SEQS:SAFE_GATE,…; its fp64 twin is slow: > 80 s a shape at T=8192)
+  timeout ${KDAWHOLE_TIMEOUT:-400} python3 -m sglang_trinv.cli bench kda --shapes "${KDA_SHAPES:-8192:8:1:0,8192:32:1:0}" \
+    --methods blockdoubling --no-families --no-one-kernel --out "$out/kdawhole" > "$out/kdawhole.log" 2>&1
+  grep -E "kda_fwd|^\[|rror" "$out/kdawhole.log" | tail -20
+  echo "kdawhole: $(( $(date +%s) - t0 )) s"
 fi
 if has fwdo; then  # issue 3: the output stage's launch constants (bitwise vs stock's), whole forward at the best
   timeout ${FWDO_TIMEOUT:-300} python3 bench/sweep_fwd_o.py "$out/fwdo" > "$out/fwdo.log" 2>&1

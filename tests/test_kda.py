@@ -350,10 +350,9 @@ def test_kda_stays_stock_when_disabled(clean_selection, caplog, monkeypatch, set
     assert any(message in r.getMessage() for r in caplog.records)
 
 
-def _kda_fwd_inputs(lower_bound):
-    """Tiny varlen inputs of SGLang's chunk_kda_fwd with initial states: (q, k, v, g, beta, cu, h0)."""
+def _kda_fwd_inputs(lower_bound, T=80, H=2, K=16, cu=(0, 1, 80)):
+    """Varlen inputs of SGLang's chunk_kda_fwd with initial states (tiny by default): (q, k, v, g, beta, cu, h0)."""
     gen = torch.Generator().manual_seed(5)
-    T, H, K = 80, 2, 16
     q = torch.randn(1, T, H, K, generator=gen)
     k = F.normalize(torch.randn(1, T, H, K, generator=gen), dim=-1)
     v = torch.randn(1, T, H, K, generator=gen)
@@ -361,15 +360,15 @@ def _kda_fwd_inputs(lower_bound):
     if lower_bound is not None:
         g = g.clamp_min(lower_bound)
     beta = torch.rand(1, T, H, generator=gen)
-    cu = torch.tensor([0, 1, 80])
-    h0 = torch.randn(2, H, K, K, generator=gen)
+    cu = torch.tensor(cu)
+    h0 = torch.randn(len(cu) - 1, H, K, K, generator=gen)
     return tuple(x.to(DEVICE) for x in (q, k, v, g, beta, cu, h0))
 
 
-def _run_chunk_kda_fwd(lower_bound):
-    """SGLang's chunk_kda_fwd (kda.py) on tiny varlen inputs with initial states -> (o, final states)."""
+def _run_chunk_kda_fwd(lower_bound, **shape):
+    """SGLang's chunk_kda_fwd (kda.py) on varlen inputs with initial states -> (o, final states)."""
     kda = import_module(f"{FLA}.kda")
-    q, k, v, g, beta, cu, h0 = _kda_fwd_inputs(lower_bound)
+    q, k, v, g, beta, cu, h0 = _kda_fwd_inputs(lower_bound, **shape)
     state = h0.clone()
     o = kda.chunk_kda_fwd(q, k, v.clone(), g, beta, k.shape[-1] ** -0.5, state,
                           torch.arange(len(cu) - 1, device=DEVICE), cu_seqlens=cu, lower_bound=lower_bound)
@@ -500,6 +499,33 @@ def test_kda_state_launch(clean_selection, caplog, monkeypatch, setting):
             torch.testing.assert_close(x, r, rtol=1e-6, atol=1e-6, msg=name)
     plugin.unpatch()
     assert kda.chunk_gated_delta_rule_fwd_h is stock_fwd_h
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("H,cu", [(8, (0, 4096)), (32, (0, 1, 700, 2048, 4096))], ids=["H8-BV16", "H32-varlen-BV32"])
+def test_kda_state_launch_on_gpu(clean_selection, monkeypatch, H, cu):
+    """K=V=128 on the GPU: chunk_kda_fwd through the plugin at the tuned state launch gives o and the final
+    states bit for bit as with SGLang's launch (SGLANG_TRINV_STATE_LAUNCH=sglang), at both of the rule's forms."""
+    from sglang_trinv.ops import gdn_state
+
+    if not HAS_CUDA:
+        pytest.skip("needs a GPU")
+    monkeypatch.delenv(ENV_KDA, raising=False)
+    for name in gdn_state.SGLANG_LAUNCH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    shape = dict(T=cu[-1], H=H, K=128, cu=cu)
+    expect = gdn_state.tuned_launch(len(cu) - 1, H, 128, torch.device(DEVICE), gk=True)
+    assert expect[0] == (16 if H == 8 else 32)
+    runs = {}
+    for launch in ("sglang", "tuned"):
+        monkeypatch.setenv("SGLANG_TRINV_STATE_LAUNCH", launch)
+        plugin.patch("blockdoubling")
+        before = plugin.active().counts.get("kda_state_tuned", 0)
+        runs[launch] = _run_chunk_kda_fwd(None, **shape)
+        assert plugin.active().counts.get("kda_state_tuned", 0) == before + (launch == "tuned")
+        plugin.unpatch()
+    for name, x, r in zip(("o", "final state"), runs["tuned"], runs["sglang"]):
+        assert torch.equal(x, r), name
 
 
 def test_kda_state_launch_rule():

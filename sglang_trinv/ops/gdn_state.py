@@ -291,13 +291,20 @@ STOCK_PARAMS = ("k", "v", "w", "v_new", "g", "gk", "h", "initial_state", "initia
                 "INPLACE_UPDATE", "SAVE_NEW_VALUE", "IS_VARLEN", "NT_BUCKET", "USE_EXP2", "TRACK_STATE")
 
 
-def stock_reason() -> str | None:
-    """None if the installed SGLang's state kernel has the parameters this copy was made from, else why not."""
+def _stock_kernel():
+    """SGLang's state kernel (its autotuner), or the reason it cannot be found (a str)."""
     try:
         chunk_h = sys.modules.get(f"{FLA}.chunk_delta_h") or import_module(f"{FLA}.chunk_delta_h")
-        kernel = getattr(chunk_h, STOCK_KERNEL)
+        return getattr(chunk_h, STOCK_KERNEL)
     except (ImportError, AttributeError) as e:
         return f"{STOCK_KERNEL} not found ({type(e).__name__}: {e})"
+
+
+def stock_reason() -> str | None:
+    """None if the installed SGLang's state kernel has the parameters this copy was made from, else why not."""
+    kernel = _stock_kernel()
+    if isinstance(kernel, str):
+        return kernel
     fn = getattr(kernel, "fn", kernel)  # (the autotuner wraps the JIT function)
     params = tuple(getattr(fn, "arg_names", ()))
     return None if params == STOCK_PARAMS else f"{STOCK_KERNEL}{params} is not the copied signature"
@@ -342,11 +349,9 @@ def sglang_launch_set() -> list[str]:
 
 def stock_kernel_reason() -> str | None:
     """None if SGLang's state kernel is an autotuner of one config (:func:`sglang_fwd_h` can swap it), else why not."""
-    try:
-        chunk_h = sys.modules.get(f"{FLA}.chunk_delta_h") or import_module(f"{FLA}.chunk_delta_h")
-        kernel = getattr(chunk_h, STOCK_KERNEL)
-    except (ImportError, AttributeError) as e:
-        return f"{STOCK_KERNEL} not found ({type(e).__name__}: {e})"
+    kernel = _stock_kernel()
+    if isinstance(kernel, str):
+        return kernel
     configs = getattr(kernel, "configs", None)
     if not isinstance(configs, list) or len(configs) != 1:
         return f"{STOCK_KERNEL} is not an autotuner of one config ({type(kernel).__name__})"
@@ -362,8 +367,7 @@ def sglang_fwd_h(fwd_h, launch: tuple[int, int, int], **kwargs):
     launch variables, read at import; one so that autotuning never runs it twice on the in-place state pool): that
     config is swapped for this call and put back. The values stay SGLang's bit for bit (each value column's
     recurrence is the same arithmetic whatever the block; s26 / s27 sweeps)."""
-    chunk_h = sys.modules.get(f"{FLA}.chunk_delta_h") or import_module(f"{FLA}.chunk_delta_h")
-    kernel = getattr(chunk_h, STOCK_KERNEL)
+    kernel = _stock_kernel()
     bv, num_warps, num_stages = launch
     with _LAUNCH_LOCK:  # (one launch at a time; the swap lasts the host side of one launch)
         saved = kernel.configs
