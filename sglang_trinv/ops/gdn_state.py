@@ -29,6 +29,7 @@ two kernels one after the other, without flags.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -361,6 +362,12 @@ def stock_kernel_reason() -> str | None:
 _LAUNCH_LOCK = threading.Lock()
 
 
+@functools.lru_cache(maxsize=None)
+def _one_config(bv: int, num_warps: int, num_stages: int) -> list:
+    """The autotuner's config list for one launch form (built once: sglang_fwd_h runs per prefill layer)."""
+    return [triton.Config({"BV": bv}, num_warps=num_warps, num_stages=num_stages)]
+
+
 def sglang_fwd_h(fwd_h, launch: tuple[int, int, int], **kwargs):
     """``fwd_h(**kwargs)``: SGLang's own ``chunk_gated_delta_rule_fwd_h`` (its launcher, its kernel) with the kernel
     launched at ``launch`` = (BV, num_warps, num_stages). SGLang's kernel is an autotuner holding one config (its
@@ -368,10 +375,9 @@ def sglang_fwd_h(fwd_h, launch: tuple[int, int, int], **kwargs):
     config is swapped for this call and put back. The values stay SGLang's bit for bit (each value column's
     recurrence is the same arithmetic whatever the block; s26 / s27 sweeps)."""
     kernel = _stock_kernel()
-    bv, num_warps, num_stages = launch
     with _LAUNCH_LOCK:  # (one launch at a time; the swap lasts the host side of one launch)
         saved = kernel.configs
-        kernel.configs = [triton.Config({"BV": bv}, num_warps=num_warps, num_stages=num_stages)]
+        kernel.configs = _one_config(*launch)
         try:
             return fwd_h(**kwargs)
         finally:

@@ -226,6 +226,12 @@ def overlap_asked() -> bool:
     return os.environ.get(ENV_OVERLAP_O, "0").strip() == "1"
 
 
+def state_launch_asked() -> str:
+    """``SGLANG_TRINV_STATE_LAUNCH``, lower-cased: "tuned" (the default, also when empty) or "sglang" (anything
+    else is refused by the callers with a log line)."""
+    return os.environ.get(ENV_STATE_LAUNCH, "tuned").strip().lower() or "tuned"
+
+
 def state_stage(chunk_module, o_memset: bool) -> tuple[str, str | None]:
     """How the fused pipeline runs SGLang's state recurrence and output stage, and why not as asked (or None):
     - "tuned" (the default): ops.gdn_state's copies of both kernels, the state kernel at launch constants picked
@@ -233,7 +239,7 @@ def state_stage(chunk_module, o_memset: bool) -> tuple[str, str | None]:
     - "overlap" (``SGLANG_TRINV_OVERLAP_O=1``, experimental, measured slower): the same copies side by side;
     - "sglang" (``SGLANG_TRINV_STATE_LAUNCH=sglang``, or where the copies cannot run): SGLang's own state kernel,
       then the output stage."""
-    asked = "overlap" if overlap_asked() else os.environ.get(ENV_STATE_LAUNCH, "tuned").strip().lower() or "tuned"
+    asked = "overlap" if overlap_asked() else state_launch_asked()
     if asked not in ("overlap", "tuned", "sglang"):
         return "sglang", f"{ENV_STATE_LAUNCH}={asked!r} is not 'tuned' or 'sglang'"
     if asked == "sglang":

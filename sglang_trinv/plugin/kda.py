@@ -156,9 +156,9 @@ def state_launch_reason(kda_module) -> str | None:
     """None if chunk_kda_fwd's state recurrence can run at the tuned launch constants (the default), else why it
     keeps SGLang's: ``SGLANG_TRINV_STATE_LAUNCH=sglang``, or SGLang's kernel / launcher not as measured."""
     from ..ops import gdn_state
-    from .gdn import ENV_STATE_LAUNCH
+    from .gdn import ENV_STATE_LAUNCH, state_launch_asked
 
-    asked = os.environ.get(ENV_STATE_LAUNCH, "tuned").strip().lower() or "tuned"
+    asked = state_launch_asked()
     if asked != "tuned":
         return f"{ENV_STATE_LAUNCH}={asked}" + ("" if asked == "sglang" else " (not 'tuned' or 'sglang')")
     fwd_h = getattr(kda_module, FWD_H, None)
