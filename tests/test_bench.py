@@ -78,6 +78,10 @@ def test_bench_kda_smoke_chosen_shapes(tmp_path):
     # default) set the level
     assert all(0 < r["o_rel_vs_fp64"] < 2e-2 and 0 < r["state_rel_vs_fp64"] < 2e-2 for r in whole.values())
     assert (tmp_path / "kda.png").stat().st_size > 1000
+    # no GPU: no CUDA-graph time, shown as such in the whole-forward table
+    assert all(r["graph_us"] is None for r in ours_whole)
+    md = (tmp_path / "kda.md").read_text()
+    assert "graph µs" in md and md.count("| — | — |") == len(whole) + 1
     with pytest.raises(SystemExit):
         main(["bench", "kda", "--smoke", "--shapes", "40:1", "--out", str(tmp_path)])
 
