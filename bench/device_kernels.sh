@@ -5,7 +5,7 @@
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
-#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole
+#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole,kdahost
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -162,6 +162,11 @@ if has kdawhole; then  # issue 3: the whole chunk_kda_fwd, stock vs the plugin w
     --methods blockdoubling --no-families --no-one-kernel --out "$out/kdawhole" > "$out/kdawhole.log" 2>&1
   grep -E "kda_fwd|^\[|rror" "$out/kdawhole.log" | tail -20
   echo "kdawhole: $(( $(date +%s) - t0 )) s"
+fi
+if has kdahost; then  # issue 3: where chunk_kda_fwd's host time goes, stock / plugin tuned / plugin SGLang's launch
+  timeout ${KDAHOST_TIMEOUT:-200} python3 bench/profile_kda_host.py "$out/kdahost" ${KDAHOST_ARGS:-} > "$out/kdahost.log" 2>&1
+  grep -E "^## |rror" "$out/kdahost.log" | tail -10
+  echo "kdahost: $(( $(date +%s) - t0 )) s"
 fi
 if has fwdo; then  # issue 3: the output stage's launch constants (bitwise vs stock's), whole forward at the best
   timeout ${FWDO_TIMEOUT:-300} python3 bench/sweep_fwd_o.py "$out/fwdo" > "$out/fwdo.log" 2>&1

@@ -7,7 +7,8 @@ shape; SGLang's kernel itself is timed at its defaults in the same process.
 - FWDH_GATE=gk (KDA's per-key gate, inputs from SGLang's own KDA intra stage, as chunk_kda_fwd calls it): SGLang's
   own kernel, its one autotune config swapped per form (s27: the plugin's KDA rule, gdn_state.TUNED_LAUNCH_GK).
 
-    python3 bench/sweep_fwd_h.py DIR           # FWDH_SHAPES="T,H,Hg,nseq;…" (Hg unused for gk: KDA has H key heads)
+    python3 bench/sweep_fwd_h.py DIR           # FWDH_SHAPES="T,H,Hg,nseq;…" (Hg unused for gk: KDA has H key heads),
+                                               # FWDH_FORMS="BV,warps,stages;…" (default: all 27)
     python3 bench/sweep_fwd_h.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)
 """
 import itertools
@@ -33,6 +34,9 @@ chunk = import_module(f"{bk.FLA}.chunk")
 NAMES = ("GDN_CHUNK_H_BV", "GDN_CHUNK_H_NUM_WARPS", "GDN_CHUNK_H_NUM_STAGES")
 DEFAULT = tuple(getattr(chunk_h, n) for n in NAMES)
 CONFIGS = [DEFAULT] + [c for c in itertools.product((16, 32, 64), (2, 4, 8), (1, 2, 3)) if c != DEFAULT]
+if os.environ.get("FWDH_FORMS"):  # "BV,warps,stages;…": only these forms (SGLang's defaults stay first)
+    CONFIGS = [DEFAULT] + [f for f in (tuple(int(x) for x in t.split(",")) for t in os.environ["FWDH_FORMS"].split(";"))
+                           if f != DEFAULT]
 if SMOKE:
     CONFIGS = [DEFAULT, (16, 4, 2)]
 

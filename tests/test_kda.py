@@ -529,14 +529,15 @@ def test_kda_state_launch_on_gpu(clean_selection, monkeypatch, H, cu):
 
 
 def test_kda_state_launch_rule():
-    """KDA's launch (s27 H200 sweep): BV=16 with 4 warps, 3 stages in one wave of 132 SMs, else BV=32, 4 warps, 3
-    stages; GDN's rule (2 warps at BV=16) unchanged."""
+    """KDA's launch (s27 H200 sweep): BV=16 with 4 warps, 3 stages in one wave of 132 SMs; BV=64, 4 warps, 2 stages
+    beyond 4 programs per SM at BV=32; else BV=32, 4 warps, 3 stages; GDN's rule (2 warps at BV=16) unchanged."""
     from sglang_trinv.ops import gdn_state
 
     cpu = torch.device("cpu")
     assert gdn_state.tuned_launch(1, 8, 128, cpu, gk=True) == (16, 4, 3)  # 64 programs
     assert gdn_state.tuned_launch(1, 32, 128, cpu, gk=True) == (32, 4, 3)  # 256 at BV=16
-    assert gdn_state.tuned_launch(8, 32, 128, cpu, gk=True) == (32, 4, 3)
+    assert gdn_state.tuned_launch(4, 32, 128, cpu, gk=True) == (32, 4, 3)
+    assert gdn_state.tuned_launch(8, 32, 128, cpu, gk=True) == (64, 4, 2)  # 1024 programs at BV=32
     assert gdn_state.tuned_launch(1, 8, 128, cpu) == (16, 2, 3)
 
 

@@ -85,15 +85,19 @@ def test_tuned_state_launch_under_the_interpreter():
 
 
 def test_tuned_state_launch_rule(monkeypatch):
-    """BV=16 (2 warps, 3 stages) while its programs fit in one wave of 132 SMs, else BV=32 (4 warps, 3 stages);
-    SGLang's launch variables set in the environment are the user's choice and win."""
+    """BV=16 (2 warps, 3 stages) while its programs fit in one wave of 132 SMs; BV=64 (4 warps, 2 stages) where
+    BV=32 would make more than 4 programs per SM; else BV=32 (4 warps, 3 stages); SGLang's launch variables set in
+    the environment are the user's choice and win."""
     from sglang_trinv.ops import gdn_state
 
     cpu = torch.device("cpu")
     assert gdn_state.tuned_launch(1, 8, 128, cpu) == (16, 2, 3)  # 64 programs
     assert gdn_state.tuned_launch(2, 8, 128, cpu) == (16, 2, 3)  # 128
     assert gdn_state.tuned_launch(1, 32, 128, cpu) == (32, 4, 3)  # 256 at BV=16
-    assert gdn_state.tuned_launch(8, 8, 128, cpu) == (32, 4, 3)
+    assert gdn_state.tuned_launch(8, 8, 128, cpu) == (32, 4, 3)  # 256 at BV=32
+    assert gdn_state.tuned_launch(4, 32, 128, cpu) == (32, 4, 3)  # 512 at BV=32: 3.9 per SM
+    assert gdn_state.tuned_launch(8, 32, 128, cpu) == (64, 4, 2)  # 1024 at BV=32 (s28 sweep)
+    assert gdn_state.tuned_launch(40, 32, 32, cpu) == (32, 4, 3)  # V=32: no BV=64
     for name in gdn_state.SGLANG_LAUNCH_ENV:
         monkeypatch.delenv(name, raising=False)
     assert gdn_state.sglang_launch_set() == []

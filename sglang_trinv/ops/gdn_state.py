@@ -317,13 +317,18 @@ def stock_reason() -> str | None:
 # 4 warps: 212.7 -> 166.0 µs at T=8192 H=8; 269.1 -> 169.8 at T=8192 H=32; 70.8 -> 59.5 with 8 sequences). Where
 # BV=16 programs still fit in one wave (one sequence, 8 heads: 64 CTAs), BV=16 with 2 warps and 3 stages is faster
 # again (139.5 µs; T=32768 H=8: 840.8 -> 550.2). More programs than SMs at BV=16 (T=8192 H=32: 256): BV=32 won.
-TUNED_LAUNCH = {16: (2, 3), 32: (4, 3)}  # BV -> (num_warps, num_stages)
+TUNED_LAUNCH = {16: (2, 3), 32: (4, 3), 64: (4, 2)}  # BV -> (num_warps, num_stages)
 # KDA's per-key gate (``gk``, SGLang's own kernel: the copy here leaves gk out; :func:`sglang_fwd_h`). s27, the same
 # sweep with gk (FWDH_GATE=gk) on an H200, again every form bit for bit SGLang's: its 32/4/2 took 254.9 µs at T=8192
 # H=8, 1008.8 at T=32768 H=8, 283.2 at T=8192 H=32, 206.0 at T=8192 H=32 with 8 sequences. One wave at BV=16: BV=16
 # with 4 warps (the heavier gk step wants them) and 3 stages, 166.5 and 651.3 µs; else BV=32, 4 warps, 3 stages,
-# 206.5 and 177.5 µs (BV=64 w4 s2 took 168.4 at the 8 sequences: not taken, one shape).
-TUNED_LAUNCH_GK = {16: (4, 3), 32: (4, 3)}
+# 206.5 µs; at the 8 sequences (1024 programs at BV=32) BV=64 w4 s2 168.4 against 177.5.
+TUNED_LAUNCH_GK = {16: (4, 3), 32: (4, 3), 64: (4, 2)}
+# Many programs (s28 sweep, scalar gate, H200): where BV=32 makes more than 4 programs per SM, SGLang's 2 stages come
+# back and BV=64 halves the programs. 1024 programs at BV=32 (8 sequences x 32 heads): T=8192 SGLang's 32/4/2 161.4,
+# BV32 w4 s3 177.3, BV64 w4 s2 156.0 µs; T=4096 88.0 / 87.2 / 79.6. At 256 programs (8 sequences x 8 heads, s26)
+# BV32 w4 s3 still wins (59.5 against 79.5 at BV=64); between 256 and 1024 nothing was measured: the cut is halfway.
+MANY_PROGRAMS_PER_SM = 4
 SGLANG_LAUNCH_ENV = ("SGLANG_GDN_CHUNK_H_BV", "SGLANG_GDN_CHUNK_H_NUM_WARPS", "SGLANG_GDN_CHUNK_H_NUM_STAGES")
 
 
@@ -337,9 +342,16 @@ def sm_count(device: torch.device) -> int:
 
 
 def tuned_launch(n_seqs: int, H: int, V: int, device: torch.device, gk: bool = False) -> tuple[int, int, int]:
-    """(BV, num_warps, num_stages) of the state kernel (TUNED_LAUNCH's comment; ``gk``: KDA's, TUNED_LAUNCH_GK's):
-    BV=16 while its programs (sequence, head, 16 value columns) fit in one wave of the GPU's SMs, else BV=32."""
-    bv = 16 if n_seqs * H * triton.cdiv(V, 16) <= sm_count(device) else 32
+    """(BV, num_warps, num_stages) of the state kernel (TUNED_LAUNCH's comments; ``gk``: KDA's, TUNED_LAUNCH_GK's):
+    BV=16 while its programs (sequence, head, 16 value columns) fit in one wave of the GPU's SMs; BV=64 where BV=32
+    would make more than MANY_PROGRAMS_PER_SM programs per SM; else BV=32."""
+    pairs, sms = n_seqs * H, sm_count(device)
+    if pairs * triton.cdiv(V, 16) <= sms:
+        bv = 16
+    elif pairs * triton.cdiv(V, 32) > MANY_PROGRAMS_PER_SM * sms and V >= 64:
+        bv = 64
+    else:
+        bv = 32
     return (bv, *(TUNED_LAUNCH_GK if gk else TUNED_LAUNCH)[bv])
 
 
