@@ -502,10 +502,11 @@ def test_kda_state_launch(clean_selection, caplog, monkeypatch, setting):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("H,cu", [(8, (0, 4096)), (32, (0, 1, 700, 2048, 4096))], ids=["H8-BV16", "H32-varlen-BV32"])
-def test_kda_state_launch_on_gpu(clean_selection, monkeypatch, H, cu):
+@pytest.mark.parametrize("H,cu,bv", [(8, (0, 4096), 16), (32, (0, 4096), 32), (32, (0, 1, 700, 2048, 4096), 64)],
+                         ids=["H8-BV16", "H32-BV32", "H32-varlen-BV64"])
+def test_kda_state_launch_on_gpu(clean_selection, monkeypatch, H, cu, bv):
     """K=V=128 on the GPU: chunk_kda_fwd through the plugin at the tuned state launch gives o and the final
-    states bit for bit as with SGLang's launch (SGLANG_TRINV_STATE_LAUNCH=sglang), at both of the rule's forms."""
+    states bit for bit as with SGLang's launch (SGLANG_TRINV_STATE_LAUNCH=sglang), at each of the rule's three forms."""
     from sglang_trinv.ops import gdn_state
 
     if not HAS_CUDA:
@@ -514,8 +515,8 @@ def test_kda_state_launch_on_gpu(clean_selection, monkeypatch, H, cu):
     for name in gdn_state.SGLANG_LAUNCH_ENV:
         monkeypatch.delenv(name, raising=False)
     shape = dict(T=cu[-1], H=H, K=128, cu=cu)
-    expect = gdn_state.tuned_launch(len(cu) - 1, H, 128, torch.device(DEVICE), gk=True)
-    assert expect[0] == (16 if H == 8 else 32)
+    expect = gdn_state.tuned_launch(len(cu) - 1, H, 128, torch.device(DEVICE), gk=True, tokens=cu[-1])
+    assert expect[0] == bv
     runs = {}
     for launch in ("sglang", "tuned"):
         monkeypatch.setenv("SGLANG_TRINV_STATE_LAUNCH", launch)
@@ -530,14 +531,15 @@ def test_kda_state_launch_on_gpu(clean_selection, monkeypatch, H, cu):
 
 def test_kda_state_launch_rule():
     """KDA's launch (s27 H200 sweep): BV=16 with 4 warps, 3 stages in one wave of 132 SMs; BV=64, 4 warps, 2 stages
-    beyond 4 programs per SM at BV=32; else BV=32, 4 warps, 3 stages; GDN's rule (2 warps at BV=16) unchanged."""
+    beyond 3 programs per SM at BV=32 with short sequences; else BV=32, 4 warps, 3 stages; GDN's rule (2 warps at
+    BV=16) unchanged."""
     from sglang_trinv.ops import gdn_state
 
     cpu = torch.device("cpu")
     assert gdn_state.tuned_launch(1, 8, 128, cpu, gk=True) == (16, 4, 3)  # 64 programs
     assert gdn_state.tuned_launch(1, 32, 128, cpu, gk=True) == (32, 4, 3)  # 256 at BV=16
-    assert gdn_state.tuned_launch(4, 32, 128, cpu, gk=True) == (32, 4, 3)
-    assert gdn_state.tuned_launch(8, 32, 128, cpu, gk=True) == (64, 4, 2)  # 1024 programs at BV=32
+    assert gdn_state.tuned_launch(8, 32, 128, cpu, gk=True, tokens=8192) == (64, 4, 2)  # 1024 programs at BV=32
+    assert gdn_state.tuned_launch(8, 32, 128, cpu, gk=True, tokens=32768) == (32, 4, 3)
     assert gdn_state.tuned_launch(1, 8, 128, cpu) == (16, 2, 3)
 
 

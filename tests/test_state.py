@@ -69,14 +69,17 @@ def test_state_and_output_at_once_equal_sglangs_stages(case):
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="interpreter form; the GPU test below covers the device")
-def test_tuned_state_launch_under_the_interpreter():
-    """launch="tuned" (BV=16 here: 1 sequence x 4 heads x 4 blocks of 16 value columns fit in a wave): h, o and
-    the final state those of SGLang's stages, to the last bits of numpy's products in other blocks."""
+@pytest.mark.parametrize("sms,bv", [(132, 16), (1, 64)], ids=["BV16", "BV64-one-SM"])
+def test_tuned_state_launch_under_the_interpreter(monkeypatch, sms, bv):
+    """launch="tuned" (BV=16 here: 3 sequences x 4 heads x 4 blocks of 16 value columns fit in a wave; on a GPU
+    of one SM, the BV=64 form of many programs and short sequences): h, o and the final state those of SGLang's
+    stages, to the last bits of numpy's products in other blocks."""
     from sglang_trinv.ops import gdn_state
 
     c = CASES["varlen"]
     x, (h, v_new, o, state) = _stages(**c)
-    assert gdn_state.tuned_launch(3, 4, 64, x["k"].device)[0] == 16
+    monkeypatch.setattr(gdn_state, "sm_count", lambda device: sms)
+    assert gdn_state.tuned_launch(3, 4, 64, x["k"].device, tokens=x["k"].shape[1])[0] == bv
     s = x["h0"].clone()
     h2, _, o2 = gdn_state.gdn_fwd_h_o(x["q"], x["k"], x["w"], x["u"], x["g"], 32 ** -0.5, s, x["idx"],
                                       cu_seqlens=x["cu"], chunk_indices=x["ci"], overlap=False, launch="tuned")
@@ -86,18 +89,23 @@ def test_tuned_state_launch_under_the_interpreter():
 
 def test_tuned_state_launch_rule(monkeypatch):
     """BV=16 (2 warps, 3 stages) while its programs fit in one wave of 132 SMs; BV=64 (4 warps, 2 stages) where
-    BV=32 would make more than 4 programs per SM; else BV=32 (4 warps, 3 stages); SGLang's launch variables set in
-    the environment are the user's choice and win."""
+    BV=32 would make more than 3 programs per SM and sequences average ≤ 2048 tokens; else BV=32 (4 warps, 3
+    stages); SGLang's launch variables set in the environment are the user's choice and win."""
     from sglang_trinv.ops import gdn_state
 
     cpu = torch.device("cpu")
     assert gdn_state.tuned_launch(1, 8, 128, cpu) == (16, 2, 3)  # 64 programs
     assert gdn_state.tuned_launch(2, 8, 128, cpu) == (16, 2, 3)  # 128
     assert gdn_state.tuned_launch(1, 32, 128, cpu) == (32, 4, 3)  # 256 at BV=16
-    assert gdn_state.tuned_launch(8, 8, 128, cpu) == (32, 4, 3)  # 256 at BV=32
-    assert gdn_state.tuned_launch(4, 32, 128, cpu) == (32, 4, 3)  # 512 at BV=32: 3.9 per SM
-    assert gdn_state.tuned_launch(8, 32, 128, cpu) == (64, 4, 2)  # 1024 at BV=32 (s28 sweep)
-    assert gdn_state.tuned_launch(40, 32, 32, cpu) == (32, 4, 3)  # V=32: no BV=64
+    assert gdn_state.tuned_launch(8, 8, 128, cpu, tokens=8192) == (32, 4, 3)  # 256 at BV=32
+    # the s28 sweep's shapes: 512 / 1024 programs at BV=32
+    assert gdn_state.tuned_launch(8, 16, 128, cpu, tokens=8192) == (64, 4, 2)
+    assert gdn_state.tuned_launch(8, 32, 128, cpu, tokens=8192) == (64, 4, 2)
+    assert gdn_state.tuned_launch(8, 32, 128, cpu, tokens=4096) == (64, 4, 2)
+    assert gdn_state.tuned_launch(4, 32, 128, cpu, tokens=8192) == (64, 4, 2)  # mean 2048: the cut
+    assert gdn_state.tuned_launch(8, 32, 128, cpu, tokens=32768) == (32, 4, 3)  # long sequences
+    assert gdn_state.tuned_launch(8, 32, 128, cpu) == (32, 4, 3)  # tokens unknown
+    assert gdn_state.tuned_launch(40, 32, 32, cpu, tokens=8192) == (32, 4, 3)  # V=32: no BV=64
     for name in gdn_state.SGLANG_LAUNCH_ENV:
         monkeypatch.delenv(name, raising=False)
     assert gdn_state.sglang_launch_set() == []
@@ -221,14 +229,17 @@ def test_state_and_output_at_once_on_gpu(shape, signal):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", [(8192, 8, 4, None), (4096, 8, 4, [0, 1, 700, 2000, 4096])],
-                         ids=["T8192-H8-BV16", "varlen-BV32"])
-def test_tuned_state_launch_on_gpu(shape):
+@pytest.mark.parametrize("shape,bv", [((8192, 8, 4, None), 16), ((4096, 8, 4, [0, 1, 700, 2000, 4096]), 32),
+                                      ((4096, 32, 16, [0, 1, 700, 2000, 4096]), 64)],
+                         ids=["T8192-H8-BV16", "varlen-BV32", "varlen-H32-BV64"])
+def test_tuned_state_launch_on_gpu(shape, bv):
     """Compiled (bf16, K = V = 128): the state kernel at the tuned launch constants (BV=16 for one sequence at 8
-    heads; BV=32 for 4 sequences) and the output stage give SGLang's h, v_new, o and final state bit for bit."""
+    heads; BV=32 for 4 sequences; BV=64 for 4 short sequences at 32 heads) and the output stage give SGLang's h,
+    v_new, o and final state bit for bit."""
     from sglang_trinv.ops import gdn_state
 
     T, H, Hg, cu = shape
+    assert gdn_state.tuned_launch(1 if cu is None else len(cu) - 1, H, 128, torch.device("cuda"), tokens=T)[0] == bv
     x, (h, v_new, o, state) = _stages(T, H, Hg, 128, 128, cu, dtype=torch.bfloat16)
     s = x["h0"].clone()
     h2, v_new2, o2 = gdn_state.gdn_fwd_h_o(x["q"], x["k"], x["w"], x["u"], x["g"], 128 ** -0.5, s, x["idx"],

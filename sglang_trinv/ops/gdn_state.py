@@ -324,11 +324,18 @@ TUNED_LAUNCH = {16: (2, 3), 32: (4, 3), 64: (4, 2)}  # BV -> (num_warps, num_sta
 # with 4 warps (the heavier gk step wants them) and 3 stages, 166.5 and 651.3 µs; else BV=32, 4 warps, 3 stages,
 # 206.5 µs; at the 8 sequences (1024 programs at BV=32) BV=64 w4 s2 168.4 against 177.5.
 TUNED_LAUNCH_GK = {16: (4, 3), 32: (4, 3), 64: (4, 2)}
-# Many programs (s28 sweep, scalar gate, H200): where BV=32 makes more than 4 programs per SM, SGLang's 2 stages come
-# back and BV=64 halves the programs. 1024 programs at BV=32 (8 sequences x 32 heads): T=8192 SGLang's 32/4/2 161.4,
-# BV32 w4 s3 177.3, BV64 w4 s2 156.0 µs; T=4096 88.0 / 87.2 / 79.6. At 256 programs (8 sequences x 8 heads, s26)
-# BV32 w4 s3 still wins (59.5 against 79.5 at BV=64); between 256 and 1024 nothing was measured: the cut is halfway.
-MANY_PROGRAMS_PER_SM = 4
+# Many programs of short sequences (s28 sweeps, scalar gate, H200, µs: SGLang's 32/4/2 / BV32 w4 s3 / BV64 w4 s2):
+#   1024 programs at BV=32, mean sequence 1024 tokens (T=8192 H=32, 8 seqs): 161.4 / 177.3 / 156.0
+#                          mean  512 (T=4096 H=32, 8 seqs):                  88.0 /  87.2 /  79.6
+#                          mean 4096 (T=32768 H=32, 8 seqs):                590.3 / 588.6 / 605.2
+#    512 programs,         mean 1024 (T=8192 H=16, 8 seqs):                 100.6 /  96.9 /  91.2
+#                          mean 2048 (T=8192 H=32, 4 seqs):                 153.3 / 156.6 / 157.2
+#    256 programs,         mean 1024 (T=8192 H=8, 8 seqs, s26):              70.8 /  59.5 /  79.5
+# BV=64 halves the programs (and its 2 stages are SGLang's): it wins where BV=32 makes more than 3 programs per SM and
+# the sequences are short (few steps for a third stage to pipeline); with KDA's gk too (s27, 1024 programs, mean
+# 1024: 177.5 at BV32 w4 s3, 168.4 at BV64 w4 s2). The cuts lie between the measured points.
+MANY_PROGRAMS_PER_SM = 3
+SHORT_SEQUENCE = 2048  # mean tokens per sequence
 SGLANG_LAUNCH_ENV = ("SGLANG_GDN_CHUNK_H_BV", "SGLANG_GDN_CHUNK_H_NUM_WARPS", "SGLANG_GDN_CHUNK_H_NUM_STAGES")
 
 
@@ -341,14 +348,17 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def tuned_launch(n_seqs: int, H: int, V: int, device: torch.device, gk: bool = False) -> tuple[int, int, int]:
+def tuned_launch(n_seqs: int, H: int, V: int, device: torch.device, gk: bool = False,
+                 tokens: int | None = None) -> tuple[int, int, int]:
     """(BV, num_warps, num_stages) of the state kernel (TUNED_LAUNCH's comments; ``gk``: KDA's, TUNED_LAUNCH_GK's):
     BV=16 while its programs (sequence, head, 16 value columns) fit in one wave of the GPU's SMs; BV=64 where BV=32
-    would make more than MANY_PROGRAMS_PER_SM programs per SM; else BV=32."""
+    would make more than MANY_PROGRAMS_PER_SM programs per SM and the sequences (``tokens`` in all; None: unknown,
+    no BV=64) average at most SHORT_SEQUENCE tokens; else BV=32."""
     pairs, sms = n_seqs * H, sm_count(device)
     if pairs * triton.cdiv(V, 16) <= sms:
         bv = 16
-    elif pairs * triton.cdiv(V, 32) > MANY_PROGRAMS_PER_SM * sms and V >= 64:
+    elif (V >= 64 and tokens is not None and pairs * triton.cdiv(V, 32) > MANY_PROGRAMS_PER_SM * sms
+          and tokens <= SHORT_SEQUENCE * n_seqs):
         bv = 64
     else:
         bv = 32
@@ -435,7 +445,7 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
     if K > 256:
         raise ValueError(f"head dimension K={K} > 256")
     if launch == "tuned" and not sglang_launch_set():
-        BV_H, warps_h, stages_h = tuned_launch(N, H, V, k.device)
+        BV_H, warps_h, stages_h = tuned_launch(N, H, V, k.device, tokens=B * T)
     elif launch in ("tuned", "sglang"):
         BV_H = getattr(chunk_h, "GDN_CHUNK_H_BV", 32)  # SGLang's own launch constants (its env knobs)
         warps_h = getattr(chunk_h, "GDN_CHUNK_H_NUM_WARPS", 4)

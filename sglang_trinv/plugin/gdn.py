@@ -258,7 +258,7 @@ def state_stage_label(stage: str) -> str:
 
     set_ = gdn_state.sglang_launch_set()
     return {"tuned": "SGLang's kernels (copies), the state kernel's launch constants " +
-                     (f"SGLang's ({', '.join(set_)} set)" if set_ else "picked per shape (BV 16 or 32, 3 stages)"),
+                     (f"SGLang's ({', '.join(set_)} set)" if set_ else "picked per shape (BV 16, 32 or 64)"),
             "overlap": f"state recurrence and output stage side by side ({ENV_OVERLAP_O}=1, experimental, measured "
                        "slower)",
             "sglang": "SGLang's own state kernel, then the output stage"}[stage]

@@ -177,7 +177,7 @@ def state_launch_label() -> str:
 
     set_ = gdn_state.sglang_launch_set()
     return "SGLang's own kernel at launch constants " + (f"SGLang's ({', '.join(set_)} set)" if set_ else
-                                                         "picked per shape (BV 16 or 32, 4 warps, 3 stages)")
+                                                         "picked per shape (BV 16, 32 or 64)")
 
 
 def make_fwd_h_wrapper(stock_fwd_h):
@@ -196,7 +196,8 @@ def make_fwd_h_wrapper(stock_fwd_h):
         if not ours or gk is None or u is None or k is None or gdn_state.sglang_launch_set():
             return stock_fwd_h(*args, **kwargs)
         n_seqs = k.shape[0] if cu is None else len(cu) - 1
-        launch = gdn_state.tuned_launch(n_seqs, u.shape[-2], u.shape[-1], u.device, gk=True)
+        launch = gdn_state.tuned_launch(n_seqs, u.shape[-2], u.shape[-1], u.device, gk=True,
+                                        tokens=k.shape[0] * k.shape[1])
         if not STATE.counts["kda_state_tuned"]:
             logger.info("sglang-trinv: first KDA state recurrence at BV=%d, %d warps, %d stages (SGLang's kernel; "
                         "%s=sglang keeps its own launch)", *launch, "SGLANG_TRINV_STATE_LAUNCH")
