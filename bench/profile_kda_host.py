@@ -6,7 +6,8 @@ s28 (H200, `bench kda`, T=8192 H=8 one sequence): GPU time (CUDA graphs) stock 4
 enqueue time (N back-to-back calls without synchronising, / N: the CPU's cost), do_bench, the graph time, and the
 functions that take the host time (cProfile over N calls, by own time).
 
-    python bench/profile_kda_host.py OUT_DIR [T H N]      # GPU: OUT_DIR/profile_kda_host.txt
+    python bench/profile_kda_host.py OUT_DIR [T H N [PATHS]]   # GPU: OUT_DIR/profile_kda_host.txt
+                                      # PATHS: comma-separated of sglang, tuned, stock (default: the five runs below)
     python bench/profile_kda_host.py OUT_DIR 64 1 2 --smoke   # CPU, Triton interpreter (checks the script)
 """
 
@@ -43,7 +44,7 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def main(out: str, T: int = 8192, H: int = 8, n: int = 50) -> int:
+def main(out: str, T: int = 8192, H: int = 8, n: int = 50, paths: str | None = None) -> int:
     bkda.DEV = DEV
     kda = import_module(f"{bkda.FLA}.kda")
     D = 128 if DEV == "cuda" else 16
@@ -66,9 +67,12 @@ def main(out: str, T: int = 8192, H: int = 8, n: int = 50) -> int:
               f"torch {torch.__version__}, triton {triton.__version__}", ""]
     # s28's first profile ran stock, tuned, SGLang's launch in that order: the tuned path's Python was uniformly
     # slower (every function). Here SGLang's launch first and the tuned path twice, to tell the path from the order
-    for name, launch in (("plugin, SGLang's state launch", "sglang"), ("plugin, tuned state launch", None),
-                         ("stock", None), ("plugin, tuned state launch (again)", None),
-                         ("plugin, SGLang's state launch (again)", "sglang")):
+    runs = [("plugin, SGLang's state launch", "sglang"), ("plugin, tuned state launch", None), ("stock", None),
+            ("plugin, tuned state launch (again)", None), ("plugin, SGLang's state launch (again)", "sglang")]
+    if paths:
+        named = {"sglang": runs[0], "tuned": runs[1], "stock": runs[2]}
+        runs = [named[p.strip()] for p in paths.split(",")]
+    for name, launch in runs:
         with common.env_var(ENV_KDA, "1"), common.env_var(ENV_STATE_LAUNCH, launch):
             sglang_trinv.unpatch() if name == "stock" else sglang_trinv.patch(method="blockdoubling")
             try:
@@ -102,4 +106,4 @@ def main(out: str, T: int = 8192, H: int = 8, n: int = 50) -> int:
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    sys.exit(main(a[0], *(int(x) for x in a[1:4])))
+    sys.exit(main(a[0], *(int(x) for x in a[1:4]), *a[4:5]))

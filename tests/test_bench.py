@@ -156,6 +156,23 @@ def test_sweep_fwd_o_smoke(tmp_path):
     assert "| fastest bitwise launch |" in r.stdout
 
 
+def test_profile_kda_host_smoke(tmp_path):
+    """bench/profile_kda_host.py on CPU (own process: it patches and unpatches SGLang): the chosen paths of the whole
+    chunk_kda_fwd each timed and profiled, the report written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "profile_kda_host.py"), str(tmp_path), "64", "1", "1",
+                        "tuned,stock", "--smoke"], capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    heads = [line for line in r.stdout.splitlines() if line.startswith("## ")]
+    assert [h.split(":")[0] for h in heads] == ["## plugin, tuned state launch", "## stock"], r.stdout[-2000:]
+    report = (tmp_path / "profile_kda_host.txt").read_text()
+    assert report.count("function calls") == 2 and "chunk_kda_fwd" in report
+
+
 def test_bench_stages_smoke(tmp_path):
     """`sglang-trinv bench stages --smoke`: every stock stage and our pipeline kernel timed per shape (fixed and
     varlen), stage outputs checked against fp64, Amdahl columns consistent (expected ≤ bound)."""
