@@ -195,8 +195,8 @@ def test_bench_host_smoke(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(root / "bench" / "bench_host.py"), "--out", str(tmp_path), "--smoke"],
-                       capture_output=True, text=True, timeout=900, cwd=root)
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_host.py"), "--out", str(tmp_path), "--smoke",
+                        "--rounds", "1"], capture_output=True, text=True, timeout=900, cwd=root)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "host.json").read_text())["rows"]
     assert len(rows) == 12 and len({x["path"] for x in rows}) == 6 and all(x["enqueue"] > 0 for x in rows)
@@ -207,6 +207,18 @@ def test_bench_host_smoke(tmp_path):
     rows = json.loads((tmp_path / "one" / "host.json").read_text())["rows"]
     assert len(rows) == 6 and all((x["T"], x["H"], x["Hg"], x["nseq"]) == (70, 2, 1, 2) for x in rows)
     assert "K=V=32" in (tmp_path / "one" / "host.md").read_text()
+    # every path timed once per round (default 3), the median reported
+    assert all(len(x["enqueue_rounds"]) == 3 and x["enqueue"] == sorted(x["enqueue_rounds"])[1] for x in rows)
+    # --kda: the whole chunk_kda_fwd, stock / plugin / plugin with SGLang's state launch, two rounds
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_host.py"), "--out", str(tmp_path / "kda"),
+                        "--smoke", "--kda", "--shape", "70,1,1,2", "--rounds", "2"],
+                       capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "kda" / "host.json").read_text())["rows"]
+    assert [x["path"] for x in rows] == ["kda whole: stock", "kda whole: plugin",
+                                         "kda whole: plugin, SGLang's state launch"]
+    assert all(len(x["enqueue_rounds"]) == 2 and x["enqueue"] > 0 for x in rows)
+    assert "| range |" in (tmp_path / "kda" / "host.md").read_text()
 
 
 def test_bench_roofline_smoke(tmp_path):
