@@ -5,7 +5,7 @@
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
-#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole,kdahost
+#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole,kdahost,onchip
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -167,6 +167,12 @@ if has kdahost; then  # issue 3: where chunk_kda_fwd's host time goes, stock / p
   timeout ${KDAHOST_TIMEOUT:-200} python3 bench/profile_kda_host.py "$out/kdahost" ${KDAHOST_ARGS:-} > "$out/kdahost.log" 2>&1
   grep -E "^## |rror" "$out/kdahost.log" | tail -10
   echo "kdahost: $(( $(date +%s) - t0 )) s"
+fi
+if has onchip; then  # issue 3, NOTES item 0 (d): the one-warp Gluon prototype with v on chip, errors vs fp64 and
+  # CUDA-graph times beside our Triton kernel and stock (T=8192 H=8: the intra target's shape)
+  timeout ${ONCHIP_TIMEOUT:-200} python3 bench/proto_onchip_intra.py --gpu "$out/onchip" > "$out/onchip.log" 2>&1
+  tail -8 "$out/onchip.log"
+  echo "onchip: $(( $(date +%s) - t0 )) s"
 fi
 if has fwdo; then  # issue 3: the output stage's launch constants (bitwise vs stock's), whole forward at the best
   timeout ${FWDO_TIMEOUT:-300} python3 bench/sweep_fwd_o.py "$out/fwdo" > "$out/fwdo.log" 2>&1

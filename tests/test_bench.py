@@ -173,6 +173,30 @@ def test_profile_kda_host_smoke(tmp_path):
     assert report.count("function calls") == 2 and "chunk_kda_fwd" in report
 
 
+def test_proto_onchip_intra_compiles_for_sm90():
+    """bench/proto_onchip_intra.py (NOTES item 0 (d), untimed prototype; Gluon has no interpreter, so this compile is
+    its CPU check): one-warp CTAs with v's tile TMA-loaded into shared memory first (four [64, 32] boxes), 8 CTAs
+    per SM by registers and shared memory (≤ 28.5 KiB each), as the Triton program's wave."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton.experimental.gluon")
+    root = Path(__file__).resolve().parents[1]
+    code = ("import importlib.util, json, sys; sys.argv = ['x']\n"
+            "spec = importlib.util.spec_from_file_location('p', %r)\n"
+            "p = importlib.util.module_from_spec(spec); spec.loader.exec_module(p)\n"
+            "print('report', json.dumps(p.compile_report()))" % str(root / "bench" / "proto_onchip_intra.py"))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout.split("report", 1)[1])
+    assert rep["utmaldg"] == 4 and rep["hmma"] > 0
+    assert rep["smem"] <= 28.5 * 1024 and rep["ctas_per_sm"] == 8, rep
+    assert rep["regs"] <= 255 and rep["stack"] <= 256, rep  # s28, Triton 3.6: 255 + 88 B (the spills to cut)
+
+
 def test_bench_stages_smoke(tmp_path):
     """`sglang-trinv bench stages --smoke`: every stock stage and our pipeline kernel timed per shape (fixed and
     varlen), stage outputs checked against fp64, Amdahl columns consistent (expected ≤ bound)."""
