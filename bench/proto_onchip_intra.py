@@ -263,6 +263,8 @@ def launch(k, v, g, beta, w, u, A=None, **kw):
 
     B, T, Hg, K = k.shape
     H, V = v.shape[-2], v.shape[-1]
+    if B > 1 and T % 64:  # v's TMA box of a partial last chunk would read the next batch row's first rows
+        raise ValueError(f"prototype: B={B} needs T % 64 == 0 (T={T})")
     const = constexprs(H, Hg, K, V, store_A=A is not None, **kw)
     desc = TensorDescriptor.from_tensor(v.reshape(B * T, H * V), [64, const["NCU"]],
                                         gi._block_layout(64, const["NCU"]))
