@@ -39,7 +39,7 @@ import sys
 import threading
 
 from ._state import ENV_KDA, STATE, check_signature, logger, rebind, sglang_version, stock_function, warn_not_triton
-from .gdn import check_ops as _check_method, precision_label
+from .gdn import ENV_STATE_LAUNCH, check_ops as _check_method, precision_label, state_launch_asked
 
 KDA = "sglang.kernels.ops.attention.fla.kda"
 CHUNK_INTRA = "sglang.kernels.ops.attention.fla.chunk_intra"
@@ -156,7 +156,6 @@ def state_launch_reason(kda_module) -> str | None:
     """None if chunk_kda_fwd's state recurrence can run at the tuned launch constants (the default), else why it
     keeps SGLang's: ``SGLANG_TRINV_STATE_LAUNCH=sglang``, or SGLang's kernel / launcher not as measured."""
     from ..ops import gdn_state
-    from .gdn import ENV_STATE_LAUNCH, state_launch_asked
 
     asked = state_launch_asked()
     if asked != "tuned":
@@ -191,16 +190,18 @@ def make_fwd_h_wrapper(stock_fwd_h):
     @functools.wraps(stock_fwd_h)
     def chunk_gated_delta_rule_fwd_h(*args, **kwargs):
         ours, _SERVED.ours = getattr(_SERVED, "ours", False), False
+        if not ours:  # (stock's call: no argument binding on its path)
+            return stock_fwd_h(*args, **kwargs)
         a = sig.bind_partial(*args, **kwargs).arguments
         k, u, gk, cu = a.get("k"), a.get("u"), a.get("gk"), a.get("cu_seqlens")
-        if not ours or gk is None or u is None or k is None or gdn_state.sglang_launch_set():
+        if gk is None or u is None or k is None or gdn_state.sglang_launch_set():
             return stock_fwd_h(*args, **kwargs)
         n_seqs = k.shape[0] if cu is None else len(cu) - 1
         launch = gdn_state.tuned_launch(n_seqs, u.shape[-2], u.shape[-1], u.device, gk=True,
                                         tokens=k.shape[0] * k.shape[1])
         if not STATE.counts["kda_state_tuned"]:
             logger.info("sglang-trinv: first KDA state recurrence at BV=%d, %d warps, %d stages (SGLang's kernel; "
-                        "%s=sglang keeps its own launch)", *launch, "SGLANG_TRINV_STATE_LAUNCH")
+                        "%s=sglang keeps its own launch)", *launch, ENV_STATE_LAUNCH)
         STATE.counts["kda_state_tuned"] += 1
         return gdn_state.sglang_fwd_h(stock_fwd_h, launch, **a)
 
