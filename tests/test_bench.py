@@ -173,6 +173,29 @@ def test_profile_kda_host_smoke(tmp_path):
     assert report.count("function calls") == 2 and "chunk_kda_fwd" in report
 
 
+def test_profile_kda_host_parts_smoke(tmp_path):
+    """bench/profile_kda_host.py --parts on CPU: one chunk_kda_fwd's stage calls recorded as stock and as the plugin
+    binds them, each replayed and timed with the whole forwards and the intra call's pieces; table and JSON written."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "profile_kda_host.py"), str(tmp_path), "64", "1", "1",
+                        "--parts", "--rounds", "1", "--smoke"], capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "kda_host_parts.json").read_text())["rows"]
+    calls = [x["call"] for x in rows]
+    for who in ("stock", "plugin"):  # the four stages of chunk_kda_fwd, recorded through each binding
+        for stage in ("chunk_local_cumsum", "chunk_kda_fwd_intra", "chunk_gated_delta_rule_fwd_h",
+                      "chunk_gla_fwd_o_gk"):
+            assert f"{who}: {stage}" in calls, calls
+    assert "plugin intra: its Python alone (both launches stubbed)" in calls
+    assert all(x["enqueue_us"] > 0 and len(x["rounds"]) == 1 for x in rows)
+    assert (tmp_path / "kda_host_parts.md").read_text().count("\n| ") == len(rows) + 1
+
+
 def test_proto_onchip_intra_compiles_for_sm90():
     """bench/proto_onchip_intra.py (NOTES item 0 (d), untimed prototype; Gluon has no interpreter, so this compile is
     its CPU check): one-warp CTAs with v's tile TMA-loaded into shared memory first (four [64, 32] boxes), 8 CTAs

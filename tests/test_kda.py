@@ -154,6 +154,54 @@ def test_heads_fastest_gives_the_same_bits_on_gpu():
                                f"{tuple(bad.nonzero()[0].tolist())}: {x[bad][:4].tolist()} vs {y[bad][:4].tolist()}")
 
 
+def test_kda_launch_gives_every_constexpr(monkeypatch):
+    """The KDA launch passes every constexpr of kda_intra_kernel by name (defaults included), so with
+    SGLANG_TRINV_DIRECT_LAUNCH=1 its compiled kernel is cached after the first JIT launch of a kind and the next calls
+    skip the JIT (a stand-in for the JIT kernel and Triton's driver; SGLang's diagonal kernel not launched)."""
+    from sglang_trinv.ops import direct_launch as dl
+    from sglang_trinv.ops import kda_intra
+
+    from .test_kernels import _fake_driver, _FakeJIT
+
+    jit_calls, runs = [], []
+    fake = _FakeJIT(kda_intra.kda_intra_kernel.arg_names, jit_calls, runs)
+    monkeypatch.setattr(kda_intra, "kda_intra_kernel", fake)
+    monkeypatch.setattr(ops, "KDA_DIRECT", dl.DirectLauncher("fake KDA", lambda: fake))
+    monkeypatch.setattr(ops, "_sglang_kda_diagonal", lambda *a, **k: None)
+    monkeypatch.setenv(dl.ENV, "1")
+    _fake_driver(monkeypatch)
+    q, k, v, g, beta, _ = _inputs(1, 130, 2, 16, 16)
+    for _ in range(3):
+        ops.kda_fwd_intra(q, k, v, g, beta)
+    assert len(jit_calls) == 1 and len(runs) == 2
+    grid, args, kw = jit_calls[0]
+    assert grid == (2, 3) and runs[-1][:3] == (2, 3, 1)  # heads fastest: 2 heads × 3 chunks
+    assert set(kw) - {"num_warps", "num_stages"} == set(kda_intra.kda_intra_kernel.arg_names[len(args):])
+    assert len(runs[-1]) == 9 + len(kda_intra.kda_intra_kernel.arg_names)
+    assert runs[-1][9 + len(args) - 1] == 130 and runs[-1][9 + 5] == 16 ** -0.5  # T; scale, a float
+
+
+@pytest.mark.gpu
+def test_kda_direct_launch_matches_the_jit_launch(monkeypatch):
+    """SGLANG_TRINV_DIRECT_LAUNCH=1 on the KDA kernel: the first launch of a kind through the JIT (cached), the next
+    through the compiled kernel's launcher; every output bitwise the JIT launch's, for new inputs of the same kind,
+    one sequence and varlen (bf16, K = V = 128, 4 heads)."""
+    from sglang_trinv.ops import direct_launch as dl
+
+    for cu in (None, [0, 1, 64, 300, 700]):
+        for seed in (0, 1):
+            q, k, v, g, beta, cu_t = _inputs(1, 700, 4, 128, 128, cu=cu, seed=seed)
+            inputs = (*(x.to(torch.bfloat16) for x in (q, k, v)), g, beta.to(torch.bfloat16), cu_t)
+            monkeypatch.setenv(dl.ENV, "0")
+            want = _ours(inputs, "blockdoubling")
+            monkeypatch.setenv(dl.ENV, "1")
+            for _ in range(2):  # JIT launch (cached) or direct, then direct
+                for name, x, y in zip(("w", "u", "kg", "Aqk", "Akk"), _ours(inputs, "blockdoubling"), want,
+                                      strict=True):
+                    assert (x is None and y is None) or torch.equal(x, y), (name, cu, seed)
+    assert len(ops.KDA_DIRECT.cache) >= 2 and not ops.KDA_DIRECT.off
+
+
 @pytest.mark.gpu
 def test_masks_and_packed_splits_on_gpu():
     """Tuning.diag_masks + split_packed (the KDA default since s22) against the plain build, compiled (bf16, K = V =

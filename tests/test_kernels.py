@@ -1457,6 +1457,7 @@ def test_direct_launch_key_is_at_least_as_fine_as_the_binder():
 
     base = {dt: torch.zeros(64, dtype=dt) for dt in (torch.bfloat16, torch.float32, torch.int32, torch.int64)}
     values = [None, 0, 1, 2, 15, 16, 17, 32, 4096, 8191, 2 ** 31 - 16, 2 ** 31, 2 ** 31 + 1, -16, -1]
+    values += [0.0, 1.0, 128 ** -0.5, 16.0, -2.5]  # floats (the KDA kernel's scale)
     values += [t[o:] for t in base.values() for o in (0, 1, 4, 8)]
     spec = lambda x: native_specialize_impl(BaseBackend, x, False, True, True)  # noqa: E731
     for a in values:

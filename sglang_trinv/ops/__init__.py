@@ -36,6 +36,16 @@ def compiled() -> bool:
     then."""
     return os.environ.get("TRITON_INTERPRET") != "1"
 
+
+# Host integer helpers for the launch paths (run per prefill layer): triton.cdiv / next_power_of_2 are Triton
+# ConstexprFunctions since 3.6, ~2 µs a call from Python on a CPU.
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
 # kernel constexprs for each registry method: (diagonal 16×16 tiles, whole-matrix stage)
 KERNEL_METHODS = {
     "forward_substitution": (_k.SUBST, _k.MERGE),
@@ -229,6 +239,7 @@ def split_precision(method: str, precision: str | None, fused: bool = True) -> t
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small
+@functools.lru_cache(maxsize=256)  # on the launch path (the KDA launch calls it per layer)
 def _method_codes(method: str, precision: str | None, fused: bool):
     get_method(method)  # clear error for unknown names
     if method not in KERNEL_METHODS:
@@ -292,7 +303,7 @@ def _launch(k, v, g, beta, A_in, Ai, w, u, cu_seqlens, chunk_indices, T, B, H, H
     tuning = tuning or (DEFAULT_TUNING_FUSED if fuse_wu else DEFAULT_TUNING)
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
-    NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
+    NT = cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     tuning = grid_order(tuning, NT)
     # the fused launch's fallbacks (the inverse-only kernel has no A store to move and no v to prefetch)
     if fuse_wu and store_A and tuning.a_store != "early" and Ai.dtype != k.dtype:  # mid/late store k-dtype copies
@@ -353,12 +364,16 @@ def tuned_inversion(tuning: Tuning, diag: int, *precisions: int) -> tuple[int, .
     codes: ``diag_masks`` — the doubling diagonal tiles with the level masks on the products (bitwise);
     ``split_packed`` — bf16x3 hi/lo splits by packed conversions, inline PTX, so on a GPU only: the interpreter runs
     the plain branch (the same roundings but where the compiler contracts the plain split into FMAs:
-    gdn_intra._hi_lo_packed). Returns ``(diag, *precisions)``."""
-    if tuning.diag_masks and diag == _k.DOUBLING:
+    gdn_intra._hi_lo_packed). Returns ``(diag, *precisions)``. (The codes compared as ints: the template's are
+    tl.constexpr, whose == costs µs on the host, and this runs per KDA layer.)"""
+    if tuning.diag_masks and int(diag) == _DOUBLING:
         diag = _k.DOUBLING_MASKED
     if tuning.split_packed and compiled():
-        precisions = tuple(_k.P_BF16X3P if p == _k.P_BF16X3 else p for p in precisions)
+        precisions = tuple(_k.P_BF16X3P if int(p) == _P_BF16X3 else p for p in precisions)
     return (diag, *precisions)
+
+
+_DOUBLING, _P_BF16X3 = int(_k.DOUBLING), int(_k.P_BF16X3)
 
 
 def _row_bounds(tuning: Tuning, whole: bool, BT: int, from_A: bool) -> int:
@@ -404,7 +419,7 @@ def _warm_rows(tuning: Tuning, fuse_wu: bool, from_A: bool, NT: int, n_bg: int, 
     if not (tuning.l2_warm > 0 and fuse_wu and not from_A and v is not None and v.is_contiguous()
             and v.data_ptr() % 4 == 0):
         return 0
-    rows = triton.cdiv(tuning.l2_warm, n_bg)
+    rows = cdiv(tuning.l2_warm, n_bg)
     index = v.device.index if v.device.index is not None else torch.cuda.current_device() if v.is_cuda else None
     if v.is_cuda:
         slots = _gluon._sm_count(index) * _programs_per_sm(tuning)
@@ -433,8 +448,8 @@ def _template_constexprs(H, Hg, K, V, BT, method, precision, fuse_wu, store_A, f
     gpu = compiled()  # (inline PTX, launch attributes)
     # the L2 prefetch of v (inline PTX): fused launches on a GPU only
     pv = _PREFETCH_V[tuning.prefetch_v] if fuse_wu and gpu else 0
-    const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
-                 BV=min(tuning.BV, triton.next_power_of_2(max(K, V))), GROUP=group,
+    const = dict(H=H, Hg=Hg, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, next_pow2(K)),
+                 BV=min(tuning.BV, next_pow2(max(K, V))), GROUP=group,
                  DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp,
                  USE_G=use_g, IS_VARLEN=varlen, STORE_A=store_A, FUSE_WU=fuse_wu,
                  FROM_A=from_A, FOLD_SCALE=tuning.fold_scale and fuse_wu, G_CUMSUM=g_cumsum,
@@ -554,7 +569,7 @@ def gluon_auto_reason(k, beta, cu_seqlens, g_cumsum: bool) -> str | None:
     # 112.0 vs Triton 129.3; T=32768 H=32 408.5 vs 515.9, H=8 111.3 vs 127.3); below the tile threshold Triton
     # serves anyway (T=8192 H=8: 35.8 vs 33.5).
     min_tiles = gluon_min_tiles()
-    if B * triton.cdiv(T, CHUNK_SIZE) * H < min_tiles:
+    if B * cdiv(T, CHUNK_SIZE) * H < min_tiles:
         return (f"fewer than {min_tiles} (chunk, head) tiles: the Gluon launch's host cost outweighs its GPU "
                 f"saving ({ENV_GLUON_MIN_TILES} sets the threshold)")
     return None
@@ -846,7 +861,7 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     gd, go = _gram_codes(gram_precision)
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
-    NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
+    NT = cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     Aqk = torch.empty(B, T, H, BT, device=k.device, dtype=k.dtype)
     Akk = None if fuse_recompute else torch.empty(B, T, H, BT, device=k.device, dtype=k.dtype)
     w = torch.empty_like(k)
@@ -861,16 +876,23 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
         _sglang_kda_diagonal(q, k, gk, beta, Aqk, Akkd, float(scale), cu_seqlens)
     tuning = grid_order(tuning, NT)
     grid = (B * H, NT) if tuning.heads_fastest else (NT, B * H)
-    _kda.kda_intra_kernel[grid](
-        q, k, v, gk, beta, float(scale), Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices, Akkd, T,
-        H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, triton.next_power_of_2(K)),
-        BV=min(tuning.BV, triton.next_power_of_2(V)),
-        DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go,
-        SAFE_GATE=bool(safe_gate), IS_VARLEN=cu_seqlens is not None, STORE_AQK=True,
-        STORE_AKK=Akk is not None, FUSE_WU=True, DIAG_IN=Akkd is not None, HEADS_FASTEST=tuning.heads_fastest,
-        num_warps=tuning.num_warps, num_stages=tuning.num_stages,
-    )
+    args = (q, k, v, gk, beta, float(scale), Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices, Akkd, T)
+    const = dict(H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, next_pow2(K)), BV=min(tuning.BV, next_pow2(V)),
+                 DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go,
+                 SAFE_GATE=bool(safe_gate), IS_VARLEN=cu_seqlens is not None, STORE_AQK=True,
+                 STORE_AKK=Akk is not None, FUSE_WU=True, DIAG_IN=Akkd is not None,
+                 HEADS_FASTEST=tuning.heads_fastest)
+    options = dict(num_warps=tuning.num_warps, num_stages=tuning.num_stages)
+    # SGLANG_TRINV_DIRECT_LAUNCH=1: the compiled kernel's launcher called directly after the first JIT launch of a
+    # kind (s29, H200, T=2048 H=8: this launch cost ~64 µs of host time against 12 for an empty kernel's)
+    if not (_direct_launch.enabled()
+            and KDA_DIRECT((tuple(const.values()), tuning.num_warps, tuning.num_stages), grid, args, const, options)):
+        _kda.kda_intra_kernel[grid](*args, **const, **options)
     return w, u, None, kg, Aqk, Akk
+
+
+KDA_DIRECT = _direct_launch.DirectLauncher("the KDA intra kernel", lambda: __import__(
+    "sglang_trinv.ops.kda_intra", fromlist=["kda_intra_kernel"]).kda_intra_kernel)
 
 
 __all__ += ["kda_fwd_intra", "kda_supports", "KDA_GRAM_PRECISION", "KDA_DIAG_GRAM"]

@@ -28,14 +28,16 @@ def enabled() -> bool:
 
 def arg_class(x):
     """What Triton's binder specialises a runtime argument on, or finer: None; an int's width, == 1 and
-    divisibility by 16; a tensor's dtype and 16-byte alignment. Equal classes → the binder picks the same compiled
-    kernel (tests/test_kernels.py checks this against triton's native_specialize_impl)."""
+    divisibility by 16; a float (nothing); a tensor's dtype and 16-byte alignment. Equal classes → the binder picks
+    the same compiled kernel (tests/test_kernels.py checks this against triton's native_specialize_impl)."""
     if x is None:
         return None
     if isinstance(x, bool):
         return ("b", x)
     if isinstance(x, int):
         return ("i", x == 1, x % 16 == 0, -2 ** 31 <= x < 2 ** 31, 0 <= x < 2 ** 63)
+    if isinstance(x, float):  # (fp32 whatever its value: the KDA kernel's scale)
+        return ("f",)
     return (x.dtype, x.data_ptr() % 16 == 0)
 
 

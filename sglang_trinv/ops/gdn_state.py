@@ -355,9 +355,9 @@ def tuned_launch(n_seqs: int, H: int, V: int, device: torch.device, gk: bool = F
     would make more than MANY_PROGRAMS_PER_SM programs per SM and the sequences (``tokens`` in all; None: unknown,
     no BV=64) average at most SHORT_SEQUENCE tokens; else BV=32."""
     pairs, sms = n_seqs * H, sm_count(device)
-    if pairs * triton.cdiv(V, 16) <= sms:
+    if pairs * -(-V // 16) <= sms:  # (integer ceil: triton.cdiv costs µs per call)
         bv = 16
-    elif (V >= 64 and tokens is not None and pairs * triton.cdiv(V, 32) > MANY_PROGRAMS_PER_SM * sms
+    elif (V >= 64 and tokens is not None and pairs * -(-V // 32) > MANY_PROGRAMS_PER_SM * sms
           and tokens <= SHORT_SEQUENCE * n_seqs):
         bv = 64
     else:
