@@ -1,5 +1,6 @@
-"""PROTOTYPE (bench/NOTES.md item 0 (d), s28; not used by the package): the GDN intra kernel as one-warp Gluon CTAs,
-one (chunk, head) tile each (the Triton template's shape: 8 per SM at T=8192 H=8), with v brought ON CHIP first.
+"""PROTOTYPE (bench/NOTES.md item 0 (d), s28; not used by the package; timed in s29: 2× slower, closed): the GDN
+intra kernel as one-warp Gluon CTAs, one (chunk, head) tile each (the Triton template's shape: 8 per SM at T=8192
+H=8), with v brought ON CHIP first.
 
 Why: at T=8192 H=8 (1024 tiles, one wave) every SM inverts (~10 µs, DRAM idle) and then streams w/u; the stream
 waits on v's DRAM reads (s22: with v L2-resident the same Triton code takes 23.0 µs instead of 27.5; the 1.8× intra
@@ -17,6 +18,10 @@ registers in BK-column slices (budget: NOTES item 0 (d)).
 
     PYTHONPATH=<triton 3.6 dir> python bench/proto_onchip_intra.py          # CPU: sm_90 registers / spills / smem
     python bench/proto_onchip_intra.py --gpu OUT_DIR                        # GPU: errors vs fp64, times vs Triton
+    PYTHONPATH=<triton 3.6 dir> python bench/proto_onchip_intra.py --sass-compare   # SASS mix vs the Triton kernel
+
+Measured (s29, H200, bench/results/2026-11-29-s29 §1): 54.2 µs at T=8192 H=8 against the Triton kernel's 27.6, v
+early or late alike (53.8): closed.
 """
 
 import json
@@ -353,9 +358,40 @@ def gpu(out: str) -> int:
     return 0
 
 
+def sass_compare(H=8, Hg=4) -> list[tuple[str, int, int]]:
+    """(opcode, count in the Triton kernel's SASS, count in this prototype's), most frequent first: the static sm_90
+    instruction mix of both builds at one head shape (s29: what the 2× slower prototype does differently)."""
+    import collections
+
+    from sglang_trinv.benchmarks import resources
+
+    texts = []
+    usage = resources.cubin_usage
+
+    def keep(cubin, sass=False):
+        use = usage(cubin, sass=True)
+        texts.append(use["sass"])
+        return use
+
+    resources.cubin_usage = keep
+    try:
+        resources.compile_gdn(H=H, Hg=Hg)
+        compile_report(H=H, Hg=Hg)
+    finally:
+        resources.cubin_usage = usage
+    op = r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)"
+    tri, glu = (collections.Counter(re.findall(op, t, re.M)) for t in (texts[0], texts[-1]))
+    return sorted(((o, tri[o], glu[o]) for o in set(tri) | set(glu)), key=lambda x: -(x[1] + x[2]))
+
+
 if __name__ == "__main__":
     if "--gpu" in sys.argv:
         sys.exit(gpu(sys.argv[sys.argv.index("--gpu") + 1]))
+    if "--sass-compare" in sys.argv:
+        print("| opcode | Triton kernel | on-chip prototype |\n|---|---|---|")
+        for o, a, b in sass_compare():
+            print(f"| {o} | {a} | {b} |")
+        sys.exit(0)
     for kw in (dict(), dict(early_v=False), dict(sb=False), dict(NCU=64), dict(store_A=False), dict(BK=64),
                dict(merge="tf32")):
         print(kw, compile_report(**kw), flush=True)
