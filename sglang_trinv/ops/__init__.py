@@ -239,7 +239,6 @@ def split_precision(method: str, precision: str | None, fused: bool = True) -> t
 
 
 @functools.lru_cache(maxsize=256)  # on the launch path: keep the host overhead small
-@functools.lru_cache(maxsize=256)  # on the launch path (the KDA launch calls it per layer)
 def _method_codes(method: str, precision: str | None, fused: bool):
     get_method(method)  # clear error for unknown names
     if method not in KERNEL_METHODS:
@@ -877,7 +876,8 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     tuning = grid_order(tuning, NT)
     grid = (B * H, NT) if tuning.heads_fastest else (NT, B * H)
     args = (q, k, v, gk, beta, float(scale), Aqk, Akk, w, u, kg, cu_seqlens, chunk_indices, Akkd, T)
-    const = dict(H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, next_pow2(K)), BV=min(tuning.BV, next_pow2(V)),
+    const = dict(H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK, BK=min(tuning.BK, next_pow2(K)),
+                 BV=min(tuning.BV, next_pow2(V)),
                  DIAG=diag, WHOLE=whole, DIAG_PREC=dp, MERGE_PREC=mp, GRAM_DIAG=gd, GRAM_OFF=go,
                  SAFE_GATE=bool(safe_gate), IS_VARLEN=cu_seqlens is not None, STORE_AQK=True,
                  STORE_AKK=Akk is not None, FUSE_WU=True, DIAG_IN=Akkd is not None,
@@ -891,8 +891,13 @@ def kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chun
     return w, u, None, kg, Aqk, Akk
 
 
-KDA_DIRECT = _direct_launch.DirectLauncher("the KDA intra kernel", lambda: __import__(
-    "sglang_trinv.ops.kda_intra", fromlist=["kda_intra_kernel"]).kda_intra_kernel)
+def _kda_kernel():
+    from . import kda_intra  # (imported at the first KDA call, as kda_fwd_intra does)
+
+    return kda_intra.kda_intra_kernel
+
+
+KDA_DIRECT = _direct_launch.DirectLauncher("the KDA intra kernel", _kda_kernel)
 
 
 __all__ += ["kda_fwd_intra", "kda_supports", "KDA_GRAM_PRECISION", "KDA_DIAG_GRAM"]
