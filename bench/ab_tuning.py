@@ -4,9 +4,10 @@ CUDA-graph replays): the fused intra kernel with A, the pipeline launch the plug
 whole ``chunk_gated_delta_rule_fwd`` through the plugin, with the fused pipeline (its default) and with the intra
 kernel alone swapped in (SGLANG_TRINV_FUSE_PIPELINE=0). The whole forward decides: s25's l2_warm gained 3 µs in the
 kernel replayed alone and nothing in the forward. Medians over AB_ROUNDS rounds (default 5); the per-round values
-are in the JSON. Errors: w / u / o max-rel vs the fp64 twin. (s25's first run, as ab_l2_warm.py, also timed single
-calls after a 256 MB write evicting L2, by CUDA events around eager launches: the host's launch time entered those,
-identical builds differed by up to 12 %, so they are gone.)
+are in the JSON. Each shape's table rows and the JSON so far are written as the shape finishes (s29: a step cut
+by its time limit had printed nothing). Errors: w / u / o max-rel vs the fp64 twin. (s25's first run, as
+ab_l2_warm.py, also timed single calls after a 256 MB write evicting L2, by CUDA events around eager launches:
+the host's launch time entered those, identical builds differed by up to 12 %, so they are gone.)
 
     python3 bench/ab_tuning.py DIR           # AB_SHAPES="T,H,Hg,nseq;…" (default 8192,8,4,1;8192,8,4,8)
     python3 bench/ab_tuning.py DIR --smoke   # CPU, Triton interpreter, a tiny shape (checks the script)
@@ -52,6 +53,32 @@ ON = dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **CHANGE)
 OFF = ops.DEFAULT_TUNING_FUSED
 
 
+def print_shape(T, H, nseq):
+    """The table's rows of one shape (printed as each shape finishes: a run cut by its time limit keeps them)."""
+    sel = [r for r in rows if (r["T"], r["H"], r["nseq"]) == (T, H, nseq)]
+    for measure in dict.fromkeys(r["measure"] for r in sel):
+        m = {r["form"]: r for r in sel if r["measure"] == measure}
+        st = m.get("stock", {}).get("us")
+        wa, co = m["on"]["us"], m["off"]["us"]
+        e = m["on"]
+        print(f"| {T} | {H} | {nseq} | {e['warm_rows']} | {measure} | {st and f'{st:.1f}' or '—'} | {wa:.1f} | "
+              f"{co:.1f} | {co / wa:.3f}× | {st and f'{st / wa:.2f}×' or '—'} | {st and f'{st / co:.2f}×' or '—'} | "
+              f"{e['w']:.2e} / {e['u']:.2e} / {e.get('o', float('nan')):.2e} |", flush=True)
+
+
+def save():
+    """The JSON of every shape finished so far (rewritten after each shape)."""
+    from sglang_trinv.plugin._state import STATE  # (how often each plugin path served: the env took effect)
+
+    with open(os.path.join(out, "ab_tuning.json"), "w") as fh:
+        json.dump(dict(meta=common.run_meta("cpu" if SMOKE else "cuda"), change=CHANGE, env=ENV_ON, rows=rows,
+                       plugin_counts=dict(STATE.counts)), fh, indent=1)
+
+
+on = ", ".join([f"{k}={v}" for k, v in CHANGE.items()] + [f"env {k}={v}" for k, v in ENV_ON.items()])
+print(f"on: the fused default with {on}; off: the fused default")
+HEADER = ("| T | H | seqs | warm rows | measure | stock µs | on µs | off µs | on vs off | on vs stock "
+          "| off vs stock | w / u / o err (on) |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 rows = []
 for T, H, Hg, nseq in SHAPES:
     inp = bk.make_inputs(T, H, Hg, 128 if not SMOKE else 16, 128 if not SMOKE else 32, nseq, 0)
@@ -124,27 +151,10 @@ for T, H, Hg, nseq in SHAPES:
     for (measure, form), ts in per.items():
         rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, warm_rows=warm_rows, measure=measure, form=form,
                          us=statistics.median(ts), rounds=ts, **err[form]))
+    print(HEADER)
+    print_shape(T, H, nseq)
+    save()
     del inp, k, v, g, beta, cu, ci, q, h0
     if DEV == "cuda":
         torch.cuda.empty_cache()
 
-on = ", ".join([f"{k}={v}" for k, v in CHANGE.items()] + [f"env {k}={v}" for k, v in ENV_ON.items()])
-print(f"on: the fused default with {on}; off: the fused default")
-print("| T | H | seqs | warm rows | measure | stock µs | on µs | off µs | on vs off | on vs stock "
-      "| off vs stock | w / u / o err (on) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for T, H, Hg, nseq in SHAPES:
-    sel = [r for r in rows if (r["T"], r["H"], r["nseq"]) == (T, H, nseq)]
-    for measure in dict.fromkeys(r["measure"] for r in sel):
-        m = {r["form"]: r for r in sel if r["measure"] == measure}
-        st = m.get("stock", {}).get("us")
-        wa, co = m["on"]["us"], m["off"]["us"]
-        e = m["on"]
-        print(f"| {T} | {H} | {nseq} | {e['warm_rows']} | {measure} | {st and f'{st:.1f}' or '—'} | {wa:.1f} | "
-              f"{co:.1f} | {co / wa:.3f}× | {st and f'{st / wa:.2f}×' or '—'} | {st and f'{st / co:.2f}×' or '—'} | "
-              f"{e['w']:.2e} / {e['u']:.2e} / {e.get('o', float('nan')):.2e} |")
-from sglang_trinv.plugin._state import STATE  # noqa: E402 (how often each plugin path served: the env took effect)
-
-json.dump(dict(meta=common.run_meta("cpu" if SMOKE else "cuda"), change=CHANGE, env=ENV_ON, rows=rows,
-               plugin_counts=dict(STATE.counts)),
-          open(os.path.join(out, "ab_tuning.json"), "w"), indent=1)
