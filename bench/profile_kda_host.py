@@ -21,10 +21,14 @@ one launch costs this host), and ops.kda_fwd_intra / the whole forward with SGLA
 compiled kernel's launcher called directly after the first JIT launch).
 """
 
+import contextlib
 import cProfile
+import importlib
 import io
+import json
 import os
 import pstats
+import statistics
 import sys
 import time
 
@@ -127,11 +131,6 @@ def _empty_kernel(x_ptr):
 
 def parts(out: str, T: int = 2048, H: int = 8, n: int = 50, rounds: int = 5) -> int:
     """The --parts table (module doc)."""
-    import contextlib
-    import importlib
-    import json
-    import statistics
-
     from sglang_trinv import ops
     from sglang_trinv.ops import direct_launch, kda_intra
     from sglang_trinv.plugin import kda as plugin_kda

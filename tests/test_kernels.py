@@ -1446,6 +1446,17 @@ def test_gluon_launch_captured_in_a_cuda_graph_uses_host_descriptors():
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
+def test_host_integer_helpers_give_tritons_values():
+    """ops._host.cdiv / next_pow2 (plain ints on the launch paths, s29) give triton.cdiv's / next_power_of_2's
+    values."""
+    import triton
+
+    from sglang_trinv.ops._host import cdiv, next_pow2
+
+    assert all(cdiv(a, b) == triton.cdiv(a, b) for a in range(0, 700) for b in (1, 3, 16, 32, 64))
+    assert all(next_pow2(n) == triton.next_power_of_2(n) for n in range(1, 5000))
+
+
 def test_direct_launch_key_is_at_least_as_fine_as_the_binder():
     """The direct launch (SGLANG_TRINV_DIRECT_LAUNCH=1) reuses a compiled kernel for arguments of the same class
     (direct_launch.arg_class): two arguments of one class must get the same specialisation from Triton's binder

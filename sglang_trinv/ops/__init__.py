@@ -16,12 +16,12 @@ import os
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from ..reference.precision import PRECISIONS, parse_precision, product_pair
 from ..registry import get_method, merge_levels
 from . import gdn_intra as _k
 from . import direct_launch as _direct_launch
+from ._host import cdiv, next_pow2
 from . import gluon_intra as _gluon
 from .gdn_output import gdn_fwd_o  # noqa: F401 (public: the output stage without the memset of o)
 
@@ -36,15 +36,6 @@ def compiled() -> bool:
     then."""
     return os.environ.get("TRITON_INTERPRET") != "1"
 
-
-# Host integer helpers for the launch paths (run per prefill layer): triton.cdiv / next_power_of_2 are Triton
-# ConstexprFunctions since 3.6, ~2 µs a call from Python on a CPU.
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def next_pow2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 # kernel constexprs for each registry method: (diagonal 16×16 tiles, whole-matrix stage)
 KERNEL_METHODS = {
@@ -266,7 +257,7 @@ def _merge_out_code(method: str, precision: str | None, fused: bool) -> int:
 def prepare_chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """``[NT, 2]`` (sequence index, chunk index within the sequence), the layout SGLang/FLA use."""
     lens = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-    idx = [(n, c) for n, length in enumerate(lens) for c in range(triton.cdiv(int(length), chunk_size))]
+    idx = [(n, c) for n, length in enumerate(lens) for c in range(cdiv(int(length), chunk_size))]
     return torch.tensor(idx, dtype=cu_seqlens.dtype, device=cu_seqlens.device).reshape(-1, 2)
 
 
@@ -615,7 +606,7 @@ def _gluon_intra(k, v, g, beta, out, cu_seqlens, chunk_indices, method, precisio
     diag, merge = split_precision(method, precision, fused=True)
     if cu_seqlens is None and B > 1 and T % CHUNK_SIZE:  # batch rows as sequences of one flat tensor
         cu_seqlens = torch.arange(0, (B + 1) * T, T, device=k.device, dtype=torch.int32)
-        nc = triton.cdiv(T, CHUNK_SIZE)
+        nc = cdiv(T, CHUNK_SIZE)
         ar = torch.arange(B * nc, device=k.device, dtype=torch.int32)
         chunk_indices = torch.stack([ar // nc, ar % nc], 1)
     elif cu_seqlens is not None and chunk_indices is None:

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._host import cdiv, next_pow2
+
 CHUNK_O = "sglang.kernels.ops.attention.fla.chunk_o"
 # What gdn_fwd_o mirrors of SGLang's chunk_fwd_o (0.5.17–0.5.23), checked against the installed source by
 # plugin.gdn.fwd_o_check before the plugin uses it: the kernel's parameters, its launch constants (this module
@@ -50,8 +52,8 @@ def zero_tail(o: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
     T = o.shape[1]
     row = o[0, 0].numel()
     BT = 16
-    zero_tail_kernel[(triton.cdiv(T, BT),)](o, cu_seqlens, cu_seqlens.shape[0] - 1, T, ROW=row, BT=BT,
-                                           BR=min(256, triton.next_power_of_2(row)))
+    zero_tail_kernel[(cdiv(T, BT),)](o, cu_seqlens, cu_seqlens.shape[0] - 1, T, ROW=row, BT=BT,
+                                           BR=min(256, next_pow2(row)))
 
 
 def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_size: int = 64,
@@ -64,10 +66,10 @@ def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_s
     mod = sys.modules.get(CHUNK_O) or import_module(CHUNK_O)
     B, T, Hg, K, V = *q.shape, v.shape[-1]
     H = v.shape[-2]
-    BT = min(chunk_size, max(16, triton.next_power_of_2(T)))
+    BT = min(chunk_size, max(16, next_pow2(T)))
     if cu_seqlens is not None and (chunk_indices is None or BT != chunk_size):
         chunk_indices = mod.prepare_chunk_indices(cu_seqlens, BT)
-    NT = triton.cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
+    NT = cdiv(T, BT) if cu_seqlens is None else len(chunk_indices)
     if scale is None:
         scale = k.shape[-1] ** -0.5
     if out is not None and (out.shape != v.shape or out.dtype != v.dtype or not out.is_contiguous()):
@@ -77,7 +79,7 @@ def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_s
         if B != 1:
             raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={B}")
         zero_tail(o, cu_seqlens)
-    mod.chunk_fwd_kernel_o[(triton.cdiv(V, launch["BV"]), NT, B * H)](
+    mod.chunk_fwd_kernel_o[(cdiv(V, launch["BV"]), NT, B * H)](
         q, k, v, h, g, o, cu_seqlens, chunk_indices, scale, T=T, H=H, Hg=Hg, K=K, V=V, BT=BT,
         USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, **launch)
     return o

@@ -40,6 +40,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from ._host import cdiv
+
 FLA = "sglang.kernels.ops.attention.fla"
 _op = import_module(f"{FLA}.op")
 exp, safe_exp = _op.exp, _op.safe_exp  # SGLang's (FLA_USE_FAST_OPS, the interpreter shim): bitwise its stages
@@ -355,9 +357,9 @@ def tuned_launch(n_seqs: int, H: int, V: int, device: torch.device, gk: bool = F
     would make more than MANY_PROGRAMS_PER_SM programs per SM and the sequences (``tokens`` in all; None: unknown,
     no BV=64) average at most SHORT_SEQUENCE tokens; else BV=32."""
     pairs, sms = n_seqs * H, sm_count(device)
-    if pairs * -(-V // 16) <= sms:  # (integer ceil: triton.cdiv costs µs per call)
+    if pairs * cdiv(V, 16) <= sms:
         bv = 16
-    elif (V >= 64 and tokens is not None and pairs * -(-V // 32) > MANY_PROGRAMS_PER_SM * sms
+    elif (V >= 64 and tokens is not None and pairs * cdiv(V, 32) > MANY_PROGRAMS_PER_SM * sms
           and tokens <= SHORT_SEQUENCE * n_seqs):
         bv = 64
     else:
@@ -438,7 +440,7 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
     if cu_seqlens is not None and chunk_indices is None:
         chunk_indices = chunk_h.prepare_chunk_indices(cu_seqlens, BT)
     if cu_seqlens is None:
-        N, NT, chunk_offsets = B, triton.cdiv(T, BT), None
+        N, NT, chunk_offsets = B, cdiv(T, BT), None
     else:
         N, NT = len(cu_seqlens) - 1, len(chunk_indices)
         chunk_offsets = chunk_h.prepare_chunk_offsets(cu_seqlens, BT)
@@ -468,7 +470,7 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
         release_ptx = RED_RELEASE_PTX if gpu and sig["release"] == "thread" else ""
         count = 32 * warps_h if release_ptx else 1  # (per thread: one CTA's threads; else the one exchange's 1)
         n_tiles = B * NT if cu_seqlens is None else NT
-        flags = _flags(k.device, n_tiles * H * triton.cdiv(V, BV_H) * stride)
+        flags = _flags(k.device, n_tiles * H * cdiv(V, BV_H) * stride)
     else:  # no flags: the neutral constexprs (one build whatever ``signal``), the device's buffer never touched
         lag, stride, sleep_ptx, release_ptx, count = 0, 1, "", "", 1
         flags = _flags(k.device, 1)
@@ -479,7 +481,7 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
         if B != 1:
             raise ValueError(f"varlen inputs (cu_seqlens) need batch size 1, got B={B}")
         gdn_output.zero_tail(o, cu_seqlens)
-    fwd_h_kernel[(triton.cdiv(V, BV_H), N * H)](
+    fwd_h_kernel[(cdiv(V, BV_H), N * H)](
         k, u, w, v_new, g, h, initial_state, initial_state_indices,
         initial_state.stride(0) if initial_state is not None else 0, cu_seqlens, chunk_offsets, flags, T,
         H=H, Hg=Hg, K=K, V=V, BT=BT, BV=BV_H, USE_G=g is not None, USE_INITIAL_STATE=initial_state is not None,
@@ -488,7 +490,7 @@ def gdn_fwd_h_o(q, k, w, u, g, scale, initial_state, initial_state_indices, cu_s
         num_stages=stages_h)
     if not output:
         return h, v_new, None
-    fwd_o_kernel[(triton.cdiv(V, LO["BV"]), B * H, NT)](
+    fwd_o_kernel[(cdiv(V, LO["BV"]), B * H, NT)](
         q, k, v_new, h, g, o, cu_seqlens, chunk_indices, flags, scale, T, H=H, Hg=Hg, K=K, V=V, BT=BT,
         BK=LO["BK"], BV=LO["BV"], BV_H=BV_H, USE_G=g is not None, IS_VARLEN=cu_seqlens is not None, FLAGS=overlap,
         PDL=pdl, FSTRIDE=stride, COUNT=count, SLEEP_PTX=sleep_ptx, num_warps=LO["num_warps"],

@@ -55,6 +55,7 @@ import triton
 from ..reference.precision import product_pair
 from ..registry import merge_levels
 from . import direct_launch
+from ._host import cdiv
 from . import gdn_intra as _k
 
 try:  # Gluon ships with Triton ≥ 3.5 (experimental); without it the Triton kernels serve every call
@@ -1271,7 +1272,7 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
     if K != 128 or V % lc.BN or K % lc.BN or H % Hg or (H // Hg) % G or lc.W % G or lc.W // G > 4:
         raise ValueError(f"gluon intra: unsupported K={K} V={V} H={H} Hg={Hg} G={G} {lc}")
     varlen = cu_seqlens is not None
-    NC = int(chunk_indices.shape[0]) if varlen else triton.cdiv(T, 64)
+    NC = int(chunk_indices.shape[0]) if varlen else cdiv(T, 64)
     n_tiles = NC * H
     if n_tiles == 0:
         return
@@ -1288,7 +1289,7 @@ def launch_intra(k, v, g, beta, w, u, A=None, g_out=None, cu_seqlens=None, chunk
         descs.append(TensorDescriptor.from_tensor(k.view(T, -1), [64, kb], _block_layout(64, kb)))
         descs.append(TensorDescriptor.from_tensor(a_view, [64, 16], _block_layout(64, 16)))
     n_sm = _sm_count(k.device.index if k.device.index is not None else torch.cuda.current_device())
-    grid = (min(max_ctas or n_sm, n_sm, triton.cdiv(n_tiles, lc.W)),)
+    grid = (min(max_ctas or n_sm, n_sm, cdiv(n_tiles, lc.W)),)
     args = (beta, g, g_out, chunk_table(cu_seqlens, chunk_indices) if varlen else None,
             w if varlen else None, u if varlen else None, A if (varlen and A is not None) else None,
             *descs, T, NC, n_tiles)
