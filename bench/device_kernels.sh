@@ -5,7 +5,7 @@
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
-#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole,kdahost,onchip
+#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole,kdahost,onchip,kdagraph
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -334,6 +334,16 @@ if has gluonncu; then  # issue 3: why the Gluon inverter partition is slower tha
   ncu -i $kr/gluon.ncu-rep --page source --csv --print-source sass --kernel-name regex:gluon_intra \
       > $kr/gluon_source.csv 2>&1; gzip -c $kr/gluon_source.csv > "$out/gluon_source_sass.csv.gz"
   echo "gluonncu: $(( $(date +%s) - t0 )) s"
+fi
+if has kdagraph; then  # KDA extend captured as SGLang's prefill CUDA graphs run it: the tests' GPU form, then the bench
+  # (SGLang's KDA autotuners run again for each new bucket shape, ~100 s each: KDAGRAPH_CASES narrows the cases)
+  timeout -s INT -k 30 ${KDAGRAPH_TEST_TIMEOUT:-240} python3 -m pytest -v -p no:cacheprovider tests/test_kda_graph.py \
+    > "$out/kdagraph_tests.log" 2>&1
+  tail -4 "$out/kdagraph_tests.log"
+  timeout ${KDAGRAPH_TIMEOUT:-330} python3 -m sglang_trinv.cli bench kda-graph --out "$out/kdagraph" \
+    ${KDAGRAPH_CASES:+--cases "$KDAGRAPH_CASES"} > "$out/kdagraph.log" 2>&1
+  grep -vE "Warning|warn\(" "$out/kdagraph.log" | tail -20
+  echo "kdagraph: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the GPU-marked eval and kernel tests (the server test needs the server carry: device_server.sh)
   # GPUTESTS_K: a pytest -k filter; "," stands for " or ", "+" for " and ", "!" for "not " (device_parallel.sh's

@@ -3,6 +3,7 @@
     sglang-trinv bench kernels [--out DIR] [--quick] [--smoke] …   kernel level (GPU; --smoke: CPU dry run)
     sglang-trinv bench layer [--out DIR] [--smoke]                  the whole GDN layer forward
     sglang-trinv bench stages|host [--out DIR] [--smoke]            where its time goes; host cost vs GPU time
+    sglang-trinv bench kda|kda-graph [--out DIR] [--smoke]           Kimi-Linear KDA: kernels; the captured extend
     sglang-trinv bench roofline [--out DIR] [--smoke]               the memory roofline: how far any kernel could go
     sglang-trinv bench prefill …                                    real SGLang servers, tokens/s and TTFT
 
@@ -20,6 +21,8 @@ BENCHMARKS = {
     "layer": ("sglang_trinv.benchmarks.layer",
               "whole SGLang GDN layer forward (cumsum, intra, state, output), stock vs plugin, every shape"),
     "kda": ("sglang_trinv.benchmarks.kda", "Kimi-Linear KDA intra kernel and chunk_kda_fwd, stock vs every method"),
+    "kda-graph": ("sglang_trinv.benchmarks.kda_graph",
+                  "KDA extend captured as SGLang's prefill CUDA graphs run it (padded bucket tables), stock vs plugin"),
     "roofline": ("sglang_trinv.benchmarks.roofline",
                  "intra and KKᵀ+inverse vs a kernel that only moves their bytes: the largest reachable speed-up"),
     "stages": ("sglang_trinv.benchmarks.stages",
