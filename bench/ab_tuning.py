@@ -32,20 +32,7 @@ ROUNDS = 1 if SMOKE else int(os.environ.get("AB_ROUNDS", "5"))
 SHAPES = _prelude.shapes("AB_SHAPES", "8192,8,4,1;8192,8,4,8", smoke=((130, 2, 1, 1),))
 
 
-def tuning_change(text: str) -> dict:
-    """AB_TUNING's text, e.g. 'l2_warm=32,pdl=1', as Tuning fields ({"l2_warm": 32, "pdl": True}): each value cast
-    to the field's type."""
-    out = {}
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        name, _, raw = item.partition("=")
-        if not hasattr(ops.DEFAULT_TUNING_FUSED, name):
-            raise SystemExit(f"AB_TUNING: Tuning has no field {name!r}")
-        kind = type(getattr(ops.DEFAULT_TUNING_FUSED, name))
-        out[name] = raw.strip().lower() in ("1", "true", "yes") if kind is bool else kind(raw)
-    return out
-
-
-CHANGE = tuning_change(os.environ.get("AB_TUNING", "l2_warm=32"))
+CHANGE = common.tuning_fields(os.environ.get("AB_TUNING", "l2_warm=32"), "AB_TUNING")
 # AB_ENV="NAME=value,…": environment of the "on" whole forwards too (read when the plugin is patched in), e.g.
 # SGLANG_TRINV_OVERLAP_O=1 (with AB_TUNING="" the kernels are the same build both ways)
 ENV_ON = dict(x.split("=", 1) for x in filter(None, (y.strip() for y in os.environ.get("AB_ENV", "").split(","))))

@@ -5,7 +5,7 @@
 #   bash bench/device_kernels.sh [steps]     steps: kernelsquick,variants,ncu,kda,whole,kdaquick,kdatune,kdafinal,kdaall,kdarest,
 #                                            kdah8,kdabd,stages,host,layer,pipetune,overlap,gluon,gluonvarlen,gluontests,gluonncu,ncuvariants,kdahf,wavetune,gluonpipe,layerstages,hostgluon,profilehost,evalgpu,gputests,
 #                                            layerdirect,fwdsplit,fwdhoverlap,gluonshapes,gluonvarlendiag,diagprec,roofline,invprec,kernels,
-#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole,kdahost,onchip,kdagraph
+#                                            streamdiag,ab,fwdo,diagoverlap,fwdh,abvars,kdawhole,kdahost,onchip,kdagraph,pfk
 #                                            (default: variants,ncu,kda)
 set -u
 cd "$(dirname "$0")/.."
@@ -344,6 +344,11 @@ if has kdagraph; then  # KDA extend captured as SGLang's prefill CUDA graphs run
     ${KDAGRAPH_CASES:+--cases "$KDAGRAPH_CASES"} > "$out/kdagraph.log" 2>&1
   grep -vE "Warning|warn\(" "$out/kdagraph.log" | tail -20
   echo "kdagraph: $(( $(date +%s) - t0 )) s"
+fi
+if has pfk; then  # issue 3: each kernel's time inside SGLang's GDN chunk prefill (l2norm included) vs alone, every shape
+  timeout ${PFK_TIMEOUT:-540} python3 bench/profile_forward_kernels.py "$out/pfk" > "$out/pfk.log" 2>&1
+  grep -E "^\| |^## |rror" "$out/pfk.log" | tail -40
+  echo "pfk: $(( $(date +%s) - t0 )) s"
 fi
 if has gputests; then  # the GPU-marked eval and kernel tests (the server test needs the server carry: device_server.sh)
   # GPUTESTS_K: a pytest -k filter; "," stands for " or ", "+" for " and ", "!" for "not " (device_parallel.sh's

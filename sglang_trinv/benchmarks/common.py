@@ -177,3 +177,18 @@ def fused_defaults(tuning=None, precision: str | None = None, method: str = "blo
         ops.DEFAULT_TUNING_FUSED, ops.DEFAULT_PRECISION[method] = saved
         for c in caches:
             c.cache_clear()
+
+
+def tuning_fields(text: str, what: str = "tuning") -> dict:
+    """Fused-kernel Tuning fields from ``what``'s text (an environment variable's), e.g. 'l2_warm=32,pdl=1' ->
+    {"l2_warm": 32, "pdl": True}: each value cast to the field's type."""
+    from .. import ops
+
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, _, raw = item.partition("=")
+        if not hasattr(ops.DEFAULT_TUNING_FUSED, name):
+            raise SystemExit(f"{what}: Tuning has no field {name!r}")
+        kind = type(getattr(ops.DEFAULT_TUNING_FUSED, name))
+        out[name] = raw.strip().lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+    return out
