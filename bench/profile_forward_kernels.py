@@ -42,6 +42,9 @@ SHAPES = _prelude.shapes("PFK_SHAPES", ";".join(f"{T},{H},{Hg},{n}" for T in (40
                          smoke=((130, 2, 1, 1), (130, 2, 1, 3)))
 CHANGE = common.tuning_fields(os.environ.get("AB_TUNING", ""), "AB_TUNING")
 TUNINGS = {"plugin": None} | ({"plugin on": dataclasses.replace(ops.DEFAULT_TUNING_FUSED, **CHANGE)} if CHANGE else {})
+# SGLang's modules of the chain whose autotuners are reset per shape (s30 call 4 without it: stock's kkt_solve at
+# T=8192 H=8 ran 36.7 µs at the configuration tuned at T=4096 against 23.7 tuned at its own shape, call 3)
+STOCK_MODULES = ("chunk_fwd", "wy_fast", "chunk_delta_h", "chunk_o", "cumsum", "l2norm")
 # stage of a kernel, by name (the first pattern that matches)
 STAGES = (("cumsum", r"cumsum"), ("intra", r"kkt|solve|recompute_w_u|gdn_intra|gluon|intra"), ("l2norm", r"l2norm"),
           ("state", r"fwd_h|kernel_h"), ("output", r"fwd_o|kernel_o"))
@@ -88,6 +91,8 @@ def run_shape(T, H, Hg, nseq, rows, summary):
     import sglang_trinv
 
     D = 16 if SMOKE else 128
+    if not SMOKE:  # SGLang's autotuners key on head counts, not T: tune every stock kernel of the chain at this shape
+        bk.retune_stock(STOCK_MODULES)
     inp = bk.make_inputs(T, H, Hg, D, D, nseq, 0)
     k, v, g, beta, cu, g_raw = inp["k"], inp["v"], inp["g"], inp["beta"], inp["cu_seqlens"], inp["g_raw"]
     ci = None if cu is None else ops.prepare_chunk_indices(cu, 64)
