@@ -68,8 +68,21 @@ def captured(fn):
     return g
 
 
-def kernel_us(graph) -> dict:
-    """{kernel name: µs per replay} over REPLAYS replays of ``graph`` under the profiler."""
+def wall_us(graph) -> float:
+    """µs per replay between two events around REPLAYS back-to-back replays (what a CUDA-graph timer sees)."""
+    graph.replay()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(REPLAYS):
+        graph.replay()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) * 1e3 / REPLAYS
+
+
+def kernel_us(graph) -> tuple[dict, list]:
+    """({kernel name: µs per replay} over REPLAYS replays of ``graph`` under the profiler, the last replay's
+    timeline: [(kernel, start µs after the replay's first kernel started, duration µs)])."""
     from torch.profiler import ProfilerActivity, profile
 
     graph.replay()
@@ -79,10 +92,16 @@ def kernel_us(graph) -> dict:
             graph.replay()
         torch.cuda.synchronize()
     per = collections.defaultdict(float)
+    spans = []
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time > 0:
             per[e.name[:60]] += e.device_time / REPLAYS
-    return dict(per)
+            spans.append((e.time_range.start, e.name[:40], e.device_time))
+    spans.sort()
+    n = len(spans) // REPLAYS if REPLAYS else 0
+    last = spans[-n:] if n else []
+    timeline = [(name, start - last[0][0], dur) for start, name, dur in last]
+    return dict(per), timeline
 
 
 def run_shape(T, H, Hg, nseq, rows, summary):
@@ -149,14 +168,18 @@ def run_shape(T, H, Hg, nseq, rows, summary):
         errors[name] = dict(w=err(w, w64), u=err(u, u64))
         if not SMOKE:
             forms[name] = captured(fn)
-    if SMOKE:
+    if SMOKE:  # (no profile on a CPU: the errors only)
+        summary.extend(dict(T=T, H=H, Hg=Hg, nseq=nseq, form=name, **e) for name, e in errors.items())
         print(f"smoke T={T} H={H} seqs={nseq}: errors {errors}")
         return
     per = collections.defaultdict(lambda: collections.defaultdict(list))
+    walls, timelines = collections.defaultdict(list), {}
     for _ in range(ROUNDS):
         for name, graph in forms.items():
-            for kern, us in kernel_us(graph).items():
+            kus, timelines[name] = kernel_us(graph)
+            for kern, us in kus.items():
                 per[name][kern].append(us)
+            walls[name].append(wall_us(graph))
     print(f"\n## T={T} H={H} Hg={Hg} seqs={nseq} (µs per replay, median of {ROUNDS} rounds of {REPLAYS} replays)")
     for name, kern in per.items():
         st = collections.defaultdict(float)
@@ -165,10 +188,13 @@ def run_shape(T, H, Hg, nseq, rows, summary):
             st[stage(kname)] += us
             rows.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, form=name, kernel=kname, stage=stage(kname), us=us,
                              rounds=ts, **errors[name]))
+        wall = statistics.median(walls[name])
         summary.append(dict(T=T, H=H, Hg=Hg, nseq=nseq, form=name, stages=dict(st), total=sum(st.values()),
-                            **errors[name]))
-        print(f"### {name}: {sum(st.values()):.1f} µs; " + ", ".join(f"{s} {u:.1f}" for s, u in st.items())
+                            wall=wall, timeline=timelines[name], **errors[name]))
+        print(f"### {name}: kernels {sum(st.values()):.1f} µs, replay (events) {wall:.1f} µs; "
+              + ", ".join(f"{s} {u:.1f}" for s, u in st.items())
               + "; errors " + ", ".join(f"{e} {x:.2e}" for e, x in errors[name].items()), flush=True)
+        print("  last replay: " + "; ".join(f"{k} @{t0:.1f} +{d:.1f}" for k, t0, d in timelines[name]))
         for kname, ts in sorted(kern.items(), key=lambda x: -statistics.median(x[1])):
             print(f"  {statistics.median(ts):8.1f}  {kname}")
     del forms
@@ -191,7 +217,8 @@ def table(summary) -> str:
         pa, pp = f["plugin: intra with A alone"]["total"], f["plugin: pipeline alone (cumsum in, no A)"]["total"]
         lines.append(f"| {T} | {H} | {n} | {s_in:.1f} (+{s_cs:.1f}) | {p_in:.1f} | {s_in / p_in:.2f}× "
                      f"({(s_in + s_cs) / p_in:.2f}×) | {sa:.1f} | {pa:.1f} / {pp:.1f} | {sa / pa:.2f}× / "
-                     f"{sa / pp:.2f}× | {sc['total']:.1f} / {pc['total']:.1f} | {sc['o']:.2e} / {pc['o']:.2e} |")
+                     f"{sa / pp:.2f}× | {sc['total']:.1f} / {pc['total']:.1f} | {sc['wall']:.1f} / {pc['wall']:.1f} | "
+                     f"{sc['o']:.2e} / {pc['o']:.2e} |")
     return "\n".join(lines)
 
 
@@ -202,7 +229,7 @@ def main():
         run_shape(T, H, Hg, nseq, rows, summary)
         with open(os.path.join(out, "profile_forward_kernels.json"), "w") as fh:
             json.dump(dict(meta=meta, summary=summary, rows=rows), fh, indent=1)
-        if summary:
+        if not SMOKE:
             print("\n" + table(summary), flush=True)
 
 

@@ -345,3 +345,41 @@ def test_stream_diagnostic_patches_apply_and_keep_values(tmp_path):
             for x, y in zip(out, ref, strict=True):
                 assert (x is None and y is None) or torch.equal(x, y), name
         sys.modules.pop(mod.__name__, None)
+
+
+def test_profile_forward_kernels_smoke(tmp_path):
+    """bench/profile_forward_kernels.py on CPU: SGLang's GDN chain (l2norm, then the forward) stock and through the
+    plugin, and the intra kernels alone, each with its error vs the fp64 twins (the profile itself needs a GPU)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "profile_forward_kernels.py"), str(tmp_path), "--smoke"],
+                       capture_output=True, text=True, timeout=900, cwd=root, env=dict(os.environ, AB_TUNING=""))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "profile_forward_kernels.json").read_text())["summary"]
+    forms = {x["form"] for x in summary}
+    assert forms == {"stock: chain", "plugin: chain", "stock: intra alone", "plugin: intra with A alone",
+                     "plugin: pipeline alone (cumsum in, no A)"}
+    assert {(x["T"], x["nseq"]) for x in summary} == {(130, 1), (130, 3)}
+    for x in summary:  # fp32 under the interpreter
+        errs = [x["o"]] if "chain" in x["form"] else [x["w"], x["u"]]
+        assert all(0 <= e < 1e-4 for e in errs), x
+
+
+def test_bench_kda_graph_smoke(tmp_path):
+    """`sglang-trinv bench kda-graph --smoke`: a bucket's padded tables, stock and the plugin (which served the call),
+    errors vs fp64 next to each row, nothing written past the batch, the markdown table."""
+    rc = main(["bench", "kda-graph", "--smoke", "--cases", "70:1:1+40", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = json.loads((tmp_path / "kda_graph.json").read_text())["rows"]
+    assert [r["path"] for r in rows] == ["stock", "blockdoubling"]
+    assert rows[1]["served_by_plugin"] is True and all(r["untouched"] for r in rows)
+    assert all(r["max_chunks"] == 72 and r["real_chunks"] == 2 for r in rows)  # min(70, 128) sequences + 2 chunks
+    assert all(r["o_err"] < 2e-2 and r["state_err"] < 2e-2 for r in rows), rows  # (bf16 Gram operands, as stock)
+    assert rows[1]["o_vs_stock"] < 1e-3
+    assert "| 70 | 1 | 1+40 | 2 / 72 |" in (tmp_path / "kda_graph.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["bench", "kda-graph", "--smoke", "--cases", "70:1", "--out", str(tmp_path)])
