@@ -341,7 +341,7 @@ if has kdagraph; then  # KDA extend captured as SGLang's prefill CUDA graphs run
     > "$out/kdagraph_tests.log" 2>&1
   tail -4 "$out/kdagraph_tests.log"
   timeout ${KDAGRAPH_TIMEOUT:-330} python3 -m sglang_trinv.cli bench kda-graph --out "$out/kdagraph" \
-    ${KDAGRAPH_CASES:+--cases "$KDAGRAPH_CASES"} > "$out/kdagraph.log" 2>&1
+    ${KDAGRAPH_CASES:+--cases "$KDAGRAPH_CASES"} ${KDAGRAPH_ARGS:-} > "$out/kdagraph.log" 2>&1
   grep -vE "Warning|warn\(" "$out/kdagraph.log" | tail -20
   echo "kdagraph: $(( $(date +%s) - t0 )) s"
 fi

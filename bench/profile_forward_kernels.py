@@ -80,30 +80,6 @@ def wall_us(graph) -> float:
     return a.elapsed_time(b) * 1e3 / REPLAYS
 
 
-def kernel_us(graph) -> tuple[dict, list]:
-    """({kernel name: µs per replay} over REPLAYS replays of ``graph`` under the profiler, the last replay's
-    timeline: [(kernel, start µs after the replay's first kernel started, duration µs)])."""
-    from torch.profiler import ProfilerActivity, profile
-
-    graph.replay()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(REPLAYS):
-            graph.replay()
-        torch.cuda.synchronize()
-    per = collections.defaultdict(float)
-    spans = []
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time > 0:
-            per[e.name[:60]] += e.device_time / REPLAYS
-            spans.append((e.time_range.start, e.name[:40], e.device_time))
-    spans.sort()
-    n = len(spans) // REPLAYS if REPLAYS else 0
-    last = spans[-n:] if n else []
-    timeline = [(name, start - last[0][0], dur) for start, name, dur in last]
-    return dict(per), timeline
-
-
 def run_shape(T, H, Hg, nseq, rows, summary):
     from importlib import import_module
 
@@ -176,7 +152,7 @@ def run_shape(T, H, Hg, nseq, rows, summary):
     walls, timelines = collections.defaultdict(list), {}
     for _ in range(ROUNDS):
         for name, graph in forms.items():
-            kus, timelines[name] = kernel_us(graph)
+            kus, timelines[name] = common.graph_kernel_us(graph, REPLAYS)
             for kern, us in kus.items():
                 per[name][kern].append(us)
             walls[name].append(wall_us(graph))

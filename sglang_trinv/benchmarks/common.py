@@ -192,3 +192,27 @@ def tuning_fields(text: str, what: str = "tuning") -> dict:
         kind = type(getattr(ops.DEFAULT_TUNING_FUSED, name))
         out[name] = raw.strip().lower() in ("1", "true", "yes") if kind is bool else kind(raw)
     return out
+
+
+def graph_kernel_us(graph, replays: int = 20) -> tuple[dict, list]:
+    """({kernel name: µs per replay} over ``replays`` replays of the CUDA graph ``graph`` under ``torch.profiler``
+    (CUPTI records the kernels of graph replays), the last replay's timeline: [(kernel, start µs after the replay's
+    first kernel started, duration µs)])."""
+    from torch.profiler import ProfilerActivity, profile
+
+    graph.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize()
+    per: dict = {}
+    spans = []
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time > 0:
+            per[e.name[:60]] = per.get(e.name[:60], 0.0) + e.device_time / replays
+            spans.append((e.time_range.start, e.name[:40], e.device_time))
+    spans.sort()
+    n = len(spans) // replays
+    last = spans[-n:] if n else []
+    return per, [(name, start - last[0][0], dur) for start, name, dur in last]

@@ -15,7 +15,7 @@ chain (``chunk_kda``: q/k l2norm, gate cumsum, intra, state, output) is captured
 replays, ``triton.testing.do_bench_cudagraph``). The outputs of the batch's tokens and its final states are compared
 with the fp64 chunk-wise twin (``reference.kda.chunk_fwd``) and with stock.
 
-    sglang-trinv bench kda-graph [--out DIR] [--cases BUCKET:H:LEN+LEN…,…] [--smoke]
+    sglang-trinv bench kda-graph [--out DIR] [--cases BUCKET:H:LEN+LEN…,…] [--profile] [--smoke]
 
 ``--smoke``: CPU + Triton interpreter, eager (no graphs), tiny shapes: checks the script and the padded tables.
 """
@@ -232,7 +232,7 @@ def parse_cases(text: str):
     return cases
 
 
-def run_case(bucket, H, lens, rows, device, method, K):
+def run_case(bucket, H, lens, rows, device, method, K, profile=False):
     import sglang_trinv
     import sglang_trinv.plugin
 
@@ -244,7 +244,7 @@ def run_case(bucket, H, lens, rows, device, method, K):
     sglang_trinv.unpatch()
     stock = Captured(case, device)
     s_out = tuple(x.clone() for x in stock.run())
-    results = [("stock", stock.time_us(), s_out, {}, None)]
+    results = [("stock", stock.time_us(), s_out, {}, None, _kernels(stock, profile))]
     sglang_trinv.patch(method=method)
     try:  # (eagerly on a CPU: the plugin must stay on while the extend runs)
         counts = sglang_trinv.plugin.active().counts
@@ -252,17 +252,28 @@ def run_case(bucket, H, lens, rows, device, method, K):
         ours = Captured(case, device)
         o_out = tuple(x.clone() for x in ours.run())  # (the timing replays below overwrite o and the pool)
         served = sglang_trinv.plugin.active().counts.get("kda", 0) > before
-        results.append((method, ours.time_us(), o_out, dict(stock=s_out), served))
+        results.append((method, ours.time_us(), o_out, dict(stock=s_out), served, _kernels(ours, profile)))
     finally:
         sglang_trinv.unpatch()
-    for name, us, res, kw, served in results:
+    for name, us, res, kw, served, kernels in results:
         r = dict(path=name, us=us, served_by_plugin=served, **tag, **compare(case, *res, o64, s64, **kw))
+        if kernels:
+            r["kernels"] = kernels
         rows.append(r)
         t = "—" if us is None else f"{us:8.1f} us"
         print(f"  {bucket:6d} H={H:2d} {tag['lens']:28s} {name:14s} {t}  o {r['o_err']:.2e} "
               f"state {r['state_err']:.2e}{'' if r['untouched'] else '  TOUCHED PADDING'}"
               f"{'  (NOT SERVED BY THE PLUGIN)' if served is False else ''}", flush=True)
+        for kname, kus in sorted((kernels or {}).items(), key=lambda x: -x[1]):
+            print(f"      {kus:8.1f}  {kname}")
     return case, stock, ours
+
+
+def _kernels(path: Captured, profile: bool) -> dict | None:
+    """{kernel name: µs per replay} of a captured path (``--profile``, GPU only)."""
+    if not profile or path.graph is None:
+        return None
+    return common.graph_kernel_us(path.graph, 20)[0]
 
 
 def to_markdown(meta, rows) -> list[str]:
@@ -270,8 +281,8 @@ def to_markdown(meta, rows) -> list[str]:
                              f"chunk_kda captured per bucket with SGLang's padded tables (≤ {meta['max_seqs_cap']} "
                              f"sequences), {meta['dtype']}, K=V={meta['K']}; µs = median of graph replays; errors "
                              "max-rel vs fp64 on the batch's rows / final states")
-    lines += ["| bucket | H | batch | chunk rows (real / padded grid) | stock µs | plugin µs | speed-up | o err stock / "
-              "plugin | state err stock / plugin |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| bucket | H | batch | chunk rows (real / padded grid) | stock µs | plugin µs | speed-up "
+              "| o err stock / plugin | state err stock / plugin |", "|---|---|---|---|---|---|---|---|---|"]
     by = {}
     for r in rows:
         by.setdefault((r["bucket"], r["H"], r["lens"]), {})[r["path"]] = r
@@ -285,6 +296,13 @@ def to_markdown(meta, rows) -> list[str]:
         lines.append(f"| {bucket} | {H} | {lens} | {s['real_chunks']} / {s['max_chunks']} | {fmt(s['us'])} | "
                      f"{fmt(o['us'])} | {sp} | {s['o_err']:.2e} / {o['o_err']:.2e} | "
                      f"{s['state_err']:.2e} / {o['state_err']:.2e} |")
+    profiled = [r for r in rows if r.get("kernels")]
+    if profiled:  # --profile: each captured path's kernels, µs per replay
+        lines += ["", "Kernels per replay (`--profile`, µs):", ""]
+        for r in profiled:
+            ks = sorted(r["kernels"].items(), key=lambda x: -x[1])
+            lines.append(f"- {r['bucket']} H={r['H']} {r['lens']} {r['path']}: "
+                         + "; ".join(f"{k} {v:.1f}" for k, v in ks))
     return lines
 
 
@@ -292,6 +310,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="bench/results/latest-kda-graph")
     ap.add_argument("--cases", type=parse_cases, default=None, help=f"default {CASES}")
     ap.add_argument("--method", default="blockdoubling")
+    ap.add_argument("--profile", action="store_true", help="also each captured path's kernels (torch.profiler)")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, eager, tiny shapes")
 
 
@@ -307,7 +326,7 @@ def run(args) -> int:
     rows: list = []
     os.makedirs(args.out, exist_ok=True)
     for bucket, H, lens in cases:
-        run_case(bucket, H, lens, rows, device, args.method, K)
+        run_case(bucket, H, lens, rows, device, args.method, K, args.profile)
         common.save_results(args.out, "kda_graph", meta, rows)  # each case as it finishes
         if device == "cuda":
             torch.cuda.empty_cache()
