@@ -25,7 +25,8 @@ State recurrence (since s27): where our kernel serves a call's intra stage, kda.
 ``chunk_gated_delta_rule_fwd_h`` (GDN's stays as it is) launches SGLang's kernel at constants picked per shape
 (``gdn_state.tuned_launch(gk=True)``: SGLang's one autotune config swapped for the call; the same bits, the kernel
 1.16-1.55x faster on an H200). ``SGLANG_TRINV_STATE_LAUNCH=sglang`` keeps SGLang's launch; SGLang's own launch
-variables, when set, stand.
+variables, when set, stand. Inside SGLang's KDA prefill CUDA graphs (``chunk_offsets`` passed: tables padded to
+the token bucket, whose sequence count is not the batch's) the state recurrence keeps SGLang's launch.
 """
 
 from __future__ import annotations
@@ -196,6 +197,16 @@ def make_fwd_h_wrapper(stock_fwd_h):
         a = sig.bind_partial(*args, **kwargs).arguments if args else kwargs
         k, u, gk, cu = a.get("k"), a.get("u"), a.get("gk"), a.get("cu_seqlens")
         if gk is None or u is None or k is None or gdn_state.sglang_launch_set():
+            return stock_fwd_h(*args, **kwargs)
+        if a.get("chunk_offsets") is not None:
+            # SGLang's KDA prefill CUDA graph (kda_prefill_graph.py, the only caller that passes chunk_offsets): its
+            # tables are padded to the bucket, so len(cu) - 1 and the tokens are the bucket's bounds (128 sequences),
+            # not the batch's, and the rule would pick for many short sequences. H200, s30: one 8192-token sequence
+            # at H=8 took 281.3 µs so against SGLang's launch's 254.5
+            if not STATE.counts["kda_state_graph"]:
+                logger.info("sglang-trinv: KDA state recurrence in a prefill CUDA graph (tables padded to the "
+                            "bucket): SGLang's own launch")
+            STATE.counts["kda_state_graph"] += 1
             return stock_fwd_h(*args, **kwargs)
         n_seqs = k.shape[0] if cu is None else len(cu) - 1
         launch = gdn_state.tuned_launch(n_seqs, u.shape[-2], u.shape[-1], u.device, gk=True,
