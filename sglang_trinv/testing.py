@@ -1,13 +1,14 @@
 """Run SGLang's (and our) Triton kernels on a CPU under ``TRITON_INTERPRET=1``.
 
-Four shims make SGLang's FLA kernels interpretable (triton 3.6–3.8):
+Five shims make SGLang's FLA kernels interpretable (triton 3.6–3.8):
 1. autotuners use only their first config (the interpreter would run every config);
 2. ``fla.op.exp`` / ``exp2`` / ``log`` / ``log2`` / ``gather`` (aliases of Triton builtins) are rebound to ``@triton.jit``
    wrappers, since the interpreter cannot call a bare builtin from another jitted function;
 3. ``fla.utils.device_torch_lib.device`` returns a null context (there is no CUDA device to switch to);
 4. ``tl.dot`` of bf16 operands (the interpreter keeps bf16 as raw uint16 bits and multiplies the bit
    patterns) widens them to fp32 first: the KDA kernels round operands to bf16 even for fp32 inputs. The
-   result is what a GPU computes (bf16 products are exact in fp32) up to the accumulation order.
+   result is what a GPU computes (bf16 products are exact in fp32) up to the accumulation order;
+5. ``libdevice.exp`` in SGLang's ``kda.py`` (its fused gate cumsum's β sigmoid) is 2.'s ``tl.exp`` wrapper.
 
 Call :func:`enable_interpreter` before anything imports Triton kernels (the env var is read when a kernel
 is decorated). Test in fp32: bf16 dots in the interpreter are not representative of the GPU.
@@ -66,9 +67,26 @@ def enable_interpreter() -> None:
 
         op.gather = _gather
     _widen_bf16_dots()
+    try:  # KDA's fused gate cumsum takes β's sigmoid through libdevice.exp, which the interpreter cannot run
+        kda = importlib.import_module(f"{FLA}.kda")
+    except ImportError:
+        kda = None
+    if kda is not None and hasattr(kda, "libdevice"):
+        kda.libdevice = _LibdeviceShim(kda.libdevice, _exp)
     utils = importlib.import_module(f"{FLA}.utils")
     utils.device_torch_lib = type("NullDeviceLib", (), {"device": staticmethod(lambda *_: contextlib.nullcontext())})
     _enabled = True
+
+
+class _LibdeviceShim:
+    """``libdevice`` as a module sees it under the interpreter: ``exp`` is the jitted ``tl.exp`` wrapper (libdevice's
+    own has no interpreter form), every other name libdevice's."""
+
+    def __init__(self, libdevice, exp):
+        self._libdevice, self.exp = libdevice, exp
+
+    def __getattr__(self, name):
+        return getattr(self._libdevice, name)
 
 
 def _widen_bf16_dots() -> None:

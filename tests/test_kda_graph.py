@@ -59,18 +59,20 @@ def _check(case, out, stock_out, tol):
     return r
 
 
-def test_plugin_on_padded_bucket_tables(clean_selection, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("gate", kg.GATES)
+def test_plugin_on_padded_bucket_tables(clean_selection, monkeypatch, gate):  # noqa: F811
     """Through the plugin (default routing; the state recurrence at SGLang's launch, as said in the log) the extend on
     a bucket's padded tables gives the batch's o and final states as close to fp64 as stock's, writes nothing
     outside the batch, equals the plugin's own extend on the
     unpadded batch (bit for bit on a GPU), and stays right for a second batch written into the same tables (on a GPU:
-    the graph captured for the first, replayed)."""
+    the graph captured for the first, replayed). The gate as Kimi-Linear's extend passes it (raw, with A_log / dt_bias
+    and raw β, activated inside SGLang's fused gate cumsum) and given activated."""
     monkeypatch.delenv(ENV_KDA, raising=False)
     dtype = torch.bfloat16 if HAS_CUDA else torch.float32
     tol = 3e-2 if HAS_CUDA else 1e-2
     first, second = BATCHES
     case = kg.make_case(SHAPE["num_tokens"], SHAPE["H"], SHAPE["K"], first, DEVICE, dtype,
-                        max_seqs_cap=SHAPE["max_seqs_cap"])
+                        max_seqs_cap=SHAPE["max_seqs_cap"], gate=gate)
     assert case["tables"]["max_chunks"] > sum(kg.cdiv(n, kg.CHUNK) for n in first)  # padded rows exist
     stock = kg.Captured(case, DEVICE)
     stock_out = tuple(x.clone() for x in stock.run())
@@ -88,8 +90,8 @@ def test_plugin_on_padded_bucket_tables(clean_selection, monkeypatch):  # noqa: 
     # the same batch without padding: cu_seqlens of the batch alone, chunk indices computed by chunk_kda_fwd
     total = sum(first)
     bare = dict(case, q=case["q"][:, :total].contiguous(), k=case["k"][:, :total].contiguous(),
-                v=case["v"][:, :total].contiguous(), g=case["g"][:, :total].contiguous(),
-                beta=case["beta"][:, :total].contiguous(), slots=case["slots"][:len(first)].contiguous(),
+                v=case["v"][:, :total].contiguous(), g_in=case["g_in"][:, :total].contiguous(),
+                beta_in=case["beta_in"][:, :total].contiguous(), slots=case["slots"][:len(first)].contiguous(),
                 tables=dict(cu_seqlens=case["tables"]["cu_seqlens"][:len(first) + 1].contiguous(),
                             chunk_indices=None, chunk_offsets=None))
     pool = case["pool"].clone()

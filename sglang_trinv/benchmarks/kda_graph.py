@@ -94,40 +94,62 @@ def refill(case: dict, lens, seed: int = 1) -> None:
     case["lens"] = list(lens)
 
 
-def make_case(num_tokens: int, H: int, K: int, lens, device, dtype, seed=0, max_seqs_cap=MAX_SEQS_CAP) -> dict:
-    """A bucket's static inputs as the captured extend sees them: q, k, v, the activated per-channel log-gate g and
-    β for all ``num_tokens`` rows (rows past the batch hold the conv of padding: random here), a state pool with
-    two more slots than sequences, the batch's slots in a shuffled order."""
+GATES = ("fused", "activated")
+
+
+def make_case(num_tokens: int, H: int, K: int, lens, device, dtype, seed=0, max_seqs_cap=MAX_SEQS_CAP,
+              gate: str = "fused") -> dict:
+    """A bucket's static inputs as the captured extend sees them: q, k, v, the gate and β for all ``num_tokens`` rows
+    (rows past the batch hold the conv of padding: random here), a state pool with two more slots than sequences,
+    the batch's slots in a shuffled order.
+
+    ``gate="fused"`` (Kimi-Linear's path through ``kda_extend_in_graph``): the raw gate projection with ``A_log`` and
+    ``dt_bias``, and raw β logits (``beta_is_raw``), activated inside SGLang's ``kda_gate_chunk_cumsum``:
+    ``g = −exp(A_log)·softplus(raw + dt_bias)``, ``β = sigmoid(logit)``. ``"activated"``: g and β given activated
+    (the cumsum is ``chunk_local_cumsum``; what session 30's GPU runs used). ``g_act`` / ``beta_act`` hold the
+    activated values for the fp64 reference either way."""
+    if gate not in GATES:
+        raise ValueError(f"gate={gate!r}: choose from {GATES}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     rnd = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
     T = num_tokens
     q, k = F.normalize(rnd(1, T, H, K), dim=-1), F.normalize(rnd(1, T, H, K), dim=-1)
     v = rnd(1, T, H, K)
-    g = -F.softplus(rnd(1, T, H, K) - 4.0) * (1 + 15 * torch.rand(H, generator=gen))[None, None, :, None]
-    beta = torch.sigmoid(rnd(1, T, H))
+    A_log = torch.log(1 + 15 * torch.rand(H, generator=gen))  # A ∈ [1, 16): some fast heads
+    dt_bias = (-4.0 + 0.5 * rnd(H, K)).reshape(-1)  # mostly slow decay
+    g_raw = rnd(1, T, H, K).to(dtype).float()  # (the projection's dtype)
+    beta_logit = rnd(1, T, H).to(dtype).float()
+    g_act = -A_log.exp()[None, None, :, None] * F.softplus(g_raw + dt_bias.view(H, K))
+    beta_act = torch.sigmoid(beta_logit)
     tables = prefill_graph_tables(lens, num_tokens, max_seqs_cap, device=device)
     max_seqs = tables["max_seqs"]
     pool = rnd(max_seqs + 2, H, K, K) * 0.1
     slots = torch.full((max_seqs,), PAD_SLOT_ID, dtype=torch.int32)
     slots[:len(lens)] = torch.randperm(max_seqs + 2, generator=gen)[:len(lens)].to(torch.int32)
     to = lambda x: x.to(device)  # noqa: E731
-    return dict(q=to(q).to(dtype), k=to(k).to(dtype), v=to(v).to(dtype), g=to(g), beta=to(beta).to(dtype),
+    fused = gate == "fused"
+    return dict(q=to(q).to(dtype), k=to(k).to(dtype), v=to(v).to(dtype),
+                g_in=to(g_raw).to(dtype) if fused else to(g_act),
+                beta_in=to(beta_logit).to(dtype) if fused else to(beta_act).to(dtype),
+                A_log=to(A_log) if fused else None, dt_bias=to(dt_bias) if fused else None, beta_is_raw=fused,
+                g_act=to(g_act), beta_act=to(beta_act) if fused else to(beta_act).to(dtype).float(), gate=gate,
                 pool=to(pool), slots=to(slots), tables=tables, lens=list(lens), num_tokens=num_tokens,
                 max_seqs_cap=max_seqs_cap)
 
 
 def extend(case: dict, pool: torch.Tensor, v_buf: torch.Tensor):
     """SGLang's ``chunk_kda`` as ``TritonKDAKernel.extend`` calls it from the captured extend (l2norm in the
-    kernel, the padded tables; the gate already activated, so its cumsum is ``chunk_local_cumsum``): o ``[1,
-    num_tokens, H, V]``, final states written into ``pool`` at the batch's slots."""
+    kernel, the padded tables, the gate as ``make_case`` gives it): o ``[1, num_tokens, H, V]``, final states written
+    into ``pool`` at the batch's slots."""
     from importlib import import_module
 
     kda = import_module(f"{FLA}.kda")
     t = case["tables"]
     K = case["k"].shape[-1]
-    return kda.chunk_kda(q=case["q"], k=case["k"], v=v_buf, g=case["g"], beta=case["beta"], scale=K ** -0.5,
+    return kda.chunk_kda(q=case["q"], k=case["k"], v=v_buf, g=case["g_in"], beta=case["beta_in"], scale=K ** -0.5,
                          initial_state=pool, initial_state_indices=case["slots"], use_qk_l2norm_in_kernel=True,
-                         cu_seqlens=t["cu_seqlens"], lower_bound=None, chunk_indices=t["chunk_indices"],
+                         cu_seqlens=t["cu_seqlens"], A_log=case["A_log"], dt_bias=case["dt_bias"], lower_bound=None,
+                         beta_is_raw=case["beta_is_raw"], chunk_indices=t["chunk_indices"],
                          chunk_offsets=t["chunk_offsets"])
 
 
@@ -144,7 +166,8 @@ def reference(case: dict, pool0: torch.Tensor):
     q = F.normalize(cut(case["q"]), dim=-1)
     k = F.normalize(cut(case["k"]), dim=-1)
     K = k.shape[-1]
-    return ref.chunk_fwd(q, k, cut(case["v"]), cut(case["g"]), cut(case["beta"]), K ** -0.5, h0.double(), cu)
+    return ref.chunk_fwd(q, k, cut(case["v"]), cut(case["g_act"]), cut(case["beta_act"]), K ** -0.5, h0.double(),
+                         cu)
 
 
 class Captured:
@@ -232,12 +255,12 @@ def parse_cases(text: str):
     return cases
 
 
-def run_case(bucket, H, lens, rows, device, method, K, profile=False):
+def run_case(bucket, H, lens, rows, device, method, K, profile=False, gate="fused"):
     import sglang_trinv
     import sglang_trinv.plugin
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    case = make_case(bucket, H, K, lens, device, dtype)
+    case = make_case(bucket, H, K, lens, device, dtype, gate=gate)
     o64, s64 = reference(case, case["pool"])
     tag = dict(bucket=bucket, H=H, lens="+".join(map(str, lens)), seqs=len(lens),
                max_chunks=case["tables"]["max_chunks"], real_chunks=sum(cdiv(n, CHUNK) for n in lens))
@@ -279,7 +302,8 @@ def _kernels(path: Captured, profile: bool) -> dict | None:
 def to_markdown(meta, rows) -> list[str]:
     lines = common.md_header("KDA extend in SGLang's prefill CUDA graphs, stock vs plugin", meta,
                              f"chunk_kda captured per bucket with SGLang's padded tables (≤ {meta['max_seqs_cap']} "
-                             f"sequences), {meta['dtype']}, K=V={meta['K']}; µs = median of graph replays; errors "
+                             f"sequences), {meta['dtype']}, K=V={meta['K']}, gate {meta.get('gate', 'activated')}; µs = "
+                             "median of graph replays; errors "
                              "max-rel vs fp64 on the batch's rows / final states")
     lines += ["| bucket | H | batch | chunk rows (real / padded grid) | stock µs | plugin µs | speed-up "
               "| o err stock / plugin | state err stock / plugin |", "|---|---|---|---|---|---|---|---|---|"]
@@ -311,6 +335,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cases", type=parse_cases, default=None, help=f"default {CASES}")
     ap.add_argument("--method", default="blockdoubling")
     ap.add_argument("--profile", action="store_true", help="also each captured path's kernels (torch.profiler)")
+    ap.add_argument("--gate", choices=GATES, default="fused",
+                    help="fused: Kimi-Linear's raw gate + A_log/dt_bias and raw β (default); activated: as in s30")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, eager, tiny shapes")
 
 
@@ -322,11 +348,11 @@ def run(args) -> int:
     cases = args.cases or parse_cases(SMOKE_CASES if args.smoke else CASES)
     K = 16 if args.smoke else 128
     meta = common.run_meta(device, dtype="bfloat16" if device == "cuda" else "float32", K=K,
-                           max_seqs_cap=MAX_SEQS_CAP)
+                           max_seqs_cap=MAX_SEQS_CAP, gate=args.gate)
     rows: list = []
     os.makedirs(args.out, exist_ok=True)
     for bucket, H, lens in cases:
-        run_case(bucket, H, lens, rows, device, args.method, K, args.profile)
+        run_case(bucket, H, lens, rows, device, args.method, K, args.profile, args.gate)
         common.save_results(args.out, "kda_graph", meta, rows)  # each case as it finishes
         if device == "cuda":
             torch.cuda.empty_cache()
