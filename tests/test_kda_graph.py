@@ -27,8 +27,8 @@ BATCHES = ([300, 1, 100], [64, 1, 30, 5, 64]) if HAS_CUDA else ([1, 70, 50], [64
 @pytest.mark.parametrize("num_tokens,cap,lens", [(160, 128, [1, 70, 50]), (160, 4, [1, 70, 50]), (64, 128, [64]),
                                                  (2048, 128, [700, 1, 1000, 300]), (130, 3, [65, 64, 1])])
 def test_tables_are_sglangs(num_tokens, cap, lens):
-    """benchmarks.kda_graph's tables are what SGLang's KDAPrefillGraphMetadata writes (where SGLang's server
-    modules import: the full install of CI, not the kernels-only one of the GPU machine)."""
+    """benchmarks.kda_graph's tables are what SGLang's KDAPrefillGraphMetadata writes (skipped where SGLang's server
+    modules do not import)."""
     try:
         from sglang.srt.layers.attention.linear import kda_prefill_graph as sgl
     except ImportError as e:
@@ -61,12 +61,12 @@ def _check(case, out, stock_out, tol):
 
 @pytest.mark.parametrize("gate", kg.GATES)
 def test_plugin_on_padded_bucket_tables(clean_selection, monkeypatch, gate):  # noqa: F811
-    """Through the plugin (default routing; the state recurrence at SGLang's launch, as said in the log) the extend on
-    a bucket's padded tables gives the batch's o and final states as close to fp64 as stock's, writes nothing
-    outside the batch, equals the plugin's own extend on the
-    unpadded batch (bit for bit on a GPU), and stays right for a second batch written into the same tables (on a GPU:
-    the graph captured for the first, replayed). The gate as Kimi-Linear's extend passes it (raw, with A_log / dt_bias
-    and raw β, activated inside SGLang's fused gate cumsum) and given activated."""
+    """Through the plugin (default routing; the state recurrence at SGLang's launch, as said in the log), the extend
+    on a bucket's padded tables gives the batch's o and final states as close to fp64 as stock's, writes nothing
+    outside the batch, equals the plugin's own extend on the unpadded batch (bit for bit on a GPU), and stays right
+    for a second batch written into the same tables (on a GPU: the graph captured for the first, replayed). The gate
+    comes in as Kimi-Linear's extend passes it (raw, with A_log / dt_bias and raw β, activated inside SGLang's fused
+    gate cumsum) and already activated."""
     monkeypatch.delenv(ENV_KDA, raising=False)
     dtype = torch.bfloat16 if HAS_CUDA else torch.float32
     tol = 3e-2 if HAS_CUDA else 1e-2

@@ -7,15 +7,17 @@ SGLang's ``srt/layers/attention/linear/kda_prefill_graph.py`` captures the whole
   ``max_seqs + 1`` entries, the padded sequences are empty (the total repeated);
 - ``max_chunks = cdiv(num_tokens, 64) + max_seqs`` rows of ``chunk_indices`` (sequence-major (seq, chunk) pairs),
   padded with ``(0, 2^20)``, a chunk past any sequence, so every chunk kernel returns at its ``t0 >= T`` guard;
-- ``chunk_offsets`` (``max_seqs + 1``), the state pool's slots per sequence (``-1``, PAD_SLOT_ID, past the batch).
+- ``chunk_offsets`` (``max_seqs + 1``): each sequence's first chunk row; the state pool's slot of each sequence is
+  ``-1`` (PAD_SLOT_ID) past the batch.
 
 So the wrappers' host cost is paid once, at capture, and a replay costs GPU time over the padded grid. The whole
-chain (``chunk_kda``: q/k l2norm, gate cumsum, intra, state, output) is captured with stock and through the plugin
-(``--linear-attn-inv`` as a server runs it); each graph is then replayed for the batch (median µs of CUDA-graph
-replays, ``triton.testing.do_bench_cudagraph``). The outputs of the batch's tokens and its final states are compared
-with the fp64 chunk-wise twin (``reference.kda.chunk_fwd``) and with stock.
+chain (``chunk_kda``: q/k l2norm, gate activation + cumsum, intra, state, output) is captured with stock and through
+the plugin (``--linear-attn-inv`` as a server runs it); each graph is then replayed for the batch (median µs per
+replay: CUDA events around 10 back-to-back replays, 25 times). The outputs of the batch's tokens and its final states
+are compared with the fp64 chunk-wise twin (``reference.kda.chunk_fwd``) and with stock. ``--profile`` adds each
+path's kernels (``torch.profiler`` over graph replays); ``--gate`` picks how the gate comes in (see ``make_case``).
 
-    sglang-trinv bench kda-graph [--out DIR] [--cases BUCKET:H:LEN+LEN…,…] [--profile] [--smoke]
+    sglang-trinv bench kda-graph [--out DIR] [--cases BUCKET:H:LEN+LEN…,…] [--gate fused|activated] [--profile]
 
 ``--smoke``: CPU + Triton interpreter, eager (no graphs), tiny shapes: checks the script and the padded tables.
 """
@@ -289,7 +291,6 @@ def run_case(bucket, H, lens, rows, device, method, K, profile=False, gate="fuse
               f"{'  (NOT SERVED BY THE PLUGIN)' if served is False else ''}", flush=True)
         for kname, kus in sorted((kernels or {}).items(), key=lambda x: -x[1]):
             print(f"      {kus:8.1f}  {kname}")
-    return case, stock, ours
 
 
 def _kernels(path: Captured, profile: bool) -> dict | None:
@@ -300,11 +301,10 @@ def _kernels(path: Captured, profile: bool) -> dict | None:
 
 
 def to_markdown(meta, rows) -> list[str]:
-    lines = common.md_header("KDA extend in SGLang's prefill CUDA graphs, stock vs plugin", meta,
-                             f"chunk_kda captured per bucket with SGLang's padded tables (≤ {meta['max_seqs_cap']} "
-                             f"sequences), {meta['dtype']}, K=V={meta['K']}, gate {meta.get('gate', 'activated')}; µs = "
-                             "median of graph replays; errors "
-                             "max-rel vs fp64 on the batch's rows / final states")
+    details = (f"chunk_kda captured per bucket with SGLang's padded tables (≤ {meta['max_seqs_cap']} sequences), "
+               f"{meta['dtype']}, K=V={meta['K']}, gate {meta.get('gate', 'activated')}; µs = median per graph "
+               "replay; errors max-rel vs fp64 on the batch's rows / final states")
+    lines = common.md_header("KDA extend in SGLang's prefill CUDA graphs, stock vs plugin", meta, details)
     lines += ["| bucket | H | batch | chunk rows (real / padded grid) | stock µs | plugin µs | speed-up "
               "| o err stock / plugin | state err stock / plugin |", "|---|---|---|---|---|---|---|---|---|"]
     by = {}
