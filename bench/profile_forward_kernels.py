@@ -4,9 +4,10 @@ beside the intra kernels replayed alone (GPU machine).
 
 Why (s30): s25's ``Tuning.l2_warm`` made the intra kernel 1.11× faster replayed alone at T=8192 H=8 while the whole
 forward did not move. Profiled, the intra kernel inside the forward already ran at 22.8 µs against 25.3 alone, warm-up
-or not: what a kernel costs alone with cold inputs is not what it costs where it runs. In the real chain the keys
-were just written by the l2norm kernel, and stock's intra stage runs there too, so the intra stage's ratio in place is
-the one users get; this script measures it at every shape, with the kernels alone beside it.
+or not: what a kernel costs replayed alone is not what it costs where it runs (likely its inputs' L2 residency: in
+the real chain the l2norm kernel has just written the keys; hit rates not measured). Stock's intra stage runs in the
+same place, so the intra stage's ratio in place is the one users get; this script measures it at every shape, with
+the kernels alone beside it.
 
 A CUDA graph of each form is replayed under ``torch.profiler`` (CUPTI records the kernels of graph replays); each
 kernel's time is summed per replay; forms interleaved round by round; medians over the rounds. Stages by kernel name:
