@@ -55,32 +55,6 @@ def stage(name: str) -> str:
     return next((s for s, pat in STAGES if re.search(pat, name)), "other")
 
 
-def captured(fn):
-    """``fn`` captured in a CUDA graph (run twice on a side stream first: compiles, autotuning)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return g
-
-
-def wall_us(graph) -> float:
-    """µs per replay between two events around REPLAYS back-to-back replays (what a CUDA-graph timer sees)."""
-    graph.replay()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(REPLAYS):
-        graph.replay()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) * 1e3 / REPLAYS
-
-
 def run_shape(T, H, Hg, nseq, rows, summary):
     from importlib import import_module
 
@@ -126,7 +100,7 @@ def run_shape(T, H, Hg, nseq, rows, summary):
                 state.copy_(h0)
                 errors[f"{name}: chain"] = dict(o=err(chain()[0], o64))
                 if not SMOKE:
-                    forms[f"{name}: chain"] = captured(chain)
+                    forms[f"{name}: chain"] = common.capture_graph(chain)
             finally:
                 sglang_trinv.unpatch()
 
@@ -144,7 +118,7 @@ def run_shape(T, H, Hg, nseq, rows, summary):
         w, u = (res[1], res[2]) if "pipeline" in name else (res[0], res[1])
         errors[name] = dict(w=err(w, w64), u=err(u, u64))
         if not SMOKE:
-            forms[name] = captured(fn)
+            forms[name] = common.capture_graph(fn)
     if SMOKE:  # (no profile on a CPU: the errors only)
         summary.extend(dict(T=T, H=H, Hg=Hg, nseq=nseq, form=name, **e) for name, e in errors.items())
         print(f"smoke T={T} H={H} seqs={nseq}: errors {errors}")
@@ -156,7 +130,7 @@ def run_shape(T, H, Hg, nseq, rows, summary):
             kus, timelines[name] = common.graph_kernel_us(graph, REPLAYS)
             for kern, us in kus.items():
                 per[name][kern].append(us)
-            walls[name].append(wall_us(graph))
+            walls[name].append(common.replay_us(graph, REPLAYS))
     print(f"\n## T={T} H={H} Hg={Hg} seqs={nseq} (µs per replay, median of {ROUNDS} rounds of {REPLAYS} replays)")
     for name, kern in per.items():
         st = collections.defaultdict(float)

@@ -216,3 +216,37 @@ def graph_kernel_us(graph, replays: int = 20) -> tuple[dict, list]:
     n = len(spans) // replays
     last = spans[-n:] if n else []
     return per, [(name, start - last[0][0], dur) for start, name, dur in last]
+
+
+def capture_graph(fn, warmups: int = 2):
+    """``fn`` captured in a CUDA graph, after ``warmups`` calls on a side stream (compiles, autotuning: neither
+    may run inside the capture)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(warmups):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def replay_us(graph, replays: int = 10, rounds: int = 1) -> float:
+    """µs per replay of a CUDA graph: CUDA events around ``replays`` back-to-back replays (what a CUDA-graph timer
+    sees), median over ``rounds``."""
+    import statistics
+
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(replays):
+            graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / replays)
+    return statistics.median(times)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 if "--smoke" in sys.argv:  # the interpreter must be on before Triton (and any kernel) is imported
@@ -182,47 +181,25 @@ class Captured:
         self.pool = case["pool"].clone()
         self.v_buf = case["v"].clone()
         self.graph = None
-        if device == "cuda":
-            self._extend()  # warm-up: SGLang's autotuners and every JIT compile run here, outside the capture
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                self._extend()
-            torch.cuda.current_stream().wait_stream(s)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.o = self._extend()
+        if device == "cuda":  # (the warm-up calls run SGLang's autotuners and every JIT compile, outside the capture)
+            self.graph = common.capture_graph(self._extend)
 
     def _extend(self):
-        return extend(self.case, self.pool, self.v_buf)
+        self.o = extend(self.case, self.pool, self.v_buf)
 
     def run(self):
         """(o, pool) of one extend from the initial pool and v, for the tables as they are now."""
         self.pool.copy_(self.case["pool"])
         self.v_buf.copy_(self.case["v"])  # chunk_kda_fwd writes o into v
         if self.graph is None:
-            self.o = self._extend()
+            self._extend()
         else:
             self.graph.replay()
         return self.o, self.pool
 
     def time_us(self, rounds: int = 25, inner: int = 10) -> float | None:
         """Median µs per replay (``inner`` back-to-back replays between two events, ``rounds`` times)."""
-        if self.graph is None:
-            return None
-        for _ in range(3):
-            self.graph.replay()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(rounds):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            for _ in range(inner):
-                self.graph.replay()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) * 1e3 / inner)
-        return statistics.median(times)
+        return None if self.graph is None else common.replay_us(self.graph, inner, rounds)
 
 
 def compare(case, o, pool, o64, s64, stock=None) -> dict:

@@ -53,7 +53,7 @@ def zero_tail(o: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
     row = o[0, 0].numel()
     BT = 16
     zero_tail_kernel[(cdiv(T, BT),)](o, cu_seqlens, cu_seqlens.shape[0] - 1, T, ROW=row, BT=BT,
-                                           BR=min(256, next_pow2(row)))
+                                     BR=min(256, next_pow2(row)))
 
 
 def gdn_fwd_o(q, k, v, h, g, scale, cu_seqlens=None, chunk_indices=None, chunk_size: int = 64,
